@@ -1,0 +1,111 @@
+//! `Broker`: the state every handler shares — settings, topics, producer ids, and the signal
+//! that wakes long-polling fetches when records are appended.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::producer_ids::ProducerIdAllocator;
+use crate::topic_config::TopicConfig;
+use crate::topics::{Topic, TopicRegistry, TopicSpec};
+
+/// Shared broker state. Cheap to share behind an `Arc`; no lock is held across an `.await`.
+#[derive(Debug)]
+pub struct Broker {
+    /// Settings.
+    pub config: Arc<BrokerConfig>,
+    /// Topics and their partition logs.
+    pub topics: TopicRegistry,
+    /// Idempotent producer ids.
+    pub producer_ids: ProducerIdAllocator,
+    /// The cluster id reported in Metadata, persisted in `meta.properties`.
+    pub cluster_id: String,
+    /// Bumped after every append; long-polling fetches wait on it.
+    appended: watch::Sender<u64>,
+}
+
+impl Broker {
+    /// Opens the data directory: cluster id, producer ids, topics (recovering their logs).
+    /// Blocking: call before serving or from the blocking pool.
+    pub fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        let config = Arc::new(config);
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::Metadata {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let cluster_id = load_or_create_cluster_id(&config.data_dir)?;
+        let producer_ids = ProducerIdAllocator::load(&config.data_dir)?;
+        let topics = TopicRegistry::load(Arc::clone(&config))?;
+        let (appended, _) = watch::channel(0);
+        Ok(Broker {
+            config,
+            topics,
+            producer_ids,
+            cluster_id,
+            appended,
+        })
+    }
+
+    /// Wakes fetches waiting for new records.
+    pub fn notify_appended(&self) {
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that changes whenever records are appended to any partition.
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// Creates `name` with the broker's defaults if auto-creation is on and the topic is absent.
+    /// Returns `None` when the topic does not exist and may not be created.
+    pub async fn auto_create(&self, name: &str) -> Result<Option<Arc<Topic>>, BrokerError> {
+        if let Some(topic) = self.topics.get(name) {
+            return Ok(Some(topic));
+        }
+        if !self.config.auto_create_topics_enable {
+            return Ok(None);
+        }
+        let spec = TopicSpec {
+            name: name.to_string(),
+            partitions: self.config.num_partitions,
+            config: TopicConfig::default(),
+        };
+        match self.topics.create(spec, false).await {
+            Ok(topic) => Ok(Some(topic)),
+            // Another request created it meanwhile.
+            Err(BrokerError::TopicAlreadyExists(_)) => Ok(self.topics.get(name)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Flushes and checkpoints all logs (graceful shutdown).
+    pub fn close(&self) {
+        self.topics.close_all();
+    }
+}
+
+fn load_or_create_cluster_id(data_dir: &Path) -> Result<String, BrokerError> {
+    let path = data_dir.join("meta.properties");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster.id="))
+            .map(str::to_string)
+            .ok_or_else(|| BrokerError::Metadata {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no cluster.id"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            runnel_storage::write_file_atomically(
+                &path,
+                format!("version=1\ncluster.id={id}\n").as_bytes(),
+            )?;
+            Ok(id)
+        }
+        Err(source) => Err(BrokerError::Metadata { path, source }),
+    }
+}

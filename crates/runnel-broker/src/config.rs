@@ -1,0 +1,337 @@
+//! Broker settings, named as Kafka names them (`num.partitions`, `socket.request.max.bytes`, …)
+//! so operators can bring their `server.properties` knowledge.
+//!
+//! Layering (with the `config` crate): built-in defaults < TOML file (`--config`) < environment
+//! (`RUNNEL_*`, `__` for nesting, `_` read as `.`) < command-line flags (`--listen`, `--set
+//! NAME=VALUE`, …). Every name is checked against [`SETTINGS`]: an unknown name is an error, never
+//! silently ignored. `docs/configuration.md` is checked against the same table by a unit test.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat, Value, ValueKind};
+
+/// One setting the broker understands.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// Kafka's property name.
+    pub name: &'static str,
+    /// Default value, as text.
+    pub default: &'static str,
+    /// What the setting does (one line, for docs and errors).
+    pub doc: &'static str,
+}
+
+/// Every broker setting Runnel accepts. Add a row here (and a field below) to add a setting.
+pub const SETTINGS: &[Setting] = &[
+    Setting { name: "listen", default: "0.0.0.0:9092", doc: "Address the Kafka listener binds (flag `--listen`)." },
+    Setting { name: "advertise", default: "localhost:9092", doc: "Host:port clients are told to connect to in Metadata (flag `--advertise`)." },
+    Setting { name: "data.dir", default: "./data", doc: "Directory holding the partition logs (flag `--data-dir`)." },
+    Setting { name: "node.id", default: "0", doc: "This broker's id in Metadata and FindCoordinator (flag `--node-id`)." },
+    Setting { name: "num.partitions", default: "1", doc: "Partitions of an auto-created topic, and of CreateTopics with -1." },
+    Setting { name: "auto.create.topics.enable", default: "true", doc: "Create an unknown topic when a Metadata request names it and allows auto-creation (producers and consumers do)." },
+    Setting { name: "default.replication.factor", default: "1", doc: "Replication factor of auto-created topics; a single node only accepts 1." },
+    Setting { name: "socket.request.max.bytes", default: "104857600", doc: "Largest request frame accepted; larger frames close the connection before their body is read." },
+    Setting { name: "message.max.bytes", default: "1048588", doc: "Largest record batch accepted (topic override `max.message.bytes`)." },
+    Setting { name: "log.segment.bytes", default: "1073741824", doc: "Roll a new segment when the active one would exceed this size (topic `segment.bytes`)." },
+    Setting { name: "log.roll.ms", default: "604800000", doc: "Roll a new segment when the active one is older than this (topic `segment.ms`)." },
+    Setting { name: "log.index.interval.bytes", default: "4096", doc: "Bytes of log between two entries of the sparse offset index (topic `index.interval.bytes`)." },
+    Setting { name: "log.index.size.max.bytes", default: "10485760", doc: "Largest offset index file; a full index rolls the segment (topic `segment.index.bytes`)." },
+    Setting { name: "fetch.max.bytes", default: "57671680", doc: "Upper bound on the bytes of one Fetch response, whatever the client asks." },
+    Setting { name: "transaction.max.timeout.ms", default: "900000", doc: "Largest `transaction.timeout.ms` InitProducerId accepts." },
+    Setting { name: "max.connections", default: "10000", doc: "Connections served at once; further connections are refused until one closes." },
+];
+
+/// The broker's typed settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Where the Kafka listener binds.
+    pub listen: SocketAddr,
+    /// Host and port clients are told to use.
+    pub advertise_host: String,
+    /// Port clients are told to use.
+    pub advertise_port: i32,
+    /// Root of the partition directories.
+    pub data_dir: PathBuf,
+    /// This broker's id.
+    pub node_id: i32,
+    /// Partitions of auto-created topics.
+    pub num_partitions: i32,
+    /// Whether unknown topics are created on use.
+    pub auto_create_topics_enable: bool,
+    /// Replication factor of auto-created topics.
+    pub default_replication_factor: i16,
+    /// Largest request frame in bytes.
+    pub socket_request_max_bytes: usize,
+    /// Largest record batch in bytes.
+    pub message_max_bytes: usize,
+    /// Segment roll size in bytes.
+    pub log_segment_bytes: u64,
+    /// Segment roll age in milliseconds.
+    pub log_roll_ms: i64,
+    /// Sparse index spacing in bytes.
+    pub log_index_interval_bytes: u32,
+    /// Largest offset index in bytes.
+    pub log_index_size_max_bytes: u32,
+    /// Largest Fetch response in bytes.
+    pub fetch_max_bytes: usize,
+    /// Largest transaction timeout in milliseconds.
+    pub transaction_max_timeout_ms: i64,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+/// What is wrong with the configuration, in one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting name that Runnel does not know.
+    #[error("unknown setting `{name}` (from {origin}); see docs/configuration.md for the supported names")]
+    UnknownSetting {
+        /// The name as normalised.
+        name: String,
+        /// Where it came from.
+        origin: String,
+    },
+    /// A value that does not parse as the setting's type or is out of range.
+    #[error("invalid value `{value}` for `{name}`: {reason}")]
+    InvalidValue {
+        /// The setting.
+        name: String,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        reason: String,
+    },
+    /// The config file or environment could not be read.
+    #[error("cannot read configuration: {0}")]
+    Source(#[from] config::ConfigError),
+    /// A `--set` argument without `=`.
+    #[error("`--set {0}`: expected NAME=VALUE")]
+    BadOverride(String),
+}
+
+impl BrokerConfig {
+    /// Builds the configuration from an optional TOML file, the process environment (`RUNNEL_*`)
+    /// and the flag overrides (`name`, `value` pairs, applied last).
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[(String, String)],
+    ) -> Result<BrokerConfig, ConfigError> {
+        let mut builder = Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("RUNNEL")
+                .prefix_separator("_")
+                .separator("__"),
+        );
+        let layered = builder.build()?;
+        let mut values = BTreeMap::new();
+        for (key, value) in layered.cache.into_table()? {
+            flatten(&key, value, &mut values);
+        }
+        for (name, value) in overrides {
+            values.insert(normalise(name), (value.clone(), "command line".to_string()));
+        }
+        Self::from_values(values)
+    }
+
+    fn from_values(
+        values: BTreeMap<String, (String, String)>,
+    ) -> Result<BrokerConfig, ConfigError> {
+        for (name, (_, origin)) in &values {
+            if !SETTINGS.iter().any(|s| s.name == name) {
+                return Err(ConfigError::UnknownSetting {
+                    name: name.clone(),
+                    origin: origin.clone(),
+                });
+            }
+        }
+        let settings = Settings { values };
+        let advertise: String = settings.get("advertise")?;
+        let (advertise_host, advertise_port) = split_host_port("advertise", &advertise)?;
+        Ok(BrokerConfig {
+            listen: settings.get("listen")?,
+            advertise_host,
+            advertise_port,
+            data_dir: PathBuf::from(settings.get::<String>("data.dir")?),
+            node_id: settings.get_in("node.id", 0..=i32::MAX)?,
+            num_partitions: settings.get_in("num.partitions", 1..=100_000)?,
+            auto_create_topics_enable: settings.get("auto.create.topics.enable")?,
+            default_replication_factor: settings.get_in("default.replication.factor", 1..=1)?,
+            socket_request_max_bytes: settings
+                .get_in("socket.request.max.bytes", 64..=i32::MAX as usize)?,
+            message_max_bytes: settings.get_in("message.max.bytes", 0..=i32::MAX as usize)?,
+            log_segment_bytes: settings.get_in("log.segment.bytes", 14..=i32::MAX as u64)?,
+            log_roll_ms: settings.get_in("log.roll.ms", 1..=i64::MAX)?,
+            log_index_interval_bytes: settings
+                .get_in("log.index.interval.bytes", 0..=i32::MAX as u32)?,
+            log_index_size_max_bytes: settings
+                .get_in("log.index.size.max.bytes", 8..=i32::MAX as u32)?,
+            fetch_max_bytes: settings.get_in("fetch.max.bytes", 1024..=i32::MAX as usize)?,
+            transaction_max_timeout_ms: settings
+                .get_in("transaction.max.timeout.ms", 1..=i32::MAX as i64)?,
+            max_connections: settings.get_in("max.connections", 1..=1_000_000)?,
+        })
+    }
+}
+
+/// Setting values by name, with the origin of each for error messages.
+struct Settings {
+    values: BTreeMap<String, (String, String)>,
+}
+
+impl Settings {
+    fn raw(&self, name: &str) -> String {
+        match self.values.get(name) {
+            Some((value, _)) => value.clone(),
+            None => SETTINGS
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.default.to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn get<T: std::str::FromStr>(&self, name: &str) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let value = self.raw(name);
+        value
+            .trim()
+            .parse()
+            .map_err(|e: T::Err| ConfigError::InvalidValue {
+                name: name.to_string(),
+                value: value.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn get_in<T>(&self, name: &str, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+        T::Err: std::fmt::Display,
+    {
+        let value: T = self.get(name)?;
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(ConfigError::InvalidValue {
+                name: name.to_string(),
+                value: value.to_string(),
+                reason: format!("must be between {} and {}", range.start(), range.end()),
+            })
+        }
+    }
+}
+
+/// Kafka names use dots; environment variables cannot, so `_` (and the `__` nesting the config
+/// crate turns into `.`) both read as `.`; names are case-insensitive.
+fn normalise(name: &str) -> String {
+    name.trim().to_ascii_lowercase().replace(['_', '-'], ".")
+}
+
+/// Flattens nested tables (`[log] segment.bytes = …`, or `num.partitions = 3` which TOML nests)
+/// into dotted names.
+fn flatten(prefix: &str, value: Value, out: &mut BTreeMap<String, (String, String)>) {
+    let origin = value.origin().unwrap_or("environment").to_string();
+    match value.kind {
+        ValueKind::Table(table) => {
+            for (key, inner) in table {
+                flatten(&format!("{prefix}.{key}"), inner, out);
+            }
+        }
+        kind => {
+            let text = Value::new(None, kind).into_string().unwrap_or_default();
+            out.insert(normalise(prefix), (text, origin));
+        }
+    }
+}
+
+fn split_host_port(name: &str, address: &str) -> Result<(String, i32), ConfigError> {
+    let invalid = |reason: &str| ConfigError::InvalidValue {
+        name: name.to_string(),
+        value: address.to_string(),
+        reason: reason.to_string(),
+    };
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("expected HOST:PORT"))?;
+    let port: u16 = port.parse().map_err(|_| invalid("port must be 0..65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(invalid("host is empty"));
+    }
+    Ok((host.to_string(), i32::from(port)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn load(overrides: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
+        let overrides: Vec<_> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        BrokerConfig::load(None, &overrides)
+    }
+
+    #[test]
+    fn defaults_serve_a_developer_broker() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9092");
+        assert_eq!(
+            (config.advertise_host.as_str(), config.advertise_port),
+            ("localhost", 9092)
+        );
+        assert!(config.auto_create_topics_enable);
+        assert_eq!(config.num_partitions, 1);
+        assert_eq!(config.socket_request_max_bytes, 100 * 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_names_and_bad_values_are_errors() {
+        assert!(matches!(
+            load(&[("num.partitons", "3")]),
+            Err(ConfigError::UnknownSetting { .. })
+        ));
+        assert!(matches!(
+            load(&[("num.partitions", "x")]),
+            Err(ConfigError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            load(&[("num.partitions", "0")]),
+            Err(ConfigError::InvalidValue { .. })
+        ));
+        assert_eq!(load(&[("NUM_PARTITIONS", "3")]).unwrap().num_partitions, 3);
+    }
+
+    #[test]
+    fn file_values_nest_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runnel.toml");
+        std::fs::write(&path, "num.partitions = 4\n\"auto.create.topics.enable\" = false\n[log]\nsegment.bytes = 1000\n").unwrap();
+        let config =
+            BrokerConfig::load(Some(&path), &[("num.partitions".into(), "6".into())]).unwrap();
+        assert_eq!(config.num_partitions, 6);
+        assert!(!config.auto_create_topics_enable);
+        assert_eq!(config.log_segment_bytes, 1000);
+    }
+
+    #[test]
+    fn configuration_doc_lists_every_setting() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for setting in SETTINGS {
+            assert!(
+                doc.contains(&format!("`{}`", setting.name)),
+                "docs/configuration.md misses {}",
+                setting.name
+            );
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `BrokerError` and the one place that maps errors to Kafka error codes.
+//!
+//! Handlers return `BrokerError` and call [`BrokerError::error_code`]; no handler writes a
+//! numeric code or picks a `ResponseError` on its own.
+
+use kafka_protocol::error::ResponseError;
+use runnel_protocol::ProtocolError;
+use runnel_storage::StorageError;
+
+/// Everything a request can fail with, per partition, topic or request.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Bytes from the client are malformed or unacceptable.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The partition log refused or failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The topic or partition does not exist here.
+    #[error("unknown topic or partition {0}")]
+    UnknownTopicOrPartition(String),
+    /// A topic id that no topic has.
+    #[error("unknown topic id {0}")]
+    UnknownTopicId(uuid::Uuid),
+    /// CreateTopics for a name that exists.
+    #[error("topic '{0}' already exists")]
+    TopicAlreadyExists(String),
+    /// A topic name Kafka would not accept.
+    #[error("invalid topic name '{name}': {reason}")]
+    InvalidTopic {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A partition count below 1 or above the limit.
+    #[error("invalid partition count {0}")]
+    InvalidPartitions(i32),
+    /// A replication factor this cluster cannot honour.
+    #[error("replication factor {0} is not possible on a single node (only 1)")]
+    InvalidReplicationFactor(i16),
+    /// A manual replica assignment naming other brokers.
+    #[error("replica assignment {0}")]
+    InvalidReplicaAssignment(String),
+    /// A topic config that is unknown or has a bad value.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// Produce with acks outside {-1, 0, 1}.
+    #[error("acks must be -1, 0 or 1, not {0}")]
+    InvalidRequiredAcks(i16),
+    /// InitProducerId with a timeout above `transaction.max.timeout.ms`.
+    #[error("transaction timeout {timeout_ms} ms exceeds the maximum {max_ms} ms")]
+    InvalidTransactionTimeout {
+        /// Requested.
+        timeout_ms: i32,
+        /// Allowed.
+        max_ms: i64,
+    },
+    /// A request this broker understands but cannot serve yet (e.g. transactional producers).
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
+    /// ListOffsets by timestamp before the time index exists: Kafka's answer for a log format
+    /// that cannot look up timestamps.
+    #[error("offset lookup by timestamp is not supported yet")]
+    TimestampLookupUnsupported,
+    /// A well-formed request that asks for something impossible.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A blocking storage task died (a bug); the request fails, the broker goes on.
+    #[error("storage task failed: {0}")]
+    TaskFailed(#[from] tokio::task::JoinError),
+    /// A broker file (data dir, topic metadata, ids) could not be written or read.
+    #[error("{path}: {source}")]
+    Metadata {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The listener could not bind (port in use, bad address).
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl BrokerError {
+    /// The Kafka error this becomes on the wire.
+    pub fn error_code(&self) -> ResponseError {
+        match self {
+            BrokerError::Protocol(e) => match e {
+                ProtocolError::CorruptBatch(_) => ResponseError::CorruptMessage,
+                ProtocolError::InvalidBatch(_) => ResponseError::InvalidRecord,
+                ProtocolError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+                _ => ResponseError::InvalidRequest,
+            },
+            BrokerError::Storage(e) => storage_error_code(e),
+            BrokerError::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
+            BrokerError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
+            BrokerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+            BrokerError::InvalidTopic { .. } => ResponseError::InvalidTopicException,
+            BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+            BrokerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+            BrokerError::InvalidConfig(_) => ResponseError::InvalidConfig,
+            BrokerError::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
+            BrokerError::InvalidTransactionTimeout { .. } => {
+                ResponseError::InvalidTransactionTimeout
+            }
+            BrokerError::Unsupported(_) | BrokerError::InvalidRequest(_) => {
+                ResponseError::InvalidRequest
+            }
+            BrokerError::TimestampLookupUnsupported => ResponseError::UnsupportedForMessageFormat,
+            BrokerError::TaskFailed(_) => ResponseError::UnknownServerError,
+            BrokerError::Metadata { .. } => ResponseError::KafkaStorageError,
+            BrokerError::Listen { .. } => ResponseError::UnknownServerError,
+        }
+    }
+
+    /// The numeric code, for response fields.
+    pub fn code(&self) -> i16 {
+        self.error_code().code()
+    }
+}
+
+fn storage_error_code(error: &StorageError) -> ResponseError {
+    match error {
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        StorageError::CorruptBatch { .. } => ResponseError::CorruptMessage,
+        _ => ResponseError::KafkaStorageError,
+    }
+}

@@ -1,0 +1,44 @@
+//! InitProducerId (key 22), v0–4: a fresh producer id (epoch 0) for idempotent producers.
+//! Transactional ids need the transaction coordinator, which does not exist yet.
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::error::BrokerError;
+
+pub(crate) async fn handle(
+    broker: &Broker,
+    _context: &RequestContext,
+    request: InitProducerIdRequest,
+) -> Result<InitProducerIdResponse, BrokerError> {
+    let allocated = match request.transactional_id {
+        Some(_)
+            if i64::from(request.transaction_timeout_ms)
+                > broker.config.transaction_max_timeout_ms =>
+        {
+            Err(BrokerError::InvalidTransactionTimeout {
+                timeout_ms: request.transaction_timeout_ms,
+                max_ms: broker.config.transaction_max_timeout_ms,
+            })
+        }
+        Some(_) => Err(BrokerError::Unsupported("transactional producers")),
+        // Idempotent producers always get a new id (Kafka does the same, even when the request
+        // names a previous id and epoch): the old id's sequence state stays valid for retries.
+        None => allocate(broker).await,
+    };
+    Ok(match allocated {
+        Ok(producer_id) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(0),
+        Err(error) => InitProducerIdResponse::default()
+            .with_error_code(error.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    })
+}
+
+async fn allocate(broker: &Broker) -> Result<i64, BrokerError> {
+    // The allocator may write its block file; do that off the runtime's worker threads.
+    tokio::task::block_in_place(|| broker.producer_ids.allocate())
+}

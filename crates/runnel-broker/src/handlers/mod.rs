@@ -1,0 +1,131 @@
+//! The API registry: one row per Kafka API this broker serves (key, version range, handler).
+//!
+//! Dispatch and the ApiVersions response both derive from [`HANDLERS`], so nothing else lists
+//! API keys and no version is advertised without a handler. To add an API: write
+//! `handlers/<api>.rs` with `pub(crate) async fn handle(&Broker, &RequestContext, Request) ->
+//! Result<Response, BrokerError>`, add one `api!` row, and add a test in `tests/`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+
+use crate::broker::Broker;
+use crate::error::BrokerError;
+
+pub mod api_versions;
+mod create_topics;
+mod delete_topics;
+mod fetch;
+mod find_coordinator;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+/// What a handler learns about the request besides its body.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The version the client used; responses are encoded at the same version.
+    pub api_version: i16,
+    /// The client's self-reported id, for logs.
+    pub client_id: Option<String>,
+}
+
+/// A handler's future, boxed so that every row of the table has one type.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<ResponseKind, BrokerError>> + Send>>;
+
+/// One row of the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiHandler {
+    /// The API.
+    pub api_key: ApiKey,
+    /// Lowest version served.
+    pub min_version: i16,
+    /// Highest version served.
+    pub max_version: i16,
+    /// Runs the request (the body's variant always matches `api_key`).
+    pub handle: fn(Arc<Broker>, RequestContext, RequestKind) -> HandlerFuture,
+}
+
+/// A registry row: unwraps the request variant, calls `$module::handle`, wraps the response.
+macro_rules! api {
+    ($key:ident, $min:literal ..= $max:literal, $module:ident) => {
+        ApiHandler {
+            api_key: ApiKey::$key,
+            min_version: $min,
+            max_version: $max,
+            handle: |broker, context, request| {
+                Box::pin(async move {
+                    match request {
+                        RequestKind::$key(request) => Ok(ResponseKind::$key(
+                            $module::handle(&broker, &context, request).await?,
+                        )),
+                        other => Err(BrokerError::InvalidRequest(format!(
+                            "{} body under api key {:?}",
+                            stringify!($key),
+                            std::mem::discriminant(&other)
+                        ))),
+                    }
+                })
+            },
+        }
+    };
+}
+
+/// Every API served, with the versions whose fields are honoured.
+pub static HANDLERS: &[ApiHandler] = &[
+    api!(Produce, 3..=11, produce),
+    api!(Fetch, 4..=16, fetch),
+    api!(ListOffsets, 1..=8, list_offsets),
+    api!(Metadata, 0..=13, metadata),
+    api!(FindCoordinator, 0..=4, find_coordinator),
+    api!(ApiVersions, 0..=4, api_versions),
+    api!(CreateTopics, 2..=7, create_topics),
+    api!(DeleteTopics, 1..=6, delete_topics),
+    api!(InitProducerId, 0..=4, init_producer_id),
+];
+
+/// The handler for `api_key` if `version` is within its served range.
+pub fn find(api_key: ApiKey, version: i16) -> Option<&'static ApiHandler> {
+    HANDLERS
+        .iter()
+        .find(|h| h.api_key == api_key && (h.min_version..=h.max_version).contains(&version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_is_within_what_the_codec_supports() {
+        for handler in HANDLERS {
+            let codec = handler.api_key.valid_versions();
+            assert!(
+                handler.min_version >= codec.min && handler.max_version <= codec.max,
+                "{:?}",
+                handler.api_key
+            );
+            assert_eq!(
+                HANDLERS
+                    .iter()
+                    .filter(|h| h.api_key == handler.api_key)
+                    .count(),
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn readme_table_matches_the_registry() {
+        let readme = include_str!("../../../../README.md");
+        for handler in HANDLERS {
+            let row = format!(
+                "| {:?} | {} | {}–{} |",
+                handler.api_key, handler.api_key as i16, handler.min_version, handler.max_version
+            );
+            assert!(readme.contains(&row), "README.md lacks the row `{row}`");
+        }
+    }
+}

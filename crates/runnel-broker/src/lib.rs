@@ -1,0 +1,19 @@
+//! The Runnel broker: a TCP server speaking the Kafka protocol, one handler per Kafka API,
+//! a topic registry over `runnel-storage` partition logs.
+//!
+//! `main.rs` only parses the command line; everything else starts from [`run`].
+
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod producer_ids;
+pub mod server;
+pub mod topic_config;
+pub mod topics;
+
+pub use broker::Broker;
+pub use config::BrokerConfig;
+pub use error::BrokerError;
+pub use server::run;

@@ -1,0 +1,50 @@
+//! The `runnel` binary: parse flags, load settings, serve until SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+
+use runnel_broker::cli::{Cli, USAGE};
+use runnel_broker::BrokerConfig;
+
+fn main() -> ExitCode {
+    let cli = match Cli::parse(std::env::args().skip(1)) {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("runnel: {error}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.help {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let config = match BrokerConfig::load(cli.config_file.as_deref(), &cli.overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("runnel: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing();
+    match runnel_broker::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("runnel: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `RUST_LOG` filters (default `info`); `LOG_FORMAT=json` switches to JSON lines. Neither is a
+/// broker setting (they would trip the unknown-setting check under `RUNNEL_`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,75 @@
+//! Shutdown signalling: one `watch` flips to `true` on SIGTERM/SIGINT; every connection task
+//! holds a clone of a `mpsc::Sender` so the server knows when all of them have finished
+//! (the channel closes when the last clone drops).
+
+use tokio::sync::{mpsc, watch};
+
+/// Held by every connection task; its drop tells the server the task is done.
+#[derive(Debug, Clone)]
+pub(crate) struct ShutdownGuard {
+    /// Never sent on; only dropped.
+    _done: mpsc::Sender<()>,
+    signal: watch::Receiver<bool>,
+}
+
+impl ShutdownGuard {
+    /// Resolves once shutdown has been requested.
+    pub(crate) async fn requested(&mut self) {
+        // An error means the sender is gone, which only happens when the server is gone.
+        let _ = self.signal.wait_for(|stop| *stop).await;
+    }
+}
+
+/// The server's end: trigger shutdown, then wait for every guard to drop.
+#[derive(Debug)]
+pub(crate) struct Shutdown {
+    signal: watch::Sender<bool>,
+    done_tx: Option<mpsc::Sender<()>>,
+    done_rx: mpsc::Receiver<()>,
+}
+
+impl Shutdown {
+    pub(crate) fn new() -> Shutdown {
+        let (signal, _) = watch::channel(false);
+        let (done_tx, done_rx) = mpsc::channel(1);
+        Shutdown {
+            signal,
+            done_tx: Some(done_tx),
+            done_rx,
+        }
+    }
+
+    /// A guard for one more task.
+    pub(crate) fn guard(&self) -> Option<ShutdownGuard> {
+        self.done_tx.as_ref().map(|done| ShutdownGuard {
+            _done: done.clone(),
+            signal: self.signal.subscribe(),
+        })
+    }
+
+    /// Signals every task and waits until all guards are dropped.
+    pub(crate) async fn drain(mut self) {
+        self.signal.send_replace(true);
+        self.done_tx = None;
+        let _ = self.done_rx.recv().await;
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn signal_received() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the broker");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,214 @@
+//! Topic-level configs in Kafka's dotted names (`cleanup.policy`, `retention.ms`, …): which
+//! names exist, what values they accept, their defaults, and the `LogConfig` they produce.
+//!
+//! Topic overrides are kept as a string map (what the client sent, validated); typed values are
+//! derived from the map plus the broker defaults whenever they are needed.
+
+use std::collections::BTreeMap;
+
+use runnel_storage::LogConfig;
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+
+/// The kind of value a topic config takes.
+#[derive(Debug, Clone, Copy)]
+enum ValueType {
+    /// A 64-bit integer no smaller than the bound.
+    Long(i64),
+    /// A 32-bit integer no smaller than the bound.
+    Int(i32),
+    /// A number between 0 and 1.
+    Ratio,
+    /// `true` or `false`.
+    Bool,
+    /// One of the listed words.
+    OneOf(&'static [&'static str]),
+    /// A comma-separated list of the listed words.
+    ListOf(&'static [&'static str]),
+}
+
+/// One topic config Runnel knows.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicConfigDef {
+    /// Kafka's name.
+    pub name: &'static str,
+    /// Accepted values.
+    value_type: ValueType,
+    /// Whether Runnel acts on the value today; the others are stored and reported so that tools
+    /// which set them keep working, and take effect as the features arrive.
+    pub applied: bool,
+}
+
+const fn def(name: &'static str, value_type: ValueType, applied: bool) -> TopicConfigDef {
+    TopicConfigDef {
+        name,
+        value_type,
+        applied,
+    }
+}
+
+/// Every topic config name accepted by CreateTopics; anything else is INVALID_CONFIG.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    def(
+        "cleanup.policy",
+        ValueType::ListOf(&["delete", "compact"]),
+        false,
+    ),
+    def(
+        "compression.type",
+        ValueType::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+        false,
+    ),
+    def("delete.retention.ms", ValueType::Long(0), false),
+    def("file.delete.delay.ms", ValueType::Long(0), false),
+    def("flush.messages", ValueType::Long(1), false),
+    def("flush.ms", ValueType::Long(0), false),
+    def("index.interval.bytes", ValueType::Int(0), true),
+    def("max.compaction.lag.ms", ValueType::Long(1), false),
+    def("max.message.bytes", ValueType::Int(0), true),
+    def("message.timestamp.after.max.ms", ValueType::Long(0), false),
+    def("message.timestamp.before.max.ms", ValueType::Long(0), false),
+    def(
+        "message.timestamp.type",
+        ValueType::OneOf(&["CreateTime", "LogAppendTime"]),
+        false,
+    ),
+    def("min.cleanable.dirty.ratio", ValueType::Ratio, false),
+    def("min.compaction.lag.ms", ValueType::Long(0), false),
+    def("min.insync.replicas", ValueType::Int(1), false),
+    def("preallocate", ValueType::Bool, false),
+    def("retention.bytes", ValueType::Long(-1), false),
+    def("retention.ms", ValueType::Long(-1), false),
+    def("segment.bytes", ValueType::Int(14), true),
+    def("segment.index.bytes", ValueType::Int(8), true),
+    def("segment.jitter.ms", ValueType::Long(0), false),
+    def("segment.ms", ValueType::Long(1), true),
+    def("unclean.leader.election.enable", ValueType::Bool, false),
+];
+
+/// Validates one `name = value` pair; the error message names both.
+pub fn validate(name: &str, value: &str) -> Result<(), BrokerError> {
+    let def = TOPIC_CONFIGS
+        .iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| BrokerError::InvalidConfig(format!("unknown topic config '{name}'")))?;
+    let invalid = |expected: String| {
+        BrokerError::InvalidConfig(format!(
+            "invalid value '{value}' for '{name}': expected {expected}"
+        ))
+    };
+    let ok = match def.value_type {
+        ValueType::Long(min) => value.parse::<i64>().is_ok_and(|v| v >= min),
+        ValueType::Int(min) => value.parse::<i32>().is_ok_and(|v| v >= min),
+        ValueType::Ratio => value.parse::<f64>().is_ok_and(|v| (0.0..=1.0).contains(&v)),
+        ValueType::Bool => matches!(value, "true" | "false"),
+        ValueType::OneOf(words) => words.contains(&value),
+        ValueType::ListOf(words) => {
+            !value.is_empty() && value.split(',').all(|w| words.contains(&w.trim()))
+        }
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(invalid(match def.value_type {
+        ValueType::Long(min) => format!("an integer >= {min}"),
+        ValueType::Int(min) => format!("a 32-bit integer >= {min}"),
+        ValueType::Ratio => "a number between 0 and 1".into(),
+        ValueType::Bool => "true or false".into(),
+        ValueType::OneOf(words) => format!("one of {}", words.join(", ")),
+        ValueType::ListOf(words) => format!("a comma-separated list of {}", words.join(", ")),
+    }))
+}
+
+/// A topic's config overrides (validated), with typed views over the broker defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicConfig {
+    overrides: BTreeMap<String, String>,
+}
+
+impl TopicConfig {
+    /// Validates and keeps the overrides.
+    pub fn new(overrides: BTreeMap<String, String>) -> Result<TopicConfig, BrokerError> {
+        for (name, value) in &overrides {
+            validate(name, value)?;
+        }
+        Ok(TopicConfig { overrides })
+    }
+
+    /// The overrides as given.
+    pub fn overrides(&self) -> &BTreeMap<String, String> {
+        &self.overrides
+    }
+
+    fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
+        self.overrides
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// Largest record batch, in bytes (`max.message.bytes`).
+    pub fn max_message_bytes(&self, broker: &BrokerConfig) -> usize {
+        self.get("max.message.bytes", broker.message_max_bytes)
+    }
+
+    /// The storage settings for this topic's partitions.
+    pub fn log_config(&self, broker: &BrokerConfig) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.get("segment.bytes", broker.log_segment_bytes),
+            segment_ms: self.get("segment.ms", broker.log_roll_ms),
+            index_interval_bytes: self.get("index.interval.bytes", broker.log_index_interval_bytes),
+            segment_index_bytes: self.get("segment.index.bytes", broker.log_index_size_max_bytes),
+        }
+    }
+
+    /// Every known config with its effective value, for CreateTopics v5+ responses.
+    pub fn effective(&self, broker: &BrokerConfig) -> Vec<(&'static str, Option<String>, bool)> {
+        let log = self.log_config(broker);
+        TOPIC_CONFIGS
+            .iter()
+            .map(|def| {
+                let default = match def.name {
+                    "segment.bytes" => Some(log.segment_bytes.to_string()),
+                    "segment.ms" => Some(log.segment_ms.to_string()),
+                    "index.interval.bytes" => Some(log.index_interval_bytes.to_string()),
+                    "segment.index.bytes" => Some(log.segment_index_bytes.to_string()),
+                    "max.message.bytes" => Some(self.max_message_bytes(broker).to_string()),
+                    _ => None,
+                };
+                let value = self.overrides.get(def.name).cloned().or(default);
+                (def.name, value, self.overrides.contains_key(def.name))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_checked_by_type() {
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("cleanup.policy", "bogus").is_err());
+        assert!(validate("retention.ms", "-1").is_ok());
+        assert!(validate("retention.ms", "-2").is_err());
+        assert!(validate("segment.bytes", "10").is_err());
+        assert!(validate("no.such.config", "1").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "0.5").is_ok());
+    }
+
+    #[test]
+    fn configuration_doc_lists_every_topic_config() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for def in TOPIC_CONFIGS {
+            assert!(
+                doc.contains(&format!("`{}`", def.name)),
+                "docs/configuration.md misses {}",
+                def.name
+            );
+        }
+    }
+}

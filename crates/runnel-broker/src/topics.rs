@@ -1,0 +1,358 @@
+//! The topic registry: which topics exist, their ids, configs and partition logs.
+//!
+//! A topic is committed by one small file, `<data>/__topics/<name>.properties` (topic id,
+//! partition count, config overrides), written atomically before its partition directories are
+//! used and removed first on deletion; partition logs live in `<data>/<name>-<partition>/`.
+//! Topic file I/O and log opening run on the blocking pool.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use runnel_storage::PartitionLog;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::topic_config::TopicConfig;
+
+/// Directory (under the data dir) holding one properties file per topic.
+const TOPICS_DIR: &str = "__topics";
+/// Kafka's limit on topic name length.
+const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Upper bound on partitions per topic, so a request cannot ask for unbounded work.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+/// One partition of a topic: its log. On a single node the high watermark is the log end.
+#[derive(Debug)]
+pub struct Partition {
+    /// Partition index within the topic.
+    pub index: i32,
+    /// The partition's log on disk.
+    pub log: Arc<PartitionLog>,
+}
+
+impl Partition {
+    /// Offsets below this are visible to consumers.
+    pub fn high_watermark(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+}
+
+/// A topic: name, id, config and partitions (index = position in the vector).
+#[derive(Debug)]
+pub struct Topic {
+    /// The topic's name.
+    pub name: String,
+    /// The topic id (Metadata v10+, Fetch v13+).
+    pub id: Uuid,
+    /// Config overrides.
+    pub config: TopicConfig,
+    /// Partitions, by index.
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+impl Topic {
+    /// The partition with this index, if it exists.
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+
+    /// Internal topics (`__consumer_offsets`, `__transaction_state`).
+    pub fn is_internal(&self) -> bool {
+        is_internal_name(&self.name)
+    }
+}
+
+fn is_internal_name(name: &str) -> bool {
+    matches!(name, "__consumer_offsets" | "__transaction_state")
+}
+
+/// What CreateTopics (or auto-creation) asks for, already defaulted.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Partition count, >= 1.
+    pub partitions: i32,
+    /// Config overrides.
+    pub config: TopicConfig,
+}
+
+/// All topics of this broker.
+#[derive(Debug)]
+pub struct TopicRegistry {
+    data_dir: PathBuf,
+    config: Arc<BrokerConfig>,
+    topics: DashMap<String, Arc<Topic>>,
+    /// Serialises create and delete so that two requests for one name cannot interleave.
+    admin_lock: Mutex<()>,
+}
+
+impl TopicRegistry {
+    /// Loads every committed topic and opens (recovers) its partition logs.
+    pub fn load(config: Arc<BrokerConfig>) -> Result<TopicRegistry, BrokerError> {
+        let data_dir = config.data_dir.clone();
+        let topics_dir = data_dir.join(TOPICS_DIR);
+        std::fs::create_dir_all(&topics_dir).map_err(|source| BrokerError::Metadata {
+            path: topics_dir.clone(),
+            source,
+        })?;
+        let topics = DashMap::new();
+        let entries = std::fs::read_dir(&topics_dir).map_err(|source| BrokerError::Metadata {
+            path: topics_dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("properties") {
+                continue;
+            }
+            let (name, id, spec) = read_topic_file(&path)?;
+            let topic = open_topic(&data_dir, &config, name.clone(), id, spec)?;
+            topics.insert(name, Arc::new(topic));
+        }
+        tracing::info!(topics = topics.len(), data_dir = %data_dir.display(), "topics loaded");
+        Ok(TopicRegistry {
+            data_dir,
+            config,
+            topics,
+            admin_lock: Mutex::new(()),
+        })
+    }
+
+    /// The topic with this name.
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.get(name).map(|t| Arc::clone(t.value()))
+    }
+
+    /// The topic with this id.
+    pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics
+            .iter()
+            .find(|t| t.value().id == id)
+            .map(|t| Arc::clone(t.value()))
+    }
+
+    /// Every topic, sorted by name.
+    pub fn all(&self) -> Vec<Arc<Topic>> {
+        let mut all: Vec<_> = self.topics.iter().map(|t| Arc::clone(t.value())).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Creates a topic (or, with `validate_only`, checks that it could be created).
+    pub async fn create(
+        &self,
+        spec: TopicSpec,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        validate_topic_name(&spec.name)?;
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&spec.partitions) {
+            return Err(BrokerError::InvalidPartitions(spec.partitions));
+        }
+        let _guard = self.admin_lock.lock().await;
+        if self.topics.contains_key(&spec.name) {
+            return Err(BrokerError::TopicAlreadyExists(spec.name));
+        }
+        if self
+            .topics
+            .iter()
+            .any(|t| collides(&t.value().name, &spec.name))
+        {
+            return Err(BrokerError::InvalidTopic {
+                name: spec.name,
+                reason: "collides with an existing topic once '.' and '_' are treated alike",
+            });
+        }
+        let id = Uuid::new_v4();
+        if validate_only {
+            return Ok(Arc::new(Topic {
+                name: spec.name,
+                id,
+                config: spec.config,
+                partitions: Vec::new(),
+            }));
+        }
+        let data_dir = self.data_dir.clone();
+        let config = Arc::clone(&self.config);
+        let topic = tokio::task::spawn_blocking(move || {
+            write_topic_file(&data_dir, id, &spec)?;
+            open_topic(&data_dir, &config, spec.name.clone(), id, spec)
+        })
+        .await??;
+        let topic = Arc::new(topic);
+        self.topics.insert(topic.name.clone(), Arc::clone(&topic));
+        tracing::info!(topic = %topic.name, partitions = topic.partitions.len(), "topic created");
+        Ok(topic)
+    }
+
+    /// Deletes a topic: its properties file first (the commit point), then its logs.
+    pub async fn delete(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        let _guard = self.admin_lock.lock().await;
+        let topic = self
+            .get(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        let data_dir = self.data_dir.clone();
+        let doomed = Arc::clone(&topic);
+        tokio::task::spawn_blocking(move || delete_topic_files(&data_dir, &doomed)).await??;
+        self.topics.remove(name);
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(topic)
+    }
+
+    /// Flushes and checkpoints every partition log (graceful shutdown).
+    pub fn close_all(&self) {
+        for topic in self.all() {
+            for partition in &topic.partitions {
+                if let Err(error) = partition.log.close() {
+                    tracing::error!(topic = %topic.name, partition = partition.index, %error, "closing log failed");
+                }
+            }
+        }
+    }
+}
+
+/// Kafka's topic name rules: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
+    let invalid = |reason| BrokerError::InvalidTopic {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("the name is empty"));
+    }
+    if name == "." || name == ".." {
+        return Err(invalid("'.' and '..' are not allowed"));
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(invalid("longer than 249 characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(invalid(
+            "only ASCII letters, digits, '.', '_' and '-' are allowed",
+        ));
+    }
+    Ok(())
+}
+
+/// Kafka refuses names that differ only by '.' versus '_' (they clash in metric names).
+fn collides(a: &str, b: &str) -> bool {
+    a != b && a.replace('.', "_") == b.replace('.', "_")
+}
+
+fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{index}"))
+}
+
+fn topic_file(data_dir: &Path, topic: &str) -> PathBuf {
+    data_dir
+        .join(TOPICS_DIR)
+        .join(format!("{topic}.properties"))
+}
+
+fn open_topic(
+    data_dir: &Path,
+    broker: &BrokerConfig,
+    name: String,
+    id: Uuid,
+    spec: TopicSpec,
+) -> Result<Topic, BrokerError> {
+    let log_config = spec.config.log_config(broker);
+    let partitions = (0..spec.partitions)
+        .map(|index| {
+            let log = PartitionLog::open(&partition_dir(data_dir, &name, index), log_config)?;
+            Ok(Arc::new(Partition {
+                index,
+                log: Arc::new(log),
+            }))
+        })
+        .collect::<Result<Vec<_>, BrokerError>>()?;
+    Ok(Topic {
+        name,
+        id,
+        config: spec.config,
+        partitions,
+    })
+}
+
+fn write_topic_file(data_dir: &Path, id: Uuid, spec: &TopicSpec) -> Result<(), BrokerError> {
+    let mut text = format!(
+        "topic.id={id}\nname={}\npartitions={}\n",
+        spec.name, spec.partitions
+    );
+    for (name, value) in spec.config.overrides() {
+        text.push_str(&format!("config.{name}={value}\n"));
+    }
+    let path = topic_file(data_dir, &spec.name);
+    runnel_storage::write_file_atomically(&path, text.as_bytes()).map_err(BrokerError::Storage)
+}
+
+fn read_topic_file(path: &Path) -> Result<(String, Uuid, TopicSpec), BrokerError> {
+    let damaged = |what: &str| BrokerError::Metadata {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| BrokerError::Metadata {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut fields = BTreeMap::new();
+    let mut overrides = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| damaged("line without '='"))?;
+        match key.strip_prefix("config.") {
+            Some(config) => overrides.insert(config.to_string(), value.to_string()),
+            None => fields.insert(key.to_string(), value.to_string()),
+        };
+    }
+    let name = fields
+        .get("name")
+        .cloned()
+        .ok_or_else(|| damaged("no name"))?;
+    let id = fields
+        .get("topic.id")
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .ok_or_else(|| damaged("no valid topic.id"))?;
+    let partitions = fields
+        .get("partitions")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| damaged("no valid partitions"))?;
+    let config = TopicConfig::new(overrides)?;
+    Ok((
+        name.clone(),
+        id,
+        TopicSpec {
+            name,
+            partitions,
+            config,
+        },
+    ))
+}
+
+fn delete_topic_files(data_dir: &Path, topic: &Topic) -> Result<(), BrokerError> {
+    let path = topic_file(data_dir, &topic.name);
+    std::fs::remove_file(&path).map_err(|source| BrokerError::Metadata {
+        path: path.clone(),
+        source,
+    })?;
+    runnel_storage::sync_dir(path.parent().unwrap_or(data_dir)).map_err(BrokerError::Storage)?;
+    for partition in &topic.partitions {
+        let dir = partition_dir(data_dir, &topic.name, partition.index);
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            // The topic is already gone (its file is the commit point); a leftover directory
+            // only wastes space and is reported.
+            tracing::warn!(dir = %dir.display(), %error, "could not remove partition directory");
+        }
+    }
+    Ok(())
+}

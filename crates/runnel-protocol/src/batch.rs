@@ -1,0 +1,969 @@
+//! Validation of the record batches in a produce request (Kafka record format v2).
+//!
+//! Owns the v2 batch header layout, the CRC32C check and the walk over the records inside a
+//! batch (decompressing through [`crate::compression`] with a cap). It reads batches, it never
+//! rewrites them: the broker stores batches as the client sent them, so nothing here re-encodes
+//! records. It knows nothing of partitions, offsets already in a log, or producer state; those
+//! checks belong to the broker.
+//!
+//! v2 batch header (big-endian), [`RECORD_BATCH_HEADER_BYTES`] long:
+//!
+//! ```text
+//! @0  baseOffset i64        @8  batchLength i32 (bytes after this field)
+//! @12 partitionLeaderEpoch  @16 magic i8 (2)     @17 crc u32 (CRC32C of @21..end)
+//! @21 attributes i16        @23 lastOffsetDelta  @27 baseTimestamp i64
+//! @35 maxTimestamp i64      @43 producerId i64   @51 producerEpoch i16
+//! @53 baseSequence i32      @57 recordsCount i32 @61 records (compressed as a whole)
+//! ```
+
+use crate::compression::{self, Compression};
+use crate::ProtocolError;
+
+/// Size of a v2 record batch header; the records start at this offset.
+pub const RECORD_BATCH_HEADER_BYTES: usize = 61;
+
+/// The only record format Runnel accepts (Kafka 4 dropped v0 and v1, KIP-896).
+pub const RECORD_BATCH_MAGIC: i8 = 2;
+
+/// Bytes before the `batchLength` field's count begins (`baseOffset` + `batchLength`).
+const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
+
+const BASE_OFFSET_AT: usize = 0;
+const BATCH_LENGTH_AT: usize = 8;
+const MAGIC_AT: usize = 16;
+const CRC_AT: usize = 17;
+const ATTRIBUTES_AT: usize = 21;
+const LAST_OFFSET_DELTA_AT: usize = 23;
+const BASE_TIMESTAMP_AT: usize = 27;
+const MAX_TIMESTAMP_AT: usize = 35;
+const PRODUCER_ID_AT: usize = 43;
+const PRODUCER_EPOCH_AT: usize = 51;
+const BASE_SEQUENCE_AT: usize = 53;
+const RECORDS_COUNT_AT: usize = 57;
+
+/// Attribute bit 3: timestamps are LogAppendTime (set by the broker), not CreateTime.
+const TIMESTAMP_TYPE_ATTRIBUTE: i16 = 0x08;
+/// Attribute bit 4: the batch is part of a transaction.
+const TRANSACTIONAL_ATTRIBUTE: i16 = 0x10;
+/// Attribute bit 5: the batch holds a control record (commit/abort marker).
+const CONTROL_ATTRIBUTE: i16 = 0x20;
+
+/// Longest encodings Kafka accepts for a varint (i32) and a varlong (i64).
+const VARINT_BYTES_MAX: u32 = 5;
+const VARLONG_BYTES_MAX: u32 = 10;
+
+/// Size limits applied while validating a produce payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Largest batch accepted, header included, as sent (compressed): the topic's
+    /// `max.message.bytes`.
+    pub max_batch_bytes: usize,
+    /// Largest records section accepted after decompression; decompression stops here.
+    pub max_uncompressed_bytes: usize,
+}
+
+/// What validation learnt about one batch of a produce payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidatedBatch {
+    /// Byte position of the batch within the validated payload.
+    pub position: usize,
+    /// Size of the batch in bytes, header included, as sent (compressed).
+    pub size_bytes: usize,
+    /// Records in the batch (`recordsCount`, checked against the records decoded); at least 1.
+    pub record_count: i32,
+    /// `lastOffsetDelta`; always `record_count - 1` for a client batch.
+    pub last_offset_delta: i32,
+    /// `producerId`, -1 for a producer that is not idempotent.
+    pub producer_id: i64,
+    /// `producerEpoch`, -1 for a producer that is not idempotent.
+    pub producer_epoch: i16,
+    /// `baseSequence`, -1 for a producer that is not idempotent.
+    pub base_sequence: i32,
+    /// Attribute bit 4: the batch belongs to a transaction.
+    pub is_transactional: bool,
+    /// Attribute bit 5: a control batch. Always false here, since clients may not send them.
+    pub is_control: bool,
+    /// Attribute bit 3: the timestamp type is LogAppendTime, so the broker must set the batch's
+    /// max timestamp when appending.
+    pub is_log_append_time: bool,
+    /// The codec the records section is compressed with.
+    pub compression: Compression,
+    /// For CreateTime, the largest record timestamp (`baseTimestamp + timestampDelta`, in ms),
+    /// computed from the records as Kafka does, not taken from the header's `maxTimestamp`; for
+    /// LogAppendTime, the header's `maxTimestamp`.
+    pub max_timestamp: i64,
+    /// Some record has a null key (refused on compacted topics).
+    pub has_null_key: bool,
+}
+
+/// Validates every batch in a produce payload (the `records` bytes of one partition).
+///
+/// Checks, in Kafka's order: framing and lengths, magic, base offset 0, size limit, CRC32C,
+/// codec, no control batch, record count and `lastOffsetDelta`, then every record's structure
+/// (lengths add up, `offsetDelta` runs 0..n-1). Compressed batches are decompressed into at most
+/// `limits.max_uncompressed_bytes`. Nothing is allocated per record.
+///
+/// # Errors
+/// - [`ProtocolError::InvalidBatch`]: empty payload, magic other than 2, non-zero base offset,
+///   codec 5–7, a control batch, `recordsCount` not positive or not matching the records,
+///   `lastOffsetDelta` not `recordsCount - 1`, a malformed record, `offsetDelta` out of order.
+/// - [`ProtocolError::CorruptBatch`]: a batch shorter than its header, a `batchLength` too small
+///   or past the end of the payload, trailing bytes, a CRC mismatch, undecodable compressed data.
+/// - [`ProtocolError::BatchTooLarge`]: a batch over `limits.max_batch_bytes`, or records over
+///   `limits.max_uncompressed_bytes` once decompressed.
+pub fn validate_batches(
+    payload: &[u8],
+    limits: &BatchLimits,
+) -> Result<Vec<ValidatedBatch>, ProtocolError> {
+    if payload.is_empty() {
+        return Err(invalid("empty produce payload"));
+    }
+    let mut batches = Vec::new();
+    let mut position = 0;
+    while let Some(rest) = payload.get(position..).filter(|rest| !rest.is_empty()) {
+        let batch = split_batch(rest, position)?;
+        batches.push(validate_batch(batch, position, limits)?);
+        position = position.saturating_add(batch.len());
+    }
+    Ok(batches)
+}
+
+/// The batch at the start of `rest`, by its `batchLength`.
+fn split_batch(rest: &[u8], position: usize) -> Result<&[u8], ProtocolError> {
+    if rest.len() < RECORD_BATCH_HEADER_BYTES {
+        return Err(ProtocolError::CorruptBatch(format!(
+            "{} bytes at position {position} are too few for a batch header",
+            rest.len()
+        )));
+    }
+    let batch_length = i32::from_be_bytes(field(rest, BATCH_LENGTH_AT)?);
+    let size_bytes = usize::try_from(batch_length)
+        .ok()
+        .and_then(|length| length.checked_add(BATCH_LENGTH_PREFIX_BYTES))
+        .filter(|size| *size >= RECORD_BATCH_HEADER_BYTES)
+        .ok_or_else(|| {
+            ProtocolError::CorruptBatch(format!(
+                "batch at position {position}: batchLength {batch_length} is below the header size"
+            ))
+        })?;
+    rest.get(..size_bytes).ok_or_else(|| {
+        ProtocolError::CorruptBatch(format!(
+            "batch at position {position}: {size_bytes} bytes claimed, {} remain",
+            rest.len()
+        ))
+    })
+}
+
+/// Validates one whole batch (`batch` is exactly its bytes).
+fn validate_batch(
+    batch: &[u8],
+    position: usize,
+    limits: &BatchLimits,
+) -> Result<ValidatedBatch, ProtocolError> {
+    let at = |reason: String| format!("batch at position {position}: {reason}");
+
+    let magic = i8::from_be_bytes(field(batch, MAGIC_AT)?);
+    if magic != RECORD_BATCH_MAGIC {
+        return Err(invalid(&at(format!(
+            "magic {magic}, only {RECORD_BATCH_MAGIC} is supported"
+        ))));
+    }
+    let base_offset = i64::from_be_bytes(field(batch, BASE_OFFSET_AT)?);
+    if base_offset != 0 {
+        return Err(invalid(&at(format!(
+            "baseOffset {base_offset}, clients must send 0"
+        ))));
+    }
+    if batch.len() > limits.max_batch_bytes {
+        return Err(ProtocolError::BatchTooLarge {
+            size_bytes: batch.len(),
+            limit_bytes: limits.max_batch_bytes,
+        });
+    }
+    let crc_claimed = u32::from_be_bytes(field(batch, CRC_AT)?);
+    let crc_computed = crc32c::crc32c(batch.get(ATTRIBUTES_AT..).unwrap_or_default());
+    if crc_claimed != crc_computed {
+        return Err(ProtocolError::CorruptBatch(at(format!(
+            "CRC32C {crc_claimed:#010x} in header, {crc_computed:#010x} computed"
+        ))));
+    }
+
+    let attributes = i16::from_be_bytes(field(batch, ATTRIBUTES_AT)?);
+    let compression = Compression::from_attributes(attributes)?;
+    if attributes & CONTROL_ATTRIBUTE != 0 {
+        return Err(invalid(&at(
+            "control batches may not be produced".to_owned()
+        )));
+    }
+    let record_count = i32::from_be_bytes(field(batch, RECORDS_COUNT_AT)?);
+    if record_count <= 0 {
+        return Err(invalid(&at(format!("recordsCount {record_count}"))));
+    }
+    let last_offset_delta = i32::from_be_bytes(field(batch, LAST_OFFSET_DELTA_AT)?);
+    if last_offset_delta != record_count - 1 {
+        return Err(invalid(&at(format!(
+            "lastOffsetDelta {last_offset_delta} with recordsCount {record_count}"
+        ))));
+    }
+
+    let records_section = batch.get(RECORD_BATCH_HEADER_BYTES..).unwrap_or_default();
+    let summary = match compression {
+        Compression::None => walk_records(records_section, record_count),
+        codec => walk_records(
+            &compression::decompress(codec, records_section, limits.max_uncompressed_bytes)?,
+            record_count,
+        ),
+    }
+    .map_err(|reason| invalid(&at(reason)))?;
+
+    let is_log_append_time = attributes & TIMESTAMP_TYPE_ATTRIBUTE != 0;
+    let max_timestamp = if is_log_append_time {
+        i64::from_be_bytes(field(batch, MAX_TIMESTAMP_AT)?)
+    } else {
+        i64::from_be_bytes(field(batch, BASE_TIMESTAMP_AT)?)
+            .saturating_add(summary.max_timestamp_delta)
+    };
+    Ok(ValidatedBatch {
+        position,
+        size_bytes: batch.len(),
+        record_count,
+        last_offset_delta,
+        producer_id: i64::from_be_bytes(field(batch, PRODUCER_ID_AT)?),
+        producer_epoch: i16::from_be_bytes(field(batch, PRODUCER_EPOCH_AT)?),
+        base_sequence: i32::from_be_bytes(field(batch, BASE_SEQUENCE_AT)?),
+        is_transactional: attributes & TRANSACTIONAL_ATTRIBUTE != 0,
+        is_control: false,
+        is_log_append_time,
+        compression,
+        max_timestamp,
+        has_null_key: summary.has_null_key,
+    })
+}
+
+/// What the walk over a batch's records found.
+struct RecordsSummary {
+    /// The largest `timestampDelta` of any record.
+    max_timestamp_delta: i64,
+    /// Some record has a null key.
+    has_null_key: bool,
+}
+
+/// Walks `record_count` records that must fill `records` exactly. Errors are reasons, for
+/// [`ProtocolError::InvalidBatch`].
+fn walk_records(records: &[u8], record_count: i32) -> Result<RecordsSummary, String> {
+    let mut cursor = Cursor::new(records);
+    let mut summary = RecordsSummary {
+        max_timestamp_delta: i64::MIN,
+        has_null_key: false,
+    };
+    // Every iteration consumes at least one byte or fails, so a large claimed count is harmless.
+    for offset_delta in 0..record_count {
+        if cursor.is_empty() {
+            return Err(format!(
+                "recordsCount {record_count} but only {offset_delta} records"
+            ));
+        }
+        let record = read_record(&mut cursor)
+            .map_err(|reason| format!("record {offset_delta}: {reason}"))?;
+        if record.offset_delta != offset_delta {
+            return Err(format!(
+                "record {offset_delta} has offsetDelta {}",
+                record.offset_delta
+            ));
+        }
+        summary.max_timestamp_delta = summary.max_timestamp_delta.max(record.timestamp_delta);
+        summary.has_null_key |= record.has_null_key;
+    }
+    if !cursor.is_empty() {
+        return Err(format!(
+            "{} bytes after the last of {record_count} records",
+            cursor.remaining()
+        ));
+    }
+    Ok(summary)
+}
+
+/// The fields of one record that validation uses.
+struct RecordFields {
+    timestamp_delta: i64,
+    offset_delta: i32,
+    has_null_key: bool,
+}
+
+/// Reads one record, checking that its fields fill exactly its declared length.
+fn read_record(cursor: &mut Cursor<'_>) -> Result<RecordFields, &'static str> {
+    let length = cursor.varint()?;
+    let length = usize::try_from(length).map_err(|_| "negative record length")?;
+    let mut record = Cursor::new(
+        cursor
+            .take(length)
+            .map_err(|_| "record length past the end of the records")?,
+    );
+    let _attributes = record.byte()?;
+    let timestamp_delta = record.varlong()?;
+    let offset_delta = record.varint()?;
+    let has_null_key = match record.varint()? {
+        -1 => true,
+        key_length => {
+            record.skip(key_length).map_err(|_| "bad key length")?;
+            false
+        }
+    };
+    let value_length = record.varint()?;
+    if value_length != -1 {
+        record.skip(value_length).map_err(|_| "bad value length")?;
+    }
+    let headers_count = record.varint()?;
+    if headers_count < 0 {
+        return Err("negative header count");
+    }
+    // Each header consumes at least two bytes or fails, so the claimed count cannot spin.
+    for _ in 0..headers_count {
+        let key_length = record.varint()?;
+        record
+            .skip(key_length)
+            .map_err(|_| "bad header key length")?;
+        let value_length = record.varint()?;
+        if value_length != -1 {
+            record
+                .skip(value_length)
+                .map_err(|_| "bad header value length")?;
+        }
+    }
+    if !record.is_empty() {
+        return Err("record length larger than its fields");
+    }
+    Ok(RecordFields {
+        timestamp_delta,
+        offset_delta,
+        has_null_key,
+    })
+}
+
+/// A reader over a byte slice that fails instead of panicking at the end.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn byte(&mut self) -> Result<u8, &'static str> {
+        let (first, rest) = self.bytes.split_first().ok_or("record truncated")?;
+        self.bytes = rest;
+        Ok(*first)
+    }
+
+    fn take(&mut self, count: usize) -> Result<&'a [u8], &'static str> {
+        if count > self.bytes.len() {
+            return Err("record truncated");
+        }
+        let (taken, rest) = self.bytes.split_at(count);
+        self.bytes = rest;
+        Ok(taken)
+    }
+
+    /// Skips a length-prefixed field's bytes; a negative length is an error.
+    fn skip(&mut self, length: i32) -> Result<(), &'static str> {
+        let count = usize::try_from(length).map_err(|_| "negative length")?;
+        self.take(count).map(|_| ())
+    }
+
+    /// A zigzag varint, at most 5 bytes (bits past 32 are dropped, as Kafka does).
+    fn varint(&mut self) -> Result<i32, &'static str> {
+        let mut raw: u32 = 0;
+        for index in 0..VARINT_BYTES_MAX {
+            let byte = self.byte()?;
+            raw |= u32::from(byte & 0x7f) << (7 * index);
+            if byte & 0x80 == 0 {
+                return Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32));
+            }
+        }
+        Err("varint longer than 5 bytes")
+    }
+
+    /// A zigzag varlong, at most 10 bytes (bits past 64 are dropped, as Kafka does).
+    fn varlong(&mut self) -> Result<i64, &'static str> {
+        let mut raw: u64 = 0;
+        for index in 0..VARLONG_BYTES_MAX {
+            let byte = self.byte()?;
+            raw |= u64::from(byte & 0x7f) << (7 * index);
+            if byte & 0x80 == 0 {
+                return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+            }
+        }
+        Err("varlong longer than 10 bytes")
+    }
+}
+
+/// The `N` header bytes at `at`; the caller has checked the header is whole.
+fn field<const N: usize>(batch: &[u8], at: usize) -> Result<[u8; N], ProtocolError> {
+    batch
+        .get(at..at.saturating_add(N))
+        .and_then(|bytes| <[u8; N]>::try_from(bytes).ok())
+        .ok_or_else(|| ProtocolError::CorruptBatch("batch header truncated".to_owned()))
+}
+
+fn invalid(reason: &str) -> ProtocolError {
+    ProtocolError::InvalidBatch(reason.to_owned())
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MIB: usize = 1024 * 1024;
+    const LIMITS: BatchLimits = BatchLimits {
+        max_batch_bytes: 8 * MIB,
+        max_uncompressed_bytes: 8 * MIB,
+    };
+    const CODECS: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    type TestResult = Result<(), ProtocolError>;
+
+    #[derive(Debug, Clone)]
+    struct TestRecord {
+        timestamp_delta: i64,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    }
+
+    impl TestRecord {
+        fn keyed(key: &[u8], value: &[u8]) -> Self {
+            Self {
+                timestamp_delta: 0,
+                key: Some(key.to_vec()),
+                value: Some(value.to_vec()),
+                headers: Vec::new(),
+            }
+        }
+    }
+
+    /// The header fields a test may set; lengths, CRC and offsets are computed by `assemble`.
+    #[derive(Debug, Clone)]
+    struct TestBatch {
+        attributes: i16,
+        base_timestamp: i64,
+        max_timestamp: i64,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    }
+
+    impl Default for TestBatch {
+        fn default() -> Self {
+            Self {
+                attributes: 0,
+                base_timestamp: 1_700_000_000_000,
+                max_timestamp: 1_700_000_000_000,
+                producer_id: -1,
+                producer_epoch: -1,
+                base_sequence: -1,
+            }
+        }
+    }
+
+    fn put_varint(out: &mut Vec<u8>, value: i32) {
+        put_varlong(out, i64::from(value));
+    }
+
+    fn put_varlong(out: &mut Vec<u8>, value: i64) {
+        let mut raw = ((value << 1) ^ (value >> 63)) as u64;
+        while raw >= 0x80 {
+            out.push((raw as u8) | 0x80);
+            raw >>= 7;
+        }
+        out.push(raw as u8);
+    }
+
+    fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+        match bytes {
+            None => put_varint(out, -1),
+            Some(bytes) => {
+                put_varint(out, bytes.len() as i32);
+                out.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    fn encode_record(offset_delta: i32, record: &TestRecord) -> Vec<u8> {
+        let mut body = vec![0u8]; // attributes
+        put_varlong(&mut body, record.timestamp_delta);
+        put_varint(&mut body, offset_delta);
+        put_bytes(&mut body, record.key.as_deref());
+        put_bytes(&mut body, record.value.as_deref());
+        put_varint(&mut body, record.headers.len() as i32);
+        for (key, value) in &record.headers {
+            put_bytes(&mut body, Some(key));
+            put_bytes(&mut body, value.as_deref());
+        }
+        let mut out = Vec::new();
+        put_varint(&mut out, body.len() as i32);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn encode_records(records: &[TestRecord]) -> Vec<u8> {
+        records
+            .iter()
+            .enumerate()
+            .flat_map(|(delta, record)| encode_record(delta as i32, record))
+            .collect()
+    }
+
+    /// A v2 batch around an already-encoded (and compressed) records section.
+    fn assemble(
+        header: &TestBatch,
+        record_count: i32,
+        last_offset_delta: i32,
+        section: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&0i64.to_be_bytes());
+        out.extend_from_slice(&((49 + section.len()) as i32).to_be_bytes());
+        out.extend_from_slice(&0i32.to_be_bytes()); // partitionLeaderEpoch
+        out.push(2);
+        out.extend_from_slice(&0u32.to_be_bytes()); // CRC, set below
+        out.extend_from_slice(&header.attributes.to_be_bytes());
+        out.extend_from_slice(&last_offset_delta.to_be_bytes());
+        out.extend_from_slice(&header.base_timestamp.to_be_bytes());
+        out.extend_from_slice(&header.max_timestamp.to_be_bytes());
+        out.extend_from_slice(&header.producer_id.to_be_bytes());
+        out.extend_from_slice(&header.producer_epoch.to_be_bytes());
+        out.extend_from_slice(&header.base_sequence.to_be_bytes());
+        out.extend_from_slice(&record_count.to_be_bytes());
+        out.extend_from_slice(section);
+        fix_crc(&mut out);
+        out
+    }
+
+    fn fix_crc(batch: &mut [u8]) {
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    fn build(codec: Compression, records: &[TestRecord]) -> Vec<u8> {
+        let header = TestBatch {
+            attributes: codec.attribute_bits(),
+            ..TestBatch::default()
+        };
+        build_with(&header, records)
+    }
+
+    fn build_with(header: &TestBatch, records: &[TestRecord]) -> Vec<u8> {
+        let codec = Compression::from_attributes(header.attributes).unwrap();
+        let section = compression::compress(codec, &encode_records(records)).unwrap();
+        let count = records.len() as i32;
+        assemble(header, count, count - 1, &section)
+    }
+
+    fn sample_records() -> Vec<TestRecord> {
+        vec![
+            TestRecord::keyed(b"k0", b"first value"),
+            TestRecord {
+                timestamp_delta: 25,
+                key: None,
+                value: Some(b"keyless".to_vec()),
+                headers: vec![(b"trace".to_vec(), Some(b"abc".to_vec()))],
+            },
+            TestRecord {
+                timestamp_delta: 7,
+                key: Some(Vec::new()),
+                value: None,
+                headers: vec![(b"h".to_vec(), None), (b"h".to_vec(), Some(Vec::new()))],
+            },
+        ]
+    }
+
+    fn assert_invalid(result: Result<Vec<ValidatedBatch>, ProtocolError>, what: &str) {
+        assert!(
+            matches!(result, Err(ProtocolError::InvalidBatch(_))),
+            "{what}: expected InvalidBatch, got {result:?}"
+        );
+    }
+
+    fn assert_corrupt(result: Result<Vec<ValidatedBatch>, ProtocolError>, what: &str) {
+        assert!(
+            matches!(result, Err(ProtocolError::CorruptBatch(_))),
+            "{what}: expected CorruptBatch, got {result:?}"
+        );
+    }
+
+    #[test]
+    fn every_codec_validates_with_correct_summary() -> TestResult {
+        for codec in CODECS {
+            let batch = build(codec, &sample_records());
+            let validated = validate_batches(&batch, &LIMITS)?;
+            assert_eq!(
+                validated,
+                vec![ValidatedBatch {
+                    position: 0,
+                    size_bytes: batch.len(),
+                    record_count: 3,
+                    last_offset_delta: 2,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    base_sequence: -1,
+                    is_transactional: false,
+                    is_control: false,
+                    is_log_append_time: false,
+                    compression: codec,
+                    max_timestamp: 1_700_000_000_025,
+                    has_null_key: true,
+                }],
+                "{codec:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn concatenated_batches_report_positions() -> TestResult {
+        let first = build(Compression::None, &[TestRecord::keyed(b"a", b"1")]);
+        let header = TestBatch {
+            attributes: Compression::Lz4.attribute_bits() | TRANSACTIONAL_ATTRIBUTE,
+            producer_id: 42,
+            producer_epoch: 3,
+            base_sequence: 10,
+            ..TestBatch::default()
+        };
+        let second = build_with(&header, &sample_records()[..2]);
+        let payload = [first.clone(), second.clone()].concat();
+        let validated = validate_batches(&payload, &LIMITS)?;
+        assert_eq!(validated.len(), 2);
+        assert_eq!(validated[0].position, 0);
+        assert_eq!(validated[0].size_bytes, first.len());
+        assert!(!validated[0].has_null_key);
+        assert_eq!(validated[1].position, first.len());
+        assert_eq!(validated[1].size_bytes, second.len());
+        assert_eq!(validated[1].record_count, 2);
+        assert_eq!(validated[1].producer_id, 42);
+        assert_eq!(validated[1].producer_epoch, 3);
+        assert_eq!(validated[1].base_sequence, 10);
+        assert!(validated[1].is_transactional);
+        assert_eq!(validated[1].compression, Compression::Lz4);
+        Ok(())
+    }
+
+    #[test]
+    fn log_append_time_takes_max_timestamp_from_header() -> TestResult {
+        let header = TestBatch {
+            attributes: TIMESTAMP_TYPE_ATTRIBUTE,
+            max_timestamp: 5,
+            ..TestBatch::default()
+        };
+        let validated = validate_batches(&build_with(&header, &sample_records()), &LIMITS)?;
+        assert!(validated[0].is_log_append_time);
+        assert_eq!(validated[0].max_timestamp, 5);
+        Ok(())
+    }
+
+    #[test]
+    fn framing_errors_are_corrupt() {
+        let batch = build(Compression::None, &sample_records());
+        assert_invalid(validate_batches(&[], &LIMITS), "empty payload");
+        assert_corrupt(validate_batches(&batch[..60], &LIMITS), "short header");
+        assert_corrupt(
+            validate_batches(&batch[..batch.len() - 1], &LIMITS),
+            "length past the end",
+        );
+        let mut trailing = batch.clone();
+        trailing.extend_from_slice(&[0; 10]);
+        assert_corrupt(validate_batches(&trailing, &LIMITS), "trailing garbage");
+        for length in [-1, i32::MIN, 0, 48] {
+            let mut bad = batch.clone();
+            bad[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+            assert_corrupt(validate_batches(&bad, &LIMITS), "small batchLength");
+        }
+    }
+
+    #[test]
+    fn wrong_magic_is_invalid() {
+        for magic in [0u8, 1, 3, 0xff] {
+            let mut batch = build(Compression::None, &sample_records());
+            batch[MAGIC_AT] = magic;
+            fix_crc(&mut batch);
+            assert_invalid(validate_batches(&batch, &LIMITS), "magic");
+        }
+    }
+
+    #[test]
+    fn non_zero_base_offset_is_invalid() {
+        let mut batch = build(Compression::None, &sample_records());
+        batch[BASE_OFFSET_AT + 7] = 1;
+        assert_invalid(validate_batches(&batch, &LIMITS), "baseOffset");
+    }
+
+    #[test]
+    fn crc_mismatch_is_corrupt() {
+        let batch = build(Compression::None, &sample_records());
+        for at in [CRC_AT, ATTRIBUTES_AT + 1, RECORDS_COUNT_AT, batch.len() - 1] {
+            let mut bad = batch.clone();
+            bad[at] ^= 0x40;
+            assert_corrupt(validate_batches(&bad, &LIMITS), "flipped bit");
+        }
+    }
+
+    #[test]
+    fn unknown_codec_and_control_batches_are_invalid() {
+        for attributes in [5, 6, 7, CONTROL_ATTRIBUTE] {
+            let header = TestBatch {
+                attributes,
+                ..TestBatch::default()
+            };
+            let section = encode_records(&sample_records());
+            let batch = assemble(&header, 3, 2, &section);
+            assert_invalid(validate_batches(&batch, &LIMITS), "attributes");
+        }
+    }
+
+    #[test]
+    fn batch_over_max_message_bytes_is_too_large() {
+        let batch = build(Compression::None, &sample_records());
+        let limits = BatchLimits {
+            max_batch_bytes: batch.len() - 1,
+            ..LIMITS
+        };
+        assert_eq!(
+            validate_batches(&batch, &limits),
+            Err(ProtocolError::BatchTooLarge {
+                size_bytes: batch.len(),
+                limit_bytes: batch.len() - 1
+            })
+        );
+        let exact = BatchLimits {
+            max_batch_bytes: batch.len(),
+            ..LIMITS
+        };
+        assert!(validate_batches(&batch, &exact).is_ok());
+    }
+
+    #[test]
+    fn record_count_mismatches_are_invalid() {
+        let records = sample_records();
+        let section = encode_records(&records);
+        let header = TestBatch::default();
+        for (count, last_delta) in [(0, -1), (-1, -2), (2, 1), (4, 3), (3, 1), (3, 3)] {
+            let batch = assemble(&header, count, last_delta, &section);
+            assert_invalid(
+                validate_batches(&batch, &LIMITS),
+                &format!("count {count} lastOffsetDelta {last_delta}"),
+            );
+        }
+        // A count far above what the bytes hold fails quickly without allocating.
+        let batch = assemble(&header, i32::MAX, i32::MAX - 1, &section);
+        assert_invalid(validate_batches(&batch, &LIMITS), "huge count");
+    }
+
+    #[test]
+    fn offset_deltas_must_run_in_order() {
+        let records = sample_records();
+        let section: Vec<u8> = [
+            encode_record(0, &records[0]),
+            encode_record(2, &records[1]),
+            encode_record(1, &records[2]),
+        ]
+        .concat();
+        let batch = assemble(&TestBatch::default(), 3, 2, &section);
+        assert_invalid(validate_batches(&batch, &LIMITS), "offsetDelta order");
+    }
+
+    #[test]
+    fn record_lengths_that_do_not_add_up_are_invalid() {
+        let record = encode_record(0, &TestRecord::keyed(b"key", b"value"));
+        let header = TestBatch::default();
+        // Declared length one longer than the fields (extra byte inside the record).
+        let mut longer = record.clone();
+        longer[0] += 2; // zigzag: +1 in length
+        longer.push(0);
+        // Declared length one shorter: the record's fields run past it.
+        let mut shorter = record.clone();
+        shorter[0] -= 2;
+        // Negative length.
+        let mut negative = record.clone();
+        negative[0] = 1; // zigzag -1
+                         // Key length claims more than there is.
+        let mut key_too_long = record.clone();
+        key_too_long[4] = 40; // zigzag 20; layout: len, attrs, ts, offset, keyLength
+                              // Negative key length other than -1.
+        let mut key_negative = record.clone();
+        key_negative[4] = 3; // zigzag -2
+                             // A varint with six continuation bytes.
+        let mut long_varint = vec![0xff; 6];
+        long_varint.extend_from_slice(&record);
+        for (name, section) in [
+            ("longer", longer),
+            ("shorter", shorter),
+            ("negative", negative),
+            ("key too long", key_too_long),
+            ("negative key", key_negative),
+            ("long varint", long_varint),
+        ] {
+            let batch = assemble(&header, 1, 0, &section);
+            assert_invalid(validate_batches(&batch, &LIMITS), name);
+        }
+        // Bytes after the last record.
+        let mut extra = record;
+        extra.push(0);
+        let batch = assemble(&header, 1, 0, &extra);
+        assert_invalid(validate_batches(&batch, &LIMITS), "bytes after records");
+    }
+
+    #[test]
+    fn varints_decode_like_kafka() -> Result<(), &'static str> {
+        for value in [0, 1, -1, 63, -64, 64, i32::MAX, i32::MIN] {
+            let mut bytes = Vec::new();
+            put_varint(&mut bytes, value);
+            assert!(bytes.len() <= 5);
+            let mut cursor = Cursor::new(&bytes);
+            assert_eq!(cursor.varint()?, value);
+            assert!(cursor.is_empty());
+        }
+        for value in [0, -1, i64::MAX, i64::MIN, 1 << 40] {
+            let mut bytes = Vec::new();
+            put_varlong(&mut bytes, value);
+            let mut cursor = Cursor::new(&bytes);
+            assert_eq!(cursor.varlong()?, value);
+        }
+        assert!(Cursor::new(&[0x80; 5]).varint().is_err());
+        assert!(Cursor::new(&[0x80; 10]).varlong().is_err());
+        assert!(Cursor::new(&[0x80]).varint().is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn compression_bombs_are_too_large() {
+        let limits = BatchLimits {
+            max_batch_bytes: 64 * MIB,
+            max_uncompressed_bytes: MIB,
+        };
+        // One record whose 50 MiB value is all zeros.
+        let bomb = [TestRecord::keyed(b"k", &vec![0; 50 * MIB])];
+        for codec in &CODECS[1..] {
+            let batch = build(*codec, &bomb);
+            assert!(
+                matches!(
+                    validate_batches(&batch, &limits),
+                    Err(ProtocolError::BatchTooLarge {
+                        limit_bytes: MIB,
+                        ..
+                    })
+                ),
+                "{codec:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn damaged_compressed_records_are_corrupt() {
+        let records = encode_records(&sample_records());
+        for codec in &CODECS[1..] {
+            let compressed = compression::compress(*codec, &records).unwrap();
+            let section = &compressed[..compressed.len() / 2];
+            let header = TestBatch {
+                attributes: codec.attribute_bits(),
+                ..TestBatch::default()
+            };
+            let batch = assemble(&header, 3, 2, section);
+            assert_corrupt(validate_batches(&batch, &LIMITS), codec.name());
+        }
+    }
+
+    fn any_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(any::<u8>(), 0..max)
+    }
+
+    fn any_record() -> impl Strategy<Value = TestRecord> {
+        (
+            any::<i64>(),
+            prop::option::of(any_bytes(32)),
+            prop::option::of(any_bytes(64)),
+            prop::collection::vec((any_bytes(8), prop::option::of(any_bytes(8))), 0..3),
+        )
+            .prop_map(|(timestamp_delta, key, value, headers)| TestRecord {
+                timestamp_delta: timestamp_delta >> 20,
+                key,
+                value,
+                headers,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn built_batches_validate(
+            records in prop::collection::vec(any_record(), 1..20),
+            codec in prop::sample::select(CODECS.to_vec()),
+        ) {
+            let batch = build(codec, &records);
+            let validated = validate_batches(&batch, &LIMITS)?;
+            prop_assert_eq!(validated.len(), 1);
+            prop_assert_eq!(validated[0].record_count as usize, records.len());
+            prop_assert_eq!(validated[0].size_bytes, batch.len());
+            prop_assert_eq!(
+                validated[0].has_null_key,
+                records.iter().any(|record| record.key.is_none())
+            );
+            let max_delta = records.iter().map(|record| record.timestamp_delta).max().unwrap();
+            prop_assert_eq!(validated[0].max_timestamp, 1_700_000_000_000 + max_delta);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(payload in any_bytes(512)) {
+            let _ = validate_batches(&payload, &LIMITS);
+        }
+
+        #[test]
+        fn random_record_sections_never_panic(
+            section in any_bytes(256),
+            count in -2i32..8,
+            codec in prop::sample::select(CODECS.to_vec()),
+        ) {
+            let header = TestBatch { attributes: codec.attribute_bits(), ..TestBatch::default() };
+            let batch = assemble(&header, count, count.saturating_sub(1), &section);
+            let _ = validate_batches(&batch, &LIMITS);
+        }
+
+        #[test]
+        fn damaged_batches_never_panic(
+            records in prop::collection::vec(any_record(), 1..5),
+            flip_at in any::<prop::sample::Index>(),
+            flip in 1u8..=255,
+            recompute_crc in any::<bool>(),
+        ) {
+            let mut batch = build(Compression::None, &records);
+            let at = flip_at.index(batch.len());
+            batch[at] ^= flip;
+            if recompute_crc {
+                fix_crc(&mut batch);
+            }
+            let result = validate_batches(&batch, &LIMITS);
+            if at >= CRC_AT && !recompute_crc {
+                prop_assert!(result.is_err());
+            }
+        }
+    }
+}

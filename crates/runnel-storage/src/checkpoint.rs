@@ -1,0 +1,142 @@
+//! The recovery-point checkpoint (`recovery-point-offset-checkpoint`), plus the two helpers
+//! every small metadata file of a partition shares: a sealed envelope (magic, version, CRC32C)
+//! so damage is detected, and atomic replacement (write temp, fsync, rename, fsync dir) so a
+//! crash leaves either the old file or the new one, never a mix.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{IoResultExt, StorageError};
+
+/// File name of the recovery checkpoint inside a partition directory.
+pub(crate) const CHECKPOINT_FILE_NAME: &str = "recovery-point-offset-checkpoint";
+/// Suffix of temporary files written by [`write_atomically`]; leftovers are deleted on open.
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+
+const CHECKPOINT_MAGIC: [u8; 4] = *b"RNRP";
+const CHECKPOINT_VERSION: u16 = 1;
+const CRC_SIZE_BYTES: usize = 4;
+
+/// Wraps `payload` as `magic (4) | version u16 | payload | crc32c u32` (big-endian), the CRC
+/// covering everything before it.
+pub(crate) fn seal(magic: [u8; 4], version: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 10);
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// The payload of a sealed file, or `None` if the magic, version or CRC is wrong.
+pub(crate) fn unseal(magic: [u8; 4], version: u16, sealed: &[u8]) -> Option<&[u8]> {
+    let (body, crc) = sealed.split_at_checked(sealed.len().checked_sub(CRC_SIZE_BYTES)?)?;
+    if crc32c::crc32c(body).to_be_bytes() != crc {
+        return None;
+    }
+    let (head, payload) = body.split_at_checked(6)?;
+    let mut expected = magic.to_vec();
+    expected.extend_from_slice(&version.to_be_bytes());
+    (head == expected.as_slice()).then_some(payload)
+}
+
+/// Replaces `path` with `contents` atomically and durably: write a temporary file, fsync it,
+/// rename it over `path`, fsync the directory. Readers see the old or the new file, never a mix.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), StorageError> {
+    let mut temp_name = path.as_os_str().to_owned();
+    temp_name.push(TEMP_SUFFIX);
+    let temp = Path::new(&temp_name);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(temp)
+        .at(temp)?;
+    file.write_all(contents).at(temp)?;
+    file.sync_all().at(temp)?;
+    std::fs::rename(temp, path).at(path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// fsync of a directory, making renames and deletions in it durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir).at(dir)?.sync_all().at(dir)
+}
+
+/// Where recovery may stop trusting the log: every byte of segments before
+/// `segment_base_offset`, and the first `position_bytes` bytes of that segment, were fsynced;
+/// the batch at `position_bytes` (if any) starts at `recovery_point_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecoveryCheckpoint {
+    pub(crate) recovery_point_offset: i64,
+    pub(crate) segment_base_offset: i64,
+    pub(crate) position_bytes: u64,
+}
+
+impl RecoveryCheckpoint {
+    fn encode(&self) -> Vec<u8> {
+        let mut payload = Vec::with_capacity(24);
+        payload.extend_from_slice(&self.recovery_point_offset.to_be_bytes());
+        payload.extend_from_slice(&self.segment_base_offset.to_be_bytes());
+        payload.extend_from_slice(&self.position_bytes.to_be_bytes());
+        seal(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &payload)
+    }
+
+    fn decode(sealed: &[u8]) -> Option<RecoveryCheckpoint> {
+        let payload = unseal(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, sealed)?;
+        let field = |at: usize| -> Option<[u8; 8]> { payload.get(at..at + 8)?.try_into().ok() };
+        Some(RecoveryCheckpoint {
+            recovery_point_offset: i64::from_be_bytes(field(0)?),
+            segment_base_offset: i64::from_be_bytes(field(8)?),
+            position_bytes: u64::from_be_bytes(field(16)?),
+        })
+    }
+
+    /// Reads the checkpoint of `dir`. A missing file is `None`; a damaged one is `None` with a
+    /// warning (recovery then scans the whole log, which is safe, only slower).
+    pub(crate) fn read(dir: &Path) -> Result<Option<RecoveryCheckpoint>, StorageError> {
+        let path = dir.join(CHECKPOINT_FILE_NAME);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).at(&path),
+        };
+        let decoded = Self::decode(&bytes);
+        if decoded.is_none() {
+            tracing::warn!(path = %path.display(), "recovery checkpoint damaged; scanning the whole log");
+        }
+        Ok(decoded)
+    }
+
+    /// Writes the checkpoint of `dir` atomically.
+    pub(crate) fn write(&self, dir: &Path) -> Result<(), StorageError> {
+        write_atomically(&dir.join(CHECKPOINT_FILE_NAME), &self.encode())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_round_trips_and_detects_damage() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(RecoveryCheckpoint::read(dir.path())?, None);
+        let checkpoint = RecoveryCheckpoint {
+            recovery_point_offset: 17,
+            segment_base_offset: 10,
+            position_bytes: 999,
+        };
+        checkpoint.write(dir.path())?;
+        assert_eq!(RecoveryCheckpoint::read(dir.path())?, Some(checkpoint));
+        let path = dir.path().join(CHECKPOINT_FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(RecoveryCheckpoint::read(dir.path())?, None);
+        Ok(())
+    }
+}

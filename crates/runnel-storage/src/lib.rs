@@ -1,0 +1,21 @@
+//! Partition logs on disk for Runnel: segments of Kafka v2 record batches, sparse offset
+//! indexes, crash recovery, idempotent-producer state and group-committed fsyncs.
+//!
+//! This crate knows offsets and bytes only: never a Kafka request, never a socket, no async
+//! runtime. It is synchronous; the broker calls it from blocking threads.
+
+mod batch_header;
+mod checkpoint;
+mod error;
+mod offset_index;
+mod partition_log;
+mod producer_state;
+mod recovery;
+mod segment;
+
+pub use batch_header::{increment_sequence, set_base_offset, verify_crc, BatchHeader};
+pub use batch_header::{HEADER_SIZE_BYTES, LOG_OVERHEAD_BYTES, NO_PRODUCER_ID};
+/// Small durable files (the broker's topic and id files use the same atomic write).
+pub use checkpoint::{sync_dir, write_atomically as write_file_atomically};
+pub use error::{BatchDefect, StorageError};
+pub use partition_log::{AppendOutcome, LogConfig, PartitionLog};

@@ -1,0 +1,265 @@
+//! Opening a partition directory after a clean or unclean shutdown: find the segments, trust
+//! what the recovery checkpoint says was fsynced, verify everything after it batch by batch
+//! (length, CRC32C, increasing offsets), cut the torn or corrupt tail, rebuild indexes, and
+//! rebuild producer state from the newest snapshot plus a header-only replay.
+//!
+//! Never cuts below the checkpoint: damage there is reported as an error, because those
+//! offsets were acknowledged as durable.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::batch_header::verify_crc;
+use crate::checkpoint::{sync_dir, RecoveryCheckpoint, TEMP_SUFFIX};
+use crate::error::{BatchDefect, IoResultExt, StorageError};
+use crate::offset_index::IndexedBatch;
+use crate::partition_log::LogConfig;
+use crate::producer_state::ProducerStateManager;
+use crate::segment::{offset_file_name, LogSegment, LOG_EXTENSION};
+
+/// The state of a partition directory after recovery.
+#[derive(Debug)]
+pub(crate) struct RecoveredLog {
+    /// Ordered by base offset; never empty.
+    pub(crate) segments: Vec<Arc<LogSegment>>,
+    /// The last of `segments`, where appends continue.
+    pub(crate) active: Arc<LogSegment>,
+    /// One past the last valid offset; everything below it is now fsynced.
+    pub(crate) log_end_offset: i64,
+}
+
+/// Recovers the log in `dir` (created if missing). See the module docs.
+pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredLog, StorageError> {
+    std::fs::create_dir_all(dir).at(dir)?;
+    let base_offsets = scan_directory(dir)?;
+    if base_offsets.is_empty() {
+        let segment = Arc::new(LogSegment::create(dir, 0, config.segment_index_bytes)?);
+        sync_dir(dir)?;
+        return Ok(RecoveredLog {
+            segments: vec![Arc::clone(&segment)],
+            active: segment,
+            log_end_offset: 0,
+        });
+    }
+    let segments = base_offsets
+        .iter()
+        .map(|&base| LogSegment::open(dir, base, config.segment_index_bytes).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let checkpoint = usable_checkpoint(dir, &segments)?;
+
+    let mut recovered = Vec::with_capacity(segments.len());
+    let mut remaining = segments.into_iter().peekable();
+    let mut log_end_offset = 0;
+    while let Some(segment) = remaining.next() {
+        let next_base = remaining.peek().map(|s| s.base_offset());
+        let outcome = recover_segment(&segment, checkpoint, next_base, config)?;
+        log_end_offset = segment.next_offset();
+        recovered.push(segment);
+        if let Some((position, defect)) = outcome.defect {
+            let path = recovered.last().map(|s| s.log_path().display().to_string());
+            tracing::warn!(path, position, %defect, "truncated the log at an invalid or torn batch");
+            for later in remaining.by_ref() {
+                // Data after a bad batch was never acknowledged as durable (it is past the
+                // checkpoint), and a log cannot have holes, so later segments must go.
+                tracing::warn!(path = %later.log_path().display(),
+                    "DELETING segment after corrupt data in an earlier segment");
+                later.delete_files()?;
+            }
+        }
+    }
+    sync_dir(dir)?;
+    let active = match recovered.last() {
+        Some(last) => Arc::clone(last),
+        // Not reached (`base_offsets` is not empty and segments are only removed after the
+        // one being recovered), but an empty segment at the log end is the right fallback.
+        None => {
+            let segment = Arc::new(LogSegment::create(
+                dir,
+                log_end_offset,
+                config.segment_index_bytes,
+            )?);
+            recovered.push(Arc::clone(&segment));
+            segment
+        }
+    };
+    let fresh = RecoveryCheckpoint {
+        recovery_point_offset: log_end_offset,
+        segment_base_offset: active.base_offset(),
+        position_bytes: active.size_bytes(),
+    };
+    if checkpoint != Some(fresh) {
+        fresh.write(dir)?;
+    }
+    Ok(RecoveredLog {
+        segments: recovered,
+        active,
+        log_end_offset,
+    })
+}
+
+/// Base offsets of the `.log` files in `dir`, ascending; removes leftover temp files.
+fn scan_directory(dir: &Path) -> Result<Vec<i64>, StorageError> {
+    let mut base_offsets = Vec::new();
+    for item in std::fs::read_dir(dir).at(dir)? {
+        let path = item.at(dir)?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.ends_with(TEMP_SUFFIX) {
+            std::fs::remove_file(&path).at(&path)?;
+        } else if path.extension().is_some_and(|e| e == LOG_EXTENSION) {
+            if let Some(base) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<i64>().ok())
+            {
+                base_offsets.push(base);
+            }
+        }
+    }
+    base_offsets.sort_unstable();
+    Ok(base_offsets)
+}
+
+/// The checkpoint, if it names one of `segments`. One naming a segment before the first
+/// (deleted by retention) is ignored; one naming a missing later segment means lost data.
+fn usable_checkpoint(
+    dir: &Path,
+    segments: &[Arc<LogSegment>],
+) -> Result<Option<RecoveryCheckpoint>, StorageError> {
+    let Some(checkpoint) = RecoveryCheckpoint::read(dir)? else {
+        return Ok(None);
+    };
+    let first_base = segments.first().map_or(0, |s| s.base_offset());
+    if segments
+        .iter()
+        .any(|s| s.base_offset() == checkpoint.segment_base_offset)
+    {
+        Ok(Some(checkpoint))
+    } else if checkpoint.segment_base_offset < first_base {
+        Ok(None)
+    } else {
+        Err(StorageError::CheckpointSegmentMissing {
+            path: dir.join(offset_file_name(
+                checkpoint.segment_base_offset,
+                LOG_EXTENSION,
+            )),
+        })
+    }
+}
+
+struct SegmentOutcome {
+    /// Where the segment was cut, and why.
+    defect: Option<(u64, BatchDefect)>,
+}
+
+/// Recovers one segment: checks the index of the trusted prefix, verifies the rest, cuts it
+/// at the first bad batch and publishes the segment's size and next offset.
+fn recover_segment(
+    segment: &LogSegment,
+    checkpoint: Option<RecoveryCheckpoint>,
+    next_base: Option<i64>,
+    config: &LogConfig,
+) -> Result<SegmentOutcome, StorageError> {
+    let file_len = segment.file_len_bytes()?;
+    let base = segment.base_offset();
+    let (trusted_bytes, mut next_offset) = match checkpoint {
+        Some(cp) if base < cp.segment_base_offset => {
+            // Wholly fsynced: its offsets end where the next segment begins.
+            (file_len, next_base.unwrap_or(cp.segment_base_offset))
+        }
+        Some(cp) if base == cp.segment_base_offset => {
+            if file_len < cp.position_bytes {
+                return Err(StorageError::DurableDataLost {
+                    path: segment.log_path().to_path_buf(),
+                    size_bytes: file_len,
+                    checkpoint_position: cp.position_bytes,
+                });
+            }
+            (cp.position_bytes, cp.recovery_point_offset)
+        }
+        _ => (0, base),
+    };
+    segment.ensure_index(trusted_bytes, config.index_interval_bytes)?;
+
+    let mut position = trusted_bytes;
+    let mut defect = None;
+    let mut batch = Vec::new();
+    while position < file_len {
+        match verify_batch_at(segment, position, file_len, next_offset, &mut batch)? {
+            Ok(header) => {
+                segment.index().append_batch(
+                    IndexedBatch {
+                        relative_offset: segment.relative_offset(header.base_offset),
+                        position: u32::try_from(position).unwrap_or(u32::MAX),
+                        size_bytes: header.size_bytes(),
+                    },
+                    config.index_interval_bytes,
+                )?;
+                next_offset = header.last_offset().saturating_add(1);
+                position += header.size_bytes();
+            }
+            Err(found) => {
+                defect = Some((position, found));
+                break;
+            }
+        }
+    }
+    segment.set_recovered(position, next_offset)?;
+    if position > trusted_bytes || defect.is_some() {
+        // Make what was verified (and any cut) durable before it counts as recovered.
+        segment.sync()?;
+    }
+    Ok(SegmentOutcome { defect })
+}
+
+/// Reads and fully verifies the batch at `position` (into `scratch`): header, length within
+/// `file_len`, base offset >= `expected_min_offset`, CRC32C.
+fn verify_batch_at(
+    segment: &LogSegment,
+    position: u64,
+    file_len: u64,
+    expected_min_offset: i64,
+    scratch: &mut Vec<u8>,
+) -> Result<Result<crate::batch_header::BatchHeader, BatchDefect>, StorageError> {
+    let header = match segment.read_header_at(position, file_len)? {
+        Ok(header) => header,
+        Err(defect) => return Ok(Err(defect)),
+    };
+    if header.base_offset < expected_min_offset {
+        return Ok(Err(BatchDefect::OffsetNotIncreasing {
+            found: header.base_offset,
+            expected_min: expected_min_offset,
+        }));
+    }
+    // The size was checked against the file length, so this allocation is bounded by it.
+    scratch.resize(usize::try_from(header.size_bytes()).unwrap_or(0), 0);
+    segment.read_exact_at(scratch, position)?;
+    Ok(verify_crc(scratch).map(|()| header))
+}
+
+/// Producer state as of `log_end_offset`: the newest usable snapshot, then the headers of
+/// every batch after it (from the log start when there is no snapshot).
+pub(crate) fn rebuild_producer_state(
+    dir: &Path,
+    segments: &[Arc<LogSegment>],
+    log_end_offset: i64,
+) -> Result<ProducerStateManager, StorageError> {
+    let (mut state, snapshot_offset) = ProducerStateManager::load(dir, log_end_offset)?;
+    let from_offset = snapshot_offset.unwrap_or(i64::MIN);
+    for segment in segments.iter().filter(|s| s.next_offset() > from_offset) {
+        let end_bytes = segment.size_bytes();
+        let start = match segment.find_batch(from_offset, end_bytes)? {
+            Some((position, _)) => position,
+            None => continue,
+        };
+        for item in segment.headers(start, end_bytes) {
+            let (_, header) = item?;
+            if header.base_offset >= from_offset {
+                state.replay(&header);
+            }
+        }
+    }
+    Ok(state)
+}

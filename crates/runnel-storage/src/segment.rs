@@ -1,0 +1,411 @@
+//! `LogSegment`: one `<base offset, 20 digits>.log` file of record batches exactly as on the
+//! wire, plus its `.index`. A segment knows byte positions and offsets; it does not know about
+//! other segments, producers or recovery policy.
+//!
+//! Publication protocol (why readers need no lock): the single writer writes bytes past the
+//! committed size, then stores the new size with `Release`. Readers load the size with
+//! `Acquire` and only read below it, so they never see a partially written batch.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::batch_header::{BatchHeader, HEADER_SIZE_BYTES};
+use crate::error::{BatchDefect, IoResultExt, StorageError};
+use crate::offset_index::{IndexedBatch, OffsetIndex, ENTRY_SIZE_BYTES};
+
+/// Extension of segment data files.
+pub(crate) const LOG_EXTENSION: &str = "log";
+/// Extension of offset index files.
+pub(crate) const INDEX_EXTENSION: &str = "index";
+
+/// `<base offset zero-padded to 20 digits>.<extension>`, Kafka's naming.
+pub(crate) fn offset_file_name(offset: i64, extension: &str) -> String {
+    format!("{offset:020}.{extension}")
+}
+
+/// Milliseconds since the Unix epoch by the wall clock (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One segment of a partition log.
+///
+/// Invariants: every byte below `size_bytes` belongs to a complete batch; batch offsets in
+/// the file strictly increase and lie in `[base_offset, next_offset)`.
+#[derive(Debug)]
+pub(crate) struct LogSegment {
+    base_offset: i64,
+    log_path: PathBuf,
+    log: File,
+    index: OffsetIndex,
+    /// Committed (visible) size of the `.log` in bytes.
+    size_bytes: AtomicU64,
+    /// One past the last offset in this segment.
+    next_offset: AtomicI64,
+    /// Wall-clock creation time in ms, for `segment_ms` rolling.
+    created_at_ms: i64,
+}
+
+impl LogSegment {
+    /// Creates a new empty segment starting at `base_offset`, replacing any files of that name.
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: i64,
+        index_bytes_max: u32,
+    ) -> Result<LogSegment, StorageError> {
+        let log_path = dir.join(offset_file_name(base_offset, LOG_EXTENSION));
+        let log = open_file(&log_path)?;
+        log.set_len(0).at(&log_path)?;
+        let segment = Self::with_file(dir, base_offset, log_path, log, index_bytes_max, now_ms())?;
+        segment.index.truncate_to_position(0)?;
+        Ok(segment)
+    }
+
+    /// Opens an existing segment. Its contents are not yet trusted: the committed size is the
+    /// file length and `next_offset` is `base_offset` until recovery calls
+    /// [`LogSegment::set_recovered`].
+    pub(crate) fn open(
+        dir: &Path,
+        base_offset: i64,
+        index_bytes_max: u32,
+    ) -> Result<LogSegment, StorageError> {
+        let log_path = dir.join(offset_file_name(base_offset, LOG_EXTENSION));
+        let log = open_file(&log_path)?;
+        let metadata = log.metadata().at(&log_path)?;
+        // The creation time is not portable; mtime is never earlier, so at worst the segment
+        // rolls a little later than `segment_ms` after a restart, never earlier.
+        let created_at_ms = metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or_else(now_ms, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let segment = Self::with_file(
+            dir,
+            base_offset,
+            log_path,
+            log,
+            index_bytes_max,
+            created_at_ms,
+        )?;
+        segment.size_bytes.store(metadata.len(), Ordering::Release);
+        Ok(segment)
+    }
+
+    fn with_file(
+        dir: &Path,
+        base_offset: i64,
+        log_path: PathBuf,
+        log: File,
+        index_bytes_max: u32,
+        created_at_ms: i64,
+    ) -> Result<LogSegment, StorageError> {
+        let index_path = dir.join(offset_file_name(base_offset, INDEX_EXTENSION));
+        let max_entries = index_bytes_max as usize / ENTRY_SIZE_BYTES;
+        Ok(LogSegment {
+            base_offset,
+            log_path,
+            log,
+            index: OffsetIndex::open(&index_path, max_entries)?,
+            size_bytes: AtomicU64::new(0),
+            next_offset: AtomicI64::new(base_offset),
+            created_at_ms,
+        })
+    }
+
+    pub(crate) fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    /// One past the last offset stored here (== `base_offset` when empty).
+    pub(crate) fn next_offset(&self) -> i64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Committed size in bytes; everything below is complete batches.
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.size_bytes.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    pub(crate) fn index(&self) -> &OffsetIndex {
+        &self.index
+    }
+
+    pub(crate) fn created_at_ms(&self) -> i64 {
+        self.created_at_ms
+    }
+
+    /// Current length of the `.log` file in bytes (may exceed the committed size during
+    /// recovery, before the tail is validated).
+    pub(crate) fn file_len_bytes(&self) -> Result<u64, StorageError> {
+        Ok(self.log.metadata().at(&self.log_path)?.len())
+    }
+
+    /// `offset - base_offset` as stored in the index, saturating into `u32`.
+    pub(crate) fn relative_offset(&self, offset: i64) -> u32 {
+        u32::try_from(offset.saturating_sub(self.base_offset).max(0)).unwrap_or(u32::MAX)
+    }
+
+    /// Reads and parses the header of the batch at `position`, requiring the whole batch to
+    /// end at or before `end_bytes`. The outer error is I/O; the inner one is a bad batch.
+    pub(crate) fn read_header_at(
+        &self,
+        position: u64,
+        end_bytes: u64,
+    ) -> Result<Result<BatchHeader, BatchDefect>, StorageError> {
+        let available_bytes = end_bytes.saturating_sub(position);
+        let mut buf = [0u8; HEADER_SIZE_BYTES];
+        let wanted = usize::try_from(available_bytes.min(HEADER_SIZE_BYTES as u64))
+            .unwrap_or(HEADER_SIZE_BYTES);
+        let head = buf.get_mut(..wanted).unwrap_or_default();
+        self.log.read_exact_at(head, position).at(&self.log_path)?;
+        let header = match BatchHeader::parse(head) {
+            Ok(header) => header,
+            Err(defect) => return Ok(Err(defect)),
+        };
+        if header.size_bytes() > available_bytes {
+            return Ok(Err(BatchDefect::Truncated {
+                needed_bytes: header.size_bytes(),
+                available_bytes,
+            }));
+        }
+        Ok(Ok(header))
+    }
+
+    /// Fills `buf` from the `.log` at `position`.
+    pub(crate) fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<(), StorageError> {
+        self.log.read_exact_at(buf, position).at(&self.log_path)
+    }
+
+    /// Headers of the batches in `[from_position, end_bytes)`, which must be a range of whole
+    /// batches: a bad header there is reported as `CorruptSegment`.
+    pub(crate) fn headers(&self, from_position: u64, end_bytes: u64) -> HeaderScan<'_> {
+        HeaderScan {
+            segment: self,
+            position: from_position,
+            end_bytes,
+            failed: false,
+        }
+    }
+
+    /// Writes `bytes` (whole batches described by `headers`, offsets already assigned) at the
+    /// end of the segment, indexes them, then publishes the new size and next offset.
+    /// On error the file is cut back to its previous size (best effort) and nothing is
+    /// published.
+    pub(crate) fn append(
+        &self,
+        bytes: &[u8],
+        headers: &[BatchHeader],
+        index_interval_bytes: u32,
+    ) -> Result<(), StorageError> {
+        let start = self.size_bytes.load(Ordering::Acquire);
+        let written = self.write_and_index(start, bytes, headers, index_interval_bytes);
+        if let Err(error) = written {
+            if let Err(cleanup) = self.log.set_len(start) {
+                tracing::error!(path = %self.log_path.display(), position = start, %cleanup,
+                    "could not cut a failed append back off the segment");
+            }
+            // Best effort too: stale index entries beyond `start` would point at garbage.
+            let _ = self.index.truncate_to_position(start);
+            return Err(error);
+        }
+        if let Some(last) = headers.last() {
+            self.next_offset
+                .store(last.last_offset().saturating_add(1), Ordering::Release);
+        }
+        self.size_bytes
+            .store(start + bytes.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    fn write_and_index(
+        &self,
+        start: u64,
+        bytes: &[u8],
+        headers: &[BatchHeader],
+        index_interval_bytes: u32,
+    ) -> Result<(), StorageError> {
+        self.log.write_all_at(bytes, start).at(&self.log_path)?;
+        let mut position = start;
+        for header in headers {
+            self.index.append_batch(
+                IndexedBatch {
+                    relative_offset: self.relative_offset(header.base_offset),
+                    position: u32::try_from(position).unwrap_or(u32::MAX),
+                    size_bytes: header.size_bytes(),
+                },
+                index_interval_bytes,
+            )?;
+            position += header.size_bytes();
+        }
+        Ok(())
+    }
+
+    /// Recovery only (no readers yet): cuts the file to `size_bytes`, drops index entries
+    /// beyond it, and publishes size and next offset.
+    pub(crate) fn set_recovered(
+        &self,
+        size_bytes: u64,
+        next_offset: i64,
+    ) -> Result<(), StorageError> {
+        if self.file_len_bytes()? != size_bytes {
+            self.log.set_len(size_bytes).at(&self.log_path)?;
+        }
+        self.index.truncate_to_position(size_bytes)?;
+        self.next_offset.store(next_offset, Ordering::Release);
+        self.size_bytes.store(size_bytes, Ordering::Release);
+        Ok(())
+    }
+
+    /// Rebuilds the index from the headers of `[0, end_bytes)`.
+    pub(crate) fn rebuild_index(
+        &self,
+        end_bytes: u64,
+        index_interval_bytes: u32,
+    ) -> Result<(), StorageError> {
+        let batches = self
+            .headers(0, end_bytes)
+            .map(|item| {
+                item.map(|(position, header)| IndexedBatch {
+                    relative_offset: self.relative_offset(header.base_offset),
+                    position: u32::try_from(position).unwrap_or(u32::MAX),
+                    size_bytes: header.size_bytes(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.index.rebuild(batches, index_interval_bytes)
+    }
+
+    /// Checks the index against `[0, end_bytes)`; if it fails, rebuilds it from the log.
+    pub(crate) fn ensure_index(
+        &self,
+        end_bytes: u64,
+        index_interval_bytes: u32,
+    ) -> Result<(), StorageError> {
+        let sane = self.index.is_sane(end_bytes, |entry| {
+            matches!(
+                self.read_header_at(u64::from(entry.position), end_bytes),
+                Ok(Ok(header)) if header.base_offset
+                    == self.base_offset.saturating_add(i64::from(entry.relative_offset))
+            )
+        });
+        if sane {
+            return self.index.truncate_to_position(end_bytes);
+        }
+        tracing::warn!(path = %self.index.path().display(), "offset index missing or damaged; rebuilding from the log");
+        self.rebuild_index(end_bytes, index_interval_bytes)
+    }
+
+    /// Position and header of the first batch whose last offset is >= `offset`, if any.
+    pub(crate) fn find_batch(
+        &self,
+        offset: i64,
+        end_bytes: u64,
+    ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+        let from = u64::from(self.index.lookup(self.relative_offset(offset)));
+        for item in self.headers(from, end_bytes) {
+            let (position, header) = item?;
+            if header.last_offset() >= offset {
+                return Ok(Some((position, header)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whole batches from the one holding `offset`, each with last offset below
+    /// `upper_bound_offset`, totalling at most `max_bytes` except that the first batch is
+    /// returned whole regardless (KIP-74). `None` when no batch here reaches `offset`.
+    pub(crate) fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound_offset: i64,
+    ) -> Result<Option<Bytes>, StorageError> {
+        let end_bytes = self.size_bytes();
+        let Some((start, first)) = self.find_batch(offset, end_bytes)? else {
+            return Ok(None);
+        };
+        if first.last_offset() >= upper_bound_offset {
+            return Ok(Some(Bytes::new()));
+        }
+        let mut stop = start + first.size_bytes();
+        for item in self.headers(stop, end_bytes) {
+            let (_, header) = item?;
+            let grown = stop + header.size_bytes();
+            if header.last_offset() >= upper_bound_offset || grown - start > max_bytes as u64 {
+                break;
+            }
+            stop = grown;
+        }
+        let mut buf = vec![0u8; usize::try_from(stop - start).unwrap_or(0)];
+        self.read_exact_at(&mut buf, start)?;
+        Ok(Some(Bytes::from(buf)))
+    }
+
+    /// fdatasync of the `.log` (the index is derived and never synced).
+    pub(crate) fn sync(&self) -> Result<(), StorageError> {
+        self.log.sync_data().at(&self.log_path)
+    }
+
+    /// Deletes this segment's files (recovery discarding unacknowledged segments).
+    pub(crate) fn delete_files(&self) -> Result<(), StorageError> {
+        std::fs::remove_file(&self.log_path).at(&self.log_path)?;
+        match std::fs::remove_file(self.index.path()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(self.index.path()),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn open_file(path: &Path) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .at(path)
+}
+
+/// Iterator over `(position, header)` of consecutive batches; stops after the first error.
+pub(crate) struct HeaderScan<'a> {
+    segment: &'a LogSegment,
+    position: u64,
+    end_bytes: u64,
+    failed: bool,
+}
+
+impl Iterator for HeaderScan<'_> {
+    type Item = Result<(u64, BatchHeader), StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.position >= self.end_bytes {
+            return None;
+        }
+        let position = self.position;
+        let item = match self.segment.read_header_at(position, self.end_bytes) {
+            Ok(Ok(header)) => {
+                self.position += header.size_bytes();
+                return Some(Ok((position, header)));
+            }
+            Ok(Err(defect)) => StorageError::CorruptSegment {
+                path: self.segment.log_path.clone(),
+                position,
+                defect,
+            },
+            Err(io) => io,
+        };
+        self.failed = true;
+        Some(Err(item))
+    }
+}

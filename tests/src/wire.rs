@@ -1,0 +1,437 @@
+//! Hand-encoded Kafka requests over a plain `TcpStream`, for what a well-behaved client never
+//! sends: malformed frames, unsupported versions, exact replays of a produce request.
+//!
+//! Only the few non-flexible request versions the raw tests use are encoded here: ApiVersions
+//! v0, InitProducerId v0, Produce v3, and a v2 record batch.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::{ensure, Result, TestBroker};
+
+/// API keys used by the raw tests.
+pub mod api_key {
+    /// Produce.
+    pub const PRODUCE: i16 = 0;
+    /// Fetch.
+    pub const FETCH: i16 = 1;
+    /// ApiVersions.
+    pub const API_VERSIONS: i16 = 18;
+    /// InitProducerId.
+    pub const INIT_PRODUCER_ID: i16 = 22;
+}
+
+/// A raw connection to the broker.
+pub struct RawConnection {
+    stream: TcpStream,
+    next_correlation_id: i32,
+}
+
+/// What happened when waiting for the broker to close a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CloseOutcome {
+    /// The broker closed it (read returned 0 or the connection was reset).
+    Closed,
+    /// The broker sent bytes instead of closing.
+    Data(usize),
+}
+
+impl RawConnection {
+    /// Connects to `broker` with read/write timeouts of `timeout`.
+    pub fn connect(broker: &TestBroker, timeout: Duration) -> Result<RawConnection> {
+        let stream = TcpStream::connect(broker.addr())?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(RawConnection {
+            stream,
+            next_correlation_id: 1,
+        })
+    }
+
+    /// Writes raw bytes. A reset while writing (the broker already closed) is not an error.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        match self.stream.write_all(bytes) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits until the broker closes the connection, up to `timeout`; errors if the read
+    /// times out with the connection still open.
+    pub fn wait_closed(&mut self, timeout: Duration) -> Result<CloseOutcome> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        let mut buf = [0u8; 4096];
+        match self.stream.read(&mut buf) {
+            Ok(0) => Ok(CloseOutcome::Closed),
+            Ok(n) => Ok(CloseOutcome::Data(n)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                Ok(CloseOutcome::Closed)
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(
+                format!("broker kept the connection open for {timeout:?} without answering").into(),
+            ),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends a request with header v1 (api key, version, correlation id, client id) and `body`,
+    /// returns the correlation id used.
+    pub fn send_request(&mut self, api_key: i16, api_version: i16, body: &[u8]) -> Result<i32> {
+        self.send_request_with_header(api_key, api_version, false, body)
+    }
+
+    /// Sends a request with header v2 (v1 plus empty tagged fields), as flexible versions use.
+    pub fn send_flexible_request(
+        &mut self,
+        api_key: i16,
+        api_version: i16,
+        body: &[u8],
+    ) -> Result<i32> {
+        self.send_request_with_header(api_key, api_version, true, body)
+    }
+
+    fn send_request_with_header(
+        &mut self,
+        api_key: i16,
+        api_version: i16,
+        flexible: bool,
+        body: &[u8],
+    ) -> Result<i32> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        let mut frame = Vec::with_capacity(body.len() + 32);
+        put_i16(&mut frame, api_key);
+        put_i16(&mut frame, api_version);
+        put_i32(&mut frame, correlation_id);
+        put_string(&mut frame, "runnel-e2e-raw");
+        if flexible {
+            frame.push(0); // no tagged fields
+        }
+        frame.extend_from_slice(body);
+        let mut sized = Vec::with_capacity(frame.len() + 4);
+        put_i32(&mut sized, i32::try_from(frame.len())?);
+        sized.extend_from_slice(&frame);
+        self.stream.write_all(&sized)?;
+        Ok(correlation_id)
+    }
+
+    /// Reads one response frame and checks its (v0 header) correlation id; returns the body.
+    pub fn read_response(&mut self, correlation_id: i32) -> Result<Vec<u8>> {
+        let mut size = [0u8; 4];
+        self.stream
+            .read_exact(&mut size)
+            .map_err(|e| format!("reading response size: {e}"))?;
+        let size = i32::from_be_bytes(size);
+        ensure!(
+            (4..=64 * 1024 * 1024).contains(&size),
+            "response frame size {size} is out of range"
+        );
+        let mut frame = vec![0u8; size as usize];
+        self.stream
+            .read_exact(&mut frame)
+            .map_err(|e| format!("reading response of {size} bytes: {e}"))?;
+        let mut reader = Reader::new(&frame);
+        let got = reader.i32()?;
+        ensure!(
+            got == correlation_id,
+            "response correlation id {got}, expected {correlation_id}"
+        );
+        Ok(reader.rest().to_vec())
+    }
+
+    /// Sends a request and reads its response body.
+    pub fn round_trip(&mut self, api_key: i16, api_version: i16, body: &[u8]) -> Result<Vec<u8>> {
+        let correlation_id = self.send_request(api_key, api_version, body)?;
+        self.read_response(correlation_id)
+    }
+}
+
+/// One entry of an ApiVersions response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiVersionRange {
+    /// API key.
+    pub api_key: i16,
+    /// Lowest supported version.
+    pub min: i16,
+    /// Highest supported version.
+    pub max: i16,
+}
+
+/// Parses an ApiVersions response body in the v0 format: error code, then the key array.
+/// (A broker answers an unsupported ApiVersions version in this format.)
+pub fn parse_api_versions_v0(body: &[u8]) -> Result<(i16, Vec<ApiVersionRange>)> {
+    let mut reader = Reader::new(body);
+    let error_code = reader.i16()?;
+    let count = reader.i32()?;
+    ensure!(
+        (0..=1000).contains(&count),
+        "ApiVersions: api key count {count} is out of range"
+    );
+    let mut ranges = Vec::new();
+    for _ in 0..count {
+        ranges.push(ApiVersionRange {
+            api_key: reader.i16()?,
+            min: reader.i16()?,
+            max: reader.i16()?,
+        });
+    }
+    Ok((error_code, ranges))
+}
+
+/// ApiVersions v3+ body (flexible): client software name and version, no tagged fields.
+pub fn api_versions_v3_body() -> Vec<u8> {
+    let mut body = Vec::new();
+    for s in ["runnel-e2e", "0.1.0"] {
+        body.push(s.len() as u8 + 1); // compact string: length + 1 as an unsigned varint
+        body.extend_from_slice(s.as_bytes());
+    }
+    body.push(0); // no tagged fields
+    body
+}
+
+/// InitProducerId v0 body for an idempotent (non-transactional) producer.
+pub fn init_producer_id_v0() -> Vec<u8> {
+    let mut body = Vec::new();
+    put_i16(&mut body, -1); // transactional_id: null
+    put_i32(&mut body, 60_000); // transaction_timeout_ms
+    body
+}
+
+/// Parses an InitProducerId v0 response: (error code, producer id, producer epoch).
+pub fn parse_init_producer_id_v0(body: &[u8]) -> Result<(i16, i64, i16)> {
+    let mut reader = Reader::new(body);
+    let _throttle_time_ms = reader.i32()?;
+    Ok((reader.i16()?, reader.i64()?, reader.i16()?))
+}
+
+/// Produce v3 body with one batch for one partition.
+pub fn produce_v3(acks: i16, topic: &str, partition: i32, batch: &[u8]) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    put_i16(&mut body, -1); // transactional_id: null
+    put_i16(&mut body, acks);
+    put_i32(&mut body, 30_000); // timeout_ms
+    put_i32(&mut body, 1); // one topic
+    put_string(&mut body, topic);
+    put_i32(&mut body, 1); // one partition
+    put_i32(&mut body, partition);
+    put_i32(&mut body, i32::try_from(batch.len())?);
+    body.extend_from_slice(batch);
+    Ok(body)
+}
+
+/// The result for one partition of a Produce v3 response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionProduceResult {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// Kafka error code (0 = none).
+    pub error_code: i16,
+    /// Offset assigned to the batch's first record.
+    pub base_offset: i64,
+}
+
+/// Parses a Produce v3 response body.
+pub fn parse_produce_v3(body: &[u8]) -> Result<Vec<PartitionProduceResult>> {
+    let mut reader = Reader::new(body);
+    let mut results = Vec::new();
+    let topics = reader.i32()?;
+    ensure!(
+        (0..=1000).contains(&topics),
+        "produce response: {topics} topics"
+    );
+    for _ in 0..topics {
+        let topic = reader.string()?;
+        let partitions = reader.i32()?;
+        ensure!(
+            (0..=10_000).contains(&partitions),
+            "produce response: {partitions} partitions"
+        );
+        for _ in 0..partitions {
+            let partition = reader.i32()?;
+            let error_code = reader.i16()?;
+            let base_offset = reader.i64()?;
+            let _log_append_time_ms = reader.i64()?;
+            results.push(PartitionProduceResult {
+                topic: topic.clone(),
+                partition,
+                error_code,
+                base_offset,
+            });
+        }
+    }
+    Ok(results)
+}
+
+/// Identity of an idempotent batch: producer id, epoch and the sequence of its first record.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerIdentity {
+    /// Producer id from InitProducerId, or -1.
+    pub producer_id: i64,
+    /// Producer epoch, or -1.
+    pub producer_epoch: i16,
+    /// Sequence number of the first record, or -1.
+    pub base_sequence: i32,
+}
+
+/// Encodes an uncompressed v2 record batch of `values` (no keys, no headers), base offset 0.
+pub fn record_batch(values: &[&[u8]], identity: ProducerIdentity, timestamp_ms: i64) -> Vec<u8> {
+    let mut records = Vec::new();
+    for (index, value) in values.iter().enumerate() {
+        let mut record = Vec::new();
+        record.push(0); // attributes
+        put_varint(&mut record, 0); // timestamp delta
+        put_varint(&mut record, index as i64); // offset delta
+        put_varint(&mut record, -1); // key: null
+        put_varint(&mut record, value.len() as i64);
+        record.extend_from_slice(value);
+        put_varint(&mut record, 0); // headers
+        put_varint(&mut records, record.len() as i64);
+        records.extend_from_slice(&record);
+    }
+    // From attributes to the end: covered by the CRC.
+    let mut tail = Vec::new();
+    put_i16(&mut tail, 0); // attributes: no compression, not transactional
+    put_i32(&mut tail, values.len() as i32 - 1); // last offset delta
+    put_i64(&mut tail, timestamp_ms); // base timestamp
+    put_i64(&mut tail, timestamp_ms); // max timestamp
+    put_i64(&mut tail, identity.producer_id);
+    put_i16(&mut tail, identity.producer_epoch);
+    put_i32(&mut tail, identity.base_sequence);
+    put_i32(&mut tail, values.len() as i32);
+    tail.extend_from_slice(&records);
+
+    let mut batch = Vec::new();
+    put_i64(&mut batch, 0); // base offset
+    put_i32(&mut batch, (4 + 1 + 4 + tail.len()) as i32); // batch length
+    put_i32(&mut batch, -1); // partition leader epoch
+    batch.push(2); // magic
+    put_i32(&mut batch, crc32c(&tail) as i32);
+    batch.extend_from_slice(&tail);
+    batch
+}
+
+/// CRC-32C (Castagnoli), bitwise; inputs here are small.
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for byte in bytes {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0x82F6_3B78 & mask);
+        }
+    }
+    !crc
+}
+
+/// Appends a big-endian i16.
+pub fn put_i16(buf: &mut Vec<u8>, v: i16) {
+    buf.extend_from_slice(&v.to_be_bytes());
+}
+
+/// Appends a big-endian i32.
+pub fn put_i32(buf: &mut Vec<u8>, v: i32) {
+    buf.extend_from_slice(&v.to_be_bytes());
+}
+
+/// Appends a big-endian i64.
+pub fn put_i64(buf: &mut Vec<u8>, v: i64) {
+    buf.extend_from_slice(&v.to_be_bytes());
+}
+
+/// Appends a non-flexible string: i16 length, bytes.
+pub fn put_string(buf: &mut Vec<u8>, s: &str) {
+    put_i16(buf, s.len() as i16);
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// Appends a zigzag varint (as used inside record batches).
+pub fn put_varint(buf: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        buf.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    buf.push(z as u8);
+}
+
+/// A bounds-checked big-endian reader.
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// Reads from the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, position: 0 }
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let slice = self
+            .bytes
+            .get(self.position..self.position + N)
+            .ok_or_else(|| format!("response truncated at byte {}", self.position))?;
+        self.position += N;
+        Ok(slice.try_into()?)
+    }
+
+    /// Reads an i16.
+    pub fn i16(&mut self) -> Result<i16> {
+        Ok(i16::from_be_bytes(self.take()?))
+    }
+
+    /// Reads an i32.
+    pub fn i32(&mut self) -> Result<i32> {
+        Ok(i32::from_be_bytes(self.take()?))
+    }
+
+    /// Reads an i64.
+    pub fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_be_bytes(self.take()?))
+    }
+
+    /// Reads a non-flexible string.
+    pub fn string(&mut self) -> Result<String> {
+        let len = self.i16()?;
+        ensure!(len >= 0, "null string where a string was expected");
+        let len = len as usize;
+        let slice = self
+            .bytes
+            .get(self.position..self.position + len)
+            .ok_or("string runs past the end")?;
+        self.position += len;
+        Ok(String::from_utf8(slice.to_vec())?)
+    }
+
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        self.bytes.get(self.position..).unwrap_or_default()
+    }
+}
+
+/// Sends a raw request and expects the broker to close the connection (not answer, not hang).
+pub fn expect_close_after(broker: &TestBroker, bytes: &[u8], what: &str) -> Result<()> {
+    let mut connection = RawConnection::connect(broker, Duration::from_secs(10))?;
+    connection.send_raw(bytes)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    match connection.wait_closed(deadline.saturating_duration_since(Instant::now())) {
+        Ok(CloseOutcome::Closed) => Ok(()),
+        Ok(CloseOutcome::Data(n)) => Err(format!(
+            "{what}: broker answered with {n} bytes instead of closing the connection"
+        )
+        .into()),
+        Err(e) => Err(format!("{what}: {e}").into()),
+    }
+}

@@ -1,0 +1,157 @@
+//! Idempotent producer: InitProducerId, sequence numbers, and a replayed batch appended once.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use runnel_e2e::wire::{
+    api_key, init_producer_id_v0, parse_init_producer_id_v0, parse_produce_v3, produce_v3,
+    record_batch, PartitionProduceResult, ProducerIdentity, RawConnection,
+};
+use runnel_e2e::{
+    create_topic, ensure, ensure_eq, produce_all, producer, read_all, watermarks, Record, Result,
+    TestBroker, TestResult,
+};
+
+const RECORDS: usize = 3_000;
+const PARTITIONS: i32 = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producer_writes_each_record_once() -> TestResult {
+    let broker = TestBroker::start(&[])?;
+    let result = async {
+        let topic = "idempotent";
+        create_topic(&broker, topic, PARTITIONS).await?;
+        let producer = producer(
+            &broker,
+            &[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("max.in.flight.requests.per.connection", "5"),
+                ("retries", "1000"),
+                // Small batches: many in flight at once per partition.
+                ("batch.num.messages", "50"),
+            ],
+        )?;
+        let records: Vec<Record> = (0..RECORDS)
+            .map(|i| {
+                (
+                    Some(format!("k{}", i % 11).into_bytes()),
+                    format!("{i}").into_bytes(),
+                )
+            })
+            .collect();
+        produce_all(&producer, topic, None, &records).await?;
+        let by_partition = read_all(&broker, topic, PARTITIONS).await?;
+        let mut seen = HashSet::new();
+        for record in by_partition.values().flatten() {
+            let value = record.value.as_deref().ok_or("record without value")?;
+            let index: usize = std::str::from_utf8(value)?.parse()?;
+            ensure!(
+                seen.insert(index),
+                "record {index} stored twice (second at partition {} offset {})",
+                record.partition,
+                record.offset
+            );
+        }
+        ensure_eq!(seen.len(), RECORDS, "distinct records read back");
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+fn produce_raw(
+    connection: &mut RawConnection,
+    topic: &str,
+    values: &[&[u8]],
+    identity: ProducerIdentity,
+) -> Result<PartitionProduceResult> {
+    let batch = record_batch(values, identity, 1_700_000_000_000);
+    let body = produce_v3(-1, topic, 0, &batch)?;
+    let response = connection.round_trip(api_key::PRODUCE, 3, &body)?;
+    let results = parse_produce_v3(&response)?;
+    ensure_eq!(
+        results.len(),
+        1,
+        "partition results in the produce response"
+    );
+    results
+        .into_iter()
+        .next()
+        .ok_or_else(|| "no partition result".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_idempotent_batch_is_appended_once() -> TestResult {
+    let broker = TestBroker::start(&[])?;
+    let result = async {
+        let topic = "replay";
+        create_topic(&broker, topic, 1).await?;
+        let mut connection = RawConnection::connect(&broker, Duration::from_secs(30))?;
+        let response =
+            connection.round_trip(api_key::INIT_PRODUCER_ID, 0, &init_producer_id_v0())?;
+        let (error_code, producer_id, producer_epoch) = parse_init_producer_id_v0(&response)?;
+        ensure_eq!(error_code, 0, "InitProducerId error code");
+        ensure!(
+            producer_id >= 0,
+            "InitProducerId returned producer id {producer_id}"
+        );
+        let identity = |base_sequence| ProducerIdentity {
+            producer_id,
+            producer_epoch,
+            base_sequence,
+        };
+
+        let first = produce_raw(&mut connection, topic, &[b"a", b"b", b"c"], identity(0))?;
+        ensure_eq!((first.error_code, first.base_offset), (0, 0), "first batch");
+        let second = produce_raw(&mut connection, topic, &[b"d", b"e"], identity(3))?;
+        ensure_eq!(
+            (second.error_code, second.base_offset),
+            (0, 3),
+            "second batch"
+        );
+
+        // A client retrying the second batch (its response was lost) gets the original offset
+        // back and nothing is appended.
+        let replay = produce_raw(&mut connection, topic, &[b"d", b"e"], identity(3))?;
+        ensure_eq!(replay.error_code, 0, "error code of the replayed batch");
+        ensure_eq!(replay.base_offset, 3, "base offset of the replayed batch");
+        ensure_eq!(
+            watermarks(&broker, topic, 0)?,
+            (0, 5),
+            "watermarks after the replay"
+        );
+
+        // A gap in the sequence is refused: OUT_OF_ORDER_SEQUENCE_NUMBER (45).
+        let gap = produce_raw(&mut connection, topic, &[b"z"], identity(10))?;
+        ensure_eq!(
+            gap.error_code,
+            45,
+            "error code of a batch with a sequence gap"
+        );
+        ensure_eq!(
+            watermarks(&broker, topic, 0)?,
+            (0, 5),
+            "watermarks after the refused batch"
+        );
+
+        // The next sequence still works.
+        let third = produce_raw(&mut connection, topic, &[b"f"], identity(5))?;
+        ensure_eq!((third.error_code, third.base_offset), (0, 5), "third batch");
+
+        let stored = read_all(&broker, topic, 1).await?;
+        let values: Vec<Vec<u8>> = stored
+            .values()
+            .flatten()
+            .filter_map(|r| r.value.clone())
+            .collect();
+        let expected: Vec<Vec<u8>> = ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect();
+        ensure_eq!(values, expected, "values stored");
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}

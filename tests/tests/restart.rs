@@ -1,0 +1,350 @@
+//! Durability across restarts: graceful restart keeps everything, kill -9 under an acks=all
+//! load loses no acknowledged record, and a torn tail is truncated at the last whole batch.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rdkafka::producer::FutureRecord;
+use runnel_e2e::log_file::{partition_batches, segment_files, StoredBatch};
+use runnel_e2e::{
+    by_position, create_topic, ensure, ensure_eq, produce_all, producer, read_all, wait_until,
+    watermarks, Acked, Record, Result, Rng, TestBroker, TestResult, WAIT_TIMEOUT,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_restart_keeps_all_records_and_offsets_continue() -> TestResult {
+    let mut broker = TestBroker::start(&["--set", "auto.create.topics.enable=false"])?;
+    let result = async {
+        let topic = "durable";
+        let partitions = 3;
+        create_topic(&broker, topic, partitions).await?;
+        let before: Vec<Record> = (0..1_000)
+            .map(|i| {
+                (
+                    Some(format!("k{}", i % 13).into_bytes()),
+                    format!("before {i}").into_bytes(),
+                )
+            })
+            .collect();
+        let acked_before = produce_all(
+            &producer(&broker, &[("acks", "all")])?,
+            topic,
+            None,
+            &before,
+        )
+        .await?;
+
+        broker.restart()?;
+
+        let stored = read_all(&broker, topic, partitions).await?;
+        let all: Vec<_> = stored.values().flatten().cloned().collect();
+        ensure_eq!(all.len(), before.len(), "records after restart");
+        check_acked(&all, &acked_before, &before)?;
+
+        // New records continue each partition's offsets.
+        let after: Vec<Record> = (0..300)
+            .map(|i| {
+                (
+                    Some(format!("k{}", i % 13).into_bytes()),
+                    format!("after {i}").into_bytes(),
+                )
+            })
+            .collect();
+        let acked_after =
+            produce_all(&producer(&broker, &[("acks", "all")])?, topic, None, &after).await?;
+        for (index, ack) in acked_after.iter().enumerate() {
+            let existing = stored.get(&ack.partition).map(Vec::len).unwrap_or(0) as i64;
+            ensure!(
+                ack.offset >= existing,
+                "record {index} produced after restart got offset {} in partition {}, which \
+                 already held {existing} records",
+                ack.offset,
+                ack.partition
+            );
+        }
+        let stored = read_all(&broker, topic, partitions).await?;
+        let all: Vec<_> = stored.values().flatten().cloned().collect();
+        ensure_eq!(
+            all.len(),
+            before.len() + after.len(),
+            "records after the second produce"
+        );
+        check_acked(&all, &acked_before, &before)?;
+        check_acked(&all, &acked_after, &after)?;
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+fn check_acked(all: &[runnel_e2e::Consumed], acked: &[Acked], records: &[Record]) -> Result<()> {
+    let index = by_position(all);
+    for (ack, (_, value)) in acked.iter().zip(records) {
+        let stored = index
+            .get(&(ack.partition, ack.offset))
+            .ok_or_else(|| format!("acknowledged record at {ack:?} is missing"))?;
+        ensure_eq!(
+            stored.value.as_deref(),
+            Some(value.as_slice()),
+            "value at partition {} offset {}",
+            ack.partition,
+            ack.offset
+        );
+    }
+    Ok(())
+}
+
+/// Every acknowledged record: where it landed and its value.
+type AckLog = Vec<(Acked, Vec<u8>)>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_acks_all_load_loses_no_acknowledged_record() -> TestResult {
+    let mut broker = TestBroker::start(&["--set", "auto.create.topics.enable=false"])?;
+    let result = async {
+        let topic = "crash";
+        let partitions = 3;
+        create_topic(&broker, topic, partitions).await?;
+        let kill_after = Rng::new(1).range(2_000, 6_000) as usize;
+
+        let producer = producer(
+            &broker,
+            &[
+                ("acks", "all"),
+                ("message.timeout.ms", "5000"),
+                ("retries", "0"),
+            ],
+        )?;
+        let acked: Arc<Mutex<AckLog>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = {
+            let acked = Arc::clone(&acked);
+            let stop = Arc::clone(&stop);
+            let producer = producer.clone();
+            tokio::spawn(async move {
+                let mut next = 0usize;
+                // Windows of 200 records in flight, until the broker is gone.
+                while !stop.load(Ordering::Relaxed) {
+                    let mut window = Vec::new();
+                    for _ in 0..200 {
+                        let value = format!("crash {next}").into_bytes();
+                        let key = format!("k{}", next % 17).into_bytes();
+                        next += 1;
+                        let record = FutureRecord::to(topic).key(&key).payload(&value);
+                        match producer.send_result(record) {
+                            Ok(delivery) => window.push((delivery, value.clone())),
+                            Err(_) => break,
+                        }
+                    }
+                    for (delivery, value) in window {
+                        if let Ok(Ok(delivered)) = delivery.await {
+                            let ack = Acked {
+                                partition: delivered.partition,
+                                offset: delivered.offset,
+                            };
+                            if let Ok(mut acked) = acked.lock() {
+                                acked.push((ack, value));
+                            }
+                        }
+                    }
+                }
+            })
+        };
+
+        let count = || acked.lock().map(|a| a.len()).unwrap_or(0);
+        wait_until(
+            &format!("{kill_after} records acknowledged before the kill"),
+            WAIT_TIMEOUT,
+            || async { Ok(count() >= kill_after) },
+        )
+        .await?;
+        broker.kill9()?;
+        stop.store(true, Ordering::Relaxed);
+        // Outstanding deliveries fail within message.timeout.ms; the load task then ends.
+        tokio::time::timeout(WAIT_TIMEOUT, load)
+            .await
+            .map_err(|_| "producer task did not finish after the kill")??;
+        drop(producer);
+
+        broker.start_again()?;
+        let stored = read_all(&broker, topic, partitions).await?;
+        let all: Vec<_> = stored.values().flatten().cloned().collect();
+        let index = by_position(&all);
+        let acked = acked.lock().map_err(|_| "poisoned")?.clone();
+        ensure!(
+            acked.len() >= kill_after,
+            "only {} acknowledged",
+            acked.len()
+        );
+        for (ack, value) in &acked {
+            let stored = index.get(&(ack.partition, ack.offset)).ok_or_else(|| {
+                format!(
+                    "acknowledged record {:?} at partition {} offset {} is missing after \
+                     kill -9 and restart ({} acknowledged, {} stored)",
+                    String::from_utf8_lossy(value),
+                    ack.partition,
+                    ack.offset,
+                    acked.len(),
+                    all.len()
+                )
+            })?;
+            ensure_eq!(
+                stored.value.as_deref(),
+                Some(value.as_slice()),
+                "value at partition {} offset {}",
+                ack.partition,
+                ack.offset
+            );
+        }
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// Produces several batches to one partition in rounds, each awaited (so each is at least one
+/// batch of its own); returns the values in offset order.
+async fn produce_rounds(broker: &TestBroker, topic: &str) -> Result<Vec<Vec<u8>>> {
+    let producer = producer(broker, &[("acks", "all")])?;
+    let mut values = Vec::new();
+    for round in 0..6 {
+        let records: Vec<Record> = (0..25)
+            .map(|i| (None, format!("round {round} record {i}").into_bytes()))
+            .collect();
+        produce_all(&producer, topic, Some(0), &records).await?;
+        values.extend(records.into_iter().map(|(_, v)| v));
+    }
+    Ok(values)
+}
+
+/// Cuts the last batch of the partition's last segment in half; returns the cut batch.
+fn cut_last_batch(dir: &std::path::Path) -> Result<StoredBatch> {
+    let batches = partition_batches(dir)?;
+    ensure!(
+        batches.len() >= 2,
+        "expected several batches, found {}",
+        batches.len()
+    );
+    let last = batches.last().ok_or("no batches stored")?.clone();
+    let last_file = segment_files(dir)?.last().ok_or("no segment file")?.clone();
+    let file = std::fs::OpenOptions::new().write(true).open(&last_file)?;
+    file.set_len(last.position + last.size_bytes / 2)?;
+    file.sync_all()?;
+    Ok(last)
+}
+
+/// A crash mid-write leaves a torn last batch: kill -9, cut the last batch in half, restart.
+/// The partition ends at the last whole batch, everything before it reads back, and new
+/// records continue from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_tail_after_kill_9_is_truncated() -> TestResult {
+    let mut broker = TestBroker::start(&["--set", "auto.create.topics.enable=false"])?;
+    let result = async {
+        let topic = "torn";
+        create_topic(&broker, topic, 1).await?;
+        let values = produce_rounds(&broker, topic).await?;
+        broker.kill9()?;
+        let dir = broker.partition_dir(topic, 0);
+        let last = cut_last_batch(&dir)?;
+        let whole = last.base_offset;
+
+        broker.start_again()?;
+        ensure_eq!(
+            watermarks(&broker, topic, 0)?,
+            (0, whole),
+            "watermarks after cutting the batch at offsets {}..{} in half",
+            last.base_offset,
+            last.next_offset()
+        );
+        let stored = read_all(&broker, topic, 1).await?;
+        let read: Vec<Vec<u8>> = stored
+            .values()
+            .flatten()
+            .filter_map(|r| r.value.clone())
+            .collect();
+        let expected: Vec<Vec<u8>> = values
+            .iter()
+            .take(usize::try_from(whole)?)
+            .cloned()
+            .collect();
+        ensure!(
+            read == expected,
+            "records after recovery differ from the first {whole} produced"
+        );
+
+        let producer = producer(&broker, &[("acks", "all")])?;
+        let acked = produce_all(
+            &producer,
+            topic,
+            Some(0),
+            &[(None, b"after recovery".to_vec())],
+        )
+        .await?;
+        ensure_eq!(
+            acked.first().map(|a| a.offset),
+            Some(whole),
+            "offset of the first record after recovery"
+        );
+        let stored = read_all(&broker, topic, 1).await?;
+        let last_value = stored
+            .values()
+            .flatten()
+            .last()
+            .and_then(|r| r.value.clone());
+        ensure_eq!(last_value, Some(b"after recovery".to_vec()), "last record");
+        // The file on disk holds whole batches only, the new one at the cut.
+        let batches = partition_batches(&dir)?;
+        ensure!(
+            batches.iter().any(|b| b.base_offset == whole),
+            "no batch at offset {whole} after recovery: {batches:?}"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// After a clean shutdown everything was flushed and checkpointed, so a shorter file is lost
+/// durable data, not a torn tail: the broker must refuse to start rather than silently drop
+/// acknowledged records (BRIEF §4: never truncate below a checkpointed offset silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_log_after_clean_shutdown_is_refused() -> TestResult {
+    let mut broker = TestBroker::start(&["--set", "auto.create.topics.enable=false"])?;
+    let result = async {
+        let topic = "torn";
+        create_topic(&broker, topic, 1).await?;
+        produce_rounds(&broker, topic).await?;
+        let status = broker.terminate()?;
+        ensure!(
+            status.success(),
+            "broker exited with {status} after SIGTERM"
+        );
+        cut_last_batch(&broker.partition_dir(topic, 0))?;
+        let status = broker.start_again_expecting_failure()?;
+        ensure!(
+            !status.success(),
+            "broker exited with {status} on a data dir that lost flushed data"
+        );
+        let log = broker.log();
+        ensure!(
+            log.lines()
+                .last()
+                .is_some_and(|l| l.contains("00000000000000000000.log")),
+            "the broker's last words do not name the damaged segment"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_with_code_0() -> TestResult {
+    let mut broker = TestBroker::start(&[])?;
+    let result = async {
+        let status = broker.terminate()?;
+        ensure_eq!(status.code(), Some(0), "exit code after SIGTERM");
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
