@@ -1,5 +1,6 @@
 //! The `runnel` binary: parse flags, load settings, serve until SIGTERM/SIGINT.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use runnel_broker::cli::{Cli, USAGE};
@@ -41,6 +42,7 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json") {
         builder.json().init();
