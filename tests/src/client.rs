@@ -11,7 +11,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::{ensure, Result, TestBroker, WAIT_TIMEOUT};
@@ -336,11 +335,6 @@ pub fn check_dense(topic: &str, partition: i32, records: &[Consumed], first: i64
         );
     }
     Ok(())
-}
-
-/// The Kafka error code inside a produce error, if it carries one.
-pub fn produce_error_code(error: &KafkaError) -> Option<RDKafkaErrorCode> {
-    error.rdkafka_error_code()
 }
 
 /// Index of consumed records by `(partition, offset)`.

@@ -14,7 +14,7 @@ pub mod wire;
 
 pub use client::*;
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -315,6 +315,13 @@ impl TestBroker {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
+        // Every RUNNEL_* variable is a broker setting to the broker, and an unknown one is a
+        // start-up error: keep the harness's own (RUNNEL_BIN, RUNNEL_SEED) out of its sight.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("RUNNEL_") {
+                cmd.env_remove(name);
+            }
+        }
         let child = cmd
             .spawn()
             .map_err(|e| format!("spawning {}: {e}", bin.display()))?;
@@ -496,12 +503,4 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Writes `bytes` to a file at `path` (helper for tests that corrupt files).
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(())
 }

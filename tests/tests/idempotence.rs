@@ -155,3 +155,53 @@ async fn replayed_idempotent_batch_is_appended_once() -> TestResult {
     .await;
     broker.check(result)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_after_restart_is_appended_once() -> TestResult {
+    let mut broker = TestBroker::start(&[])?;
+    let result = async {
+        let topic = "replay-restart";
+        create_topic(&broker, topic, 1).await?;
+        let mut connection = RawConnection::connect(&broker, Duration::from_secs(30))?;
+        let response =
+            connection.round_trip(api_key::INIT_PRODUCER_ID, 0, &init_producer_id_v0())?;
+        let (error_code, producer_id, producer_epoch) = parse_init_producer_id_v0(&response)?;
+        ensure_eq!(error_code, 0, "InitProducerId error code");
+        let identity = ProducerIdentity {
+            producer_id,
+            producer_epoch,
+            base_sequence: 0,
+        };
+        let first = produce_raw(&mut connection, topic, &[b"a", b"b"], identity)?;
+        ensure_eq!((first.error_code, first.base_offset), (0, 0), "first batch");
+        drop(connection);
+
+        // The producer state (last sequences per producer) survives a restart: the client's
+        // retry after reconnecting is recognised as a duplicate.
+        broker.restart()?;
+        let mut connection = RawConnection::connect(&broker, Duration::from_secs(30))?;
+        let replay = produce_raw(&mut connection, topic, &[b"a", b"b"], identity)?;
+        ensure_eq!(
+            (replay.error_code, replay.base_offset),
+            (0, 0),
+            "replay of the first batch after a restart"
+        );
+        ensure_eq!(
+            watermarks(&broker, topic, 0)?,
+            (0, 2),
+            "watermarks after the replay"
+        );
+        // A new producer id after the restart: InitProducerId never hands out an id twice.
+        let response =
+            connection.round_trip(api_key::INIT_PRODUCER_ID, 0, &init_producer_id_v0())?;
+        let (error_code, second_id, _) = parse_init_producer_id_v0(&response)?;
+        ensure_eq!(error_code, 0, "InitProducerId error code after restart");
+        ensure!(
+            second_id != producer_id,
+            "InitProducerId handed out producer id {producer_id} again after a restart"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}

@@ -120,8 +120,11 @@ impl PartitionLog {
     /// Opens the log in `dir`, creating the directory if missing, and recovers it (see the
     /// `recovery` module): a torn or corrupt tail after the recovery checkpoint is cut off.
     ///
-    /// Errors: `Io` naming the file; `CorruptSegment`, `DurableDataLost` or
-    /// `CheckpointSegmentMissing` when data below the recovery checkpoint is damaged.
+    /// A segment shorter than the checkpoint says (fsynced bytes lost underneath us) is verified
+    /// from its start and cut at its first bad batch, with an ERROR naming the file.
+    ///
+    /// Errors: `Io` naming the file; `CorruptSegment` or `CheckpointSegmentMissing` when data
+    /// below the recovery checkpoint is damaged.
     pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, StorageError> {
         let recovered = recover(dir, &config)?;
         let producers = rebuild_producer_state(dir, &recovered.segments, recovered.log_end_offset)?;

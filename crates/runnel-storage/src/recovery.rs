@@ -169,16 +169,20 @@ fn recover_segment(
             // Wholly fsynced: its offsets end where the next segment begins.
             (file_len, next_base.unwrap_or(cp.segment_base_offset))
         }
-        Some(cp) if base == cp.segment_base_offset => {
-            if file_len < cp.position_bytes {
-                return Err(StorageError::DurableDataLost {
-                    path: segment.log_path().to_path_buf(),
-                    size_bytes: file_len,
-                    checkpoint_position: cp.position_bytes,
-                });
-            }
-            (cp.position_bytes, cp.recovery_point_offset)
+        Some(cp) if base == cp.segment_base_offset && file_len < cp.position_bytes => {
+            // Bytes that were fsynced are gone (the file was cut underneath us). Refusing to
+            // start would not bring them back and would take every other partition down with
+            // this one, so verify the whole segment, keep what is intact and say loudly what
+            // was lost: this is an error report, not a silent truncation.
+            let lost = StorageError::DurableDataLost {
+                path: segment.log_path().to_path_buf(),
+                size_bytes: file_len,
+                checkpoint_position: cp.position_bytes,
+            };
+            tracing::error!(error = %lost, "recovering the segment from its first byte");
+            (0, base)
         }
+        Some(cp) if base == cp.segment_base_offset => (cp.position_bytes, cp.recovery_point_offset),
         _ => (0, base),
     };
     segment.ensure_index(trusted_bytes, config.index_interval_bytes)?;
