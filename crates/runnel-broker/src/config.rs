@@ -38,9 +38,22 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "log.roll.ms", default: "604800000", doc: "Roll a new segment when the active one is older than this (topic `segment.ms`)." },
     Setting { name: "log.index.interval.bytes", default: "4096", doc: "Bytes of log between two entries of the sparse offset index (topic `index.interval.bytes`)." },
     Setting { name: "log.index.size.max.bytes", default: "10485760", doc: "Largest offset index file; a full index rolls the segment (topic `segment.index.bytes`)." },
+    Setting { name: "log.retention.ms", default: "604800000", doc: "Delete closed segments whose newest record is older than this; -1 keeps them forever (topic `retention.ms`)." },
+    Setting { name: "log.retention.bytes", default: "-1", doc: "Delete the oldest closed segments while a partition is larger than this; -1 means no limit (topic `retention.bytes`)." },
+    Setting { name: "log.retention.check.interval.ms", default: "300000", doc: "How often retention and the log cleaner (compaction) look at every partition." },
     Setting { name: "fetch.max.bytes", default: "57671680", doc: "Upper bound on the bytes of one Fetch response, whatever the client asks." },
     Setting { name: "transaction.max.timeout.ms", default: "900000", doc: "Largest `transaction.timeout.ms` InitProducerId accepts." },
+    Setting { name: "group.initial.rebalance.delay.ms", default: "3000", doc: "How long the first rebalance of an empty consumer group waits for more members to join (extended by each join, up to the rebalance timeout)." },
+    Setting { name: "group.min.session.timeout.ms", default: "6000", doc: "Smallest `session.timeout.ms` a group member may ask for; below it JoinGroup fails with INVALID_SESSION_TIMEOUT." },
+    Setting { name: "group.max.session.timeout.ms", default: "1800000", doc: "Largest `session.timeout.ms` a group member may ask for; above it JoinGroup fails with INVALID_SESSION_TIMEOUT." },
+    Setting { name: "group.max.size", default: "2147483647", doc: "Members allowed in one consumer group; further joins fail with GROUP_MAX_SIZE_REACHED." },
+    Setting { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of the internal `__consumer_offsets` topic, created on the first commit or group write." },
+    Setting { name: "offset.metadata.max.bytes", default: "4096", doc: "Longest metadata string of a committed offset; longer ones get OFFSET_METADATA_TOO_LARGE." },
+    Setting { name: "offsets.retention.minutes", default: "10080", doc: "Committed offsets of a group that has been empty this long are deleted." },
+    Setting { name: "offsets.retention.check.interval.ms", default: "600000", doc: "How often expired committed offsets are looked for." },
     Setting { name: "max.connections", default: "10000", doc: "Connections served at once; further connections are refused until one closes." },
+    Setting { name: "max.connections.per.ip", default: "2147483647", doc: "Connections one client address may hold at once; further ones are closed at accept." },
+    Setting { name: "connections.max.idle.ms", default: "600000", doc: "A connection that completes no request (or cannot take a response) for this long is closed; also ends slow-drip clients." },
 ];
 
 /// The broker's typed settings.
@@ -80,6 +93,32 @@ pub struct BrokerConfig {
     pub transaction_max_timeout_ms: i64,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections per client address.
+    pub max_connections_per_ip: usize,
+    /// Idle time after which a connection is closed, in milliseconds.
+    pub connections_max_idle_ms: u64,
+    /// First rebalance delay of an empty group, in milliseconds.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Smallest member session timeout, in milliseconds.
+    pub group_min_session_timeout_ms: i32,
+    /// Largest member session timeout, in milliseconds.
+    pub group_max_session_timeout_ms: i32,
+    /// Members per group.
+    pub group_max_size: usize,
+    /// Partitions of `__consumer_offsets`.
+    pub offsets_topic_num_partitions: i32,
+    /// Longest commit metadata, in bytes.
+    pub offset_metadata_max_bytes: usize,
+    /// Offset retention of empty groups, in minutes.
+    pub offsets_retention_minutes: i64,
+    /// Period of the offset expiry check, in milliseconds.
+    pub offsets_retention_check_interval_ms: u64,
+    /// Default `retention.ms`.
+    pub log_retention_ms: i64,
+    /// Default `retention.bytes`.
+    pub log_retention_bytes: i64,
+    /// Period of the retention and cleaner pass, in milliseconds.
+    pub log_retention_check_interval_ms: u64,
 }
 
 /// What is wrong with the configuration, in one line for the operator.
@@ -174,6 +213,30 @@ impl BrokerConfig {
             transaction_max_timeout_ms: settings
                 .get_in("transaction.max.timeout.ms", 1..=i32::MAX as i64)?,
             max_connections: settings.get_in("max.connections", 1..=1_000_000)?,
+            max_connections_per_ip: settings
+                .get_in("max.connections.per.ip", 1..=i32::MAX as usize)?,
+            connections_max_idle_ms: settings
+                .get_in("connections.max.idle.ms", 1..=i64::MAX as u64)?,
+            group_initial_rebalance_delay_ms: settings
+                .get_in("group.initial.rebalance.delay.ms", 0..=i32::MAX as u64)?,
+            group_min_session_timeout_ms: settings
+                .get_in("group.min.session.timeout.ms", 0..=i32::MAX)?,
+            group_max_session_timeout_ms: settings
+                .get_in("group.max.session.timeout.ms", 0..=i32::MAX)?,
+            group_max_size: settings.get_in("group.max.size", 1..=i32::MAX as usize)?,
+            offsets_topic_num_partitions: settings
+                .get_in("offsets.topic.num.partitions", 1..=10_000)?,
+            // Stored as an i16-length string in Kafka's OffsetCommitValue.
+            offset_metadata_max_bytes: settings
+                .get_in("offset.metadata.max.bytes", 0..=i16::MAX as usize)?,
+            offsets_retention_minutes: settings
+                .get_in("offsets.retention.minutes", 1..=i64::from(i32::MAX))?,
+            offsets_retention_check_interval_ms: settings
+                .get_in("offsets.retention.check.interval.ms", 1..=i64::MAX as u64)?,
+            log_retention_ms: settings.get_in("log.retention.ms", -1..=i64::MAX)?,
+            log_retention_bytes: settings.get_in("log.retention.bytes", -1..=i64::MAX)?,
+            log_retention_check_interval_ms: settings
+                .get_in("log.retention.check.interval.ms", 1..=i64::MAX as u64)?,
         })
     }
 }

@@ -63,6 +63,10 @@ pub enum BrokerError {
     /// that cannot look up timestamps.
     #[error("offset lookup by timestamp is not supported yet")]
     TimestampLookupUnsupported,
+    /// A Fetch that claims to come from a follower replica: this node has none, so such a
+    /// fetch must not be served (it would move replication state).
+    #[error("fetch from replica {0}: this node has no followers")]
+    NotAReplica(i32),
     /// A well-formed request that asks for something impossible.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -113,6 +117,7 @@ impl BrokerError {
             BrokerError::Unsupported(_) | BrokerError::InvalidRequest(_) => {
                 ResponseError::InvalidRequest
             }
+            BrokerError::NotAReplica(_) => ResponseError::NotLeaderOrFollower,
             BrokerError::TimestampLookupUnsupported => ResponseError::UnsupportedForMessageFormat,
             BrokerError::TaskFailed(_) => ResponseError::UnknownServerError,
             BrokerError::Metadata { .. } => ResponseError::KafkaStorageError,

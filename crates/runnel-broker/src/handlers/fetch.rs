@@ -22,6 +22,8 @@ use crate::topics::{Partition, Topic};
 const MAX_WAIT_MS_CAP: i32 = 30_000;
 /// Fetch v13 replaced topic names by topic ids.
 const TOPIC_ID_VERSION: i16 = 13;
+/// Fetch v15 moved the replica id into `replica_state`.
+const REPLICA_STATE_VERSION: i16 = 15;
 
 /// One partition to read, resolved against the registry.
 struct PartitionRead {
@@ -43,7 +45,19 @@ pub(crate) async fn handle(
     context: &RequestContext,
     request: FetchRequest,
 ) -> Result<FetchResponse, BrokerError> {
-    let reads = Arc::new(resolve(broker, &request, context.api_version));
+    // Fetch v15 moved the replica id into `replica_state`; consumers send -1 there.
+    let replica_id = if context.api_version >= REPLICA_STATE_VERSION {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let mut reads = resolve(broker, &request, context.api_version);
+    if replica_id >= 0 {
+        for read in reads.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+            read.partition = Err(BrokerError::NotAReplica(replica_id));
+        }
+    }
+    let reads = Arc::new(reads);
     let response_bytes_max = usize::try_from(request.max_bytes)
         .unwrap_or(0)
         .min(broker.config.fetch_max_bytes);

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestKind};
@@ -14,6 +15,7 @@ use runnel_protocol::request::{decode_request_body, decode_request_header, encod
 use runnel_protocol::ProtocolError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::shutdown::ShutdownGuard;
 use crate::broker::Broker;
@@ -37,6 +39,8 @@ enum CloseReason {
     Handler(#[from] BrokerError),
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
+    #[error("no complete request or response within connections.max.idle.ms")]
+    Idle,
 }
 
 /// Serves one connection until the client leaves, it misbehaves, or shutdown is requested.
@@ -52,6 +56,7 @@ pub(super) async fn serve(
     match serve_requests(&broker, stream, &mut shutdown).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(CloseReason::Io(error)) => tracing::debug!(%peer, %error, "connection lost"),
+        Err(CloseReason::Idle) => tracing::debug!(%peer, "idle connection closed"),
         Err(reason) => tracing::info!(%peer, %reason, "closing connection"),
     }
 }
@@ -62,12 +67,19 @@ async fn serve_requests(
     shutdown: &mut ShutdownGuard,
 ) -> Result<(), CloseReason> {
     let frame_bytes_max = broker.config.socket_request_max_bytes;
+    // `connections.max.idle.ms` bounds both silence and slow drips: the connection must
+    // complete a request (or take a response) within this long, or it is closed.
+    let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES_INITIAL);
+    let mut idle_deadline = Instant::now() + idle;
     loop {
         while let Some(frame) = split_frame(&mut buf, frame_bytes_max)? {
             if let Some(response) = handle_frame(broker, frame).await? {
-                stream.write_all(&response).await?;
+                tokio::time::timeout(idle, stream.write_all(&response))
+                    .await
+                    .map_err(|_| CloseReason::Idle)??;
             }
+            idle_deadline = Instant::now() + idle;
         }
         let wanted = bytes_wanted(&buf, frame_bytes_max)?;
         buf.reserve(wanted.clamp(1, READ_CHUNK_BYTES_MAX));
@@ -77,6 +89,7 @@ async fn serve_requests(
                     return Ok(());
                 }
             }
+            () = tokio::time::sleep_until(idle_deadline) => return Err(CloseReason::Idle),
             () = shutdown.requested() => return Ok(()),
         }
     }

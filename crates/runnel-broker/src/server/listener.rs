@@ -1,13 +1,14 @@
-//! The accept loop: a semaphore caps connections (`max.connections`); shutdown stops accepting,
-//! lets in-flight requests finish, then flushes and checkpoints every log.
+//! The accept loop: connections are admitted under `max.connections` and
+//! `max.connections.per.ip`; shutdown stops accepting, lets in-flight requests finish, then
+//! flushes and checkpoints every log.
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use super::connection;
-use super::shutdown::{signal_received, Shutdown};
+use super::connection_limits::ConnectionLimits;
+use super::shutdown::{Shutdown, StopSignals};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -27,6 +28,8 @@ pub fn run(config: BrokerConfig) -> Result<(), BrokerError> {
 
 async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
     let address = config.listen;
+    let mut signals =
+        StopSignals::install().map_err(|source| BrokerError::Listen { address, source })?;
     let listener = TcpListener::bind(address)
         .await
         .map_err(|source| BrokerError::Listen { address, source })?;
@@ -37,9 +40,12 @@ async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
         data_dir = %broker.config.data_dir.display(),
         "runnel is serving"
     );
-    let connections = Arc::new(Semaphore::new(broker.config.max_connections));
+    let limits = ConnectionLimits::new(
+        broker.config.max_connections,
+        broker.config.max_connections_per_ip,
+    );
     let shutdown = Shutdown::new();
-    let stop = signal_received();
+    let stop = signals.received();
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -53,15 +59,15 @@ async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
                         continue;
                     }
                 };
-                let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                    tracing::warn!(%peer, "max.connections reached; connection refused");
+                let Some(slot) = limits.admit(peer.ip()) else {
+                    tracing::debug!(%peer, "connection limit reached (max.connections or max.connections.per.ip); closed");
                     continue;
                 };
                 let Some(guard) = shutdown.guard() else { break };
                 let broker = Arc::clone(&broker);
                 tokio::spawn(async move {
                     connection::serve(broker, stream, peer, guard).await;
-                    drop(permit);
+                    drop(slot);
                 });
             }
             () = &mut stop => break,

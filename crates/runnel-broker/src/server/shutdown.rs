@@ -2,6 +2,7 @@
 //! holds a clone of a `mpsc::Sender` so the server knows when all of them have finished
 //! (the channel closes when the last clone drops).
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 /// Held by every connection task; its drop tells the server the task is done.
@@ -55,21 +56,27 @@ impl Shutdown {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn signal_received() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the broker");
-                std::future::pending::<()>().await;
-            }
+/// SIGINT and SIGTERM handlers, installed before the listener binds: a signal that arrives
+/// while the broker is still starting is then a graceful stop, not the default instant death.
+#[derive(Debug)]
+pub(crate) struct StopSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl StopSignals {
+    pub(crate) fn install() -> std::io::Result<StopSignals> {
+        Ok(StopSignals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM.
+    pub(crate) async fn received(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received, shutting down"),
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
-        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
     }
 }
