@@ -2,18 +2,26 @@
 //! fast as librdkafka allows, or reads a whole topic back, and prints one result line.
 //!
 //! ```text
-//! load produce --bootstrap 127.0.0.1:9092 --topic t --records 500000 --size 100 --acks 1
+//! load produce --bootstrap 127.0.0.1:9092 --topic t --records 500000 --size 100 --acks 1 \
+//!      [--compression lz4] [--partitions 6]
 //! load consume --bootstrap 127.0.0.1:9092 --topic t --records 500000
+//! load latency --bootstrap 127.0.0.1:9092 --topic t --rate 1000 --seconds 10 --size 100
 //! ```
-//! Output: `<mode> records=N bytes=B seconds=S records_per_s=R mb_per_s=M errors=E`.
+//! Output: `<mode> records=N bytes=B seconds=S records_per_s=R mb_per_s=M errors=E`, and for
+//! `latency` the end-to-end (send → consumed) and ack (send → delivery report) percentiles in
+//! milliseconds: `e2e_p50_ms=.. e2e_p99_ms=.. e2e_p999_ms=.. ack_p50_ms=.. ack_p99_ms=..`.
+//! `--partitions N` creates the topic with N partitions first (CreateTopics).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use runnel_e2e::Result;
@@ -26,6 +34,10 @@ struct Args {
     size: usize,
     acks: String,
     timeout: Duration,
+    compression: String,
+    partitions: i32,
+    rate: u64,
+    seconds: u64,
 }
 
 fn parse_args() -> Result<Args> {
@@ -41,6 +53,10 @@ fn parse_args() -> Result<Args> {
         size: 100,
         acks: "1".into(),
         timeout: Duration::from_secs(300),
+        compression: "none".into(),
+        partitions: 0,
+        rate: 1000,
+        seconds: 10,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -51,6 +67,10 @@ fn parse_args() -> Result<Args> {
             "--size" => parsed.size = value.parse()?,
             "--acks" => parsed.acks = value,
             "--timeout-s" => parsed.timeout = Duration::from_secs(value.parse()?),
+            "--compression" => parsed.compression = value,
+            "--partitions" => parsed.partitions = value.parse()?,
+            "--rate" => parsed.rate = value.parse()?,
+            "--seconds" => parsed.seconds = value.parse()?,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -88,11 +108,35 @@ fn report(mode: &str, records: u64, bytes: u64, elapsed: Duration, errors: u64) 
     );
 }
 
+/// Creates the topic with `--partitions` partitions when asked to (an existing topic is fine).
+fn create_topic(args: &Args) -> Result<()> {
+    if args.partitions <= 0 {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .create()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let topic = NewTopic::new(&args.topic, args.partitions, TopicReplication::Fixed(1));
+    let results = runtime.block_on(admin.create_topics([&topic], &AdminOptions::new()))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(format!("create topic {name}: {code}").into()),
+        }
+    }
+    Ok(())
+}
+
 fn produce(args: &Args) -> Result<()> {
+    create_topic(args)?;
     let context = Arc::new(Counters::default());
     let producer: ThreadedProducer<Counting> = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap)
         .set("acks", &args.acks)
+        .set("compression.type", &args.compression)
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000")
@@ -175,11 +219,152 @@ fn consume(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Producer context recording, per delivered record, the time from send to delivery report.
+struct AckTimes {
+    start: Instant,
+    ack_us: Mutex<Vec<u64>>,
+}
+
+impl ClientContext for AckTimes {}
+
+impl ProducerContext for AckTimes {
+    type DeliveryOpaque = Box<u64>;
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_us: Box<u64>) {
+        if result.is_ok() {
+            let now_us = micros_since(self.start);
+            if let Ok(mut times) = self.ack_us.lock() {
+                times.push(now_us.saturating_sub(*sent_us));
+            }
+        }
+    }
+}
+
+fn micros_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Percentile (0..=1) of sorted microseconds, in milliseconds.
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    sorted_us.get(rank).copied().unwrap_or(0) as f64 / 1000.0
+}
+
+/// Fixed-rate produce (acks as given, linger 0) with a consumer reading the same partition:
+/// every payload carries its send time, so end-to-end latency is measured by one clock.
+fn latency(args: &Args) -> Result<()> {
+    let start = Instant::now();
+    let context = AckTimes {
+        start,
+        ack_us: Mutex::new(Vec::new()),
+    };
+    let producer: ThreadedProducer<AckTimes> = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .set("acks", &args.acks)
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "60000")
+        .create_with_context(context)?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .set("group.id", "runnel-bench-latency")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("fetch.min.bytes", "1")
+        .create()?;
+    // Make the topic exist and start the consumer at its end before measuring.
+    producer
+        .send(
+            BaseRecord::<(), [u8], Box<u64>>::with_opaque_to(&args.topic, Box::new(0))
+                .partition(0)
+                .payload(&[0u8; 8][..]),
+        )
+        .map_err(|(e, _)| format!("warm-up send: {e}"))?;
+    producer.flush(Duration::from_secs(30))?;
+    let (_, high) = consumer.fetch_watermarks(&args.topic, 0, Duration::from_secs(10))?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(&args.topic, 0, Offset::Offset(high))?;
+    consumer.assign(&assignment)?;
+
+    let total = args.rate.saturating_mul(args.seconds);
+    let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
+    let mut payload = vec![b'x'; args.size.max(8)];
+    let mut e2e_us = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let send_start = Instant::now();
+    let mut sent = 0u64;
+    let deadline = send_start + Duration::from_secs(args.seconds) + args.timeout;
+    while (e2e_us.len() as u64) < total && Instant::now() < deadline {
+        let due = send_start + interval.mul_f64(sent as f64);
+        if sent < total && Instant::now() >= due {
+            let now_us = micros_since(start);
+            if let Some(stamp) = payload.get_mut(..8) {
+                stamp.copy_from_slice(&now_us.to_be_bytes());
+            }
+            let record =
+                BaseRecord::<(), [u8], Box<u64>>::with_opaque_to(&args.topic, Box::new(now_us))
+                    .partition(0)
+                    .payload(&payload);
+            if producer.send(record).is_ok() {
+                sent += 1;
+            }
+            continue;
+        }
+        let wait = if sent < total {
+            due.saturating_duration_since(Instant::now())
+        } else {
+            Duration::from_millis(100)
+        };
+        if let Some(Ok(message)) = consumer.poll(wait.min(Duration::from_millis(100))) {
+            let received_us = micros_since(start);
+            if let Some(stamp) = message.payload().and_then(|p| p.get(..8)) {
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(stamp);
+                e2e_us.push(received_us.saturating_sub(u64::from_be_bytes(bytes)));
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    let elapsed = send_start.elapsed();
+    e2e_us.sort_unstable();
+    let mut ack_us = producer
+        .context()
+        .ack_us
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    ack_us.sort_unstable();
+    println!(
+        "latency acks={} rate={} records={} seconds={:.3} e2e_p50_ms={:.3} e2e_p99_ms={:.3} \
+         e2e_p999_ms={:.3} ack_p50_ms={:.3} ack_p99_ms={:.3} ack_p999_ms={:.3} received={}",
+        args.acks,
+        args.rate,
+        sent,
+        elapsed.as_secs_f64(),
+        percentile_ms(&e2e_us, 0.50),
+        percentile_ms(&e2e_us, 0.99),
+        percentile_ms(&e2e_us, 0.999),
+        percentile_ms(&ack_us, 0.50),
+        percentile_ms(&ack_us, 0.99),
+        percentile_ms(&ack_us, 0.999),
+        e2e_us.len(),
+    );
+    if (e2e_us.len() as u64) < total {
+        return Err(format!(
+            "received {} of {total} records before the deadline",
+            e2e_us.len()
+        )
+        .into());
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = parse_args()?;
     match args.mode.as_str() {
         "produce" => produce(&args),
         "consume" => consume(&args),
-        other => Err(format!("unknown mode {other}: produce or consume").into()),
+        "latency" => latency(&args),
+        other => Err(format!("unknown mode {other}: produce, consume or latency").into()),
     }
 }

@@ -8,9 +8,10 @@ use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::group::{self, GroupConfig, GroupCoordinator};
 use crate::producer_ids::ProducerIdAllocator;
 use crate::topic_config::TopicConfig;
-use crate::topics::{Topic, TopicRegistry, TopicSpec};
+use crate::topics::{is_internal_name, Topic, TopicRegistry, TopicSpec};
 
 /// Shared broker state. Cheap to share behind an `Arc`; no lock is held across an `.await`.
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct Broker {
     pub topics: TopicRegistry,
     /// Idempotent producer ids.
     pub producer_ids: ProducerIdAllocator,
+    /// Consumer groups and committed offsets (rebuilt from `__consumer_offsets` on open).
+    pub groups: GroupCoordinator,
     /// The cluster id reported in Metadata, persisted in `meta.properties`.
     pub cluster_id: String,
     /// Bumped after every append; long-polling fetches wait on it.
@@ -39,10 +42,13 @@ impl Broker {
         let cluster_id = load_or_create_cluster_id(&config.data_dir)?;
         let producer_ids = ProducerIdAllocator::load(&config.data_dir)?;
         let topics = TopicRegistry::load(Arc::clone(&config))?;
+        let groups = GroupCoordinator::new(group_config(&config));
+        group::store::load(&topics, &groups)?;
         let (appended, _) = watch::channel(0);
         Ok(Broker {
             config,
             topics,
+            groups,
             producer_ids,
             cluster_id,
             appended,
@@ -65,7 +71,8 @@ impl Broker {
         if let Some(topic) = self.topics.get(name) {
             return Ok(Some(topic));
         }
-        if !self.config.auto_create_topics_enable {
+        // Internal topics are created by their coordinators, never by a client's Metadata.
+        if !self.config.auto_create_topics_enable || is_internal_name(name) {
             return Ok(None);
         }
         let spec = TopicSpec {
@@ -84,6 +91,19 @@ impl Broker {
     /// Flushes and checkpoints all logs (graceful shutdown).
     pub fn close(&self) {
         self.topics.close_all();
+    }
+}
+
+fn group_config(config: &BrokerConfig) -> GroupConfig {
+    GroupConfig {
+        initial_rebalance_delay: std::time::Duration::from_millis(
+            config.group_initial_rebalance_delay_ms,
+        ),
+        min_session_timeout_ms: config.group_min_session_timeout_ms,
+        max_session_timeout_ms: config.group_max_session_timeout_ms,
+        max_size: config.group_max_size,
+        offset_metadata_max_bytes: config.offset_metadata_max_bytes,
+        offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
     }
 }
 

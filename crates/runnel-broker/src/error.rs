@@ -59,10 +59,17 @@ pub enum BrokerError {
     /// A request this broker understands but cannot serve yet (e.g. transactional producers).
     #[error("not supported: {0}")]
     Unsupported(&'static str),
-    /// ListOffsets by timestamp before the time index exists: Kafka's answer for a log format
-    /// that cannot look up timestamps.
-    #[error("offset lookup by timestamp is not supported yet")]
-    TimestampLookupUnsupported,
+    /// A record timestamp outside `message.timestamp.before.max.ms` / `after.max.ms`.
+    #[error("timestamp {timestamp_ms} is out of the topic's accepted range around {now_ms}")]
+    InvalidTimestamp {
+        /// The batch's offending timestamp, ms.
+        timestamp_ms: i64,
+        /// The broker's clock, ms.
+        now_ms: i64,
+    },
+    /// A record the topic cannot take (a keyless record on a compacted topic).
+    #[error("invalid record: {0}")]
+    InvalidRecord(&'static str),
     /// A Fetch that claims to come from a follower replica: this node has none, so such a
     /// fetch must not be served (it would move replication state).
     #[error("fetch from replica {0}: this node has no followers")]
@@ -70,6 +77,9 @@ pub enum BrokerError {
     /// A well-formed request that asks for something impossible.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A consumer group protocol error (membership, generation, offsets).
+    #[error(transparent)]
+    Group(#[from] crate::group::GroupError),
     /// A blocking storage task died (a bug); the request fails, the broker goes on.
     #[error("storage task failed: {0}")]
     TaskFailed(#[from] tokio::task::JoinError),
@@ -118,7 +128,9 @@ impl BrokerError {
                 ResponseError::InvalidRequest
             }
             BrokerError::NotAReplica(_) => ResponseError::NotLeaderOrFollower,
-            BrokerError::TimestampLookupUnsupported => ResponseError::UnsupportedForMessageFormat,
+            BrokerError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
+            BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
+            BrokerError::Group(e) => group_error_code(*e),
             BrokerError::TaskFailed(_) => ResponseError::UnknownServerError,
             BrokerError::Metadata { .. } => ResponseError::KafkaStorageError,
             BrokerError::Listen { .. } => ResponseError::UnknownServerError,
@@ -138,5 +150,25 @@ fn storage_error_code(error: &StorageError) -> ResponseError {
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         StorageError::CorruptBatch { .. } => ResponseError::CorruptMessage,
         _ => ResponseError::KafkaStorageError,
+    }
+}
+
+fn group_error_code(error: crate::group::GroupError) -> ResponseError {
+    use crate::group::GroupError;
+    match error {
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
+        GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use runnel_storage::LogConfig;
+use runnel_storage::{CompactionPolicy, LogConfig, RetentionPolicy};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -53,33 +53,33 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def(
         "cleanup.policy",
         ValueType::ListOf(&["delete", "compact"]),
-        false,
+        true,
     ),
     def(
         "compression.type",
         ValueType::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
         false,
     ),
-    def("delete.retention.ms", ValueType::Long(0), false),
+    def("delete.retention.ms", ValueType::Long(0), true),
     def("file.delete.delay.ms", ValueType::Long(0), false),
-    def("flush.messages", ValueType::Long(1), false),
+    def("flush.messages", ValueType::Long(1), true),
     def("flush.ms", ValueType::Long(0), false),
     def("index.interval.bytes", ValueType::Int(0), true),
-    def("max.compaction.lag.ms", ValueType::Long(1), false),
+    def("max.compaction.lag.ms", ValueType::Long(1), true),
     def("max.message.bytes", ValueType::Int(0), true),
-    def("message.timestamp.after.max.ms", ValueType::Long(0), false),
-    def("message.timestamp.before.max.ms", ValueType::Long(0), false),
+    def("message.timestamp.after.max.ms", ValueType::Long(0), true),
+    def("message.timestamp.before.max.ms", ValueType::Long(0), true),
     def(
         "message.timestamp.type",
         ValueType::OneOf(&["CreateTime", "LogAppendTime"]),
-        false,
+        true,
     ),
-    def("min.cleanable.dirty.ratio", ValueType::Ratio, false),
-    def("min.compaction.lag.ms", ValueType::Long(0), false),
+    def("min.cleanable.dirty.ratio", ValueType::Ratio, true),
+    def("min.compaction.lag.ms", ValueType::Long(0), true),
     def("min.insync.replicas", ValueType::Int(1), false),
     def("preallocate", ValueType::Bool, false),
-    def("retention.bytes", ValueType::Long(-1), false),
-    def("retention.ms", ValueType::Long(-1), false),
+    def("retention.bytes", ValueType::Long(-1), true),
+    def("retention.ms", ValueType::Long(-1), true),
     def("segment.bytes", ValueType::Int(14), true),
     def("segment.index.bytes", ValueType::Int(8), true),
     def("segment.jitter.ms", ValueType::Long(0), false),
@@ -163,6 +163,165 @@ impl TopicConfig {
         }
     }
 
+    /// `cleanup.policy` as (delete, compact); default `delete`.
+    pub fn cleanup_policy(&self) -> (bool, bool) {
+        let policy = self
+            .overrides
+            .get("cleanup.policy")
+            .map_or("delete", String::as_str);
+        let has = |word| policy.split(',').any(|w| w.trim() == word);
+        (has("delete"), has("compact"))
+    }
+
+    /// Whether the topic is compacted (`cleanup.policy` contains `compact`).
+    pub fn is_compacted(&self) -> bool {
+        self.cleanup_policy().1
+    }
+
+    /// `message.timestamp.type=LogAppendTime`.
+    pub fn log_append_time(&self) -> bool {
+        self.overrides
+            .get("message.timestamp.type")
+            .is_some_and(|v| v == "LogAppendTime")
+    }
+
+    /// (`message.timestamp.before.max.ms`, `message.timestamp.after.max.ms`); default unbounded.
+    pub fn timestamp_bounds_ms(&self) -> (i64, i64) {
+        (
+            self.get("message.timestamp.before.max.ms", i64::MAX),
+            self.get("message.timestamp.after.max.ms", i64::MAX),
+        )
+    }
+
+    /// `flush.messages` (fsync after this many unflushed records for acks <= 1) and `flush.ms`.
+    pub fn flush_policy(&self) -> (i64, i64) {
+        (
+            self.get("flush.messages", i64::MAX),
+            self.get("flush.ms", i64::MAX),
+        )
+    }
+
+    /// Retention when `cleanup.policy` contains `delete`, else none.
+    pub fn retention_policy(&self, broker: &BrokerConfig) -> RetentionPolicy {
+        if !self.cleanup_policy().0 {
+            return RetentionPolicy {
+                retention_ms: -1,
+                retention_bytes: -1,
+            };
+        }
+        RetentionPolicy {
+            retention_ms: self.get("retention.ms", broker.log_retention_ms),
+            retention_bytes: self.get("retention.bytes", broker.log_retention_bytes),
+        }
+    }
+
+    /// The log cleaner's settings.
+    pub fn compaction_policy(&self) -> CompactionPolicy {
+        let defaults = CompactionPolicy::default();
+        CompactionPolicy {
+            min_cleanable_dirty_ratio: self.get(
+                "min.cleanable.dirty.ratio",
+                defaults.min_cleanable_dirty_ratio,
+            ),
+            min_compaction_lag_ms: self
+                .get("min.compaction.lag.ms", defaults.min_compaction_lag_ms),
+            max_compaction_lag_ms: self
+                .get("max.compaction.lag.ms", defaults.max_compaction_lag_ms),
+            delete_retention_ms: self.get("delete.retention.ms", defaults.delete_retention_ms),
+        }
+    }
+
+    /// A copy with `name` set to `value` (validated) or removed (`None`).
+    pub fn with(&self, name: &str, value: Option<&str>) -> Result<TopicConfig, BrokerError> {
+        let mut overrides = self.overrides.clone();
+        match value {
+            Some(value) => {
+                validate(name, value)?;
+                overrides.insert(name.to_string(), value.to_string());
+            }
+            None => {
+                if !TOPIC_CONFIGS.iter().any(|d| d.name == name) {
+                    return Err(BrokerError::InvalidConfig(format!(
+                        "unknown topic config '{name}'"
+                    )));
+                }
+                overrides.remove(name);
+            }
+        }
+        Ok(TopicConfig { overrides })
+    }
+
+    /// Whether `name` takes a comma-separated list (APPEND/SUBTRACT apply).
+    pub fn is_list(name: &str) -> bool {
+        TOPIC_CONFIGS
+            .iter()
+            .any(|d| d.name == name && matches!(d.value_type, ValueType::ListOf(_)))
+    }
+
+    /// Kafka's config type code for DescribeConfigs v3+ (BOOLEAN 1, STRING 2, INT 3, LONG 5,
+    /// DOUBLE 6, LIST 7).
+    pub fn type_code(name: &str) -> i8 {
+        match TOPIC_CONFIGS
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.value_type)
+        {
+            Some(ValueType::Bool) => 1,
+            Some(ValueType::Int(_)) => 3,
+            Some(ValueType::Long(_)) => 5,
+            Some(ValueType::Ratio) => 6,
+            Some(ValueType::ListOf(_)) => 7,
+            _ => 2,
+        }
+    }
+
+    /// The value a topic gets without an override, and the broker setting it comes from.
+    pub fn default_value(name: &str, broker: &BrokerConfig) -> (String, Option<&'static str>) {
+        let d = CompactionPolicy::default();
+        match name {
+            "cleanup.policy" => ("delete".into(), None),
+            "compression.type" => ("producer".into(), None),
+            "delete.retention.ms" => (d.delete_retention_ms.to_string(), None),
+            "file.delete.delay.ms" => ("60000".into(), None),
+            "flush.messages" | "max.compaction.lag.ms" | "flush.ms" => (i64::MAX.to_string(), None),
+            "message.timestamp.after.max.ms" | "message.timestamp.before.max.ms" => {
+                (i64::MAX.to_string(), None)
+            }
+            "index.interval.bytes" => (
+                broker.log_index_interval_bytes.to_string(),
+                Some("log.index.interval.bytes"),
+            ),
+            "max.message.bytes" => (
+                broker.message_max_bytes.to_string(),
+                Some("message.max.bytes"),
+            ),
+            "message.timestamp.type" => ("CreateTime".into(), None),
+            "min.cleanable.dirty.ratio" => (d.min_cleanable_dirty_ratio.to_string(), None),
+            "min.compaction.lag.ms" => ("0".into(), None),
+            "min.insync.replicas" => ("1".into(), None),
+            "preallocate" | "unclean.leader.election.enable" => ("false".into(), None),
+            "retention.bytes" => (
+                broker.log_retention_bytes.to_string(),
+                Some("log.retention.bytes"),
+            ),
+            "retention.ms" => (
+                broker.log_retention_ms.to_string(),
+                Some("log.retention.ms"),
+            ),
+            "segment.bytes" => (
+                broker.log_segment_bytes.to_string(),
+                Some("log.segment.bytes"),
+            ),
+            "segment.index.bytes" => (
+                broker.log_index_size_max_bytes.to_string(),
+                Some("log.index.size.max.bytes"),
+            ),
+            "segment.jitter.ms" => ("0".into(), None),
+            "segment.ms" => (broker.log_roll_ms.to_string(), Some("log.roll.ms")),
+            _ => (String::new(), None),
+        }
+    }
+
     /// Every known config with its effective value, for CreateTopics v5+ responses.
     pub fn effective(&self, broker: &BrokerConfig) -> Vec<(&'static str, Option<String>, bool)> {
         let log = self.log_config(broker);
@@ -175,7 +334,7 @@ impl TopicConfig {
                     "index.interval.bytes" => Some(log.index_interval_bytes.to_string()),
                     "segment.index.bytes" => Some(log.segment_index_bytes.to_string()),
                     "max.message.bytes" => Some(self.max_message_bytes(broker).to_string()),
-                    _ => None,
+                    name => Some(Self::default_value(name, broker).0),
                 };
                 let value = self.overrides.get(def.name).cloned().or(default);
                 (def.name, value, self.overrides.contains_key(def.name))

@@ -62,13 +62,23 @@ impl Topic {
             .and_then(|i| self.partitions.get(i))
     }
 
+    /// What the topic file records.
+    fn spec(&self) -> TopicSpec {
+        TopicSpec {
+            name: self.name.clone(),
+            partitions: i32::try_from(self.partitions.len()).unwrap_or(i32::MAX),
+            config: self.config.clone(),
+        }
+    }
+
     /// Internal topics (`__consumer_offsets`, `__transaction_state`).
     pub fn is_internal(&self) -> bool {
         is_internal_name(&self.name)
     }
 }
 
-fn is_internal_name(name: &str) -> bool {
+/// Whether `name` is one of Kafka's internal topics, which clients cannot auto-create.
+pub fn is_internal_name(name: &str) -> bool {
     matches!(name, "__consumer_offsets" | "__transaction_state")
 }
 
@@ -203,6 +213,93 @@ impl TopicRegistry {
         self.topics.remove(name);
         tracing::info!(topic = %name, "topic deleted");
         Ok(topic)
+    }
+
+    /// Replaces a topic's config overrides: persisted first, then applied live (storage
+    /// settings of every partition; retention, compaction and produce checks read the topic's
+    /// config each time).
+    pub async fn update_config(
+        &self,
+        name: &str,
+        config: TopicConfig,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let _guard = self.admin_lock.lock().await;
+        let topic = self
+            .get(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        let updated = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            config,
+            partitions: topic.partitions.clone(),
+        });
+        let data_dir = self.data_dir.clone();
+        let broker = Arc::clone(&self.config);
+        let written = Arc::clone(&updated);
+        tokio::task::spawn_blocking(move || {
+            write_topic_file(&data_dir, written.id, &written.spec())?;
+            let log_config = written.config.log_config(&broker);
+            for partition in &written.partitions {
+                partition.log.set_config(log_config);
+            }
+            Ok::<_, BrokerError>(())
+        })
+        .await??;
+        self.topics
+            .insert(updated.name.clone(), Arc::clone(&updated));
+        tracing::info!(topic = %name, "topic config updated");
+        Ok(updated)
+    }
+
+    /// Grows a topic to `count` partitions (CreatePartitions; never shrinks).
+    pub async fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let _guard = self.admin_lock.lock().await;
+        let topic = self
+            .get(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        if count <= current || count > PARTITIONS_PER_TOPIC_MAX {
+            return Err(BrokerError::InvalidPartitions(count));
+        }
+        if validate_only {
+            return Ok(topic);
+        }
+        let data_dir = self.data_dir.clone();
+        let broker = Arc::clone(&self.config);
+        let old = Arc::clone(&topic);
+        let updated = tokio::task::spawn_blocking(move || {
+            let log_config = old.config.log_config(&broker);
+            let mut partitions = old.partitions.clone();
+            for index in current..count {
+                let log =
+                    PartitionLog::open(&partition_dir(&data_dir, &old.name, index), log_config)?;
+                partitions.push(Arc::new(Partition {
+                    index,
+                    log: Arc::new(log),
+                }));
+            }
+            let updated = Topic {
+                name: old.name.clone(),
+                id: old.id,
+                config: old.config.clone(),
+                partitions,
+            };
+            // The new partition directories exist before the file names them; a crash in
+            // between leaves empty directories that a later grow reuses.
+            write_topic_file(&data_dir, updated.id, &updated.spec())?;
+            Ok::<_, BrokerError>(updated)
+        })
+        .await??;
+        let updated = Arc::new(updated);
+        self.topics
+            .insert(updated.name.clone(), Arc::clone(&updated));
+        tracing::info!(topic = %name, partitions = count, "partitions added");
+        Ok(updated)
     }
 
     /// Flushes and checkpoints every partition log (graceful shutdown).

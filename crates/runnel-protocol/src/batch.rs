@@ -283,15 +283,116 @@ fn walk_records(records: &[u8], record_count: i32) -> Result<RecordsSummary, Str
     Ok(summary)
 }
 
-/// The fields of one record that validation uses.
-struct RecordFields {
+/// The offset after the last batch in `batches` (whole v2 batches with offsets assigned, as a
+/// log read returns them): its base offset plus `lastOffsetDelta` plus one. `None` if there is
+/// no whole batch.
+pub fn next_offset_after(batches: &[u8]) -> Option<i64> {
+    let mut position = 0;
+    let mut next = None;
+    while let Some(rest) = batches.get(position..).filter(|rest| !rest.is_empty()) {
+        let batch = split_batch(rest, position).ok()?;
+        position = position.saturating_add(batch.len());
+        let base_offset = i64::from_be_bytes(field(batch, BASE_OFFSET_AT).ok()?);
+        let last_offset_delta = i32::from_be_bytes(field(batch, LAST_OFFSET_DELTA_AT).ok()?);
+        next = Some(
+            base_offset
+                .saturating_add(i64::from(last_offset_delta))
+                .saturating_add(1),
+        );
+    }
+    next
+}
+
+/// One record read back from a stored batch by [`read_records`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Absolute offset: the batch's base offset plus the record's offset delta.
+    pub offset: i64,
+    /// CreateTime (`baseTimestamp + timestampDelta`) in ms, or the batch's max timestamp for
+    /// LogAppendTime batches.
+    pub timestamp: i64,
+    /// The record key; `None` when null.
+    pub key: Option<Vec<u8>>,
+    /// The record value; `None` for a null value (a tombstone).
+    pub value: Option<Vec<u8>>,
+}
+
+/// Reads every data record of the concatenated v2 batches in `batches` (as a log read returns
+/// them: whole batches with their offsets assigned), decompressing each batch into at most
+/// `max_uncompressed_bytes`. Control batches (transaction markers) are skipped; headers are not
+/// returned. The same record walk as [`validate_batches`] is used, so what validation accepts
+/// reads back.
+///
+/// # Errors
+/// [`ProtocolError::CorruptBatch`] for framing or CRC damage, [`ProtocolError::InvalidBatch`]
+/// for malformed records, [`ProtocolError::BatchTooLarge`] past the decompression cap.
+pub fn read_records(
+    batches: &[u8],
+    max_uncompressed_bytes: usize,
+) -> Result<Vec<LogRecord>, ProtocolError> {
+    let mut out = Vec::new();
+    let mut position = 0;
+    while let Some(rest) = batches.get(position..).filter(|rest| !rest.is_empty()) {
+        let batch = split_batch(rest, position)?;
+        position = position.saturating_add(batch.len());
+        let crc_claimed = u32::from_be_bytes(field(batch, CRC_AT)?);
+        if crc_claimed != crc32c::crc32c(batch.get(ATTRIBUTES_AT..).unwrap_or_default()) {
+            return Err(ProtocolError::CorruptBatch(format!(
+                "batch at position {position}: CRC32C mismatch"
+            )));
+        }
+        let attributes = i16::from_be_bytes(field(batch, ATTRIBUTES_AT)?);
+        if attributes & CONTROL_ATTRIBUTE != 0 {
+            continue;
+        }
+        let base_offset = i64::from_be_bytes(field(batch, BASE_OFFSET_AT)?);
+        let base_timestamp = i64::from_be_bytes(field(batch, BASE_TIMESTAMP_AT)?);
+        let max_timestamp = i64::from_be_bytes(field(batch, MAX_TIMESTAMP_AT)?);
+        let record_count = i32::from_be_bytes(field(batch, RECORDS_COUNT_AT)?);
+        let records_section = batch.get(RECORD_BATCH_HEADER_BYTES..).unwrap_or_default();
+        let decompressed;
+        let records = match Compression::from_attributes(attributes)? {
+            Compression::None => records_section,
+            codec => {
+                decompressed =
+                    compression::decompress(codec, records_section, max_uncompressed_bytes)?;
+                decompressed.as_slice()
+            }
+        };
+        let mut cursor = Cursor::new(records);
+        for index in 0..record_count {
+            if cursor.is_empty() {
+                return Err(invalid(&format!(
+                    "batch at offset {base_offset}: recordsCount {record_count}, {index} present"
+                )));
+            }
+            let record = read_record(&mut cursor).map_err(invalid)?;
+            out.push(LogRecord {
+                offset: base_offset.saturating_add(i64::from(record.offset_delta)),
+                timestamp: if attributes & TIMESTAMP_TYPE_ATTRIBUTE != 0 {
+                    max_timestamp
+                } else {
+                    base_timestamp.saturating_add(record.timestamp_delta)
+                },
+                key: record.key.map(<[u8]>::to_vec),
+                value: record.value.map(<[u8]>::to_vec),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The fields of one record that validation and [`read_records`] use.
+struct RecordFields<'a> {
     timestamp_delta: i64,
     offset_delta: i32,
     has_null_key: bool,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
 }
 
 /// Reads one record, checking that its fields fill exactly its declared length.
-fn read_record(cursor: &mut Cursor<'_>) -> Result<RecordFields, &'static str> {
+fn read_record<'a>(cursor: &mut Cursor<'a>) -> Result<RecordFields<'a>, &'static str> {
     let length = cursor.varint()?;
     let length = usize::try_from(length).map_err(|_| "negative record length")?;
     let mut record = Cursor::new(
@@ -302,17 +403,22 @@ fn read_record(cursor: &mut Cursor<'_>) -> Result<RecordFields, &'static str> {
     let _attributes = record.byte()?;
     let timestamp_delta = record.varlong()?;
     let offset_delta = record.varint()?;
-    let has_null_key = match record.varint()? {
-        -1 => true,
-        key_length => {
-            record.skip(key_length).map_err(|_| "bad key length")?;
-            false
-        }
+    let key = match record.varint()? {
+        -1 => None,
+        key_length => Some(
+            record
+                .take_field(key_length)
+                .map_err(|_| "bad key length")?,
+        ),
     };
-    let value_length = record.varint()?;
-    if value_length != -1 {
-        record.skip(value_length).map_err(|_| "bad value length")?;
-    }
+    let value = match record.varint()? {
+        -1 => None,
+        value_length => Some(
+            record
+                .take_field(value_length)
+                .map_err(|_| "bad value length")?,
+        ),
+    };
     let headers_count = record.varint()?;
     if headers_count < 0 {
         return Err("negative header count");
@@ -336,7 +442,9 @@ fn read_record(cursor: &mut Cursor<'_>) -> Result<RecordFields, &'static str> {
     Ok(RecordFields {
         timestamp_delta,
         offset_delta,
-        has_null_key,
+        has_null_key: key.is_none(),
+        key,
+        value,
     })
 }
 
@@ -375,8 +483,13 @@ impl<'a> Cursor<'a> {
 
     /// Skips a length-prefixed field's bytes; a negative length is an error.
     fn skip(&mut self, length: i32) -> Result<(), &'static str> {
+        self.take_field(length).map(|_| ())
+    }
+
+    /// Takes a length-prefixed field's bytes; a negative length is an error.
+    fn take_field(&mut self, length: i32) -> Result<&'a [u8], &'static str> {
         let count = usize::try_from(length).map_err(|_| "negative length")?;
-        self.take(count).map(|_| ())
+        self.take(count)
     }
 
     /// A zigzag varint, at most 5 bytes (bits past 32 are dropped, as Kafka does).

@@ -6,9 +6,11 @@
 //! typed requests and typed responses into bytes, and it judges whether a record batch is sound.
 
 pub mod batch;
+pub mod batch_builder;
 pub mod compression;
 mod error;
 pub mod frame;
+pub mod record_filter;
 pub mod request;
 
 pub use error::ProtocolError;

@@ -26,6 +26,7 @@ const BASE_SEQUENCE_AT: usize = 53;
 const RECORDS_COUNT_AT: usize = 57;
 
 const SUPPORTED_MAGIC: i8 = 2;
+const TIMESTAMP_TYPE_FLAG: i16 = 1 << 3;
 const TRANSACTIONAL_FLAG: i16 = 1 << 4;
 const CONTROL_FLAG: i16 = 1 << 5;
 /// `producerId` of a batch from a non-idempotent producer.
@@ -154,6 +155,11 @@ impl BatchHeader {
         increment_sequence(self.base_sequence, self.last_offset_delta)
     }
 
+    /// True when the broker stamped the batch with LogAppendTime (attributes bit 3).
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & TIMESTAMP_TYPE_FLAG != 0
+    }
+
     /// True when the batch belongs to a transaction (attributes bit 4).
     pub fn is_transactional(&self) -> bool {
         self.attributes & TRANSACTIONAL_FLAG != 0
@@ -212,6 +218,49 @@ pub fn set_base_offset(buf: &mut [u8], base_offset: i64) -> Result<(), BatchDefe
             available_bytes,
         })?;
     field.copy_from_slice(&base_offset.to_be_bytes());
+    Ok(())
+}
+
+/// Stamps the whole batch in `batch` with LogAppendTime: sets the timestamp-type attribute,
+/// writes `timestamp_ms` as the max timestamp and recomputes the CRC32C (both fields are
+/// covered by it). With the base offset, the only header rewrite the broker makes.
+///
+/// Errors: `Truncated` if `batch` is shorter than the header.
+pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) -> Result<(), BatchDefect> {
+    let header = BatchHeader::parse(batch)?;
+    let attributes = header.attributes | TIMESTAMP_TYPE_FLAG;
+    let truncated = BatchDefect::Truncated {
+        needed_bytes: HEADER_SIZE_BYTES as u64,
+        available_bytes: batch.len() as u64,
+    };
+    batch
+        .get_mut(ATTRIBUTES_AT..ATTRIBUTES_AT + 2)
+        .ok_or_else(|| truncated.clone())?
+        .copy_from_slice(&attributes.to_be_bytes());
+    batch
+        .get_mut(MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8)
+        .ok_or_else(|| truncated.clone())?
+        .copy_from_slice(&timestamp_ms.to_be_bytes());
+    rewrite_crc(batch)
+}
+
+/// Recomputes and stores the CRC32C of the whole batch in `batch` (after a header rewrite).
+///
+/// Errors: `Truncated` if `batch` is shorter than the header.
+pub fn rewrite_crc(batch: &mut [u8]) -> Result<(), BatchDefect> {
+    let truncated = BatchDefect::Truncated {
+        needed_bytes: HEADER_SIZE_BYTES as u64,
+        available_bytes: batch.len() as u64,
+    };
+    let crc = crc32c::crc32c(
+        batch
+            .get(CRC_COVERED_FROM..)
+            .ok_or_else(|| truncated.clone())?,
+    );
+    batch
+        .get_mut(CRC_AT..CRC_AT + 4)
+        .ok_or(truncated)?
+        .copy_from_slice(&crc.to_be_bytes());
     Ok(())
 }
 

@@ -60,6 +60,19 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), StorageError
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
+/// Creates (or replaces) `path` with `contents` and fsyncs it; not atomic (the caller renames
+/// the file into place afterwards).
+pub(crate) fn write_durably(path: &Path, contents: &[u8]) -> Result<(), StorageError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .at(path)?;
+    file.write_all(contents).at(path)?;
+    file.sync_all().at(path)
+}
+
 /// fsync of a directory, making renames and deletions in it durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir).at(dir)?.sync_all().at(dir)
@@ -114,6 +127,40 @@ impl RecoveryCheckpoint {
     pub(crate) fn write(&self, dir: &Path) -> Result<(), StorageError> {
         write_atomically(&dir.join(CHECKPOINT_FILE_NAME), &self.encode())
     }
+}
+
+/// File name of the log start offset checkpoint inside a partition directory.
+pub(crate) const LOG_START_FILE_NAME: &str = "log-start-offset-checkpoint";
+const LOG_START_MAGIC: [u8; 4] = *b"RNLS";
+const LOG_START_VERSION: u16 = 1;
+
+/// The persisted log start offset (moved by DeleteRecords and retention). Written before any
+/// segment below it is deleted, so after a crash the leftover segments are recognised as
+/// deleted and removed on open.
+pub(crate) fn read_log_start_offset(dir: &Path) -> Result<Option<i64>, StorageError> {
+    let path = dir.join(LOG_START_FILE_NAME);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).at(&path),
+    };
+    let decoded = unseal(LOG_START_MAGIC, LOG_START_VERSION, &bytes)
+        .and_then(|payload| payload.try_into().ok())
+        .map(i64::from_be_bytes);
+    if decoded.is_none() {
+        // Falling back to the first segment's base offset re-exposes records that were
+        // deleted by DeleteRecords but not yet removed with their segment: say so.
+        tracing::warn!(path = %path.display(), "log start offset checkpoint damaged; using the first segment's base offset");
+    }
+    Ok(decoded)
+}
+
+/// Writes the log start offset checkpoint of `dir` atomically.
+pub(crate) fn write_log_start_offset(dir: &Path, offset: i64) -> Result<(), StorageError> {
+    write_atomically(
+        &dir.join(LOG_START_FILE_NAME),
+        &seal(LOG_START_MAGIC, LOG_START_VERSION, &offset.to_be_bytes()),
+    )
 }
 
 #[cfg(test)]

@@ -97,6 +97,16 @@ pub enum StorageError {
         /// The expected `.log` file.
         path: PathBuf,
     },
+    /// The record reader could not read or rewrite a stored batch.
+    #[error("segment {path}: unreadable records in the batch at position {position}: {source}")]
+    UnreadableRecords {
+        /// The `.log` file.
+        path: PathBuf,
+        /// Byte position of the batch in the file.
+        position: u64,
+        /// What the reader said.
+        source: crate::records::RecordError,
+    },
     /// `append` was called with no bytes.
     #[error("append of zero bytes")]
     EmptyAppend,

@@ -6,16 +6,22 @@
 
 mod batch_header;
 mod checkpoint;
+mod cleaner;
 mod error;
 mod offset_index;
 mod partition_log;
 mod producer_state;
+mod records;
 mod recovery;
 mod segment;
+mod time_index;
 
 pub use batch_header::{increment_sequence, set_base_offset, verify_crc, BatchHeader};
+pub use batch_header::{rewrite_crc, set_log_append_time};
 pub use batch_header::{HEADER_SIZE_BYTES, LOG_OVERHEAD_BYTES, NO_PRODUCER_ID};
 /// Small durable files (the broker's topic and id files use the same atomic write).
 pub use checkpoint::{sync_dir, write_atomically as write_file_atomically};
+pub use cleaner::{CleanStats, CompactionPolicy};
 pub use error::{BatchDefect, StorageError};
-pub use partition_log::{AppendOutcome, LogConfig, PartitionLog};
+pub use partition_log::{AppendOutcome, LogConfig, PartitionLog, RetentionPolicy, TimestampOffset};
+pub use records::{RecordError, RecordReader, RecordSummary};

@@ -14,10 +14,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use bytes::Bytes;
 
-use crate::batch_header::{set_base_offset, verify_crc, BatchHeader};
-use crate::checkpoint::RecoveryCheckpoint;
-use crate::error::StorageError;
+use crate::batch_header::{set_base_offset, set_log_append_time, verify_crc, BatchHeader};
+use crate::checkpoint::{read_log_start_offset, write_log_start_offset, RecoveryCheckpoint};
+use crate::cleaner::{
+    build_offset_map, cleanable_segments, finish_swap, write_cleaned, CleanStats, CompactionPolicy,
+};
+use crate::error::{IoResultExt, StorageError};
 use crate::producer_state::{PendingProducerUpdates, ProducerStateManager, SequenceCheck};
+use crate::records::RecordReader;
 use crate::recovery::{rebuild_producer_state, recover};
 use crate::segment::{now_ms, LogSegment};
 
@@ -50,6 +54,24 @@ impl Default for LogConfig {
     }
 }
 
+/// How long a partition keeps its data (`retention.ms`, `retention.bytes`; -1 = no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Closed segments whose largest timestamp is older than this many ms go.
+    pub retention_ms: i64,
+    /// Oldest closed segments go while the log without them is still at least this large.
+    pub retention_bytes: i64,
+}
+
+/// An offset found by timestamp, with the timestamp of the record there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    /// The record's offset.
+    pub offset: i64,
+    /// The record's timestamp in ms.
+    pub timestamp: i64,
+}
+
 /// Result of a successful [`PartitionLog::append`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOutcome {
@@ -77,7 +99,8 @@ pub enum AppendOutcome {
 #[derive(Debug)]
 pub struct PartitionLog {
     dir: PathBuf,
-    config: LogConfig,
+    /// Changed live by topic config updates; read at each roll decision.
+    config: RwLock<LogConfig>,
     /// Ordered by base offset; never empty; the last is the active segment.
     segments: RwLock<Vec<Arc<LogSegment>>>,
     /// The writer's state; holding it makes this thread the one writer.
@@ -87,6 +110,13 @@ pub struct PartitionLog {
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
     flushed_offset: AtomicI64,
+    /// One cleaner at a time per log.
+    cleaner_lock: Mutex<()>,
+    /// Offsets from here on have not been compacted since this log was opened.
+    first_dirty_offset: AtomicI64,
+    /// Largest timestamp of the oldest cleaned segment that kept a tombstone (`i64::MAX` if
+    /// none): once it is older than `delete.retention.ms`, a clean is due even without dirt.
+    kept_tombstone_ms: AtomicI64,
 }
 
 /// State only the writer touches.
@@ -128,18 +158,36 @@ impl PartitionLog {
     pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, StorageError> {
         let recovered = recover(dir, &config)?;
         let producers = rebuild_producer_state(dir, &recovered.segments, recovered.log_end_offset)?;
-        let log_start_offset = recovered.segments.first().map_or(0, |s| s.base_offset());
+        let first_base = recovered.segments.first().map_or(0, |s| s.base_offset());
+        let log_start_offset = read_log_start_offset(dir)?
+            .unwrap_or(first_base)
+            .clamp(first_base, recovered.log_end_offset);
         let active = Arc::clone(&recovered.active);
+        // Segments wholly below the log start offset were being deleted when we stopped
+        // (the checkpoint is written before the files go): finish the job.
+        let mut segments = recovered.segments;
+        while segments.len() > 1
+            && segments
+                .get(1)
+                .is_some_and(|s| s.base_offset() <= log_start_offset)
+        {
+            let doomed = segments.remove(0);
+            tracing::info!(path = %doomed.log_path().display(), "deleting a segment below the log start offset");
+            doomed.delete_files()?;
+        }
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
-            config,
-            segments: RwLock::new(recovered.segments),
+            config: RwLock::new(config),
+            segments: RwLock::new(segments),
             writer: Mutex::new(WriterState { producers, active }),
             flush_lock: Mutex::new(()),
             log_start_offset: AtomicI64::new(log_start_offset),
             log_end_offset: AtomicI64::new(recovered.log_end_offset),
             // Recovery fsyncs whatever it verified.
             flushed_offset: AtomicI64::new(recovered.log_end_offset),
+            cleaner_lock: Mutex::new(()),
+            first_dirty_offset: AtomicI64::new(log_start_offset),
+            kept_tombstone_ms: AtomicI64::new(i64::MAX),
         })
     }
 
@@ -153,33 +201,52 @@ impl PartitionLog {
     /// `OutOfOrderSequence`, `DuplicateInMultiBatchAppend` for producer violations; `Io` if the
     /// write failed (the file is cut back, nothing becomes visible).
     pub fn append(&self, batches: &[u8]) -> Result<AppendOutcome, StorageError> {
+        self.append_with_time(batches, None)
+    }
+
+    /// [`PartitionLog::append`], stamping every batch with LogAppendTime `timestamp_ms` when
+    /// given: the timestamp-type attribute is set, the max timestamp becomes `timestamp_ms` and
+    /// the CRC is recomputed (after the client's CRC was verified).
+    ///
+    /// Errors: as for `append`.
+    pub fn append_with_time(
+        &self,
+        batches: &[u8],
+        log_append_time_ms: Option<i64>,
+    ) -> Result<AppendOutcome, StorageError> {
         if batches.is_empty() {
             return Err(StorageError::EmptyAppend);
         }
+        let config = self.config();
         let mut writer = lock(&self.writer);
         let base_offset = self.log_end_offset();
-        let prepared = match prepare_append(batches, base_offset, &writer.producers)? {
-            Prepared::Write(prepared) => prepared,
-            Prepared::Duplicate {
-                base_offset,
-                last_offset,
-            } => {
-                return Ok(AppendOutcome::Duplicate {
+        let prepared =
+            match prepare_append(batches, base_offset, &writer.producers, log_append_time_ms)? {
+                Prepared::Write(prepared) => prepared,
+                Prepared::Duplicate {
                     base_offset,
                     last_offset,
-                })
-            }
-        };
+                } => {
+                    return Ok(AppendOutcome::Duplicate {
+                        base_offset,
+                        last_offset,
+                    })
+                }
+            };
         let next_offset = prepared
             .headers
             .last()
             .map_or(base_offset, |h| h.last_offset().saturating_add(1));
-        let segment =
-            self.segment_for_append(&mut writer, prepared.bytes.len() as u64, next_offset)?;
+        let segment = self.segment_for_append(
+            &mut writer,
+            &config,
+            prepared.bytes.len() as u64,
+            next_offset,
+        )?;
         segment.append(
             &prepared.bytes,
             &prepared.headers,
-            self.config.index_interval_bytes,
+            config.index_interval_bytes,
         )?;
         writer.producers.commit(prepared.producers);
         self.log_end_offset.store(next_offset, Ordering::Release);
@@ -194,6 +261,7 @@ impl PartitionLog {
     fn segment_for_append(
         &self,
         writer: &mut WriterState,
+        config: &LogConfig,
         size_bytes: u64,
         next_offset: i64,
     ) -> Result<Arc<LogSegment>, StorageError> {
@@ -207,14 +275,14 @@ impl PartitionLog {
         let relative_overflow = next_offset.saturating_sub(active.base_offset())
             > i64::from(u32::MAX)
             || grown_bytes > u64::from(u32::MAX);
-        let roll = grown_bytes > self.config.segment_bytes
-            || now_ms().saturating_sub(active.created_at_ms()) >= self.config.segment_ms
-            || active.index().is_full()
+        let roll = grown_bytes > config.segment_bytes
+            || now_ms().saturating_sub(active.created_at_ms()) >= config.segment_ms
+            || active.indexes_full()
             || relative_overflow;
         if !roll {
             return Ok(active);
         }
-        writer.active = self.roll(&active, &writer.producers)?;
+        writer.active = self.roll(&active, &writer.producers, config)?;
         Ok(Arc::clone(&writer.active))
     }
 
@@ -224,15 +292,17 @@ impl PartitionLog {
         &self,
         active: &LogSegment,
         producers: &ProducerStateManager,
+        config: &LogConfig,
     ) -> Result<Arc<LogSegment>, StorageError> {
         let base_offset = self.log_end_offset();
+        active.seal_time_index()?;
         active.sync()?;
         // Every earlier segment was synced when it rolled, so all offsets below are durable.
         self.flushed_offset.fetch_max(base_offset, Ordering::AcqRel);
         let segment = Arc::new(LogSegment::create(
             &self.dir,
             base_offset,
-            self.config.segment_index_bytes,
+            config.segment_index_bytes,
         )?);
         self.segments
             .write()
@@ -300,14 +370,14 @@ impl PartitionLog {
         if offset == log_end_offset || offset >= upper_bound_offset {
             return Ok(Bytes::new());
         }
-        // The segment holding `offset`, and the next one in case `offset` falls in a gap after
-        // the last batch of the first (only the active segment can be empty, so two suffice).
+        // The segment holding `offset`, then the later ones in case `offset` falls in a gap
+        // after the last batch of the first (compaction leaves gaps and may empty a segment).
         let candidates: Vec<Arc<LogSegment>> = {
             let segments = self.read_segments();
             let first = segments
                 .partition_point(|s| s.base_offset() <= offset)
                 .saturating_sub(1);
-            segments.iter().skip(first).take(2).cloned().collect()
+            segments.iter().skip(first).cloned().collect()
         };
         for segment in candidates {
             if let Some(bytes) = segment.read(offset, max_bytes, upper_bound_offset)? {
@@ -366,6 +436,281 @@ impl PartitionLog {
         &self.dir
     }
 
+    /// The current storage settings.
+    pub fn config(&self) -> LogConfig {
+        *self.config.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies new storage settings from the next append on (a topic config change).
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+
+    /// A snapshot of the segment list (cheap: `Arc` clones).
+    pub(crate) fn segments_snapshot(&self) -> Vec<Arc<LogSegment>> {
+        self.read_segments().clone()
+    }
+
+    /// The first record at or after the log start offset whose timestamp is `>= target_ms`
+    /// (Kafka's ListOffsets by timestamp, correct for out-of-order CreateTime timestamps):
+    /// the time index finds the first batch whose max timestamp reaches the target, then
+    /// `reader` finds the record inside it. `None` when no record is that late.
+    ///
+    /// Errors: `Io`, `CorruptSegment`, `UnreadableRecords`.
+    pub fn offset_for_timestamp(
+        &self,
+        target_ms: i64,
+        reader: &dyn RecordReader,
+    ) -> Result<Option<TimestampOffset>, StorageError> {
+        let log_start_offset = self.log_start_offset();
+        for segment in self.segments_snapshot() {
+            if segment.max_timestamp().is_none_or(|(ts, _)| ts < target_ms) {
+                continue;
+            }
+            let Some((start, _)) = segment.find_batch_by_timestamp(target_ms)? else {
+                continue;
+            };
+            for item in segment.headers(start, segment.size_bytes()) {
+                let (position, header) = item?;
+                if header.max_timestamp < target_ms || header.last_offset() < log_start_offset {
+                    continue;
+                }
+                let batch = segment.read_batch(position, &header)?;
+                let records =
+                    reader
+                        .records(&batch)
+                        .map_err(|source| StorageError::UnreadableRecords {
+                            path: segment.log_path().to_path_buf(),
+                            position,
+                            source,
+                        })?;
+                if let Some(record) = records
+                    .iter()
+                    .find(|r| r.timestamp >= target_ms && r.offset >= log_start_offset)
+                {
+                    return Ok(Some(TimestampOffset {
+                        offset: record.offset,
+                        timestamp: record.timestamp,
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record with the largest timestamp in the log (the first one, if several share it),
+    /// for ListOffsets' max-timestamp lookup (-3). `None` for an empty log.
+    ///
+    /// Errors: `Io`, `CorruptSegment`, `UnreadableRecords`.
+    pub fn max_timestamp_offset(
+        &self,
+        reader: &dyn RecordReader,
+    ) -> Result<Option<TimestampOffset>, StorageError> {
+        let log_start_offset = self.log_start_offset();
+        let mut best: Option<(i64, Arc<LogSegment>)> = None;
+        for segment in self.segments_snapshot() {
+            if let Some((ts, _)) = segment.max_timestamp() {
+                if best.as_ref().is_none_or(|(best_ts, _)| ts > *best_ts) {
+                    best = Some((ts, segment));
+                }
+            }
+        }
+        let Some((max_ts, segment)) = best else {
+            return Ok(None);
+        };
+        let Some((position, header)) = segment.find_batch_by_timestamp(max_ts)? else {
+            return Ok(None);
+        };
+        let batch = segment.read_batch(position, &header)?;
+        let records = reader
+            .records(&batch)
+            .map_err(|source| StorageError::UnreadableRecords {
+                path: segment.log_path().to_path_buf(),
+                position,
+                source,
+            })?;
+        let offset = records
+            .iter()
+            .find(|r| r.timestamp >= max_ts)
+            .map_or(header.last_offset(), |r| r.offset);
+        Ok(Some(TimestampOffset {
+            offset: offset.max(log_start_offset),
+            timestamp: max_ts,
+        }))
+    }
+
+    /// Moves the log start offset forward to `offset` (DeleteRecords): records below it are no
+    /// longer readable, the new start is persisted, and segments wholly below it are deleted.
+    /// Returns the (possibly unchanged) log start offset. Never moves it backwards.
+    ///
+    /// Errors: `OffsetOutOfRange` when `offset` is beyond `high_watermark`; `Io`.
+    pub fn delete_records(&self, offset: i64, high_watermark: i64) -> Result<i64, StorageError> {
+        if offset > high_watermark || offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset(),
+                log_end_offset: high_watermark,
+            });
+        }
+        let _writer = lock(&self.writer);
+        self.advance_log_start_offset(offset)?;
+        self.delete_segments_below_start()?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Applies retention: deletes closed segments (never the active one) from the oldest on,
+    /// while they are past `retention_ms` (by their largest timestamp, against `now_ms`) or the
+    /// log without them still holds `retention_bytes`; also segments wholly below the log start
+    /// offset. The log start offset moves to the first remaining segment and is persisted
+    /// before any file goes. Returns how many segments were deleted.
+    ///
+    /// Errors: `Io`.
+    pub fn apply_retention(
+        &self,
+        policy: RetentionPolicy,
+        now_ms: i64,
+    ) -> Result<usize, StorageError> {
+        let _writer = lock(&self.writer);
+        let segments = self.segments_snapshot();
+        let closed = segments.len().saturating_sub(1);
+        let mut remaining_bytes: u64 = segments.iter().map(|s| s.size_bytes()).sum();
+        let mut expired = 0;
+        for segment in segments.iter().take(closed) {
+            let by_time = policy.retention_ms >= 0
+                && now_ms.saturating_sub(segment.retention_timestamp_ms()) > policy.retention_ms;
+            let without = remaining_bytes.saturating_sub(segment.size_bytes());
+            let by_size = u64::try_from(policy.retention_bytes).is_ok_and(|limit| without >= limit);
+            if !(by_time || by_size) {
+                break;
+            }
+            remaining_bytes = without;
+            expired += 1;
+        }
+        if let Some(next) = segments.get(expired).filter(|_| expired > 0) {
+            tracing::info!(dir = %self.dir.display(), segments = expired, new_log_start_offset = next.base_offset(), "retention deletes old segments");
+            self.advance_log_start_offset(next.base_offset())?;
+        }
+        self.delete_segments_below_start()
+    }
+
+    /// Compacts the closed segments if `policy` says they are due (see the `cleaner` module):
+    /// keeps the last record per key with its offset, drops expired tombstones, swaps each
+    /// rewritten segment in atomically. Appends and reads go on meanwhile; the writer lock is
+    /// taken only for each swap. `None` when nothing was due.
+    ///
+    /// Errors: `Io`, `CorruptSegment`, `UnreadableRecords` (the log is left as it was, or
+    /// with some segments cleaned: both are valid logs).
+    pub fn clean(
+        &self,
+        policy: &CompactionPolicy,
+        reader: &dyn RecordReader,
+        now_ms: i64,
+    ) -> Result<Option<CleanStats>, StorageError> {
+        let _cleaning = lock(&self.cleaner_lock);
+        let first_dirty = self.first_dirty_offset.load(Ordering::Acquire);
+        let segments = self.segments_snapshot();
+        let tombstones_expired = now_ms
+            .saturating_sub(self.kept_tombstone_ms.load(Ordering::Acquire))
+            > policy.delete_retention_ms;
+        let Some(cleanable) =
+            cleanable_segments(&segments, first_dirty, policy, now_ms, tombstones_expired)
+        else {
+            return Ok(None);
+        };
+        let mut kept_tombstone_ms = i64::MAX;
+        let map = build_offset_map(&cleanable, reader)?;
+        let mut stats = CleanStats::default();
+        for segment in &cleanable {
+            let drop_tombstones = now_ms.saturating_sub(segment.retention_timestamp_ms())
+                > policy.delete_retention_ms;
+            let cleaned = write_cleaned(segment, &map, drop_tombstones, reader)?;
+            let (swap_path, removed, new_size) = (
+                cleaned.swap_path,
+                cleaned.records_removed,
+                cleaned.size_bytes,
+            );
+            if cleaned.kept_tombstones > 0 {
+                kept_tombstone_ms = kept_tombstone_ms.min(segment.retention_timestamp_ms());
+            }
+            let config = self.config();
+            let _writer = lock(&self.writer);
+            let position = self
+                .read_segments()
+                .iter()
+                .position(|s| Arc::ptr_eq(s, segment));
+            let Some(position) = position else {
+                // Retention or DeleteRecords removed it meanwhile.
+                std::fs::remove_file(&swap_path).at(&swap_path)?;
+                continue;
+            };
+            finish_swap(&self.dir, &swap_path)?;
+            let fresh =
+                LogSegment::open(&self.dir, segment.base_offset(), config.segment_index_bytes)?;
+            fresh.set_recovered(new_size, segment.next_offset())?;
+            fresh.rebuild_index(new_size, config.index_interval_bytes)?;
+            fresh.ensure_time_index(new_size, config.index_interval_bytes, false)?;
+            fresh.seal_time_index()?;
+            let fresh = Arc::new(fresh);
+            if let Some(slot) = self
+                .segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(position)
+            {
+                *slot = fresh;
+            }
+            stats.segments += 1;
+            stats.records_removed += removed;
+            stats.bytes_before += segment.size_bytes();
+            stats.bytes_after += new_size;
+        }
+        self.kept_tombstone_ms
+            .store(kept_tombstone_ms, Ordering::Release);
+        if let Some(last) = cleanable.last() {
+            self.first_dirty_offset
+                .fetch_max(last.next_offset(), Ordering::AcqRel);
+        }
+        tracing::debug!(dir = %self.dir.display(), ?stats, "cleaned");
+        Ok(Some(stats))
+    }
+
+    /// Persists and publishes a larger log start offset. Called with the writer lock held.
+    fn advance_log_start_offset(&self, offset: i64) -> Result<(), StorageError> {
+        if offset <= self.log_start_offset() {
+            return Ok(());
+        }
+        write_log_start_offset(&self.dir, offset)?;
+        self.log_start_offset.store(offset, Ordering::Release);
+        Ok(())
+    }
+
+    /// Deletes closed segments whose every offset is below the log start offset. Called with
+    /// the writer lock held (so no roll runs concurrently). Readers holding a deleted
+    /// segment's `Arc` keep reading from its open file.
+    fn delete_segments_below_start(&self) -> Result<usize, StorageError> {
+        let log_start_offset = self.log_start_offset();
+        let doomed: Vec<Arc<LogSegment>> = {
+            let mut segments = self
+                .segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let count = segments
+                .iter()
+                .skip(1)
+                .take_while(|s| s.base_offset() <= log_start_offset)
+                .count()
+                .min(segments.len().saturating_sub(1));
+            segments.drain(..count).collect()
+        };
+        for segment in &doomed {
+            segment.delete_files()?;
+        }
+        if !doomed.is_empty() {
+            crate::checkpoint::sync_dir(&self.dir)?;
+        }
+        Ok(doomed.len())
+    }
+
     fn read_segments(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<LogSegment>>> {
         self.segments.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -377,6 +722,7 @@ fn prepare_append(
     input: &[u8],
     base_offset: i64,
     producers: &ProducerStateManager,
+    log_append_time_ms: Option<i64>,
 ) -> Result<Prepared, StorageError> {
     let mut bytes = input.to_vec();
     let mut headers = Vec::new();
@@ -401,6 +747,10 @@ fn prepare_append(
         verify_crc(batch).map_err(corrupt)?;
         set_base_offset(batch, next_offset).map_err(corrupt)?;
         header.base_offset = next_offset;
+        if let Some(timestamp_ms) = log_append_time_ms {
+            set_log_append_time(batch, timestamp_ms).map_err(corrupt)?;
+            header = BatchHeader::parse(batch).map_err(corrupt)?;
+        }
         match producers.validate(&mut pending, &header)? {
             SequenceCheck::Append => {}
             SequenceCheck::Duplicate {

@@ -31,6 +31,7 @@ pub(crate) struct RecoveredLog {
 /// Recovers the log in `dir` (created if missing). See the module docs.
 pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredLog, StorageError> {
     std::fs::create_dir_all(dir).at(dir)?;
+    crate::cleaner::recover_interrupted_cleaning(dir)?;
     let base_offsets = scan_directory(dir)?;
     if base_offsets.is_empty() {
         let segment = Arc::new(LogSegment::create(dir, 0, config.segment_index_bytes)?);
@@ -66,6 +67,10 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredLog, St
                 later.delete_files()?;
             }
         }
+    }
+    // Closed segments whose time index was rebuilt get their final max-timestamp entry.
+    for closed in recovered.iter().rev().skip(1) {
+        closed.seal_time_index()?;
     }
     sync_dir(dir)?;
     let active = match recovered.last() {
@@ -211,6 +216,11 @@ fn recover_segment(
         }
     }
     segment.set_recovered(position, next_offset)?;
+    // A segment wholly before the checkpoint segment was sealed on roll, so its time index
+    // can be trusted if it looks sane; any other is rebuilt from its headers (the active
+    // segment is at most `segment.bytes` long).
+    let wholly_trusted = checkpoint.is_some_and(|cp| base < cp.segment_base_offset);
+    segment.ensure_time_index(position, config.index_interval_bytes, wholly_trusted)?;
     if position > trusted_bytes || defect.is_some() {
         // Make what was verified (and any cut) durable before it counts as recovered.
         segment.sync()?;

@@ -17,11 +17,14 @@ use bytes::Bytes;
 use crate::batch_header::{BatchHeader, HEADER_SIZE_BYTES};
 use crate::error::{BatchDefect, IoResultExt, StorageError};
 use crate::offset_index::{IndexedBatch, OffsetIndex, ENTRY_SIZE_BYTES};
+use crate::time_index::{TimeIndex, TIME_ENTRY_SIZE_BYTES};
 
 /// Extension of segment data files.
 pub(crate) const LOG_EXTENSION: &str = "log";
 /// Extension of offset index files.
 pub(crate) const INDEX_EXTENSION: &str = "index";
+/// Extension of time index files.
+pub(crate) const TIME_INDEX_EXTENSION: &str = "timeindex";
 
 /// `<base offset zero-padded to 20 digits>.<extension>`, Kafka's naming.
 pub(crate) fn offset_file_name(offset: i64, extension: &str) -> String {
@@ -45,6 +48,7 @@ pub(crate) struct LogSegment {
     log_path: PathBuf,
     log: File,
     index: OffsetIndex,
+    time_index: TimeIndex,
     /// Committed (visible) size of the `.log` in bytes.
     size_bytes: AtomicU64,
     /// One past the last offset in this segment.
@@ -65,6 +69,7 @@ impl LogSegment {
         log.set_len(0).at(&log_path)?;
         let segment = Self::with_file(dir, base_offset, log_path, log, index_bytes_max, now_ms())?;
         segment.index.truncate_to_position(0)?;
+        segment.time_index.rebuild(std::iter::empty(), 0)?;
         Ok(segment)
     }
 
@@ -108,11 +113,14 @@ impl LogSegment {
     ) -> Result<LogSegment, StorageError> {
         let index_path = dir.join(offset_file_name(base_offset, INDEX_EXTENSION));
         let max_entries = index_bytes_max as usize / ENTRY_SIZE_BYTES;
+        let time_index_path = dir.join(offset_file_name(base_offset, TIME_INDEX_EXTENSION));
+        let max_time_entries = (index_bytes_max as usize / TIME_ENTRY_SIZE_BYTES).max(2);
         Ok(LogSegment {
             base_offset,
             log_path,
             log,
             index: OffsetIndex::open(&index_path, max_entries)?,
+            time_index: TimeIndex::open(&time_index_path, max_time_entries)?,
             size_bytes: AtomicU64::new(0),
             next_offset: AtomicI64::new(base_offset),
             created_at_ms,
@@ -143,6 +151,98 @@ impl LogSegment {
 
     pub(crate) fn created_at_ms(&self) -> i64 {
         self.created_at_ms
+    }
+
+    /// True when either index is full and the segment must roll.
+    pub(crate) fn indexes_full(&self) -> bool {
+        self.index.is_full() || self.time_index.is_full()
+    }
+
+    /// Largest batch max timestamp here and the base offset of the first batch reaching it;
+    /// `None` when the segment holds no timestamped batch.
+    pub(crate) fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.time_index
+            .max_timestamp()
+            .map(|(ts, rel)| (ts, self.base_offset.saturating_add(i64::from(rel))))
+    }
+
+    /// The timestamp retention judges this segment by: its largest record timestamp, or its
+    /// file's modification time when it has none (Kafka's rule).
+    pub(crate) fn retention_timestamp_ms(&self) -> i64 {
+        match self.max_timestamp() {
+            Some((ts, _)) if ts >= 0 => ts,
+            _ => self.created_at_ms,
+        }
+    }
+
+    /// Seals the time index (final max-timestamp entry) and fsyncs it if that wrote anything;
+    /// called when the segment stops being the active one.
+    pub(crate) fn seal_time_index(&self) -> Result<(), StorageError> {
+        if self.time_index.seal()? {
+            self.time_index.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Checks the time index of a fully trusted segment, or rebuilds it from the batch headers
+    /// of `[0, end_bytes)` when `trusted` is false or the file is missing or damaged.
+    pub(crate) fn ensure_time_index(
+        &self,
+        end_bytes: u64,
+        index_interval_bytes: u32,
+        trusted: bool,
+    ) -> Result<(), StorageError> {
+        let relative_end =
+            u64::try_from(self.next_offset().saturating_sub(self.base_offset)).unwrap_or(0);
+        if trusted && self.time_index.is_sane(end_bytes == 0, relative_end) {
+            return Ok(());
+        }
+        if trusted {
+            tracing::warn!(path = %self.time_index.path().display(), "time index missing or damaged; rebuilding from the log");
+        }
+        let batches = self
+            .headers(0, end_bytes)
+            .map(|item| {
+                item.map(|(_, header)| {
+                    (
+                        header.max_timestamp,
+                        self.relative_offset(header.base_offset),
+                        header.size_bytes(),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.time_index.rebuild(batches, index_interval_bytes)
+    }
+
+    /// Position and header of the first batch whose max timestamp is `>= target_ms`.
+    pub(crate) fn find_batch_by_timestamp(
+        &self,
+        target_ms: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+        let end_bytes = self.size_bytes();
+        let from_offset = self
+            .base_offset
+            .saturating_add(i64::from(self.time_index.lookup(target_ms)));
+        let from = u64::from(self.index.lookup(self.relative_offset(from_offset)));
+        for item in self.headers(from, end_bytes) {
+            let (position, header) = item?;
+            if header.max_timestamp >= target_ms {
+                return Ok(Some((position, header)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The whole batch described by `header` at `position`.
+    pub(crate) fn read_batch(
+        &self,
+        position: u64,
+        header: &BatchHeader,
+    ) -> Result<Vec<u8>, StorageError> {
+        let mut buf = vec![0u8; usize::try_from(header.size_bytes()).unwrap_or(0)];
+        self.read_exact_at(&mut buf, position)?;
+        Ok(buf)
     }
 
     /// Current length of the `.log` file in bytes (may exceed the committed size during
@@ -244,6 +344,12 @@ impl LogSegment {
                     position: u32::try_from(position).unwrap_or(u32::MAX),
                     size_bytes: header.size_bytes(),
                 },
+                index_interval_bytes,
+            )?;
+            self.time_index.append_batch(
+                header.max_timestamp,
+                self.relative_offset(header.base_offset),
+                header.size_bytes(),
                 index_interval_bytes,
             )?;
             position += header.size_bytes();
@@ -357,13 +463,17 @@ impl LogSegment {
         self.log.sync_data().at(&self.log_path)
     }
 
-    /// Deletes this segment's files (recovery discarding unacknowledged segments).
+    /// Deletes this segment's files (recovery discarding unacknowledged segments, retention).
+    /// The data file goes first: indexes without it are ignored on open.
     pub(crate) fn delete_files(&self) -> Result<(), StorageError> {
         std::fs::remove_file(&self.log_path).at(&self.log_path)?;
-        match std::fs::remove_file(self.index.path()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(self.index.path()),
-            _ => Ok(()),
+        for path in [self.index.path(), self.time_index.path()] {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(path),
+                _ => {}
+            }
         }
+        Ok(())
     }
 }
 

@@ -34,6 +34,9 @@ pub(crate) async fn handle(
             Ok(topic_name) => broker.topics.delete(&topic_name).await,
             Err(error) => Err(error),
         };
+        if let Ok(topic) = &deleted {
+            crate::group::store::drop_topic_offsets(broker, &topic.name).await;
+        }
         let result = DeletableTopicResult::default().with_name(name.clone());
         responses.push(match deleted {
             Ok(topic) => result

@@ -1,8 +1,6 @@
-//! ListOffsets (key 2), v1–8: the earliest (-2) and latest (-1) offsets of partitions.
-//!
-//! Lookups by timestamp need the time index, which does not exist yet; until it does they are
-//! answered with UNSUPPORTED_FOR_MESSAGE_FORMAT (Kafka's answer for a log that cannot look up
-//! timestamps) rather than with a guess.
+//! ListOffsets (key 2), v1–8: the earliest (-2), latest (-1) and max-timestamp (-3, v7+)
+//! offsets of partitions, and the first offset whose timestamp is at or after a given one
+//! (the time index in storage, refined to the record by the protocol crate's record reader).
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -12,53 +10,76 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
+use crate::log_manager::ProtocolRecordReader;
 
 /// The special timestamps of ListOffsets.
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
 
 pub(crate) async fn handle(
     broker: &Broker,
     _context: &RequestContext,
     request: ListOffsetsRequest,
 ) -> Result<ListOffsetsResponse, BrokerError> {
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|list_topic| {
-            let topic = broker.topics.get(&list_topic.name);
-            let partitions = list_topic
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let response = ListOffsetsPartitionResponse::default()
-                        .with_partition_index(p.partition_index)
-                        .with_timestamp(-1)
-                        .with_leader_epoch(-1);
-                    let offset = topic
-                        .as_ref()
-                        .and_then(|t| t.partition(p.partition_index))
-                        .ok_or_else(|| {
-                            BrokerError::UnknownTopicOrPartition(format!(
-                                "{}-{}",
-                                list_topic.name.0, p.partition_index
-                            ))
+    let mut topics = Vec::with_capacity(request.topics.len().min(1024));
+    for list_topic in request.topics {
+        let topic = broker.topics.get(&list_topic.name);
+        let mut partitions = Vec::with_capacity(list_topic.partitions.len().min(1024));
+        for p in list_topic.partitions {
+            let response = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_leader_epoch(-1);
+            let partition = topic
+                .as_ref()
+                .and_then(|t| t.partition(p.partition_index))
+                .cloned()
+                .ok_or_else(|| {
+                    BrokerError::UnknownTopicOrPartition(format!(
+                        "{}-{}",
+                        list_topic.name.0, p.partition_index
+                    ))
+                });
+            let timestamp = p.timestamp;
+            let found: Result<(i64, i64), BrokerError> = match partition {
+                Err(error) => Err(error),
+                Ok(partition) => match timestamp {
+                    EARLIEST_TIMESTAMP => Ok((partition.log.log_start_offset(), -1)),
+                    LATEST_TIMESTAMP => Ok((partition.high_watermark(), -1)),
+                    _ => {
+                        let log = std::sync::Arc::clone(&partition.log);
+                        let high_watermark = partition.high_watermark();
+                        tokio::task::spawn_blocking(move || {
+                            let found = if timestamp == MAX_TIMESTAMP {
+                                log.max_timestamp_offset(&ProtocolRecordReader)?
+                            } else {
+                                log.offset_for_timestamp(timestamp, &ProtocolRecordReader)?
+                            };
+                            Ok::<_, BrokerError>(
+                                found
+                                    .filter(|f| f.offset < high_watermark)
+                                    .map_or((-1, -1), |f| (f.offset, f.timestamp)),
+                            )
                         })
-                        .and_then(|partition| match p.timestamp {
-                            EARLIEST_TIMESTAMP => Ok(partition.log.log_start_offset()),
-                            LATEST_TIMESTAMP => Ok(partition.high_watermark()),
-                            _ => Err(BrokerError::TimestampLookupUnsupported),
-                        });
-                    match offset {
-                        Ok(offset) => response.with_offset(offset),
-                        Err(error) => response.with_error_code(error.code()).with_offset(-1),
+                        .await
+                        .map_err(BrokerError::from)
+                        .and_then(|r| r)
                     }
-                })
-                .collect();
+                },
+            };
+            partitions.push(match found {
+                Ok((offset, timestamp)) => response.with_offset(offset).with_timestamp(timestamp),
+                Err(error) => response
+                    .with_error_code(error.code())
+                    .with_offset(-1)
+                    .with_timestamp(-1),
+            });
+        }
+        topics.push(
             ListOffsetsTopicResponse::default()
                 .with_name(list_topic.name)
-                .with_partitions(partitions)
-        })
-        .collect();
+                .with_partitions(partitions),
+        );
+    }
     Ok(ListOffsetsResponse::default().with_topics(topics))
 }

@@ -14,15 +14,30 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 
+mod alter_configs;
 pub mod api_versions;
+mod create_partitions;
 mod create_topics;
+mod delete_groups;
+mod delete_records;
 mod delete_topics;
+mod describe_configs;
+mod describe_groups;
 mod fetch;
 mod find_coordinator;
+mod heartbeat;
+mod incremental_alter_configs;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 
 /// What a handler learns about the request besides its body.
 #[derive(Debug, Clone)]
@@ -79,12 +94,27 @@ pub static HANDLERS: &[ApiHandler] = &[
     api!(Produce, 3..=11, produce),
     api!(Fetch, 4..=16, fetch),
     api!(ListOffsets, 1..=8, list_offsets),
+    api!(DeleteRecords, 0..=2, delete_records),
+    api!(DescribeConfigs, 1..=4, describe_configs),
+    api!(AlterConfigs, 0..=2, alter_configs),
+    api!(IncrementalAlterConfigs, 0..=1, incremental_alter_configs),
+    api!(CreatePartitions, 0..=3, create_partitions),
     api!(Metadata, 0..=13, metadata),
+    api!(OffsetCommit, 2..=9, offset_commit),
+    api!(OffsetFetch, 1..=9, offset_fetch),
     api!(FindCoordinator, 0..=4, find_coordinator),
+    api!(JoinGroup, 0..=9, join_group),
+    api!(Heartbeat, 0..=4, heartbeat),
+    api!(LeaveGroup, 0..=5, leave_group),
+    api!(SyncGroup, 0..=5, sync_group),
+    api!(DescribeGroups, 0..=5, describe_groups),
+    api!(ListGroups, 0..=5, list_groups),
     api!(ApiVersions, 0..=4, api_versions),
     api!(CreateTopics, 2..=7, create_topics),
     api!(DeleteTopics, 1..=6, delete_topics),
     api!(InitProducerId, 0..=4, init_producer_id),
+    api!(DeleteGroups, 0..=2, delete_groups),
+    api!(OffsetDelete, 0..=0, offset_delete),
 ];
 
 /// The handler for `api_key` if `version` is within its served range.

@@ -50,7 +50,14 @@ pub(crate) async fn handle(
                     ))),
                     Some(partition) => {
                         let limits = batch_limits(topic.config.max_message_bytes(&broker.config));
-                        Ok(start_append(Arc::clone(partition), data, limits, acks))
+                        let policy = TopicPolicy::of(&topic.config);
+                        Ok(start_append(
+                            Arc::clone(partition),
+                            data,
+                            limits,
+                            acks,
+                            policy,
+                        ))
                     }
                 },
             };
@@ -70,7 +77,7 @@ pub(crate) async fn handle(
             };
             let response = PartitionProduceResponse::default().with_index(index);
             partition_responses.push(match outcome {
-                Ok((outcome, log_start_offset)) => {
+                Ok((outcome, log_start_offset, log_append_time_ms)) => {
                     let base_offset = match outcome {
                         AppendOutcome::Appended { base_offset, .. } => {
                             appended = true;
@@ -81,6 +88,7 @@ pub(crate) async fn handle(
                     response
                         .with_base_offset(base_offset)
                         .with_log_start_offset(log_start_offset)
+                        .with_log_append_time_ms(log_append_time_ms)
                 }
                 Err(error) => {
                     tracing::debug!(topic = %name.0, partition = index, %error, "produce refused");
@@ -112,7 +120,72 @@ fn batch_limits(max_message_bytes: usize) -> BatchLimits {
     }
 }
 
-type AppendTask = tokio::task::JoinHandle<Result<(AppendOutcome, i64), BrokerError>>;
+/// (outcome, log start offset, log append time or -1).
+type AppendTask = tokio::task::JoinHandle<Result<(AppendOutcome, i64, i64), BrokerError>>;
+
+/// The topic configs a produce honours, copied out of the topic.
+#[derive(Debug, Clone, Copy)]
+struct TopicPolicy {
+    log_append_time: bool,
+    before_max_ms: i64,
+    after_max_ms: i64,
+    compacted: bool,
+    flush_messages: i64,
+}
+
+impl TopicPolicy {
+    fn of(config: &crate::topic_config::TopicConfig) -> TopicPolicy {
+        let (before_max_ms, after_max_ms) = config.timestamp_bounds_ms();
+        TopicPolicy {
+            log_append_time: config.log_append_time(),
+            before_max_ms,
+            after_max_ms,
+            compacted: config.is_compacted(),
+            flush_messages: config.flush_policy().0,
+        }
+    }
+
+    /// Checks the validated batches against the topic: keys on compacted topics, and (for
+    /// CreateTime) timestamps within `message.timestamp.before/after.max.ms` of `now_ms`.
+    fn check(
+        &self,
+        records: &[u8],
+        batches: &[runnel_protocol::batch::ValidatedBatch],
+        now_ms: i64,
+    ) -> Result<(), BrokerError> {
+        for batch in batches {
+            if batch.is_control {
+                continue;
+            }
+            if self.compacted && batch.has_null_key {
+                return Err(BrokerError::InvalidRecord(
+                    "compacted topic requires every record to have a key",
+                ));
+            }
+            if self.log_append_time {
+                continue;
+            }
+            let base_timestamp = records
+                .get(batch.position..)
+                .and_then(|b| runnel_storage::BatchHeader::parse(b).ok())
+                .map_or(batch.max_timestamp, |h| h.base_timestamp);
+            let too_old =
+                now_ms.saturating_sub(base_timestamp.min(batch.max_timestamp)) > self.before_max_ms;
+            let too_new = batch.max_timestamp.saturating_sub(now_ms) > self.after_max_ms;
+            if too_old || too_new {
+                return Err(BrokerError::InvalidTimestamp {
+                    timestamp_ms: if too_new {
+                        batch.max_timestamp
+                    } else {
+                        base_timestamp
+                    },
+                    now_ms,
+                });
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Validates, appends and (for acks=-1) fsyncs on the blocking pool.
 fn start_append(
@@ -120,21 +193,30 @@ fn start_append(
     data: PartitionProduceData,
     limits: BatchLimits,
     acks: i16,
+    policy: TopicPolicy,
 ) -> AppendTask {
     tokio::task::spawn_blocking(move || {
         let records: Bytes = data
             .records
             .ok_or_else(|| ProtocolError::InvalidBatch("records are null".into()))?;
-        validate_batches(&records, &limits)?;
+        let batches = validate_batches(&records, &limits)?;
+        let now_ms = crate::log_manager::now_ms();
+        policy.check(&records, &batches, now_ms)?;
         let log = &partition.log;
-        let outcome = log.append(&records)?;
+        let log_append_time_ms = policy.log_append_time.then_some(now_ms);
+        let outcome = log.append_with_time(&records, log_append_time_ms)?;
         let last_offset = match outcome {
             AppendOutcome::Appended { last_offset, .. }
             | AppendOutcome::Duplicate { last_offset, .. } => last_offset,
         };
-        if acks == -1 {
+        let unflushed = log.log_end_offset().saturating_sub(log.flushed_offset());
+        if acks == -1 || unflushed >= policy.flush_messages {
             log.flush(last_offset)?;
         }
-        Ok((outcome, log.log_start_offset()))
+        Ok((
+            outcome,
+            log.log_start_offset(),
+            log_append_time_ms.unwrap_or(-1),
+        ))
     })
 }

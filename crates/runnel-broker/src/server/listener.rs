@@ -40,6 +40,8 @@ async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
         data_dir = %broker.config.data_dir.display(),
         "runnel is serving"
     );
+    tokio::spawn(crate::group::store::run_timers(Arc::clone(&broker)));
+    tokio::spawn(crate::log_manager::run_log_maintenance(Arc::clone(&broker)));
     let limits = ConnectionLimits::new(
         broker.config.max_connections,
         broker.config.max_connections_per_ip,

@@ -1,0 +1,65 @@
+//! DeleteRecords (key 21), v0–2: moves partitions' log start offset (low watermark) forward.
+//! Offset -1 means the high watermark. The new start is persisted and whole segments below it
+//! are deleted; reads below it get OFFSET_OUT_OF_RANGE.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::error::BrokerError;
+
+pub(crate) async fn handle(
+    broker: &Broker,
+    _context: &RequestContext,
+    request: DeleteRecordsRequest,
+) -> Result<DeleteRecordsResponse, BrokerError> {
+    let mut topics = Vec::with_capacity(request.topics.len().min(1024));
+    for delete_topic in request.topics {
+        let topic = broker.topics.get(&delete_topic.name);
+        let mut partitions = Vec::with_capacity(delete_topic.partitions.len().min(1024));
+        for p in delete_topic.partitions {
+            let partition = topic
+                .as_ref()
+                .and_then(|t| t.partition(p.partition_index))
+                .cloned();
+            let result = match partition {
+                None => Err(BrokerError::UnknownTopicOrPartition(format!(
+                    "{}-{}",
+                    delete_topic.name.0, p.partition_index
+                ))),
+                Some(partition) => {
+                    let log = Arc::clone(&partition.log);
+                    let high_watermark = partition.high_watermark();
+                    let offset = if p.offset == -1 {
+                        high_watermark
+                    } else {
+                        p.offset
+                    };
+                    tokio::task::spawn_blocking(move || log.delete_records(offset, high_watermark))
+                        .await
+                        .map_err(BrokerError::from)
+                        .and_then(|r| r.map_err(BrokerError::from))
+                }
+            };
+            let response =
+                DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+            partitions.push(match result {
+                Ok(low_watermark) => response.with_low_watermark(low_watermark),
+                Err(error) => response
+                    .with_low_watermark(-1)
+                    .with_error_code(error.code()),
+            });
+        }
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(delete_topic.name)
+                .with_partitions(partitions),
+        );
+    }
+    Ok(DeleteRecordsResponse::default().with_topics(topics))
+}
