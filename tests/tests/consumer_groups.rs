@@ -608,6 +608,7 @@ async fn admin_lists_describes_and_deletes_groups_and_offsets_and_lag_is_compute
             "runnel-e2e-group",
             "member client id"
         );
+        ensure_eq!(described.client_host(), "/127.0.0.1", "member client host");
 
         // Offsets of a topic the active group subscribes to cannot be deleted.
         let mut raw = RawConnection::connect(&broker, REQUEST_TIMEOUT)?;

@@ -47,7 +47,7 @@ pub(crate) async fn handle(
             member_id: member_id.clone(),
             group_instance_id: request.group_instance_id.map(|s| s.to_string()),
             client_id: context.client_id.clone().unwrap_or_default(),
-            client_host: String::new(),
+            client_host: context.client_host.to_string(),
             session_timeout_ms: request.session_timeout_ms,
             rebalance_timeout_ms: if version >= REBALANCE_TIMEOUT_VERSION {
                 request.rebalance_timeout_ms

@@ -46,6 +46,8 @@ pub struct RequestContext {
     pub api_version: i16,
     /// The client's self-reported id, for logs.
     pub client_id: Option<String>,
+    /// The client's address as Kafka reports it (`/127.0.0.1`), for DescribeGroups.
+    pub client_host: Arc<str>,
 }
 
 /// A handler's future, boxed so that every row of the table has one type.

@@ -53,7 +53,7 @@ pub(super) async fn serve(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "set_nodelay failed");
     }
-    match serve_requests(&broker, stream, &mut shutdown).await {
+    match serve_requests(&broker, stream, peer, &mut shutdown).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(CloseReason::Io(error)) => tracing::debug!(%peer, %error, "connection lost"),
         Err(CloseReason::Idle) => tracing::debug!(%peer, "idle connection closed"),
@@ -64,8 +64,11 @@ pub(super) async fn serve(
 async fn serve_requests(
     broker: &Arc<Broker>,
     mut stream: TcpStream,
+    peer: SocketAddr,
     shutdown: &mut ShutdownGuard,
 ) -> Result<(), CloseReason> {
+    // Kafka's form of a member's host in DescribeGroups.
+    let client_host: Arc<str> = Arc::from(format!("/{}", peer.ip()));
     let frame_bytes_max = broker.config.socket_request_max_bytes;
     // `connections.max.idle.ms` bounds both silence and slow drips: the connection must
     // complete a request (or take a response) within this long, or it is closed.
@@ -74,7 +77,7 @@ async fn serve_requests(
     let mut idle_deadline = Instant::now() + idle;
     loop {
         while let Some(frame) = split_frame(&mut buf, frame_bytes_max)? {
-            if let Some(response) = handle_frame(broker, frame).await? {
+            if let Some(response) = handle_frame(broker, frame, &client_host).await? {
                 tokio::time::timeout(idle, stream.write_all(&response))
                     .await
                     .map_err(|_| CloseReason::Idle)??;
@@ -96,7 +99,11 @@ async fn serve_requests(
 }
 
 /// Runs one request; `None` means no response is sent (Produce with acks=0).
-async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Option<Bytes>, CloseReason> {
+async fn handle_frame(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    client_host: &Arc<str>,
+) -> Result<Option<Bytes>, CloseReason> {
     let request = decode_request_header(frame)?;
     let version = request.header.request_api_version;
     let correlation_id = request.header.correlation_id;
@@ -124,6 +131,7 @@ async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Option<Bytes
     let context = RequestContext {
         api_version: version,
         client_id: request.header.client_id.map(|s| s.to_string()),
+        client_host: Arc::clone(client_host),
     };
     let response = (handler.handle)(Arc::clone(broker), context, decoded).await?;
     if acks_zero {
