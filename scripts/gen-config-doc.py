@@ -18,11 +18,11 @@ out=["# Configuration","",
 for n,d,doc in rows:
     out.append("| `%s` | `%s` | %s |" % (n,d,doc))
 out+=["","## Topic configs","",
-"Accepted by CreateTopics. Unknown names and bad values get `INVALID_CONFIG` with a message naming them. *Applied* configs change how Runnel stores the topic today; the others are validated and stored so that tools which set them keep working, and take effect as the features land (retention, compaction and timestamps: issue #5).","",
+"Accepted by CreateTopics, AlterConfigs and IncrementalAlterConfigs (changes are persisted and applied without a restart). Unknown names and bad values get `INVALID_CONFIG` with a message naming them. *Applied* configs change how Runnel stores the topic today; the others are validated, stored and reported so that tools which set them keep working. DescribeConfigs shows every config's value in effect and its source (topic override, broker setting given explicitly, or default).","",
 "| name | accepts | applied |","|---|---|---|"]
 for n,t,arg,applied in defs:
     words=arg.replace('&[','').replace(']','').replace('"','') if arg else ''
     desc={'Long':'integer ≥ %s'%arg,'Int':'32-bit integer ≥ %s'%arg,'Ratio':'0.0–1.0','Bool':'true/false','OneOf':'one of '+words,'ListOf':'comma-separated list of '+words}[t]
     out.append("| `%s` | %s | %s |" % (n,desc,'yes' if applied=='true' else 'stored, not yet applied'))
-out+=["","Topic defaults come from the broker settings: `segment.bytes` ← `log.segment.bytes`, `segment.ms` ← `log.roll.ms`, `index.interval.bytes` ← `log.index.interval.bytes`, `segment.index.bytes` ← `log.index.size.max.bytes`, `max.message.bytes` ← `message.max.bytes`.",""]
+out+=["","Topic defaults come from the broker settings: `segment.bytes` ← `log.segment.bytes`, `segment.ms` ← `log.roll.ms`, `index.interval.bytes` ← `log.index.interval.bytes`, `segment.index.bytes` ← `log.index.size.max.bytes`, `max.message.bytes` ← `message.max.bytes`, `retention.ms` ← `log.retention.ms`, `retention.bytes` ← `log.retention.bytes`. The others default as in Kafka: `cleanup.policy` delete, `delete.retention.ms` 86400000, `min.cleanable.dirty.ratio` 0.5, `min.compaction.lag.ms` 0, `max.compaction.lag.ms`, `flush.messages`, `flush.ms` and the timestamp bounds unbounded (9223372036854775807), `message.timestamp.type` CreateTime.",""]
 open('docs/configuration.md','w').write("\n".join(out))

@@ -10,7 +10,8 @@
 //! Output: `<mode> records=N bytes=B seconds=S records_per_s=R mb_per_s=M errors=E`, and for
 //! `latency` the end-to-end (send → consumed) and ack (send → delivery report) percentiles in
 //! milliseconds: `e2e_p50_ms=.. e2e_p99_ms=.. e2e_p999_ms=.. ack_p50_ms=.. ack_p99_ms=..`.
-//! `--partitions N` creates the topic with N partitions first (CreateTopics).
+//! `--partitions N` creates the topic with N partitions first (CreateTopics); `load create`
+//! does only that.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -365,6 +366,7 @@ fn main() -> Result<()> {
         "produce" => produce(&args),
         "consume" => consume(&args),
         "latency" => latency(&args),
-        other => Err(format!("unknown mode {other}: produce, consume or latency").into()),
+        "create" => create_topic(&args),
+        other => Err(format!("unknown mode {other}: produce, consume, latency or create").into()),
     }
 }

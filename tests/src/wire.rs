@@ -20,6 +20,10 @@ pub mod api_key {
     pub const API_VERSIONS: i16 = 18;
     /// InitProducerId.
     pub const INIT_PRODUCER_ID: i16 = 22;
+    /// DescribeConfigs.
+    pub const DESCRIBE_CONFIGS: i16 = 32;
+    /// IncrementalAlterConfigs.
+    pub const INCREMENTAL_ALTER_CONFIGS: i16 = 44;
 }
 
 /// A raw connection to the broker.
@@ -413,6 +417,31 @@ impl<'a> Reader<'a> {
             .ok_or("string runs past the end")?;
         self.position += len;
         Ok(String::from_utf8(slice.to_vec())?)
+    }
+
+    /// Reads an i8.
+    pub fn i8(&mut self) -> Result<i8> {
+        Ok(i8::from_be_bytes(self.take()?))
+    }
+
+    /// Reads a boolean (one byte, non-zero is true).
+    pub fn bool(&mut self) -> Result<bool> {
+        Ok(self.i8()? != 0)
+    }
+
+    /// Reads a non-flexible nullable string (length -1 is null).
+    pub fn nullable_string(&mut self) -> Result<Option<String>> {
+        let len = i16::from_be_bytes(
+            self.bytes
+                .get(self.position..self.position + 2)
+                .ok_or_else(|| format!("response truncated at byte {}", self.position))?
+                .try_into()?,
+        );
+        if len < 0 {
+            self.position += 2;
+            return Ok(None);
+        }
+        self.string().map(Some)
     }
 
     /// The bytes not read yet.

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::flusher::Flusher;
 use crate::group::{self, GroupConfig, GroupCoordinator};
 use crate::producer_ids::ProducerIdAllocator;
 use crate::topic_config::TopicConfig;
@@ -26,6 +27,8 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     /// The cluster id reported in Metadata, persisted in `meta.properties`.
     pub cluster_id: String,
+    /// Group-committed fsyncs for acks=-1.
+    pub flusher: Flusher,
     /// Bumped after every append; long-polling fetches wait on it.
     appended: watch::Sender<u64>,
 }
@@ -45,7 +48,12 @@ impl Broker {
         let groups = GroupCoordinator::new(group_config(&config));
         group::store::load(&topics, &groups)?;
         let (appended, _) = watch::channel(0);
+        let flusher = Flusher::start().map_err(|source| BrokerError::Metadata {
+            path: config.data_dir.clone(),
+            source,
+        })?;
         Ok(Broker {
+            flusher,
             config,
             topics,
             groups,

@@ -119,6 +119,10 @@ pub struct BrokerConfig {
     pub log_retention_bytes: i64,
     /// Period of the retention and cleaner pass, in milliseconds.
     pub log_retention_check_interval_ms: u64,
+    /// Settings given explicitly (config file, environment or flag), name → value as given;
+    /// every other setting has its default. DescribeConfigs reports these as
+    /// STATIC_BROKER_CONFIG.
+    pub explicit: BTreeMap<String, String>,
 }
 
 /// What is wrong with the configuration, in one line for the operator.
@@ -188,6 +192,10 @@ impl BrokerConfig {
                 });
             }
         }
+        let explicit = values
+            .iter()
+            .map(|(name, (value, _))| (name.clone(), value.trim().to_string()))
+            .collect();
         let settings = Settings { values };
         let advertise: String = settings.get("advertise")?;
         let (advertise_host, advertise_port) = split_host_port("advertise", &advertise)?;
@@ -237,7 +245,20 @@ impl BrokerConfig {
             log_retention_bytes: settings.get_in("log.retention.bytes", -1..=i64::MAX)?,
             log_retention_check_interval_ms: settings
                 .get_in("log.retention.check.interval.ms", 1..=i64::MAX as u64)?,
+            explicit,
         })
+    }
+
+    /// The value in effect of the setting `name`, as text, and whether it was set explicitly
+    /// (else it is the default). `None` for a name not in [`SETTINGS`].
+    pub fn setting_value(&self, name: &str) -> Option<(String, bool)> {
+        if let Some(value) = self.explicit.get(name) {
+            return Some((value.clone(), true));
+        }
+        SETTINGS
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| (s.default.to_string(), false))
     }
 }
 
@@ -384,6 +405,20 @@ mod tests {
         assert_eq!(config.num_partitions, 6);
         assert!(!config.auto_create_topics_enable);
         assert_eq!(config.log_segment_bytes, 1000);
+    }
+
+    #[test]
+    fn explicit_settings_are_recorded_with_their_values() {
+        let config = load(&[("log.retention.ms", "1000")]).unwrap();
+        assert_eq!(
+            config.setting_value("log.retention.ms"),
+            Some(("1000".to_string(), true))
+        );
+        assert_eq!(
+            config.setting_value("num.partitions"),
+            Some(("1".to_string(), false))
+        );
+        assert_eq!(config.setting_value("no.such.setting"), None);
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub enum BrokerError {
     /// fetch must not be served (it would move replication state).
     #[error("fetch from replica {0}: this node has no followers")]
     NotAReplica(i32),
+    /// An fsync the acknowledgement waited for failed (the log directory's disk).
+    #[error("fsync failed: {0}")]
+    FlushFailed(String),
     /// A well-formed request that asks for something impossible.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -128,6 +131,7 @@ impl BrokerError {
                 ResponseError::InvalidRequest
             }
             BrokerError::NotAReplica(_) => ResponseError::NotLeaderOrFollower,
+            BrokerError::FlushFailed(_) => ResponseError::KafkaStorageError,
             BrokerError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
             BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
             BrokerError::Group(e) => group_error_code(*e),

@@ -7,6 +7,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod flusher;
 pub mod group;
 pub mod handlers;
 pub mod log_manager;

@@ -1,17 +1,19 @@
 //! Log maintenance: the record reader storage borrows (see `runnel_storage::RecordReader`),
-//! and the background task that applies retention and runs the log cleaner on every partition
-//! at `log.retention.check.interval.ms`.
+//! the background task that applies retention and runs the log cleaner on every partition at
+//! `log.retention.check.interval.ms`, and the one that applies `flush.ms`.
 //!
 //! All storage work runs on the blocking pool, one partition at a time, so maintenance never
 //! competes with more than one core's worth of request handling.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use runnel_protocol::record_filter::{batch_records, retain_records};
 use runnel_storage::{RecordError, RecordReader, RecordSummary};
 
 use crate::broker::Broker;
+use crate::topics::Topic;
 
 /// Decompressed size allowed when the cleaner or a timestamp lookup reads a stored batch.
 const UNCOMPRESSED_BATCH_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -83,9 +85,95 @@ pub async fn run_log_maintenance(broker: Arc<Broker>) {
     }
 }
 
+/// Longest pause of the periodic flush task; a topic's `flush.ms` shorter than this is checked
+/// at its own period (no shorter than [`FLUSH_CHECK_MS_MIN`]).
+const FLUSH_CHECK_MS_MAX: u64 = 1000;
+/// Shortest pause of the periodic flush task, so `flush.ms=0` does not spin.
+const FLUSH_CHECK_MS_MIN: u64 = 10;
+
+/// Applies `flush.ms` (fsync at least this often) to partitions written with acks <= 1:
+/// wakes at the smallest `flush.ms` of any topic (within 10..=1000 ms) and fsyncs every
+/// partition of such a topic that has unflushed records and was last flushed by this task
+/// `flush.ms` or more ago. acks=-1 produces flush on their own and need none of this.
+pub async fn run_periodic_flush(broker: Arc<Broker>) {
+    let mut last_flush: HashMap<(String, i32), Instant> = HashMap::new();
+    loop {
+        let topics = broker.topics.all();
+        let flush_ms = |topic: &Topic| u64::try_from(topic.config.flush_policy().1).ok();
+        let period_ms = topics
+            .iter()
+            .filter_map(|t| flush_ms(t))
+            .min()
+            .unwrap_or(FLUSH_CHECK_MS_MAX)
+            .clamp(FLUSH_CHECK_MS_MIN, FLUSH_CHECK_MS_MAX);
+        tokio::time::sleep(Duration::from_millis(period_ms)).await;
+        let now = Instant::now();
+        // Forget partitions of deleted topics.
+        last_flush.retain(|(name, _), _| topics.iter().any(|t| &t.name == name));
+        for topic in &topics {
+            let Some(interval_ms) = flush_ms(topic).filter(|ms| *ms < i64::MAX as u64) else {
+                continue;
+            };
+            for partition in &topic.partitions {
+                let last = last_flush
+                    .entry((topic.name.clone(), partition.index))
+                    .or_insert(now);
+                let log = Arc::clone(&partition.log);
+                if !flush_due(
+                    *last,
+                    now,
+                    interval_ms,
+                    log.flushed_offset(),
+                    log.log_end_offset(),
+                ) {
+                    continue;
+                }
+                *last = now;
+                let outcome =
+                    tokio::task::spawn_blocking(move || log.flush(log.log_end_offset())).await;
+                match outcome {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::error!(topic = %topic.name, partition = partition.index, %error, "periodic flush failed");
+                    }
+                    Err(error) => tracing::error!(%error, "periodic flush task failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Whether a partition last flushed (by the periodic task) at `last` is due at `now`: it has
+/// records not yet fsynced and `interval_ms` have passed.
+fn flush_due(
+    last: Instant,
+    now: Instant,
+    interval_ms: u64,
+    flushed_offset: i64,
+    log_end_offset: i64,
+) -> bool {
+    flushed_offset < log_end_offset
+        && now.saturating_duration_since(last) >= Duration::from_millis(interval_ms)
+}
+
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_is_due_only_with_unflushed_records_after_the_interval() {
+        let last = Instant::now();
+        let later = last + Duration::from_millis(100);
+        assert!(flush_due(last, later, 100, 5, 10));
+        assert!(!flush_due(last, later, 101, 5, 10), "interval not over");
+        assert!(!flush_due(last, later, 100, 10, 10), "nothing to flush");
+        assert!(flush_due(last, later, 0, 9, 10));
+    }
 }

@@ -63,7 +63,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def("delete.retention.ms", ValueType::Long(0), true),
     def("file.delete.delay.ms", ValueType::Long(0), false),
     def("flush.messages", ValueType::Long(1), true),
-    def("flush.ms", ValueType::Long(0), false),
+    def("flush.ms", ValueType::Long(0), true),
     def("index.interval.bytes", ValueType::Int(0), true),
     def("max.compaction.lag.ms", ValueType::Long(1), true),
     def("max.message.bytes", ValueType::Int(0), true),

@@ -1,7 +1,11 @@
-//! DescribeConfigs (key 32), v1–4 (Kafka 4 dropped v0): every topic config with its effective value and source
-//! (DYNAMIC_TOPIC_CONFIG for an override, DEFAULT_CONFIG otherwise), synonyms when asked (the
-//! override, then the broker setting it defaults from), and config types (v3+). Broker
-//! resources list the broker settings with their built-in defaults.
+//! DescribeConfigs (key 32), v1–4 (Kafka 4 dropped v0): every topic config with its effective
+//! value and source, synonyms when asked, and config types (v3+).
+//!
+//! A topic config's source is DYNAMIC_TOPIC_CONFIG for an override; without one it comes from
+//! the broker setting it defaults from (`retention.ms` ← `log.retention.ms`):
+//! STATIC_BROKER_CONFIG when that setting was given (file, environment, flag), else
+//! DEFAULT_CONFIG. Synonyms list every layer that has a value, most specific first, as Kafka
+//! does. Broker resources list every broker setting with the value in effect.
 
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -11,16 +15,20 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::broker::Broker;
-use crate::config::SETTINGS;
+use crate::config::{BrokerConfig, SETTINGS};
 use crate::error::BrokerError;
-use crate::topic_config::{TopicConfig, TOPIC_CONFIGS};
+use crate::topic_config::{TopicConfig, TopicConfigDef, TOPIC_CONFIGS};
+use crate::topics::Topic;
 
 /// Resource types of the config APIs.
 pub(crate) const TOPIC_RESOURCE: i8 = 2;
 pub(crate) const BROKER_RESOURCE: i8 = 4;
 /// Config sources.
 const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+const STATIC_BROKER_CONFIG: i8 = 4;
 const DEFAULT_CONFIG: i8 = 5;
+/// Config type STRING (v3+), for broker settings.
+const STRING_TYPE: i8 = 2;
 
 pub(crate) async fn handle(
     broker: &Broker,
@@ -48,47 +56,7 @@ pub(crate) async fn handle(
                 Some(topic) => Ok(TOPIC_CONFIGS
                     .iter()
                     .filter(|def| wanted(def.name))
-                    .map(|def| {
-                        let (default, broker_name) =
-                            TopicConfig::default_value(def.name, &broker.config);
-                        let override_value = topic.config.overrides().get(def.name).cloned();
-                        let mut entry = DescribeConfigsResourceResult::default()
-                            .with_name(StrBytes::from_static_str(def.name))
-                            .with_value(Some(StrBytes::from(
-                                override_value.clone().unwrap_or_else(|| default.clone()),
-                            )))
-                            .with_config_source(if override_value.is_some() {
-                                DYNAMIC_TOPIC_CONFIG
-                            } else {
-                                DEFAULT_CONFIG
-                            })
-                            .with_config_type(if typed {
-                                TopicConfig::type_code(def.name)
-                            } else {
-                                0
-                            });
-                        if synonyms {
-                            let mut list = Vec::new();
-                            if let Some(value) = override_value {
-                                list.push(
-                                    DescribeConfigsSynonym::default()
-                                        .with_name(StrBytes::from_static_str(def.name))
-                                        .with_value(Some(StrBytes::from(value)))
-                                        .with_source(DYNAMIC_TOPIC_CONFIG),
-                                );
-                            }
-                            list.push(
-                                DescribeConfigsSynonym::default()
-                                    .with_name(StrBytes::from_static_str(
-                                        broker_name.unwrap_or(def.name),
-                                    ))
-                                    .with_value(Some(StrBytes::from(default)))
-                                    .with_source(DEFAULT_CONFIG),
-                            );
-                            entry = entry.with_synonyms(list);
-                        }
-                        entry
-                    })
+                    .map(|def| topic_entry(&topic, def, &broker.config, typed, synonyms))
                     .collect::<Vec<_>>()),
             },
             BROKER_RESOURCE
@@ -98,14 +66,7 @@ pub(crate) async fn handle(
                 Ok(SETTINGS
                     .iter()
                     .filter(|s| wanted(s.name))
-                    .map(|s| {
-                        DescribeConfigsResourceResult::default()
-                            .with_name(StrBytes::from_static_str(s.name))
-                            .with_value(Some(StrBytes::from_static_str(s.default)))
-                            .with_read_only(true)
-                            .with_config_source(DEFAULT_CONFIG)
-                            .with_config_type(if typed { 2 } else { 0 })
-                    })
+                    .map(|s| broker_entry(s.name, s.default, &broker.config, typed, synonyms))
                     .collect())
             }
             other => Err(BrokerError::InvalidRequest(format!(
@@ -121,4 +82,97 @@ pub(crate) async fn handle(
         });
     }
     Ok(DescribeConfigsResponse::default().with_results(results))
+}
+
+/// One topic config: the override, else the broker setting's value in effect.
+fn topic_entry(
+    topic: &Topic,
+    def: &TopicConfigDef,
+    config: &BrokerConfig,
+    typed: bool,
+    synonyms: bool,
+) -> DescribeConfigsResourceResult {
+    let (default, broker_name) = TopicConfig::default_value(def.name, config);
+    let override_value = topic.config.overrides().get(def.name).cloned();
+    // The broker setting behind the default, when it was given explicitly.
+    let static_value = broker_name
+        .and_then(|name| config.setting_value(name))
+        .filter(|(_, explicit)| *explicit)
+        .map(|_| default.clone());
+    let (value, source) = match (&override_value, &static_value) {
+        (Some(value), _) => (value.clone(), DYNAMIC_TOPIC_CONFIG),
+        (None, Some(value)) => (value.clone(), STATIC_BROKER_CONFIG),
+        (None, None) => (default.clone(), DEFAULT_CONFIG),
+    };
+    let mut entry = DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_static_str(def.name))
+        .with_value(Some(StrBytes::from(value)))
+        .with_config_source(source)
+        .with_config_type(if typed {
+            TopicConfig::type_code(def.name)
+        } else {
+            0
+        });
+    if synonyms {
+        let mut list = Vec::new();
+        if let Some(value) = override_value {
+            list.push(synonym(def.name, value, DYNAMIC_TOPIC_CONFIG));
+        }
+        let broker_setting = broker_name.unwrap_or(def.name);
+        match static_value {
+            Some(value) => {
+                list.push(synonym(broker_setting, value, STATIC_BROKER_CONFIG));
+                let built_in = SETTINGS
+                    .iter()
+                    .find(|s| s.name == broker_setting)
+                    .map(|s| s.default.to_string());
+                if let Some(built_in) = built_in {
+                    list.push(synonym(broker_setting, built_in, DEFAULT_CONFIG));
+                }
+            }
+            None => list.push(synonym(broker_setting, default, DEFAULT_CONFIG)),
+        }
+        entry = entry.with_synonyms(list);
+    }
+    entry
+}
+
+/// One broker setting with the value in effect: STATIC_BROKER_CONFIG when given explicitly,
+/// else DEFAULT_CONFIG. Read-only: Runnel has no dynamic broker configs.
+fn broker_entry(
+    name: &'static str,
+    built_in: &'static str,
+    config: &BrokerConfig,
+    typed: bool,
+    synonyms: bool,
+) -> DescribeConfigsResourceResult {
+    let (value, explicit) = config
+        .setting_value(name)
+        .unwrap_or_else(|| (built_in.to_string(), false));
+    let mut entry = DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_static_str(name))
+        .with_value(Some(StrBytes::from(value.clone())))
+        .with_read_only(true)
+        .with_config_source(if explicit {
+            STATIC_BROKER_CONFIG
+        } else {
+            DEFAULT_CONFIG
+        })
+        .with_config_type(if typed { STRING_TYPE } else { 0 });
+    if synonyms {
+        let mut list = Vec::new();
+        if explicit {
+            list.push(synonym(name, value, STATIC_BROKER_CONFIG));
+        }
+        list.push(synonym(name, built_in.to_string(), DEFAULT_CONFIG));
+        entry = entry.with_synonyms(list);
+    }
+    entry
+}
+
+fn synonym(name: &'static str, value: String, source: i8) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym::default()
+        .with_name(StrBytes::from_static_str(name))
+        .with_value(Some(StrBytes::from(value)))
+        .with_source(source)
 }

@@ -50,8 +50,20 @@ pub struct RequestContext {
     pub client_host: Arc<str>,
 }
 
+/// What a handler answers: the response, or — for work whose ordered part is done but whose
+/// acknowledgement must wait (Produce with acks=-1 waiting for its fsync) — a future that
+/// completes the response. The connection takes the next request while a `Later` finishes,
+/// and still writes responses in request order.
+#[allow(clippy::large_enum_variant)] // one per request, moved once: boxing would only add an allocation
+pub enum Reply {
+    /// The response is ready.
+    Now(ResponseKind),
+    /// The response is ready once this resolves.
+    Later(Pin<Box<dyn Future<Output = Result<ResponseKind, BrokerError>> + Send>>),
+}
+
 /// A handler's future, boxed so that every row of the table has one type.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<ResponseKind, BrokerError>> + Send>>;
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, BrokerError>> + Send>>;
 
 /// One row of the registry.
 #[derive(Debug, Clone, Copy)]
@@ -67,18 +79,32 @@ pub struct ApiHandler {
 }
 
 /// A registry row: unwraps the request variant, calls `$module::handle`, wraps the response.
+/// `deferred` rows return a future of the response (see [`Reply::Later`]).
 macro_rules! api {
     ($key:ident, $min:literal ..= $max:literal, $module:ident) => {
+        api!(@row $key, $min, $max, |broker, context, request| {
+            Ok(Reply::Now(ResponseKind::$key(
+                $module::handle(&broker, &context, request).await?,
+            )))
+        })
+    };
+    ($key:ident, $min:literal ..= $max:literal, $module:ident, deferred) => {
+        api!(@row $key, $min, $max, |broker, context, request| {
+            let completion = $module::handle(&broker, &context, request).await?;
+            Ok(Reply::Later(Box::pin(async move {
+                completion.await.map(ResponseKind::$key)
+            })))
+        })
+    };
+    (@row $key:ident, $min:literal, $max:literal, |$broker:ident, $context:ident, $request:ident| $body:block) => {
         ApiHandler {
             api_key: ApiKey::$key,
             min_version: $min,
             max_version: $max,
-            handle: |broker, context, request| {
+            handle: |$broker, $context, request| {
                 Box::pin(async move {
                     match request {
-                        RequestKind::$key(request) => Ok(ResponseKind::$key(
-                            $module::handle(&broker, &context, request).await?,
-                        )),
+                        RequestKind::$key($request) => $body,
                         other => Err(BrokerError::InvalidRequest(format!(
                             "{} body under api key {:?}",
                             stringify!($key),
@@ -93,7 +119,7 @@ macro_rules! api {
 
 /// Every API served, with the versions whose fields are honoured.
 pub static HANDLERS: &[ApiHandler] = &[
-    api!(Produce, 3..=11, produce),
+    api!(Produce, 3..=11, produce, deferred),
     api!(Fetch, 4..=16, fetch),
     api!(ListOffsets, 1..=8, list_offsets),
     api!(DeleteRecords, 0..=2, delete_records),

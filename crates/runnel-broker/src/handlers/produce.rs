@@ -4,7 +4,14 @@
 //! Partitions are appended concurrently on the blocking pool; a bad partition gets its error
 //! code while the others succeed. An append that has started always finishes, even if the client
 //! goes away (the blocking task is never cancelled).
+//!
+//! Two phases: `handle` returns once every batch is *appended* (so the connection's next
+//! produce appends after this one — order per partition is kept), and hands back a future
+//! that waits for the fsyncs acks=-1 needs. While that fsync runs the connection already
+//! appends its next request, whose fsync then covers several requests (group commit across a
+//! pipelining producer, not only across connections).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,7 +35,8 @@ pub(crate) async fn handle(
     broker: &Broker,
     _context: &RequestContext,
     request: ProduceRequest,
-) -> Result<ProduceResponse, BrokerError> {
+) -> Result<impl Future<Output = Result<ProduceResponse, BrokerError>> + Send + 'static, BrokerError>
+{
     let acks = request.acks;
     let transactional = request.transactional_id.is_some();
     let mut pending = Vec::new();
@@ -51,12 +59,9 @@ pub(crate) async fn handle(
                     Some(partition) => {
                         let limits = batch_limits(topic.config.max_message_bytes(&broker.config));
                         let policy = TopicPolicy::of(&topic.config);
-                        Ok(start_append(
+                        Ok((
                             Arc::clone(partition),
-                            data,
-                            limits,
-                            acks,
-                            policy,
+                            start_append(Arc::clone(partition), data, limits, policy),
                         ))
                     }
                 },
@@ -66,49 +71,69 @@ pub(crate) async fn handle(
         pending.push((topic_data.name, partitions));
     }
 
-    let mut responses = Vec::with_capacity(pending.len());
+    // Phase 1: every append finishes (in request order per connection).
     let mut appended = false;
+    let mut topics = Vec::with_capacity(pending.len());
     for (name, partitions) in pending {
-        let mut partition_responses = Vec::with_capacity(partitions.len());
+        let mut results = Vec::with_capacity(partitions.len());
         for (index, started) in partitions {
             let outcome = match started {
-                Ok(task) => task.await.map_err(BrokerError::from).and_then(|r| r),
+                Ok((partition, task)) => match task.await {
+                    Ok(Ok(appended_batch)) => Ok((partition, appended_batch)),
+                    Ok(Err(error)) => Err(error),
+                    Err(join) => Err(BrokerError::from(join)),
+                },
                 Err(error) => Err(error),
             };
-            let response = PartitionProduceResponse::default().with_index(index);
-            partition_responses.push(match outcome {
-                Ok((outcome, log_start_offset, log_append_time_ms)) => {
-                    let base_offset = match outcome {
-                        AppendOutcome::Appended { base_offset, .. } => {
-                            appended = true;
-                            base_offset
-                        }
-                        AppendOutcome::Duplicate { base_offset, .. } => base_offset,
-                    };
-                    response
-                        .with_base_offset(base_offset)
-                        .with_log_start_offset(log_start_offset)
-                        .with_log_append_time_ms(log_append_time_ms)
-                }
-                Err(error) => {
-                    tracing::debug!(topic = %name.0, partition = index, %error, "produce refused");
-                    response
-                        .with_error_code(error.code())
-                        .with_base_offset(-1)
-                        .with_error_message(Some(error.to_string().into()))
-                }
-            });
+            if let Ok((_, appended_batch)) = &outcome {
+                appended |= matches!(appended_batch.outcome, AppendOutcome::Appended { .. });
+            }
+            results.push((index, outcome));
         }
-        responses.push(
-            TopicProduceResponse::default()
-                .with_name(name)
-                .with_partition_responses(partition_responses),
-        );
+        topics.push((name, results));
     }
     if appended {
         broker.notify_appended();
     }
-    Ok(ProduceResponse::default().with_responses(responses))
+
+    // Phase 2: acks=-1 waits until an fsync covers each partition's last offset.
+    let flusher = broker.flusher.clone();
+    Ok(async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, results) in topics {
+            let mut partition_responses = Vec::with_capacity(results.len());
+            for (index, outcome) in results {
+                let durable = match outcome {
+                    Ok((partition, appended_batch)) if acks == -1 => flusher
+                        .flush(Arc::clone(&partition.log), appended_batch.last_offset())
+                        .await
+                        .map(|()| appended_batch),
+                    Ok((_, appended_batch)) => Ok(appended_batch),
+                    Err(error) => Err(error),
+                };
+                let response = PartitionProduceResponse::default().with_index(index);
+                partition_responses.push(match durable {
+                    Ok(appended_batch) => response
+                        .with_base_offset(appended_batch.base_offset())
+                        .with_log_start_offset(appended_batch.log_start_offset)
+                        .with_log_append_time_ms(appended_batch.log_append_time_ms),
+                    Err(error) => {
+                        tracing::debug!(topic = %name.0, partition = index, %error, "produce refused");
+                        response
+                            .with_error_code(error.code())
+                            .with_base_offset(-1)
+                            .with_error_message(Some(error.to_string().into()))
+                    }
+                });
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        Ok(ProduceResponse::default().with_responses(responses))
+    })
 }
 
 fn batch_limits(max_message_bytes: usize) -> BatchLimits {
@@ -120,8 +145,32 @@ fn batch_limits(max_message_bytes: usize) -> BatchLimits {
     }
 }
 
-/// (outcome, log start offset, log append time or -1).
-type AppendTask = tokio::task::JoinHandle<Result<(AppendOutcome, i64, i64), BrokerError>>;
+/// What one partition's append did.
+#[derive(Debug, Clone, Copy)]
+struct AppendedBatch {
+    outcome: AppendOutcome,
+    log_start_offset: i64,
+    /// The time stamped on LogAppendTime topics, else -1.
+    log_append_time_ms: i64,
+}
+
+impl AppendedBatch {
+    fn base_offset(&self) -> i64 {
+        match self.outcome {
+            AppendOutcome::Appended { base_offset, .. }
+            | AppendOutcome::Duplicate { base_offset, .. } => base_offset,
+        }
+    }
+
+    fn last_offset(&self) -> i64 {
+        match self.outcome {
+            AppendOutcome::Appended { last_offset, .. }
+            | AppendOutcome::Duplicate { last_offset, .. } => last_offset,
+        }
+    }
+}
+
+type AppendTask = tokio::task::JoinHandle<Result<AppendedBatch, BrokerError>>;
 
 /// The topic configs a produce honours, copied out of the topic.
 #[derive(Debug, Clone, Copy)]
@@ -187,12 +236,12 @@ impl TopicPolicy {
     }
 }
 
-/// Validates, appends and (for acks=-1) fsyncs on the blocking pool.
+/// Validates and appends on the blocking pool; flushes when `flush.messages` asks for it
+/// (the acks=-1 fsync is the caller's second phase).
 fn start_append(
     partition: Arc<Partition>,
     data: PartitionProduceData,
     limits: BatchLimits,
-    acks: i16,
     policy: TopicPolicy,
 ) -> AppendTask {
     tokio::task::spawn_blocking(move || {
@@ -205,18 +254,15 @@ fn start_append(
         let log = &partition.log;
         let log_append_time_ms = policy.log_append_time.then_some(now_ms);
         let outcome = log.append_with_time(&records, log_append_time_ms)?;
-        let last_offset = match outcome {
-            AppendOutcome::Appended { last_offset, .. }
-            | AppendOutcome::Duplicate { last_offset, .. } => last_offset,
+        let appended = AppendedBatch {
+            outcome,
+            log_start_offset: log.log_start_offset(),
+            log_append_time_ms: log_append_time_ms.unwrap_or(-1),
         };
         let unflushed = log.log_end_offset().saturating_sub(log.flushed_offset());
-        if acks == -1 || unflushed >= policy.flush_messages {
-            log.flush(last_offset)?;
+        if unflushed >= policy.flush_messages {
+            log.flush(appended.last_offset())?;
         }
-        Ok((
-            outcome,
-            log.log_start_offset(),
-            log_append_time_ms.unwrap_or(-1),
-        ))
+        Ok(appended)
     })
 }

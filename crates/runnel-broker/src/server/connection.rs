@@ -1,6 +1,8 @@
 //! One client connection: split frames, decode the header, check the version against the
-//! handler registry, run the handler, write the response. Requests are served one at a time in
-//! arrival order, so responses leave in request order as Kafka requires.
+//! handler registry, run the handler, write the response. Requests are *started* one at a time
+//! in arrival order (so appends keep the order a producer sent them in); a reply that has to
+//! wait (acks=-1 waiting for its fsync) finishes in its own task while the next request starts,
+//! and a writer task sends responses strictly in request order, as Kafka requires.
 //!
 //! Anything malformed closes this connection only: the caller logs it and the broker goes on.
 
@@ -9,22 +11,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestKind};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use runnel_protocol::frame::{bytes_wanted, split_frame};
 use runnel_protocol::request::{decode_request_body, decode_request_header, encode_response};
 use runnel_protocol::ProtocolError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::shutdown::ShutdownGuard;
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::handlers::{self, RequestContext};
+use crate::handlers::{self, Reply, RequestContext};
 
 /// Bytes read from the socket at most per read call: a claimed large frame is filled gradually,
 /// so memory follows the bytes that actually arrive, not the size the client announced.
 const READ_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+/// Responses a connection may owe at once. Past this the connection stops reading requests
+/// until the client takes responses: bounded memory per connection, backpressure for
+/// pipelining clients (librdkafka keeps up to 5 or more produce requests in flight).
+const IN_FLIGHT_RESPONSES_MAX: usize = 128;
 /// Initial read buffer per connection.
 const READ_BUFFER_BYTES_INITIAL: usize = 8 * 1024;
 
@@ -63,7 +72,7 @@ pub(super) async fn serve(
 
 async fn serve_requests(
     broker: &Arc<Broker>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     shutdown: &mut ShutdownGuard,
 ) -> Result<(), CloseReason> {
@@ -73,74 +82,142 @@ async fn serve_requests(
     // `connections.max.idle.ms` bounds both silence and slow drips: the connection must
     // complete a request (or take a response) within this long, or it is closed.
     let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
+    let (mut reader, writer) = stream.into_split();
+    let (responses, queued) = mpsc::channel(IN_FLIGHT_RESPONSES_MAX);
+    let writer = tokio::spawn(write_responses(writer, queued, idle));
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES_INITIAL);
     let mut idle_deadline = Instant::now() + idle;
-    loop {
-        while let Some(frame) = split_frame(&mut buf, frame_bytes_max)? {
-            if let Some(response) = handle_frame(broker, frame, &client_host).await? {
-                tokio::time::timeout(idle, stream.write_all(&response))
-                    .await
-                    .map_err(|_| CloseReason::Idle)??;
+    let read_result = loop {
+        let mut failed = None;
+        while let Some(frame) = match split_frame(&mut buf, frame_bytes_max) {
+            Ok(frame) => frame,
+            Err(e) => {
+                failed = Some(e.into());
+                None
+            }
+        } {
+            match handle_frame(broker, frame, &client_host).await {
+                // A full queue waits here: the client gets no further reads until it takes
+                // its responses (backpressure instead of buffering).
+                Ok(Some(pending)) => {
+                    if responses.send(pending).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    failed = Some(reason);
+                    break;
+                }
             }
             idle_deadline = Instant::now() + idle;
         }
-        let wanted = bytes_wanted(&buf, frame_bytes_max)?;
+        if let Some(reason) = failed {
+            break Err(reason);
+        }
+        let wanted = match bytes_wanted(&buf, frame_bytes_max) {
+            Ok(wanted) => wanted,
+            Err(e) => break Err(e.into()),
+        };
         buf.reserve(wanted.clamp(1, READ_CHUNK_BYTES_MAX));
         tokio::select! {
-            read = stream.read_buf(&mut buf) => {
-                if read? == 0 {
-                    return Ok(());
-                }
-            }
-            () = tokio::time::sleep_until(idle_deadline) => return Err(CloseReason::Idle),
-            () = shutdown.requested() => return Ok(()),
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(e.into()),
+            },
+            () = tokio::time::sleep_until(idle_deadline) => break Err(CloseReason::Idle),
+            () = responses.closed() => break Ok(()),
+            () = shutdown.requested() => break Ok(()),
         }
-    }
+    };
+    // Responses already owed are still written (in-flight requests finish), then we close.
+    drop(responses);
+    let write_result = writer.await.map_err(|e| CloseReason::Handler(e.into()))?;
+    read_result.and(write_result)
 }
 
-/// Runs one request; `None` means no response is sent (Produce with acks=0).
+/// A response owed to the client, in request order.
+enum PendingResponse {
+    /// Encoded and ready.
+    Ready(Bytes),
+    /// Completing in its own task (acks=-1 waiting for fsync); `None` means nothing is sent.
+    Completing(JoinHandle<Result<Option<Bytes>, CloseReason>>),
+}
+
+/// Writes owed responses in request order; ends when the reader is done and the queue is empty,
+/// or on the first failure (which closes the connection).
+async fn write_responses(
+    mut writer: OwnedWriteHalf,
+    mut queued: mpsc::Receiver<PendingResponse>,
+    idle: Duration,
+) -> Result<(), CloseReason> {
+    while let Some(pending) = queued.recv().await {
+        let response = match pending {
+            PendingResponse::Ready(bytes) => Some(bytes),
+            PendingResponse::Completing(task) => {
+                task.await.map_err(|e| CloseReason::Handler(e.into()))??
+            }
+        };
+        if let Some(bytes) = response {
+            tokio::time::timeout(idle, writer.write_all(&bytes))
+                .await
+                .map_err(|_| CloseReason::Idle)??;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one request up to its reply; `None` means no response is owed (a Produce with acks=0
+/// whose work is complete).
 async fn handle_frame(
     broker: &Arc<Broker>,
     frame: Bytes,
     client_host: &Arc<str>,
-) -> Result<Option<Bytes>, CloseReason> {
+) -> Result<Option<PendingResponse>, CloseReason> {
     let request = decode_request_header(frame)?;
     let version = request.header.request_api_version;
     let correlation_id = request.header.correlation_id;
-    let handler = handlers::find(request.api_key, version);
+    let api_key = request.api_key;
+    let handler = handlers::find(api_key, version);
     let Some(handler) = handler else {
-        if request.api_key == ApiKey::ApiVersions {
+        if api_key == ApiKey::ApiVersions {
             // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges, so the client can
             // retry with a version we serve.
             let response = handlers::api_versions::unsupported_version();
-            return Ok(Some(encode_response(
+            return Ok(Some(PendingResponse::Ready(encode_response(
                 ApiKey::ApiVersions,
                 correlation_id,
                 0,
                 &response,
-            )?));
+            )?)));
         }
-        return Err(CloseReason::UnsupportedVersion {
-            api_key: request.api_key,
-            version,
-        });
+        return Err(CloseReason::UnsupportedVersion { api_key, version });
     };
     let mut body = request.body;
-    let decoded = decode_request_body(request.api_key, version, &mut body)?;
+    let decoded = decode_request_body(api_key, version, &mut body)?;
     let acks_zero = matches!(&decoded, RequestKind::Produce(p) if p.acks == 0);
     let context = RequestContext {
         api_version: version,
         client_id: request.header.client_id.map(|s| s.to_string()),
         client_host: Arc::clone(client_host),
     };
-    let response = (handler.handle)(Arc::clone(broker), context, decoded).await?;
-    if acks_zero {
-        return Ok(None);
+    let encode = move |response: &ResponseKind| -> Result<Option<Bytes>, CloseReason> {
+        if acks_zero {
+            return Ok(None);
+        }
+        Ok(Some(encode_response(
+            api_key,
+            correlation_id,
+            version,
+            response,
+        )?))
+    };
+    match (handler.handle)(Arc::clone(broker), context, decoded).await? {
+        Reply::Now(response) => Ok(encode(&response)?.map(PendingResponse::Ready)),
+        Reply::Later(completion) => {
+            let task = tokio::spawn(async move { encode(&completion.await?) });
+            Ok(Some(PendingResponse::Completing(task)))
+        }
     }
-    Ok(Some(encode_response(
-        request.api_key,
-        correlation_id,
-        version,
-        &response,
-    )?))
 }

