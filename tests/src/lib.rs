@@ -9,6 +9,7 @@
 //! `TestBroker` is alive prints the log from `Drop`.
 
 pub mod client;
+pub mod hostile;
 pub mod log_file;
 pub mod wire;
 
@@ -502,5 +503,30 @@ where
             return Err(format!("timed out after {timeout:?}: {what}").into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory of the broker process (hostile-input tests: growth must stay bounded).
+// ---------------------------------------------------------------------------------------------
+
+impl TestBroker {
+    /// The broker process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The broker's peak resident set size so far (`VmHWM` in `/proc/<pid>/status`), in bytes.
+    /// Errors if the broker is not running or the field is missing.
+    pub fn peak_rss_bytes(&self) -> Result<u64> {
+        let pid = self.pid().ok_or("peak_rss_bytes: broker is not running")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().strip_suffix("kB"))
+            .and_then(|kib| kib.trim().parse::<u64>().ok())
+            .ok_or_else(|| format!("no VmHWM line in /proc/{pid}/status"))?;
+        Ok(kib * 1024)
     }
 }

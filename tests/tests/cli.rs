@@ -64,3 +64,32 @@ fn port_in_use_is_refused() -> TestResult {
         .to_string();
     Ok(expect_refusal(&[], Some(&listener), &port)?)
 }
+
+#[test]
+fn unreadable_config_file_is_refused() -> TestResult {
+    Ok(expect_refusal(
+        &["--config", "/nonexistent/runnel.toml"],
+        None,
+        "/nonexistent/runnel.toml",
+    )?)
+}
+
+#[test]
+fn unknown_setting_in_config_file_is_refused() -> TestResult {
+    let dir = tempfile::tempdir().map_err(runnel_e2e::Error::from)?;
+    let path = dir.path().join("runnel.toml");
+    std::fs::write(&path, "num.partitions = 3\nbogus.setting = 1\n")
+        .map_err(runnel_e2e::Error::from)?;
+    let path = path.to_string_lossy().into_owned();
+    Ok(expect_refusal(&["--config", &path], None, "bogus.setting")?)
+}
+
+#[test]
+fn data_dir_that_cannot_be_created_is_refused() -> TestResult {
+    // A directory cannot be created below a character device.
+    Ok(expect_refusal(
+        &["--data-dir", "/dev/null/runnel-data"],
+        None,
+        "/dev/null/runnel-data",
+    )?)
+}

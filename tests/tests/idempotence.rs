@@ -205,3 +205,100 @@ async fn replay_after_restart_is_appended_once() -> TestResult {
     .await;
     broker.check(result)
 }
+
+/// Each of the last five batches of a producer, replayed, returns its original offset and
+/// appends nothing; a batch from an older epoch is fenced (INVALID_PRODUCER_EPOCH).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_of_the_last_five_batches_and_old_epochs_append_nothing() -> TestResult {
+    let mut broker = TestBroker::start(&[])?;
+    let result = async {
+        let topic = "replay-window";
+        create_topic(&broker, topic, 1).await?;
+        let baseline = runnel_e2e::hostile::RssBaseline::take(&broker)?;
+        let mut connection = RawConnection::connect(&broker, Duration::from_secs(30))?;
+        let response =
+            connection.round_trip(api_key::INIT_PRODUCER_ID, 0, &init_producer_id_v0())?;
+        let (error_code, producer_id, producer_epoch) = parse_init_producer_id_v0(&response)?;
+        ensure_eq!(error_code, 0, "InitProducerId error code");
+        let identity = |producer_epoch, base_sequence| ProducerIdentity {
+            producer_id,
+            producer_epoch,
+            base_sequence,
+        };
+        // Eight batches of two records: sequences 0, 2, .., 14 at offsets 0, 2, .., 14.
+        let values: Vec<Vec<u8>> = (0..16).map(|i| format!("v{i}").into_bytes()).collect();
+        let pair = |batch: usize| -> Vec<&[u8]> {
+            values
+                .iter()
+                .skip(batch * 2)
+                .take(2)
+                .map(Vec::as_slice)
+                .collect()
+        };
+        for batch in 0..8 {
+            let sequence = (batch * 2) as i32;
+            let result = produce_raw(
+                &mut connection,
+                topic,
+                &pair(batch),
+                identity(producer_epoch, sequence),
+            )?;
+            ensure_eq!(
+                (result.error_code, result.base_offset),
+                (0, i64::from(sequence)),
+                "batch {batch}"
+            );
+        }
+        for batch in 3..8 {
+            let sequence = (batch * 2) as i32;
+            let replay = produce_raw(
+                &mut connection,
+                topic,
+                &pair(batch),
+                identity(producer_epoch, sequence),
+            )?;
+            ensure_eq!(
+                (replay.error_code, replay.base_offset),
+                (0, i64::from(sequence)),
+                "replay of batch {batch} (one of the last five)"
+            );
+            ensure_eq!(
+                watermarks(&broker, topic, 0)?,
+                (0, 16),
+                "watermarks after replaying batch {batch}"
+            );
+        }
+        // A new epoch starts again at sequence 0; the old epoch is then fenced.
+        let bumped = produce_raw(
+            &mut connection,
+            topic,
+            &[b"new epoch"],
+            identity(producer_epoch + 1, 0),
+        )?;
+        ensure_eq!(
+            (bumped.error_code, bumped.base_offset),
+            (0, 16),
+            "first batch of the next epoch"
+        );
+        let fenced = produce_raw(
+            &mut connection,
+            topic,
+            &[b"stale"],
+            identity(producer_epoch, 16),
+        )?;
+        ensure_eq!(
+            fenced.error_code,
+            47,
+            "error code of a batch from the old epoch (INVALID_PRODUCER_EPOCH)"
+        );
+        ensure_eq!(
+            watermarks(&broker, topic, 0)?,
+            (0, 17),
+            "watermarks after the fenced batch"
+        );
+        drop(connection);
+        runnel_e2e::hostile::check_survived(&mut broker, baseline, "replays and an old epoch").await
+    }
+    .await;
+    broker.check(result)
+}

@@ -209,10 +209,13 @@ fn validate_batch(
     let records_section = batch.get(RECORD_BATCH_HEADER_BYTES..).unwrap_or_default();
     let summary = match compression {
         Compression::None => walk_records(records_section, record_count),
-        codec => walk_records(
-            &compression::decompress(codec, records_section, limits.max_uncompressed_bytes)?,
+        // Walked as they decompress: a bomb costs the codec's window, not its inflated size.
+        codec => walk_compressed_records(
+            codec,
+            records_section,
             record_count,
-        ),
+            limits.max_uncompressed_bytes,
+        )?,
     }
     .map_err(|reason| invalid(&at(reason)))?;
 
@@ -281,6 +284,254 @@ fn walk_records(records: &[u8], record_count: i32) -> Result<RecordsSummary, Str
         ));
     }
     Ok(summary)
+}
+
+/// [`walk_records`] over a compressed records section, reading the records as they decompress
+/// and stopping once more than `limit_bytes` have come out. The outer `Result` carries stream
+/// failures (corrupt data, the cap), the inner one record-structure reasons as `walk_records`.
+fn walk_compressed_records(
+    codec: Compression,
+    section: &[u8],
+    record_count: i32,
+    limit_bytes: usize,
+) -> Result<Result<RecordsSummary, String>, ProtocolError> {
+    let reader = compression::decompressing_reader(codec, section, limit_bytes)?;
+    let mut stream = RecordStream {
+        reader: std::io::BufReader::with_capacity(RECORD_STREAM_BUFFER_BYTES, reader),
+        consumed_bytes: 0,
+        limit_bytes,
+        codec,
+    };
+    let mut summary = RecordsSummary {
+        max_timestamp_delta: i64::MIN,
+        has_null_key: false,
+    };
+    // Every iteration consumes at least one byte or fails, so a large claimed count is harmless.
+    for offset_delta in 0..record_count {
+        if stream.at_end()? {
+            return Ok(Err(format!(
+                "recordsCount {record_count} but only {offset_delta} records"
+            )));
+        }
+        let record = match stream.record()? {
+            Ok(record) => record,
+            Err(reason) => return Ok(Err(format!("record {offset_delta}: {reason}"))),
+        };
+        if record.offset_delta != offset_delta {
+            return Ok(Err(format!(
+                "record {offset_delta} has offsetDelta {}",
+                record.offset_delta
+            )));
+        }
+        summary.max_timestamp_delta = summary.max_timestamp_delta.max(record.timestamp_delta);
+        summary.has_null_key |= record.has_null_key;
+    }
+    if !stream.at_end()? {
+        return Ok(Err(format!(
+            "bytes after the last of {record_count} records"
+        )));
+    }
+    Ok(Ok(summary))
+}
+
+/// Read-ahead of the streaming record walk: enough for the decompressors' output chunks.
+const RECORD_STREAM_BUFFER_BYTES: usize = 32 * 1024;
+
+/// What validation needs of one record read from a stream.
+struct StreamedRecord {
+    timestamp_delta: i64,
+    offset_delta: i32,
+    has_null_key: bool,
+}
+
+/// Decompressed records read a byte or a skip at a time, counted against a cap. Field bytes
+/// (keys, values, headers) are skipped, never held.
+struct RecordStream<R> {
+    reader: std::io::BufReader<R>,
+    consumed_bytes: usize,
+    limit_bytes: usize,
+    codec: Compression,
+}
+
+/// Why reading a record stopped: a malformed record (a reason for `InvalidBatch`), or the
+/// stream failed (corrupt data, the cap), which ends validation.
+enum StreamStop {
+    Invalid(&'static str),
+    Failed(ProtocolError),
+}
+
+impl From<ProtocolError> for StreamStop {
+    fn from(error: ProtocolError) -> Self {
+        StreamStop::Failed(error)
+    }
+}
+
+impl<R: std::io::Read> RecordStream<R> {
+    fn stream_error(&self, error: &std::io::Error) -> ProtocolError {
+        ProtocolError::CorruptBatch(format!("{} data: {error}", self.codec.name()))
+    }
+
+    /// Counts `count` more bytes out of the decompressor, failing past the cap.
+    fn count(&mut self, count: usize) -> Result<(), ProtocolError> {
+        self.consumed_bytes = self.consumed_bytes.saturating_add(count);
+        if self.consumed_bytes > self.limit_bytes {
+            return Err(ProtocolError::BatchTooLarge {
+                size_bytes: self.consumed_bytes,
+                limit_bytes: self.limit_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn at_end(&mut self) -> Result<bool, ProtocolError> {
+        use std::io::BufRead;
+        match self.reader.fill_buf() {
+            Ok(available) => Ok(available.is_empty()),
+            Err(error) => Err(self.stream_error(&error)),
+        }
+    }
+
+    /// The next byte. The end of the decompressed records is a malformed record; an error from
+    /// the decompressor (including its own "unexpected end") is corrupt data.
+    fn byte(&mut self) -> Result<u8, StreamStop> {
+        use std::io::BufRead;
+        let next = match self.reader.fill_buf() {
+            Ok(available) => available.first().copied(),
+            Err(error) => return Err(StreamStop::Failed(self.stream_error(&error))),
+        };
+        let byte = next.ok_or(StreamStop::Invalid(
+            "record length past the end of the records",
+        ))?;
+        self.reader.consume(1);
+        self.count(1)?;
+        Ok(byte)
+    }
+
+    /// Skips `count` bytes; never reads more than one byte past the cap, whatever is claimed.
+    fn skip(&mut self, count: usize) -> Result<(), StreamStop> {
+        use std::io::Read;
+        let allowed = self
+            .limit_bytes
+            .saturating_sub(self.consumed_bytes)
+            .saturating_add(1);
+        let take = u64::try_from(count.min(allowed)).unwrap_or(u64::MAX);
+        let skipped = std::io::copy(&mut (&mut self.reader).take(take), &mut std::io::sink())
+            .map_err(|error| StreamStop::Failed(self.stream_error(&error)))?;
+        let skipped = usize::try_from(skipped).unwrap_or(usize::MAX);
+        self.count(skipped)?;
+        if skipped < count {
+            return Err(StreamStop::Invalid(
+                "record length past the end of the records",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads one record as [`read_record`] does, skipping its key, value and headers. The
+    /// outer error ends validation; the inner one is a reason for `InvalidBatch`.
+    fn record(&mut self) -> Result<Result<StreamedRecord, &'static str>, ProtocolError> {
+        match self.record_fields() {
+            Ok(record) => Ok(Ok(record)),
+            Err(StreamStop::Invalid(reason)) => Ok(Err(reason)),
+            Err(StreamStop::Failed(error)) => Err(error),
+        }
+    }
+
+    fn record_fields(&mut self) -> Result<StreamedRecord, StreamStop> {
+        let length = Self::varint(|| self.byte())?;
+        let length =
+            usize::try_from(length).map_err(|_| StreamStop::Invalid("negative record length"))?;
+        // The record body: every field is read within its declared length.
+        let mut body = RecordBody {
+            stream: self,
+            left: length,
+        };
+        let _attributes = body.byte()?;
+        let timestamp_delta = Self::varlong(|| body.byte())?;
+        let offset_delta = Self::varint(|| body.byte())?;
+        let key_length = Self::varint(|| body.byte())?;
+        let has_null_key = key_length == -1;
+        if !has_null_key {
+            body.skip(key_length, "bad key length")?;
+        }
+        let value_length = Self::varint(|| body.byte())?;
+        if value_length != -1 {
+            body.skip(value_length, "bad value length")?;
+        }
+        let headers_count = Self::varint(|| body.byte())?;
+        if headers_count < 0 {
+            return Err(StreamStop::Invalid("negative header count"));
+        }
+        // Each header consumes at least two bytes or fails, so the claimed count cannot spin.
+        for _ in 0..headers_count {
+            let key_length = Self::varint(|| body.byte())?;
+            body.skip(key_length, "bad header key length")?;
+            let value_length = Self::varint(|| body.byte())?;
+            if value_length != -1 {
+                body.skip(value_length, "bad header value length")?;
+            }
+        }
+        if body.left != 0 {
+            return Err(StreamStop::Invalid("record length larger than its fields"));
+        }
+        Ok(StreamedRecord {
+            timestamp_delta,
+            offset_delta,
+            has_null_key,
+        })
+    }
+
+    /// A zigzag varint, at most 5 bytes, as [`Cursor::varint`].
+    fn varint(mut next: impl FnMut() -> Result<u8, StreamStop>) -> Result<i32, StreamStop> {
+        let mut raw: u32 = 0;
+        for index in 0..VARINT_BYTES_MAX {
+            let byte = next()?;
+            raw |= u32::from(byte & 0x7f) << (7 * index);
+            if byte & 0x80 == 0 {
+                return Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32));
+            }
+        }
+        Err(StreamStop::Invalid("varint longer than 5 bytes"))
+    }
+
+    /// A zigzag varlong, at most 10 bytes, as [`Cursor::varlong`].
+    fn varlong(mut next: impl FnMut() -> Result<u8, StreamStop>) -> Result<i64, StreamStop> {
+        let mut raw: u64 = 0;
+        for index in 0..VARLONG_BYTES_MAX {
+            let byte = next()?;
+            raw |= u64::from(byte & 0x7f) << (7 * index);
+            if byte & 0x80 == 0 {
+                return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+            }
+        }
+        Err(StreamStop::Invalid("varlong longer than 10 bytes"))
+    }
+}
+
+/// The rest of one record's declared length, read from its [`RecordStream`].
+struct RecordBody<'s, R> {
+    stream: &'s mut RecordStream<R>,
+    left: usize,
+}
+
+impl<R: std::io::Read> RecordBody<'_, R> {
+    fn byte(&mut self) -> Result<u8, StreamStop> {
+        self.left = self
+            .left
+            .checked_sub(1)
+            .ok_or(StreamStop::Invalid("record truncated"))?;
+        self.stream.byte()
+    }
+
+    /// Skips a length-prefixed field; a negative length or one past the record is `reason`.
+    fn skip(&mut self, length: i32, reason: &'static str) -> Result<(), StreamStop> {
+        let count = usize::try_from(length).map_err(|_| StreamStop::Invalid(reason))?;
+        self.left = self
+            .left
+            .checked_sub(count)
+            .ok_or(StreamStop::Invalid(reason))?;
+        self.stream.skip(count)
+    }
 }
 
 /// The offset after the last batch in `batches` (whole v2 batches with offsets assigned, as a

@@ -90,6 +90,39 @@ impl Compression {
     }
 }
 
+/// A reader of `input` (a batch's records section) decompressed with `codec`, for callers that
+/// walk the records as they come out instead of holding them: gzip, LZ4 and zstd stream with
+/// memory bounded by their window, whatever the batch inflates to. Snappy has no streaming form
+/// in the framings clients use; it is decompressed up front with [`decompress`] (its format
+/// cannot inflate more than about 22 times). The caller counts the bytes it reads against its
+/// own cap: this reader does not stop at `limit_bytes` except for snappy.
+///
+/// # Errors
+/// [`ProtocolError::CorruptBatch`] for a zstd header the decoder refuses; for snappy, as
+/// [`decompress`]. Errors of the stream itself surface as `std::io::Error` while reading.
+pub fn decompressing_reader<'a>(
+    codec: Compression,
+    input: &'a [u8],
+    limit_bytes: usize,
+) -> Result<Box<dyn Read + 'a>, ProtocolError> {
+    Ok(match codec {
+        Compression::None => Box::new(input),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(input)),
+        Compression::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(input)
+                .map_err(|error| corrupt(codec, &error))?;
+            decoder
+                .window_log_max(zstd_window_log_max(limit_bytes))
+                .map_err(|error| corrupt(codec, &error))?;
+            Box::new(decoder)
+        }
+        Compression::Snappy => {
+            Box::new(std::io::Cursor::new(decompress_snappy(input, limit_bytes)?))
+        }
+    })
+}
+
 /// Decompresses `input` (a batch's records section) into at most `limit_bytes` bytes.
 ///
 /// Streams in chunks and stops as soon as the output would exceed `limit_bytes`, so a compression

@@ -124,10 +124,12 @@ impl<T: NewType<u32>> Decoder<T> for UnsignedVarInt {
             let b = buf.try_get_u8()? as u32;
             value |= (b & 0x7F) << (i * 7);
             if b < 0x80 {
-                break;
+                return Ok(value.into());
             }
         }
-        Ok(value.into())
+        // Runnel patch: a fifth byte with its continuation bit set is an over-long varint, which
+        // Kafka refuses; reading on from the sixth byte would misparse everything after it.
+        bail!("varint longer than 5 bytes")
     }
 }
 
@@ -1209,4 +1211,21 @@ mod tests {
 fn bounded_capacity(claimed: usize, remaining: usize) -> usize {
     const PREALLOC_ELEMENTS_MAX: usize = 1024;
     claimed.min(remaining).min(PREALLOC_ELEMENTS_MAX)
+}
+
+/// Runnel patch: the most tagged fields one structure may carry.
+///
+/// Kafka's schemas define a handful of tagged fields per structure. Each unknown one is kept in a
+/// map entry of some 50 bytes for as little as 2 wire bytes, so a frame of a million empty tagged
+/// fields cost 25 times its size in memory. More than this many is refused as malformed.
+pub const TAGGED_FIELDS_MAX: u32 = 256;
+
+/// Runnel patch: reads the tagged-field count of a structure, refusing more than
+/// [`TAGGED_FIELDS_MAX`]. Every generated decoder calls this instead of reading the varint.
+pub fn decode_tagged_field_count<B: ByteBuf>(buf: &mut B) -> Result<u32> {
+    let count: u32 = UnsignedVarInt.decode(buf)?;
+    if count > TAGGED_FIELDS_MAX {
+        bail!("{count} tagged fields, at most {TAGGED_FIELDS_MAX} are accepted");
+    }
+    Ok(count)
 }
