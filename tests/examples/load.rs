@@ -189,6 +189,9 @@ fn consume(args: &Args) -> Result<()> {
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760")
         .set("queued.max.messages.kbytes", "1048576")
+        // librdkafka pauses fetching for fetch.queue.backoff.ms once this many records wait
+        // in its queue; the default (100,000) would make the client, not the broker, the limit.
+        .set("queued.min.messages", "10000000")
         .create()?;
     let metadata = consumer.fetch_metadata(Some(&args.topic), Duration::from_secs(10))?;
     let topic = metadata

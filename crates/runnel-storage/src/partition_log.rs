@@ -304,11 +304,6 @@ impl PartitionLog {
             base_offset,
             config.segment_index_bytes,
         )?);
-        self.segments
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::clone(&segment));
-        tracing::debug!(path = %segment.log_path().display(), "rolled to a new segment");
         producers.write_snapshot(&self.dir, base_offset)?;
         RecoveryCheckpoint {
             recovery_point_offset: base_offset,
@@ -316,6 +311,14 @@ impl PartitionLog {
             position_bytes: 0,
         }
         .write(&self.dir)?;
+        // Only now may the cleaner see the sealed segment as closed: had the checkpoint still
+        // named a byte position inside it, a crash after the cleaner rewrote it would make
+        // recovery start mid-batch in the rewritten file.
+        self.segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&segment));
+        tracing::debug!(path = %segment.log_path().display(), "rolled to a new segment");
         Ok(segment)
     }
 
