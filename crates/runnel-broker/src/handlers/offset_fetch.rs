@@ -18,8 +18,6 @@ use crate::group::CommittedOffset;
 
 /// v8 batched groups.
 const MULTI_GROUP_VERSION: i16 = 8;
-/// v2 added the top-level error code.
-const TOP_LEVEL_ERROR_VERSION: i16 = 2;
 /// v5 added `committed_leader_epoch`.
 const LEADER_EPOCH_VERSION: i16 = 5;
 
@@ -94,9 +92,9 @@ pub(crate) async fn handle(
                 )
         })
         .collect();
-    let response = OffsetFetchResponse::default().with_topics(topics);
-    let _ = TOP_LEVEL_ERROR_VERSION; // No group-level error can occur here yet (no loading).
-    Ok(response)
+    // The top-level error code (v2+) stays 0: groups are loaded before the broker serves, so
+    // COORDINATOR_LOAD_IN_PROGRESS cannot happen.
+    Ok(OffsetFetchResponse::default().with_topics(topics))
 }
 
 /// Answers for the wanted partitions (all committed ones when `None`), by topic.
