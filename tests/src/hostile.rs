@@ -142,20 +142,32 @@ pub fn fix_crc(batch: &mut [u8]) {
     }
 }
 
-/// Fetch v4 body (replica id, one partition from `offset`); v4 is the oldest version served.
+/// Fetch v4 body (replica id, one partition from `offset`, up to 1 MiB); v4 is the oldest
+/// version served.
 pub fn fetch_v4(replica_id: i32, topic: &str, partition: i32, offset: i64) -> Vec<u8> {
+    fetch_v4_up_to(replica_id, topic, partition, offset, 1024 * 1024)
+}
+
+/// [`fetch_v4`] asking for up to `max_bytes` (for the response and the partition).
+pub fn fetch_v4_up_to(
+    replica_id: i32,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_bytes: i32,
+) -> Vec<u8> {
     let mut body = Vec::new();
     put_i32(&mut body, replica_id);
     put_i32(&mut body, 0); // max_wait_ms
     put_i32(&mut body, 1); // min_bytes
-    put_i32(&mut body, 1024 * 1024); // max_bytes
+    put_i32(&mut body, max_bytes);
     body.push(0); // isolation_level: read uncommitted
     put_i32(&mut body, 1); // one topic
     put_string(&mut body, topic);
     put_i32(&mut body, 1); // one partition
     put_i32(&mut body, partition);
     put_i64(&mut body, offset);
-    put_i32(&mut body, 1024 * 1024); // partition_max_bytes
+    put_i32(&mut body, max_bytes); // partition_max_bytes
     body
 }
 

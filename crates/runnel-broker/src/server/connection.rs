@@ -6,7 +6,9 @@
 //!
 //! Anything malformed closes this connection only: the caller logs it and the broker goes on.
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +18,9 @@ use runnel_protocol::frame::{bytes_wanted, split_frame};
 use runnel_protocol::request::{decode_request_body, decode_request_header, encode_response};
 use runnel_protocol::ProtocolError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -34,8 +36,13 @@ const READ_CHUNK_BYTES_MAX: usize = 1024 * 1024;
 /// until the client takes responses: bounded memory per connection, backpressure for
 /// pipelining clients (librdkafka keeps up to 5 or more produce requests in flight).
 const IN_FLIGHT_RESPONSES_MAX: usize = 128;
-/// Initial read buffer per connection.
+/// Read buffer taken when bytes arrive on a connection that holds no partial request. An idle
+/// connection holds no read buffer at all.
 const READ_BUFFER_BYTES_INITIAL: usize = 8 * 1024;
+/// Encoded response bytes a connection may have queued before it stops starting requests:
+/// a client that pipelines large fetches but never reads holds at most this plus one response
+/// (at most `fetch.max.bytes`), not `IN_FLIGHT_RESPONSES_MAX` large responses.
+const QUEUED_RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// Why a connection was closed by us.
 #[derive(Debug, thiserror::Error)]
@@ -84,10 +91,16 @@ async fn serve_requests(
     let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
     let (mut reader, writer) = stream.into_split();
     let (responses, queued) = mpsc::channel(IN_FLIGHT_RESPONSES_MAX);
-    let writer = tokio::spawn(write_responses(writer, queued, idle));
-    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES_INITIAL);
+    let queued_bytes = Arc::new(QueuedBytes::default());
+    let writer = tokio::spawn(write_responses(
+        writer,
+        queued,
+        Arc::clone(&queued_bytes),
+        idle,
+    ));
+    let mut buf = BytesMut::new();
     let mut idle_deadline = Instant::now() + idle;
-    let read_result = loop {
+    let read_result = 'serve: loop {
         let mut failed = None;
         while let Some(frame) = match split_frame(&mut buf, frame_bytes_max) {
             Ok(frame) => frame,
@@ -96,10 +109,17 @@ async fn serve_requests(
                 None
             }
         } {
+            // Large responses the client has not taken yet hold back the next request.
+            tokio::select! {
+                () = queued_bytes.below(QUEUED_RESPONSE_BYTES_MAX) => {}
+                () = responses.closed() => break 'serve Ok(()),
+                () = shutdown.requested() => break 'serve Ok(()),
+            }
             match handle_frame(broker, frame, &client_host).await {
                 // A full queue waits here: the client gets no further reads until it takes
                 // its responses (backpressure instead of buffering).
                 Ok(Some(pending)) => {
+                    queued_bytes.add(pending.ready_len());
                     if responses.send(pending).await.is_err() {
                         break;
                     }
@@ -119,9 +139,8 @@ async fn serve_requests(
             Ok(wanted) => wanted,
             Err(e) => break Err(e.into()),
         };
-        buf.reserve(wanted.clamp(1, READ_CHUNK_BYTES_MAX));
         tokio::select! {
-            read = reader.read_buf(&mut buf) => match read {
+            read = read_more(&mut reader, &mut buf, wanted) => match read {
                 Ok(0) => break Ok(()),
                 Ok(_) => {}
                 Err(e) => break Err(e.into()),
@@ -137,12 +156,74 @@ async fn serve_requests(
     read_result.and(write_result)
 }
 
+/// Reads at least one byte into `buf`, wanting `wanted` more. A connection with nothing
+/// buffered waits for the socket to become readable before it takes a buffer, so ten thousand
+/// idle connections hold no read buffers.
+async fn read_more(
+    reader: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    wanted: usize,
+) -> std::io::Result<usize> {
+    if !buf.is_empty() {
+        buf.reserve(wanted.clamp(1, READ_CHUNK_BYTES_MAX));
+        return reader.read_buf(buf).await;
+    }
+    loop {
+        // Frames already handed out keep their own part of the old allocation alive.
+        *buf = BytesMut::new();
+        reader.readable().await?;
+        buf.reserve(wanted.clamp(READ_BUFFER_BYTES_INITIAL, READ_CHUNK_BYTES_MAX));
+        match reader.try_read_buf(buf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            read => return read,
+        }
+    }
+}
+
+/// Encoded bytes of the ready responses a connection has queued but not yet written.
+#[derive(Default)]
+struct QueuedBytes {
+    bytes: AtomicUsize,
+    written: Notify,
+}
+
+impl QueuedBytes {
+    fn add(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    fn remove(&self, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.written.notify_one();
+    }
+
+    /// Returns once fewer than `limit` bytes are queued.
+    async fn below(&self, limit: usize) {
+        while self.bytes.load(Ordering::Acquire) >= limit {
+            // `notify_one` stores a permit when nobody waits, so a write that lands between
+            // the check and this await still wakes us.
+            self.written.notified().await;
+        }
+    }
+}
+
 /// A response owed to the client, in request order.
 enum PendingResponse {
     /// Encoded and ready.
     Ready(Bytes),
     /// Completing in its own task (acks=-1 waiting for fsync); `None` means nothing is sent.
+    /// These are small (produce responses), so they are bounded by count alone.
     Completing(JoinHandle<Result<Option<Bytes>, CloseReason>>),
+}
+
+impl PendingResponse {
+    /// Bytes counted against [`QUEUED_RESPONSE_BYTES_MAX`].
+    fn ready_len(&self) -> usize {
+        match self {
+            PendingResponse::Ready(bytes) => bytes.len(),
+            PendingResponse::Completing(_) => 0,
+        }
+    }
 }
 
 /// Writes owed responses in request order; ends when the reader is done and the queue is empty,
@@ -150,9 +231,11 @@ enum PendingResponse {
 async fn write_responses(
     mut writer: OwnedWriteHalf,
     mut queued: mpsc::Receiver<PendingResponse>,
+    queued_bytes: Arc<QueuedBytes>,
     idle: Duration,
 ) -> Result<(), CloseReason> {
     while let Some(pending) = queued.recv().await {
+        let counted = pending.ready_len();
         let response = match pending {
             PendingResponse::Ready(bytes) => Some(bytes),
             PendingResponse::Completing(task) => {
@@ -164,6 +247,7 @@ async fn write_responses(
                 .await
                 .map_err(|_| CloseReason::Idle)??;
         }
+        queued_bytes.remove(counted);
     }
     Ok(())
 }
