@@ -10,20 +10,20 @@ pub const HEADER_SIZE_BYTES: usize = 61;
 pub const LOG_OVERHEAD_BYTES: usize = 12;
 
 const BASE_OFFSET_AT: usize = 0;
-const BATCH_LENGTH_AT: usize = 8;
+pub(crate) const BATCH_LENGTH_AT: usize = 8;
 const PARTITION_LEADER_EPOCH_AT: usize = 12;
-const MAGIC_AT: usize = 16;
-const CRC_AT: usize = 17;
+pub(crate) const MAGIC_AT: usize = 16;
+pub(crate) const CRC_AT: usize = 17;
 /// The CRC covers everything from `attributes` to the end of the batch.
 const CRC_COVERED_FROM: usize = 21;
-const ATTRIBUTES_AT: usize = 21;
-const LAST_OFFSET_DELTA_AT: usize = 23;
+pub(crate) const ATTRIBUTES_AT: usize = 21;
+pub(crate) const LAST_OFFSET_DELTA_AT: usize = 23;
 const BASE_TIMESTAMP_AT: usize = 27;
-const MAX_TIMESTAMP_AT: usize = 35;
+pub(crate) const MAX_TIMESTAMP_AT: usize = 35;
 const PRODUCER_ID_AT: usize = 43;
 const PRODUCER_EPOCH_AT: usize = 51;
 const BASE_SEQUENCE_AT: usize = 53;
-const RECORDS_COUNT_AT: usize = 57;
+pub(crate) const RECORDS_COUNT_AT: usize = 57;
 
 const SUPPORTED_MAGIC: i8 = 2;
 const TIMESTAMP_TYPE_FLAG: i16 = 1 << 3;
@@ -174,6 +174,16 @@ impl BatchHeader {
     pub fn has_producer_id(&self) -> bool {
         self.producer_id >= 0
     }
+}
+
+/// The whole batch size in bytes (`batchLength + 12`) that the first 12 bytes of `prefix`
+/// claim, without parsing the rest of the header: recovery uses it to judge a batch whose
+/// header is damaged (`batchLength` is outside the CRC, as in Kafka). `None` if `prefix` is
+/// shorter than 12 bytes or the claim is smaller than the v2 header.
+pub(crate) fn claimed_size_bytes(prefix: &[u8]) -> Option<u64> {
+    let batch_length = u64::try_from(i32_at(prefix, BATCH_LENGTH_AT)?).ok()?;
+    let size_bytes = batch_length + LOG_OVERHEAD_BYTES as u64;
+    (size_bytes >= HEADER_SIZE_BYTES as u64).then_some(size_bytes)
 }
 
 /// `sequence + increment`, wrapping past `i32::MAX` to 0 (Kafka's `incrementSequence`).
@@ -364,6 +374,17 @@ mod tests {
             BatchHeader::parse(&bad),
             Err(BatchDefect::UnsupportedMagic(1))
         );
+    }
+
+    #[test]
+    fn claimed_size_reads_only_the_length_field() {
+        let mut batch = build_batch(2, 5, ProducerFields::NONE);
+        batch[MAGIC_AT] = 7;
+        assert_eq!(claimed_size_bytes(&batch[..12]), Some(batch.len() as u64));
+        assert_eq!(claimed_size_bytes(&batch[..11]), None);
+        assert_eq!(claimed_size_bytes(&[0u8; 12]), None);
+        batch[BATCH_LENGTH_AT] = 0x80;
+        assert_eq!(claimed_size_bytes(&batch), None, "negative length");
     }
 
     #[test]

@@ -67,8 +67,11 @@ pub enum StorageError {
         /// What is wrong with it.
         defect: BatchDefect,
     },
-    /// Data inside the durable (checkpointed) part of a segment is damaged. This is never
-    /// repaired by truncation: acknowledged data would silently disappear.
+    /// A batch in a segment is damaged where truncation would lose data: inside the durable
+    /// (checkpointed) part, or, found by recovery, after the checkpoint but with intact batches
+    /// after it (mid-log corruption, which a crash does not produce). Never repaired by
+    /// truncation: acknowledged data would silently disappear. Recovery leaves the `.log`
+    /// files as they were, for an operator to inspect.
     #[error("segment {path}: corrupt batch at position {position}: {defect}")]
     CorruptSegment {
         /// The `.log` file.

@@ -148,20 +148,31 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl PartitionLog {
     /// Opens the log in `dir`, creating the directory if missing, and recovers it (see the
-    /// `recovery` module): a torn or corrupt tail after the recovery checkpoint is cut off.
+    /// `recovery` module): a torn tail after the recovery checkpoint is cut off.
     ///
     /// A segment shorter than the checkpoint says (fsynced bytes lost underneath us) is verified
-    /// from its start and cut at its first bad batch, with an ERROR naming the file.
+    /// from its start and cut at its first torn batch, with an ERROR naming the file.
     ///
-    /// Errors: `Io` naming the file; `CorruptSegment` or `CheckpointSegmentMissing` when data
-    /// below the recovery checkpoint is damaged.
+    /// Errors: `Io` naming the file; `CheckpointSegmentMissing` when a segment the recovery
+    /// checkpoint names is gone; `CorruptSegment` when data below the checkpoint is damaged, or
+    /// when a damaged batch after it is followed by an intact one (mid-log corruption: nothing
+    /// is cut or deleted, the partition stays closed until an operator looks).
     pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, StorageError> {
         let recovered = recover(dir, &config)?;
         let producers = rebuild_producer_state(dir, &recovered.segments, recovered.log_end_offset)?;
         let first_base = recovered.segments.first().map_or(0, |s| s.base_offset());
-        let log_start_offset = read_log_start_offset(dir)?
+        let checkpointed_start = read_log_start_offset(dir)?;
+        let log_start_offset = checkpointed_start
             .unwrap_or(first_base)
             .clamp(first_base, recovered.log_end_offset);
+        if checkpointed_start.is_some_and(|start| start > log_start_offset) {
+            // The checkpoint is past the recovered log end (DeleteRecords moved it over records
+            // that were never fsynced). Lower it on disk too: appends now get offsets below the
+            // old value, and the next open would otherwise hide them.
+            tracing::warn!(dir = %dir.display(), log_start_offset,
+                "log start offset checkpoint beyond the log end; lowering it");
+            write_log_start_offset(dir, log_start_offset)?;
+        }
         let active = Arc::clone(&recovered.active);
         // Segments wholly below the log start offset were being deleted when we stopped
         // (the checkpoint is written before the files go): finish the job.

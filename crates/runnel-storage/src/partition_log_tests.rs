@@ -7,16 +7,13 @@
     clippy::panic
 )]
 
-use std::path::Path;
-
 use proptest::prelude::*;
 
 use super::*;
 use crate::batch_header::testing::{build_batch, ProducerFields};
 use crate::error::BatchDefect;
-use crate::segment::{offset_file_name, INDEX_EXTENSION, LOG_EXTENSION};
-
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use crate::segment::{offset_file_name, INDEX_EXTENSION};
+use crate::test_support::{appended, log_path, TestResult};
 
 fn batch(records: i32, value_bytes: usize) -> Vec<u8> {
     build_batch(records, value_bytes, ProducerFields::NONE)
@@ -68,20 +65,6 @@ fn read_all(log: &PartitionLog) -> Vec<(i64, i64)> {
         }
     }
     out
-}
-
-fn appended(outcome: AppendOutcome) -> (i64, i64) {
-    match outcome {
-        AppendOutcome::Appended {
-            base_offset,
-            last_offset,
-        } => (base_offset, last_offset),
-        other => panic!("expected Appended, got {other:?}"),
-    }
-}
-
-fn log_path(dir: &Path, base: i64) -> std::path::PathBuf {
-    dir.join(offset_file_name(base, LOG_EXTENSION))
 }
 
 #[test]
@@ -287,7 +270,7 @@ fn flipped_bit_in_last_batch_is_cut_off() -> TestResult {
 }
 
 #[test]
-fn corruption_in_an_earlier_unflushed_segment_drops_later_segments() -> TestResult {
+fn torn_tail_in_an_earlier_unflushed_segment_drops_later_segments() -> TestResult {
     let dir = tempfile::tempdir()?;
     let config = LogConfig {
         segment_ms: 0,
@@ -299,16 +282,21 @@ fn corruption_in_an_earlier_unflushed_segment_drops_later_segments() -> TestResu
             log.append(&batch(1, 10))?;
         }
     }
-    // Remove the checkpoint so every segment counts as unflushed, then damage segment 1.
+    // Remove the checkpoint so every segment counts as unflushed, then tear segment 1's only
+    // batch: its last byte never reached the disk. (This test used to flip that byte instead;
+    // with segment 2 intact after it, that is now mid-log corruption, which recovery reports
+    // instead of cutting: see `crash_matrix_tests`. Missing bytes are what a crash leaves.)
     std::fs::remove_file(dir.path().join(crate::checkpoint::CHECKPOINT_FILE_NAME))?;
     let path = log_path(dir.path(), 1);
-    let mut bytes = std::fs::read(&path)?;
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    std::fs::write(&path, bytes)?;
+    let len = std::fs::metadata(&path)?.len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)?
+        .set_len(len - 1)?;
     let log = PartitionLog::open(dir.path(), config)?;
     assert_eq!(read_all(&log), vec![(0, 0)]);
     assert!(!log_path(dir.path(), 2).exists());
+    assert_eq!(appended(log.append(&batch(1, 1))?), (1, 1));
     Ok(())
 }
 
@@ -597,4 +585,33 @@ proptest! {
             prop_assert!(linear.is_some_and(|(p, _)| position <= p));
         }
     }
+}
+
+/// Found by `fuzz/` (segment_recovery): a log start offset checkpoint of 110 over a log
+/// that recovers to offset 2 (empty segments 0 and 2, recovery checkpoint at segment 0,
+/// position 0). `open` lowered the start to 2 in memory only, so the offset-2 append below was
+/// acknowledged and then hidden by the next `open` ("offset 2 is out of range [3, 3]").
+#[test]
+fn log_start_checkpoint_beyond_the_log_end_is_lowered_on_disk() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // Sealed (magic, version, payload, CRC32C) as `checkpoint.rs` writes them.
+    const LOG_START_110: &[u8] = b"RNLS\x00\x01\x00\x00\x00\x00\x00\x00\x00\x6e\x68\x0d\xeb\x78";
+    const RECOVERY_POINT_0: &[u8] = b"RNRP\x00\x01\
+        \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\
+        \x00\x00\x00\x00\x00\x00\x00\x00\x11\xbc\x7d\x81";
+    std::fs::write(dir.path().join("log-start-offset-checkpoint"), LOG_START_110)?;
+    std::fs::write(dir.path().join("recovery-point-offset-checkpoint"), RECOVERY_POINT_0)?;
+    std::fs::write(dir.path().join("00000000000000000000.log"), b"")?;
+    std::fs::write(dir.path().join("00000000000000000002.log"), b"")?;
+
+    let log = PartitionLog::open(dir.path(), small_config())?;
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (2, 2));
+    assert_eq!(appended(log.append(&batch(1, 4))?), (2, 2));
+    log.close()?;
+    drop(log);
+
+    let log = PartitionLog::open(dir.path(), small_config())?;
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (2, 3));
+    assert_eq!(read_all(&log), vec![(2, 2)]);
+    Ok(())
 }

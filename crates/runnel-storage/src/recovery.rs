@@ -1,15 +1,24 @@
 //! Opening a partition directory after a clean or unclean shutdown: find the segments, trust
 //! what the recovery checkpoint says was fsynced, verify everything after it batch by batch
-//! (length, CRC32C, increasing offsets), cut the torn or corrupt tail, rebuild indexes, and
-//! rebuild producer state from the newest snapshot plus a header-only replay.
+//! (length, CRC32C, increasing offsets), cut a torn tail, rebuild indexes, and rebuild producer
+//! state from the newest snapshot plus a header-only replay.
 //!
-//! Never cuts below the checkpoint: damage there is reported as an error, because those
-//! offsets were acknowledged as durable.
+//! The first bad batch after the checkpoint is classified (see [`classify_damage`]):
+//! - a torn tail, what a crash leaves where data was being written (a short header, a length
+//!   running past the end of the file, zeros, or a bad batch with nothing intact after it), is
+//!   cut off with a WARN, and later segments, never durable, are deleted;
+//! - mid-log corruption, a bad batch of plausible length followed by an intact batch, cannot
+//!   come from a crash: it is reported as `CorruptSegment` at ERROR and no `.log` file is cut or
+//!   deleted, so an operator can inspect it (cutting would silently drop the intact batches).
+//!
+//! Bytes below the checkpoint are not re-verified (start-up stays fast); only the index entries
+//! of that prefix are checked. A segment shorter than the checkpoint says is the exception: it
+//! is verified from its first byte, after an ERROR saying durable data was lost.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::batch_header::verify_crc;
+use crate::batch_header::{claimed_size_bytes, verify_crc, BatchHeader, LOG_OVERHEAD_BYTES};
 use crate::checkpoint::{sync_dir, RecoveryCheckpoint, TEMP_SUFFIX};
 use crate::error::{BatchDefect, IoResultExt, StorageError};
 use crate::offset_index::IndexedBatch;
@@ -52,18 +61,19 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredLog, St
     let mut remaining = segments.into_iter().peekable();
     let mut log_end_offset = 0;
     while let Some(segment) = remaining.next() {
-        let next_base = remaining.peek().map(|s| s.base_offset());
-        let outcome = recover_segment(&segment, checkpoint, next_base, config)?;
+        let next_segment = remaining.peek().map(Arc::as_ref);
+        let outcome = recover_segment(&segment, checkpoint, next_segment, config)?;
         log_end_offset = segment.next_offset();
         recovered.push(segment);
         if let Some((position, defect)) = outcome.defect {
             let path = recovered.last().map(|s| s.log_path().display().to_string());
-            tracing::warn!(path, position, %defect, "truncated the log at an invalid or torn batch");
+            tracing::warn!(path, position, %defect, "truncated the log at a torn batch");
             for later in remaining.by_ref() {
-                // Data after a bad batch was never acknowledged as durable (it is past the
-                // checkpoint), and a log cannot have holes, so later segments must go.
+                // Data after a torn tail is past the checkpoint, and the first batch after the
+                // tail (if any) is not intact (else it would be mid-log corruption), so nothing
+                // after it can be trusted; a log cannot have holes, so later segments must go.
                 tracing::warn!(path = %later.log_path().display(),
-                    "DELETING segment after corrupt data in an earlier segment");
+                    "DELETING segment after a torn tail in an earlier segment");
                 later.delete_files()?;
             }
         }
@@ -155,20 +165,25 @@ fn usable_checkpoint(
 }
 
 struct SegmentOutcome {
-    /// Where the segment was cut, and why.
+    /// Where the segment was cut at a torn tail, and why.
     defect: Option<(u64, BatchDefect)>,
 }
 
-/// Recovers one segment: checks the index of the trusted prefix, verifies the rest, cuts it
-/// at the first bad batch and publishes the segment's size and next offset.
+/// Recovers one segment: checks the index of the trusted prefix, verifies the rest, cuts a
+/// torn tail and publishes the segment's size and next offset. `next_segment` is the one after
+/// it, if any.
+///
+/// Errors: `CorruptSegment` for mid-log corruption (see [`classify_damage`]); the `.log` file
+/// is then left as it was. `Io`.
 fn recover_segment(
     segment: &LogSegment,
     checkpoint: Option<RecoveryCheckpoint>,
-    next_base: Option<i64>,
+    next_segment: Option<&LogSegment>,
     config: &LogConfig,
 ) -> Result<SegmentOutcome, StorageError> {
     let file_len = segment.file_len_bytes()?;
     let base = segment.base_offset();
+    let next_base = next_segment.map(LogSegment::base_offset);
     let (trusted_bytes, mut next_offset) = match checkpoint {
         Some(cp) if base < cp.segment_base_offset => {
             // Wholly fsynced: its offsets end where the next segment begins.
@@ -215,6 +230,29 @@ fn recover_segment(
             }
         }
     }
+    if let Some((position, found)) = &defect {
+        let damage = classify_damage(
+            segment,
+            *position,
+            file_len,
+            next_offset,
+            next_segment,
+            &mut batch,
+        )?;
+        if damage == Damage::MidLog {
+            // Returned before `set_recovered`: the file is not cut, and `recover` deletes
+            // nothing and writes no checkpoint. Only derived index files may have been
+            // rewritten (for this segment and the ones before it).
+            let error = StorageError::CorruptSegment {
+                path: segment.log_path().to_path_buf(),
+                position: *position,
+                defect: found.clone(),
+            };
+            tracing::error!(%error, "an intact batch follows the corrupt one, so this is not a \
+                torn write: refusing to open the partition; no file was cut or deleted");
+            return Err(error);
+        }
+    }
     segment.set_recovered(position, next_offset)?;
     // A segment wholly before the checkpoint segment was sealed on roll, so its time index
     // can be trusted if it looks sane; any other is rebuilt from its headers (the active
@@ -228,6 +266,83 @@ fn recover_segment(
     Ok(SegmentOutcome { defect })
 }
 
+/// What a bad batch found by recovery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Damage {
+    /// What a crash leaves where data was being written: cut it off.
+    TornTail,
+    /// Damaged data with intact data after it: report it, change nothing.
+    MidLog,
+}
+
+/// Bytes of a page: a write lost in a power failure leaves whole pages of zeros (or of the
+/// file's old contents), in any order when the data was not yet fsynced.
+pub(crate) const PAGE_SIZE_BYTES: u64 = 4096;
+
+/// Classifies the bad batch at `position` of `segment` (`file_len` bytes long; offsets from
+/// `next_offset` on expected). It is mid-log corruption when all of these hold, else a torn
+/// tail:
+/// - its length field is plausible: at least the v2 header, and the batch ends within the file
+///   (a short header or a length past the end is a write cut short);
+/// - it holds no whole aligned page of zeros (a page that never reached the disk; an all-zero
+///   region has length 0 and already fails the first rule);
+/// - an intact batch (header, length within the file, CRC32C, base offset >= `next_offset`)
+///   starts right after it: in this segment, or, when the bad batch ends the segment, at the
+///   start of `next_segment`.
+///
+/// A crash does not leave an intact batch after a damaged one: appends are sequential, and a
+/// segment was fsynced before the next one was created. Evidence is required before refusing
+/// to open, so a damaged length field (the batch then seems to end elsewhere) is a torn tail.
+fn classify_damage(
+    segment: &LogSegment,
+    position: u64,
+    file_len: u64,
+    next_offset: i64,
+    next_segment: Option<&LogSegment>,
+    scratch: &mut Vec<u8>,
+) -> Result<Damage, StorageError> {
+    let mut prefix = [0u8; LOG_OVERHEAD_BYTES];
+    if file_len.saturating_sub(position) < LOG_OVERHEAD_BYTES as u64 {
+        return Ok(Damage::TornTail);
+    }
+    segment.read_exact_at(&mut prefix, position)?;
+    let Some(end) = claimed_size_bytes(&prefix).map(|size| position.saturating_add(size)) else {
+        return Ok(Damage::TornTail);
+    };
+    if end > file_len {
+        return Ok(Damage::TornTail);
+    }
+    let intact_after = if end < file_len {
+        verify_batch_at(segment, end, file_len, next_offset, scratch)?.is_ok()
+    } else if let Some(next) = next_segment {
+        let next_len = next.file_len_bytes()?;
+        next.base_offset() >= next_offset
+            && verify_batch_at(next, 0, next_len, next.base_offset(), scratch)?.is_ok()
+    } else {
+        false
+    };
+    // Checked last: it reads the whole batch, which only matters when the rest says corrupt.
+    if !intact_after || holds_zero_page(segment, position, end)? {
+        return Ok(Damage::TornTail);
+    }
+    Ok(Damage::MidLog)
+}
+
+/// True when `[start, end)` of the segment contains a whole page-aligned page of zero bytes.
+/// Reads one page at a time (at most the batch, which lies within the file).
+fn holds_zero_page(segment: &LogSegment, start: u64, end: u64) -> Result<bool, StorageError> {
+    let mut page = [0u8; PAGE_SIZE_BYTES as usize];
+    let mut at = start.next_multiple_of(PAGE_SIZE_BYTES);
+    while at.saturating_add(PAGE_SIZE_BYTES) <= end {
+        segment.read_exact_at(&mut page, at)?;
+        if page.iter().all(|&b| b == 0) {
+            return Ok(true);
+        }
+        at += PAGE_SIZE_BYTES;
+    }
+    Ok(false)
+}
+
 /// Reads and fully verifies the batch at `position` (into `scratch`): header, length within
 /// `file_len`, base offset >= `expected_min_offset`, CRC32C.
 fn verify_batch_at(
@@ -236,7 +351,7 @@ fn verify_batch_at(
     file_len: u64,
     expected_min_offset: i64,
     scratch: &mut Vec<u8>,
-) -> Result<Result<crate::batch_header::BatchHeader, BatchDefect>, StorageError> {
+) -> Result<Result<BatchHeader, BatchDefect>, StorageError> {
     let header = match segment.read_header_at(position, file_len)? {
         Ok(header) => header,
         Err(defect) => return Ok(Err(defect)),

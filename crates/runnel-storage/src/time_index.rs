@@ -116,9 +116,10 @@ impl TimeIndex {
         &self.path
     }
 
-    /// True when the file existed (unless the segment is empty), holds whole entries with
-    /// strictly increasing timestamps and non-decreasing offsets, all below
-    /// `relative_end_offset` (the segment's next offset minus its base).
+    /// True when the file holds whole entries with strictly increasing timestamps and
+    /// non-decreasing offsets, all below `relative_end_offset` (the segment's next offset minus
+    /// its base), and it existed with entries, or, for an empty segment, holds none (a stale
+    /// entry there would report a timestamp the segment does not have).
     pub(crate) fn is_sane(&self, segment_is_empty: bool, relative_end_offset: u64) -> bool {
         let state = self.read_state();
         let entries = &state.entries;
@@ -130,7 +131,11 @@ impl TimeIndex {
         let in_bounds = entries
             .last()
             .is_none_or(|e| u64::from(e.relative_offset) < relative_end_offset);
-        let present = (!self.was_missing && !entries.is_empty()) || segment_is_empty;
+        let present = if segment_is_empty {
+            entries.is_empty()
+        } else {
+            !self.was_missing && !entries.is_empty()
+        };
         present && whole && increasing && in_bounds
     }
 
