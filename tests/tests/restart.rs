@@ -5,10 +5,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rdkafka::producer::FutureRecord;
+use rdkafka::Offset;
+use runnel_e2e::hostile::{error_code, fetch_v4, parse_fetch_v4};
 use runnel_e2e::log_file::{partition_batches, segment_files, StoredBatch};
+use runnel_e2e::wire::{
+    api_key, parse_produce_v3, produce_v3, record_batch, ProducerIdentity, RawConnection,
+};
 use runnel_e2e::{
-    by_position, create_topic, ensure, ensure_eq, produce_all, producer, read_all, wait_until,
-    watermarks, Acked, Record, Result, Rng, TestBroker, TestResult, WAIT_TIMEOUT,
+    by_position, consume_n, consumer_assigned, create_topic, ensure, ensure_eq, produce_all,
+    produce_one, producer, read_all, wait_until, watermarks, Acked, Record, Result, Rng,
+    TestBroker, TestResult, WAIT_TIMEOUT,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,6 +338,168 @@ async fn torn_tail_is_cut(stop: Stop) -> TestResult {
                 "no ERROR naming the damaged segment in the broker log"
             );
         }
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// A flipped bit inside a middle batch, with intact batches after it, is not what a crash
+/// leaves: cutting there would silently drop the records after it. The broker starts, reports
+/// the damage as an ERROR naming the segment, keeps that one partition offline
+/// (KAFKA_STORAGE_ERROR) without touching its file, serves every other partition, and once the
+/// operator repairs the byte and restarts, every record reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mid_log_corruption_takes_only_that_partition_offline() -> TestResult {
+    let mut broker = TestBroker::start(&["--set", "auto.create.topics.enable=false"])?;
+    let result = async {
+        let (damaged, intact) = ("damaged", "intact");
+        create_topic(&broker, damaged, 1).await?;
+        create_topic(&broker, intact, 1).await?;
+        let values = produce_rounds(&broker, damaged).await?;
+        let intact_values = produce_rounds(&broker, intact).await?;
+        // Unclean: the batches are past the recovery checkpoint, so recovery verifies them.
+        broker.kill9()?;
+        let dir = broker.partition_dir(damaged, 0);
+        let batches = partition_batches(&dir)?;
+        let middle = batches
+            .get(batches.len() / 2)
+            .ok_or("no middle batch")?
+            .clone();
+        let segment = segment_files(&dir)?
+            .first()
+            .ok_or("no segment file")?
+            .clone();
+        let original = std::fs::read(&segment)?;
+        let mut flipped = original.clone();
+        // A byte inside the records of the middle batch (after its 61-byte header).
+        let at = usize::try_from(middle.position + 61 + 5)?;
+        *flipped.get_mut(at).ok_or("batch position past the file")? ^= 0x10;
+        std::fs::write(&segment, &flipped)?;
+
+        broker.start_again()?;
+        // The other topic is served as before.
+        let stored = read_all(&broker, intact, 1).await?;
+        let read: Vec<Vec<u8>> = stored
+            .values()
+            .flatten()
+            .filter_map(|r| r.value.clone())
+            .collect();
+        ensure!(read == intact_values, "the intact topic's records differ");
+        // The damaged partition answers KAFKA_STORAGE_ERROR to produce and fetch.
+        let mut raw = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+        let no_identity = ProducerIdentity {
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        };
+        let batch = record_batch(&[b"refused"], no_identity, 0);
+        let produced = parse_produce_v3(&raw.round_trip(
+            api_key::PRODUCE,
+            3,
+            &produce_v3(-1, damaged, 0, &batch)?,
+        )?)?;
+        ensure_eq!(
+            produced.iter().map(|p| p.error_code).collect::<Vec<_>>(),
+            vec![error_code::KAFKA_STORAGE_ERROR],
+            "produce to the damaged partition"
+        );
+        let fetched =
+            parse_fetch_v4(&raw.round_trip(api_key::FETCH, 4, &fetch_v4(-1, damaged, 0, 0))?)?;
+        ensure_eq!(
+            fetched.iter().map(|p| p.error_code).collect::<Vec<_>>(),
+            vec![error_code::KAFKA_STORAGE_ERROR],
+            "fetch from the damaged partition"
+        );
+        ensure!(
+            std::fs::read(&segment)? == flipped,
+            "the damaged segment was modified"
+        );
+        ensure!(
+            broker.log().lines().any(|l| l.contains("ERROR")
+                && l.contains("corrupt batch")
+                && l.contains(&format!("position {}", middle.position))
+                && l.contains("00000000000000000000.log")),
+            "no ERROR naming the damaged segment and position in the broker log"
+        );
+
+        // The operator restores the byte: everything is back.
+        ensure!(broker.terminate()?.success(), "SIGTERM exit status");
+        std::fs::write(&segment, &original)?;
+        broker.start_again()?;
+        let stored = read_all(&broker, damaged, 1).await?;
+        let read: Vec<Vec<u8>> = stored
+            .values()
+            .flatten()
+            .filter_map(|r| r.value.clone())
+            .collect();
+        ensure!(
+            read == values,
+            "records after the repair differ from those produced"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// Open file descriptors of process `pid`.
+fn open_files(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// Partition logs open lazily after a restart and an idle partition holds one descriptor (its
+/// `.log`), not three: ten thousand partitions fit a 20,000-descriptor limit. Every partition
+/// is still served, the ones written before the restart with their records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_partitions_reopen_lazily_with_one_file_each() -> TestResult {
+    const PARTITIONS: i32 = 3_000;
+    let mut broker = TestBroker::start(&["--set", "auto.create.topics.enable=false"])?;
+    let result = async {
+        let topic = "wide";
+        create_topic(&broker, topic, PARTITIONS).await?;
+        let written = [0, PARTITIONS / 2, PARTITIONS - 1];
+        let before = producer(&broker, &[("acks", "all")])?;
+        for partition in written {
+            produce_one(&before, topic, Some(partition), None, b"before")
+                .await
+                .map_err(|e| format!("produce to partition {partition}: {e}"))?;
+        }
+        drop(before);
+        ensure!(broker.terminate()?.success(), "SIGTERM exit status");
+        broker.start_again()?;
+        let opened = format!("partition logs opened partitions={PARTITIONS} offline=0");
+        wait_until("every partition log opened", WAIT_TIMEOUT, || {
+            let seen = broker.log().contains(&opened);
+            async move { Ok(seen) }
+        })
+        .await?;
+        let pid = broker.pid().ok_or("broker not running")?;
+        let files = open_files(pid)?;
+        let bound = usize::try_from(PARTITIONS)? + 200;
+        ensure!(
+            files < bound,
+            "broker holds {files} descriptors for {PARTITIONS} idle partitions (bound {bound})"
+        );
+        for partition in written {
+            ensure_eq!(
+                watermarks(&broker, topic, partition)?,
+                (0, 1),
+                "watermarks of partition {partition} after the restart"
+            );
+        }
+        let producer = producer(&broker, &[("acks", "all")])?;
+        let acked = produce_one(&producer, topic, Some(PARTITIONS - 2), None, b"after")
+            .await
+            .map_err(|e| format!("produce after the restart: {e}"))?;
+        ensure_eq!(acked.offset, 0, "first offset of a never-written partition");
+        let consumer = consumer_assigned(&broker, topic, &[PARTITIONS - 1], Offset::Beginning)?;
+        let records = consume_n(&consumer, 1, WAIT_TIMEOUT).await?;
+        ensure_eq!(
+            records.first().and_then(|r| r.value.clone()),
+            Some(b"before".to_vec()),
+            "record written before the restart"
+        );
         Ok(())
     }
     .await;

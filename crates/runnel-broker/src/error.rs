@@ -16,6 +16,15 @@ pub enum BrokerError {
     /// The partition log refused or failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The partition's log could not be opened (damaged data, or I/O): it is offline until the
+    /// broker restarts; every other partition is served.
+    #[error("partition {dir} is offline: {reason}")]
+    PartitionOffline {
+        /// The partition directory.
+        dir: std::path::PathBuf,
+        /// Why opening it failed.
+        reason: std::sync::Arc<StorageError>,
+    },
     /// The topic or partition does not exist here.
     #[error("unknown topic or partition {0}")]
     UnknownTopicOrPartition(String),
@@ -131,7 +140,9 @@ impl BrokerError {
                 ResponseError::InvalidRequest
             }
             BrokerError::NotAReplica(_) => ResponseError::NotLeaderOrFollower,
-            BrokerError::FlushFailed(_) => ResponseError::KafkaStorageError,
+            BrokerError::FlushFailed(_) | BrokerError::PartitionOffline { .. } => {
+                ResponseError::KafkaStorageError
+            }
             BrokerError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
             BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
             BrokerError::Group(e) => group_error_code(*e),

@@ -63,9 +63,13 @@ pub async fn run_log_maintenance(broker: Arc<Broker>) {
                 .then(|| topic.config.compaction_policy());
             for partition in topic.partitions.clone() {
                 let name = topic.name.clone();
-                let log = Arc::clone(&partition.log);
                 let index = partition.index;
                 let outcome = tokio::task::spawn_blocking(move || {
+                    // Opens a log not used since start-up: retention applies to every one.
+                    // An offline partition was reported when it failed to open.
+                    let Ok(log) = partition.log() else {
+                        return;
+                    };
                     let now_ms = now_ms();
                     if let Some(policy) = compaction {
                         if let Err(error) = log.clean(&policy, &ProtocolRecordReader, now_ms) {
@@ -118,7 +122,10 @@ pub async fn run_periodic_flush(broker: Arc<Broker>) {
                 let last = last_flush
                     .entry((topic.name.clone(), partition.index))
                     .or_insert(now);
-                let log = Arc::clone(&partition.log);
+                // A log not opened since start-up has nothing unflushed.
+                let Some(log) = partition.opened_log().map(Arc::clone) else {
+                    continue;
+                };
                 if !flush_due(
                     *last,
                     now,

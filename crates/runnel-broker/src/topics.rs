@@ -3,14 +3,21 @@
 //! A topic is committed by one small file, `<data>/__topics/<name>.properties` (topic id,
 //! partition count, config overrides), written atomically before its partition directories are
 //! used and removed first on deletion; partition logs live in `<data>/<name>-<partition>/`.
-//! Topic file I/O and log opening run on the blocking pool.
+//! Topic file I/O runs on the blocking pool.
+//!
+//! Partition logs are created with their topic but, at start-up, open lazily: start-up reads
+//! only the topic files, so a broker with ten thousand partitions serves at once; a log is
+//! opened (recovered) by its first use, or by the
+//! warm-up thread that walks every partition after start-up ([`TopicRegistry::open_all`]). A
+//! log that fails to open (mid-log corruption, I/O) leaves that one partition offline
+//! (KAFKA_STORAGE_ERROR) until restart; everything else is served.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex as StdMutex, OnceLock, PoisonError};
 
 use dashmap::DashMap;
-use runnel_storage::PartitionLog;
+use runnel_storage::{LogConfig, PartitionLog, StorageError};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -25,19 +32,81 @@ const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Upper bound on partitions per topic, so a request cannot ask for unbounded work.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 
-/// One partition of a topic: its log. On a single node the high watermark is the log end.
+/// One partition of a topic: its log, opened on first use. On a single node the high
+/// watermark is the log end.
 #[derive(Debug)]
 pub struct Partition {
     /// Partition index within the topic.
     pub index: i32,
-    /// The partition's log on disk.
-    pub log: Arc<PartitionLog>,
+    dir: PathBuf,
+    /// The storage settings the log opens with, and any change since. Held while the log is
+    /// being opened, so a config change cannot slip between reading it and the log existing.
+    log_config: StdMutex<LogConfig>,
+    log: OnceLock<Result<Arc<PartitionLog>, Arc<StorageError>>>,
 }
 
 impl Partition {
+    fn new(index: i32, dir: PathBuf, log_config: LogConfig) -> Partition {
+        Partition {
+            index,
+            dir,
+            log_config: StdMutex::new(log_config),
+            log: OnceLock::new(),
+        }
+    }
+
+    /// The partition's log, opening (recovering) it on first use. Opening after a clean
+    /// shutdown reads a few small files; after a crash it verifies the unflushed tail.
+    ///
+    /// Errors: `PartitionOffline` when the log could not be opened (then or earlier).
+    pub fn log(&self) -> Result<&Arc<PartitionLog>, BrokerError> {
+        let opened = match self.log.get() {
+            Some(opened) => opened,
+            None => {
+                let config = self.lock_config();
+                self.log.get_or_init(|| {
+                    PartitionLog::open(&self.dir, *config)
+                        .map(Arc::new)
+                        .map_err(|error| {
+                            tracing::error!(dir = %self.dir.display(), %error,
+                                "partition log could not be opened; the partition is offline");
+                            Arc::new(error)
+                        })
+                })
+            }
+        };
+        opened
+            .as_ref()
+            .map_err(|reason| BrokerError::PartitionOffline {
+                dir: self.dir.clone(),
+                reason: Arc::clone(reason),
+            })
+    }
+
+    /// The log if it is open (nothing is opened).
+    pub fn opened_log(&self) -> Option<&Arc<PartitionLog>> {
+        self.log.get().and_then(|opened| opened.as_ref().ok())
+    }
+
     /// Offsets below this are visible to consumers.
-    pub fn high_watermark(&self) -> i64 {
-        self.log.log_end_offset()
+    pub fn high_watermark(&self) -> Result<i64, BrokerError> {
+        Ok(self.log()?.log_end_offset())
+    }
+
+    /// Applies new storage settings, now if the log is open, else when it opens.
+    fn set_config(&self, log_config: LogConfig) {
+        let mut config = self.lock_config();
+        *config = log_config;
+        if let Some(log) = self.opened_log() {
+            log.set_config(log_config);
+        }
+    }
+
+    fn lock_config(&self) -> std::sync::MutexGuard<'_, LogConfig> {
+        // A `LogConfig` is `Copy`: a panic elsewhere cannot leave it half-written.
+        self.log_config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -123,7 +192,7 @@ impl TopicRegistry {
                 continue;
             }
             let (name, id, spec) = read_topic_file(&path)?;
-            let topic = open_topic(&data_dir, &config, name.clone(), id, spec)?;
+            let topic = new_topic(&data_dir, &config, name.clone(), id, spec);
             topics.insert(name, Arc::new(topic));
         }
         tracing::info!(topics = topics.len(), data_dir = %data_dir.display(), "topics loaded");
@@ -192,7 +261,12 @@ impl TopicRegistry {
         let config = Arc::clone(&self.config);
         let topic = tokio::task::spawn_blocking(move || {
             write_topic_file(&data_dir, id, &spec)?;
-            open_topic(&data_dir, &config, spec.name.clone(), id, spec)
+            let topic = new_topic(&data_dir, &config, spec.name.clone(), id, spec);
+            // Created now, as Kafka does: the partition directories exist once the topic does.
+            for partition in &topic.partitions {
+                partition.log()?;
+            }
+            Ok::<_, BrokerError>(topic)
         })
         .await??;
         let topic = Arc::new(topic);
@@ -240,7 +314,7 @@ impl TopicRegistry {
             write_topic_file(&data_dir, written.id, &written.spec())?;
             let log_config = written.config.log_config(&broker);
             for partition in &written.partitions {
-                partition.log.set_config(log_config);
+                partition.set_config(log_config);
             }
             Ok::<_, BrokerError>(())
         })
@@ -276,12 +350,13 @@ impl TopicRegistry {
             let log_config = old.config.log_config(&broker);
             let mut partitions = old.partitions.clone();
             for index in current..count {
-                let log =
-                    PartitionLog::open(&partition_dir(&data_dir, &old.name, index), log_config)?;
-                partitions.push(Arc::new(Partition {
+                let partition = Partition::new(
                     index,
-                    log: Arc::new(log),
-                }));
+                    partition_dir(&data_dir, &old.name, index),
+                    log_config,
+                );
+                partition.log()?;
+                partitions.push(Arc::new(partition));
             }
             let updated = Topic {
                 name: old.name.clone(),
@@ -302,15 +377,41 @@ impl TopicRegistry {
         Ok(updated)
     }
 
-    /// Flushes and checkpoints every partition log (graceful shutdown).
+    /// Flushes and checkpoints every open partition log (graceful shutdown).
     pub fn close_all(&self) {
         for topic in self.all() {
             for partition in &topic.partitions {
-                if let Err(error) = partition.log.close() {
+                let Some(log) = partition.opened_log() else {
+                    continue;
+                };
+                if let Err(error) = log.close() {
                     tracing::error!(topic = %topic.name, partition = partition.index, %error, "closing log failed");
                 }
             }
         }
+    }
+
+    /// Opens every partition log not opened yet (the warm-up after start-up, on a blocking
+    /// thread): damage is found and logged early, and first requests find their logs open.
+    /// Failures leave that partition offline and are logged by [`Partition::log`].
+    pub fn open_all(&self) {
+        let started = std::time::Instant::now();
+        let mut offline = 0usize;
+        let mut count = 0usize;
+        for topic in self.all() {
+            for partition in &topic.partitions {
+                count += 1;
+                if partition.log().is_err() {
+                    offline += 1;
+                }
+            }
+        }
+        tracing::info!(
+            partitions = count,
+            offline,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "partition logs opened"
+        );
     }
 }
 
@@ -355,29 +456,30 @@ fn topic_file(data_dir: &Path, topic: &str) -> PathBuf {
         .join(format!("{topic}.properties"))
 }
 
-fn open_topic(
+/// The topic with its partitions, whose logs open on first use.
+fn new_topic(
     data_dir: &Path,
     broker: &BrokerConfig,
     name: String,
     id: Uuid,
     spec: TopicSpec,
-) -> Result<Topic, BrokerError> {
+) -> Topic {
     let log_config = spec.config.log_config(broker);
     let partitions = (0..spec.partitions)
         .map(|index| {
-            let log = PartitionLog::open(&partition_dir(data_dir, &name, index), log_config)?;
-            Ok(Arc::new(Partition {
+            Arc::new(Partition::new(
                 index,
-                log: Arc::new(log),
-            }))
+                partition_dir(data_dir, &name, index),
+                log_config,
+            ))
         })
-        .collect::<Result<Vec<_>, BrokerError>>()?;
-    Ok(Topic {
+        .collect();
+    Topic {
         name,
         id,
         config: spec.config,
         partitions,
-    })
+    }
 }
 
 fn write_topic_file(data_dir: &Path, id: Uuid, spec: &TopicSpec) -> Result<(), BrokerError> {

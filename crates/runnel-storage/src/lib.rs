@@ -8,6 +8,7 @@ mod batch_header;
 mod checkpoint;
 mod cleaner;
 mod error;
+mod index_file;
 mod offset_index;
 mod partition_log;
 mod producer_state;

@@ -6,13 +6,12 @@
 //! entry. The index is derived data: it is never fsynced, it is checked on open and rebuilt from
 //! the log if missing or damaged. It is kept in memory as a `Vec` so lookups never touch disk.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
-use crate::error::{IoResultExt, StorageError};
+use crate::error::StorageError;
+use crate::index_file::IndexFile;
 
 /// Bytes per index entry on disk.
 pub(crate) const ENTRY_SIZE_BYTES: usize = 8;
@@ -60,8 +59,7 @@ pub(crate) struct IndexedBatch {
 /// `RwLock` held only for a push or a binary search, never across I/O.
 #[derive(Debug)]
 pub(crate) struct OffsetIndex {
-    path: PathBuf,
-    file: File,
+    file: IndexFile,
     entries: RwLock<Vec<IndexEntry>>,
     /// File length when opened; a length that is not a multiple of 8 means damage.
     loaded_len_bytes: u64,
@@ -77,29 +75,18 @@ impl OffsetIndex {
     /// Opens (creating if missing) the index at `path` and loads its entries unchecked;
     /// call [`OffsetIndex::is_sane`] before trusting them. `max_entries` bounds the file size.
     pub(crate) fn open(path: &Path, max_entries: usize) -> Result<OffsetIndex, StorageError> {
-        let was_missing = !path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .at(path)?;
-        let loaded_len_bytes = file.metadata().at(path)?.len();
         // Never trust the file length for an allocation: clamp to the configured maximum.
-        let readable = loaded_len_bytes.min((max_entries * ENTRY_SIZE_BYTES) as u64);
-        let mut raw = vec![0u8; usize::try_from(readable).unwrap_or(0)];
-        file.read_exact_at(&mut raw, 0).at(path)?;
-        let entries = raw
+        let loaded = IndexFile::load(path, (max_entries * ENTRY_SIZE_BYTES) as u64)?;
+        let entries = loaded
+            .raw
             .chunks_exact(ENTRY_SIZE_BYTES)
             .filter_map(IndexEntry::decode)
             .collect();
         Ok(OffsetIndex {
-            path: path.to_path_buf(),
-            file,
+            file: loaded.file,
             entries: RwLock::new(entries),
-            loaded_len_bytes,
-            was_missing,
+            loaded_len_bytes: loaded.len_bytes,
+            was_missing: loaded.was_missing,
             max_entries,
             bytes_since_last_entry: AtomicU64::new(0),
         })
@@ -107,7 +94,12 @@ impl OffsetIndex {
 
     /// The `.index` file path.
     pub(crate) fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
+    }
+
+    /// Closes the file until the next write (the segment was sealed).
+    pub(crate) fn release_file(&self) {
+        self.file.release();
     }
 
     /// True when the file existed (unless the log is empty) and has a whole number of entries, no more than `max_entries`,
@@ -175,7 +167,7 @@ impl OffsetIndex {
             };
             let mut entries = self.write_entries();
             let at = (entries.len() * ENTRY_SIZE_BYTES) as u64;
-            self.file.write_all_at(&entry.encode(), at).at(&self.path)?;
+            self.file.write_all_at(&entry.encode(), at)?;
             entries.push(entry);
             self.bytes_since_last_entry.store(0, Ordering::Relaxed);
         }
@@ -205,7 +197,7 @@ impl OffsetIndex {
             since = since.saturating_add(batch.size_bytes);
         }
         let raw: Vec<u8> = fresh.iter().flat_map(|e| e.encode()).collect();
-        self.file.write_all_at(&raw, 0).at(&self.path)?;
+        self.file.write_all_at(&raw, 0)?;
         *self.write_entries() = fresh;
         self.bytes_since_last_entry.store(since, Ordering::Relaxed);
         Ok(())
@@ -217,8 +209,7 @@ impl OffsetIndex {
         let mut entries = self.write_entries();
         entries.retain(|e| u64::from(e.position) < log_position);
         self.file
-            .set_len((entries.len() * ENTRY_SIZE_BYTES) as u64)
-            .at(&self.path)?;
+            .set_len((entries.len() * ENTRY_SIZE_BYTES) as u64)?;
         let last_position = entries.last().map_or(0, |e| u64::from(e.position));
         self.bytes_since_last_entry.store(
             log_position.saturating_sub(last_position),

@@ -306,7 +306,7 @@ impl PartitionLog {
         config: &LogConfig,
     ) -> Result<Arc<LogSegment>, StorageError> {
         let base_offset = self.log_end_offset();
-        active.seal_time_index()?;
+        active.seal_indexes()?;
         active.sync()?;
         // Every earlier segment was synced when it rolled, so all offsets below are durable.
         self.flushed_offset.fetch_max(base_offset, Ordering::AcqRel);
@@ -663,7 +663,7 @@ impl PartitionLog {
             fresh.set_recovered(new_size, segment.next_offset())?;
             fresh.rebuild_index(new_size, config.index_interval_bytes)?;
             fresh.ensure_time_index(new_size, config.index_interval_bytes, false)?;
-            fresh.seal_time_index()?;
+            fresh.seal_indexes()?;
             let fresh = Arc::new(fresh);
             if let Some(slot) = self
                 .segments

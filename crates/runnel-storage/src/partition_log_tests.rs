@@ -175,6 +175,53 @@ fn rolls_by_size_and_reopens() -> TestResult {
     Ok(())
 }
 
+/// Descriptors this process holds on files under `dir` (nextest runs each test in its own
+/// process, so no other test's files are counted).
+fn open_files_under(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn a_log_that_is_not_written_holds_one_descriptor_per_segment() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let dir_path = dir.path().canonicalize()?;
+    {
+        let log = PartitionLog::open(&dir_path, small_config())?;
+        for i in 0..60 {
+            log.append(&batch(1 + i % 4, 30))?;
+        }
+        assert!(log.segment_count() > 3, "segments: {}", log.segment_count());
+        // Sealed segments closed their index files; the active one writes its own.
+        assert!(open_files_under(&dir_path) <= log.segment_count() + 2);
+        log.close()?;
+    }
+    assert_eq!(
+        open_files_under(&dir_path),
+        0,
+        "everything is closed with the log"
+    );
+    let log = PartitionLog::open(&dir_path, small_config())?;
+    assert_eq!(
+        open_files_under(&dir_path),
+        log.segment_count(),
+        "only the .log files"
+    );
+    // The next append reopens the active segment's index files as needed.
+    let next = log.log_end_offset();
+    for i in 0..4 {
+        assert_eq!(appended(log.append(&batch(1, 30))?), (next + i, next + i));
+    }
+    for offset in next..next + 4 {
+        let first = parse_batches(&log.read(offset, 1 << 20, i64::MAX)?)[0];
+        assert_eq!(first.base_offset, offset);
+    }
+    Ok(())
+}
+
 #[test]
 fn rolls_by_time() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -599,8 +646,14 @@ fn log_start_checkpoint_beyond_the_log_end_is_lowered_on_disk() -> TestResult {
     const RECOVERY_POINT_0: &[u8] = b"RNRP\x00\x01\
         \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\
         \x00\x00\x00\x00\x00\x00\x00\x00\x11\xbc\x7d\x81";
-    std::fs::write(dir.path().join("log-start-offset-checkpoint"), LOG_START_110)?;
-    std::fs::write(dir.path().join("recovery-point-offset-checkpoint"), RECOVERY_POINT_0)?;
+    std::fs::write(
+        dir.path().join("log-start-offset-checkpoint"),
+        LOG_START_110,
+    )?;
+    std::fs::write(
+        dir.path().join("recovery-point-offset-checkpoint"),
+        RECOVERY_POINT_0,
+    )?;
     std::fs::write(dir.path().join("00000000000000000000.log"), b"")?;
     std::fs::write(dir.path().join("00000000000000000002.log"), b"")?;
 

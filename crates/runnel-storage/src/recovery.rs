@@ -80,7 +80,10 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredLog, St
     }
     // Closed segments whose time index was rebuilt get their final max-timestamp entry.
     for closed in recovered.iter().rev().skip(1) {
-        closed.seal_time_index()?;
+        closed.seal_indexes()?;
+    }
+    for segment in &recovered {
+        segment.release_index_files();
     }
     sync_dir(dir)?;
     let active = match recovered.last() {

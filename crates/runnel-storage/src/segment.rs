@@ -175,13 +175,22 @@ impl LogSegment {
         }
     }
 
-    /// Seals the time index (final max-timestamp entry) and fsyncs it if that wrote anything;
+    /// Seals the time index (final max-timestamp entry) and fsyncs it if that wrote anything,
+    /// then closes both index files until something rewrites them (the cleaner, a truncation);
     /// called when the segment stops being the active one.
-    pub(crate) fn seal_time_index(&self) -> Result<(), StorageError> {
+    pub(crate) fn seal_indexes(&self) -> Result<(), StorageError> {
         if self.time_index.seal()? {
             self.time_index.sync()?;
         }
+        self.release_index_files();
         Ok(())
+    }
+
+    /// Closes both index files until the next write reopens them: a segment that is not
+    /// being written holds only its `.log` open.
+    pub(crate) fn release_index_files(&self) {
+        self.time_index.release_file();
+        self.index.release_file();
     }
 
     /// Checks the time index of a fully trusted segment, or rebuilds it from the batch headers

@@ -13,13 +13,12 @@
 //!
 //! The index is derived data: it is rebuilt from batch headers when missing or damaged.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
-use crate::error::{IoResultExt, StorageError};
+use crate::error::StorageError;
+use crate::index_file::IndexFile;
 
 /// Bytes per time index entry on disk.
 pub(crate) const TIME_ENTRY_SIZE_BYTES: usize = 12;
@@ -64,8 +63,7 @@ struct TimeIndexState {
 /// across anything slower than a small `pwrite`.
 #[derive(Debug)]
 pub(crate) struct TimeIndex {
-    path: PathBuf,
-    file: File,
+    file: IndexFile,
     state: RwLock<TimeIndexState>,
     loaded_len_bytes: u64,
     was_missing: bool,
@@ -77,19 +75,9 @@ impl TimeIndex {
     /// Opens (creating if missing) the index at `path` and loads its entries unchecked; call
     /// [`TimeIndex::is_sane`] before trusting them.
     pub(crate) fn open(path: &Path, max_entries: usize) -> Result<TimeIndex, StorageError> {
-        let was_missing = !path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .at(path)?;
-        let loaded_len_bytes = file.metadata().at(path)?.len();
-        let readable = loaded_len_bytes.min((max_entries * TIME_ENTRY_SIZE_BYTES) as u64);
-        let mut raw = vec![0u8; usize::try_from(readable).unwrap_or(0)];
-        file.read_exact_at(&mut raw, 0).at(path)?;
-        let entries: Vec<TimeEntry> = raw
+        let loaded = IndexFile::load(path, (max_entries * TIME_ENTRY_SIZE_BYTES) as u64)?;
+        let entries: Vec<TimeEntry> = loaded
+            .raw
             .chunks_exact(TIME_ENTRY_SIZE_BYTES)
             .filter_map(TimeEntry::decode)
             .collect();
@@ -97,15 +85,14 @@ impl TimeIndex {
             .last()
             .map_or((-1, 0), |e| (e.timestamp, e.relative_offset));
         Ok(TimeIndex {
-            path: path.to_path_buf(),
-            file,
+            file: loaded.file,
             state: RwLock::new(TimeIndexState {
                 entries,
                 max_timestamp,
                 max_relative_offset,
             }),
-            loaded_len_bytes,
-            was_missing,
+            loaded_len_bytes: loaded.len_bytes,
+            was_missing: loaded.was_missing,
             max_entries,
             bytes_since_last_entry: AtomicU64::new(0),
         })
@@ -113,7 +100,7 @@ impl TimeIndex {
 
     /// The `.timeindex` path.
     pub(crate) fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// True when the file holds whole entries with strictly increasing timestamps and
@@ -218,7 +205,7 @@ impl TimeIndex {
             return Ok(false);
         }
         let at = (state.entries.len() * TIME_ENTRY_SIZE_BYTES) as u64;
-        self.file.write_all_at(&entry.encode(), at).at(&self.path)?;
+        self.file.write_all_at(&entry.encode(), at)?;
         state.entries.push(entry);
         Ok(true)
     }
@@ -236,7 +223,7 @@ impl TimeIndex {
                 max_timestamp: -1,
                 ..TimeIndexState::default()
             };
-            self.file.set_len(0).at(&self.path)?;
+            self.file.set_len(0)?;
         }
         self.bytes_since_last_entry.store(0, Ordering::Relaxed);
         for (timestamp, relative_offset, size_bytes) in batches {
@@ -247,7 +234,12 @@ impl TimeIndex {
 
     /// fsync of the file (on roll, so a closed segment's final entry is durable).
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
-        self.file.sync_data().at(&self.path)
+        self.file.sync()
+    }
+
+    /// Closes the file until the next write (the segment was sealed).
+    pub(crate) fn release_file(&self) {
+        self.file.release();
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, TimeIndexState> {

@@ -32,19 +32,24 @@ pub(crate) async fn handle(
                     "{}-{}",
                     delete_topic.name.0, p.partition_index
                 ))),
-                Some(partition) => {
-                    let log = Arc::clone(&partition.log);
-                    let high_watermark = partition.high_watermark();
-                    let offset = if p.offset == -1 {
-                        high_watermark
-                    } else {
-                        p.offset
-                    };
-                    tokio::task::spawn_blocking(move || log.delete_records(offset, high_watermark))
+                Some(partition) => match partition.log() {
+                    Err(offline) => Err(offline),
+                    Ok(log) => {
+                        let log = Arc::clone(log);
+                        let high_watermark = log.log_end_offset();
+                        let offset = if p.offset == -1 {
+                            high_watermark
+                        } else {
+                            p.offset
+                        };
+                        tokio::task::spawn_blocking(move || {
+                            log.delete_records(offset, high_watermark)
+                        })
                         .await
                         .map_err(BrokerError::from)
                         .and_then(|r| r.map_err(BrokerError::from))
-                }
+                    }
+                },
             };
             let response =
                 DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);

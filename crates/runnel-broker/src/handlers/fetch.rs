@@ -157,15 +157,21 @@ fn read_all(
                         .with_partition_index(read.index)
                         .with_aborted_transactions(Some(Vec::new()))
                         .with_records(Some(Bytes::new()));
-                    let partition = match &read.partition {
-                        Ok(partition) => partition,
-                        Err(error) => {
+                    let log = match read
+                        .partition
+                        .as_ref()
+                        .map_err(|e| e.code())
+                        .and_then(|p| p.log().map_err(|e| e.code()))
+                    {
+                        Ok(log) => log,
+                        Err(code) => {
                             any_error = true;
-                            return data.with_error_code(error.code());
+                            return data.with_error_code(code);
                         }
                     };
-                    let high_watermark = partition.high_watermark();
-                    let log_start_offset = partition.log.log_start_offset();
+                    // On a single node the high watermark is the log end.
+                    let high_watermark = log.log_end_offset();
+                    let log_start_offset = log.log_start_offset();
                     let data = data
                         .with_high_watermark(high_watermark)
                         .with_last_stable_offset(high_watermark)
@@ -180,7 +186,7 @@ fn read_all(
                     if limit == 0 {
                         return data;
                     }
-                    match partition.log.read(read.fetch_offset, limit, high_watermark) {
+                    match log.read(read.fetch_offset, limit, high_watermark) {
                         Ok(records) => {
                             total += records.len();
                             budget = budget.saturating_sub(records.len());

@@ -20,12 +20,11 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use runnel_protocol::batch::{validate_batches, BatchLimits};
 use runnel_protocol::ProtocolError;
-use runnel_storage::AppendOutcome;
+use runnel_storage::{AppendOutcome, PartitionLog};
 
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::topics::Partition;
 
 /// Decompressed size allowed for one batch at least; raised to 4 × `max.message.bytes` for
 /// topics that allow bigger batches. Decompression stops at this cap (compression bombs).
@@ -56,14 +55,14 @@ pub(crate) async fn handle(
                     None => Err(BrokerError::UnknownTopicOrPartition(format!(
                         "{name}-{index}"
                     ))),
-                    Some(partition) => {
+                    Some(partition) => partition.log().map(|log| {
                         let limits = batch_limits(topic.config.max_message_bytes(&broker.config));
                         let policy = TopicPolicy::of(&topic.config);
-                        Ok((
-                            Arc::clone(partition),
-                            start_append(Arc::clone(partition), data, limits, policy),
-                        ))
-                    }
+                        (
+                            Arc::clone(log),
+                            start_append(Arc::clone(log), data, limits, policy),
+                        )
+                    }),
                 },
             };
             partitions.push((index, started));
@@ -78,8 +77,8 @@ pub(crate) async fn handle(
         let mut results = Vec::with_capacity(partitions.len());
         for (index, started) in partitions {
             let outcome = match started {
-                Ok((partition, task)) => match task.await {
-                    Ok(Ok(appended_batch)) => Ok((partition, appended_batch)),
+                Ok((log, task)) => match task.await {
+                    Ok(Ok(appended_batch)) => Ok((log, appended_batch)),
                     Ok(Err(error)) => Err(error),
                     Err(join) => Err(BrokerError::from(join)),
                 },
@@ -104,8 +103,8 @@ pub(crate) async fn handle(
             let mut partition_responses = Vec::with_capacity(results.len());
             for (index, outcome) in results {
                 let durable = match outcome {
-                    Ok((partition, appended_batch)) if acks == -1 => flusher
-                        .flush(Arc::clone(&partition.log), appended_batch.last_offset())
+                    Ok((log, appended_batch)) if acks == -1 => flusher
+                        .flush(log, appended_batch.last_offset())
                         .await
                         .map(|()| appended_batch),
                     Ok((_, appended_batch)) => Ok(appended_batch),
@@ -239,7 +238,7 @@ impl TopicPolicy {
 /// Validates and appends on the blocking pool; flushes when `flush.messages` asks for it
 /// (the acks=-1 fsync is the caller's second phase).
 fn start_append(
-    partition: Arc<Partition>,
+    log: Arc<PartitionLog>,
     data: PartitionProduceData,
     limits: BatchLimits,
     policy: TopicPolicy,
@@ -251,7 +250,6 @@ fn start_append(
         let batches = validate_batches(&records, &limits)?;
         let now_ms = crate::log_manager::now_ms();
         policy.check(&records, &batches, now_ms)?;
-        let log = &partition.log;
         let log_append_time_ms = policy.log_append_time.then_some(now_ms);
         let outcome = log.append_with_time(&records, log_append_time_ms)?;
         let appended = AppendedBatch {

@@ -40,6 +40,9 @@ async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
         data_dir = %broker.config.data_dir.display(),
         "runnel is serving"
     );
+    // Logs open lazily; this opens the rest in the background while requests are served.
+    let warm = Arc::clone(&broker);
+    drop(tokio::task::spawn_blocking(move || warm.topics.open_all()));
     tokio::spawn(crate::group::store::run_timers(Arc::clone(&broker)));
     tokio::spawn(crate::log_manager::run_log_maintenance(Arc::clone(&broker)));
     tokio::spawn(crate::log_manager::run_periodic_flush(Arc::clone(&broker)));
