@@ -70,6 +70,10 @@ pub fn decode_request_body(
     })
 }
 
+/// Size prefix plus the largest response header (correlation id and an empty tagged-field
+/// section), with room to spare; small responses grow from here.
+const RESPONSE_HEADER_BYTES_MAX: usize = 256;
+
 /// Encodes a response with its header and size prefix, ready to write to the socket.
 pub fn encode_response(
     api_key: ApiKey,
@@ -81,7 +85,14 @@ pub fn encode_response(
         what: format!("{api_key:?} v{version} response"),
         reason,
     };
-    let mut buf = BytesMut::with_capacity(256);
+    // A Fetch response carries megabytes of records: size it exactly, so the buffer is
+    // allocated once instead of doubling (which held up to twice the response, plus the copy
+    // being grown from, at the peak). Other responses are small.
+    let body_bytes = match response {
+        ResponseKind::Fetch(fetch) => fetch.compute_size(version).unwrap_or(0),
+        _ => 0,
+    };
+    let mut buf = BytesMut::with_capacity(RESPONSE_HEADER_BYTES_MAX + body_bytes);
     buf.put_i32(0); // the size, patched below once known
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
