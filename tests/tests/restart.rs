@@ -222,6 +222,16 @@ async fn produce_rounds(broker: &TestBroker, topic: &str) -> Result<Vec<Vec<u8>>
     Ok(values)
 }
 
+/// Every value of a one-partition topic, in offset order.
+async fn stored_values(broker: &TestBroker, topic: &str) -> Result<Vec<Vec<u8>>> {
+    let stored = read_all(broker, topic, 1).await?;
+    Ok(stored
+        .values()
+        .flatten()
+        .filter_map(|r| r.value.clone())
+        .collect())
+}
+
 /// Cuts the last batch of the partition's last segment in half; returns the cut batch.
 fn cut_last_batch(dir: &std::path::Path) -> Result<StoredBatch> {
     let batches = partition_batches(dir)?;
@@ -288,12 +298,7 @@ async fn torn_tail_is_cut(stop: Stop) -> TestResult {
             last.base_offset,
             last.next_offset()
         );
-        let stored = read_all(&broker, topic, 1).await?;
-        let read: Vec<Vec<u8>> = stored
-            .values()
-            .flatten()
-            .filter_map(|r| r.value.clone())
-            .collect();
+        let read = stored_values(&broker, topic).await?;
         let expected: Vec<Vec<u8>> = values
             .iter()
             .take(usize::try_from(whole)?)
@@ -379,12 +384,7 @@ async fn mid_log_corruption_takes_only_that_partition_offline() -> TestResult {
 
         broker.start_again()?;
         // The other topic is served as before.
-        let stored = read_all(&broker, intact, 1).await?;
-        let read: Vec<Vec<u8>> = stored
-            .values()
-            .flatten()
-            .filter_map(|r| r.value.clone())
-            .collect();
+        let read = stored_values(&broker, intact).await?;
         ensure!(read == intact_values, "the intact topic's records differ");
         // The damaged partition answers KAFKA_STORAGE_ERROR to produce and fetch.
         let mut raw = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
@@ -427,12 +427,7 @@ async fn mid_log_corruption_takes_only_that_partition_offline() -> TestResult {
         ensure!(broker.terminate()?.success(), "SIGTERM exit status");
         std::fs::write(&segment, &original)?;
         broker.start_again()?;
-        let stored = read_all(&broker, damaged, 1).await?;
-        let read: Vec<Vec<u8>> = stored
-            .values()
-            .flatten()
-            .filter_map(|r| r.value.clone())
-            .collect();
+        let read = stored_values(&broker, damaged).await?;
         ensure!(
             read == values,
             "records after the repair differ from those produced"

@@ -3,12 +3,13 @@
 //! segment is sealed: a partition that is not being written holds one descriptor (its `.log`)
 //! per segment, not three, and ten thousand idle partitions fit a 20,000-descriptor limit.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{IoResultExt, StorageError};
+use crate::segment::open_file;
 
 /// What [`IndexFile::load`] found on disk.
 #[derive(Debug)]
@@ -36,7 +37,7 @@ impl IndexFile {
     /// and closes it again.
     pub(crate) fn load(path: &Path, max_bytes: u64) -> Result<LoadedIndex, StorageError> {
         let was_missing = !path.exists();
-        let file = open_for_write(path)?;
+        let file = open_file(path)?;
         let len_bytes = file.metadata().at(path)?.len();
         let mut raw = vec![0u8; usize::try_from(len_bytes.min(max_bytes)).unwrap_or(0)];
         file.read_exact_at(&mut raw, 0).at(path)?;
@@ -87,7 +88,7 @@ impl IndexFile {
         let mut writer = self.writer();
         let file = match writer.take() {
             Some(file) => file,
-            None => open_for_write(&self.path)?,
+            None => open_file(&self.path)?,
         };
         let written = write(&file).at(&self.path);
         *writer = Some(file);
@@ -98,14 +99,4 @@ impl IndexFile {
         // The guarded value is a descriptor or nothing: never half-updated.
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-fn open_for_write(path: &Path) -> Result<File, StorageError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .at(path)
 }

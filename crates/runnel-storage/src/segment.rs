@@ -486,7 +486,8 @@ impl LogSegment {
     }
 }
 
-fn open_file(path: &Path) -> Result<File, StorageError> {
+/// Opens `path` for reading and writing, creating it empty if missing.
+pub(crate) fn open_file(path: &Path) -> Result<File, StorageError> {
     OpenOptions::new()
         .read(true)
         .write(true)
