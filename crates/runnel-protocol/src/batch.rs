@@ -408,16 +408,28 @@ impl<R: std::io::Read> RecordStream<R> {
     }
 
     /// Skips `count` bytes; never reads more than one byte past the cap, whatever is claimed.
+    /// Consumes straight from the read-ahead buffer: skipped bytes are never copied.
     fn skip(&mut self, count: usize) -> Result<(), StreamStop> {
-        use std::io::Read;
+        use std::io::BufRead;
         let allowed = self
             .limit_bytes
             .saturating_sub(self.consumed_bytes)
             .saturating_add(1);
-        let take = u64::try_from(count.min(allowed)).unwrap_or(u64::MAX);
-        let skipped = std::io::copy(&mut (&mut self.reader).take(take), &mut std::io::sink())
-            .map_err(|error| StreamStop::Failed(self.stream_error(&error)))?;
-        let skipped = usize::try_from(skipped).unwrap_or(usize::MAX);
+        let mut left = count.min(allowed);
+        let mut skipped = 0usize;
+        while left > 0 {
+            let available = match self.reader.fill_buf() {
+                Ok(available) => available.len(),
+                Err(error) => return Err(StreamStop::Failed(self.stream_error(&error))),
+            };
+            if available == 0 {
+                break;
+            }
+            let step = available.min(left);
+            self.reader.consume(step);
+            skipped += step;
+            left -= step;
+        }
         self.count(skipped)?;
         if skipped < count {
             return Err(StreamStop::Invalid(
