@@ -338,6 +338,54 @@ async fn compression_bombs_are_refused_with_memory_bounded() -> TestResult {
     .await
 }
 
+/// Snappy has no streaming form: a batch's records are decompressed whole (up to 4 ×
+/// `max.message.bytes`). A produce request naming many partitions, each a small snappy batch
+/// that inflates to 2 MiB, must not decompress them all at once: the broker validates a few
+/// batches at a time, so memory stays bounded however many partitions a request names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_snappy_batches_in_one_request_hold_bounded_memory() -> TestResult {
+    const PARTITIONS: i32 = 100;
+    const VALUE_BYTES: u64 = 2 * MIB;
+    let mut broker = TestBroker::start(&[])?;
+    let result = async {
+        let topic = "snappy-wide";
+        create_topic(&broker, topic, PARTITIONS).await?;
+        let baseline = RssBaseline::take(&broker)?;
+        // One valid record whose value is 2 MiB of zeros: about 100 KB on the wire.
+        // The value's zeros, then a zero header count, complete the record.
+        let records = bomb(2, &record_prefix(VALUE_BYTES)?, VALUE_BYTES + 1)?;
+        let batch = batch_with_records(2, &records);
+        let batches: Vec<(i32, Vec<u8>)> = (0..PARTITIONS).map(|p| (p, batch.clone())).collect();
+        let body = produce_v3_partitions(-1, topic, &batches);
+        let mut connection = RawConnection::connect(&broker, Duration::from_secs(60))?;
+        for round in 0..3 {
+            let results = parse_produce_v3(&connection.round_trip(api_key::PRODUCE, 3, &body)?)?;
+            ensure_eq!(
+                results.len(),
+                PARTITIONS as usize,
+                "results in round {round}"
+            );
+            for result in results {
+                ensure_eq!(
+                    result.error_code,
+                    0,
+                    "round {round}, partition {}",
+                    result.partition
+                );
+            }
+        }
+        drop(connection);
+        check_survived(
+            &mut broker,
+            baseline,
+            "100 snappy batches of 2 MiB in one request",
+        )
+        .await
+    }
+    .await;
+    broker.check(result)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_outside_minus_one_to_one_get_invalid_required_acks() -> TestResult {
     with_two_partitions(&[], "bad acks", |broker, connection| {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -29,8 +29,19 @@ pub struct Broker {
     pub cluster_id: String,
     /// Group-committed fsyncs for acks=-1.
     pub flusher: Flusher,
+    /// Produce batches validated at once, broker-wide. Validation may hold a batch's records
+    /// decompressed (snappy has no streaming form: up to 4 × `max.message.bytes`), so this
+    /// bounds that memory whatever the number of partitions, requests and connections.
+    pub validation_slots: Arc<Semaphore>,
     /// Bumped after every append; long-polling fetches wait on it.
     appended: watch::Sender<u64>,
+}
+
+/// See [`Broker::validation_slots`]: two batches per core, so every core stays busy while
+/// memory stays bounded (on 2 cores with the default 1 MiB `max.message.bytes`, at most
+/// 4 × 4 MiB of decompressed records at once).
+fn validation_slot_count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get) * 2
 }
 
 impl Broker {
@@ -54,6 +65,7 @@ impl Broker {
         })?;
         Ok(Broker {
             flusher,
+            validation_slots: Arc::new(Semaphore::new(validation_slot_count())),
             config,
             topics,
             groups,

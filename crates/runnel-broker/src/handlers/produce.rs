@@ -21,6 +21,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use runnel_protocol::batch::{validate_batches, BatchLimits};
 use runnel_protocol::ProtocolError;
 use runnel_storage::{AppendOutcome, PartitionLog};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::RequestContext;
 use crate::broker::Broker;
@@ -55,14 +56,22 @@ pub(crate) async fn handle(
                     None => Err(BrokerError::UnknownTopicOrPartition(format!(
                         "{name}-{index}"
                     ))),
-                    Some(partition) => partition.log().map(|log| {
-                        let limits = batch_limits(topic.config.max_message_bytes(&broker.config));
-                        let policy = TopicPolicy::of(&topic.config);
-                        (
-                            Arc::clone(log),
-                            start_append(Arc::clone(log), data, limits, policy),
-                        )
-                    }),
+                    Some(partition) => match partition.log() {
+                        Err(offline) => Err(offline),
+                        Ok(log) => {
+                            let limits =
+                                batch_limits(topic.config.max_message_bytes(&broker.config));
+                            let policy = TopicPolicy::of(&topic.config);
+                            // Waits while the broker validates its maximum number of batches;
+                            // never closed, so `None` cannot happen.
+                            let slot = Arc::clone(&broker.validation_slots)
+                                .acquire_owned()
+                                .await
+                                .ok();
+                            let append = start_append(Arc::clone(log), data, limits, policy, slot);
+                            Ok((Arc::clone(log), append))
+                        }
+                    },
                 },
             };
             partitions.push((index, started));
@@ -242,8 +251,11 @@ fn start_append(
     data: PartitionProduceData,
     limits: BatchLimits,
     policy: TopicPolicy,
+    validation_slot: Option<OwnedSemaphorePermit>,
 ) -> AppendTask {
     tokio::task::spawn_blocking(move || {
+        // Held for the whole append: the validated records are dropped when it ends.
+        let _slot = validation_slot;
         let records: Bytes = data
             .records
             .ok_or_else(|| ProtocolError::InvalidBatch("records are null".into()))?;
