@@ -668,3 +668,49 @@ fn log_start_checkpoint_beyond_the_log_end_is_lowered_on_disk() -> TestResult {
     assert_eq!(read_all(&log), vec![(2, 2)]);
     Ok(())
 }
+
+/// Found by fuzzing: a checkpoint whose recovery point is below the base of the segment it
+/// names made the log end -1 (and `open` panic in a clamp). Such a checkpoint is ignored and the
+/// whole log verified.
+#[test]
+fn checkpoint_recovery_point_below_its_segment_is_ignored() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // {recovery point -1, segment 4, position 0}, sealed as `checkpoint.rs` writes it.
+    const RECOVERY_POINT_MINUS_1: &[u8] = b"RNRP\x00\x01\xff\xff\xff\xff\xff\xff\xff\xff\
+        \x00\x00\x00\x00\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\xf7\x4d\x05\x62";
+    std::fs::write(
+        dir.path().join("recovery-point-offset-checkpoint"),
+        RECOVERY_POINT_MINUS_1,
+    )?;
+    std::fs::write(dir.path().join("00000000000000000000.log"), b"")?;
+    std::fs::write(dir.path().join("00000000000000000004.log"), b"")?;
+    let log = PartitionLog::open(dir.path(), small_config())?;
+    assert_eq!(log.log_end_offset(), 4);
+    assert_eq!(appended(log.append(&batch(1, 4))?), (4, 4));
+    Ok(())
+}
+
+/// Found by fuzzing: with a checkpoint naming an empty segment 1 at recovery point 0, the log
+/// end was 0, the next append went to segment 1 at offset 0 and read back empty after a
+/// reopen. The checkpoint is ignored; the batch in segment 0 is verified and kept.
+#[test]
+fn checkpoint_below_its_segment_does_not_hide_an_append() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("00000000000000000000.log"), batch(1, 4))?;
+    std::fs::write(dir.path().join("00000000000000000001.log"), b"")?;
+    crate::checkpoint::RecoveryCheckpoint {
+        recovery_point_offset: 0,
+        segment_base_offset: 1,
+        position_bytes: 0,
+    }
+    .write(dir.path())?;
+    {
+        let log = PartitionLog::open(dir.path(), small_config())?;
+        assert_eq!(log.log_end_offset(), 1);
+        assert_eq!(appended(log.append(&batch(1, 4))?), (1, 1));
+        log.close()?;
+    }
+    let log = PartitionLog::open(dir.path(), small_config())?;
+    assert_eq!(read_all(&log), vec![(0, 0), (1, 1)]);
+    Ok(())
+}

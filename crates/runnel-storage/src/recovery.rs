@@ -141,7 +141,10 @@ fn scan_directory(dir: &Path) -> Result<Vec<i64>, StorageError> {
 }
 
 /// The checkpoint, if it names one of `segments`. One naming a segment before the first
-/// (deleted by retention) is ignored; one naming a missing later segment means lost data.
+/// (deleted by retention) is ignored; one naming a missing later segment means lost data. One
+/// whose recovery point lies below the base offset of the segment it names cannot have been
+/// written by us (found by fuzzing): it is ignored with a WARN and the whole log is verified,
+/// instead of publishing a log end below the segment's first offset.
 fn usable_checkpoint(
     dir: &Path,
     segments: &[Arc<LogSegment>],
@@ -149,6 +152,11 @@ fn usable_checkpoint(
     let Some(checkpoint) = RecoveryCheckpoint::read(dir)? else {
         return Ok(None);
     };
+    if checkpoint.recovery_point_offset < checkpoint.segment_base_offset {
+        tracing::warn!(dir = %dir.display(), ?checkpoint,
+            "recovery checkpoint inconsistent (recovery point below its segment); scanning the whole log");
+        return Ok(None);
+    }
     let first_base = segments.first().map_or(0, |s| s.base_offset());
     if segments
         .iter()
