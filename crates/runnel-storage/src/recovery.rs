@@ -44,6 +44,8 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredLog, St
     let base_offsets = scan_directory(dir)?;
     if base_offsets.is_empty() {
         let segment = Arc::new(LogSegment::create(dir, 0, config.segment_index_bytes)?);
+        // A new partition holds only its `.log` open, like any other that is not written.
+        segment.release_index_files();
         sync_dir(dir)?;
         return Ok(RecoveredLog {
             segments: vec![Arc::clone(&segment)],
