@@ -69,8 +69,11 @@ start_broker() { # name port
     local name=$1 port=$2
     case "$name" in
         runnel)
+            # Retention is checked every second (Kafka's default is 5 minutes) so that the
+            # retention workload sees segments deleted while it runs.
             "$runnel_bin" --listen "127.0.0.1:$port" --advertise "127.0.0.1:$port" \
-                --data-dir "$work/runnel-data-$port" >"$work/$name-$port.log" 2>&1 &
+                --data-dir "$work/runnel-data-$port" --set log.retention.check.interval.ms=1000 \
+                >"$work/$name-$port.log" 2>&1 &
             ;;
         tansu)
             "$tansu_bin" broker --listener-url "tcp://127.0.0.1:$port" \
@@ -82,13 +85,16 @@ start_broker() { # name port
     wait_port "$port" || { echo "bench: $name did not start" >&2; tail -20 "$work/$name-$port.log" >&2; exit 1; }
 }
 
-stop_broker() { # prints peak RSS in MB
+rss_mb() { # current peak RSS (VmHWM) of the broker in MB
     local hwm
     hwm="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)"
+    python3 -c "print(round(${hwm:-0} / 1024, 1))"
+}
+
+stop_broker() {
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     pid=""
-    python3 -c "print(round($hwm / 1024, 1))"
 }
 
 results="$work/results.tsv"
@@ -97,44 +103,69 @@ record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; } # broke
 
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<" $2"; }
 
+peak_overall=0
+# Runs one workload against the broker and records its peak RSS: VmHWM is reset to the
+# current RSS before (clear_refs 5) and read after, and the overall peak is kept aside.
+# Sets `line` to the client's output. Usage: workload NAME TIMEOUT_S COMMAND...
+workload() {
+    local name=$1 limit=$2
+    shift 2
+    echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true
+    line="$(timeout "$limit" "$@")" || line=""
+    local peak
+    peak="$(rss_mb)"
+    peak_overall="$(python3 -c "print(max($peak_overall, $peak))")"
+    record "$broker_name" "memory: $name" peak_rss_mb "$peak"
+    echo "  $broker_name $name: ${line:-FAILED} (peak RSS $peak MB)" >&2
+}
+
 run_broker() {
-    local name=$1 port topic line n
+    broker_name=$1
+    local port topic n acks_flag
     port="$(free_port)"
-    start_broker "$name" "$port"
+    start_broker "$broker_name" "$port"
     local bootstrap="127.0.0.1:$port"
+    peak_overall=0
     for parts in 1 6; do
         for size in 100 1024; do
             n="$(records $([ "$size" = 100 ] && echo 1000000 || echo 200000))"
             for acks in 1 all; do
+                acks_flag="$([ "$acks" = all ] && echo -1 || echo 1)"
                 for codec in none lz4; do
                     topic="p${parts}-s${size}-a${acks}-${codec}"
-                    line="$(timeout "$((timeout_s + 30))" "$load" produce --bootstrap "$bootstrap" \
-                        --topic "$topic" --partitions "$parts" --records "$n" --size "$size" \
-                        --acks "$([ "$acks" = all ] && echo -1 || echo 1)" --compression "$codec" \
-                        --timeout-s "$timeout_s")" || line=""
-                    record "$name" "produce $topic" records_per_s "$(field records_per_s "$line")"
-                    echo "  $name produce $topic: ${line:-FAILED}" >&2
+                    workload "produce $topic" "$((timeout_s + 30))" "$load" produce \
+                        --bootstrap "$bootstrap" --topic "$topic" --partitions "$parts" \
+                        --records "$n" --size "$size" --acks "$acks_flag" \
+                        --compression "$codec" --timeout-s "$timeout_s"
+                    record "$broker_name" "produce $topic" records_per_s "$(field records_per_s "$line")"
                 done
             done
         done
     done
+    # Retention deleting segments while producing: 1 MiB segments, at most 8 MiB kept per
+    # partition, 200 MB written. The broker's retention check runs every second (start_broker).
+    workload "produce retention" "$((timeout_s + 30))" "$load" produce \
+        --bootstrap "$bootstrap" --topic retention --partitions 6 --records "$(records 200000)" \
+        --size 1024 --acks -1 --compression none --timeout-s "$timeout_s" \
+        --topic-config segment.bytes=1048576 --topic-config retention.bytes=8388608
+    record "$broker_name" "produce retention (6 parts, 1 KiB, acks=all)" records_per_s "$(field records_per_s "$line")"
+    record "$broker_name" "produce retention (6 parts, 1 KiB, acks=all)" log_start_offsets "$(field log_start_offsets "$line")"
     for topic in p1-s100-a1-none p6-s1024-a1-none; do
         n="$(records $([[ "$topic" == *s100* ]] && echo 1000000 || echo 200000))"
-        line="$(timeout "$((timeout_s + 30))" "$load" consume --bootstrap "$bootstrap" \
-            --topic "$topic" --records "$n" --timeout-s "$timeout_s")" || line=""
-        record "$name" "consume $topic" records_per_s "$(field records_per_s "$line")"
-        echo "  $name consume $topic: ${line:-FAILED}" >&2
+        workload "consume $topic" "$((timeout_s + 30))" "$load" consume \
+            --bootstrap "$bootstrap" --topic "$topic" --records "$n" --timeout-s "$timeout_s"
+        record "$broker_name" "consume $topic" records_per_s "$(field records_per_s "$line")"
     done
     for rate in 1000 10000; do
-        line="$(timeout "$((timeout_s + 60))" "$load" latency --bootstrap "$bootstrap" \
-            --topic "latency-$rate" --rate "$rate" --seconds 10 --size 100 --acks -1 \
-            --timeout-s 30)" || line=""
+        workload "latency $rate/s" "$((timeout_s + 60))" "$load" latency \
+            --bootstrap "$bootstrap" --topic "latency-$rate" --rate "$rate" --seconds 10 \
+            --size 100 --acks -1 --timeout-s 30
         for metric in e2e_p50_ms e2e_p99_ms e2e_p999_ms ack_p50_ms ack_p99_ms; do
-            record "$name" "latency ${rate}/s acks=all" "$metric" "$(field "$metric" "$line")"
+            record "$broker_name" "latency ${rate}/s acks=all" "$metric" "$(field "$metric" "$line")"
         done
-        echo "  $name latency $rate/s: ${line:-FAILED}" >&2
     done
-    record "$name" "memory" peak_rss_mb "$(stop_broker)"
+    record "$broker_name" "memory: whole run" peak_rss_mb "$peak_overall"
+    stop_broker
 }
 
 machine_ceilings() {
@@ -172,7 +203,7 @@ startup_with_partitions() {
     pid=$!
     wait_port "$port"
     "$load" create --bootstrap "127.0.0.1:$port" --topic startup --partitions "$startup_partitions" >/dev/null
-    stop_broker >/dev/null
+    stop_broker
     port="$(free_port)"
     local start end
     start="$(date +%s.%N)"
@@ -189,7 +220,7 @@ startup_with_partitions() {
         [[ -n "$warm_ms" ]] && break
         sleep 0.1
     done
-    stop_broker >/dev/null
+    stop_broker
     python3 -c "print('startup_s=%.3f partitions=$startup_partitions all_logs_open_s=%.3f' % ($end - $start, int('${warm_ms:-0}') / 1000))"
 }
 
@@ -209,12 +240,14 @@ for line in open(sys.argv[1]):
     if value:
         rows.setdefault((workload, metric), collections.defaultdict(list))[broker].append(float(value))
 lower_is_better = lambda metric: metric.endswith("_ms") or metric.endswith("_mb")
+# Not a speed: shows whether the broker deleted segments (0 means nothing was deleted).
+no_ratio = lambda metric: metric == "log_start_offsets"
 print("%-34s %-14s %12s %12s %8s" % ("workload", "metric", "runnel", "peer", "ratio"))
 for (workload, metric), by in rows.items():
     r = statistics.mean(by["runnel"]) if by.get("runnel") else None
     p = statistics.mean(by["tansu"]) if by.get("tansu") else None
     ratio = "-"
-    if r and p:
+    if r and p and not no_ratio(metric):
         ratio = "%.2fx" % ((p / r) if lower_is_better(metric) else (r / p))
     fmt = lambda v: "-" if v is None else ("%.3f" % v if v < 100 else "%.0f" % v)
     print("%-34s %-14s %12s %12s %8s" % (workload, metric, fmt(r), fmt(p), ratio))

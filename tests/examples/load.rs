@@ -39,6 +39,8 @@ struct Args {
     partitions: i32,
     rate: u64,
     seconds: u64,
+    /// `name=value` topic configs for the topic this run creates.
+    topic_configs: Vec<(String, String)>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -58,6 +60,7 @@ fn parse_args() -> Result<Args> {
         partitions: 0,
         rate: 1000,
         seconds: 10,
+        topic_configs: Vec::new(),
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -72,6 +75,12 @@ fn parse_args() -> Result<Args> {
             "--partitions" => parsed.partitions = value.parse()?,
             "--rate" => parsed.rate = value.parse()?,
             "--seconds" => parsed.seconds = value.parse()?,
+            "--topic-config" => {
+                let (name, value) = value
+                    .split_once('=')
+                    .ok_or("--topic-config takes name=value")?;
+                parsed.topic_configs.push((name.into(), value.into()));
+            }
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -120,7 +129,10 @@ fn create_topic(args: &Args) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let topic = NewTopic::new(&args.topic, args.partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(&args.topic, args.partitions, TopicReplication::Fixed(1));
+    for (name, value) in &args.topic_configs {
+        topic = topic.set(name, value);
+    }
     let results = runtime.block_on(admin.create_topics([&topic], &AdminOptions::new()))?;
     for result in results {
         match result {
@@ -178,7 +190,31 @@ fn produce(args: &Args) -> Result<()> {
     if failed > 0 {
         return Err(format!("{failed} deliveries failed").into());
     }
+    if !args.topic_configs.is_empty() {
+        // Shows whether retention deleted anything while the run produced.
+        println!(
+            "log_start_offsets={}",
+            log_start_offsets(args, producer.client())?
+        );
+    }
     Ok(())
+}
+
+/// Sum over the topic's partitions of the earliest offset still readable.
+fn log_start_offsets<C: ClientContext>(
+    args: &Args,
+    client: &rdkafka::client::Client<C>,
+) -> Result<i64> {
+    let metadata = client.fetch_metadata(Some(&args.topic), Duration::from_secs(10))?;
+    let mut sum = 0;
+    for topic in metadata.topics().iter().filter(|t| t.name() == args.topic) {
+        for partition in topic.partitions() {
+            let (low, _high) =
+                client.fetch_watermarks(&args.topic, partition.id(), Duration::from_secs(10))?;
+            sum += low;
+        }
+    }
+    Ok(sum)
 }
 
 fn consume(args: &Args) -> Result<()> {

@@ -44,6 +44,13 @@ impl RssBaseline {
         Ok(RssBaseline(broker.peak_rss_bytes()?))
     }
 
+    /// Resets the broker's peak RSS to its current RSS and takes that: growth is then measured
+    /// from what the broker holds now, not from an earlier peak.
+    pub fn reset(broker: &TestBroker) -> Result<RssBaseline> {
+        broker.reset_peak_rss()?;
+        RssBaseline::take(broker)
+    }
+
     /// Errors unless the broker's peak RSS grew by less than `limit_bytes` since the baseline.
     pub fn check_growth(&self, broker: &TestBroker, limit_bytes: u64, what: &str) -> Result<()> {
         let peak = broker.peak_rss_bytes()?;

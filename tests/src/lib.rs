@@ -516,6 +516,15 @@ impl TestBroker {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Resets the broker's peak RSS to its current RSS (`clear_refs` 5), so that the next
+    /// [`TestBroker::peak_rss_bytes`] covers only what happens from here on.
+    pub fn reset_peak_rss(&self) -> Result<()> {
+        let pid = self.pid().ok_or("reset_peak_rss: broker is not running")?;
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+            .map_err(|e| format!("resetting the peak RSS of pid {pid}: {e}"))?;
+        Ok(())
+    }
+
     /// The broker's peak resident set size so far (`VmHWM` in `/proc/<pid>/status`), in bytes.
     /// Errors if the broker is not running or the field is missing.
     pub fn peak_rss_bytes(&self) -> Result<u64> {

@@ -1,13 +1,16 @@
 //! Overload: ten thousand idle connections, and a client that pipelines ten thousand requests
 //! without ever reading a response. The broker admits up to `max.connections`, refuses the rest
 //! cleanly, stops reading a connection whose responses are not taken, closes it after
-//! `connections.max.idle.ms`, keeps serving everyone else, and its memory stays bounded.
+//! `connections.max.idle.ms`, keeps serving everyone else, and its memory stays bounded. A large
+//! Fetch response holds its records once (read from the log, written from that buffer).
 
 use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use runnel_e2e::hostile::{check_survived, fetch_v4_up_to, framed, header_v1, RssBaseline};
+use runnel_e2e::hostile::{
+    check_survived, fetch_v4_up_to, framed, header_v1, parse_fetch_v4, RssBaseline,
+};
 use runnel_e2e::wire::{api_key, put_i32, put_string, CloseOutcome, RawConnection};
 use runnel_e2e::{
     create_topic, ensure, ensure_eq, produce_all, producer, Result, TestBroker, TestResult,
@@ -196,6 +199,40 @@ async fn pipelined_large_fetches_that_are_never_read_hold_bounded_memory() -> Te
         wait_until_cut_off(&mut stream, &fetch(0)).await?;
         drop(stream);
         check_survived(&mut broker, baseline, "closing the client that never read").await
+    }
+    .await;
+    broker.check(result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_fetch_response_holds_its_records_once() -> TestResult {
+    const RECORD_BYTES: usize = 256 * 1024;
+    const RECORDS: usize = 160; // 40 MiB in the partition
+    let broker = TestBroker::start(&[])?;
+    let result = async {
+        let topic = "bulk";
+        create_topic(&broker, topic, 1).await?;
+        let producer = producer(&broker, &[])?;
+        let records: Vec<_> = (0..RECORDS)
+            .map(|i| (None, vec![(i % 251) as u8; RECORD_BYTES]))
+            .collect();
+        produce_all(&producer, topic, Some(0), &records).await?;
+        drop(producer);
+        let baseline = RssBaseline::reset(&broker)?;
+        let whole = i32::try_from(RECORDS * RECORD_BYTES * 2)?;
+        let mut connection = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+        let body =
+            connection.round_trip(api_key::FETCH, 4, &fetch_v4_up_to(-1, topic, 0, 0, whole))?;
+        let partitions = parse_fetch_v4(&body)?;
+        let records_bytes: usize = partitions.iter().map(|p| p.records_bytes).sum();
+        ensure!(
+            records_bytes >= RECORDS * RECORD_BYTES,
+            "fetched {records_bytes} bytes of records, expected the whole partition"
+        );
+        // The records are read from the log into one buffer and written from it: the response
+        // costs about its own size once, not twice (read buffer plus an encoded copy).
+        let limit = u64::try_from(records_bytes)? * 3 / 2;
+        baseline.check_growth(&broker, limit, "one fetch of the whole 40 MiB partition")
     }
     .await;
     broker.check(result)

@@ -12,6 +12,7 @@ mod error;
 pub mod frame;
 pub mod record_filter;
 pub mod request;
+pub mod response_frame;
 
 pub use error::ProtocolError;
 pub use kafka_protocol;

@@ -5,10 +5,14 @@
 //! served before the body is decoded at all.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, FetchResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
+use kafka_protocol::protocol::buf::ChunkedBytesMut;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::frame::{FRAME_SIZE_PREFIX_BYTES, REQUEST_HEADER_BYTES_MIN};
+use crate::response_frame::{ResponseFrame, SHARE_BYTES_MIN};
 use crate::ProtocolError;
 
 /// A request whose header is decoded and whose body is still bytes.
@@ -74,37 +78,66 @@ pub fn decode_request_body(
 /// section), with room to spare; small responses grow from here.
 const RESPONSE_HEADER_BYTES_MAX: usize = 256;
 
-/// Encodes a response with its header and size prefix, ready to write to the socket.
+/// Encodes a response with its size prefix and header, ready to write to the socket. The
+/// record data of a Fetch response is referenced, not copied: see [`ResponseFrame`].
 pub fn encode_response(
     api_key: ApiKey,
     correlation_id: i32,
     version: i16,
     response: &ResponseKind,
-) -> Result<Bytes, ProtocolError> {
+) -> Result<ResponseFrame, ProtocolError> {
     let encode_error = |reason: String| ProtocolError::Encode {
         what: format!("{api_key:?} v{version} response"),
         reason,
     };
-    // A Fetch response carries megabytes of records: size it exactly, so the buffer is
-    // allocated once instead of doubling (which held up to twice the response, plus the copy
-    // being grown from, at the peak). Other responses are small.
-    let body_bytes = match response {
-        ResponseKind::Fetch(fetch) => fetch.compute_size(version).unwrap_or(0),
-        _ => 0,
-    };
-    let mut buf = BytesMut::with_capacity(RESPONSE_HEADER_BYTES_MAX + body_bytes);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api_key.response_header_version(version);
+    if let ResponseKind::Fetch(fetch) = response {
+        // The size goes first and the records are not in our buffer, so it is computed up
+        // front; only the bytes that are copied need room.
+        let frame_bytes = header
+            .compute_size(header_version)
+            .and_then(|header_bytes| Ok(header_bytes + fetch.compute_size(version)?))
+            .map_err(|e| encode_error(e.to_string()))?;
+        let size = i32::try_from(frame_bytes)
+            .map_err(|_| encode_error(format!("{frame_bytes} bytes do not fit a frame")))?;
+        let copied_bytes = frame_bytes.saturating_sub(shared_record_bytes(fetch));
+        let mut buf = ChunkedBytesMut::new(FRAME_SIZE_PREFIX_BYTES + copied_bytes, SHARE_BYTES_MIN);
+        buf.put_i32(size);
+        header
+            .encode(&mut buf, header_version)
+            .and_then(|()| fetch.encode(&mut buf, version))
+            .map_err(|e| encode_error(e.to_string()))?;
+        if buf.len() != FRAME_SIZE_PREFIX_BYTES + frame_bytes {
+            let encoded = buf.len() - FRAME_SIZE_PREFIX_BYTES;
+            return Err(encode_error(format!(
+                "encoded {encoded} bytes where {frame_bytes} were computed"
+            )));
+        }
+        return Ok(ResponseFrame::from(buf));
+    }
+    let mut buf = BytesMut::with_capacity(RESPONSE_HEADER_BYTES_MAX);
     buf.put_i32(0); // the size, patched below once known
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut buf, api_key.response_header_version(version))
-        .map_err(|e| encode_error(e.to_string()))?;
-    response
-        .encode(&mut buf, version)
+    header
+        .encode(&mut buf, header_version)
+        .and_then(|()| response.encode(&mut buf, version))
         .map_err(|e| encode_error(e.to_string()))?;
     let size = i32::try_from(buf.len() - FRAME_SIZE_PREFIX_BYTES)
         .map_err(|_| encode_error(format!("{} bytes do not fit a frame", buf.len())))?;
     if let Some(prefix) = buf.get_mut(..FRAME_SIZE_PREFIX_BYTES) {
         prefix.copy_from_slice(&size.to_be_bytes());
     }
-    Ok(buf.freeze())
+    Ok(ResponseFrame::from(buf.freeze()))
+}
+
+/// Record bytes of a Fetch response large enough to be written from their own buffers.
+fn shared_record_bytes(fetch: &FetchResponse) -> usize {
+    fetch
+        .responses
+        .iter()
+        .flat_map(|topic| &topic.partitions)
+        .filter_map(|partition| partition.records.as_ref())
+        .map(Bytes::len)
+        .filter(|&len| len >= SHARE_BYTES_MIN)
+        .sum()
 }

@@ -191,7 +191,11 @@ fn a_log_that_is_not_written_holds_one_descriptor_per_segment() -> TestResult {
     let dir_path = dir.path().canonicalize()?;
     {
         let log = PartitionLog::open(&dir_path, small_config())?;
-        assert_eq!(open_files_under(&dir_path), 1, "a new log holds its .log only");
+        assert_eq!(
+            open_files_under(&dir_path),
+            1,
+            "a new log holds its .log only"
+        );
         for i in 0..60 {
             log.append(&batch(1 + i % 4, 30))?;
         }

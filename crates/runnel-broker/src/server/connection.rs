@@ -6,16 +6,17 @@
 //!
 //! Anything malformed closes this connection only: the caller logs it and the broker goes on.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, IoSlice};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use runnel_protocol::frame::{bytes_wanted, split_frame};
 use runnel_protocol::request::{decode_request_body, decode_request_header, encode_response};
+use runnel_protocol::response_frame::ResponseFrame;
 use runnel_protocol::ProtocolError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -210,17 +211,17 @@ impl QueuedBytes {
 /// A response owed to the client, in request order.
 enum PendingResponse {
     /// Encoded and ready.
-    Ready(Bytes),
+    Ready(ResponseFrame),
     /// Completing in its own task (acks=-1 waiting for fsync); `None` means nothing is sent.
     /// These are small (produce responses), so they are bounded by count alone.
-    Completing(JoinHandle<Result<Option<Bytes>, CloseReason>>),
+    Completing(JoinHandle<Result<Option<ResponseFrame>, CloseReason>>),
 }
 
 impl PendingResponse {
     /// Bytes counted against [`QUEUED_RESPONSE_BYTES_MAX`].
     fn ready_len(&self) -> usize {
         match self {
-            PendingResponse::Ready(bytes) => bytes.len(),
+            PendingResponse::Ready(frame) => frame.len(),
             PendingResponse::Completing(_) => 0,
         }
     }
@@ -237,17 +238,51 @@ async fn write_responses(
     while let Some(pending) = queued.recv().await {
         let counted = pending.ready_len();
         let response = match pending {
-            PendingResponse::Ready(bytes) => Some(bytes),
+            PendingResponse::Ready(frame) => Some(frame),
             PendingResponse::Completing(task) => {
                 task.await.map_err(|e| CloseReason::Handler(e.into()))??
             }
         };
-        if let Some(bytes) = response {
-            tokio::time::timeout(idle, writer.write_all(&bytes))
+        if let Some(frame) = response {
+            tokio::time::timeout(idle, write_frame(&mut writer, frame))
                 .await
                 .map_err(|_| CloseReason::Idle)??;
         }
         queued_bytes.remove(counted);
+    }
+    Ok(())
+}
+
+/// Slices handed to one vectored write.
+const WRITE_SLICES_MAX: usize = 64;
+
+/// Writes a response frame's chunks in order with vectored writes, releasing each chunk (often
+/// a partition's records, read straight from the log) as soon as it is on the socket.
+async fn write_frame(writer: &mut OwnedWriteHalf, frame: ResponseFrame) -> std::io::Result<()> {
+    let mut chunks = frame.into_chunks();
+    let mut next = 0;
+    while next < chunks.len() {
+        let mut written = {
+            let slices: Vec<IoSlice<'_>> = chunks
+                .iter()
+                .skip(next)
+                .take(WRITE_SLICES_MAX)
+                .map(|chunk| IoSlice::new(chunk))
+                .collect();
+            writer.write_vectored(&slices).await?
+        };
+        if written == 0 && chunks.iter().skip(next).any(|chunk| !chunk.is_empty()) {
+            return Err(ErrorKind::WriteZero.into());
+        }
+        while let Some(chunk) = chunks.get_mut(next) {
+            if written < chunk.len() {
+                chunk.advance(written);
+                break;
+            }
+            written -= chunk.len();
+            *chunk = Bytes::new();
+            next += 1;
+        }
     }
     Ok(())
 }
@@ -286,7 +321,7 @@ async fn handle_frame(
         client_id: request.header.client_id.map(|s| s.to_string()),
         client_host: Arc::clone(client_host),
     };
-    let encode = move |response: &ResponseKind| -> Result<Option<Bytes>, CloseReason> {
+    let encode = move |response: &ResponseKind| -> Result<Option<ResponseFrame>, CloseReason> {
         if acks_zero {
             return Ok(None);
         }

@@ -181,6 +181,12 @@ pub trait ByteBufMut: BufMut {
     /// Read a range from the buffer.
     fn range(&mut self, r: Range<usize>) -> &mut [u8];
 
+    /// Put `bytes` at the current offset. A buffer that can hold on to shared [`Bytes`]
+    /// (Runnel patch: a response made of chunks) may keep a reference instead of copying.
+    fn put_shared_bytes(&mut self, bytes: &Bytes) {
+        self.put_slice(bytes);
+    }
+
     /// Put a gap of `len` at the current buffer offset.
     fn put_gap(&mut self, len: usize) -> Gap {
         let res = Gap {
@@ -243,5 +249,110 @@ impl<T: ByteBufMut> ByteBufMut for &mut T {
     }
     fn range(&mut self, r: Range<usize>) -> &mut [u8] {
         (**self).range(r)
+    }
+    fn put_shared_bytes(&mut self, bytes: &Bytes) {
+        (**self).put_shared_bytes(bytes)
+    }
+}
+
+/// Runnel patch: an encoder buffer that keeps large shared [`Bytes`] (see
+/// [`ByteBufMut::put_shared_bytes`]) by reference and copies everything else into a growing
+/// [`BytesMut`], so that record data is written to the socket from the buffer it was read into.
+///
+/// Offsets, seeks and ranges (used by this crate only for record-batch gaps, never by message
+/// encoders) work within the bytes written since the last shared chunk.
+#[derive(Debug, Default)]
+pub struct ChunkedBytesMut {
+    chunks: Vec<Bytes>,
+    chunks_len: usize,
+    tail: BytesMut,
+    share_min: usize,
+}
+
+impl ChunkedBytesMut {
+    /// A buffer with room for `capacity` copied bytes that keeps shared byte strings of at least
+    /// `share_min` bytes by reference.
+    pub fn new(capacity: usize, share_min: usize) -> Self {
+        ChunkedBytesMut {
+            chunks: Vec::new(),
+            chunks_len: 0,
+            tail: BytesMut::with_capacity(capacity),
+            share_min,
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.chunks_len + self.tail.len()
+    }
+
+    /// True when nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The written bytes, in order, as chunks (one chunk when nothing was shared).
+    pub fn into_chunks(mut self) -> Vec<Bytes> {
+        if !self.tail.is_empty() || self.chunks.is_empty() {
+            self.chunks.push(self.tail.freeze());
+        }
+        self.chunks
+    }
+
+    /// `offset` as a position in `tail`, if it lies there.
+    fn tail_position(&self, offset: usize) -> Option<usize> {
+        offset.checked_sub(self.chunks_len)
+    }
+}
+
+// SAFETY: every method forwards to `tail`, a `BytesMut`, which upholds `BufMut`'s contract.
+unsafe impl BufMut for ChunkedBytesMut {
+    fn remaining_mut(&self) -> usize {
+        self.tail.remaining_mut()
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        // SAFETY: the caller initialised `cnt` bytes of `chunk_mut()`, which is tail's.
+        unsafe { self.tail.advance_mut(cnt) }
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        self.tail.chunk_mut()
+    }
+
+    fn put_slice(&mut self, src: &[u8]) {
+        self.tail.put_slice(src);
+    }
+}
+
+impl ByteBufMut for ChunkedBytesMut {
+    fn offset(&self) -> usize {
+        self.len()
+    }
+
+    fn seek(&mut self, offset: usize) {
+        if let Some(position) = self.tail_position(offset) {
+            self.tail.resize(position, 0);
+        }
+    }
+
+    fn range(&mut self, r: Range<usize>) -> &mut [u8] {
+        let start = self.tail_position(r.start).unwrap_or(usize::MAX);
+        let end = self.tail_position(r.end).unwrap_or(0);
+        self.tail.get_mut(start..end).unwrap_or_default()
+    }
+
+    fn put_shared_bytes(&mut self, bytes: &Bytes) {
+        if bytes.len() < self.share_min {
+            self.tail.put_slice(bytes);
+            return;
+        }
+        if !self.tail.is_empty() {
+            let sealed = self.tail.split().freeze();
+            self.chunks_len += sealed.len();
+            self.chunks.push(sealed);
+        }
+        self.chunks_len += bytes.len();
+        self.chunks.push(bytes.clone());
     }
 }

@@ -561,20 +561,27 @@ impl<T: NewType<StrBytes>> Decoder<T> for CompactString {
 #[derive(Debug, Copy, Clone, Default)]
 pub struct Bytes;
 
+impl Bytes {
+    /// Runnel patch: encodes the length prefix of `len` bytes (`None`: null), not the bytes
+    /// themselves, so that shared `bytes::Bytes` can be put without a copy.
+    fn encode_len<B: ByteBufMut>(&self, buf: &mut B, len: Option<usize>) -> Result<()> {
+        match len {
+            Some(len) if len > i32::MAX as usize => {
+                bail!("Data is too long to encode ({} bytes)", len);
+            }
+            Some(len) => Int32.encode(buf, len as i32),
+            None => Int32.encode(buf, -1),
+        }
+    }
+}
+
 impl Encoder<Option<&[u8]>> for Bytes {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, value: Option<&[u8]>) -> Result<()> {
+        self.encode_len(buf, value.map(<[u8]>::len))?;
         if let Some(s) = value {
-            if s.len() > i32::MAX as usize {
-                bail!("Data is too long to encode ({} bytes)", s.len());
-            } else {
-                Int32.encode(buf, s.len() as i32)?;
-                buf.put_slice(s);
-                Ok(())
-            }
-        } else {
-            Int32.encode(buf, -1)?;
-            Ok(())
+            buf.put_slice(s);
         }
+        Ok(())
     }
     fn compute_size(&self, value: Option<&[u8]>) -> Result<usize> {
         if let Some(s) = value {
@@ -609,7 +616,11 @@ impl Encoder<&Option<Vec<u8>>> for Bytes {
 
 impl Encoder<Option<&bytes::Bytes>> for Bytes {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, value: Option<&bytes::Bytes>) -> Result<()> {
-        Bytes.encode(buf, value.map(|s| &**s))
+        self.encode_len(buf, value.map(bytes::Bytes::len))?;
+        if let Some(s) = value {
+            buf.put_shared_bytes(s); // Runnel patch: a chunked buffer keeps a reference
+        }
+        Ok(())
     }
     fn compute_size(&self, value: Option<&bytes::Bytes>) -> Result<usize> {
         Bytes.compute_size(value.map(|s| &**s))
@@ -708,21 +719,28 @@ impl Decoder<bytes::Bytes> for Bytes {
 #[derive(Debug, Copy, Clone, Default)]
 pub struct CompactBytes;
 
+impl CompactBytes {
+    /// Runnel patch: encodes the length prefix of `len` bytes (`None`: null), not the bytes
+    /// themselves, so that shared `bytes::Bytes` can be put without a copy.
+    fn encode_len<B: ByteBufMut>(&self, buf: &mut B, len: Option<usize>) -> Result<()> {
+        match len {
+            // Use >= because we're going to add one to the length
+            Some(len) if len >= u32::MAX as usize => {
+                bail!("CompactBytes is too long to encode ({} bytes)", len);
+            }
+            Some(len) => UnsignedVarInt.encode(buf, (len as u32) + 1),
+            None => UnsignedVarInt.encode(buf, 0),
+        }
+    }
+}
+
 impl Encoder<Option<&[u8]>> for CompactBytes {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, value: Option<&[u8]>) -> Result<()> {
+        self.encode_len(buf, value.map(<[u8]>::len))?;
         if let Some(s) = value {
-            // Use >= because we're going to add one to the length
-            if s.len() >= u32::MAX as usize {
-                bail!("CompactBytes is too long to encode ({} bytes)", s.len());
-            } else {
-                UnsignedVarInt.encode(buf, (s.len() as u32) + 1)?;
-                buf.put_slice(s);
-                Ok(())
-            }
-        } else {
-            UnsignedVarInt.encode(buf, 0)?;
-            Ok(())
+            buf.put_slice(s);
         }
+        Ok(())
     }
     fn compute_size(&self, value: Option<&[u8]>) -> Result<usize> {
         if let Some(s) = value {
@@ -758,7 +776,11 @@ impl Encoder<&Option<Vec<u8>>> for CompactBytes {
 
 impl Encoder<Option<&bytes::Bytes>> for CompactBytes {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, value: Option<&bytes::Bytes>) -> Result<()> {
-        CompactBytes.encode(buf, value.map(|s| &**s))
+        self.encode_len(buf, value.map(bytes::Bytes::len))?;
+        if let Some(s) = value {
+            buf.put_shared_bytes(s); // Runnel patch: a chunked buffer keeps a reference
+        }
+        Ok(())
     }
     fn compute_size(&self, value: Option<&bytes::Bytes>) -> Result<usize> {
         CompactBytes.compute_size(value.map(|s| &**s))
