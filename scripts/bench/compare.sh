@@ -101,7 +101,8 @@ results="$work/results.tsv"
 : >"$results"
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; } # broker workload metric value
 
-field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<" $2"; }
+# The value of `name=` in a client's output (which may span lines).
+field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<" ${2//$'\n'/ }"; }
 
 peak_overall=0
 # Runs one workload against the broker and records its peak RSS: VmHWM is reset to the
