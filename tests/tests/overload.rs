@@ -167,6 +167,22 @@ async fn a_client_that_never_reads_is_cut_off_and_others_are_served() -> TestRes
     broker.check(result)
 }
 
+/// Creates `topic` with one partition holding `records` records of `record_bytes` each.
+async fn fill_one_partition(
+    broker: &TestBroker,
+    topic: &str,
+    records: usize,
+    record_bytes: usize,
+) -> Result<()> {
+    create_topic(broker, topic, 1).await?;
+    let producer = producer(broker, &[])?;
+    let records: Vec<_> = (0..records)
+        .map(|i| (None, vec![(i % 251) as u8; record_bytes]))
+        .collect();
+    produce_all(&producer, topic, Some(0), &records).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_large_fetches_that_are_never_read_hold_bounded_memory() -> TestResult {
     const RECORD_BYTES: usize = 128 * 1024;
@@ -175,13 +191,7 @@ async fn pipelined_large_fetches_that_are_never_read_hold_bounded_memory() -> Te
     let mut broker = TestBroker::start(&["--set", "connections.max.idle.ms=5000"])?;
     let result = async {
         let topic = "heavy";
-        create_topic(&broker, topic, 1).await?;
-        let producer = producer(&broker, &[])?;
-        let records: Vec<_> = (0..RECORDS)
-            .map(|i| (None, vec![(i % 251) as u8; RECORD_BYTES]))
-            .collect();
-        produce_all(&producer, topic, Some(0), &records).await?;
-        drop(producer);
+        fill_one_partition(&broker, topic, RECORDS, RECORD_BYTES).await?;
         let baseline = RssBaseline::take(&broker)?;
         // Every fetch asks for the whole partition: each response is about 8 MiB, so the
         // 128 responses a connection may owe would be a gigabyte if only counted.
@@ -211,13 +221,7 @@ async fn a_large_fetch_response_holds_its_records_once() -> TestResult {
     let broker = TestBroker::start(&[])?;
     let result = async {
         let topic = "bulk";
-        create_topic(&broker, topic, 1).await?;
-        let producer = producer(&broker, &[])?;
-        let records: Vec<_> = (0..RECORDS)
-            .map(|i| (None, vec![(i % 251) as u8; RECORD_BYTES]))
-            .collect();
-        produce_all(&producer, topic, Some(0), &records).await?;
-        drop(producer);
+        fill_one_partition(&broker, topic, RECORDS, RECORD_BYTES).await?;
         let baseline = RssBaseline::reset(&broker)?;
         let whole = i32::try_from(RECORDS * RECORD_BYTES * 2)?;
         let mut connection = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
