@@ -329,14 +329,35 @@ fn latency(args: &Args) -> Result<()> {
 
     let total = args.rate.saturating_mul(args.seconds);
     let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
-    let mut payload = vec![b'x'; args.size.max(8)];
-    let mut e2e_us = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     let send_start = Instant::now();
-    let mut sent = 0u64;
     let deadline = send_start + Duration::from_secs(args.seconds) + args.timeout;
-    while (e2e_us.len() as u64) < total && Instant::now() < deadline {
-        let due = send_start + interval.mul_f64(sent as f64);
-        if sent < total && Instant::now() >= due {
+    // The consumer waits on its own thread (blocking polls, woken by the fetch response), and
+    // this thread sleeps between sends: a client that spun would take a core from the broker
+    // on a small machine and measure its own scheduling instead.
+    let (sent, mut e2e_us) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut e2e_us = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+            while (e2e_us.len() as u64) < total && Instant::now() < deadline {
+                if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                    let received_us = micros_since(start);
+                    if let Some(stamp) = message.payload().and_then(|p| p.get(..8)) {
+                        let mut bytes = [0u8; 8];
+                        bytes.copy_from_slice(stamp);
+                        e2e_us.push(received_us.saturating_sub(u64::from_be_bytes(bytes)));
+                    }
+                }
+            }
+            e2e_us
+        });
+        let mut payload = vec![b'x'; args.size.max(8)];
+        let mut sent = 0u64;
+        while sent < total && Instant::now() < deadline {
+            let due = send_start + interval.mul_f64(sent as f64);
+            let now = Instant::now();
+            if now < due {
+                std::thread::sleep(due - now);
+                continue;
+            }
             let now_us = micros_since(start);
             if let Some(stamp) = payload.get_mut(..8) {
                 stamp.copy_from_slice(&now_us.to_be_bytes());
@@ -345,25 +366,14 @@ fn latency(args: &Args) -> Result<()> {
                 BaseRecord::<(), [u8], Box<u64>>::with_opaque_to(&args.topic, Box::new(now_us))
                     .partition(0)
                     .payload(&payload);
-            if producer.send(record).is_ok() {
-                sent += 1;
-            }
-            continue;
-        }
-        let wait = if sent < total {
-            due.saturating_duration_since(Instant::now())
-        } else {
-            Duration::from_millis(100)
-        };
-        if let Some(Ok(message)) = consumer.poll(wait.min(Duration::from_millis(100))) {
-            let received_us = micros_since(start);
-            if let Some(stamp) = message.payload().and_then(|p| p.get(..8)) {
-                let mut bytes = [0u8; 8];
-                bytes.copy_from_slice(stamp);
-                e2e_us.push(received_us.saturating_sub(u64::from_be_bytes(bytes)));
+            match producer.send(record) {
+                Ok(()) => sent += 1,
+                // The local queue is full: give the client's threads a moment.
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
             }
         }
-    }
+        (sent, reader.join().unwrap_or_default())
+    });
     producer.flush(Duration::from_secs(30))?;
     let elapsed = send_start.elapsed();
     e2e_us.sort_unstable();

@@ -193,8 +193,8 @@ async fn pipelined_large_fetches_that_are_never_read_hold_bounded_memory() -> Te
         let topic = "heavy";
         fill_one_partition(&broker, topic, RECORDS, RECORD_BYTES).await?;
         let baseline = RssBaseline::take(&broker)?;
-        // Every fetch asks for the whole partition: each response is about 8 MiB, so the
-        // 128 responses a connection may owe would be a gigabyte if only counted.
+        // Every fetch asks for the whole partition: each response is about 8 MiB, so 300
+        // pipelined responses (the count alone allows 2048) would be 2.4 GB if only counted.
         let whole = i32::try_from(RECORDS * RECORD_BYTES * 2)?;
         let fetch = |correlation_id: i32| {
             let mut frame = header_v1(api_key::FETCH, 4, correlation_id);
