@@ -243,6 +243,11 @@ async fn describe_configs_reports_values_sources_and_synonyms() -> TestResult {
             (Some("1048588".to_string()), "default"),
             "max.message.bytes"
         );
+        ensure_eq!(
+            entry(&topic, "flush.ms")?,
+            (Some("100".to_string()), "default"),
+            "flush.ms (from log.flush.interval.ms: acks=1 records fsynced within 100 ms)"
+        );
 
         let with_synonyms = describe_with_synonyms(&broker, TOPIC_RESOURCE, "described")?;
         let segment_bytes = synonyms_of(&with_synonyms, "segment.bytes")?;

@@ -40,6 +40,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "log.index.size.max.bytes", default: "10485760", doc: "Largest offset index file; a full index rolls the segment (topic `segment.index.bytes`)." },
     Setting { name: "log.retention.ms", default: "604800000", doc: "Delete closed segments whose newest record is older than this; -1 keeps them forever (topic `retention.ms`)." },
     Setting { name: "log.retention.bytes", default: "-1", doc: "Delete the oldest closed segments while a partition is larger than this; -1 means no limit (topic `retention.bytes`)." },
+    Setting { name: "log.flush.interval.ms", default: "100", doc: "Default `flush.ms`: records written with acks 0 or 1 are fsynced at least this often (Kafka leaves this unbounded; a short interval bounds what a power loss can take and keeps a backlog of dirty pages from stalling the fsyncs of acks=all producers)." },
     Setting { name: "log.retention.check.interval.ms", default: "300000", doc: "How often retention and the log cleaner (compaction) look at every partition." },
     Setting { name: "fetch.max.bytes", default: "57671680", doc: "Upper bound on the bytes of one Fetch response, whatever the client asks." },
     Setting { name: "transaction.max.timeout.ms", default: "900000", doc: "Largest `transaction.timeout.ms` InitProducerId accepts." },
@@ -119,6 +120,8 @@ pub struct BrokerConfig {
     pub log_retention_bytes: i64,
     /// Period of the retention and cleaner pass, in milliseconds.
     pub log_retention_check_interval_ms: u64,
+    /// Default `flush.ms`.
+    pub log_flush_interval_ms: i64,
     /// Settings given explicitly (config file, environment or flag), name → value as given;
     /// every other setting has its default. DescribeConfigs reports these as
     /// STATIC_BROKER_CONFIG.
@@ -245,6 +248,7 @@ impl BrokerConfig {
             log_retention_bytes: settings.get_in("log.retention.bytes", -1..=i64::MAX)?,
             log_retention_check_interval_ms: settings
                 .get_in("log.retention.check.interval.ms", 1..=i64::MAX as u64)?,
+            log_flush_interval_ms: settings.get_in("log.flush.interval.ms", 0..=i64::MAX)?,
             explicit,
         })
     }

@@ -103,7 +103,8 @@ pub async fn run_periodic_flush(broker: Arc<Broker>) {
     let mut last_flush: HashMap<(String, i32), Instant> = HashMap::new();
     loop {
         let topics = broker.topics.all();
-        let flush_ms = |topic: &Topic| u64::try_from(topic.config.flush_policy().1).ok();
+        let flush_ms =
+            |topic: &Topic| u64::try_from(topic.config.flush_policy(&broker.config).1).ok();
         let period_ms = topics
             .iter()
             .filter_map(|t| flush_ms(t))
@@ -119,13 +120,17 @@ pub async fn run_periodic_flush(broker: Arc<Broker>) {
                 continue;
             };
             for partition in &topic.partitions {
-                let last = last_flush
-                    .entry((topic.name.clone(), partition.index))
-                    .or_insert(now);
                 // A log not opened since start-up has nothing unflushed.
                 let Some(log) = partition.opened_log().map(Arc::clone) else {
                     continue;
                 };
+                // Checked before the bookkeeping: most partitions are idle on most ticks.
+                if log.flushed_offset() >= log.log_end_offset() {
+                    continue;
+                }
+                let last = last_flush
+                    .entry((topic.name.clone(), partition.index))
+                    .or_insert(now);
                 if !flush_due(
                     *last,
                     now,

@@ -193,11 +193,12 @@ impl TopicConfig {
         )
     }
 
-    /// `flush.messages` (fsync after this many unflushed records for acks <= 1) and `flush.ms`.
-    pub fn flush_policy(&self) -> (i64, i64) {
+    /// `flush.messages` (fsync after this many unflushed records for acks <= 1) and `flush.ms`
+    /// (default `log.flush.interval.ms`).
+    pub fn flush_policy(&self, broker: &BrokerConfig) -> (i64, i64) {
         (
             self.get("flush.messages", i64::MAX),
-            self.get("flush.ms", i64::MAX),
+            self.get("flush.ms", broker.log_flush_interval_ms),
         )
     }
 
@@ -283,7 +284,11 @@ impl TopicConfig {
             "compression.type" => ("producer".into(), None),
             "delete.retention.ms" => (d.delete_retention_ms.to_string(), None),
             "file.delete.delay.ms" => ("60000".into(), None),
-            "flush.messages" | "max.compaction.lag.ms" | "flush.ms" => (i64::MAX.to_string(), None),
+            "flush.messages" | "max.compaction.lag.ms" => (i64::MAX.to_string(), None),
+            "flush.ms" => (
+                broker.log_flush_interval_ms.to_string(),
+                Some("log.flush.interval.ms"),
+            ),
             "message.timestamp.after.max.ms" | "message.timestamp.before.max.ms" => {
                 (i64::MAX.to_string(), None)
             }

@@ -61,7 +61,7 @@ pub(crate) async fn handle(
                         Ok(log) => {
                             let limits =
                                 batch_limits(topic.config.max_message_bytes(&broker.config));
-                            let policy = TopicPolicy::of(&topic.config);
+                            let policy = TopicPolicy::of(&topic.config, &broker.config);
                             // Waits while the broker validates its maximum number of batches;
                             // never closed, so `None` cannot happen.
                             let slot = Arc::clone(&broker.validation_slots)
@@ -191,14 +191,17 @@ struct TopicPolicy {
 }
 
 impl TopicPolicy {
-    fn of(config: &crate::topic_config::TopicConfig) -> TopicPolicy {
+    fn of(
+        config: &crate::topic_config::TopicConfig,
+        broker: &crate::config::BrokerConfig,
+    ) -> TopicPolicy {
         let (before_max_ms, after_max_ms) = config.timestamp_bounds_ms();
         TopicPolicy {
             log_append_time: config.log_append_time(),
             before_max_ms,
             after_max_ms,
             compacted: config.is_compacted(),
-            flush_messages: config.flush_policy().0,
+            flush_messages: config.flush_policy(broker).0,
         }
     }
 
