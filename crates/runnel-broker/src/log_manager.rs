@@ -98,7 +98,9 @@ const FLUSH_CHECK_MS_MIN: u64 = 10;
 /// Applies `flush.ms` (fsync at least this often) to partitions written with acks <= 1:
 /// wakes at the smallest `flush.ms` of any topic (within 10..=1000 ms) and fsyncs every
 /// partition of such a topic that has unflushed records and was last flushed by this task
-/// `flush.ms` or more ago. acks=-1 produces flush on their own and need none of this.
+/// `flush.ms` or more ago. acks=-1 produces flush on their own and need none of this. A
+/// partition that rolled a segment since its last flush is flushed at the next wake-up
+/// whatever its `flush.ms` (see `PartitionLog::roll_pending`).
 pub async fn run_periodic_flush(broker: Arc<Broker>) {
     let mut last_flush: HashMap<(String, i32), Instant> = HashMap::new();
     loop {
@@ -116,31 +118,36 @@ pub async fn run_periodic_flush(broker: Arc<Broker>) {
         // Forget partitions of deleted topics.
         last_flush.retain(|(name, _), _| topics.iter().any(|t| &t.name == name));
         for topic in &topics {
-            let Some(interval_ms) = flush_ms(topic).filter(|ms| *ms < i64::MAX as u64) else {
-                continue;
-            };
+            let interval_ms = flush_ms(topic).filter(|ms| *ms < i64::MAX as u64);
             for partition in &topic.partitions {
                 // A log not opened since start-up has nothing unflushed.
                 let Some(log) = partition.opened_log().map(Arc::clone) else {
                     continue;
                 };
-                // Checked before the bookkeeping: most partitions are idle on most ticks.
-                if log.flushed_offset() >= log.log_end_offset() {
-                    continue;
+                // A roll's fsyncs wait for the next flush whatever `flush.ms` says (Kafka
+                // flushes a rolled segment at once): until then retention cannot delete it.
+                if !log.roll_pending() {
+                    // Checked before the bookkeeping: most partitions are idle on most ticks.
+                    let Some(interval_ms) = interval_ms else {
+                        continue;
+                    };
+                    if log.flushed_offset() >= log.log_end_offset() {
+                        continue;
+                    }
+                    let last = last_flush
+                        .entry((topic.name.clone(), partition.index))
+                        .or_insert(now);
+                    if !flush_due(
+                        *last,
+                        now,
+                        interval_ms,
+                        log.flushed_offset(),
+                        log.log_end_offset(),
+                    ) {
+                        continue;
+                    }
                 }
-                let last = last_flush
-                    .entry((topic.name.clone(), partition.index))
-                    .or_insert(now);
-                if !flush_due(
-                    *last,
-                    now,
-                    interval_ms,
-                    log.flushed_offset(),
-                    log.log_end_offset(),
-                ) {
-                    continue;
-                }
-                *last = now;
+                last_flush.insert((topic.name.clone(), partition.index), now);
                 let outcome =
                     tokio::task::spawn_blocking(move || log.flush(log.log_end_offset())).await;
                 match outcome {

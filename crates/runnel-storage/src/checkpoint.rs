@@ -5,7 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{IoResultExt, StorageError};
 
@@ -45,19 +45,27 @@ pub(crate) fn unseal(magic: [u8; 4], version: u16, sealed: &[u8]) -> Option<&[u8
 /// Replaces `path` with `contents` atomically and durably: write a temporary file, fsync it,
 /// rename it over `path`, fsync the directory. Readers see the old or the new file, never a mix.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), StorageError> {
-    let mut temp_name = path.as_os_str().to_owned();
-    temp_name.push(TEMP_SUFFIX);
-    let temp = Path::new(&temp_name);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(temp)
-        .at(temp)?;
-    file.write_all(contents).at(temp)?;
-    file.sync_all().at(temp)?;
-    std::fs::rename(temp, path).at(path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    write_all_atomically(&[(path, contents)])
+}
+
+/// [`write_atomically`] for several files of one directory, with one directory fsync for all
+/// of them. Each file is replaced atomically; a crash may leave some replaced and some not.
+pub(crate) fn write_all_atomically(files: &[(&Path, &[u8])]) -> Result<(), StorageError> {
+    let temp_path = |path: &Path| {
+        let mut temp_name = path.as_os_str().to_owned();
+        temp_name.push(TEMP_SUFFIX);
+        PathBuf::from(temp_name)
+    };
+    for (path, contents) in files {
+        write_durably(&temp_path(path), contents)?;
+    }
+    for (path, _) in files {
+        std::fs::rename(temp_path(path), path).at(path)?;
+    }
+    match files.first() {
+        Some((path, _)) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        None => Ok(()),
+    }
 }
 
 /// Creates (or replaces) `path` with `contents` and fsyncs it; not atomic (the caller renames
@@ -126,6 +134,11 @@ impl RecoveryCheckpoint {
     /// Writes the checkpoint of `dir` atomically.
     pub(crate) fn write(&self, dir: &Path) -> Result<(), StorageError> {
         write_atomically(&dir.join(CHECKPOINT_FILE_NAME), &self.encode())
+    }
+
+    /// The checkpoint file's path in `dir` and its contents, for [`write_all_atomically`].
+    pub(crate) fn file(&self, dir: &Path) -> (PathBuf, Vec<u8>) {
+        (dir.join(CHECKPOINT_FILE_NAME), self.encode())
     }
 }
 

@@ -72,8 +72,8 @@ pub struct CleanStats {
     pub bytes_after: u64,
 }
 
-/// The segments to clean: a prefix of the closed segments. Returns them with whether the
-/// policy says to clean now. `first_dirty_offset` is where uncleaned data begins; `force`
+/// The segments to clean: a prefix of `segments`, which must all be closed (sealed). Returns
+/// them when the policy says to clean now. `first_dirty_offset` is where uncleaned data begins; `force`
 /// cleans even without dirty data (kept tombstones have expired).
 pub(crate) fn cleanable_segments(
     segments: &[Arc<LogSegment>],
@@ -82,10 +82,8 @@ pub(crate) fn cleanable_segments(
     now_ms: i64,
     force: bool,
 ) -> Option<Vec<Arc<LogSegment>>> {
-    let closed = segments.len().saturating_sub(1);
     let cleanable: Vec<Arc<LogSegment>> = segments
         .iter()
-        .take(closed)
         .take_while(|s| {
             now_ms.saturating_sub(s.retention_timestamp_ms()) >= policy.min_compaction_lag_ms
         })

@@ -141,8 +141,10 @@ impl Fixture {
             for i in 0..FIXTURE_BATCHES {
                 batches.push(append_timed(&log, 1 + i % 3, 20 + (i as usize * 7) % 25)?);
             }
-            if shutdown == Shutdown::Clean {
-                log.close()?;
+            match shutdown {
+                Shutdown::Clean => log.close()?,
+                // The last acknowledgement's fsync also finished the last roll.
+                Shutdown::Unclean | Shutdown::NoCheckpoint => log.flush(log.log_end_offset())?,
             }
         }
         if shutdown == Shutdown::NoCheckpoint {

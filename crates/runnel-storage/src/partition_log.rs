@@ -3,10 +3,16 @@
 //! segments, serves reads and group-commits fsyncs. It is synchronous and knows nothing of
 //! Kafka requests, sockets or the high watermark (`read` takes the bound from the caller).
 //!
+//! A roll fsyncs only the sealed segment's data, then starts the new segment. The rest of its
+//! durability work (the sealed time index, the producer snapshot and the recovery checkpoint at
+//! the roll's offset: three files and a directory) is left to the next `flush` (group commit
+//! for acks=all, the periodic flush otherwise); only then do retention and the cleaner treat
+//! the sealed segment as closed. So appends wait for one fsync at a roll, not five.
+//!
 //! Locking, in acquisition order: `writer` (one append, roll or close at a time) then
-//! `flush_lock` then `segments` (held only to push or clone `Arc`s). Readers take only a brief
-//! `segments` read lock and the per-index lock for a binary search; they never wait for a
-//! write or an fsync in progress.
+//! `flush_lock` then `pending_roll` then `segments` (held only to push or clone `Arc`s). Readers
+//! take only a brief `segments` read lock and the per-index lock for a binary search; they
+//! never wait for a write or an fsync in progress.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -15,12 +21,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use bytes::Bytes;
 
 use crate::batch_header::{set_base_offset, set_log_append_time, verify_crc, BatchHeader};
-use crate::checkpoint::{read_log_start_offset, write_log_start_offset, RecoveryCheckpoint};
+use crate::checkpoint::{
+    read_log_start_offset, write_all_atomically, write_log_start_offset, RecoveryCheckpoint,
+};
 use crate::cleaner::{
     build_offset_map, cleanable_segments, finish_swap, write_cleaned, CleanStats, CompactionPolicy,
 };
 use crate::error::{IoResultExt, StorageError};
-use crate::producer_state::{PendingProducerUpdates, ProducerStateManager, SequenceCheck};
+use crate::producer_state::{
+    prune_snapshots, PendingProducerUpdates, ProducerSnapshot, ProducerStateManager, SequenceCheck,
+};
 use crate::records::RecordReader;
 use crate::recovery::{rebuild_producer_state, recover};
 use crate::segment::{now_ms, LogSegment};
@@ -107,6 +117,11 @@ pub struct PartitionLog {
     writer: Mutex<WriterState>,
     /// Serializes fsyncs so concurrent `flush` callers share one (group commit).
     flush_lock: Mutex<()>,
+    /// Rolls whose durability work the next `flush` owes.
+    pending_roll: Mutex<Option<PendingRoll>>,
+    /// Segments with a base offset below this are sealed: fsynced, behind the recovery
+    /// checkpoint, and so closed to retention, DeleteRecords and the cleaner.
+    sealed_offset: AtomicI64,
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
     flushed_offset: AtomicI64,
@@ -125,6 +140,26 @@ struct WriterState {
     producers: ProducerStateManager,
     /// The last segment of `segments`, where appends go.
     active: Arc<LogSegment>,
+}
+
+/// What rolls leave for the next flush: the segments they sealed (whose final time-index
+/// entries it syncs), and the producer state at the newest roll, for the snapshot written with
+/// the checkpoint there.
+#[derive(Debug)]
+struct PendingRoll {
+    sealed: Vec<Arc<LogSegment>>,
+    producer_snapshot: ProducerSnapshot,
+    /// The newest roll's offset: the new active segment's base offset.
+    base_offset: i64,
+}
+
+impl PendingRoll {
+    /// Adds a later roll's work to this one's.
+    fn absorb(&mut self, later: PendingRoll) {
+        self.sealed.extend(later.sealed);
+        self.producer_snapshot = later.producer_snapshot;
+        self.base_offset = later.base_offset;
+    }
 }
 
 /// A validated append, ready to write: the bytes with offsets assigned, their headers, and
@@ -174,6 +209,7 @@ impl PartitionLog {
             write_log_start_offset(dir, log_start_offset)?;
         }
         let active = Arc::clone(&recovered.active);
+        let active_base_offset = active.base_offset();
         // Segments wholly below the log start offset were being deleted when we stopped
         // (the checkpoint is written before the files go): finish the job.
         let mut segments = recovered.segments;
@@ -192,6 +228,9 @@ impl PartitionLog {
             segments: RwLock::new(segments),
             writer: Mutex::new(WriterState { producers, active }),
             flush_lock: Mutex::new(()),
+            pending_roll: Mutex::new(None),
+            // Recovery wrote a checkpoint naming the active segment.
+            sealed_offset: AtomicI64::new(active_base_offset),
             log_start_offset: AtomicI64::new(log_start_offset),
             log_end_offset: AtomicI64::new(recovered.log_end_offset),
             // Recovery fsyncs whatever it verified.
@@ -297,16 +336,20 @@ impl PartitionLog {
         Ok(Arc::clone(&writer.active))
     }
 
-    /// Seals `active` (fsync) and starts a new segment at the log end offset, recording a
-    /// producer snapshot and a checkpoint there so recovery need not rescan the old segment.
+    /// Seals `active` (fsync of its data) and starts a new segment at the log end offset. The
+    /// producer snapshot and checkpoint that let recovery skip the sealed segment are left to
+    /// the next `flush` (see the module docs).
     fn roll(
         &self,
-        active: &LogSegment,
+        active: &Arc<LogSegment>,
         producers: &ProducerStateManager,
         config: &LogConfig,
     ) -> Result<Arc<LogSegment>, StorageError> {
         let base_offset = self.log_end_offset();
-        active.seal_indexes()?;
+        active.write_final_time_entry()?;
+        // The one fsync a roll cannot defer: nothing reaches the new segment before the sealed
+        // one is on disk, so a crash can only tear the end of the last segment (recovery's
+        // torn-tail versus mid-log rule relies on it).
         active.sync()?;
         // Every earlier segment was synced when it rolled, so all offsets below are durable.
         self.flushed_offset.fetch_max(base_offset, Ordering::AcqRel);
@@ -315,22 +358,39 @@ impl PartitionLog {
             base_offset,
             config.segment_index_bytes,
         )?);
-        producers.write_snapshot(&self.dir, base_offset)?;
-        RecoveryCheckpoint {
-            recovery_point_offset: base_offset,
-            segment_base_offset: base_offset,
-            position_bytes: 0,
-        }
-        .write(&self.dir)?;
-        // Only now may the cleaner see the sealed segment as closed: had the checkpoint still
-        // named a byte position inside it, a crash after the cleaner rewrote it would make
-        // recovery start mid-batch in the rewritten file.
         self.segments
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Arc::clone(&segment));
+        let roll = PendingRoll {
+            sealed: vec![Arc::clone(active)],
+            producer_snapshot: producers.snapshot(base_offset),
+            base_offset,
+        };
+        let mut pending = lock(&self.pending_roll);
+        match pending.as_mut() {
+            Some(earlier) => earlier.absorb(roll),
+            None => *pending = Some(roll),
+        }
         tracing::debug!(path = %segment.log_path().display(), "rolled to a new segment");
         Ok(segment)
+    }
+
+    /// Does the durability work rolls still owe (a `flush` of whatever that needs), so that
+    /// retention, DeleteRecords and the cleaner, which act only on sealed segments, see every
+    /// segment but the active one as sealed.
+    fn seal_rolled_segments(&self) -> Result<(), StorageError> {
+        if self.roll_pending() {
+            // An offset below every log: nothing but the roll's work forces an fsync.
+            self.flush(i64::MIN)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a roll is waiting for a `flush` to make it durable (the periodic flush then runs
+    /// even for a partition whose `flush.ms` is not yet due).
+    pub fn roll_pending(&self) -> bool {
+        lock(&self.pending_roll).is_some()
     }
 
     /// Makes every offset up to and including `offset` durable (fdatasync). Concurrent callers
@@ -341,10 +401,34 @@ impl PartitionLog {
     /// Errors: `Io` if an fsync fails (the log should then be taken offline).
     pub fn flush(&self, offset: i64) -> Result<(), StorageError> {
         let _flushing = lock(&self.flush_lock);
+        // A roll recorded after this waits for the next flush; the segments it sealed were
+        // synced by the roll itself.
+        let pending = lock(&self.pending_roll).take();
         let flushed = self.flushed_offset();
-        if flushed > offset {
+        if flushed > offset && pending.is_none() {
             return Ok(());
         }
+        let synced = self
+            .sync_dirty_segments(flushed)
+            .and_then(|()| match &pending {
+                Some(roll) => self.finish_roll(roll),
+                None => Ok(()),
+            });
+        if let (Err(_), Some(roll)) = (&synced, pending) {
+            // Owed again: the next flush retries the whole roll.
+            let mut slot = lock(&self.pending_roll);
+            let later = slot.take();
+            let restored = slot.insert(roll);
+            if let Some(later) = later {
+                restored.absorb(later);
+            }
+        }
+        synced
+    }
+
+    /// fsyncs every segment holding offsets at or above `flushed`, then publishes the log end
+    /// offset read before the first fsync as flushed. Called with the flush lock held.
+    fn sync_dirty_segments(&self, flushed: i64) -> Result<(), StorageError> {
         let target = self.log_end_offset();
         let dirty: Vec<Arc<LogSegment>> = self
             .read_segments()
@@ -357,6 +441,45 @@ impl PartitionLog {
         }
         self.flushed_offset.fetch_max(target, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// The durability work of `roll`, once its sealed segments' data is fsynced: their time
+    /// indexes, then the producer snapshot and the checkpoint at the roll's offset. Only then
+    /// may retention and the cleaner see those segments as closed: had the checkpoint still
+    /// named a byte position inside one, a crash after the cleaner rewrote it would make
+    /// recovery start mid-batch in the rewritten file.
+    fn finish_roll(&self, roll: &PendingRoll) -> Result<(), StorageError> {
+        for segment in &roll.sealed {
+            segment.sync_sealed_indexes()?;
+        }
+        self.write_recovery_point(
+            roll.producer_snapshot.clone(),
+            RecoveryCheckpoint {
+                recovery_point_offset: roll.base_offset,
+                segment_base_offset: roll.base_offset,
+                position_bytes: 0,
+            },
+        )?;
+        self.sealed_offset
+            .fetch_max(roll.base_offset, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Writes a producer snapshot and a recovery checkpoint (one directory fsync for both),
+    /// then drops old snapshots. Either file may survive a crash without the other: a
+    /// checkpoint without its snapshot only makes recovery replay from an older snapshot.
+    fn write_recovery_point(
+        &self,
+        snapshot: ProducerSnapshot,
+        checkpoint: RecoveryCheckpoint,
+    ) -> Result<(), StorageError> {
+        let (snapshot_path, snapshot_bytes) = snapshot.file(&self.dir);
+        let (checkpoint_path, checkpoint_bytes) = checkpoint.file(&self.dir);
+        write_all_atomically(&[
+            (&snapshot_path, &snapshot_bytes),
+            (&checkpoint_path, &checkpoint_bytes),
+        ])?;
+        prune_snapshots(&self.dir)
     }
 
     /// Whole batches starting with the batch containing `offset`, each with its last offset
@@ -426,13 +549,14 @@ impl PartitionLog {
         let log_end_offset = self.log_end_offset();
         self.flush(log_end_offset)?;
         let active = &writer.active;
-        writer.producers.write_snapshot(&self.dir, log_end_offset)?;
-        RecoveryCheckpoint {
-            recovery_point_offset: log_end_offset,
-            segment_base_offset: active.base_offset(),
-            position_bytes: active.size_bytes(),
-        }
-        .write(&self.dir)
+        self.write_recovery_point(
+            writer.producers.snapshot(log_end_offset),
+            RecoveryCheckpoint {
+                recovery_point_offset: log_end_offset,
+                segment_base_offset: active.base_offset(),
+                position_bytes: active.size_bytes(),
+            },
+        )
     }
 
     /// Size of the whole log in bytes (committed data of all segments; indexes excluded).
@@ -463,6 +587,17 @@ impl PartitionLog {
     /// A snapshot of the segment list (cheap: `Arc` clones).
     pub(crate) fn segments_snapshot(&self) -> Vec<Arc<LogSegment>> {
         self.read_segments().clone()
+    }
+
+    /// How many of the oldest `segments` (a snapshot of the list) are sealed (see
+    /// `sealed_offset`): never the active segment.
+    fn sealed_count(&self, segments: &[Arc<LogSegment>]) -> usize {
+        let sealed_offset = self.sealed_offset.load(Ordering::Acquire);
+        segments
+            .iter()
+            .take(segments.len().saturating_sub(1))
+            .take_while(|s| s.base_offset() < sealed_offset)
+            .count()
     }
 
     /// The first record at or after the log start offset whose timestamp is `>= target_ms`
@@ -567,6 +702,7 @@ impl PartitionLog {
             });
         }
         let _writer = lock(&self.writer);
+        self.seal_rolled_segments()?;
         self.advance_log_start_offset(offset)?;
         self.delete_segments_below_start()?;
         Ok(self.log_start_offset())
@@ -585,8 +721,9 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<usize, StorageError> {
         let _writer = lock(&self.writer);
+        self.seal_rolled_segments()?;
         let segments = self.segments_snapshot();
-        let closed = segments.len().saturating_sub(1);
+        let closed = self.sealed_count(&segments);
         let mut remaining_bytes: u64 = segments.iter().map(|s| s.size_bytes()).sum();
         let mut expired = 0;
         for segment in segments.iter().take(closed) {
@@ -621,8 +758,10 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<Option<CleanStats>, StorageError> {
         let _cleaning = lock(&self.cleaner_lock);
+        self.seal_rolled_segments()?;
         let first_dirty = self.first_dirty_offset.load(Ordering::Acquire);
-        let segments = self.segments_snapshot();
+        let mut segments = self.segments_snapshot();
+        segments.truncate(self.sealed_count(&segments));
         let tombstones_expired = now_ms
             .saturating_sub(self.kept_tombstone_ms.load(Ordering::Acquire))
             > policy.delete_retention_ms;
@@ -713,7 +852,7 @@ impl PartitionLog {
                 .skip(1)
                 .take_while(|s| s.base_offset() <= log_start_offset)
                 .count()
-                .min(segments.len().saturating_sub(1));
+                .min(self.sealed_count(&segments));
             segments.drain(..count).collect()
         };
         for segment in &doomed {

@@ -200,7 +200,9 @@ fn a_log_that_is_not_written_holds_one_descriptor_per_segment() -> TestResult {
             log.append(&batch(1 + i % 4, 30))?;
         }
         assert!(log.segment_count() > 3, "segments: {}", log.segment_count());
-        // Sealed segments closed their index files; the active one writes its own.
+        // Sealed segments closed their index files when the flush after their roll synced
+        // them; the active one writes its own.
+        log.flush(log.log_end_offset())?;
         assert!(open_files_under(&dir_path) <= log.segment_count() + 2);
         log.close()?;
     }
@@ -224,6 +226,66 @@ fn a_log_that_is_not_written_holds_one_descriptor_per_segment() -> TestResult {
         let first = parse_batches(&log.read(offset, 1 << 20, i64::MAX)?)[0];
         assert_eq!(first.base_offset, offset);
     }
+    Ok(())
+}
+
+#[test]
+fn a_roll_leaves_its_fsyncs_and_checkpoint_to_the_next_flush() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let checkpoint = || RecoveryCheckpoint::read(dir.path());
+    let mut expected = Vec::new();
+    {
+        let log = PartitionLog::open(dir.path(), small_config())?;
+        // A producer, so the snapshot written with the checkpoint has something in it.
+        for i in 0..60 {
+            expected.push(appended(log.append(&producer_batch(7, 0, i * 3, 3))?));
+        }
+        let segments = log.segment_count();
+        assert!(segments > 3, "segments: {segments}");
+        // The rolls synced the sealed segments' data and nothing else: appends never waited
+        // for the snapshot and checkpoint.
+        let active_base = log.segments_snapshot().last().unwrap().base_offset();
+        assert!(log.roll_pending());
+        assert_eq!(log.flushed_offset(), active_base);
+        assert!(active_base < log.log_end_offset());
+        assert_eq!(checkpoint()?, None);
+        log.flush(0)?;
+        // One flush did it all: every record is durable (the flush covers what was written
+        // before it started), and the checkpoint and snapshot name the last roll.
+        assert!(!log.roll_pending());
+        assert_eq!(log.flushed_offset(), log.log_end_offset());
+        assert_eq!(
+            checkpoint()?,
+            Some(RecoveryCheckpoint {
+                recovery_point_offset: active_base,
+                segment_base_offset: active_base,
+                position_bytes: 0,
+            })
+        );
+        let snapshot = dir.path().join(offset_file_name(active_base, "snapshot"));
+        assert!(snapshot.exists(), "{}", snapshot.display());
+        // Rolls after that flush owe a new one; a crash before it recovers from the older
+        // checkpoint, verifying the segments after it.
+        let before = log.segment_count();
+        while log.segment_count() < before + 2 {
+            let next = expected.len() as i32 * 3;
+            expected.push(appended(log.append(&producer_batch(7, 0, next, 3))?));
+        }
+        assert!(log.roll_pending());
+        assert_eq!(
+            checkpoint()?.map(|c| c.segment_base_offset),
+            Some(active_base)
+        );
+    }
+    let log = PartitionLog::open(dir.path(), small_config())?;
+    assert_eq!(read_all(&log), expected);
+    // The producer state survived too: the next sequence is accepted, a replay is a duplicate.
+    let next = expected.len() as i32 * 3;
+    assert!(matches!(
+        log.append(&producer_batch(7, 0, next - 3, 3))?,
+        AppendOutcome::Duplicate { .. }
+    ));
+    appended(log.append(&producer_batch(7, 0, next, 3))?);
     Ok(())
 }
 
@@ -333,6 +395,7 @@ fn torn_tail_in_an_earlier_unflushed_segment_drops_later_segments() -> TestResul
         for _ in 0..3 {
             log.append(&batch(1, 10))?;
         }
+        log.flush(log.log_end_offset())?;
     }
     // Remove the checkpoint so every segment counts as unflushed, then tear segment 1's only
     // batch: its last byte never reached the disk. (This test used to flip that byte instead;

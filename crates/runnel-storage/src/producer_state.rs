@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use crate::batch_header::{increment_sequence, BatchHeader};
-use crate::checkpoint::{seal, unseal, write_atomically};
+use crate::checkpoint::{seal, unseal};
 use crate::error::{IoResultExt, StorageError};
 use crate::segment::offset_file_name;
 
@@ -246,17 +246,22 @@ impl ProducerStateManager {
             .then_some(ProducerStateManager { producers })
     }
 
-    /// Writes the state as of `offset` (the log end offset it reflects) to
-    /// `<offset>.snapshot` atomically, then deletes all but the newest few snapshots.
-    pub(crate) fn write_snapshot(&self, dir: &Path, offset: i64) -> Result<(), StorageError> {
-        let path = dir.join(offset_file_name(offset, SNAPSHOT_EXTENSION));
-        write_atomically(&path, &self.encode())?;
-        let snapshots = list_snapshots(dir)?;
-        let excess = snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
-        for (_, old) in snapshots.iter().take(excess) {
-            std::fs::remove_file(old).at(old)?;
+    /// The state as of `offset` (the log end offset it reflects), encoded for
+    /// `<offset>.snapshot`.
+    pub(crate) fn snapshot(&self, offset: i64) -> ProducerSnapshot {
+        ProducerSnapshot {
+            offset,
+            bytes: self.encode(),
         }
-        Ok(())
+    }
+
+    /// Writes the state as of `offset` to `<offset>.snapshot` atomically, then deletes all but
+    /// the newest few snapshots.
+    #[cfg(test)]
+    pub(crate) fn write_snapshot(&self, dir: &Path, offset: i64) -> Result<(), StorageError> {
+        let (path, bytes) = self.snapshot(offset).file(dir);
+        crate::checkpoint::write_atomically(&path, &bytes)?;
+        prune_snapshots(dir)
     }
 
     /// Loads the newest readable snapshot at or below `log_end_offset`, deleting snapshots
@@ -283,6 +288,33 @@ impl ProducerStateManager {
         }
         Ok((ProducerStateManager::default(), None))
     }
+}
+
+/// An encoded producer-state snapshot, not yet written.
+#[derive(Debug, Clone)]
+pub(crate) struct ProducerSnapshot {
+    offset: i64,
+    bytes: Vec<u8>,
+}
+
+impl ProducerSnapshot {
+    /// The snapshot file's path in `dir` and its contents, for `write_all_atomically`.
+    pub(crate) fn file(self, dir: &Path) -> (PathBuf, Vec<u8>) {
+        (
+            dir.join(offset_file_name(self.offset, SNAPSHOT_EXTENSION)),
+            self.bytes,
+        )
+    }
+}
+
+/// Deletes all but the newest few snapshots of `dir`.
+pub(crate) fn prune_snapshots(dir: &Path) -> Result<(), StorageError> {
+    let snapshots = list_snapshots(dir)?;
+    let excess = snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
+    for (_, old) in snapshots.iter().take(excess) {
+        std::fs::remove_file(old).at(old)?;
+    }
+    Ok(())
 }
 
 /// Snapshot files of `dir` as `(offset, path)`, oldest first.

@@ -175,13 +175,24 @@ impl LogSegment {
         }
     }
 
-    /// Seals the time index (final max-timestamp entry) and fsyncs it if that wrote anything,
-    /// then closes both index files until something rewrites them (the cleaner, a truncation);
+    /// Seals the time index (final max-timestamp entry) and fsyncs it, then closes both index
+    /// files until something rewrites them (the cleaner, a truncation);
     /// called when the segment stops being the active one.
     pub(crate) fn seal_indexes(&self) -> Result<(), StorageError> {
-        if self.time_index.seal()? {
-            self.time_index.sync()?;
-        }
+        self.write_final_time_entry()?;
+        self.sync_sealed_indexes()
+    }
+
+    /// The first half of [`LogSegment::seal_indexes`]: writes the time index's final
+    /// max-timestamp entry, without syncing it.
+    pub(crate) fn write_final_time_entry(&self) -> Result<(), StorageError> {
+        self.time_index.seal().map(|_| ())
+    }
+
+    /// The second half of [`LogSegment::seal_indexes`]: fsyncs the time index (recovery trusts
+    /// the indexes of segments behind the checkpoint) and closes both index files.
+    pub(crate) fn sync_sealed_indexes(&self) -> Result<(), StorageError> {
+        self.time_index.sync()?;
         self.release_index_files();
         Ok(())
     }
