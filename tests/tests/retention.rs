@@ -1,5 +1,6 @@
 //! Retention and DeleteRecords: the earliest offset moves forward while producing (by size),
-//! DeleteRecords moves it on request, and consumers from the beginning start there.
+//! DeleteRecords moves it on request, consumers from the beginning start there, and a rolled
+//! segment is checkpointed without waiting for shutdown.
 
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::{Offset, TopicPartitionList};
@@ -157,6 +158,62 @@ async fn retention_by_time_deletes_old_segments() -> TestResult {
         )
         .await?;
         ensure_eq!(watermarks(&broker, "timed", 0)?.1, 100, "high watermark");
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roll_is_checkpointed_soon_even_when_flush_ms_is_unlimited() -> TestResult {
+    // A roll leaves its producer snapshot and recovery checkpoint to the partition's next
+    // flush; with acks=1 and flush.ms unlimited, only the periodic flush's rule "a partition
+    // that rolled is flushed at the next wake-up" writes them before shutdown.
+    let mut broker = TestBroker::start(&[])?;
+    let result = async {
+        create_with(
+            &broker,
+            "rolled",
+            &[
+                ("segment.bytes", "2048"),
+                ("flush.ms", "9223372036854775807"),
+            ],
+        )
+        .await?;
+        let producer = producer(&broker, &[("linger.ms", "0"), ("acks", "1")])?;
+        for chunk in records(40).chunks(4) {
+            produce_all(&producer, "rolled", Some(0), chunk).await?;
+        }
+        let dir = broker.partition_dir("rolled", 0);
+        let checkpoint = dir.join("recovery-point-offset-checkpoint");
+        wait_until(
+            "the recovery checkpoint of rolled-0 to be written",
+            WAIT_TIMEOUT,
+            || {
+                let written = checkpoint.exists();
+                async move { Ok(written) }
+            },
+        )
+        .await?;
+        let snapshots = std::fs::read_dir(&dir)?
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.path().extension().is_some_and(|e| e == "snapshot"))
+            .count();
+        ensure!(snapshots > 0, "no producer snapshot beside the checkpoint");
+        broker.kill9()?;
+        broker.start_again()?;
+        ensure_eq!(
+            watermarks(&broker, "rolled", 0)?,
+            (0, 40),
+            "watermarks after kill -9"
+        );
+        let consumer = consumer_assigned(&broker, "rolled", &[0], Offset::Beginning)?;
+        let got = consume_n(&consumer, 40, WAIT_TIMEOUT).await?;
+        ensure_eq!(
+            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            (0..40).collect::<Vec<i64>>(),
+            "offsets after kill -9"
+        );
         Ok(())
     }
     .await;
