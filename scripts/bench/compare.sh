@@ -4,7 +4,8 @@
 # memory, lower is better and the ratio is peer / Runnel so that > 1 always means Runnel leads).
 #
 #   scripts/bench/compare.sh                 # Runnel (acks as given, fsync on acks=all) vs Tansu in-memory
-#   SCALE=0.2 scripts/bench/compare.sh       # fewer records (quicker, noisier)
+#   SCALE=0.2 scripts/bench/compare.sh       # fewer records (quicker, noisier; the default
+#                                            # 3M x 100 B / 600k x 1 KiB last 0.5-3 s each)
 #   ORDER="runnel tansu tansu runnel" ...    # A B B A to cancel drift (default: runnel tansu)
 #   PEER_STORAGE=sqlite://tansu.db ...       # Tansu's durable engine, if its binary was built
 #                                            # with libsql (cargo install tansu --features libsql)
@@ -133,7 +134,7 @@ run_broker() {
     peak_overall=0
     for parts in 1 6; do
         for size in 100 1024; do
-            n="$(records $([ "$size" = 100 ] && echo 1000000 || echo 200000))"
+            n="$(records $([ "$size" = 100 ] && echo 3000000 || echo 600000))"
             for acks in 1 all; do
                 acks_flag="$([ "$acks" = all ] && echo -1 || echo 1)"
                 for codec in none lz4; do
@@ -148,15 +149,15 @@ run_broker() {
         done
     done
     # Retention deleting segments while producing: 1 MiB segments, at most 8 MiB kept per
-    # partition, 200 MB written. The broker's retention check runs every second (start_broker).
+    # partition, 600 MB written. The broker's retention check runs every second (start_broker).
     workload "produce retention" "$((timeout_s + 30))" "$load" produce \
-        --bootstrap "$bootstrap" --topic retention --partitions 6 --records "$(records 200000)" \
+        --bootstrap "$bootstrap" --topic retention --partitions 6 --records "$(records 600000)" \
         --size 1024 --acks -1 --compression none --timeout-s "$timeout_s" \
         --topic-config segment.bytes=1048576 --topic-config retention.bytes=8388608
     record "$broker_name" "produce retention (6 parts, 1 KiB, acks=all)" records_per_s "$(field records_per_s "$line")"
     record "$broker_name" "produce retention (6 parts, 1 KiB, acks=all)" log_start_offsets "$(field log_start_offsets "$line")"
     for topic in p1-s100-a1-none p6-s1024-a1-none; do
-        n="$(records $([[ "$topic" == *s100* ]] && echo 1000000 || echo 200000))"
+        n="$(records $([[ "$topic" == *s100* ]] && echo 3000000 || echo 600000))"
         workload "consume $topic" "$((timeout_s + 30))" "$load" consume \
             --bootstrap "$bootstrap" --topic "$topic" --records "$n" --timeout-s "$timeout_s"
         record "$broker_name" "consume $topic" records_per_s "$(field records_per_s "$line")"
