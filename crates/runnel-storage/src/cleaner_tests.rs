@@ -110,7 +110,11 @@ fn offsets_by_timestamp_out_of_order() -> TestResult {
 fn log_append_time_stamps_and_keeps_crc_valid() -> TestResult {
     let dir = tempfile::tempdir()?;
     let log = PartitionLog::open(dir.path(), small_config())?;
-    log.append_with_time(&new_batch(&[(100, Some("a"), Some("1"))]), Some(9_999))?;
+    log.append_with_time(
+        &new_batch(&[(100, Some("a"), Some("1"))]),
+        Some(9_999),
+        crate::CrcCheck::Verify,
+    )?;
     let bytes = log.read(0, 1 << 20, 1)?;
     crate::verify_crc(&bytes)?;
     let header = BatchHeader::parse(&bytes)?;

@@ -29,5 +29,7 @@ pub use batch_header::{HEADER_SIZE_BYTES, LOG_OVERHEAD_BYTES, NO_PRODUCER_ID};
 pub use checkpoint::{sync_dir, write_atomically as write_file_atomically};
 pub use cleaner::{CleanStats, CompactionPolicy};
 pub use error::{BatchDefect, StorageError};
-pub use partition_log::{AppendOutcome, LogConfig, PartitionLog, RetentionPolicy, TimestampOffset};
+pub use partition_log::{
+    AppendOutcome, CrcCheck, LogConfig, PartitionLog, RetentionPolicy, TimestampOffset,
+};
 pub use records::{RecordError, RecordReader, RecordSummary};

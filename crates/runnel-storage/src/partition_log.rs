@@ -82,6 +82,16 @@ pub struct TimestampOffset {
     pub timestamp: i64,
 }
 
+/// Whether an append computes each batch's CRC32C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrcCheck {
+    /// Verify it (what [`PartitionLog::append`] does).
+    Verify,
+    /// The caller has verified it over these exact bytes (the broker validates every produced
+    /// batch before it appends), so the log does not compute it a second time.
+    VerifiedByCaller,
+}
+
 /// Result of a successful [`PartitionLog::append`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOutcome {
@@ -251,18 +261,20 @@ impl PartitionLog {
     /// `OutOfOrderSequence`, `DuplicateInMultiBatchAppend` for producer violations; `Io` if the
     /// write failed (the file is cut back, nothing becomes visible).
     pub fn append(&self, batches: &[u8]) -> Result<AppendOutcome, StorageError> {
-        self.append_with_time(batches, None)
+        self.append_with_time(batches, None, CrcCheck::Verify)
     }
 
     /// [`PartitionLog::append`], stamping every batch with LogAppendTime `timestamp_ms` when
     /// given: the timestamp-type attribute is set, the max timestamp becomes `timestamp_ms` and
-    /// the CRC is recomputed (after the client's CRC was verified).
+    /// the CRC is recomputed (after the client's CRC was verified). `crc` says whether the
+    /// client's CRC still needs verifying here.
     ///
-    /// Errors: as for `append`.
+    /// Errors: as for `append` (no CRC mismatch with [`CrcCheck::VerifiedByCaller`]).
     pub fn append_with_time(
         &self,
         batches: &[u8],
         log_append_time_ms: Option<i64>,
+        crc: CrcCheck,
     ) -> Result<AppendOutcome, StorageError> {
         if batches.is_empty() {
             return Err(StorageError::EmptyAppend);
@@ -270,19 +282,24 @@ impl PartitionLog {
         let config = self.config();
         let mut writer = lock(&self.writer);
         let base_offset = self.log_end_offset();
-        let prepared =
-            match prepare_append(batches, base_offset, &writer.producers, log_append_time_ms)? {
-                Prepared::Write(prepared) => prepared,
-                Prepared::Duplicate {
+        let prepared = match prepare_append(
+            batches,
+            base_offset,
+            &writer.producers,
+            log_append_time_ms,
+            crc,
+        )? {
+            Prepared::Write(prepared) => prepared,
+            Prepared::Duplicate {
+                base_offset,
+                last_offset,
+            } => {
+                return Ok(AppendOutcome::Duplicate {
                     base_offset,
                     last_offset,
-                } => {
-                    return Ok(AppendOutcome::Duplicate {
-                        base_offset,
-                        last_offset,
-                    })
-                }
-            };
+                })
+            }
+        };
         let next_offset = prepared
             .headers
             .last()
@@ -876,6 +893,7 @@ fn prepare_append(
     base_offset: i64,
     producers: &ProducerStateManager,
     log_append_time_ms: Option<i64>,
+    crc: CrcCheck,
 ) -> Result<Prepared, StorageError> {
     let mut bytes = input.to_vec();
     let mut headers = Vec::new();
@@ -897,7 +915,9 @@ fn prepare_append(
                 available_bytes: (input.len() - position) as u64,
             })
             .map_err(corrupt)?;
-        verify_crc(batch).map_err(corrupt)?;
+        if crc == CrcCheck::Verify {
+            verify_crc(batch).map_err(corrupt)?;
+        }
         set_base_offset(batch, next_offset).map_err(corrupt)?;
         header.base_offset = next_offset;
         if let Some(timestamp_ms) = log_append_time_ms {

@@ -124,6 +124,39 @@ fn max_bytes_and_upper_bound() -> TestResult {
 }
 
 #[test]
+fn a_crc_verified_by_the_caller_is_not_recomputed_but_the_rest_is_checked() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+    // A payload byte changed after the CRC was computed: only the CRC can tell.
+    let mut altered = batch(2, 8);
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    assert!(matches!(
+        log.append_with_time(&altered, None, CrcCheck::Verify),
+        Err(StorageError::CorruptBatch {
+            defect: BatchDefect::CrcMismatch { .. },
+            ..
+        })
+    ));
+    // The caller vouches for the CRC (the broker verified it while validating the request):
+    // the log takes its word rather than computing it again.
+    assert_eq!(
+        appended(log.append_with_time(&altered, None, CrcCheck::VerifiedByCaller)?),
+        (0, 1)
+    );
+    // Everything else is still checked.
+    let good = batch(1, 1);
+    assert!(matches!(
+        log.append_with_time(&good[..good.len() - 1], None, CrcCheck::VerifiedByCaller),
+        Err(StorageError::CorruptBatch {
+            defect: BatchDefect::Truncated { .. },
+            ..
+        })
+    ));
+    Ok(())
+}
+
+#[test]
 fn rejects_bad_input_without_writing() -> TestResult {
     let dir = tempfile::tempdir()?;
     let log = PartitionLog::open(dir.path(), LogConfig::default())?;

@@ -20,7 +20,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use runnel_protocol::batch::{validate_batches, BatchLimits};
 use runnel_protocol::ProtocolError;
-use runnel_storage::{AppendOutcome, PartitionLog};
+use runnel_storage::{AppendOutcome, CrcCheck, PartitionLog};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::RequestContext;
@@ -266,7 +266,9 @@ fn start_append(
         let now_ms = crate::log_manager::now_ms();
         policy.check(&records, &batches, now_ms)?;
         let log_append_time_ms = policy.log_append_time.then_some(now_ms);
-        let outcome = log.append_with_time(&records, log_append_time_ms)?;
+        // `validate_batches` verified every batch's CRC32C over these bytes.
+        let outcome =
+            log.append_with_time(&records, log_append_time_ms, CrcCheck::VerifiedByCaller)?;
         let appended = AppendedBatch {
             outcome,
             log_start_offset: log.log_start_offset(),
