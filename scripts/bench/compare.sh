@@ -6,7 +6,8 @@
 #   scripts/bench/compare.sh                 # Runnel (acks as given, fsync on acks=all) vs Tansu in-memory
 #   SCALE=0.2 scripts/bench/compare.sh       # fewer records (quicker, noisier; the default
 #                                            # 3M x 100 B / 600k x 1 KiB last 0.5-3 s each)
-#   ORDER="runnel tansu tansu runnel" ...    # A B B A to cancel drift (default: runnel tansu)
+#   ORDER="runnel tansu" ...                 # one pass each (quicker); the default is A B B A,
+#                                            # "runnel tansu tansu runnel", to cancel drift
 #   PEER_STORAGE=sqlite://tansu.db ...       # Tansu's durable engine, if its binary was built
 #                                            # with libsql (cargo install tansu --features libsql)
 #
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/../.."
 
 scale="${SCALE:-1}"
 timeout_s="${TIMEOUT_S:-180}"
-order="${ORDER:-runnel tansu}"
+order="${ORDER:-runnel tansu tansu runnel}"
 peer_storage="${PEER_STORAGE:-memory://tansu/}"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/runnel-bench"
 mkdir -p "$cache"
