@@ -16,6 +16,8 @@
 //! @53 baseSequence i32      @57 recordsCount i32 @61 records (compressed as a whole)
 //! ```
 
+use std::io::BufRead;
+
 use crate::compression::{self, Compression};
 use crate::ProtocolError;
 
@@ -334,8 +336,12 @@ fn walk_compressed_records(
     Ok(Ok(summary))
 }
 
-/// Read-ahead of the streaming record walk: enough for the decompressors' output chunks.
-const RECORD_STREAM_BUFFER_BYTES: usize = 32 * 1024;
+/// Read-ahead of the streaming record walk. At least LZ4's 64 KiB block (the block size
+/// librdkafka and the Java client write): liblz4 decodes a block straight into the caller's
+/// buffer only when a whole block fits, else into its own buffer and copies it out. With
+/// 32 KiB that copy was 8 % of the broker's samples in an lz4 produce, and 64 KiB cut the
+/// broker's CPU for 1.2M lz4 records of 1 KiB from 0.28 to 0.21 s (2026-12-05).
+const RECORD_STREAM_BUFFER_BYTES: usize = 64 * 1024;
 
 /// What validation needs of one record read from a stream.
 struct StreamedRecord {
@@ -384,7 +390,6 @@ impl<R: std::io::Read> RecordStream<R> {
     }
 
     fn at_end(&mut self) -> Result<bool, ProtocolError> {
-        use std::io::BufRead;
         match self.reader.fill_buf() {
             Ok(available) => Ok(available.is_empty()),
             Err(error) => Err(self.stream_error(&error)),
@@ -394,7 +399,6 @@ impl<R: std::io::Read> RecordStream<R> {
     /// The next byte. The end of the decompressed records is a malformed record; an error from
     /// the decompressor (including its own "unexpected end") is corrupt data.
     fn byte(&mut self) -> Result<u8, StreamStop> {
-        use std::io::BufRead;
         let next = match self.reader.fill_buf() {
             Ok(available) => available.first().copied(),
             Err(error) => return Err(StreamStop::Failed(self.stream_error(&error))),
@@ -410,7 +414,6 @@ impl<R: std::io::Read> RecordStream<R> {
     /// Skips `count` bytes; never reads more than one byte past the cap, whatever is claimed.
     /// Consumes straight from the read-ahead buffer: skipped bytes are never copied.
     fn skip(&mut self, count: usize) -> Result<(), StreamStop> {
-        use std::io::BufRead;
         let allowed = self
             .limit_bytes
             .saturating_sub(self.consumed_bytes)
@@ -442,11 +445,37 @@ impl<R: std::io::Read> RecordStream<R> {
     /// Reads one record as [`read_record`] does, skipping its key, value and headers. The
     /// outer error ends validation; the inner one is a reason for `InvalidBatch`.
     fn record(&mut self) -> Result<Result<StreamedRecord, &'static str>, ProtocolError> {
+        if let Some(record) = self.buffered_record() {
+            return Ok(Ok(record));
+        }
         match self.record_fields() {
             Ok(record) => Ok(Ok(record)),
             Err(StreamStop::Invalid(reason)) => Ok(Err(reason)),
             Err(StreamStop::Failed(error)) => Err(error),
         }
+    }
+
+    /// The next record read in place with [`read_record`] when the read-ahead holds all of it
+    /// within the cap, as it does for most records: a byte at a time through the reader cost
+    /// three times the decoding itself. Records that straddle a refill, pass the cap or are
+    /// malformed are left to [`Self::record_fields`], which reads them from the same place.
+    fn buffered_record(&mut self) -> Option<StreamedRecord> {
+        let buffered = self.reader.buffer();
+        let mut cursor = Cursor::new(buffered);
+        let record = read_record(&mut cursor).ok()?;
+        let record_bytes = buffered.len() - cursor.remaining();
+        let consumed_bytes = self.consumed_bytes.checked_add(record_bytes)?;
+        if consumed_bytes > self.limit_bytes {
+            return None;
+        }
+        let record = StreamedRecord {
+            timestamp_delta: record.timestamp_delta,
+            offset_delta: record.offset_delta,
+            has_null_key: record.has_null_key,
+        };
+        self.reader.consume(record_bytes);
+        self.consumed_bytes = consumed_bytes;
+        Some(record)
     }
 
     fn record_fields(&mut self) -> Result<StreamedRecord, StreamStop> {
@@ -1231,6 +1260,69 @@ mod tests {
         Ok(())
     }
 
+    /// Records of 1 KB: a 64 KiB read-ahead ends inside one every few dozen records, so the
+    /// walk reads most records in place and some across a refill.
+    fn kilobyte_records(count: usize) -> Vec<TestRecord> {
+        (0..count)
+            .map(|i| TestRecord {
+                timestamp_delta: i as i64,
+                ..TestRecord::keyed(&i.to_be_bytes(), &vec![b'v'; 1000])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_straddling_the_read_ahead_validate() -> TestResult {
+        for codec in CODECS {
+            let batch = build(codec, &kilobyte_records(300));
+            let validated = validate_batches(&batch, &LIMITS)?;
+            assert_eq!(validated.len(), 1, "{codec:?}");
+            assert_eq!(validated[0].record_count, 300, "{codec:?}");
+            assert_eq!(validated[0].max_timestamp, 1_700_000_000_299, "{codec:?}");
+            assert!(!validated[0].has_null_key, "{codec:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_cap_stops_many_small_records_too() {
+        let limits = BatchLimits {
+            max_batch_bytes: 8 * MIB,
+            max_uncompressed_bytes: 100 * 1024,
+        };
+        // 300 records of 1 KB, and 500 of 100 B, which a single read-ahead holds in full.
+        let small: Vec<TestRecord> = (0..500)
+            .map(|i: u32| TestRecord::keyed(&i.to_be_bytes(), &[b'v'; 100]))
+            .collect();
+        let limits_small = BatchLimits {
+            max_uncompressed_bytes: 20 * 1024,
+            ..limits
+        };
+        for codec in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+            assert!(
+                matches!(
+                    validate_batches(&build(codec, &small), &limits_small),
+                    Err(ProtocolError::BatchTooLarge {
+                        limit_bytes: 20_480,
+                        ..
+                    })
+                ),
+                "{codec:?}"
+            );
+            let batch = build(codec, &kilobyte_records(300));
+            assert!(
+                matches!(
+                    validate_batches(&batch, &limits),
+                    Err(ProtocolError::BatchTooLarge {
+                        limit_bytes: 102_400,
+                        ..
+                    })
+                ),
+                "{codec:?}"
+            );
+        }
+    }
+
     #[test]
     fn compression_bombs_are_too_large() {
         let limits = BatchLimits {
@@ -1305,6 +1397,38 @@ mod tests {
             );
             let max_delta = records.iter().map(|record| record.timestamp_delta).max().unwrap();
             prop_assert_eq!(validated[0].max_timestamp, 1_700_000_000_000 + max_delta);
+        }
+
+        /// The compressed walk (records read in place or byte by byte) and the plain one
+        /// agree on every section, valid or damaged in one byte.
+        #[test]
+        fn compressed_and_plain_records_get_the_same_verdict(
+            records in prop::collection::vec(any_record(), 1..20),
+            damage in prop::option::of((any::<prop::sample::Index>(), any::<u8>())),
+            codec in prop::sample::select(CODECS[1..].to_vec()),
+        ) {
+            let mut section = encode_records(&records);
+            if let Some((at, byte)) = damage {
+                let at = at.index(section.len());
+                section[at] = byte;
+            }
+            let count = i32::try_from(records.len()).unwrap();
+            let plain = assemble(&TestBatch::default(), count, count - 1, &section);
+            let compressed = compression::compress(codec, &section).unwrap();
+            let header = TestBatch { attributes: codec.attribute_bits(), ..TestBatch::default() };
+            let packed = assemble(&header, count, count - 1, &compressed);
+            let verdict = |result: Result<Vec<ValidatedBatch>, ProtocolError>| match result {
+                Ok(batches) => Ok(batches
+                    .iter()
+                    .map(|b| (b.record_count, b.max_timestamp, b.has_null_key))
+                    .collect::<Vec<_>>()),
+                Err(ProtocolError::InvalidBatch(_)) => Err("invalid"),
+                Err(_) => Err("other"),
+            };
+            prop_assert_eq!(
+                verdict(validate_batches(&plain, &LIMITS)),
+                verdict(validate_batches(&packed, &LIMITS))
+            );
         }
 
         #[test]
