@@ -12,6 +12,7 @@ mod index_file;
 mod offset_index;
 mod partition_log;
 mod producer_state;
+mod read_buffers;
 mod records;
 mod recovery;
 mod segment;

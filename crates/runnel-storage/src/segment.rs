@@ -17,6 +17,7 @@ use bytes::Bytes;
 use crate::batch_header::{BatchHeader, HEADER_SIZE_BYTES};
 use crate::error::{BatchDefect, IoResultExt, StorageError};
 use crate::offset_index::{IndexedBatch, OffsetIndex, ENTRY_SIZE_BYTES};
+use crate::read_buffers::ReadBuffer;
 use crate::time_index::{TimeIndex, TIME_ENTRY_SIZE_BYTES};
 
 /// Extension of segment data files.
@@ -473,9 +474,9 @@ impl LogSegment {
             }
             stop = grown;
         }
-        let mut buf = vec![0u8; usize::try_from(stop - start).unwrap_or(0)];
-        self.read_exact_at(&mut buf, start)?;
-        Ok(Some(Bytes::from(buf)))
+        let mut buf = ReadBuffer::take(usize::try_from(stop - start).unwrap_or(0));
+        self.read_exact_at(buf.as_mut_slice(), start)?;
+        Ok(Some(buf.into_bytes()))
     }
 
     /// fdatasync of the `.log` (the index is derived and never synced).
