@@ -237,38 +237,64 @@ pub fn set_base_offset(buf: &mut [u8], base_offset: i64) -> Result<(), BatchDefe
 ///
 /// Errors: `Truncated` if `batch` is shorter than the header.
 pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) -> Result<(), BatchDefect> {
-    let header = BatchHeader::parse(batch)?;
+    let (head, body) = split_header(batch)?;
+    set_log_append_time_split(head, body, timestamp_ms)
+}
+
+/// [`set_log_append_time`] for a batch held as its header (`head`, rewritten) and the rest
+/// (`body`), so that an append rewrites a copy of the header, never of the records.
+pub(crate) fn set_log_append_time_split(
+    head: &mut [u8],
+    body: &[u8],
+    timestamp_ms: i64,
+) -> Result<(), BatchDefect> {
+    let header = BatchHeader::parse(head)?;
     let attributes = header.attributes | TIMESTAMP_TYPE_FLAG;
     let truncated = BatchDefect::Truncated {
         needed_bytes: HEADER_SIZE_BYTES as u64,
-        available_bytes: batch.len() as u64,
+        available_bytes: head.len() as u64,
     };
-    batch
-        .get_mut(ATTRIBUTES_AT..ATTRIBUTES_AT + 2)
+    head.get_mut(ATTRIBUTES_AT..ATTRIBUTES_AT + 2)
         .ok_or_else(|| truncated.clone())?
         .copy_from_slice(&attributes.to_be_bytes());
-    batch
-        .get_mut(MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8)
-        .ok_or_else(|| truncated.clone())?
+    head.get_mut(MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8)
+        .ok_or(truncated)?
         .copy_from_slice(&timestamp_ms.to_be_bytes());
-    rewrite_crc(batch)
+    rewrite_crc_split(head, body)
 }
 
 /// Recomputes and stores the CRC32C of the whole batch in `batch` (after a header rewrite).
 ///
 /// Errors: `Truncated` if `batch` is shorter than the header.
 pub fn rewrite_crc(batch: &mut [u8]) -> Result<(), BatchDefect> {
+    let (head, body) = split_header(batch)?;
+    rewrite_crc_split(head, body)
+}
+
+/// The batch's header and the records after it.
+fn split_header(batch: &mut [u8]) -> Result<(&mut [u8], &[u8]), BatchDefect> {
+    let available_bytes = batch.len() as u64;
+    let (head, body) =
+        batch
+            .split_at_mut_checked(HEADER_SIZE_BYTES)
+            .ok_or(BatchDefect::Truncated {
+                needed_bytes: HEADER_SIZE_BYTES as u64,
+                available_bytes,
+            })?;
+    Ok((head, body))
+}
+
+/// [`rewrite_crc`] for a batch held as its header (`head`) and the rest (`body`).
+fn rewrite_crc_split(head: &mut [u8], body: &[u8]) -> Result<(), BatchDefect> {
     let truncated = BatchDefect::Truncated {
         needed_bytes: HEADER_SIZE_BYTES as u64,
-        available_bytes: batch.len() as u64,
+        available_bytes: head.len() as u64,
     };
-    let crc = crc32c::crc32c(
-        batch
-            .get(CRC_COVERED_FROM..)
-            .ok_or_else(|| truncated.clone())?,
-    );
-    batch
-        .get_mut(CRC_AT..CRC_AT + 4)
+    let covered_head = head
+        .get(CRC_COVERED_FROM..HEADER_SIZE_BYTES)
+        .ok_or_else(|| truncated.clone())?;
+    let crc = crc32c::crc32c_append(crc32c::crc32c(covered_head), body);
+    head.get_mut(CRC_AT..CRC_AT + 4)
         .ok_or(truncated)?
         .copy_from_slice(&crc.to_be_bytes());
     Ok(())

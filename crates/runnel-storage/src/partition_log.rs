@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use bytes::Bytes;
 
-use crate::batch_header::{set_base_offset, set_log_append_time, verify_crc, BatchHeader};
+use crate::batch_header::{
+    set_base_offset, set_log_append_time_split, verify_crc, BatchHeader, HEADER_SIZE_BYTES,
+};
 use crate::checkpoint::{
     read_log_start_offset, write_all_atomically, write_log_start_offset, RecoveryCheckpoint,
 };
@@ -172,16 +174,29 @@ impl PendingRoll {
     }
 }
 
-/// A validated append, ready to write: the bytes with offsets assigned, their headers, and
-/// the producer updates to apply once written.
-struct PreparedAppend {
-    bytes: Vec<u8>,
+/// A validated append, ready to write: each batch as its rewritten header (offsets assigned)
+/// and its records as received, their parsed headers, and the producer updates to apply once
+/// written. Only headers are copied: copying a megabyte request to rewrite 8 bytes of it was
+/// 5 % of the broker's CPU in an uncompressed produce, plus a fresh allocation per request.
+struct PreparedAppend<'a> {
+    batches: Vec<([u8; HEADER_SIZE_BYTES], &'a [u8])>,
+    size_bytes: u64,
     headers: Vec<BatchHeader>,
     producers: PendingProducerUpdates,
 }
 
-enum Prepared {
-    Write(PreparedAppend),
+impl PreparedAppend<'_> {
+    /// The bytes to write, in order.
+    fn parts(&self) -> Vec<&[u8]> {
+        self.batches
+            .iter()
+            .flat_map(|(head, body)| [head.as_slice(), body])
+            .collect()
+    }
+}
+
+enum Prepared<'a> {
+    Write(PreparedAppend<'a>),
     Duplicate { base_offset: i64, last_offset: i64 },
 }
 
@@ -304,14 +319,10 @@ impl PartitionLog {
             .headers
             .last()
             .map_or(base_offset, |h| h.last_offset().saturating_add(1));
-        let segment = self.segment_for_append(
-            &mut writer,
-            &config,
-            prepared.bytes.len() as u64,
-            next_offset,
-        )?;
+        let segment =
+            self.segment_for_append(&mut writer, &config, prepared.size_bytes, next_offset)?;
         segment.append(
-            &prepared.bytes,
+            &prepared.parts(),
             &prepared.headers,
             config.index_interval_bytes,
         )?;
@@ -888,41 +899,47 @@ impl PartitionLog {
 
 /// Parses and checks every batch of `input`, copying it with offsets assigned from
 /// `base_offset`, and stages producer updates. Writes nothing.
-fn prepare_append(
-    input: &[u8],
+fn prepare_append<'a>(
+    input: &'a [u8],
     base_offset: i64,
     producers: &ProducerStateManager,
     log_append_time_ms: Option<i64>,
     crc: CrcCheck,
-) -> Result<Prepared, StorageError> {
-    let mut bytes = input.to_vec();
+) -> Result<Prepared<'a>, StorageError> {
+    let mut batches = Vec::new();
     let mut headers = Vec::new();
     let mut pending = PendingProducerUpdates::default();
     let mut next_offset = base_offset;
     let mut position = 0usize;
-    while position < bytes.len() {
+    while position < input.len() {
         let corrupt = |defect| StorageError::CorruptBatch {
             position: position as u64,
             defect,
         };
-        let rest = bytes.get_mut(position..).unwrap_or_default();
+        let rest = input.get(position..).unwrap_or_default();
         let mut header = BatchHeader::parse(rest).map_err(corrupt)?;
         let size = usize::try_from(header.size_bytes()).unwrap_or(usize::MAX);
+        let truncated = |needed_bytes| crate::error::BatchDefect::Truncated {
+            needed_bytes,
+            available_bytes: rest.len() as u64,
+        };
         let batch = rest
-            .get_mut(..size)
-            .ok_or(crate::error::BatchDefect::Truncated {
-                needed_bytes: header.size_bytes(),
-                available_bytes: (input.len() - position) as u64,
-            })
+            .get(..size)
+            .ok_or(truncated(header.size_bytes()))
             .map_err(corrupt)?;
         if crc == CrcCheck::Verify {
             verify_crc(batch).map_err(corrupt)?;
         }
-        set_base_offset(batch, next_offset).map_err(corrupt)?;
+        let (head, body) = batch
+            .split_first_chunk::<HEADER_SIZE_BYTES>()
+            .ok_or(truncated(HEADER_SIZE_BYTES as u64))
+            .map_err(corrupt)?;
+        let mut head = *head;
+        set_base_offset(&mut head, next_offset).map_err(corrupt)?;
         header.base_offset = next_offset;
         if let Some(timestamp_ms) = log_append_time_ms {
-            set_log_append_time(batch, timestamp_ms).map_err(corrupt)?;
-            header = BatchHeader::parse(batch).map_err(corrupt)?;
+            set_log_append_time_split(&mut head, body, timestamp_ms).map_err(corrupt)?;
+            header = BatchHeader::parse(&head).map_err(corrupt)?;
         }
         match producers.validate(&mut pending, &header)? {
             SequenceCheck::Append => {}
@@ -943,10 +960,12 @@ fn prepare_append(
         }
         next_offset = header.last_offset().saturating_add(1);
         headers.push(header);
+        batches.push((head, body));
         position += size;
     }
     Ok(Prepared::Write(PreparedAppend {
-        bytes,
+        batches,
+        size_bytes: input.len() as u64,
         headers,
         producers: pending,
     }))

@@ -157,6 +157,52 @@ fn a_crc_verified_by_the_caller_is_not_recomputed_but_the_rest_is_checked() -> T
 }
 
 #[test]
+fn appends_write_the_rewritten_headers_and_the_records_as_received() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+    let mut two = batch(3, 40);
+    two.extend(batch(2, 70));
+    assert_eq!(appended(log.append(&two)?), (0, 4));
+    // LogAppendTime rewrites the timestamp and the CRC of each batch, not its records.
+    let stamped_at = 1_800_000_000_000;
+    assert_eq!(
+        appended(log.append_with_time(&two, Some(stamped_at), CrcCheck::Verify)?),
+        (5, 9)
+    );
+    let read = log.read(0, 1 << 20, i64::MAX)?;
+    let headers = parse_batches(&read); // every CRC verified
+    assert_eq!(
+        headers
+            .iter()
+            .map(|h| (
+                h.base_offset,
+                h.is_log_append_time(),
+                h.max_timestamp == stamped_at
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (0, false, false),
+            (3, false, false),
+            (5, true, true),
+            (8, true, true)
+        ]
+    );
+    // Past each 61-byte header, the bytes are the producer's.
+    let first_size = BatchHeader::parse(&two)?.size_bytes() as usize;
+    let mut position = 0;
+    for (header, input_at) in headers.iter().zip([0, first_size, 0, first_size]) {
+        let size = header.size_bytes() as usize;
+        assert_eq!(
+            read[position + HEADER_SIZE_BYTES..position + size],
+            two[input_at + HEADER_SIZE_BYTES..input_at + size]
+        );
+        position += size;
+    }
+    assert_eq!(position, read.len());
+    Ok(())
+}
+
+#[test]
 fn rejects_bad_input_without_writing() -> TestResult {
     let dir = tempfile::tempdir()?;
     let log = PartitionLog::open(dir.path(), LogConfig::default())?;
