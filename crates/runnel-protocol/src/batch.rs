@@ -456,9 +456,10 @@ impl<R: std::io::Read> RecordStream<R> {
     }
 
     /// The next record read in place with [`read_record`] when the read-ahead holds all of it
-    /// within the cap, as it does for most records: a byte at a time through the reader cost
-    /// three times the decoding itself. Records that straddle a refill, pass the cap or are
-    /// malformed are left to [`Self::record_fields`], which reads them from the same place.
+    /// within the cap, as it does for most records: reading them a byte at a time through the
+    /// reader cost about as much CPU as decompressing them. Records that straddle a refill,
+    /// pass the cap or are malformed are left to [`Self::record_fields`], which reads them from
+    /// the same place.
     fn buffered_record(&mut self) -> Option<StreamedRecord> {
         let buffered = self.reader.buffer();
         let mut cursor = Cursor::new(buffered);

@@ -897,8 +897,8 @@ impl PartitionLog {
     }
 }
 
-/// Parses and checks every batch of `input`, copying it with offsets assigned from
-/// `base_offset`, and stages producer updates. Writes nothing.
+/// Parses and checks every batch of `input`, copying only its header to assign offsets from
+/// `base_offset` (and stamp LogAppendTime), and stages producer updates. Writes nothing.
 fn prepare_append<'a>(
     input: &'a [u8],
     base_offset: i64,

@@ -304,7 +304,6 @@ impl LogSegment {
         Ok(Ok(header))
     }
 
-    /// Fills `buf` from the `.log` at `position`.
     /// Writes `parts` one after the other from `position`, with as few system calls as the
     /// kernel allows (one `writev` for up to 1,024 parts, unless it writes short). Only the
     /// partition's writer writes, under its lock, so the file position is ours to move.
@@ -331,6 +330,7 @@ impl LogSegment {
         Ok(())
     }
 
+    /// Fills `buf` from the `.log` at `position`.
     pub(crate) fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<(), StorageError> {
         self.log.read_exact_at(buf, position).at(&self.log_path)
     }
