@@ -1,5 +1,6 @@
 //! Reads the broker's segment files from the outside, per the documented layout: a `.log` file
-//! is a sequence of Kafka v2 record batches exactly as on the wire, base offsets rewritten.
+//! is a sequence of Kafka v2 record batches exactly as on the wire, base offsets rewritten,
+//! and the active segment of a log fsynced in small steps may end in a zero tail.
 //! Used to check what was really stored (compression codec) and to cut a batch in half.
 
 use std::path::{Path, PathBuf};
@@ -57,12 +58,25 @@ pub fn segment_files(partition_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Parses the batch headers of a `.log` file; a trailing partial batch is an error.
+/// Bytes of zeros at the end of a `.log` file after its last batch (its zero tail).
+pub fn zero_tail_bytes(path: &Path) -> Result<u64> {
+    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let end = read_batches(path)?
+        .last()
+        .map_or(0, |b| b.position + b.size_bytes);
+    Ok(bytes.len() as u64 - end)
+}
+
+/// Parses the batch headers of a `.log` file, up to a zero tail (nothing but zeros to the
+/// end); a trailing partial batch is an error.
 pub fn read_batches(path: &Path) -> Result<Vec<StoredBatch>> {
     let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let mut batches = Vec::new();
     let mut position = 0usize;
-    while position < bytes.len() {
+    while bytes
+        .get(position..)
+        .is_some_and(|rest| rest.iter().any(|&b| b != 0))
+    {
         let header = bytes
             .get(position..position + BATCH_HEADER_BYTES)
             .ok_or_else(|| {

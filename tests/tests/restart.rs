@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use rdkafka::producer::FutureRecord;
 use rdkafka::Offset;
 use runnel_e2e::hostile::{error_code, fetch_v4, parse_fetch_v4};
-use runnel_e2e::log_file::{partition_batches, segment_files, StoredBatch};
+use runnel_e2e::log_file::{partition_batches, segment_files, zero_tail_bytes, StoredBatch};
 use runnel_e2e::wire::{
     api_key, parse_produce_v3, produce_v3, record_batch, ProducerIdentity, RawConnection,
 };
@@ -246,6 +246,66 @@ fn cut_last_batch(dir: &std::path::Path) -> Result<StoredBatch> {
     file.set_len(last.position + last.size_bytes / 2)?;
     file.sync_all()?;
     Ok(last)
+}
+
+/// acks=all in small requests: the partition keeps a zero tail ahead of its appends (so each
+/// fsync overwrites allocated blocks instead of growing the file). kill -9 leaves the tail on
+/// disk; the restart cuts it, says so at INFO rather than as a torn batch, and every
+/// acknowledged record is where it was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_tail_left_by_kill_9_is_cut_and_loses_nothing() -> TestResult {
+    let mut broker = TestBroker::start(&["--set", "auto.create.topics.enable=false"])?;
+    let result = async {
+        let topic = "tail";
+        create_topic(&broker, topic, 1).await?;
+        let producer = producer(&broker, &[("acks", "all")])?;
+        let mut records = Vec::new();
+        let mut acked = Vec::new();
+        for round in 0..30 {
+            let batch: Vec<Record> = (0..10)
+                .map(|i| (None, format!("round {round} record {i}").into_bytes()))
+                .collect();
+            acked.extend(produce_all(&producer, topic, Some(0), &batch).await?);
+            records.extend(batch);
+        }
+        drop(producer);
+        let dir = broker.partition_dir(topic, 0);
+        let segment = segment_files(&dir)?
+            .last()
+            .ok_or("no segment file")?
+            .clone();
+        broker.kill9()?;
+        let tail = zero_tail_bytes(&segment)?;
+        ensure!(tail > 0, "no zero tail after 30 acks=all requests");
+
+        broker.start_again()?;
+        ensure_eq!(zero_tail_bytes(&segment)?, 0, "zero tail after the restart");
+        let log = broker.log();
+        ensure!(
+            log.lines()
+                .any(|l| l.contains("INFO") && l.contains("cut the zero tail")),
+            "no INFO about the cut zero tail"
+        );
+        ensure!(
+            !log.contains("torn batch"),
+            "the zero tail was reported as a torn batch"
+        );
+        let stored = read_all(&broker, topic, 1).await?;
+        let all: Vec<_> = stored.values().flatten().collect();
+        ensure_eq!(all.len(), records.len(), "records after the restart");
+        for (ack, (_, value)) in acked.iter().zip(&records) {
+            let found = all.iter().find(|r| r.offset == ack.offset);
+            ensure_eq!(
+                found.and_then(|r| r.value.as_deref()),
+                Some(value.as_slice()),
+                "record acknowledged at offset {}",
+                ack.offset
+            );
+        }
+        Ok(())
+    }
+    .await;
+    broker.check(result)
 }
 
 /// A crash mid-write leaves a torn last batch: kill -9, cut the last batch in half, restart.

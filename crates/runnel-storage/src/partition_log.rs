@@ -15,7 +15,7 @@
 //! never wait for a write or an fsync in progress.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use bytes::Bytes;
@@ -36,6 +36,17 @@ use crate::producer_state::{
 use crate::records::RecordReader;
 use crate::recovery::{rebuild_producer_state, recover};
 use crate::segment::{now_ms, LogSegment};
+
+/// A log whose fsyncs cover less than this many appended bytes each, on average (acks=all
+/// with small requests), keeps a zero tail ahead of its appends, so that each fsync
+/// overwrites allocated blocks instead of growing the file (see
+/// `LogSegment::extend_zero_tail`). A log fsynced less often gains little per byte and would
+/// write its bytes twice.
+const ZERO_TAIL_FLUSHED_BYTES_MAX: u64 = 128 * 1024;
+/// The zero tail grows with the active segment, between these bounds: a partition never
+/// holds more zeros than data plus the minimum, nor more than the maximum.
+const ZERO_TAIL_MIN_BYTES: u64 = 64 * 1024;
+pub(crate) const ZERO_TAIL_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Per-partition storage settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +155,13 @@ pub struct PartitionLog {
     /// Largest timestamp of the oldest cleaned segment that kept a tombstone (`i64::MAX` if
     /// none): once it is older than `delete.retention.ms`, a clean is due even without dirt.
     kept_tombstone_ms: AtomicI64,
+    /// Bytes appended since the log was opened, that count at the last fsync, and a moving
+    /// average of the bytes each fsync covered: it decides `zero_tail`. Updated by flushes.
+    appended_bytes: AtomicU64,
+    appended_bytes_at_flush: AtomicU64,
+    flushed_bytes_average: AtomicU64,
+    /// Whether appends keep a zero tail ahead of them (see [`ZERO_TAIL_FLUSHED_BYTES_MAX`]).
+    zero_tail: AtomicBool,
 }
 
 /// State only the writer touches.
@@ -263,6 +281,12 @@ impl PartitionLog {
             cleaner_lock: Mutex::new(()),
             first_dirty_offset: AtomicI64::new(log_start_offset),
             kept_tombstone_ms: AtomicI64::new(i64::MAX),
+            appended_bytes: AtomicU64::new(0),
+            appended_bytes_at_flush: AtomicU64::new(0),
+            // Above the threshold: a tail only once fsyncs have been small for a while (six
+            // fsyncs of a few bytes bring it below).
+            flushed_bytes_average: AtomicU64::new(2 * ZERO_TAIL_FLUSHED_BYTES_MAX),
+            zero_tail: AtomicBool::new(false),
         })
     }
 
@@ -328,6 +352,11 @@ impl PartitionLog {
         )?;
         writer.producers.commit(prepared.producers);
         self.log_end_offset.store(next_offset, Ordering::Release);
+        self.appended_bytes
+            .fetch_add(prepared.size_bytes, Ordering::Relaxed);
+        if self.zero_tail.load(Ordering::Relaxed) {
+            keep_zero_tail(&segment, &config);
+        }
         Ok(AppendOutcome::Appended {
             base_offset,
             last_offset: next_offset - 1,
@@ -375,6 +404,8 @@ impl PartitionLog {
     ) -> Result<Arc<LogSegment>, StorageError> {
         let base_offset = self.log_end_offset();
         active.write_final_time_entry()?;
+        // Recovery takes a sealed segment's file length as its size.
+        active.trim_zero_tail()?;
         // The one fsync a roll cannot defer: nothing reaches the new segment before the sealed
         // one is on disk, so a crash can only tear the end of the last segment (recovery's
         // torn-tail versus mid-log rule relies on it).
@@ -468,7 +499,25 @@ impl PartitionLog {
             segment.sync()?;
         }
         self.flushed_offset.fetch_max(target, Ordering::AcqRel);
+        self.note_flushed_bytes();
         Ok(())
+    }
+
+    /// Updates the average bytes an fsync covers, and with it whether appends keep a zero tail
+    /// (see [`ZERO_TAIL_FLUSHED_BYTES_MAX`]). Called with the flush lock held, after an fsync.
+    fn note_flushed_bytes(&self) {
+        let appended = self.appended_bytes.load(Ordering::Relaxed);
+        let covered = appended.saturating_sub(
+            self.appended_bytes_at_flush
+                .swap(appended, Ordering::Relaxed),
+        );
+        // An exponential average over about the last eight fsyncs, so that one small or large
+        // request does not switch the tail on or off.
+        let previous = self.flushed_bytes_average.load(Ordering::Relaxed);
+        let average = previous - previous / 8 + covered.min(u64::MAX / 2) / 8;
+        self.flushed_bytes_average.store(average, Ordering::Relaxed);
+        self.zero_tail
+            .store(average < ZERO_TAIL_FLUSHED_BYTES_MAX, Ordering::Relaxed);
     }
 
     /// The durability work of `roll`, once its sealed segments' data is fsynced: their time
@@ -575,8 +624,14 @@ impl PartitionLog {
     pub fn close(&self) -> Result<(), StorageError> {
         let writer = lock(&self.writer);
         let log_end_offset = self.log_end_offset();
-        self.flush(log_end_offset)?;
         let active = &writer.active;
+        // The checkpoint below makes the next open trust the file length... of sealed
+        // segments only; still, a clean shutdown leaves no tail for recovery to cut.
+        if active.zeroed_end_bytes() > active.size_bytes() {
+            active.trim_zero_tail()?;
+            active.sync()?;
+        }
+        self.flush(log_end_offset)?;
         self.write_recovery_point(
             writer.producers.snapshot(log_end_offset),
             RecoveryCheckpoint {
@@ -899,6 +954,22 @@ impl PartitionLog {
 
 /// Parses and checks every batch of `input`, copying only its header to assign offsets from
 /// `base_offset` (and stamp LogAppendTime), and stages producer updates. Writes nothing.
+/// Keeps zeros ahead of the active segment's end (see [`ZERO_TAIL_FLUSHED_BYTES_MAX`]): when
+/// less than half the wanted tail is left, writes it up to the full length again (never past
+/// `segment.bytes`). A failure only costs the speed-up, so it is logged, not returned: the
+/// append it follows has succeeded.
+fn keep_zero_tail(segment: &LogSegment, config: &LogConfig) {
+    let end = segment.size_bytes();
+    let wanted = end.clamp(ZERO_TAIL_MIN_BYTES, ZERO_TAIL_MAX_BYTES);
+    if segment.zeroed_end_bytes() >= end.saturating_add(wanted / 2) {
+        return;
+    }
+    let target = end.saturating_add(wanted).min(config.segment_bytes);
+    if let Err(error) = segment.extend_zero_tail(target) {
+        tracing::debug!(path = %segment.log_path().display(), %error, "could not extend the zero tail");
+    }
+}
+
 fn prepare_append<'a>(
     input: &'a [u8],
     base_offset: i64,

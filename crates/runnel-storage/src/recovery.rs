@@ -11,6 +11,10 @@
 //!   come from a crash: it is reported as `CorruptSegment` at ERROR and no `.log` file is cut or
 //!   deleted, so an operator can inspect it (cutting would silently drop the intact batches).
 //!
+//! Zeros from the first bad batch to the end of the last segment are the zero tail a log
+//! fsynced in small steps keeps ahead of its appends (`LogSegment::extend_zero_tail`): they
+//! are cut like a torn tail, but reported at INFO, since nothing was torn.
+//!
 //! Bytes below the checkpoint are not re-verified (start-up stays fast); only the index entries
 //! of that prefix are checked. A segment shorter than the checkpoint says is the exception: it
 //! is verified from its first byte, after an ERROR saying durable data was lost.
@@ -22,7 +26,7 @@ use crate::batch_header::{claimed_size_bytes, verify_crc, BatchHeader, LOG_OVERH
 use crate::checkpoint::{sync_dir, RecoveryCheckpoint, TEMP_SUFFIX};
 use crate::error::{BatchDefect, IoResultExt, StorageError};
 use crate::offset_index::IndexedBatch;
-use crate::partition_log::LogConfig;
+use crate::partition_log::{LogConfig, ZERO_TAIL_MAX_BYTES};
 use crate::producer_state::ProducerStateManager;
 use crate::segment::{offset_file_name, LogSegment, LOG_EXTENSION};
 
@@ -69,7 +73,11 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredLog, St
         recovered.push(segment);
         if let Some((position, defect)) = outcome.defect {
             let path = recovered.last().map(|s| s.log_path().display().to_string());
-            tracing::warn!(path, position, %defect, "truncated the log at a torn batch");
+            if outcome.zero_tail && remaining.peek().is_none() {
+                tracing::info!(path, position, "cut the zero tail after the last batch");
+            } else {
+                tracing::warn!(path, position, %defect, "truncated the log at a torn batch");
+            }
             for later in remaining.by_ref() {
                 // Data after a torn tail is past the checkpoint, and the first batch after the
                 // tail (if any) is not intact (else it would be mid-log corruption), so nothing
@@ -180,6 +188,8 @@ fn usable_checkpoint(
 struct SegmentOutcome {
     /// Where the segment was cut at a torn tail, and why.
     defect: Option<(u64, BatchDefect)>,
+    /// What was cut held only zeros (a zero tail, not a torn write).
+    zero_tail: bool,
 }
 
 /// Recovers one segment: checks the index of the trusted prefix, verifies the rest, cuts a
@@ -222,6 +232,7 @@ fn recover_segment(
 
     let mut position = trusted_bytes;
     let mut defect = None;
+    let mut zero_tail = false;
     let mut batch = Vec::new();
     while position < file_len {
         match verify_batch_at(segment, position, file_len, next_offset, &mut batch)? {
@@ -265,6 +276,7 @@ fn recover_segment(
                 torn write: refusing to open the partition; no file was cut or deleted");
             return Err(error);
         }
+        zero_tail = only_zeros(segment, *position, file_len)?;
     }
     segment.set_recovered(position, next_offset)?;
     // A segment wholly before the checkpoint segment was sealed on roll, so its time index
@@ -276,7 +288,27 @@ fn recover_segment(
         // Make what was verified (and any cut) durable before it counts as recovered.
         segment.sync()?;
     }
-    Ok(SegmentOutcome { defect })
+    Ok(SegmentOutcome { defect, zero_tail })
+}
+
+/// True when `[start, end)` of the segment is all zeros and no longer than a zero tail can be
+/// (a longer region is reported as a torn tail without reading it all).
+fn only_zeros(segment: &LogSegment, start: u64, end: u64) -> Result<bool, StorageError> {
+    if end.saturating_sub(start) > ZERO_TAIL_MAX_BYTES {
+        return Ok(false);
+    }
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut at = start;
+    while at < end {
+        let len = usize::try_from((end - at).min(chunk.len() as u64)).unwrap_or(0);
+        let part = chunk.get_mut(..len).unwrap_or_default();
+        segment.read_exact_at(part, at)?;
+        if part.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += len as u64;
+    }
+    Ok(true)
 }
 
 /// What a bad batch found by recovery is.

@@ -28,6 +28,9 @@ pub(crate) const INDEX_EXTENSION: &str = "index";
 /// Extension of time index files.
 pub(crate) const TIME_INDEX_EXTENSION: &str = "timeindex";
 
+/// A block of zeros that zero tails are written from (see [`LogSegment::extend_zero_tail`]).
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
 /// `<base offset zero-padded to 20 digits>.<extension>`, Kafka's naming.
 pub(crate) fn offset_file_name(offset: i64, extension: &str) -> String {
     format!("{offset:020}.{extension}")
@@ -53,6 +56,9 @@ pub(crate) struct LogSegment {
     time_index: TimeIndex,
     /// Committed (visible) size of the `.log` in bytes.
     size_bytes: AtomicU64,
+    /// Length of the `.log` file: `size_bytes` plus the zero tail written ahead of appends
+    /// (see [`LogSegment::extend_zero_tail`]). Only the writer changes it.
+    file_len_bytes: AtomicU64,
     /// One past the last offset in this segment.
     next_offset: AtomicI64,
     /// Wall-clock creation time in ms, for `segment_ms` rolling.
@@ -102,6 +108,9 @@ impl LogSegment {
             created_at_ms,
         )?;
         segment.size_bytes.store(metadata.len(), Ordering::Release);
+        segment
+            .file_len_bytes
+            .store(metadata.len(), Ordering::Release);
         Ok(segment)
     }
 
@@ -124,6 +133,7 @@ impl LogSegment {
             index: OffsetIndex::open(&index_path, max_entries)?,
             time_index: TimeIndex::open(&time_index_path, max_time_entries)?,
             size_bytes: AtomicU64::new(0),
+            file_len_bytes: AtomicU64::new(0),
             next_offset: AtomicI64::new(base_offset),
             created_at_ms,
         })
@@ -273,6 +283,58 @@ impl LogSegment {
         Ok(self.log.metadata().at(&self.log_path)?.len())
     }
 
+    /// End of the zeros written ahead of the committed size (== `size_bytes` without a tail).
+    pub(crate) fn zeroed_end_bytes(&self) -> u64 {
+        self.file_len_bytes.load(Ordering::Acquire)
+    }
+
+    /// Writes zeros from the end of the file (or of the committed data, if that is further) up
+    /// to `end_bytes`, so that later appends overwrite blocks that are already allocated and
+    /// inside the file size. An fdatasync of such an overwrite has no metadata to commit: on
+    /// ext4 it is one data write and a cache flush instead of data, journal and commit block,
+    /// which is most of the cost of acks=all on small requests. The zeros reach the disk with
+    /// the next fsync, which therefore costs more once per tail. Called by the writer.
+    ///
+    /// A crash leaves the tail behind the last batch, where recovery cuts it like any torn tail
+    /// (zeros are not a batch); a roll and [`LogSegment::trim_zero_tail`] cut it before the
+    /// segment is sealed or closed.
+    pub(crate) fn extend_zero_tail(&self, end_bytes: u64) -> Result<(), StorageError> {
+        let from = self.zeroed_end_bytes().max(self.size_bytes());
+        let Some(len) = end_bytes.checked_sub(from).filter(|len| *len > 0) else {
+            return Ok(());
+        };
+        let whole_blocks = usize::try_from(len / ZEROS.len() as u64).unwrap_or(0);
+        let rest = usize::try_from(len % ZEROS.len() as u64).unwrap_or(0);
+        let mut parts: Vec<&[u8]> = vec![ZEROS.as_slice(); whole_blocks];
+        parts.push(ZEROS.get(..rest).unwrap_or_default());
+        if let Err(error) = self.write_all_vectored_at(&parts, from) {
+            self.cut_back_to(from);
+            return Err(error);
+        }
+        self.file_len_bytes.store(end_bytes, Ordering::Release);
+        Ok(())
+    }
+
+    /// Cuts the zero tail off (the file ends at the committed size again). Called by the
+    /// writer before the segment is sealed or the log closed; the caller fsyncs.
+    pub(crate) fn trim_zero_tail(&self) -> Result<(), StorageError> {
+        let size_bytes = self.size_bytes();
+        if self.zeroed_end_bytes() > size_bytes {
+            self.log.set_len(size_bytes).at(&self.log_path)?;
+            self.file_len_bytes.store(size_bytes, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Best effort after a failed write: the file ends at `position` (a committed size) again.
+    fn cut_back_to(&self, position: u64) {
+        if let Err(cleanup) = self.log.set_len(position) {
+            tracing::error!(path = %self.log_path.display(), position, %cleanup,
+                "could not cut a failed write back off the segment");
+        }
+        self.file_len_bytes.store(position, Ordering::Release);
+    }
+
     /// `offset - base_offset` as stored in the index, saturating into `u32`.
     pub(crate) fn relative_offset(&self, offset: i64) -> u32 {
         u32::try_from(offset.saturating_sub(self.base_offset).max(0)).unwrap_or(u32::MAX)
@@ -360,10 +422,7 @@ impl LogSegment {
         let size_bytes: u64 = parts.iter().map(|part| part.len() as u64).sum();
         let written = self.write_and_index(start, parts, headers, index_interval_bytes);
         if let Err(error) = written {
-            if let Err(cleanup) = self.log.set_len(start) {
-                tracing::error!(path = %self.log_path.display(), position = start, %cleanup,
-                    "could not cut a failed append back off the segment");
-            }
+            self.cut_back_to(start);
             // Best effort too: stale index entries beyond `start` would point at garbage.
             let _ = self.index.truncate_to_position(start);
             return Err(error);
@@ -373,6 +432,8 @@ impl LogSegment {
                 .store(last.last_offset().saturating_add(1), Ordering::Release);
         }
         self.size_bytes.store(start + size_bytes, Ordering::Release);
+        self.file_len_bytes
+            .fetch_max(start + size_bytes, Ordering::AcqRel);
         Ok(())
     }
 
@@ -418,6 +479,7 @@ impl LogSegment {
         self.index.truncate_to_position(size_bytes)?;
         self.next_offset.store(next_offset, Ordering::Release);
         self.size_bytes.store(size_bytes, Ordering::Release);
+        self.file_len_bytes.store(size_bytes, Ordering::Release);
         Ok(())
     }
 

@@ -1,0 +1,152 @@
+//! The zero tail (`LogSegment::extend_zero_tail`): kept only by logs whose fsyncs each cover
+//! few bytes, never read as data, cut by a roll and by `close`, and cut by recovery after a
+//! crash like any torn tail, with every flushed batch intact.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::Path;
+
+use crate::batch_header::testing::{build_batch, ProducerFields};
+use crate::batch_header::BatchHeader;
+use crate::partition_log::{LogConfig, PartitionLog};
+use crate::test_support::{appended, log_path, TestResult};
+
+fn batch(records: i32, value_bytes: usize) -> Vec<u8> {
+    build_batch(records, value_bytes, ProducerFields::NONE)
+}
+
+/// Appends `count` batches of `value_bytes`-byte records, each flushed on its own (acks=all
+/// with one request in flight); returns their (base, last) offsets.
+fn append_flushed(log: &PartitionLog, count: usize, value_bytes: usize) -> Vec<(i64, i64)> {
+    (0..count)
+        .map(|_| {
+            let outcome = appended(log.append(&batch(4, value_bytes)).unwrap());
+            log.flush(outcome.1).unwrap();
+            outcome
+        })
+        .collect()
+}
+
+fn file_len(dir: &Path, base: i64) -> u64 {
+    std::fs::metadata(log_path(dir, base)).unwrap().len()
+}
+
+/// Every batch from the log start, read through `PartitionLog::read`.
+fn read_all(log: &PartitionLog) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let bytes = log.read(offset, 1 << 20, i64::MAX).unwrap();
+        let mut rest = bytes.as_ref();
+        assert!(!rest.is_empty(), "nothing read at offset {offset}");
+        while !rest.is_empty() {
+            let header = BatchHeader::parse(rest).unwrap();
+            out.push((header.base_offset, header.last_offset()));
+            offset = header.last_offset() + 1;
+            rest = &rest[header.size_bytes() as usize..];
+        }
+    }
+    out
+}
+
+#[test]
+fn small_flushed_appends_get_a_zero_tail_that_close_cuts() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let expected;
+    {
+        let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+        expected = append_flushed(&log, 40, 100);
+        let size = log.size_bytes();
+        let len = file_len(dir.path(), 0);
+        assert!(len > size, "no zero tail: file {len} bytes, log {size}");
+        let tail = std::fs::read(log_path(dir.path(), 0))?;
+        assert!(
+            tail[size as usize..].iter().all(|&b| b == 0),
+            "the tail holds something other than zeros"
+        );
+        // Readers see the batches only.
+        assert_eq!(read_all(&log), expected);
+        log.close()?;
+        assert_eq!(file_len(dir.path(), 0), size, "close left the tail");
+    }
+    let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+    assert_eq!(read_all(&log), expected);
+    let next = log.log_end_offset();
+    assert_eq!(appended(log.append(&batch(1, 10))?), (next, next));
+    Ok(())
+}
+
+#[test]
+fn large_flushed_appends_get_no_zero_tail() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+    // 4 records of 64 KiB: each fsync covers 256 KiB, above the threshold.
+    append_flushed(&log, 20, 64 * 1024);
+    assert_eq!(file_len(dir.path(), 0), log.size_bytes());
+    Ok(())
+}
+
+#[test]
+fn appends_that_are_not_flushed_get_no_zero_tail() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+    for _ in 0..40 {
+        log.append(&batch(4, 100))?;
+    }
+    assert_eq!(file_len(dir.path(), 0), log.size_bytes());
+    Ok(())
+}
+
+#[test]
+fn a_roll_cuts_the_zero_tail_of_the_sealed_segment() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = LogConfig {
+        segment_bytes: 256 * 1024,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(dir.path(), config)?;
+    let expected = append_flushed(&log, 600, 100);
+    assert!(log.segment_count() > 1, "no roll");
+    let segments = log.segments_snapshot();
+    let (active, sealed) = segments.split_last().unwrap();
+    for segment in sealed {
+        assert_eq!(
+            file_len(dir.path(), segment.base_offset()),
+            segment.size_bytes(),
+            "sealed segment {} kept its tail",
+            segment.base_offset()
+        );
+        assert!(segment.size_bytes() <= config.segment_bytes);
+    }
+    assert!(file_len(dir.path(), active.base_offset()) > active.size_bytes());
+    // Never past `segment.bytes`: the tail is only ever filled by this segment.
+    assert!(file_len(dir.path(), active.base_offset()) <= config.segment_bytes);
+    assert_eq!(read_all(&log), expected);
+    Ok(())
+}
+
+#[test]
+fn a_crash_with_a_zero_tail_keeps_every_flushed_batch() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let expected;
+    {
+        let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+        expected = append_flushed(&log, 40, 100);
+        assert!(file_len(dir.path(), 0) > log.size_bytes(), "no zero tail");
+        // Dropped without close: an unclean shutdown with the tail in place.
+    }
+    let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+    assert_eq!(read_all(&log), expected);
+    assert_eq!(file_len(dir.path(), 0), log.size_bytes(), "tail not cut");
+    let next = log.log_end_offset();
+    assert_eq!(appended(log.append(&batch(2, 10))?), (next, next + 1));
+    // And once more after a second unclean stop.
+    drop(log);
+    let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+    assert_eq!(log.log_end_offset(), next + 2);
+    Ok(())
+}
