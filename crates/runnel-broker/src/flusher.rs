@@ -41,16 +41,33 @@ impl Flusher {
         Ok(Flusher { requests })
     }
 
-    /// Resolves once every record of `log` up to and including `offset` is fsynced.
-    pub async fn flush(&self, log: Arc<PartitionLog>, offset: i64) -> Result<(), BrokerError> {
+    /// Queues a wait for every record of `log` up to and including `offset` to be fsynced;
+    /// the returned [`FlushWait`] resolves once it is. A request that waits for several logs
+    /// queues them all before waiting for any, so that one wake-up of the flush thread covers
+    /// them all (one round trip instead of one per partition).
+    pub async fn submit(&self, log: Arc<PartitionLog>, offset: i64) -> FlushWait {
         if log.flushed_offset() > offset {
-            return Ok(());
+            return FlushWait(None);
         }
         let (done, reply) = oneshot::channel();
-        self.requests
-            .send(FlushRequest { log, offset, done })
-            .await
-            .map_err(|_| BrokerError::FlushFailed("the flush thread has stopped".into()))?;
+        match self.requests.send(FlushRequest { log, offset, done }).await {
+            Ok(()) => FlushWait(Some(reply)),
+            // The reply's sender went with the request: waiting reports the stopped thread.
+            Err(_) => FlushWait(Some(oneshot::channel().1)),
+        }
+    }
+}
+
+/// A queued flush (see [`Flusher::submit`]); `None` when the offset was already durable.
+#[derive(Debug)]
+pub struct FlushWait(Option<oneshot::Receiver<Result<(), String>>>);
+
+impl FlushWait {
+    /// Resolves once the fsync covering the offset has finished, with its outcome.
+    pub async fn wait(self) -> Result<(), BrokerError> {
+        let Some(reply) = self.0 else {
+            return Ok(());
+        };
         reply
             .await
             .map_err(|_| BrokerError::FlushFailed("the flush thread has stopped".into()))?

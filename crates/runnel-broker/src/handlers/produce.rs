@@ -107,17 +107,33 @@ pub(crate) async fn handle(
     // Phase 2: acks=-1 waits until an fsync covers each partition's last offset.
     let flusher = broker.flusher.clone();
     Ok(async move {
-        let mut responses = Vec::with_capacity(topics.len());
+        // Every partition's wait is queued before any is awaited: one flush-thread wake-up.
+        let mut queued = Vec::with_capacity(topics.len());
         for (name, results) in topics {
-            let mut partition_responses = Vec::with_capacity(results.len());
+            let mut waits = Vec::with_capacity(results.len());
             for (index, outcome) in results {
-                let durable = match outcome {
-                    Ok((log, appended_batch)) if acks == -1 => flusher
-                        .flush(log, appended_batch.last_offset())
-                        .await
-                        .map(|()| appended_batch),
-                    Ok((_, appended_batch)) => Ok(appended_batch),
-                    Err(error) => Err(error),
+                let wait = match &outcome {
+                    Ok((log, appended_batch)) if acks == -1 => Some(
+                        flusher
+                            .submit(Arc::clone(log), appended_batch.last_offset())
+                            .await,
+                    ),
+                    _ => None,
+                };
+                waits.push((index, outcome, wait));
+            }
+            queued.push((name, waits));
+        }
+        let mut responses = Vec::with_capacity(queued.len());
+        for (name, waits) in queued {
+            let mut partition_responses = Vec::with_capacity(waits.len());
+            for (index, outcome, wait) in waits {
+                let durable = match (outcome, wait) {
+                    (Ok((_, appended_batch)), Some(wait)) => {
+                        wait.wait().await.map(|()| appended_batch)
+                    }
+                    (Ok((_, appended_batch)), None) => Ok(appended_batch),
+                    (Err(error), _) => Err(error),
                 };
                 let response = PartitionProduceResponse::default().with_index(index);
                 partition_responses.push(match durable {
