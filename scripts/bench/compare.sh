@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: Runnel against a peer broker, same client, same machine, one run.
-# Prints one line per workload with both figures and the ratio (Runnel / peer; for latency and
-# memory, lower is better and the ratio is peer / Runnel so that > 1 always means Runnel leads).
+# Prints one line per workload with both figures and the ratio (Runnel / peer; for latency,
+# memory and the broker's CPU time, lower is better and the ratio is peer / Runnel, so that
+# > 1 always means Runnel leads).
 #
 #   scripts/bench/compare.sh                 # Runnel (acks as given, fsync on acks=all) vs Tansu in-memory
 #   SCALE=0.2 scripts/bench/compare.sh       # fewer records (quicker, noisier; the default
@@ -110,20 +111,30 @@ record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; } # broke
 # The value of `name=` in a client's output (which may span lines).
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<" ${2//$'\n'/ }"; }
 
+cpu_ticks() { # user + system CPU of the broker so far, in clock ticks
+    awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0
+}
+
 peak_overall=0
-# Runs one workload against the broker and records its peak RSS: VmHWM is reset to the
-# current RSS before (clear_refs 5) and read after, and the overall peak is kept aside.
-# Sets `line` to the client's output. Usage: workload NAME TIMEOUT_S COMMAND...
+# Runs one workload against the broker and records its peak RSS (VmHWM is reset to the
+# current RSS before, by clear_refs 5, and read after; the overall peak is kept aside) and
+# the CPU time the broker used meanwhile. Sets `line` to the client's output.
+# Usage: workload NAME TIMEOUT_S COMMAND...
 workload() {
     local name=$1 limit=$2
     shift 2
     echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true
+    local ticks_before ticks_after
+    ticks_before="$(cpu_ticks)"
     line="$(timeout "$limit" "$@")" || line=""
-    local peak
+    ticks_after="$(cpu_ticks)"
+    local peak cpu_s
     peak="$(rss_mb)"
+    cpu_s="$(python3 -c "print(round(($ticks_after - $ticks_before) / $(getconf CLK_TCK), 2))")"
     peak_overall="$(python3 -c "print(max($peak_overall, $peak))")"
     record "$broker_name" "memory: $name" peak_rss_mb "$peak"
-    echo "  $broker_name $name: ${line:-FAILED} (peak RSS $peak MB)" >&2
+    record "$broker_name" "cpu: $name" broker_cpu_s "$cpu_s"
+    echo "  $broker_name $name: ${line:-FAILED} (peak RSS $peak MB, broker CPU $cpu_s s)" >&2
 }
 
 run_broker() {
@@ -246,7 +257,7 @@ for line in open(sys.argv[1]):
     broker, workload, metric, value = line.rstrip("\n").split("\t")
     if value:
         rows.setdefault((workload, metric), collections.defaultdict(list))[broker].append(float(value))
-lower_is_better = lambda metric: metric.endswith("_ms") or metric.endswith("_mb")
+lower_is_better = lambda metric: metric.endswith("_ms") or metric.endswith("_mb") or metric == "broker_cpu_s"
 # Not a speed: shows whether the broker deleted segments (0 means nothing was deleted).
 no_ratio = lambda metric: metric == "log_start_offsets"
 print("%-34s %-14s %12s %12s %8s" % ("workload", "metric", "runnel", "peer", "ratio"))
