@@ -22,8 +22,6 @@ mod time_index;
 mod crash_matrix_tests;
 #[cfg(test)]
 mod test_support;
-#[cfg(test)]
-mod zero_tail_tests;
 
 pub use batch_header::{increment_sequence, set_base_offset, verify_crc, BatchHeader};
 pub use batch_header::{rewrite_crc, set_log_append_time};

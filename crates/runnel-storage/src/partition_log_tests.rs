@@ -861,3 +861,6 @@ fn checkpoint_below_its_segment_does_not_hide_an_append() -> TestResult {
     assert_eq!(read_all(&log), vec![(0, 0), (1, 1)]);
     Ok(())
 }
+
+#[path = "zero_tail_tests.rs"]
+mod zero_tail;

@@ -1,23 +1,12 @@
 //! The zero tail (`LogSegment::extend_zero_tail`): kept only by logs whose fsyncs each cover
 //! few bytes, never read as data, cut by a roll and by `close`, and cut by recovery after a
 //! crash like any torn tail, with every flushed batch intact.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 use std::path::Path;
 
-use crate::batch_header::testing::{build_batch, ProducerFields};
-use crate::batch_header::BatchHeader;
+use super::{batch, read_all};
 use crate::partition_log::{LogConfig, PartitionLog};
 use crate::test_support::{appended, log_path, TestResult};
-
-fn batch(records: i32, value_bytes: usize) -> Vec<u8> {
-    build_batch(records, value_bytes, ProducerFields::NONE)
-}
 
 /// Appends `count` batches of `value_bytes`-byte records, each flushed on its own (acks=all
 /// with one request in flight); returns their (base, last) offsets.
@@ -33,24 +22,6 @@ fn append_flushed(log: &PartitionLog, count: usize, value_bytes: usize) -> Vec<(
 
 fn file_len(dir: &Path, base: i64) -> u64 {
     std::fs::metadata(log_path(dir, base)).unwrap().len()
-}
-
-/// Every batch from the log start, read through `PartitionLog::read`.
-fn read_all(log: &PartitionLog) -> Vec<(i64, i64)> {
-    let mut out = Vec::new();
-    let mut offset = log.log_start_offset();
-    while offset < log.log_end_offset() {
-        let bytes = log.read(offset, 1 << 20, i64::MAX).unwrap();
-        let mut rest = bytes.as_ref();
-        assert!(!rest.is_empty(), "nothing read at offset {offset}");
-        while !rest.is_empty() {
-            let header = BatchHeader::parse(rest).unwrap();
-            out.push((header.base_offset, header.last_offset()));
-            offset = header.last_offset() + 1;
-            rest = &rest[header.size_bytes() as usize..];
-        }
-    }
-    out
 }
 
 #[test]
