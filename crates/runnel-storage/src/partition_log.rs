@@ -952,8 +952,6 @@ impl PartitionLog {
     }
 }
 
-/// Parses and checks every batch of `input`, copying only its header to assign offsets from
-/// `base_offset` (and stamp LogAppendTime), and stages producer updates. Writes nothing.
 /// Keeps zeros ahead of the active segment's end (see [`ZERO_TAIL_FLUSHED_BYTES_MAX`]): when
 /// less than half the wanted tail is left, writes it up to the full length again (never past
 /// `segment.bytes`). A failure only costs the speed-up, so it is logged, not returned: the
@@ -970,6 +968,8 @@ fn keep_zero_tail(segment: &LogSegment, config: &LogConfig) {
     }
 }
 
+/// Parses and checks every batch of `input`, copying only its header to assign offsets from
+/// `base_offset` (and stamp LogAppendTime), and stages producer updates. Writes nothing.
 fn prepare_append<'a>(
     input: &'a [u8],
     base_offset: i64,

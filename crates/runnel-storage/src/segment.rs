@@ -326,7 +326,8 @@ impl LogSegment {
         Ok(())
     }
 
-    /// Best effort after a failed write: the file ends at `position` (a committed size) again.
+    /// Best effort after a failed write: the file ends at `position` again (the committed size,
+    /// or the end of the zeros written before a failed extension).
     fn cut_back_to(&self, position: u64) {
         if let Err(cleanup) = self.log.set_len(position) {
             tracing::error!(path = %self.log_path.display(), position, %cleanup,
