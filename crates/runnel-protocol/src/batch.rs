@@ -685,6 +685,7 @@ struct RecordFields<'a> {
 }
 
 /// Reads one record, checking that its fields fill exactly its declared length.
+#[inline]
 fn read_record<'a>(cursor: &mut Cursor<'a>) -> Result<RecordFields<'a>, &'static str> {
     let length = cursor.varint()?;
     let length = usize::try_from(length).map_err(|_| "negative record length")?;
@@ -785,8 +786,24 @@ impl<'a> Cursor<'a> {
         self.take(count)
     }
 
-    /// A zigzag varint, at most 5 bytes (bits past 32 are dropped, as Kafka does).
+    /// A zigzag varint, at most 5 bytes (bits past 32 are dropped, as Kafka does). Inlined,
+    /// with a fast path for the one- and two-byte varints most record fields are (lengths,
+    /// deltas): a call per field was a third of the time validating uncompressed 100 B records.
+    #[inline(always)]
     fn varint(&mut self) -> Result<i32, &'static str> {
+        let raw = match *self.bytes {
+            [low, ref rest @ ..] if low & 0x80 == 0 => (u32::from(low), rest),
+            [low, high, ref rest @ ..] if high & 0x80 == 0 => {
+                (u32::from(low & 0x7f) | u32::from(high) << 7, rest)
+            }
+            _ => return self.varint_long(),
+        };
+        self.bytes = raw.1;
+        Ok(((raw.0 >> 1) as i32) ^ -((raw.0 & 1) as i32))
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<i32, &'static str> {
         let mut raw: u32 = 0;
         for index in 0..VARINT_BYTES_MAX {
             let byte = self.byte()?;
@@ -798,8 +815,23 @@ impl<'a> Cursor<'a> {
         Err("varint longer than 5 bytes")
     }
 
-    /// A zigzag varlong, at most 10 bytes (bits past 64 are dropped, as Kafka does).
+    /// A zigzag varlong, at most 10 bytes (bits past 64 are dropped, as Kafka does); inlined
+    /// with the same fast path as [`Self::varint`].
+    #[inline(always)]
     fn varlong(&mut self) -> Result<i64, &'static str> {
+        let raw = match *self.bytes {
+            [low, ref rest @ ..] if low & 0x80 == 0 => (u64::from(low), rest),
+            [low, high, ref rest @ ..] if high & 0x80 == 0 => {
+                (u64::from(low & 0x7f) | u64::from(high) << 7, rest)
+            }
+            _ => return self.varlong_long(),
+        };
+        self.bytes = raw.1;
+        Ok(((raw.0 >> 1) as i64) ^ -((raw.0 & 1) as i64))
+    }
+
+    #[inline(never)]
+    fn varlong_long(&mut self) -> Result<i64, &'static str> {
         let mut raw: u64 = 0;
         for index in 0..VARLONG_BYTES_MAX {
             let byte = self.byte()?;
@@ -1241,23 +1273,51 @@ mod tests {
 
     #[test]
     fn varints_decode_like_kafka() -> Result<(), &'static str> {
-        for value in [0, 1, -1, 63, -64, 64, i32::MAX, i32::MIN] {
+        // Around the one-, two- and three-byte boundaries (the fast path takes up to two).
+        let values = [
+            0,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            -65,
+            8191,
+            -8192,
+            8192,
+            -8193,
+            i32::MAX,
+            i32::MIN,
+        ];
+        for value in values {
             let mut bytes = Vec::new();
             put_varint(&mut bytes, value);
             assert!(bytes.len() <= 5);
+            bytes.push(0x7f); // what follows is left alone
             let mut cursor = Cursor::new(&bytes);
             assert_eq!(cursor.varint()?, value);
-            assert!(cursor.is_empty());
+            assert_eq!(cursor.remaining(), 1);
         }
-        for value in [0, -1, i64::MAX, i64::MIN, 1 << 40] {
+        for value in values
+            .map(i64::from)
+            .into_iter()
+            .chain([i64::MAX, i64::MIN, 1 << 40])
+        {
             let mut bytes = Vec::new();
             put_varlong(&mut bytes, value);
+            bytes.push(0x7f);
             let mut cursor = Cursor::new(&bytes);
             assert_eq!(cursor.varlong()?, value);
+            assert_eq!(cursor.remaining(), 1);
         }
+        // Padded (non-minimal) encodings decode as Kafka decodes them.
+        assert_eq!(Cursor::new(&[0x82, 0x00]).varint()?, 1);
+        assert_eq!(Cursor::new(&[0x81, 0x80, 0x00]).varlong()?, -1);
         assert!(Cursor::new(&[0x80; 5]).varint().is_err());
         assert!(Cursor::new(&[0x80; 10]).varlong().is_err());
         assert!(Cursor::new(&[0x80]).varint().is_err());
+        assert!(Cursor::new(&[0x80]).varlong().is_err());
+        assert!(Cursor::new(&[]).varint().is_err());
         Ok(())
     }
 
