@@ -115,26 +115,36 @@ cpu_ticks() { # user + system CPU of the broker so far, in clock ticks
     awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0
 }
 
+steal_ticks() { # CPU time the hypervisor took from this VM so far (all CPUs), in clock ticks
+    awk '$1 == "cpu" {print $9; exit}' /proc/stat 2>/dev/null || echo 0
+}
+
 peak_overall=0
 # Runs one workload against the broker and records its peak RSS (VmHWM is reset to the
-# current RSS before, by clear_refs 5, and read after; the overall peak is kept aside) and
-# the CPU time the broker used meanwhile. Sets `line` to the client's output.
+# current RSS before, by clear_refs 5, and read after; the overall peak is kept aside), the
+# CPU time the broker used meanwhile, and the CPU time the hypervisor stole from the VM
+# meanwhile (a latency row whose pass lost 100+ ms to steal shows it: every thread of the
+# broker and the client stops at once). Sets `line` to the client's output.
 # Usage: workload NAME TIMEOUT_S COMMAND...
 workload() {
     local name=$1 limit=$2
     shift 2
     echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true
-    local ticks_before ticks_after
+    local ticks_before ticks_after steal_before steal_after
     ticks_before="$(cpu_ticks)"
+    steal_before="$(steal_ticks)"
     line="$(timeout "$limit" "$@")" || line=""
     ticks_after="$(cpu_ticks)"
-    local peak cpu_s
+    steal_after="$(steal_ticks)"
+    local peak cpu_s steal_ms
     peak="$(rss_mb)"
     cpu_s="$(python3 -c "print(round(($ticks_after - $ticks_before) / $(getconf CLK_TCK), 2))")"
+    steal_ms="$(python3 -c "print(round(($steal_after - $steal_before) * 1000 / $(getconf CLK_TCK)))")"
     peak_overall="$(python3 -c "print(max($peak_overall, $peak))")"
     record "$broker_name" "memory: $name" peak_rss_mb "$peak"
     record "$broker_name" "cpu: $name" broker_cpu_s "$cpu_s"
-    echo "  $broker_name $name: ${line:-FAILED} (peak RSS $peak MB, broker CPU $cpu_s s)" >&2
+    record "$broker_name" "steal: $name" steal_ms "$steal_ms"
+    echo "  $broker_name $name: ${line:-FAILED} (peak RSS $peak MB, broker CPU $cpu_s s, steal $steal_ms ms)" >&2
 }
 
 run_broker() {
@@ -258,8 +268,9 @@ for line in open(sys.argv[1]):
     if value:
         rows.setdefault((workload, metric), collections.defaultdict(list))[broker].append(float(value))
 lower_is_better = lambda metric: metric.endswith("_ms") or metric.endswith("_mb") or metric == "broker_cpu_s"
-# Not a speed: shows whether the broker deleted segments (0 means nothing was deleted).
-no_ratio = lambda metric: metric == "log_start_offsets"
+# Not speeds: whether the broker deleted segments (0 means nothing was deleted), and the CPU
+# time the hypervisor took from the VM during the workload (the machine's, not a broker's).
+no_ratio = lambda metric: metric in ("log_start_offsets", "steal_ms")
 print("%-34s %-14s %12s %12s %8s" % ("workload", "metric", "runnel", "peer", "ratio"))
 for (workload, metric), by in rows.items():
     r = statistics.mean(by["runnel"]) if by.get("runnel") else None
