@@ -791,15 +791,25 @@ impl<'a> Cursor<'a> {
     /// deltas): a call per field was a third of the time validating uncompressed 100 B records.
     #[inline(always)]
     fn varint(&mut self) -> Result<i32, &'static str> {
-        let raw = match *self.bytes {
-            [low, ref rest @ ..] if low & 0x80 == 0 => (u32::from(low), rest),
+        match self.short_varint() {
+            Some(raw) => Ok(i32::from(raw >> 1) ^ -i32::from(raw & 1)),
+            None => self.varint_long(),
+        }
+    }
+
+    /// The raw (still zigzag-encoded) value of a one- or two-byte varint at the cursor, taken;
+    /// `None`, taking nothing, for anything longer or truncated.
+    #[inline(always)]
+    fn short_varint(&mut self) -> Option<u16> {
+        let (raw, rest) = match *self.bytes {
+            [low, ref rest @ ..] if low & 0x80 == 0 => (u16::from(low), rest),
             [low, high, ref rest @ ..] if high & 0x80 == 0 => {
-                (u32::from(low & 0x7f) | u32::from(high) << 7, rest)
+                (u16::from(low & 0x7f) | u16::from(high) << 7, rest)
             }
-            _ => return self.varint_long(),
+            _ => return None,
         };
-        self.bytes = raw.1;
-        Ok(((raw.0 >> 1) as i32) ^ -((raw.0 & 1) as i32))
+        self.bytes = rest;
+        Some(raw)
     }
 
     #[inline(never)]
@@ -819,15 +829,10 @@ impl<'a> Cursor<'a> {
     /// with the same fast path as [`Self::varint`].
     #[inline(always)]
     fn varlong(&mut self) -> Result<i64, &'static str> {
-        let raw = match *self.bytes {
-            [low, ref rest @ ..] if low & 0x80 == 0 => (u64::from(low), rest),
-            [low, high, ref rest @ ..] if high & 0x80 == 0 => {
-                (u64::from(low & 0x7f) | u64::from(high) << 7, rest)
-            }
-            _ => return self.varlong_long(),
-        };
-        self.bytes = raw.1;
-        Ok(((raw.0 >> 1) as i64) ^ -((raw.0 & 1) as i64))
+        match self.short_varint() {
+            Some(raw) => Ok(i64::from(raw >> 1) ^ -i64::from(raw & 1)),
+            None => self.varlong_long(),
+        }
     }
 
     #[inline(never)]
