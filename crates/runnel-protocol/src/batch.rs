@@ -788,7 +788,8 @@ impl<'a> Cursor<'a> {
 
     /// A zigzag varint, at most 5 bytes (bits past 32 are dropped, as Kafka does). Inlined,
     /// with a fast path for the one- and two-byte varints most record fields are (lengths,
-    /// deltas): a call per field was a third of the time validating uncompressed 100 B records.
+    /// deltas): with a call and a loop per varint, validating uncompressed 100 B records ran at
+    /// 2.3 GB/s of values, with the fast path at 5.1 (`cargo bench --bench validate`).
     #[inline(always)]
     fn varint(&mut self) -> Result<i32, &'static str> {
         match self.short_varint() {
