@@ -684,8 +684,11 @@ struct RecordFields<'a> {
     value: Option<&'a [u8]>,
 }
 
-/// Reads one record, checking that its fields fill exactly its declared length.
-#[inline]
+/// Reads one record, checking that its fields fill exactly its declared length. Always inlined:
+/// each caller then keeps only the fields it uses (validation drops the key and value slices);
+/// 316 → 273 instructions per uncompressed 100 B record, 817 → 760 per lz4 one (cachegrind,
+/// `cargo bench --bench validate`, see its header).
+#[inline(always)]
 fn read_record<'a>(cursor: &mut Cursor<'a>) -> Result<RecordFields<'a>, &'static str> {
     let length = cursor.varint()?;
     let length = usize::try_from(length).map_err(|_| "negative record length")?;
