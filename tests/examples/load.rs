@@ -7,7 +7,8 @@
 //! load consume --bootstrap 127.0.0.1:9092 --topic t --records 500000
 //! load latency --bootstrap 127.0.0.1:9092 --topic t --rate 1000 --seconds 10 --size 100
 //! ```
-//! Output: `<mode> records=N bytes=B seconds=S records_per_s=R mb_per_s=M errors=E`, and for
+//! Output: `<mode> records=N bytes=B seconds=S records_per_s=R mb_per_s=M errors=E` (for
+//! `produce` also `produce_requests=N`, the requests librdkafka sent), and for
 //! `latency` the end-to-end (send → consumed) and ack (send → delivery report) percentiles in
 //! milliseconds: `e2e_p50_ms=.. e2e_p99_ms=.. e2e_p999_ms=.. ack_p50_ms=.. ack_p99_ms=..`.
 //! `--partitions N` creates the topic with N partitions first (CreateTopics); `load create`
@@ -91,12 +92,28 @@ fn parse_args() -> Result<Args> {
 struct Counters {
     delivered: AtomicU64,
     failed: AtomicU64,
+    /// Produce requests the client has sent, from its latest statistics.
+    produce_requests: AtomicU64,
 }
 
 /// Producer context counting delivery reports; shares its counters with `main`.
 struct Counting(Arc<Counters>);
 
-impl ClientContext for Counting {}
+impl ClientContext for Counting {
+    /// librdkafka batches per partition until `linger.ms` or a full batch, but sends sooner
+    /// when the broker drains requests promptly; records per request shows which happened
+    /// (and what the client paid per request).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let sent: i64 = statistics
+            .brokers
+            .values()
+            .filter_map(|broker| broker.req.get("Produce"))
+            .sum();
+        self.0
+            .produce_requests
+            .fetch_max(u64::try_from(sent).unwrap_or(0), Ordering::Relaxed);
+    }
+}
 
 impl ProducerContext for Counting {
     type DeliveryOpaque = ();
@@ -155,6 +172,7 @@ fn produce(args: &Args) -> Result<()> {
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("message.timeout.ms", "60000")
+        .set("statistics.interval.ms", "100")
         .create_with_context(Counting(Arc::clone(&context)))?;
     let payload = vec![b'x'; args.size];
     let start = Instant::now();
@@ -178,6 +196,8 @@ fn produce(args: &Args) -> Result<()> {
     }
     producer.flush(args.timeout)?;
     let elapsed = start.elapsed();
+    // One more statistics interval, so the count includes the last requests.
+    producer.poll(Duration::from_millis(150));
     let delivered = context.delivered.load(Ordering::Relaxed);
     let failed = context.failed.load(Ordering::Relaxed);
     report(
@@ -186,6 +206,10 @@ fn produce(args: &Args) -> Result<()> {
         delivered * args.size as u64,
         elapsed,
         failed,
+    );
+    println!(
+        "produce_requests={}",
+        context.produce_requests.load(Ordering::Relaxed)
     );
     if failed > 0 {
         return Err(format!("{failed} deliveries failed").into());
