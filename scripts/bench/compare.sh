@@ -2,13 +2,15 @@
 # Side-by-side benchmark: Runnel against a peer broker, same client, same machine, one run.
 # Prints one line per workload with both figures and the ratio (Runnel / peer; for latency,
 # memory and the broker's CPU time, lower is better and the ratio is peer / Runnel, so that
-# > 1 always means Runnel leads).
+# > 1 always means Runnel leads). Each pass starts both brokers on fresh data and runs every
+# workload on one and then the other (A B in the first pass, B A in the second), so the two
+# figures of a row are taken seconds apart.
 #
 #   scripts/bench/compare.sh                 # Runnel (acks as given, fsync on acks=all) vs Tansu in-memory
 #   SCALE=0.2 scripts/bench/compare.sh       # fewer records (quicker, noisier; the default
 #                                            # 3M x 100 B / 600k x 1 KiB last 0.5-3 s each)
-#   ORDER="runnel tansu" ...                 # one pass each (quicker); the default is A B B A,
-#                                            # "runnel tansu tansu runnel", to cancel drift
+#   PASSES=1 ...                             # one pass (quicker); the default is two, Runnel
+#                                            # first in the first and Tansu first in the second
 #   PEER_STORAGE=sqlite://tansu.db ...       # Tansu's durable engine, if its binary was built
 #                                            # with libsql (cargo install tansu --features libsql)
 #   CLIENT_MALLOC=glibc ...                  # the client on glibc malloc (default jemalloc, see below)
@@ -21,7 +23,7 @@ cd "$(dirname "$0")/../.."
 
 scale="${SCALE:-1}"
 timeout_s="${TIMEOUT_S:-180}"
-order="${ORDER:-runnel tansu tansu runnel}"
+passes="${PASSES:-2}"
 peer_storage="${PEER_STORAGE:-memory://tansu/}"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/runnel-bench"
 mkdir -p "$cache"
@@ -69,8 +71,11 @@ tansu_version="$("$tansu_bin" --version 2>/dev/null || echo tansu)"
 
 work="$(mktemp -d -t runnel-compare.XXXXXX)"
 pid=""
+declare -A pids=() # broker name -> pid, for the brokers of the current pass
 cleanup() {
-    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+    for p in "$pid" "${pids[@]}"; do
+        [ -n "$p" ] && kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -136,12 +141,12 @@ steal_ticks() { # CPU time the hypervisor took from this VM so far (all CPUs), i
     awk '$1 == "cpu" {print $9; exit}' /proc/stat 2>/dev/null || echo 0
 }
 
-peak_overall=0
-# Runs one workload against the broker and records its peak RSS (VmHWM is reset to the
-# current RSS before, by clear_refs 5, and read after; the overall peak is kept aside), the
-# CPU time the broker used meanwhile, and the CPU time the hypervisor stole from the VM
-# meanwhile (a latency row whose pass lost 100+ ms to steal shows it: every thread of the
-# broker and the client stops at once). Sets `line` to the client's output.
+declare -A peak_overall=() # broker name -> largest workload peak RSS of the current pass
+# Runs one workload against the broker `pid` / `broker_name` and records its peak RSS (VmHWM
+# is reset to the current RSS before, by clear_refs 5, and read after; the pass's peak is
+# kept aside), the CPU time the broker used meanwhile, and the CPU time the hypervisor stole
+# from the VM meanwhile (a latency row whose pass lost 100+ ms to steal shows it: every
+# thread of the broker and the client stops at once). Sets `line` to the client's output.
 # Usage: workload NAME TIMEOUT_S COMMAND...
 workload() {
     local name=$1 limit=$2
@@ -157,20 +162,36 @@ workload() {
     peak="$(rss_mb)"
     cpu_s="$(python3 -c "print(round(($ticks_after - $ticks_before) / $(getconf CLK_TCK), 2))")"
     steal_ms="$(python3 -c "print(round(($steal_after - $steal_before) * 1000 / $(getconf CLK_TCK)))")"
-    peak_overall="$(python3 -c "print(max($peak_overall, $peak))")"
+    peak_overall[$broker_name]="$(python3 -c "print(max(${peak_overall[$broker_name]:-0}, $peak))")"
     record "$broker_name" "memory: $name" peak_rss_mb "$peak"
     record "$broker_name" "cpu: $name" broker_cpu_s "$cpu_s"
     record "$broker_name" "steal: $name" steal_ms "$steal_ms"
     echo "  $broker_name $name: ${line:-FAILED} (peak RSS $peak MB, broker CPU $cpu_s s, steal $steal_ms ms)" >&2
 }
 
-run_broker() {
+# Makes `name` (a broker of the current pass) the one `workload` measures.
+declare -A bootstraps=()
+use_broker() {
     broker_name=$1
-    local port topic n acks_flag
-    port="$(free_port)"
-    start_broker "$broker_name" "$port"
-    local bootstrap="127.0.0.1:$port"
-    peak_overall=0
+    pid="${pids[$1]}"
+    bootstrap="${bootstraps[$1]}"
+}
+
+# One pass: starts every broker of `brokers` (fresh data), runs each workload on each of them
+# in turn, in the order given, and stops them. Each workload runs on the two brokers seconds
+# apart, so a spell of host noise (steal comes in bursts of seconds to minutes on this VM)
+# hits both figures of a row or neither, not one broker's whole pass.
+run_pass() {
+    local brokers=("$@")
+    local name port topic n acks_flag
+    pids=()
+    for name in "${brokers[@]}"; do
+        port="$(free_port)"
+        start_broker "$name" "$port"
+        pids[$name]=$pid
+        bootstraps[$name]="127.0.0.1:$port"
+        peak_overall[$name]=0
+    done
     for parts in 1 6; do
         for size in 100 1024; do
             n="$(records $([ "$size" = 100 ] && echo 3000000 || echo 600000))"
@@ -178,40 +199,56 @@ run_broker() {
                 acks_flag="$([ "$acks" = all ] && echo -1 || echo 1)"
                 for codec in none lz4; do
                     topic="p${parts}-s${size}-a${acks}-${codec}"
-                    workload "produce $topic" "$((timeout_s + 30))" "${client[@]}" produce \
-                        --bootstrap "$bootstrap" --topic "$topic" --partitions "$parts" \
-                        --records "$n" --size "$size" --acks "$acks_flag" \
-                        --compression "$codec" --timeout-s "$timeout_s"
-                    record "$broker_name" "produce $topic" records_per_s "$(field records_per_s "$line")"
-                    record "$broker_name" "requests: produce $topic" produce_requests "$(field produce_requests "$line")"
+                    for name in "${brokers[@]}"; do
+                        use_broker "$name"
+                        workload "produce $topic" "$((timeout_s + 30))" "${client[@]}" produce \
+                            --bootstrap "$bootstrap" --topic "$topic" --partitions "$parts" \
+                            --records "$n" --size "$size" --acks "$acks_flag" \
+                            --compression "$codec" --timeout-s "$timeout_s"
+                        record "$broker_name" "produce $topic" records_per_s "$(field records_per_s "$line")"
+                        record "$broker_name" "requests: produce $topic" produce_requests "$(field produce_requests "$line")"
+                    done
                 done
             done
         done
     done
     # Retention deleting segments while producing: 1 MiB segments, at most 8 MiB kept per
     # partition, 600 MB written. The broker's retention check runs every second (start_broker).
-    workload "produce retention" "$((timeout_s + 30))" "${client[@]}" produce \
-        --bootstrap "$bootstrap" --topic retention --partitions 6 --records "$(records 600000)" \
-        --size 1024 --acks -1 --compression none --timeout-s "$timeout_s" \
-        --topic-config segment.bytes=1048576 --topic-config retention.bytes=8388608
-    record "$broker_name" "produce retention (6 parts, 1 KiB, acks=all)" records_per_s "$(field records_per_s "$line")"
-    record "$broker_name" "produce retention (6 parts, 1 KiB, acks=all)" log_start_offsets "$(field log_start_offsets "$line")"
+    for name in "${brokers[@]}"; do
+        use_broker "$name"
+        workload "produce retention" "$((timeout_s + 30))" "${client[@]}" produce \
+            --bootstrap "$bootstrap" --topic retention --partitions 6 --records "$(records 600000)" \
+            --size 1024 --acks -1 --compression none --timeout-s "$timeout_s" \
+            --topic-config segment.bytes=1048576 --topic-config retention.bytes=8388608
+        record "$broker_name" "produce retention (6 parts, 1 KiB, acks=all)" records_per_s "$(field records_per_s "$line")"
+        record "$broker_name" "produce retention (6 parts, 1 KiB, acks=all)" log_start_offsets "$(field log_start_offsets "$line")"
+    done
     for topic in p1-s100-a1-none p6-s1024-a1-none; do
         n="$(records $([[ "$topic" == *s100* ]] && echo 3000000 || echo 600000))"
-        workload "consume $topic" "$((timeout_s + 30))" "${client[@]}" consume \
-            --bootstrap "$bootstrap" --topic "$topic" --records "$n" --timeout-s "$timeout_s"
-        record "$broker_name" "consume $topic" records_per_s "$(field records_per_s "$line")"
-    done
-    for rate in 1000 10000; do
-        workload "latency $rate/s" "$((timeout_s + 60))" "${client[@]}" latency \
-            --bootstrap "$bootstrap" --topic "latency-$rate" --rate "$rate" --seconds 10 \
-            --size 100 --acks -1 --timeout-s 30
-        for metric in e2e_p50_ms e2e_p99_ms e2e_p999_ms ack_p50_ms ack_p99_ms; do
-            record "$broker_name" "latency ${rate}/s acks=all" "$metric" "$(field "$metric" "$line")"
+        for name in "${brokers[@]}"; do
+            use_broker "$name"
+            workload "consume $topic" "$((timeout_s + 30))" "${client[@]}" consume \
+                --bootstrap "$bootstrap" --topic "$topic" --records "$n" --timeout-s "$timeout_s"
+            record "$broker_name" "consume $topic" records_per_s "$(field records_per_s "$line")"
         done
     done
-    record "$broker_name" "memory: whole run" peak_rss_mb "$peak_overall"
-    stop_broker
+    for rate in 1000 10000; do
+        for name in "${brokers[@]}"; do
+            use_broker "$name"
+            workload "latency $rate/s" "$((timeout_s + 60))" "${client[@]}" latency \
+                --bootstrap "$bootstrap" --topic "latency-$rate" --rate "$rate" --seconds 10 \
+                --size 100 --acks -1 --timeout-s 30
+            for metric in e2e_p50_ms e2e_p99_ms e2e_p999_ms ack_p50_ms ack_p99_ms; do
+                record "$broker_name" "latency ${rate}/s acks=all" "$metric" "$(field "$metric" "$line")"
+            done
+        done
+    done
+    for name in "${brokers[@]}"; do
+        record "$name" "memory: whole run" peak_rss_mb "${peak_overall[$name]}"
+        pid="${pids[$name]}"
+        stop_broker
+    done
+    pids=()
 }
 
 machine_ceilings() {
@@ -271,9 +308,9 @@ startup_with_partitions() {
 }
 
 echo "bench: $(date -u +%FT%TZ) $(nproc) cores, $(uname -r); runnel $(git rev-parse --short HEAD); $tansu_version ($peer_storage); client malloc $client_malloc" >&2
-for broker in $order; do
-    echo "bench: $broker" >&2
-    run_broker "$broker"
+for pass in $(seq 1 "$passes"); do
+    echo "bench: pass $pass" >&2
+    if [ $((pass % 2)) = 1 ]; then run_pass runnel tansu; else run_pass tansu runnel; fi
 done
 machine_ceilings
 startup_with_partitions || echo "startup measurement failed" >&2
