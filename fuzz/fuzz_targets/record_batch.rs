@@ -14,7 +14,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use runnel_fuzz::fix_crcs;
-use runnel_protocol::batch::{next_offset_after, read_records, validate_batches, BatchLimits};
+use runnel_protocol::batch::{
+    next_offset_after, read_records, validate_batches, BatchLimits, BatchValidation,
+};
 use runnel_protocol::record_filter::retain_records;
 
 /// Small limits, so the fuzzer reaches them with small inputs.
@@ -36,9 +38,17 @@ fuzz_target!(|data: &[u8]| {
     let read = read_records(&payload, LIMITS.max_uncompressed_bytes);
     let next = next_offset_after(&payload);
 
-    let Ok(batches) = validate_batches(&payload, &LIMITS) else {
+    // Relaxed validation checks less (compressed batches by header and CRC), never more.
+    let relaxed = validate_batches(&payload, &LIMITS, BatchValidation::Relaxed);
+    let Ok(batches) = validate_batches(&payload, &LIMITS, BatchValidation::Strict) else {
         return;
     };
+    let relaxed = relaxed.expect("relaxed validation refused what strict accepted");
+    assert_eq!(relaxed.len(), batches.len());
+    for (relaxed, strict) in relaxed.iter().zip(&batches) {
+        assert_eq!(relaxed.position, strict.position);
+        assert_eq!(relaxed.record_count, strict.record_count);
+    }
     let mut position = 0;
     let mut expected_records = 0usize;
     for batch in &batches {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -131,8 +131,21 @@ pub fn admin_options() -> AdminOptions {
 /// Creates `topic` with `partitions` partitions (replication factor 1) and checks the per-topic
 /// result is success.
 pub async fn create_topic(broker: &TestBroker, topic: &str, partitions: i32) -> Result<()> {
+    create_topic_with(broker, topic, partitions, &[]).await
+}
+
+/// [`create_topic`] with topic configs (`cleanup.policy`, …).
+pub async fn create_topic_with(
+    broker: &TestBroker,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<()> {
     let admin = admin(broker)?;
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (name, value) in configs {
+        new_topic = new_topic.set(name, value);
+    }
     let results = admin.create_topics([&new_topic], &admin_options()).await?;
     for result in results {
         if let Err((name, code)) = result {
@@ -140,6 +153,20 @@ pub async fn create_topic(broker: &TestBroker, topic: &str, partitions: i32) -> 
         }
     }
     Ok(())
+}
+
+/// A consumer in `group` that is only used to commit and fetch offsets.
+pub fn committer(broker: &TestBroker, group: &str) -> Result<BaseConsumer> {
+    metadata_client(broker, &[("group.id", group)])
+}
+
+/// Commits `offset` for partition 0 of `topic` (OffsetCommit, synchronously).
+pub fn commit_offset(consumer: &BaseConsumer, topic: &str, offset: i64) -> Result<()> {
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Offset(offset))?;
+    consumer
+        .commit(&list, CommitMode::Sync)
+        .map_err(|e: KafkaError| format!("committing offset {offset}: {e}").into())
 }
 
 /// All topics the broker lists (a metadata request for all topics, which never auto-creates),

@@ -32,6 +32,8 @@ pub mod error_code {
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     /// INVALID_RECORD.
     pub const INVALID_RECORD: i16 = 87;
+    /// INVALID_TOPIC_EXCEPTION.
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
 }
 
 /// The broker's peak RSS at the start of a test, to compare against at its end.

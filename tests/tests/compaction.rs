@@ -8,17 +8,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use rdkafka::admin::{NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::admin::ResourceSpecifier;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use runnel_e2e::log_file::partition_batches;
 use runnel_e2e::{
-    admin, admin_options, consume_n, consumer_assigned, ensure, ensure_eq, metadata_client,
-    produce_one, producer, seed, wait_until, watermarks, Consumed, Result, Rng, TestBroker,
-    TestResult, REQUEST_TIMEOUT, WAIT_TIMEOUT,
+    admin, admin_options, commit_offset, committer, consume_n, consumer_assigned,
+    create_topic_with, ensure, ensure_eq, produce_one, producer, seed, wait_until, watermarks,
+    Consumed, Result, Rng, TestBroker, TestResult, REQUEST_TIMEOUT, WAIT_TIMEOUT,
 };
 
 /// Broker flags: run retention and the cleaner often.
@@ -40,17 +39,7 @@ const SENTINEL_VALUE_BYTES: usize = 1500;
 type Op = (Vec<u8>, Option<Vec<u8>>);
 
 async fn create_with(broker: &TestBroker, topic: &str, configs: &[(&str, &str)]) -> Result<()> {
-    let mut new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
-    for (name, value) in configs {
-        new_topic = new_topic.set(name, value);
-    }
-    for result in admin(broker)?
-        .create_topics([&new_topic], &admin_options())
-        .await?
-    {
-        result.map_err(|(name, code)| format!("CreateTopics {name}: {code:?}"))?;
-    }
-    Ok(())
+    create_topic_with(broker, topic, 1, configs).await
 }
 
 /// Produces `ops` to partition 0 in order (values or tombstones), awaiting each chunk.
@@ -369,18 +358,6 @@ async fn kill9_while_cleaning_keeps_every_latest_value() -> TestResult {
 }
 
 /// A consumer in group `group` that only commits (assigned nothing, never polls).
-fn committer(broker: &TestBroker, group: &str) -> Result<BaseConsumer> {
-    metadata_client(broker, &[("group.id", group)])
-}
-
-fn commit_offset(consumer: &BaseConsumer, topic: &str, offset: i64) -> Result<()> {
-    let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, 0, Offset::Offset(offset))?;
-    consumer
-        .commit(&list, CommitMode::Sync)
-        .map_err(|e: KafkaError| format!("committing offset {offset}: {e}").into())
-}
-
 fn committed_offset(consumer: &BaseConsumer, topic: &str) -> Result<Offset> {
     let mut wanted = TopicPartitionList::new();
     wanted.add_partition(topic, 0);

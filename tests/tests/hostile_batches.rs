@@ -1,8 +1,8 @@
 //! Hostile record batches inside well-formed Produce requests: bad CRC, lying lengths and
-//! counts, old magic, unknown codecs, oversized batches and compression bombs, bad acks, and
-//! Fetch requests that claim to come from a follower. The bad partition gets its Kafka error,
-//! the good partition of the same request is appended, and the broker survives with bounded
-//! memory.
+//! counts, old magic, unknown codecs, oversized batches and compression bombs, compressed
+//! records that do not decode, writes to internal topics, bad acks, and Fetch requests that
+//! claim to come from a follower. The bad partition gets its Kafka error, the good partition of
+//! the same request is appended, and the broker survives with bounded memory.
 
 use std::io::Read;
 use std::time::Duration;
@@ -15,12 +15,19 @@ use runnel_e2e::wire::{
     api_key, parse_produce_v3, put_i32, put_i64, put_varint, record_batch, PartitionProduceResult,
     ProducerIdentity, RawConnection,
 };
-use runnel_e2e::{create_topic, ensure, ensure_eq, watermarks, Result, TestBroker, TestResult};
+use runnel_e2e::{
+    commit_offset, committer, create_topic, create_topic_with, ensure, ensure_eq, watermarks,
+    Result, TestBroker, TestResult,
+};
 
 const TOPIC: &str = "hostile";
 const HEADER_BYTES: usize = 61;
 const TIMESTAMP_MS: i64 = 1_700_000_000_000;
 const MIB: u64 = 1024 * 1024;
+/// Broker flags for Kafka's depth of validation: every compressed batch decoded and walked.
+const STRICT: &[&str] = &["--set", "produce.batch.validation=strict"];
+/// LZ4's attribute bits.
+const LZ4: i16 = 3;
 
 fn no_identity() -> ProducerIdentity {
     ProducerIdentity {
@@ -138,6 +145,16 @@ async fn corrupt_batches_fail_their_partition_only() -> TestResult {
         }
         let got = produce_bad_beside_good(broker, connection, bad_crc)?;
         expect_code(got, &corrupt, "a flipped bit (bad CRC)")?;
+
+        // The same for a compressed batch: the CRC is checked however deep validation goes.
+        let good = good_batch();
+        let mut bad_lz4_crc = batch_with_records(LZ4, good.get(HEADER_BYTES..).unwrap_or_default());
+        let last = bad_lz4_crc.len() - 1;
+        if let Some(byte) = bad_lz4_crc.get_mut(last) {
+            *byte ^= 0x01;
+        }
+        let got = produce_bad_beside_good(broker, connection, bad_lz4_crc)?;
+        expect_code(got, &corrupt, "a flipped bit in an lz4 batch (bad CRC)")?;
 
         let mut too_long = good_batch();
         let claimed = (too_long.len() - 12 + 100) as i32;
@@ -288,7 +305,7 @@ fn record_prefix(value_bytes: u64) -> Result<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compression_bombs_are_refused_with_memory_bounded() -> TestResult {
-    with_two_partitions(&[], "compression bombs", |broker, connection| {
+    with_two_partitions(STRICT, "compression bombs", |broker, connection| {
         let too_large = [error_code::MESSAGE_TOO_LARGE];
         let any_refusal = [
             error_code::MESSAGE_TOO_LARGE,
@@ -346,7 +363,7 @@ async fn compression_bombs_are_refused_with_memory_bounded() -> TestResult {
 async fn many_snappy_batches_in_one_request_hold_bounded_memory() -> TestResult {
     const PARTITIONS: i32 = 100;
     const VALUE_BYTES: u64 = 2 * MIB;
-    let mut broker = TestBroker::start(&[])?;
+    let mut broker = TestBroker::start(STRICT)?;
     let result = async {
         let topic = "snappy-wide";
         create_topic(&broker, topic, PARTITIONS).await?;
@@ -381,6 +398,104 @@ async fn many_snappy_batches_in_one_request_hold_bounded_memory() -> TestResult 
             "100 snappy batches of 2 MiB in one request",
         )
         .await
+    }
+    .await;
+    broker.check(result)
+}
+
+/// An lz4 batch whose records section is not lz4 at all (a plain record), with a CRC that
+/// matches: what a broken producer could send.
+fn undecodable_lz4_batch() -> Vec<u8> {
+    let good = good_batch();
+    batch_with_records(LZ4, good.get(HEADER_BYTES..).unwrap_or_default())
+}
+
+/// With the default `produce.batch.validation=relaxed`, a compressed batch is checked by its
+/// header and CRC: one whose records do not decode is stored as sent and served back byte for
+/// byte (its consumer, not the broker, decodes it), except on a compacted topic, whose records
+/// are always walked for their keys. With `strict` (Kafka's depth) it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_compressed_records_are_refused_when_strict_or_compacted() -> TestResult {
+    with_two_partitions(STRICT, "undecodable lz4 records", |broker, connection| {
+        let got = produce_bad_beside_good(broker, connection, undecodable_lz4_batch())?;
+        expect_code(
+            got,
+            &[error_code::CORRUPT_MESSAGE],
+            "undecodable lz4 records, strict",
+        )
+    })
+    .await?;
+
+    let mut broker = TestBroker::start(&[])?;
+    let result = async {
+        create_topic(&broker, TOPIC, 1).await?;
+        create_topic_with(&broker, "keyed", 1, &[("cleanup.policy", "compact")]).await?;
+        let baseline = RssBaseline::take(&broker)?;
+        let mut connection = RawConnection::connect(&broker, Duration::from_secs(60))?;
+        let batch = undecodable_lz4_batch();
+        for (topic, expected) in [(TOPIC, 0), ("keyed", error_code::CORRUPT_MESSAGE)] {
+            let body = produce_v3_partitions(-1, topic, &[(0, batch.clone())]);
+            let results = parse_produce_v3(&connection.round_trip(api_key::PRODUCE, 3, &body)?)?;
+            ensure_eq!(
+                results.first().map(|r| r.error_code),
+                Some(expected),
+                "error code of undecodable lz4 records on {topic}, relaxed"
+            );
+        }
+        ensure_eq!(
+            watermarks(&broker, "keyed", 0)?,
+            (0, 0),
+            "watermarks of the compacted topic"
+        );
+        let response = connection.round_trip(api_key::FETCH, 4, &fetch_v4(-1, TOPIC, 0, 0))?;
+        let fetched = parse_fetch_v4(&response)?;
+        ensure_eq!(
+            fetched
+                .first()
+                .map(|p| (p.error_code, p.high_watermark, p.records_bytes)),
+            Some((0, 1, batch.len())),
+            "fetch of the stored batch (error, high watermark, bytes)"
+        );
+        ensure!(
+            response
+                .windows(batch.len())
+                .any(|window| window.get(12..) == batch.get(12..)),
+            "the fetched batch differs from the one produced (after its base offset and length)"
+        );
+        drop(connection);
+        check_survived(&mut broker, baseline, "undecodable lz4 records, relaxed").await
+    }
+    .await;
+    broker.check(result)
+}
+
+/// Only the broker writes `__consumer_offsets`: a Produce to it fails with
+/// INVALID_TOPIC_EXCEPTION, as in Kafka, and the committed offsets stay readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_to_an_internal_topic_is_refused() -> TestResult {
+    let broker = TestBroker::start(&["--set", "offsets.topic.num.partitions=1"])?;
+    let result = async {
+        create_topic(&broker, TOPIC, 1).await?;
+        let consumer = committer(&broker, "internal-write")?;
+        commit_offset(&consumer, TOPIC, 7)?;
+        let before = watermarks(&broker, "__consumer_offsets", 0)?;
+        let mut connection = RawConnection::connect(&broker, Duration::from_secs(60))?;
+        for batch in [good_batch(), undecodable_lz4_batch()] {
+            let body = produce_v3_partitions(-1, "__consumer_offsets", &[(0, batch)]);
+            let results = parse_produce_v3(&connection.round_trip(api_key::PRODUCE, 3, &body)?)?;
+            ensure_eq!(
+                results.first().map(|r| r.error_code),
+                Some(error_code::INVALID_TOPIC_EXCEPTION),
+                "error code of a produce to __consumer_offsets"
+            );
+        }
+        ensure_eq!(
+            watermarks(&broker, "__consumer_offsets", 0)?,
+            before,
+            "watermarks of __consumer_offsets"
+        );
+        commit_offset(&consumer, TOPIC, 8)?;
+        Ok(())
     }
     .await;
     broker.check(result)

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat, Value, ValueKind};
+use runnel_protocol::batch::BatchValidation;
 
 /// One setting the broker understands.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +43,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "log.retention.bytes", default: "-1", doc: "Delete the oldest closed segments while a partition is larger than this; -1 means no limit (topic `retention.bytes`)." },
     Setting { name: "log.flush.interval.ms", default: "100", doc: "Default `flush.ms`: records written with acks 0 or 1 are fsynced at least this often (Kafka leaves this unbounded; a short interval bounds what a power loss can take and keeps a backlog of dirty pages from stalling the fsyncs of acks=all producers)." },
     Setting { name: "log.retention.check.interval.ms", default: "300000", doc: "How often retention and the log cleaner (compaction) look at every partition." },
+    Setting { name: "produce.batch.validation", default: "relaxed", doc: "How deep Produce checks a batch: `relaxed` walks every record of uncompressed batches and checks compressed ones by header and CRC32C (as Redpanda's default); `strict` also decompresses and walks every compressed batch, as Kafka does (for producers that are not trusted). Compacted topics are always strict." },
     Setting { name: "fetch.max.bytes", default: "57671680", doc: "Upper bound on the bytes of one Fetch response, whatever the client asks." },
     Setting { name: "transaction.max.timeout.ms", default: "900000", doc: "Largest `transaction.timeout.ms` InitProducerId accepts." },
     Setting { name: "group.initial.rebalance.delay.ms", default: "3000", doc: "How long the first rebalance of an empty consumer group waits for more members to join (extended by each join, up to the rebalance timeout)." },
@@ -88,6 +90,8 @@ pub struct BrokerConfig {
     pub log_index_interval_bytes: u32,
     /// Largest offset index in bytes.
     pub log_index_size_max_bytes: u32,
+    /// How deep Produce validates compressed batches.
+    pub produce_batch_validation: BatchValidation,
     /// Largest Fetch response in bytes.
     pub fetch_max_bytes: usize,
     /// Largest transaction timeout in milliseconds.
@@ -220,6 +224,7 @@ impl BrokerConfig {
                 .get_in("log.index.interval.bytes", 0..=i32::MAX as u32)?,
             log_index_size_max_bytes: settings
                 .get_in("log.index.size.max.bytes", 8..=i32::MAX as u32)?,
+            produce_batch_validation: settings.get("produce.batch.validation")?,
             fetch_max_bytes: settings.get_in("fetch.max.bytes", 1024..=i32::MAX as usize)?,
             transaction_max_timeout_ms: settings
                 .get_in("transaction.max.timeout.ms", 1..=i32::MAX as i64)?,

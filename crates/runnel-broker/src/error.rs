@@ -42,6 +42,10 @@ pub enum BrokerError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A Produce to an internal topic (`__consumer_offsets`, `__transaction_state`): only the
+    /// broker writes those, as in Kafka.
+    #[error("cannot append to internal topic '{0}'")]
+    InternalTopic(String),
     /// A partition count below 1 or above the limit.
     #[error("invalid partition count {0}")]
     InvalidPartitions(i32),
@@ -127,7 +131,9 @@ impl BrokerError {
             BrokerError::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
             BrokerError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
             BrokerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
-            BrokerError::InvalidTopic { .. } => ResponseError::InvalidTopicException,
+            BrokerError::InvalidTopic { .. } | BrokerError::InternalTopic(_) => {
+                ResponseError::InvalidTopicException
+            }
             BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
             BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
             BrokerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,

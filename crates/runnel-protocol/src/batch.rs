@@ -43,6 +43,9 @@ const PRODUCER_EPOCH_AT: usize = 51;
 const BASE_SEQUENCE_AT: usize = 53;
 const RECORDS_COUNT_AT: usize = 57;
 
+/// `maxTimestamp` of a batch whose producer left it unset.
+const NO_TIMESTAMP: i64 = -1;
+
 /// Attribute bit 3: timestamps are LogAppendTime (set by the broker), not CreateTime.
 const TIMESTAMP_TYPE_ATTRIBUTE: i16 = 0x08;
 /// Attribute bit 4: the batch is part of a transaction.
@@ -91,18 +94,53 @@ pub struct ValidatedBatch {
     /// The codec the records section is compressed with.
     pub compression: Compression,
     /// For CreateTime, the largest record timestamp (`baseTimestamp + timestampDelta`, in ms),
-    /// computed from the records as Kafka does, not taken from the header's `maxTimestamp`; for
-    /// LogAppendTime, the header's `maxTimestamp`.
+    /// computed from the records as Kafka does, not taken from the header's `maxTimestamp`
+    /// (unless the records were not walked); for LogAppendTime, the header's `maxTimestamp`.
     pub max_timestamp: i64,
-    /// Some record has a null key (refused on compacted topics).
+    /// Some record has a null key (refused on compacted topics). False when the records were
+    /// not walked.
     pub has_null_key: bool,
+    /// Whether the records were walked (always, except for compressed batches under
+    /// [`BatchValidation::Relaxed`]).
+    pub records_walked: bool,
+}
+
+/// How deep produce validation looks into a batch (the broker setting
+/// `produce.batch.validation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchValidation {
+    /// Every record of every batch is walked, compressed batches decompressed to do it (what
+    /// Kafka's `LogValidator` does): a compressed records section that does not decode to
+    /// exactly `recordsCount` well-formed records is refused. For producers that are not
+    /// trusted, and always on compacted topics (every record needs a key).
+    Strict,
+    /// Uncompressed batches are walked record by record as in `Strict`; a compressed batch is
+    /// checked by its header and CRC32C only (framing, magic, size, codec, `recordsCount` and
+    /// `lastOffsetDelta`), and its max timestamp is the header's. Decoding it is left to the
+    /// consumer, which the CRC assures gets the bytes its producer compressed. A compressed
+    /// batch whose `maxTimestamp` is unset (-1) is walked as in `Strict`, to compute it.
+    #[default]
+    Relaxed,
+}
+
+impl std::str::FromStr for BatchValidation {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "strict" => Ok(BatchValidation::Strict),
+            "relaxed" => Ok(BatchValidation::Relaxed),
+            other => Err(format!("`{other}` is neither `strict` nor `relaxed`")),
+        }
+    }
 }
 
 /// Validates every batch in a produce payload (the `records` bytes of one partition).
 ///
 /// Checks, in Kafka's order: framing and lengths, magic, base offset 0, size limit, CRC32C,
 /// codec, no control batch, record count and `lastOffsetDelta`, then every record's structure
-/// (lengths add up, `offsetDelta` runs 0..n-1). Compressed batches are decompressed into at most
+/// (lengths add up, `offsetDelta` runs 0..n-1) — of compressed batches only as `validation`
+/// says (see [`BatchValidation`]). Compressed batches are decompressed into at most
 /// `limits.max_uncompressed_bytes`. Nothing is allocated per record.
 ///
 /// # Errors
@@ -116,6 +154,7 @@ pub struct ValidatedBatch {
 pub fn validate_batches(
     payload: &[u8],
     limits: &BatchLimits,
+    validation: BatchValidation,
 ) -> Result<Vec<ValidatedBatch>, ProtocolError> {
     if payload.is_empty() {
         return Err(invalid("empty produce payload"));
@@ -124,7 +163,7 @@ pub fn validate_batches(
     let mut position = 0;
     while let Some(rest) = payload.get(position..).filter(|rest| !rest.is_empty()) {
         let batch = split_batch(rest, position)?;
-        batches.push(validate_batch(batch, position, limits)?);
+        batches.push(validate_batch(batch, position, limits, validation)?);
         position = position.saturating_add(batch.len());
     }
     Ok(batches)
@@ -161,6 +200,7 @@ fn validate_batch(
     batch: &[u8],
     position: usize,
     limits: &BatchLimits,
+    validation: BatchValidation,
 ) -> Result<ValidatedBatch, ProtocolError> {
     let at = |reason: String| format!("batch at position {position}: {reason}");
 
@@ -209,24 +249,39 @@ fn validate_batch(
     }
 
     let records_section = batch.get(RECORD_BATCH_HEADER_BYTES..).unwrap_or_default();
+    let header_max_timestamp = i64::from_be_bytes(field(batch, MAX_TIMESTAMP_AT)?);
+    let walk = compression == Compression::None
+        || validation == BatchValidation::Strict
+        || header_max_timestamp == NO_TIMESTAMP;
     let summary = match compression {
-        Compression::None => walk_records(records_section, record_count),
+        _ if !walk => {
+            // A record is at least a byte even compressed: an empty section cannot hold one.
+            if records_section.is_empty() {
+                return Err(invalid(&at(format!(
+                    "recordsCount {record_count} but no records"
+                ))));
+            }
+            None
+        }
+        Compression::None => Some(walk_records(records_section, record_count)),
         // Walked as they decompress: a bomb costs the codec's window, not its inflated size.
-        codec => walk_compressed_records(
+        codec => Some(walk_compressed_records(
             codec,
             records_section,
             record_count,
             limits.max_uncompressed_bytes,
-        )?,
+        )?),
     }
+    .transpose()
     .map_err(|reason| invalid(&at(reason)))?;
 
     let is_log_append_time = attributes & TIMESTAMP_TYPE_ATTRIBUTE != 0;
-    let max_timestamp = if is_log_append_time {
-        i64::from_be_bytes(field(batch, MAX_TIMESTAMP_AT)?)
-    } else {
-        i64::from_be_bytes(field(batch, BASE_TIMESTAMP_AT)?)
-            .saturating_add(summary.max_timestamp_delta)
+    let max_timestamp = match &summary {
+        Some(summary) if !is_log_append_time => {
+            i64::from_be_bytes(field(batch, BASE_TIMESTAMP_AT)?)
+                .saturating_add(summary.max_timestamp_delta)
+        }
+        _ => header_max_timestamp,
     };
     Ok(ValidatedBatch {
         position,
@@ -241,7 +296,8 @@ fn validate_batch(
         is_log_append_time,
         compression,
         max_timestamp,
-        has_null_key: summary.has_null_key,
+        has_null_key: summary.as_ref().is_some_and(|summary| summary.has_null_key),
+        records_walked: summary.is_some(),
     })
 }
 
@@ -1064,7 +1120,7 @@ mod tests {
     fn every_codec_validates_with_correct_summary() -> TestResult {
         for codec in CODECS {
             let batch = build(codec, &sample_records());
-            let validated = validate_batches(&batch, &LIMITS)?;
+            let validated = validate_batches(&batch, &LIMITS, BatchValidation::Strict)?;
             assert_eq!(
                 validated,
                 vec![ValidatedBatch {
@@ -1081,6 +1137,7 @@ mod tests {
                     compression: codec,
                     max_timestamp: 1_700_000_000_025,
                     has_null_key: true,
+                    records_walked: true,
                 }],
                 "{codec:?}"
             );
@@ -1100,7 +1157,7 @@ mod tests {
         };
         let second = build_with(&header, &sample_records()[..2]);
         let payload = [first.clone(), second.clone()].concat();
-        let validated = validate_batches(&payload, &LIMITS)?;
+        let validated = validate_batches(&payload, &LIMITS, BatchValidation::Strict)?;
         assert_eq!(validated.len(), 2);
         assert_eq!(validated[0].position, 0);
         assert_eq!(validated[0].size_bytes, first.len());
@@ -1123,7 +1180,11 @@ mod tests {
             max_timestamp: 5,
             ..TestBatch::default()
         };
-        let validated = validate_batches(&build_with(&header, &sample_records()), &LIMITS)?;
+        let validated = validate_batches(
+            &build_with(&header, &sample_records()),
+            &LIMITS,
+            BatchValidation::Strict,
+        )?;
         assert!(validated[0].is_log_append_time);
         assert_eq!(validated[0].max_timestamp, 5);
         Ok(())
@@ -1132,19 +1193,31 @@ mod tests {
     #[test]
     fn framing_errors_are_corrupt() {
         let batch = build(Compression::None, &sample_records());
-        assert_invalid(validate_batches(&[], &LIMITS), "empty payload");
-        assert_corrupt(validate_batches(&batch[..60], &LIMITS), "short header");
+        assert_invalid(
+            validate_batches(&[], &LIMITS, BatchValidation::Strict),
+            "empty payload",
+        );
         assert_corrupt(
-            validate_batches(&batch[..batch.len() - 1], &LIMITS),
+            validate_batches(&batch[..60], &LIMITS, BatchValidation::Strict),
+            "short header",
+        );
+        assert_corrupt(
+            validate_batches(&batch[..batch.len() - 1], &LIMITS, BatchValidation::Strict),
             "length past the end",
         );
         let mut trailing = batch.clone();
         trailing.extend_from_slice(&[0; 10]);
-        assert_corrupt(validate_batches(&trailing, &LIMITS), "trailing garbage");
+        assert_corrupt(
+            validate_batches(&trailing, &LIMITS, BatchValidation::Strict),
+            "trailing garbage",
+        );
         for length in [-1, i32::MIN, 0, 48] {
             let mut bad = batch.clone();
             bad[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
-            assert_corrupt(validate_batches(&bad, &LIMITS), "small batchLength");
+            assert_corrupt(
+                validate_batches(&bad, &LIMITS, BatchValidation::Strict),
+                "small batchLength",
+            );
         }
     }
 
@@ -1154,7 +1227,10 @@ mod tests {
             let mut batch = build(Compression::None, &sample_records());
             batch[MAGIC_AT] = magic;
             fix_crc(&mut batch);
-            assert_invalid(validate_batches(&batch, &LIMITS), "magic");
+            assert_invalid(
+                validate_batches(&batch, &LIMITS, BatchValidation::Strict),
+                "magic",
+            );
         }
     }
 
@@ -1162,7 +1238,10 @@ mod tests {
     fn non_zero_base_offset_is_invalid() {
         let mut batch = build(Compression::None, &sample_records());
         batch[BASE_OFFSET_AT + 7] = 1;
-        assert_invalid(validate_batches(&batch, &LIMITS), "baseOffset");
+        assert_invalid(
+            validate_batches(&batch, &LIMITS, BatchValidation::Strict),
+            "baseOffset",
+        );
     }
 
     #[test]
@@ -1171,7 +1250,10 @@ mod tests {
         for at in [CRC_AT, ATTRIBUTES_AT + 1, RECORDS_COUNT_AT, batch.len() - 1] {
             let mut bad = batch.clone();
             bad[at] ^= 0x40;
-            assert_corrupt(validate_batches(&bad, &LIMITS), "flipped bit");
+            assert_corrupt(
+                validate_batches(&bad, &LIMITS, BatchValidation::Strict),
+                "flipped bit",
+            );
         }
     }
 
@@ -1184,7 +1266,10 @@ mod tests {
             };
             let section = encode_records(&sample_records());
             let batch = assemble(&header, 3, 2, &section);
-            assert_invalid(validate_batches(&batch, &LIMITS), "attributes");
+            assert_invalid(
+                validate_batches(&batch, &LIMITS, BatchValidation::Strict),
+                "attributes",
+            );
         }
     }
 
@@ -1196,7 +1281,7 @@ mod tests {
             ..LIMITS
         };
         assert_eq!(
-            validate_batches(&batch, &limits),
+            validate_batches(&batch, &limits, BatchValidation::Strict),
             Err(ProtocolError::BatchTooLarge {
                 size_bytes: batch.len(),
                 limit_bytes: batch.len() - 1
@@ -1206,7 +1291,7 @@ mod tests {
             max_batch_bytes: batch.len(),
             ..LIMITS
         };
-        assert!(validate_batches(&batch, &exact).is_ok());
+        assert!(validate_batches(&batch, &exact, BatchValidation::Strict).is_ok());
     }
 
     #[test]
@@ -1217,13 +1302,16 @@ mod tests {
         for (count, last_delta) in [(0, -1), (-1, -2), (2, 1), (4, 3), (3, 1), (3, 3)] {
             let batch = assemble(&header, count, last_delta, &section);
             assert_invalid(
-                validate_batches(&batch, &LIMITS),
+                validate_batches(&batch, &LIMITS, BatchValidation::Strict),
                 &format!("count {count} lastOffsetDelta {last_delta}"),
             );
         }
         // A count far above what the bytes hold fails quickly without allocating.
         let batch = assemble(&header, i32::MAX, i32::MAX - 1, &section);
-        assert_invalid(validate_batches(&batch, &LIMITS), "huge count");
+        assert_invalid(
+            validate_batches(&batch, &LIMITS, BatchValidation::Strict),
+            "huge count",
+        );
     }
 
     #[test]
@@ -1236,7 +1324,10 @@ mod tests {
         ]
         .concat();
         let batch = assemble(&TestBatch::default(), 3, 2, &section);
-        assert_invalid(validate_batches(&batch, &LIMITS), "offsetDelta order");
+        assert_invalid(
+            validate_batches(&batch, &LIMITS, BatchValidation::Strict),
+            "offsetDelta order",
+        );
     }
 
     #[test]
@@ -1271,13 +1362,19 @@ mod tests {
             ("long varint", long_varint),
         ] {
             let batch = assemble(&header, 1, 0, &section);
-            assert_invalid(validate_batches(&batch, &LIMITS), name);
+            assert_invalid(
+                validate_batches(&batch, &LIMITS, BatchValidation::Strict),
+                name,
+            );
         }
         // Bytes after the last record.
         let mut extra = record;
         extra.push(0);
         let batch = assemble(&header, 1, 0, &extra);
-        assert_invalid(validate_batches(&batch, &LIMITS), "bytes after records");
+        assert_invalid(
+            validate_batches(&batch, &LIMITS, BatchValidation::Strict),
+            "bytes after records",
+        );
     }
 
     #[test]
@@ -1345,7 +1442,7 @@ mod tests {
     fn records_straddling_the_read_ahead_validate() -> TestResult {
         for codec in CODECS {
             let batch = build(codec, &kilobyte_records(300));
-            let validated = validate_batches(&batch, &LIMITS)?;
+            let validated = validate_batches(&batch, &LIMITS, BatchValidation::Strict)?;
             assert_eq!(validated.len(), 1, "{codec:?}");
             assert_eq!(validated[0].record_count, 300, "{codec:?}");
             assert_eq!(validated[0].max_timestamp, 1_700_000_000_299, "{codec:?}");
@@ -1371,7 +1468,11 @@ mod tests {
         for codec in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
             assert!(
                 matches!(
-                    validate_batches(&build(codec, &small), &limits_small),
+                    validate_batches(
+                        &build(codec, &small),
+                        &limits_small,
+                        BatchValidation::Strict
+                    ),
                     Err(ProtocolError::BatchTooLarge {
                         limit_bytes: 20_480,
                         ..
@@ -1382,7 +1483,7 @@ mod tests {
             let batch = build(codec, &kilobyte_records(300));
             assert!(
                 matches!(
-                    validate_batches(&batch, &limits),
+                    validate_batches(&batch, &limits, BatchValidation::Strict),
                     Err(ProtocolError::BatchTooLarge {
                         limit_bytes: 102_400,
                         ..
@@ -1405,7 +1506,7 @@ mod tests {
             let batch = build(*codec, &bomb);
             assert!(
                 matches!(
-                    validate_batches(&batch, &limits),
+                    validate_batches(&batch, &limits, BatchValidation::Strict),
                     Err(ProtocolError::BatchTooLarge {
                         limit_bytes: MIB,
                         ..
@@ -1427,8 +1528,106 @@ mod tests {
                 ..TestBatch::default()
             };
             let batch = assemble(&header, 3, 2, section);
-            assert_corrupt(validate_batches(&batch, &LIMITS), codec.name());
+            assert_corrupt(
+                validate_batches(&batch, &LIMITS, BatchValidation::Strict),
+                codec.name(),
+            );
         }
+    }
+
+    #[test]
+    fn relaxed_checks_compressed_batches_by_header_and_crc() -> TestResult {
+        let records = encode_records(&sample_records());
+        for codec in &CODECS[1..] {
+            let header = TestBatch {
+                attributes: codec.attribute_bits(),
+                max_timestamp: 1_700_000_000_042,
+                ..TestBatch::default()
+            };
+            // Whole: accepted without walking, the header's max timestamp taken as is.
+            let compressed = compression::compress(*codec, &records).unwrap();
+            let whole = assemble(&header, 3, 2, &compressed);
+            let validated = validate_batches(&whole, &LIMITS, BatchValidation::Relaxed)?;
+            assert!(!validated[0].records_walked, "{codec:?}");
+            assert_eq!(validated[0].max_timestamp, 1_700_000_000_042, "{codec:?}");
+            assert_eq!(validated[0].record_count, 3, "{codec:?}");
+            let strict = validate_batches(&whole, &LIMITS, BatchValidation::Strict)?;
+            assert!(
+                strict[0].records_walked && strict[0].has_null_key,
+                "{codec:?}"
+            );
+            assert_eq!(strict[0].max_timestamp, 1_700_000_000_025, "{codec:?}");
+
+            // Damaged inside a valid CRC: only Strict decodes it and finds out.
+            let half = assemble(&header, 3, 2, &compressed[..compressed.len() / 2]);
+            assert!(validate_batches(&half, &LIMITS, BatchValidation::Relaxed).is_ok());
+            assert_corrupt(
+                validate_batches(&half, &LIMITS, BatchValidation::Strict),
+                codec.name(),
+            );
+
+            // Header checks hold in both: CRC, counts, an empty section.
+            let mut flipped = whole.clone();
+            let last = flipped.len() - 1;
+            flipped[last] ^= 1;
+            assert_corrupt(
+                validate_batches(&flipped, &LIMITS, BatchValidation::Relaxed),
+                "flipped bit",
+            );
+            assert_invalid(
+                validate_batches(
+                    &assemble(&header, 3, 5, &compressed),
+                    &LIMITS,
+                    BatchValidation::Relaxed,
+                ),
+                "lastOffsetDelta",
+            );
+            assert_invalid(
+                validate_batches(
+                    &assemble(&header, 1, 0, &[]),
+                    &LIMITS,
+                    BatchValidation::Relaxed,
+                ),
+                "empty section",
+            );
+
+            // An unset max timestamp is computed from the records, so they are walked.
+            let unset = TestBatch {
+                max_timestamp: NO_TIMESTAMP,
+                ..header.clone()
+            };
+            let validated = validate_batches(
+                &assemble(&unset, 3, 2, &compressed),
+                &LIMITS,
+                BatchValidation::Relaxed,
+            )?;
+            assert!(validated[0].records_walked, "{codec:?}");
+            assert_eq!(validated[0].max_timestamp, 1_700_000_000_025, "{codec:?}");
+            assert_corrupt(
+                validate_batches(
+                    &assemble(&unset, 3, 2, &compressed[..compressed.len() / 2]),
+                    &LIMITS,
+                    BatchValidation::Relaxed,
+                ),
+                "unset max timestamp, damaged",
+            );
+        }
+        // Uncompressed batches are walked in both modes.
+        let mut bad = records.clone();
+        bad.push(0);
+        let plain = assemble(&TestBatch::default(), 3, 2, &bad);
+        assert_invalid(
+            validate_batches(&plain, &LIMITS, BatchValidation::Relaxed),
+            "trailing byte",
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn validation_levels_parse_by_name() {
+        assert_eq!("strict".parse(), Ok(BatchValidation::Strict));
+        assert_eq!("relaxed".parse(), Ok(BatchValidation::Relaxed));
+        assert!("legacy".parse::<BatchValidation>().is_err());
     }
 
     fn any_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -1457,7 +1656,7 @@ mod tests {
             codec in prop::sample::select(CODECS.to_vec()),
         ) {
             let batch = build(codec, &records);
-            let validated = validate_batches(&batch, &LIMITS)?;
+            let validated = validate_batches(&batch, &LIMITS, BatchValidation::Strict)?;
             prop_assert_eq!(validated.len(), 1);
             prop_assert_eq!(validated[0].record_count as usize, records.len());
             prop_assert_eq!(validated[0].size_bytes, batch.len());
@@ -1496,14 +1695,14 @@ mod tests {
                 Err(_) => Err("other"),
             };
             prop_assert_eq!(
-                verdict(validate_batches(&plain, &LIMITS)),
-                verdict(validate_batches(&packed, &LIMITS))
+                verdict(validate_batches(&plain, &LIMITS, BatchValidation::Strict)),
+                verdict(validate_batches(&packed, &LIMITS, BatchValidation::Strict))
             );
         }
 
         #[test]
         fn random_bytes_never_panic(payload in any_bytes(512)) {
-            let _ = validate_batches(&payload, &LIMITS);
+            let _ = validate_batches(&payload, &LIMITS, BatchValidation::Strict);
         }
 
         #[test]
@@ -1514,7 +1713,7 @@ mod tests {
         ) {
             let header = TestBatch { attributes: codec.attribute_bits(), ..TestBatch::default() };
             let batch = assemble(&header, count, count.saturating_sub(1), &section);
-            let _ = validate_batches(&batch, &LIMITS);
+            let _ = validate_batches(&batch, &LIMITS, BatchValidation::Strict);
         }
 
         #[test]
@@ -1530,7 +1729,7 @@ mod tests {
             if recompute_crc {
                 fix_crc(&mut batch);
             }
-            let result = validate_batches(&batch, &LIMITS);
+            let result = validate_batches(&batch, &LIMITS, BatchValidation::Strict);
             if at >= CRC_AT && !recompute_crc {
                 prop_assert!(result.is_err());
             }

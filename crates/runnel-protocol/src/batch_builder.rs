@@ -100,7 +100,7 @@ fn put_varlong(buf: &mut BytesMut, value: i64) {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::batch::{read_records, validate_batches, BatchLimits};
+    use crate::batch::{read_records, validate_batches, BatchLimits, BatchValidation};
     use proptest::prelude::*;
 
     const LIMITS: BatchLimits = BatchLimits {
@@ -124,7 +124,7 @@ mod tests {
             record(None, Some(&[0u8; 300])),
         ];
         let batch = build_batch(&records, 1_700_000_000_000).unwrap();
-        let validated = validate_batches(&batch, &LIMITS).unwrap();
+        let validated = validate_batches(&batch, &LIMITS, BatchValidation::Strict).unwrap();
         assert_eq!(validated.len(), 1);
         assert_eq!(validated[0].record_count, 3);
         assert!(validated[0].has_null_key);
@@ -146,7 +146,7 @@ mod tests {
         let last = damaged.len() - 1;
         damaged[last] ^= 1;
         assert!(read_records(&damaged, 1 << 20).is_err());
-        assert!(validate_batches(&damaged, &LIMITS).is_err());
+        assert!(validate_batches(&damaged, &LIMITS, BatchValidation::Strict).is_err());
     }
 
     proptest! {
@@ -164,7 +164,7 @@ mod tests {
                 .collect();
             let mut batches = build_batch(&records, timestamp).unwrap().to_vec();
             batches.extend_from_slice(&build_batch(&records, timestamp).unwrap());
-            validate_batches(&batches, &LIMITS).unwrap();
+            validate_batches(&batches, &LIMITS, BatchValidation::Strict).unwrap();
             let read = read_records(&batches, 1 << 20).unwrap();
             prop_assert_eq!(read.len(), records.len() * 2);
             for (built, read) in records.iter().chain(records.iter()).zip(&read) {

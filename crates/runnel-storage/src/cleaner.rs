@@ -27,6 +27,7 @@ use std::sync::Arc;
 use crate::batch_header::BatchHeader;
 use crate::checkpoint::sync_dir;
 use crate::error::{IoResultExt, StorageError};
+use crate::partition_log::readable_records;
 use crate::records::RecordReader;
 use crate::segment::LogSegment;
 
@@ -122,7 +123,9 @@ pub(crate) fn build_offset_map(
             if header.is_control() {
                 return Ok(());
             }
-            for record in read_records(segment, position, batch, reader)? {
+            // A batch whose records do not decode is kept whole and shadows no key.
+            let records = readable_records(reader, segment, position, batch).unwrap_or_default();
+            for record in records {
                 if let Some(key) = record.key {
                     map.insert(key, record.offset);
                 }
@@ -150,7 +153,10 @@ pub(crate) fn write_cleaned(
             out.extend_from_slice(batch);
             return Ok(());
         }
-        let records = read_records(segment, position, batch, reader)?;
+        let Some(records) = readable_records(reader, segment, position, batch) else {
+            out.extend_from_slice(batch);
+            return Ok(());
+        };
         let doomed: Vec<i64> = records
             .iter()
             .filter(|r| match &r.key {
@@ -252,21 +258,6 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
-}
-
-fn read_records(
-    segment: &LogSegment,
-    position: u64,
-    batch: &[u8],
-    reader: &dyn RecordReader,
-) -> Result<Vec<crate::records::RecordSummary>, StorageError> {
-    reader
-        .records(batch)
-        .map_err(|source| StorageError::UnreadableRecords {
-            path: segment.log_path().to_path_buf(),
-            position,
-            source,
-        })
 }
 
 /// Calls `f(position, header, batch bytes)` for each committed batch of `segment`.

@@ -304,6 +304,45 @@ fn tombstones_stay_until_delete_retention_passes() -> TestResult {
     Ok(())
 }
 
+/// A batch of `records` whose records section no reader can decode (every byte claims a
+/// 63-byte field), with a valid CRC: what the broker's relaxed produce validation can store
+/// for a compressed batch.
+fn undecodable_batch(records: &[(i64, Option<&str>, Option<&str>)]) -> Vec<u8> {
+    let mut batch = new_batch(records);
+    batch[61..].fill(0x7e);
+    crate::rewrite_crc(&mut batch).unwrap();
+    batch
+}
+
+#[test]
+fn undecodable_batches_are_kept_whole_and_looked_up_by_header() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = PartitionLog::open(dir.path(), small_config())?;
+    log.append(&new_batch(&[(100, Some("a"), Some("1"))]))?;
+    let bad = undecodable_batch(&[(200, Some("a"), Some("2")), (210, Some("b"), Some("3"))]);
+    assert!(decode(&bad).is_err(), "the test batch decodes");
+    log.append(&bad)?;
+    for i in 0..20 {
+        log.append(&new_batch(&[(300 + i, Some("a"), Some("filler value"))]))?;
+    }
+    // Inside the undecodable batch, the batch's first offset and max timestamp answer.
+    assert_eq!(
+        log.offset_for_timestamp(205, &TestReader)?,
+        Some(TimestampOffset {
+            offset: 1,
+            timestamp: 210
+        })
+    );
+    log.clean(&compaction_policy(1_000_000), &TestReader, 1_000)?;
+    // The cleaner removed superseded records around the batch and kept the batch as it was.
+    let first = log.read(0, 1 << 20, log.log_end_offset())?;
+    let header = BatchHeader::parse(&first)?;
+    assert_eq!(header.base_offset, 1, "offset 0 (superseded) was removed");
+    assert_eq!(&first[12..header.size_bytes() as usize], &bad[12..]);
+    assert_eq!(log.log_end_offset(), 23);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 

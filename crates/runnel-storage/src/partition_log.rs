@@ -686,9 +686,10 @@ impl PartitionLog {
     /// The first record at or after the log start offset whose timestamp is `>= target_ms`
     /// (Kafka's ListOffsets by timestamp, correct for out-of-order CreateTime timestamps):
     /// the time index finds the first batch whose max timestamp reaches the target, then
-    /// `reader` finds the record inside it. `None` when no record is that late.
+    /// `reader` finds the record inside it (or, for a batch whose records do not decode, the
+    /// batch's first offset answers). `None` when no record is that late.
     ///
-    /// Errors: `Io`, `CorruptSegment`, `UnreadableRecords`.
+    /// Errors: `Io`, `CorruptSegment`.
     pub fn offset_for_timestamp(
         &self,
         target_ms: i64,
@@ -708,14 +709,13 @@ impl PartitionLog {
                     continue;
                 }
                 let batch = segment.read_batch(position, &header)?;
-                let records =
-                    reader
-                        .records(&batch)
-                        .map_err(|source| StorageError::UnreadableRecords {
-                            path: segment.log_path().to_path_buf(),
-                            position,
-                            source,
-                        })?;
+                let Some(records) = readable_records(reader, &segment, position, &batch) else {
+                    // Its max timestamp reaches the target: answer at the batch's granularity.
+                    return Ok(Some(TimestampOffset {
+                        offset: header.base_offset.max(log_start_offset),
+                        timestamp: header.max_timestamp,
+                    }));
+                };
                 if let Some(record) = records
                     .iter()
                     .find(|r| r.timestamp >= target_ms && r.offset >= log_start_offset)
@@ -731,9 +731,10 @@ impl PartitionLog {
     }
 
     /// The record with the largest timestamp in the log (the first one, if several share it),
-    /// for ListOffsets' max-timestamp lookup (-3). `None` for an empty log.
+    /// for ListOffsets' max-timestamp lookup (-3); the batch's last offset when its records do
+    /// not decode. `None` for an empty log.
     ///
-    /// Errors: `Io`, `CorruptSegment`, `UnreadableRecords`.
+    /// Errors: `Io`, `CorruptSegment`.
     pub fn max_timestamp_offset(
         &self,
         reader: &dyn RecordReader,
@@ -754,17 +755,14 @@ impl PartitionLog {
             return Ok(None);
         };
         let batch = segment.read_batch(position, &header)?;
-        let records = reader
-            .records(&batch)
-            .map_err(|source| StorageError::UnreadableRecords {
-                path: segment.log_path().to_path_buf(),
-                position,
-                source,
-            })?;
-        let offset = records
-            .iter()
-            .find(|r| r.timestamp >= max_ts)
-            .map_or(header.last_offset(), |r| r.offset);
+        let offset = readable_records(reader, &segment, position, &batch)
+            .and_then(|records| {
+                records
+                    .iter()
+                    .find(|r| r.timestamp >= max_ts)
+                    .map(|r| r.offset)
+            })
+            .unwrap_or(header.last_offset());
         Ok(Some(TimestampOffset {
             offset: offset.max(log_start_offset),
             timestamp: max_ts,
@@ -956,6 +954,24 @@ impl PartitionLog {
 /// less than half the wanted tail is left, writes it up to the full length again (never past
 /// `segment.bytes`). A failure only costs the speed-up, so it is logged, not returned: the
 /// append it follows has succeeded.
+/// The records of a stored batch, or `None` (logged) when they do not decode: a compressed
+/// batch accepted on its header and CRC (the broker's relaxed produce validation) is served as
+/// stored, and the lookups that look inside batches fall back to the batch's own fields.
+pub(crate) fn readable_records(
+    reader: &dyn RecordReader,
+    segment: &LogSegment,
+    position: u64,
+    batch: &[u8],
+) -> Option<Vec<crate::records::RecordSummary>> {
+    match reader.records(batch) {
+        Ok(records) => Some(records),
+        Err(error) => {
+            tracing::warn!(path = %segment.log_path().display(), position, %error, "stored batch whose records do not decode");
+            None
+        }
+    }
+}
+
 fn keep_zero_tail(segment: &LogSegment, config: &LogConfig) {
     let end = segment.size_bytes();
     let wanted = end.clamp(ZERO_TAIL_MIN_BYTES, ZERO_TAIL_MAX_BYTES);

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use runnel_protocol::batch::{validate_batches, BatchLimits};
+use runnel_protocol::batch::{validate_batches, BatchLimits, BatchValidation};
 use runnel_protocol::ProtocolError;
 use runnel_storage::{AppendOutcome, CrcCheck, PartitionLog};
 use tokio::sync::OwnedSemaphorePermit;
@@ -52,6 +52,9 @@ pub(crate) async fn handle(
                 }
                 (_, _, true) => Err(BrokerError::Unsupported("transactional produce")),
                 (None, _, _) => Err(BrokerError::UnknownTopicOrPartition(name.clone())),
+                (Some(topic), _, _) if topic.is_internal() => {
+                    Err(BrokerError::InternalTopic(name.clone()))
+                }
                 (Some(topic), _, _) => match topic.partition(index) {
                     None => Err(BrokerError::UnknownTopicOrPartition(format!(
                         "{name}-{index}"
@@ -204,6 +207,8 @@ struct TopicPolicy {
     after_max_ms: i64,
     compacted: bool,
     flush_messages: i64,
+    /// `produce.batch.validation`, made strict on compacted topics (every key is needed).
+    validation: BatchValidation,
 }
 
 impl TopicPolicy {
@@ -212,12 +217,18 @@ impl TopicPolicy {
         broker: &crate::config::BrokerConfig,
     ) -> TopicPolicy {
         let (before_max_ms, after_max_ms) = config.timestamp_bounds_ms();
+        let compacted = config.is_compacted();
         TopicPolicy {
             log_append_time: config.log_append_time(),
             before_max_ms,
             after_max_ms,
-            compacted: config.is_compacted(),
+            compacted,
             flush_messages: config.flush_policy(broker).0,
+            validation: if compacted {
+                BatchValidation::Strict
+            } else {
+                broker.produce_batch_validation
+            },
         }
     }
 
@@ -278,7 +289,7 @@ fn start_append(
         let records: Bytes = data
             .records
             .ok_or_else(|| ProtocolError::InvalidBatch("records are null".into()))?;
-        let batches = validate_batches(&records, &limits)?;
+        let batches = validate_batches(&records, &limits, policy.validation)?;
         let now_ms = crate::log_manager::now_ms();
         policy.check(&records, &batches, now_ms)?;
         let log_append_time_ms = policy.log_append_time.then_some(now_ms);
