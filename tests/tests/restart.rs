@@ -105,17 +105,41 @@ type AckLog = Vec<(Acked, Vec<u8>)>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_acks_all_load_loses_no_acknowledged_record() -> TestResult {
-    let mut broker = TestBroker::start(&["--set", "auto.create.topics.enable=false"])?;
+    kill_9_during_acks_all_load(&[], 200, "5", 2_000..6_000).await
+}
+
+/// The same with requests of about a thousand records per partition, whose fsyncs wait for
+/// company (the group-commit delay, made long here so that the kill lands while acks wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_bulk_acks_all_load_with_a_commit_delay_loses_no_acknowledged_record(
+) -> TestResult {
+    let delay = ["--set", "log.flush.commit.delay.ms=50"];
+    kill_9_during_acks_all_load(&delay, 3_000, "20", 20_000..60_000).await
+}
+
+/// Produces windows of `window` records (acks=all, `linger_ms`) to 3 partitions until
+/// `kill_after` are acknowledged, kills the broker with -9, restarts it, and checks every
+/// acknowledged record is stored where it was acknowledged.
+async fn kill_9_during_acks_all_load(
+    broker_args: &[&str],
+    window: usize,
+    linger_ms: &str,
+    kill_after: std::ops::Range<u64>,
+) -> TestResult {
+    let mut args = vec!["--set", "auto.create.topics.enable=false"];
+    args.extend_from_slice(broker_args);
+    let mut broker = TestBroker::start(&args)?;
     let result = async {
         let topic = "crash";
         let partitions = 3;
         create_topic(&broker, topic, partitions).await?;
-        let kill_after = Rng::new(1).range(2_000, 6_000) as usize;
+        let kill_after = Rng::new(1).range(kill_after.start, kill_after.end) as usize;
 
         let producer = producer(
             &broker,
             &[
                 ("acks", "all"),
+                ("linger.ms", linger_ms),
                 ("message.timeout.ms", "5000"),
                 ("retries", "0"),
             ],
@@ -128,20 +152,20 @@ async fn kill_9_during_acks_all_load_loses_no_acknowledged_record() -> TestResul
             let producer = producer.clone();
             tokio::spawn(async move {
                 let mut next = 0usize;
-                // Windows of 200 records in flight, until the broker is gone.
+                // Windows of records in flight, until the broker is gone.
                 while !stop.load(Ordering::Relaxed) {
-                    let mut window = Vec::new();
-                    for _ in 0..200 {
+                    let mut in_flight = Vec::with_capacity(window);
+                    for _ in 0..window {
                         let value = format!("crash {next}").into_bytes();
                         let key = format!("k{}", next % 17).into_bytes();
                         next += 1;
                         let record = FutureRecord::to(topic).key(&key).payload(&value);
                         match producer.send_result(record) {
-                            Ok(delivery) => window.push((delivery, value.clone())),
+                            Ok(delivery) => in_flight.push((delivery, value.clone())),
                             Err(_) => break,
                         }
                     }
-                    for (delivery, value) in window {
+                    for (delivery, value) in in_flight {
                         if let Ok(Ok(delivered)) = delivery.await {
                             let ack = Acked {
                                 partition: delivered.partition,

@@ -59,7 +59,10 @@ impl Broker {
         let groups = GroupCoordinator::new(group_config(&config));
         group::store::load(&topics, &groups)?;
         let (appended, _) = watch::channel(0);
-        let flusher = Flusher::start().map_err(|source| BrokerError::Metadata {
+        let flusher = Flusher::start(std::time::Duration::from_millis(
+            config.log_flush_commit_delay_ms,
+        ))
+        .map_err(|source| BrokerError::Metadata {
             path: config.data_dir.clone(),
             source,
         })?;

@@ -5,11 +5,26 @@
 //! waiter of that log, and whatever was appended meanwhile), and answers them all. While an
 //! fsync runs, new appends and new waiters pile up for the next one, so the fsync rate follows
 //! the disk, not the request rate, and no blocking-pool thread sits on a lock per request.
+//!
+//! A round whose waiters all come from bulk producers (requests of at least
+//! [`BULK_RECORDS_MIN`] records for the partition: producers that batch with `linger.ms` or
+//! full batches) waits up to the commit delay (`log.flush.commit.delay.ms`) for more waiters
+//! before it fsyncs, so that a producer sending a request every millisecond or two gets one
+//! fsync per few requests rather than one each: each fdatasync costs device round trips and
+//! wake-ups that, on a small machine, come out of the CPU the clients and the broker share. A
+//! waiter with fewer records (a producer sending records as they come, `linger.ms=0`) ends the
+//! wait at once, so low-latency producers never pay for it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use runnel_storage::PartitionLog;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Records one request must have appended to a partition for its acks=-1 wait to be a bulk
+/// producer's, which may wait the commit delay for company (see the module docs).
+pub const BULK_RECORDS_MIN: i64 = 100;
 
 use crate::error::BrokerError;
 
@@ -22,6 +37,8 @@ type FlushReply = oneshot::Sender<Result<(), String>>;
 struct FlushRequest {
     log: Arc<PartitionLog>,
     offset: i64,
+    /// From a bulk producer: may wait for the commit delay.
+    bulk: bool,
     done: FlushReply,
 }
 
@@ -32,12 +49,17 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// Starts the flush thread; it ends when the last `Flusher` is dropped.
-    pub fn start() -> std::io::Result<Flusher> {
+    /// Starts the flush thread, whose bulk rounds wait up to `commit_delay`; it ends when the
+    /// last `Flusher` is dropped.
+    pub fn start(commit_delay: Duration) -> std::io::Result<Flusher> {
         let (requests, queue) = mpsc::channel(QUEUED_FLUSHES_MAX);
+        // The thread's own timer, for the commit delay; it runs nothing but the flush loop.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
         std::thread::Builder::new()
             .name("runnel-flusher".into())
-            .spawn(move || run(queue))?;
+            .spawn(move || runtime.block_on(run(queue, commit_delay)))?;
         Ok(Flusher { requests })
     }
 
@@ -45,12 +67,21 @@ impl Flusher {
     /// the returned [`FlushWait`] resolves once it is. A request that waits for several logs
     /// queues them all before waiting for any, so that one wake-up of the flush thread covers
     /// them all (one round trip instead of one per partition).
-    pub async fn submit(&self, log: Arc<PartitionLog>, offset: i64) -> FlushWait {
+    ///
+    /// `records` is how many records the request appended to `log`: from
+    /// [`BULK_RECORDS_MIN`] on, the fsync may wait the commit delay.
+    pub async fn submit(&self, log: Arc<PartitionLog>, offset: i64, records: i64) -> FlushWait {
         if log.flushed_offset() > offset {
             return FlushWait(None);
         }
         let (done, reply) = oneshot::channel();
-        match self.requests.send(FlushRequest { log, offset, done }).await {
+        let request = FlushRequest {
+            log,
+            offset,
+            bulk: records >= BULK_RECORDS_MIN,
+            done,
+        };
+        match self.requests.send(request).await {
             Ok(()) => FlushWait(Some(reply)),
             // The reply's sender went with the request: waiting reports the stopped thread.
             Err(_) => FlushWait(Some(oneshot::channel().1)),
@@ -75,14 +106,23 @@ impl FlushWait {
     }
 }
 
-fn run(mut queue: mpsc::Receiver<FlushRequest>) {
+async fn run(mut queue: mpsc::Receiver<FlushRequest>, commit_delay: Duration) {
     let mut batch = Vec::new();
-    while let Some(first) = queue.blocking_recv() {
+    while let Some(first) = queue.recv().await {
+        let deadline = Instant::now() + commit_delay;
         batch.push(first);
-        while batch.len() < QUEUED_FLUSHES_MAX {
-            match queue.try_recv() {
-                Ok(more) => batch.push(more),
-                Err(_) => break,
+        take_queued(&mut queue, &mut batch);
+        // The commit delay, for rounds of bulk producers only (see the module docs).
+        while !commit_delay.is_zero()
+            && batch.len() < QUEUED_FLUSHES_MAX
+            && batch.iter().all(|request| request.bulk)
+        {
+            match tokio::time::timeout_at(deadline, queue.recv()).await {
+                Ok(Some(more)) => {
+                    batch.push(more);
+                    take_queued(&mut queue, &mut batch);
+                }
+                Ok(None) | Err(_) => break,
             }
         }
         // One fsync per log, to the highest offset anyone waits for (flush covers the log end).
@@ -109,5 +149,84 @@ fn run(mut queue: mpsc::Receiver<FlushRequest>) {
                 let _ = waiter.send(result.clone());
             }
         }
+    }
+}
+
+/// Moves whatever is queued into `batch`, up to [`QUEUED_FLUSHES_MAX`].
+fn take_queued(queue: &mut mpsc::Receiver<FlushRequest>, batch: &mut Vec<FlushRequest>) {
+    while batch.len() < QUEUED_FLUSHES_MAX {
+        match queue.try_recv() {
+            Ok(more) => batch.push(more),
+            Err(_) => break,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::time::Duration;
+
+    use runnel_protocol::batch_builder::{build_batch, NewRecord};
+    use runnel_storage::{LogConfig, PartitionLog};
+
+    use super::*;
+
+    /// A delay no test waits out: a wait that ends shows something other than the timer
+    /// ended it.
+    const LONG_DELAY: Duration = Duration::from_secs(600);
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    fn log_with_a_record(dir: &std::path::Path) -> Arc<PartitionLog> {
+        let log = PartitionLog::open(dir, LogConfig::default()).unwrap();
+        let record = NewRecord {
+            key: None,
+            value: Some(b"v".to_vec()),
+            headers: Vec::new(),
+        };
+        log.append(&build_batch(&[record], 0).unwrap()).unwrap();
+        Arc::new(log)
+    }
+
+    #[tokio::test]
+    async fn a_bulk_round_waits_until_a_small_request_joins_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with_a_record(dir.path());
+        let flusher = Flusher::start(LONG_DELAY).unwrap();
+        let bulk = flusher.submit(Arc::clone(&log), 0, BULK_RECORDS_MIN).await;
+        let bulk = tokio::spawn(bulk.wait());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !bulk.is_finished(),
+            "a bulk round fsynced before the commit delay"
+        );
+        assert_eq!(log.flushed_offset(), 0, "nothing fsynced during the delay");
+
+        let small = flusher.submit(Arc::clone(&log), 0, 1).await;
+        tokio::time::timeout(PATIENCE, small.wait())
+            .await
+            .expect("a small request waited for the commit delay")
+            .unwrap();
+        tokio::time::timeout(PATIENCE, bulk)
+            .await
+            .expect("the bulk request was not answered with the small one")
+            .unwrap()
+            .unwrap();
+        assert_eq!(log.flushed_offset(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_delay_bulk_rounds_fsync_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with_a_record(dir.path());
+        let flusher = Flusher::start(Duration::ZERO).unwrap();
+        let bulk = flusher
+            .submit(Arc::clone(&log), 0, BULK_RECORDS_MIN * 10)
+            .await;
+        tokio::time::timeout(PATIENCE, bulk.wait())
+            .await
+            .expect("a bulk round waited with no commit delay")
+            .unwrap();
+        assert_eq!(log.flushed_offset(), 1);
     }
 }

@@ -118,7 +118,11 @@ pub(crate) async fn handle(
                 let wait = match &outcome {
                     Ok((log, appended_batch)) if acks == -1 => Some(
                         flusher
-                            .submit(Arc::clone(log), appended_batch.last_offset())
+                            .submit(
+                                Arc::clone(log),
+                                appended_batch.last_offset(),
+                                appended_batch.records(),
+                            )
                             .await,
                     ),
                     _ => None,
@@ -187,6 +191,11 @@ impl AppendedBatch {
             AppendOutcome::Appended { base_offset, .. }
             | AppendOutcome::Duplicate { base_offset, .. } => base_offset,
         }
+    }
+
+    /// Records the request appended (or found already appended, for a duplicate).
+    fn records(&self) -> i64 {
+        self.last_offset() - self.base_offset() + 1
     }
 
     fn last_offset(&self) -> i64 {
