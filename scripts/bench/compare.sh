@@ -8,7 +8,7 @@
 #
 #   scripts/bench/compare.sh                 # Runnel (acks as given, fsync on acks=all) vs Tansu in-memory
 #   SCALE=0.2 scripts/bench/compare.sh       # fewer records (quicker, noisier; the default
-#                                            # 3M x 100 B / 600k x 1 KiB last 0.5-3 s each)
+#                                            # 5M x 100 B / 1.5M x 1 KiB last 1.5-8 s each)
 #   PASSES=1 ...                             # one pass (quicker); the default is two, Runnel
 #                                            # first in the first and Tansu first in the second
 #   PEER_STORAGE=sqlite://tansu.db ...       # Tansu's durable engine, if its binary was built
@@ -29,6 +29,12 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/runnel-bench"
 mkdir -p "$cache"
 
 records() { python3 -c "print(max(1000, int($1 * $scale)))"; }
+# Records per producer workload. Runs under a second measured mostly noise on the 2-core VM
+# (2026-12-06: five alternated runs of 600,000 x 1 KiB lz4 acks=all gave Tansu 691k-1,048k
+# records/s), so the shortest (lz4) workloads last 1.5-3 s; Tansu's in-memory engine holds
+# every uncompressed byte of a pass (about 9 GB at these counts).
+records_100b=5000000
+records_1kib=1500000
 
 # --- tools ------------------------------------------------------------------------------------
 # Debian packages: fio and iperf3 for the machine ceilings, jemalloc for the client (below).
@@ -194,7 +200,7 @@ run_pass() {
     done
     for parts in 1 6; do
         for size in 100 1024; do
-            n="$(records $([ "$size" = 100 ] && echo 3000000 || echo 600000))"
+            n="$(records $([ "$size" = 100 ] && echo "$records_100b" || echo "$records_1kib"))"
             for acks in 1 all; do
                 acks_flag="$([ "$acks" = all ] && echo -1 || echo 1)"
                 for codec in none lz4; do
@@ -224,7 +230,7 @@ run_pass() {
         record "$broker_name" "produce retention (6 parts, 1 KiB, acks=all)" log_start_offsets "$(field log_start_offsets "$line")"
     done
     for topic in p1-s100-a1-none p6-s1024-a1-none; do
-        n="$(records $([[ "$topic" == *s100* ]] && echo 3000000 || echo 600000))"
+        n="$(records $([[ "$topic" == *s100* ]] && echo "$records_100b" || echo "$records_1kib"))"
         for name in "${brokers[@]}"; do
             use_broker "$name"
             workload "consume $topic" "$((timeout_s + 30))" "${client[@]}" consume \
