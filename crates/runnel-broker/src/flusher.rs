@@ -22,11 +22,11 @@ use runnel_storage::PartitionLog;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::error::BrokerError;
+
 /// Records one request must have appended to a partition for its acks=-1 wait to be a bulk
 /// producer's, which may wait the commit delay for company (see the module docs).
 pub const BULK_RECORDS_MIN: i64 = 100;
-
-use crate::error::BrokerError;
 
 /// Waiters queued at most; senders wait beyond this (backpressure, bounded memory).
 const QUEUED_FLUSHES_MAX: usize = 16 * 1024;
