@@ -108,6 +108,16 @@ async fn kill_9_during_acks_all_load_loses_no_acknowledged_record() -> TestResul
     kill_9_during_acks_all_load(&[], 200, "5", 2_000..6_000).await
 }
 
+/// The same with every partition fsynced on its own, instead of the flush rounds' shared
+/// device cache flush that the test above gets (its partitions' appends land in their zero
+/// tails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_acks_all_load_with_an_fdatasync_per_partition_loses_no_acknowledged_record(
+) -> TestResult {
+    let per_partition = ["--set", "log.flush.device.flush.shared=false"];
+    kill_9_during_acks_all_load(&per_partition, 200, "5", 2_000..6_000).await
+}
+
 /// The same with requests of about a thousand records per partition, whose fsyncs wait for
 /// company (the group-commit delay, made long here so that the kill lands while acks wait).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::flusher::Flusher;
+use crate::flusher::{FlushPolicy, Flusher};
 use crate::group::{self, GroupConfig, GroupCoordinator};
 use crate::producer_ids::ProducerIdAllocator;
 use crate::topic_config::TopicConfig;
@@ -59,9 +59,10 @@ impl Broker {
         let groups = GroupCoordinator::new(group_config(&config));
         group::store::load(&topics, &groups)?;
         let (appended, _) = watch::channel(0);
-        let flusher = Flusher::start(std::time::Duration::from_millis(
-            config.log_flush_commit_delay_ms,
-        ))
+        let flusher = Flusher::start(FlushPolicy {
+            commit_delay: std::time::Duration::from_millis(config.log_flush_commit_delay_ms),
+            device_flush_shared: config.log_flush_device_flush_shared,
+        })
         .map_err(|source| BrokerError::Metadata {
             path: config.data_dir.clone(),
             source,

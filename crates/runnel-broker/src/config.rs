@@ -43,6 +43,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "log.retention.bytes", default: "-1", doc: "Delete the oldest closed segments while a partition is larger than this; -1 means no limit (topic `retention.bytes`)." },
     Setting { name: "log.flush.interval.ms", default: "100", doc: "Default `flush.ms`: records written with acks 0 or 1 are fsynced at least this often (Kafka leaves this unbounded; a short interval bounds what a power loss can take and keeps a backlog of dirty pages from stalling the fsyncs of acks=all producers)." },
     Setting { name: "log.flush.commit.delay.ms", default: "3", doc: "Group commit for acks=all: how long the fsync of a round whose requests each carried at least 100 records for their partition (producers that batch) may wait for further requests to share it; a request with fewer records ends the wait at once. 0 fsyncs every round at once." },
+    Setting { name: "log.flush.device.flush.shared", default: "true", doc: "Group commit for acks=all across partitions: where the unsynced appends of two or more partitions only overwrite blocks already durable (their zero tails, on ext4 or XFS), a flush round writes them all out and flushes the device cache once instead of one fdatasync each. false gives every partition its own fdatasync." },
     Setting { name: "log.retention.check.interval.ms", default: "300000", doc: "How often retention and the log cleaner (compaction) look at every partition." },
     Setting { name: "produce.batch.validation", default: "relaxed", doc: "How deep Produce checks a batch: `relaxed` walks every record of uncompressed batches and checks compressed ones by header and CRC32C (as Redpanda's default); `strict` also decompresses and walks every compressed batch, as Kafka does (for producers that are not trusted). Compacted topics are always strict." },
     Setting { name: "fetch.max.bytes", default: "57671680", doc: "Upper bound on the bytes of one Fetch response, whatever the client asks." },
@@ -125,6 +126,8 @@ pub struct BrokerConfig {
     pub log_retention_bytes: i64,
     /// Longest wait of a bulk acks=-1 fsync round for company, in milliseconds.
     pub log_flush_commit_delay_ms: u64,
+    /// `log.flush.device.flush.shared`: flush rounds may share one device cache flush.
+    pub log_flush_device_flush_shared: bool,
     /// Period of the retention and cleaner pass, in milliseconds.
     pub log_retention_check_interval_ms: u64,
     /// Default `flush.ms`.
@@ -258,6 +261,7 @@ impl BrokerConfig {
                 .get_in("log.retention.check.interval.ms", 1..=i64::MAX as u64)?,
             log_flush_interval_ms: settings.get_in("log.flush.interval.ms", 0..=i64::MAX)?,
             log_flush_commit_delay_ms: settings.get_in("log.flush.commit.delay.ms", 0..=1000)?,
+            log_flush_device_flush_shared: settings.get("log.flush.device.flush.shared")?,
             explicit,
         })
     }

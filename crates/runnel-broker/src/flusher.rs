@@ -1,8 +1,9 @@
 //! Group commit for acknowledgements that wait for durability (Produce acks=-1).
 //!
 //! One dedicated thread does the fsyncs: waiters queue `(log, offset)` and await a reply; the
-//! thread takes everything queued, fsyncs each log once up to its current end (covering every
-//! waiter of that log, and whatever was appended meanwhile), and answers them all. While an
+//! thread takes everything queued, flushes each log once up to its current end (covering every
+//! waiter of that log, and whatever was appended meanwhile; logs that allow it share one device
+//! cache flush, see `runnel_storage::flush_logs`), and answers them all. While an
 //! fsync runs, new appends and new waiters pile up for the next one, so the fsync rate follows
 //! the disk, not the request rate, and no blocking-pool thread sits on a lock per request.
 //!
@@ -18,7 +19,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use runnel_storage::PartitionLog;
+use runnel_storage::{flush_logs, PartitionLog};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -42,6 +43,17 @@ struct FlushRequest {
     done: FlushReply,
 }
 
+/// How the flush thread makes appends durable.
+#[derive(Debug, Clone, Copy)]
+pub struct FlushPolicy {
+    /// How long a round of bulk producers may wait for more waiters
+    /// (`log.flush.commit.delay.ms`, see the module docs).
+    pub commit_delay: Duration,
+    /// Whether logs may share one device cache flush (`log.flush.device.flush.shared`, see
+    /// `runnel_storage::flush_logs`).
+    pub device_flush_shared: bool,
+}
+
 /// Handle to the flush thread; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Flusher {
@@ -49,9 +61,8 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// Starts the flush thread, whose bulk rounds wait up to `commit_delay`; it ends when the
-    /// last `Flusher` is dropped.
-    pub fn start(commit_delay: Duration) -> std::io::Result<Flusher> {
+    /// Starts the flush thread; it ends when the last `Flusher` is dropped.
+    pub fn start(policy: FlushPolicy) -> std::io::Result<Flusher> {
         let (requests, queue) = mpsc::channel(QUEUED_FLUSHES_MAX);
         // The thread's own timer, for the commit delay; it runs nothing but the flush loop.
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -59,7 +70,7 @@ impl Flusher {
             .build()?;
         std::thread::Builder::new()
             .name("runnel-flusher".into())
-            .spawn(move || runtime.block_on(run(queue, commit_delay)))?;
+            .spawn(move || runtime.block_on(run(queue, policy)))?;
         Ok(Flusher { requests })
     }
 
@@ -106,7 +117,8 @@ impl FlushWait {
     }
 }
 
-async fn run(mut queue: mpsc::Receiver<FlushRequest>, commit_delay: Duration) {
+async fn run(mut queue: mpsc::Receiver<FlushRequest>, policy: FlushPolicy) {
+    let commit_delay = policy.commit_delay;
     let mut batch = Vec::new();
     while let Some(first) = queue.recv().await {
         let deadline = Instant::now() + commit_delay;
@@ -139,12 +151,17 @@ async fn run(mut queue: mpsc::Receiver<FlushRequest>, commit_delay: Duration) {
                 None => by_log.push((request.log, request.offset, vec![request.done])),
             }
         }
-        for (log, offset, waiters) in by_log {
-            let result = log.flush(offset).map_err(|e| e.to_string());
+        let requests: Vec<(&PartitionLog, i64)> = by_log
+            .iter()
+            .map(|(log, offset, _)| (log.as_ref(), *offset))
+            .collect();
+        let results = flush_logs(&requests, policy.device_flush_shared);
+        for ((log, _, waiters), result) in by_log.iter_mut().zip(results) {
+            let result = result.map_err(|e| e.to_string());
             if let Err(error) = &result {
                 tracing::error!(dir = %log.dir().display(), %error, "fsync failed");
             }
-            for waiter in waiters {
+            for waiter in waiters.drain(..) {
                 // A waiter that went away (its connection closed) needs no answer.
                 let _ = waiter.send(result.clone());
             }
@@ -177,6 +194,13 @@ mod tests {
     const LONG_DELAY: Duration = Duration::from_secs(600);
     const PATIENCE: Duration = Duration::from_secs(30);
 
+    fn policy(commit_delay: Duration) -> FlushPolicy {
+        FlushPolicy {
+            commit_delay,
+            device_flush_shared: true,
+        }
+    }
+
     fn log_with_a_record(dir: &std::path::Path) -> Arc<PartitionLog> {
         let log = PartitionLog::open(dir, LogConfig::default()).unwrap();
         let record = NewRecord {
@@ -192,7 +216,7 @@ mod tests {
     async fn a_bulk_round_waits_until_a_small_request_joins_it() {
         let dir = tempfile::tempdir().unwrap();
         let log = log_with_a_record(dir.path());
-        let flusher = Flusher::start(LONG_DELAY).unwrap();
+        let flusher = Flusher::start(policy(LONG_DELAY)).unwrap();
         let bulk = flusher.submit(Arc::clone(&log), 0, BULK_RECORDS_MIN).await;
         let bulk = tokio::spawn(bulk.wait());
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -219,7 +243,7 @@ mod tests {
     async fn without_a_delay_bulk_rounds_fsync_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let log = log_with_a_record(dir.path());
-        let flusher = Flusher::start(Duration::ZERO).unwrap();
+        let flusher = Flusher::start(policy(Duration::ZERO)).unwrap();
         let bulk = flusher
             .submit(Arc::clone(&log), 0, BULK_RECORDS_MIN * 10)
             .await;

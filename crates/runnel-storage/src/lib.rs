@@ -8,6 +8,7 @@ mod batch_header;
 mod checkpoint;
 mod cleaner;
 mod error;
+mod group_flush;
 mod index_file;
 mod offset_index;
 mod partition_log;
@@ -16,6 +17,7 @@ mod read_buffers;
 mod records;
 mod recovery;
 mod segment;
+mod sys;
 mod time_index;
 
 #[cfg(test)]
@@ -30,6 +32,7 @@ pub use batch_header::{HEADER_SIZE_BYTES, LOG_OVERHEAD_BYTES, NO_PRODUCER_ID};
 pub use checkpoint::{sync_dir, write_atomically as write_file_atomically};
 pub use cleaner::{CleanStats, CompactionPolicy};
 pub use error::{BatchDefect, StorageError};
+pub use group_flush::flush_logs;
 pub use partition_log::{
     AppendOutcome, CrcCheck, LogConfig, PartitionLog, RetentionPolicy, TimestampOffset,
 };

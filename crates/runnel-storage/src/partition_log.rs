@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 
@@ -35,7 +35,7 @@ use crate::producer_state::{
 };
 use crate::records::RecordReader;
 use crate::recovery::{rebuild_producer_state, recover};
-use crate::segment::{now_ms, LogSegment};
+use crate::segment::{lock, now_ms, LogSegment};
 
 /// A log whose fsyncs cover less than this many appended bytes each, on average (acks=all
 /// with small requests), keeps a zero tail ahead of its appends, so that each fsync
@@ -192,6 +192,26 @@ impl PendingRoll {
     }
 }
 
+/// How [`PartitionLog::plan_write_out`] would make an offset durable.
+#[derive(Debug)]
+pub(crate) enum FlushPlan {
+    /// It already is.
+    Durable,
+    /// Only by [`PartitionLog::flush`] (an fdatasync of its own).
+    Fsync,
+    /// By writing out the active segment and flushing the device's cache.
+    WriteOut(WriteOut),
+}
+
+/// A flush done as a write-out of the active segment plus a cache flush of its device.
+#[derive(Debug)]
+pub(crate) struct WriteOut {
+    pub(crate) segment: Arc<LogSegment>,
+    /// The log end offset when planned: flushed once the write-out and device flush are done.
+    target: i64,
+    pub(crate) device: u64,
+}
+
 /// A validated append, ready to write: each batch as its rewritten header (offsets assigned)
 /// and its records as received, their parsed headers, and the producer updates to apply once
 /// written. Only headers are copied: copying a megabyte request to rewrite 8 bytes of it was
@@ -216,12 +236,6 @@ impl PreparedAppend<'_> {
 enum Prepared<'a> {
     Write(PreparedAppend<'a>),
     Duplicate { base_offset: i64, last_offset: i64 },
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update under these locks is published with a single store after it completes, so
-    // a panic cannot leave torn state behind: carry on rather than propagate the poison.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl PartitionLog {
@@ -483,6 +497,47 @@ impl PartitionLog {
             }
         }
         synced
+    }
+
+    /// Plans a [`PartitionLog::flush`] up to `offset` that a write-out and a device cache
+    /// flush shared with other logs can do instead of an fdatasync (see
+    /// `crate::group_flush`): possible when no roll is pending and every unflushed byte lies
+    /// in the active segment, overwriting its durable layout
+    /// (`LogSegment::overwrites_durable_layout`). Does no I/O.
+    pub(crate) fn plan_write_out(&self, offset: i64) -> FlushPlan {
+        let _flushing = lock(&self.flush_lock);
+        if self.roll_pending() {
+            return FlushPlan::Fsync;
+        }
+        let flushed = self.flushed_offset();
+        if flushed > offset {
+            return FlushPlan::Durable;
+        }
+        // Read before the segment's size: appends publish the size first, so the size read
+        // below covers every byte up to `target`.
+        let target = self.log_end_offset();
+        let segments = self.read_segments();
+        let mut dirty = segments.iter().filter(|s| s.next_offset() > flushed);
+        let (Some(segment), None) = (dirty.next(), dirty.next()) else {
+            return FlushPlan::Fsync;
+        };
+        match segment.overwrites_durable_layout(segment.size_bytes()) {
+            Some(device) => FlushPlan::WriteOut(WriteOut {
+                segment: Arc::clone(segment),
+                target,
+                device,
+            }),
+            None => FlushPlan::Fsync,
+        }
+    }
+
+    /// Publishes a [`WriteOut`] as flushed, once its pages are written out and the device's
+    /// cache flushed since.
+    pub(crate) fn finish_write_out(&self, write_out: &WriteOut) {
+        let _flushing = lock(&self.flush_lock);
+        self.flushed_offset
+            .fetch_max(write_out.target, Ordering::AcqRel);
+        self.note_flushed_bytes();
     }
 
     /// fsyncs every segment holding offsets at or above `flushed`, then publishes the log end

@@ -9,8 +9,10 @@
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -19,6 +21,7 @@ use crate::batch_header::{BatchHeader, HEADER_SIZE_BYTES};
 use crate::error::{BatchDefect, IoResultExt, StorageError};
 use crate::offset_index::{IndexedBatch, OffsetIndex, ENTRY_SIZE_BYTES};
 use crate::read_buffers::ReadBuffer;
+use crate::sys;
 use crate::time_index::{TimeIndex, TIME_ENTRY_SIZE_BYTES};
 
 /// Extension of segment data files.
@@ -63,6 +66,29 @@ pub(crate) struct LogSegment {
     next_offset: AtomicI64,
     /// Wall-clock creation time in ms, for `segment_ms` rolling.
     created_at_ms: i64,
+    /// How much of the `.log` file's layout a completed fdatasync made durable.
+    durable_layout: Mutex<DurableLayout>,
+    /// The device of the filesystem holding the `.log`, if appends overwriting its durable
+    /// layout may be made durable by a write-out and a device cache flush instead of an
+    /// fdatasync each (see [`LogSegment::overwrites_durable_layout`]).
+    in_place_device: Option<u64>,
+}
+
+/// The part of a `.log` file whose blocks and length a completed fdatasync committed, so that
+/// writing into it changes no metadata (see [`LogSegment::overwrites_durable_layout`]).
+#[derive(Debug, Default)]
+struct DurableLayout {
+    /// The file length the last completed fdatasync covered, cut by later truncations.
+    len_bytes: u64,
+    /// Truncations so far: an fdatasync that started before one learns nothing from finishing.
+    cuts: u64,
+}
+
+/// Locks `mutex`. Every update under the storage crate's locks is published with a single
+/// store after it completes, so a panic cannot leave torn state behind: carry on rather than
+/// propagate the poison.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl LogSegment {
@@ -126,6 +152,14 @@ impl LogSegment {
         let max_entries = index_bytes_max as usize / ENTRY_SIZE_BYTES;
         let time_index_path = dir.join(offset_file_name(base_offset, TIME_INDEX_EXTENSION));
         let max_time_entries = (index_bytes_max as usize / TIME_ENTRY_SIZE_BYTES).max(2);
+        let in_place_device = match sys::overwrites_in_place(&log) {
+            Ok(true) => Some(log.metadata().at(&log_path)?.dev()),
+            Ok(false) => None,
+            Err(error) => {
+                tracing::debug!(path = %log_path.display(), %error, "fstatfs failed");
+                None
+            }
+        };
         Ok(LogSegment {
             base_offset,
             log_path,
@@ -136,6 +170,8 @@ impl LogSegment {
             file_len_bytes: AtomicU64::new(0),
             next_offset: AtomicI64::new(base_offset),
             created_at_ms,
+            durable_layout: Mutex::new(DurableLayout::default()),
+            in_place_device,
         })
     }
 
@@ -320,8 +356,7 @@ impl LogSegment {
     pub(crate) fn trim_zero_tail(&self) -> Result<(), StorageError> {
         let size_bytes = self.size_bytes();
         if self.zeroed_end_bytes() > size_bytes {
-            self.log.set_len(size_bytes).at(&self.log_path)?;
-            self.file_len_bytes.store(size_bytes, Ordering::Release);
+            self.cut_file(size_bytes).at(&self.log_path)?;
         }
         Ok(())
     }
@@ -329,11 +364,22 @@ impl LogSegment {
     /// Best effort after a failed write: the file ends at `position` again (the committed size,
     /// or the end of the zeros written before a failed extension).
     fn cut_back_to(&self, position: u64) {
-        if let Err(cleanup) = self.log.set_len(position) {
+        if let Err(cleanup) = self.cut_file(position) {
             tracing::error!(path = %self.log_path.display(), position, %cleanup,
                 "could not cut a failed write back off the segment");
+            self.file_len_bytes.store(position, Ordering::Release);
         }
-        self.file_len_bytes.store(position, Ordering::Release);
+    }
+
+    /// Truncates the `.log` file to `len_bytes` and forgets any durable layout beyond it.
+    /// Holding the layout lock makes the cut atomic for [`LogSegment::sync`].
+    fn cut_file(&self, len_bytes: u64) -> std::io::Result<()> {
+        let mut layout = lock(&self.durable_layout);
+        layout.cuts += 1;
+        layout.len_bytes = layout.len_bytes.min(len_bytes);
+        self.log.set_len(len_bytes)?;
+        self.file_len_bytes.store(len_bytes, Ordering::Release);
+        Ok(())
     }
 
     /// `offset - base_offset` as stored in the index, saturating into `u32`.
@@ -475,7 +521,7 @@ impl LogSegment {
         next_offset: i64,
     ) -> Result<(), StorageError> {
         if self.file_len_bytes()? != size_bytes {
-            self.log.set_len(size_bytes).at(&self.log_path)?;
+            self.cut_file(size_bytes).at(&self.log_path)?;
         }
         self.index.truncate_to_position(size_bytes)?;
         self.next_offset.store(next_offset, Ordering::Release);
@@ -569,9 +615,45 @@ impl LogSegment {
         Ok(Some(buf.into_bytes()))
     }
 
-    /// fdatasync of the `.log` (the index is derived and never synced).
+    /// fdatasync of the `.log` (the index is derived and never synced). Also commits the
+    /// file's layout up to the length it had when the fdatasync started.
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
-        self.log.sync_data().at(&self.log_path)
+        let (len_bytes, cuts) = {
+            let layout = lock(&self.durable_layout);
+            (self.zeroed_end_bytes(), layout.cuts)
+        };
+        self.log.sync_data().at(&self.log_path)?;
+        let mut layout = lock(&self.durable_layout);
+        if layout.cuts == cuts {
+            layout.len_bytes = layout.len_bytes.max(len_bytes);
+        }
+        Ok(())
+    }
+
+    /// The device to flush for the bytes of this segment up to `end_bytes` to be durable once
+    /// written out ([`LogSegment::start_write_out`], [`LogSegment::finish_write_out`]), or
+    /// `None` if they need an fdatasync of their own.
+    ///
+    /// They need none when they only overwrite blocks that a completed fdatasync allocated,
+    /// inside the file length it committed (the zero tail; see
+    /// [`LogSegment::extend_zero_tail`]), on a filesystem that overwrites such blocks in place
+    /// (ext4, XFS): writing them changes no metadata an fdatasync would commit, so data on
+    /// the device plus the device's cache flushed is all durability takes. That lets one
+    /// flush serve many partitions' appends (`crate::group_flush`).
+    pub(crate) fn overwrites_durable_layout(&self, end_bytes: u64) -> Option<u64> {
+        let device = self.in_place_device?;
+        (end_bytes <= lock(&self.durable_layout).len_bytes).then_some(device)
+    }
+
+    /// Starts writing the file's dirty pages to the device, without waiting for them.
+    pub(crate) fn start_write_out(&self) -> Result<(), StorageError> {
+        sys::start_write_out(&self.log).at(&self.log_path)
+    }
+
+    /// Writes the file's dirty pages to the device and waits until it has them; durable only
+    /// once the device's cache is flushed.
+    pub(crate) fn finish_write_out(&self) -> Result<(), StorageError> {
+        sys::finish_write_out(&self.log).at(&self.log_path)
     }
 
     /// Deletes this segment's files (recovery discarding unacknowledged segments, retention).

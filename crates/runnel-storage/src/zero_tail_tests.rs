@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::{batch, read_all};
-use crate::partition_log::{LogConfig, PartitionLog};
+use crate::partition_log::{FlushPlan, LogConfig, PartitionLog};
 use crate::test_support::{appended, log_path, TestResult};
 
 /// Appends `count` batches of `value_bytes`-byte records, each flushed on its own (acks=all
@@ -119,5 +119,85 @@ fn a_crash_with_a_zero_tail_keeps_every_flushed_batch() -> TestResult {
     drop(log);
     let log = PartitionLog::open(dir.path(), LogConfig::default())?;
     assert_eq!(log.log_end_offset(), next + 2);
+    Ok(())
+}
+
+/// Whether the test's temporary directory is on a filesystem where flushes may be shared
+/// (`LogSegment::overwrites_durable_layout`); elsewhere every plan must be an fdatasync.
+fn shares_device_flushes(dir: &Path) -> bool {
+    crate::sys::overwrites_in_place(&std::fs::File::open(dir).unwrap()).unwrap()
+}
+
+fn is_write_out(plan: &FlushPlan) -> bool {
+    matches!(plan, FlushPlan::WriteOut(_))
+}
+
+#[test]
+fn only_appends_inside_a_durable_zero_tail_skip_their_own_fdatasync() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let shares = shares_device_flushes(dir.path());
+    let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+    // The first append grows the file: only an fdatasync commits its length.
+    let (_, last) = appended(log.append(&batch(4, 100))?);
+    assert!(!is_write_out(&log.plan_write_out(last)));
+    log.flush(last)?;
+    assert!(matches!(log.plan_write_out(last), FlushPlan::Durable));
+
+    // Once flushed appends have a zero tail and an fdatasync has covered it, appends into it
+    // may share a device flush.
+    append_flushed(&log, 40, 100);
+    assert!(file_len(dir.path(), 0) > log.size_bytes(), "no zero tail");
+    let (_, last) = appended(log.append(&batch(4, 100))?);
+    assert_eq!(is_write_out(&log.plan_write_out(last)), shares);
+
+    // `close` cuts the tail: the next append grows the file again.
+    log.flush(last)?;
+    log.close()?;
+    let (_, last) = appended(log.append(&batch(4, 100))?);
+    assert!(!is_write_out(&log.plan_write_out(last)));
+    Ok(())
+}
+
+#[test]
+fn logs_flushed_together_are_durable_and_intact() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let shares = shares_device_flushes(dir.path());
+    let dirs: Vec<_> = (0..3).map(|i| dir.path().join(format!("p{i}"))).collect();
+    let mut expected = Vec::new();
+    {
+        let logs = dirs
+            .iter()
+            .map(|d| PartitionLog::open(d, LogConfig::default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        for log in &logs {
+            expected.push(append_flushed(log, 40, 100));
+        }
+        for round in 0..5 {
+            let mut requests: Vec<(&PartitionLog, i64)> = Vec::new();
+            for (log, batches) in logs.iter().zip(&mut expected) {
+                let outcome = appended(log.append(&batch(4, 100))?);
+                batches.push(outcome);
+                assert_eq!(
+                    is_write_out(&log.plan_write_out(outcome.1)),
+                    shares,
+                    "round {round}"
+                );
+                requests.push((log, outcome.1));
+            }
+            // A log whose offset is already durable, in the same round.
+            requests.push((&logs[0], 0));
+            for result in crate::flush_logs(&requests, true) {
+                result?;
+            }
+            for (log, offset) in &requests {
+                assert!(log.flushed_offset() > *offset, "round {round}");
+            }
+        }
+        // Dropped without close: the next open recovers from the files alone.
+    }
+    for (d, batches) in dirs.iter().zip(&expected) {
+        let log = PartitionLog::open(d, LogConfig::default())?;
+        assert_eq!(&read_all(&log), batches);
+    }
     Ok(())
 }
