@@ -1005,10 +1005,6 @@ impl PartitionLog {
     }
 }
 
-/// Keeps zeros ahead of the active segment's end (see [`ZERO_TAIL_FLUSHED_BYTES_MAX`]): when
-/// less than half the wanted tail is left, writes it up to the full length again (never past
-/// `segment.bytes`). A failure only costs the speed-up, so it is logged, not returned: the
-/// append it follows has succeeded.
 /// The records of a stored batch, or `None` (logged) when they do not decode: a compressed
 /// batch accepted on its header and CRC (the broker's relaxed produce validation) is served as
 /// stored, and the lookups that look inside batches fall back to the batch's own fields.
@@ -1027,6 +1023,10 @@ pub(crate) fn readable_records(
     }
 }
 
+/// Keeps zeros ahead of the active segment's end (see [`ZERO_TAIL_FLUSHED_BYTES_MAX`]): when
+/// less than half the wanted tail is left, writes it up to the full length again (never past
+/// `segment.bytes`). A failure only costs the speed-up, so it is logged, not returned: the
+/// append it follows has succeeded.
 fn keep_zero_tail(segment: &LogSegment, config: &LogConfig) {
     let end = segment.size_bytes();
     let wanted = end.clamp(ZERO_TAIL_MIN_BYTES, ZERO_TAIL_MAX_BYTES);
