@@ -8,8 +8,8 @@
 //! metadata commit, so the round submits all those logs' write-outs at once, waits for them,
 //! and flushes each device's cache once, by an fdatasync of one of the written files (on
 //! these filesystems an fdatasync always ends with that flush). Measured on the development VM
-//! (ext4 on virtio-blk, 8 KiB per file per round): 6 files 1,000-1,100 µs per round with an
-//! fdatasync each, 450-590 µs this way; 2 files 395 µs and 286 µs; for 1 file this way is
+//! (ext4 on virtio-blk, 8 KiB per file per round): 6 files 883-1,174 µs per round with an
+//! fdatasync each, 409-587 µs this way; 2 files 395 µs and 286 µs; for 1 file this way is
 //! slower (231 µs against 204 µs), so a log alone on its device keeps its fdatasync.
 
 use std::io;
