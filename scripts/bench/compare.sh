@@ -149,6 +149,14 @@ cpu_ticks() { # user + system CPU of the broker so far, in clock ticks
     awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0
 }
 
+# Sets `children_cpu_s`: user + system CPU seconds of this shell's waited-for children so
+# far (the client of a workload runs as one, under `timeout`). `times` runs in this shell, as
+# a subshell would start from zero; the awk that parses it adds ~1 ms to the next reading.
+children_cpu() {
+    times >"$work/times"
+    children_cpu_s="$(awk 'NR == 2 { split($0, f, /[ms ]+/); print f[1] * 60 + f[2] + f[3] * 60 + f[4] }' "$work/times")"
+}
+
 steal_ticks() { # CPU time the hypervisor took from this VM so far (all CPUs), in clock ticks
     awk '$1 == "cpu" {print $9; exit}' /proc/stat 2>/dev/null || echo 0
 }
@@ -164,21 +172,26 @@ workload() {
     local name=$1 limit=$2
     shift 2
     echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true
-    local ticks_before ticks_after steal_before steal_after
+    local ticks_before ticks_after steal_before steal_after client_before
     ticks_before="$(cpu_ticks)"
     steal_before="$(steal_ticks)"
+    children_cpu
+    client_before=$children_cpu_s
     line="$(timeout "$limit" "$@")" || line=""
+    children_cpu
     ticks_after="$(cpu_ticks)"
     steal_after="$(steal_ticks)"
-    local peak cpu_s steal_ms
+    local peak cpu_s steal_ms client_cpu_s
     peak="$(rss_mb)"
     cpu_s="$(python3 -c "print(round(($ticks_after - $ticks_before) / $(getconf CLK_TCK), 2))")"
     steal_ms="$(python3 -c "print(round(($steal_after - $steal_before) * 1000 / $(getconf CLK_TCK)))")"
+    client_cpu_s="$(python3 -c "print(round($children_cpu_s - $client_before, 2))")"
     peak_overall[$broker_name]="$(python3 -c "print(max(${peak_overall[$broker_name]:-0}, $peak))")"
     record "$broker_name" "memory: $name" peak_rss_mb "$peak"
     record "$broker_name" "cpu: $name" broker_cpu_s "$cpu_s"
+    record "$broker_name" "cpu: $name" client_cpu_s "$client_cpu_s"
     record "$broker_name" "steal: $name" steal_ms "$steal_ms"
-    echo "  $broker_name $name: ${line:-FAILED} (peak RSS $peak MB, broker CPU $cpu_s s, steal $steal_ms ms)" >&2
+    echo "  $broker_name $name: ${line:-FAILED} (peak RSS $peak MB, broker CPU $cpu_s s, client CPU $client_cpu_s s, steal $steal_ms ms)" >&2
 }
 
 # Makes `name` (a broker of the current pass) the one `workload` measures.
@@ -335,7 +348,7 @@ for line in open(sys.argv[1]):
     broker, workload, metric, value = line.rstrip("\n").split("\t")
     if value:
         rows.setdefault((workload, metric), collections.defaultdict(list))[broker].append(float(value))
-lower_is_better = lambda metric: metric.endswith("_ms") or metric.endswith("_mb") or metric == "broker_cpu_s"
+lower_is_better = lambda metric: metric.endswith("_ms") or metric.endswith("_mb") or metric.endswith("_cpu_s")
 # Not speeds: whether the broker deleted segments (0 means nothing was deleted), the CPU
 # time the hypervisor took from the VM during the workload (the machine's, not a broker's),
 # and the produce requests the client sent (librdkafka's own count: fewer, fuller requests
