@@ -1,5 +1,6 @@
 //! Fetch and ListOffsets: watermarks, starting at the end, seeking into the middle, long-poll
-//! woken by a produce, and a record larger than the fetch size limits.
+//! woken by a produce (one record, and a burst larger than one woken read), and a record
+//! larger than the fetch size limits.
 
 use std::time::Duration;
 
@@ -160,6 +161,53 @@ async fn long_poll_fetch_returns_a_record_produced_while_waiting() -> TestResult
         produce_one(&producer(&broker, &[])?, topic, Some(0), None, b"again").await?;
         let read = consume_n(&consumer, 1, WAIT_TIMEOUT).await?;
         check_dense(topic, 0, &read, 1)?;
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_waiting_at_the_tail_receives_a_burst_larger_than_one_woken_read() -> TestResult
+{
+    let broker = TestBroker::start(&[])?;
+    let result = async {
+        let topic = "tail-burst";
+        create_topic(&broker, topic, 1).await?;
+        // Limits far above the broker's 1 MiB cap on a read woken by an append, so only that
+        // cap splits the burst into several responses.
+        let consumer = consumer_assigned_with(
+            &broker,
+            topic,
+            &[0],
+            Offset::Beginning,
+            &[
+                ("fetch.wait.max.ms", "10000"),
+                ("fetch.min.bytes", "1"),
+                ("fetch.max.bytes", "52428800"),
+                ("max.partition.fetch.bytes", "52428800"),
+            ],
+        )?;
+        expect_nothing(&consumer, Duration::from_secs(1)).await?;
+        // About 4 MiB in batches of up to 1 MB, while the consumer's fetch waits.
+        let records: Vec<_> = (0..4000)
+            .map(|i| {
+                let mut value = format!("burst {i} ").into_bytes();
+                value.resize(1024, b'.');
+                (None, value)
+            })
+            .collect();
+        let producer = producer(&broker, &[("linger.ms", "20")])?;
+        produce_all(&producer, topic, Some(0), &records).await?;
+        let read = consume_n(&consumer, records.len(), WAIT_TIMEOUT).await?;
+        check_dense(topic, 0, &read, 0)?;
+        for (consumed, (_, value)) in read.iter().zip(&records) {
+            ensure!(
+                consumed.value.as_ref() == Some(value),
+                "record {} differs from what was produced",
+                consumed.offset
+            );
+        }
         Ok(())
     }
     .await;

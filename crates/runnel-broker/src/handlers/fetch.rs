@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use tokio::runtime::RuntimeFlavor;
 use tokio::time::Instant;
 
 use super::RequestContext;
@@ -20,6 +21,9 @@ use crate::topics::{Partition, Topic};
 
 /// Longest long-poll we honour, whatever the client asks: a waiting fetch holds its connection.
 const MAX_WAIT_MS_CAP: i32 = 30_000;
+/// Largest response a long-poll reads on its worker thread (under `block_in_place`) once an
+/// append woke it (see `handle`); a wait for more bytes re-reads on the blocking pool instead.
+const WOKEN_READ_BYTES_MAX: usize = 1024 * 1024;
 /// Fetch v13 replaced topic names by topic ids.
 const TOPIC_ID_VERSION: i16 = 13;
 /// Fetch v15 moved the replica id into `replica_state`.
@@ -67,13 +71,34 @@ pub(crate) async fn handle(
     );
     let deadline = Instant::now() + max_wait;
     let mut appends = broker.subscribe_appends();
+    let mut woken = false;
+    // `block_in_place` needs the multi-threaded runtime the broker runs on.
+    let can_block_in_place =
+        tokio::runtime::Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread;
     loop {
         // Mark the current append count as seen *before* reading, so an append that lands
         // while we read still wakes the wait below.
         appends.borrow_and_update();
-        let batch = Arc::clone(&reads);
+        // The first read may touch any part of the log, so it runs on the blocking pool. A
+        // re-read after a wake-up finds only what it read before plus what was just appended,
+        // both in the page cache: it runs on this thread under `block_in_place` (the runtime
+        // hands this worker's other tasks to another thread meanwhile), capped, which spares a
+        // consumer at the tail the wait for a pool thread to wake and for the worker to be
+        // woken back (e2e p50 at 1,000 records/s acks=all 0.41 → 0.30 ms, docs/performance.md).
+        // A wait for more bytes than the cap keeps reading on the pool, so it is answered in
+        // full.
         let (topics, bytes, any_error) =
-            tokio::task::spawn_blocking(move || read_all(&batch, response_bytes_max)).await?;
+            match woken_read_bytes_max(woken, min_bytes, response_bytes_max) {
+                Some(bytes_max) if can_block_in_place => {
+                    tokio::task::block_in_place(|| read_all(&reads, bytes_max))
+                }
+                _ => {
+                    let batch = Arc::clone(&reads);
+                    tokio::task::spawn_blocking(move || read_all(&batch, response_bytes_max))
+                        .await?
+                }
+            };
+        woken = true;
         if bytes >= min_bytes || any_error || Instant::now() >= deadline {
             return Ok(FetchResponse::default()
                 .with_session_id(0)
@@ -89,6 +114,14 @@ pub(crate) async fn handle(
             () = tokio::time::sleep_until(deadline) => {}
         }
     }
+}
+
+/// The response size a read may have when it runs on its worker thread (under
+/// `block_in_place`), or `None` when it must run on the blocking pool: only a re-read after a
+/// wake-up (`woken`) of a fetch whose `min_bytes` that size can satisfy runs inline.
+fn woken_read_bytes_max(woken: bool, min_bytes: usize, response_bytes_max: usize) -> Option<usize> {
+    (woken && min_bytes <= WOKEN_READ_BYTES_MAX)
+        .then(|| response_bytes_max.min(WOKEN_READ_BYTES_MAX))
 }
 
 fn resolve(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<TopicRead> {
@@ -206,4 +239,22 @@ fn read_all(
         })
         .collect();
     (topics, total, any_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{woken_read_bytes_max, WOKEN_READ_BYTES_MAX};
+
+    #[test]
+    fn only_a_woken_read_that_can_meet_min_bytes_runs_inline_and_capped() {
+        let cap = WOKEN_READ_BYTES_MAX;
+        // The first read of a fetch may touch any part of the log.
+        assert_eq!(woken_read_bytes_max(false, 1, 50 << 20), None);
+        // A woken consumer at the tail reads here, at most the cap, or less if it asked less.
+        assert_eq!(woken_read_bytes_max(true, 1, 50 << 20), Some(cap));
+        assert_eq!(woken_read_bytes_max(true, 1, 4096), Some(4096));
+        assert_eq!(woken_read_bytes_max(true, cap, 50 << 20), Some(cap));
+        // A capped read could never reach a larger min_bytes: it waits on the pool's reads.
+        assert_eq!(woken_read_bytes_max(true, cap + 1, 50 << 20), None);
+    }
 }
