@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Offset;
 use runnel_e2e::{
     check_dense, consume_n, consumer_assigned, consumer_assigned_with, create_topic, ensure,
@@ -133,19 +133,25 @@ async fn assign_and_seek_into_the_middle() -> TestResult {
     broker.check(result)
 }
 
+/// Creates `topic` with one partition and a consumer of it from the beginning whose fetches
+/// wait up to 10 s on the broker for one byte (plus `overrides`).
+async fn tailing_consumer(
+    broker: &TestBroker,
+    topic: &str,
+    overrides: &[(&str, &str)],
+) -> runnel_e2e::Result<StreamConsumer> {
+    create_topic(broker, topic, 1).await?;
+    let mut config = vec![("fetch.wait.max.ms", "10000"), ("fetch.min.bytes", "1")];
+    config.extend_from_slice(overrides);
+    consumer_assigned_with(broker, topic, &[0], Offset::Beginning, &config)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_fetch_returns_a_record_produced_while_waiting() -> TestResult {
     let broker = TestBroker::start(&[])?;
     let result = async {
         let topic = "long-poll";
-        create_topic(&broker, topic, 1).await?;
-        let consumer = consumer_assigned_with(
-            &broker,
-            topic,
-            &[0],
-            Offset::Beginning,
-            &[("fetch.wait.max.ms", "10000"), ("fetch.min.bytes", "1")],
-        )?;
+        let consumer = tailing_consumer(&broker, topic, &[]).await?;
         // Fetches on the empty partition wait on the broker; none may fail.
         expect_nothing(&consumer, Duration::from_secs(2)).await?;
         let ack = produce_one(&producer(&broker, &[])?, topic, Some(0), None, b"wake up").await?;
@@ -173,21 +179,13 @@ async fn a_consumer_waiting_at_the_tail_receives_a_burst_larger_than_one_woken_r
     let broker = TestBroker::start(&[])?;
     let result = async {
         let topic = "tail-burst";
-        create_topic(&broker, topic, 1).await?;
         // Limits far above the broker's 1 MiB cap on a read woken by an append, so only that
         // cap splits the burst into several responses.
-        let consumer = consumer_assigned_with(
-            &broker,
-            topic,
-            &[0],
-            Offset::Beginning,
-            &[
-                ("fetch.wait.max.ms", "10000"),
-                ("fetch.min.bytes", "1"),
-                ("fetch.max.bytes", "52428800"),
-                ("max.partition.fetch.bytes", "52428800"),
-            ],
-        )?;
+        let limits = [
+            ("fetch.max.bytes", "52428800"),
+            ("max.partition.fetch.bytes", "52428800"),
+        ];
+        let consumer = tailing_consumer(&broker, topic, &limits).await?;
         expect_nothing(&consumer, Duration::from_secs(1)).await?;
         // About 4 MiB in batches of up to 1 MB, while the consumer's fetch waits.
         let records: Vec<_> = (0..4000)
