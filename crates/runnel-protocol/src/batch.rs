@@ -1,57 +1,34 @@
 //! Validation of the record batches in a produce request (Kafka record format v2).
 //!
-//! Owns the v2 batch header layout, the CRC32C check and the walk over the records inside a
+//! Owns the CRC32C check and the walk over the records inside a
 //! batch (decompressing through [`crate::compression`] with a cap). It reads batches, it never
 //! rewrites them: the broker stores batches as the client sent them, so nothing here re-encodes
 //! records. It knows nothing of partitions, offsets already in a log, or producer state; those
 //! checks belong to the broker.
 //!
-//! v2 batch header (big-endian), [`RECORD_BATCH_HEADER_BYTES`] long:
-//!
-//! ```text
-//! @0  baseOffset i64        @8  batchLength i32 (bytes after this field)
-//! @12 partitionLeaderEpoch  @16 magic i8 (2)     @17 crc u32 (CRC32C of @21..end)
-//! @21 attributes i16        @23 lastOffsetDelta  @27 baseTimestamp i64
-//! @35 maxTimestamp i64      @43 producerId i64   @51 producerEpoch i16
-//! @53 baseSequence i32      @57 recordsCount i32 @61 records (compressed as a whole)
-//! ```
+//! The v2 batch header layout, [`RECORD_BATCH_HEADER_BYTES`] long, is `runnel_batch_layout`'s.
 
 use std::io::BufRead;
 
 use crate::compression::{self, Compression};
 use crate::ProtocolError;
 
+// The header layout is defined once, in `runnel-batch-layout`, shared with storage.
+use runnel_batch_layout::{
+    ATTRIBUTES_AT, BASE_OFFSET_AT, BASE_SEQUENCE_AT, BASE_TIMESTAMP_AT, BATCH_LENGTH_AT,
+    CONTROL_ATTRIBUTE, CRC_AT, LAST_OFFSET_DELTA_AT,
+    LOG_OVERHEAD_BYTES as BATCH_LENGTH_PREFIX_BYTES, MAGIC_AT, MAX_TIMESTAMP_AT, PRODUCER_EPOCH_AT,
+    PRODUCER_ID_AT, RECORDS_COUNT_AT, TIMESTAMP_TYPE_ATTRIBUTE, TRANSACTIONAL_ATTRIBUTE,
+};
+
 /// Size of a v2 record batch header; the records start at this offset.
-pub const RECORD_BATCH_HEADER_BYTES: usize = 61;
+pub const RECORD_BATCH_HEADER_BYTES: usize = runnel_batch_layout::HEADER_BYTES;
 
 /// The only record format Runnel accepts (Kafka 4 dropped v0 and v1, KIP-896).
-pub const RECORD_BATCH_MAGIC: i8 = 2;
-
-/// Bytes before the `batchLength` field's count begins (`baseOffset` + `batchLength`).
-const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
-
-const BASE_OFFSET_AT: usize = 0;
-const BATCH_LENGTH_AT: usize = 8;
-const MAGIC_AT: usize = 16;
-const CRC_AT: usize = 17;
-const ATTRIBUTES_AT: usize = 21;
-const LAST_OFFSET_DELTA_AT: usize = 23;
-const BASE_TIMESTAMP_AT: usize = 27;
-const MAX_TIMESTAMP_AT: usize = 35;
-const PRODUCER_ID_AT: usize = 43;
-const PRODUCER_EPOCH_AT: usize = 51;
-const BASE_SEQUENCE_AT: usize = 53;
-const RECORDS_COUNT_AT: usize = 57;
+pub const RECORD_BATCH_MAGIC: i8 = runnel_batch_layout::MAGIC_V2;
 
 /// `maxTimestamp` of a batch whose producer left it unset.
 const NO_TIMESTAMP: i64 = -1;
-
-/// Attribute bit 3: timestamps are LogAppendTime (set by the broker), not CreateTime.
-const TIMESTAMP_TYPE_ATTRIBUTE: i16 = 0x08;
-/// Attribute bit 4: the batch is part of a transaction.
-const TRANSACTIONAL_ATTRIBUTE: i16 = 0x10;
-/// Attribute bit 5: the batch holds a control record (commit/abort marker).
-const CONTROL_ATTRIBUTE: i16 = 0x20;
 
 /// Longest encodings Kafka accepts for a varint (i32) and a varlong (i64).
 const VARINT_BYTES_MAX: u32 = 5;
