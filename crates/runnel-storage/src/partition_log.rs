@@ -30,6 +30,7 @@ use crate::cleaner::{
     build_offset_map, cleanable_segments, finish_swap, write_cleaned, CleanStats, CompactionPolicy,
 };
 use crate::error::{IoResultExt, StorageError};
+use crate::io::Storage;
 use crate::producer_state::{
     prune_snapshots, PendingProducerUpdates, ProducerSnapshot, ProducerStateManager, SequenceCheck,
 };
@@ -132,6 +133,8 @@ pub enum AppendOutcome {
 #[derive(Debug)]
 pub struct PartitionLog {
     dir: PathBuf,
+    /// Where the log's files live (the real file system, or a simulated disk in tests).
+    storage: Storage,
     /// Changed live by topic config updates; read at each roll decision.
     config: RwLock<LogConfig>,
     /// Ordered by base offset; never empty; the last is the active segment.
@@ -250,10 +253,22 @@ impl PartitionLog {
     /// when a damaged batch after it is followed by an intact one (mid-log corruption: nothing
     /// is cut or deleted, the partition stays closed until an operator looks).
     pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, StorageError> {
-        let recovered = recover(dir, &config)?;
-        let producers = rebuild_producer_state(dir, &recovered.segments, recovered.log_end_offset)?;
+        PartitionLog::open_on(Storage::real(), dir, config)
+    }
+
+    /// [`PartitionLog::open`] on `storage` (a simulated disk, or a fault-injecting one).
+    ///
+    /// Errors: as for `open`.
+    pub fn open_on(
+        storage: Storage,
+        dir: &Path,
+        config: LogConfig,
+    ) -> Result<PartitionLog, StorageError> {
+        let recovered = recover(&storage, dir, &config)?;
+        let producers =
+            rebuild_producer_state(&storage, dir, &recovered.segments, recovered.log_end_offset)?;
         let first_base = recovered.segments.first().map_or(0, |s| s.base_offset());
-        let checkpointed_start = read_log_start_offset(dir)?;
+        let checkpointed_start = read_log_start_offset(&storage, dir)?;
         let log_start_offset = checkpointed_start
             .unwrap_or(first_base)
             .clamp(first_base, recovered.log_end_offset);
@@ -263,7 +278,7 @@ impl PartitionLog {
             // old value, and the next open would otherwise hide them.
             tracing::warn!(dir = %dir.display(), log_start_offset,
                 "log start offset checkpoint beyond the log end; lowering it");
-            write_log_start_offset(dir, log_start_offset)?;
+            write_log_start_offset(&storage, dir, log_start_offset)?;
         }
         let active = Arc::clone(&recovered.active);
         let active_base_offset = active.base_offset();
@@ -281,6 +296,7 @@ impl PartitionLog {
         }
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
+            storage,
             config: RwLock::new(config),
             segments: RwLock::new(segments),
             writer: Mutex::new(WriterState { producers, active }),
@@ -427,6 +443,7 @@ impl PartitionLog {
         // Every earlier segment was synced when it rolled, so all offsets below are durable.
         self.flushed_offset.fetch_max(base_offset, Ordering::AcqRel);
         let segment = Arc::new(LogSegment::create(
+            &self.storage,
             &self.dir,
             base_offset,
             config.segment_index_bytes,
@@ -607,11 +624,14 @@ impl PartitionLog {
     ) -> Result<(), StorageError> {
         let (snapshot_path, snapshot_bytes) = snapshot.file(&self.dir);
         let (checkpoint_path, checkpoint_bytes) = checkpoint.file(&self.dir);
-        write_all_atomically(&[
-            (&snapshot_path, &snapshot_bytes),
-            (&checkpoint_path, &checkpoint_bytes),
-        ])?;
-        prune_snapshots(&self.dir)
+        write_all_atomically(
+            &self.storage,
+            &[
+                (&snapshot_path, &snapshot_bytes),
+                (&checkpoint_path, &checkpoint_bytes),
+            ],
+        )?;
+        prune_snapshots(&self.storage, &self.dir)
     }
 
     /// Whole batches starting with the batch containing `offset`, each with its last offset
@@ -929,12 +949,16 @@ impl PartitionLog {
                 .position(|s| Arc::ptr_eq(s, segment));
             let Some(position) = position else {
                 // Retention or DeleteRecords removed it meanwhile.
-                std::fs::remove_file(&swap_path).at(&swap_path)?;
+                self.storage.remove_file(&swap_path).at(&swap_path)?;
                 continue;
             };
-            finish_swap(&self.dir, &swap_path)?;
-            let fresh =
-                LogSegment::open(&self.dir, segment.base_offset(), config.segment_index_bytes)?;
+            finish_swap(&self.storage, &self.dir, &swap_path)?;
+            let fresh = LogSegment::open(
+                &self.storage,
+                &self.dir,
+                segment.base_offset(),
+                config.segment_index_bytes,
+            )?;
             fresh.set_recovered(new_size, segment.next_offset())?;
             fresh.rebuild_index(new_size, config.index_interval_bytes)?;
             fresh.ensure_time_index(new_size, config.index_interval_bytes, false)?;
@@ -968,7 +992,7 @@ impl PartitionLog {
         if offset <= self.log_start_offset() {
             return Ok(());
         }
-        write_log_start_offset(&self.dir, offset)?;
+        write_log_start_offset(&self.storage, &self.dir, offset)?;
         self.log_start_offset.store(offset, Ordering::Release);
         Ok(())
     }
@@ -995,7 +1019,7 @@ impl PartitionLog {
             segment.delete_files()?;
         }
         if !doomed.is_empty() {
-            crate::checkpoint::sync_dir(&self.dir)?;
+            self.storage.sync_dir(&self.dir)?;
         }
         Ok(doomed.len())
     }

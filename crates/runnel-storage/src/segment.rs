@@ -6,10 +6,6 @@
 //! committed size, then stores the new size with `Release`. Readers load the size with
 //! `Acquire` and only read below it, so they never see a partially written batch.
 
-use std::fs::{File, OpenOptions};
-use std::io::{IoSlice, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -19,9 +15,9 @@ use bytes::Bytes;
 
 use crate::batch_header::{BatchHeader, HEADER_SIZE_BYTES};
 use crate::error::{BatchDefect, IoResultExt, StorageError};
+use crate::io::{DataFile, Storage};
 use crate::offset_index::{IndexedBatch, OffsetIndex, ENTRY_SIZE_BYTES};
 use crate::read_buffers::ReadBuffer;
-use crate::sys;
 use crate::time_index::{TimeIndex, TIME_ENTRY_SIZE_BYTES};
 
 /// Extension of segment data files.
@@ -54,7 +50,9 @@ pub(crate) fn now_ms() -> i64 {
 pub(crate) struct LogSegment {
     base_offset: i64,
     log_path: PathBuf,
-    log: File,
+    log: DataFile,
+    /// Where the segment's files live (the seam, `crate::io`).
+    storage: Storage,
     index: OffsetIndex,
     time_index: TimeIndex,
     /// Committed (visible) size of the `.log` in bytes.
@@ -94,14 +92,22 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl LogSegment {
     /// Creates a new empty segment starting at `base_offset`, replacing any files of that name.
     pub(crate) fn create(
+        storage: &Storage,
         dir: &Path,
         base_offset: i64,
         index_bytes_max: u32,
     ) -> Result<LogSegment, StorageError> {
         let log_path = dir.join(offset_file_name(base_offset, LOG_EXTENSION));
-        let log = open_file(&log_path)?;
-        log.set_len(0).at(&log_path)?;
-        let segment = Self::with_file(dir, base_offset, log_path, log, index_bytes_max, now_ms())?;
+        let log = storage.create_file(&log_path)?;
+        let segment = Self::with_file(
+            storage,
+            dir,
+            base_offset,
+            log_path,
+            log,
+            index_bytes_max,
+            now_ms(),
+        )?;
         segment.index.truncate_to_position(0)?;
         segment.time_index.rebuild(std::iter::empty(), 0)?;
         Ok(segment)
@@ -111,21 +117,19 @@ impl LogSegment {
     /// file length and `next_offset` is `base_offset` until recovery calls
     /// [`LogSegment::set_recovered`].
     pub(crate) fn open(
+        storage: &Storage,
         dir: &Path,
         base_offset: i64,
         index_bytes_max: u32,
     ) -> Result<LogSegment, StorageError> {
         let log_path = dir.join(offset_file_name(base_offset, LOG_EXTENSION));
-        let log = open_file(&log_path)?;
-        let metadata = log.metadata().at(&log_path)?;
+        let log = storage.open_file(&log_path)?;
+        let len_bytes = log.len().at(&log_path)?;
         // The creation time is not portable; mtime is never earlier, so at worst the segment
         // rolls a little later than `segment_ms` after a restart, never earlier.
-        let created_at_ms = metadata
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or_else(now_ms, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let created_at_ms = log.modified_ms().unwrap_or_else(now_ms);
         let segment = Self::with_file(
+            storage,
             dir,
             base_offset,
             log_path,
@@ -133,18 +137,17 @@ impl LogSegment {
             index_bytes_max,
             created_at_ms,
         )?;
-        segment.size_bytes.store(metadata.len(), Ordering::Release);
-        segment
-            .file_len_bytes
-            .store(metadata.len(), Ordering::Release);
+        segment.size_bytes.store(len_bytes, Ordering::Release);
+        segment.file_len_bytes.store(len_bytes, Ordering::Release);
         Ok(segment)
     }
 
     fn with_file(
+        storage: &Storage,
         dir: &Path,
         base_offset: i64,
         log_path: PathBuf,
-        log: File,
+        log: DataFile,
         index_bytes_max: u32,
         created_at_ms: i64,
     ) -> Result<LogSegment, StorageError> {
@@ -152,9 +155,8 @@ impl LogSegment {
         let max_entries = index_bytes_max as usize / ENTRY_SIZE_BYTES;
         let time_index_path = dir.join(offset_file_name(base_offset, TIME_INDEX_EXTENSION));
         let max_time_entries = (index_bytes_max as usize / TIME_ENTRY_SIZE_BYTES).max(2);
-        let in_place_device = match sys::overwrites_in_place(&log) {
-            Ok(true) => Some(log.metadata().at(&log_path)?.dev()),
-            Ok(false) => None,
+        let in_place_device = match log.in_place_device() {
+            Ok(device) => device,
             Err(error) => {
                 tracing::debug!(path = %log_path.display(), %error, "fstatfs failed");
                 None
@@ -164,8 +166,9 @@ impl LogSegment {
             base_offset,
             log_path,
             log,
-            index: OffsetIndex::open(&index_path, max_entries)?,
-            time_index: TimeIndex::open(&time_index_path, max_time_entries)?,
+            storage: storage.clone(),
+            index: OffsetIndex::open(storage, &index_path, max_entries)?,
+            time_index: TimeIndex::open(storage, &time_index_path, max_time_entries)?,
             size_bytes: AtomicU64::new(0),
             file_len_bytes: AtomicU64::new(0),
             next_offset: AtomicI64::new(base_offset),
@@ -316,7 +319,12 @@ impl LogSegment {
     /// Current length of the `.log` file in bytes (may exceed the committed size during
     /// recovery, before the tail is validated).
     pub(crate) fn file_len_bytes(&self) -> Result<u64, StorageError> {
-        Ok(self.log.metadata().at(&self.log_path)?.len())
+        self.log.len().at(&self.log_path)
+    }
+
+    /// Where this segment's files live.
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// End of the zeros written ahead of the committed size (== `size_bytes` without a tail).
@@ -417,26 +425,9 @@ impl LogSegment {
     /// kernel allows (one `writev` for up to 1,024 parts, unless it writes short). Only the
     /// partition's writer writes, under its lock, so the file position is ours to move.
     fn write_all_vectored_at(&self, parts: &[&[u8]], position: u64) -> Result<(), StorageError> {
-        let mut file = &self.log;
-        file.seek(SeekFrom::Start(position)).at(&self.log_path)?;
-        let mut slices: Vec<IoSlice<'_>> = parts
-            .iter()
-            .filter(|part| !part.is_empty())
-            .map(|part| IoSlice::new(part))
-            .collect();
-        let mut left = slices.as_mut_slice();
-        while !left.is_empty() {
-            match file.write_vectored(left) {
-                Ok(0) => {
-                    return Err(std::io::Error::from(std::io::ErrorKind::WriteZero))
-                        .at(&self.log_path)
-                }
-                Ok(written) => IoSlice::advance_slices(&mut left, written),
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(error).at(&self.log_path),
-            }
-        }
-        Ok(())
+        self.log
+            .write_all_vectored_at(parts, position)
+            .at(&self.log_path)
     }
 
     /// Fills `buf` from the `.log` at `position`.
@@ -647,38 +638,29 @@ impl LogSegment {
 
     /// Starts writing the file's dirty pages to the device, without waiting for them.
     pub(crate) fn start_write_out(&self) -> Result<(), StorageError> {
-        sys::start_write_out(&self.log).at(&self.log_path)
+        self.log.start_write_out().at(&self.log_path)
     }
 
     /// Writes the file's dirty pages to the device and waits until it has them; durable only
     /// once the device's cache is flushed.
     pub(crate) fn finish_write_out(&self) -> Result<(), StorageError> {
-        sys::finish_write_out(&self.log).at(&self.log_path)
+        self.log.finish_write_out().at(&self.log_path)
     }
 
     /// Deletes this segment's files (recovery discarding unacknowledged segments, retention).
     /// The data file goes first: indexes without it are ignored on open.
     pub(crate) fn delete_files(&self) -> Result<(), StorageError> {
-        std::fs::remove_file(&self.log_path).at(&self.log_path)?;
+        self.storage
+            .remove_file(&self.log_path)
+            .at(&self.log_path)?;
         for path in [self.index.path(), self.time_index.path()] {
-            match std::fs::remove_file(path) {
+            match self.storage.remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(path),
                 _ => {}
             }
         }
         Ok(())
     }
-}
-
-/// Opens `path` for reading and writing, creating it empty if missing.
-pub(crate) fn open_file(path: &Path) -> Result<File, StorageError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .at(path)
 }
 
 /// Iterator over `(position, header)` of consecutive batches; stops after the first error.

@@ -19,6 +19,7 @@ use std::sync::{PoisonError, RwLock};
 
 use crate::error::StorageError;
 use crate::index_file::IndexFile;
+use crate::io::Storage;
 
 /// Bytes per time index entry on disk.
 pub(crate) const TIME_ENTRY_SIZE_BYTES: usize = 12;
@@ -74,8 +75,12 @@ pub(crate) struct TimeIndex {
 impl TimeIndex {
     /// Opens (creating if missing) the index at `path` and loads its entries unchecked; call
     /// [`TimeIndex::is_sane`] before trusting them.
-    pub(crate) fn open(path: &Path, max_entries: usize) -> Result<TimeIndex, StorageError> {
-        let loaded = IndexFile::load(path, (max_entries * TIME_ENTRY_SIZE_BYTES) as u64)?;
+    pub(crate) fn open(
+        storage: &Storage,
+        path: &Path,
+        max_entries: usize,
+    ) -> Result<TimeIndex, StorageError> {
+        let loaded = IndexFile::load(storage, path, (max_entries * TIME_ENTRY_SIZE_BYTES) as u64)?;
         let entries: Vec<TimeEntry> = loaded
             .raw
             .chunks_exact(TIME_ENTRY_SIZE_BYTES)
@@ -260,7 +265,7 @@ mod tests {
     fn entries_increase_and_survive_reopen() -> Result<(), StorageError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.timeindex");
-        let index = TimeIndex::open(&path, 100)?;
+        let index = TimeIndex::open(&Storage::real(), &path, 100)?;
         index.append_batch(100, 0, 10, 0)?;
         index.append_batch(50, 1, 10, 0)?; // out of order: no entry
         index.append_batch(300, 2, 10, 0)?;
@@ -270,7 +275,7 @@ mod tests {
         assert_eq!(index.lookup(301), 2);
         assert_eq!(index.max_timestamp(), Some((300, 2)));
         drop(index);
-        let reopened = TimeIndex::open(&path, 100)?;
+        let reopened = TimeIndex::open(&Storage::real(), &path, 100)?;
         assert!(reopened.is_sane(false, 3));
         assert!(!reopened.is_sane(false, 2));
         assert_eq!(reopened.max_timestamp(), Some((300, 2)));
