@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock, PoisonError};
 
 use dashmap::DashMap;
-use runnel_storage::{LogConfig, PartitionLog, StorageError};
+use runnel_storage::{LogConfig, PartitionLog, Storage, StorageError};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -43,15 +43,18 @@ pub struct Partition {
     /// being opened, so a config change cannot slip between reading it and the log existing.
     log_config: StdMutex<LogConfig>,
     log: OnceLock<Result<Arc<PartitionLog>, Arc<StorageError>>>,
+    /// Where the log keeps its files (the broker's `storage`).
+    storage: Storage,
 }
 
 impl Partition {
-    fn new(index: i32, dir: PathBuf, log_config: LogConfig) -> Partition {
+    fn new(index: i32, dir: PathBuf, log_config: LogConfig, storage: Storage) -> Partition {
         Partition {
             index,
             dir,
             log_config: StdMutex::new(log_config),
             log: OnceLock::new(),
+            storage,
         }
     }
 
@@ -65,7 +68,7 @@ impl Partition {
             None => {
                 let config = self.lock_config();
                 self.log.get_or_init(|| {
-                    PartitionLog::open(&self.dir, *config)
+                    PartitionLog::open_on(self.storage.clone(), &self.dir, *config)
                         .map(Arc::new)
                         .map_err(|error| {
                             tracing::error!(dir = %self.dir.display(), %error,
@@ -354,6 +357,7 @@ impl TopicRegistry {
                     index,
                     partition_dir(&data_dir, &old.name, index),
                     log_config,
+                    broker.storage.clone(),
                 );
                 partition.log()?;
                 partitions.push(Arc::new(partition));
@@ -471,6 +475,7 @@ fn new_topic(
                 index,
                 partition_dir(data_dir, &name, index),
                 log_config,
+                broker.storage.clone(),
             ))
         })
         .collect();
