@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use crate::batch_header::{rewrite_crc, verify_crc, BatchHeader};
 use crate::cleaner::CompactionPolicy;
-use crate::io::{SimDisk, Storage};
+use crate::io::{SimDisk, SplitMix64, Storage};
 use crate::partition_log::{AppendOutcome, LogConfig, PartitionLog, RetentionPolicy};
 use crate::test_support::{decode, new_batch, TestError, TestReader, TestResult};
 
@@ -58,20 +58,12 @@ fn seed_count() -> u64 {
         .unwrap_or(DEFAULT_SEEDS)
 }
 
-/// SplitMix64, for the workload.
-struct Rng(u64);
+/// The workload's generator.
+struct Rng(SplitMix64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
+        self.0.next() % bound
     }
 }
 
@@ -87,7 +79,7 @@ enum Step {
 }
 
 fn workload(seed: u64) -> Vec<Step> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng(SplitMix64(seed));
     (0..WORKLOAD_STEPS)
         .map(|_| match rng.below(20) {
             0..=8 => Step::Append {
