@@ -111,6 +111,11 @@ struct Model {
     generated: u64,
     /// The idempotent producer's next sequence number.
     next_sequence: i32,
+    /// What the maintenance steps did: segments cleaned, deleted by retention, and
+    /// DeleteRecords calls that moved the log start; rolls (segments created).
+    segments_cleaned: usize,
+    segments_expired: usize,
+    starts_moved: usize,
 }
 
 const PRODUCER_ID: i64 = 7;
@@ -187,10 +192,10 @@ fn run_step(
                 .last()
                 .map_or(0, |s| s.base_offset());
             model.start_bound = model.start_bound.max(last_base);
-            log.apply_retention(
+            model.segments_expired += log.apply_retention(
                 RetentionPolicy {
                     retention_ms: -1,
-                    retention_bytes: 1_400,
+                    retention_bytes: 600,
                 },
                 1_000_000,
             )?;
@@ -199,7 +204,9 @@ fn run_step(
             let start = log.log_start_offset();
             let target = start + (log.log_end_offset() - start) / 3;
             model.start_bound = model.start_bound.max(target);
-            log.delete_records(target, log.log_end_offset())?;
+            if log.delete_records(target, log.log_end_offset())? > start {
+                model.starts_moved += 1;
+            }
         }
         Step::Clean => {
             model.cleaned = true;
@@ -207,7 +214,9 @@ fn run_step(
                 min_cleanable_dirty_ratio: 0.0,
                 ..CompactionPolicy::default()
             };
-            log.clean(&policy, &TestReader, 1_000_000)?;
+            if let Some(stats) = log.clean(&policy, &TestReader, 1_000_000)? {
+                model.segments_cleaned += stats.segments;
+            }
         }
         Step::Close => log.close()?,
         Step::Reopen => {
@@ -338,6 +347,7 @@ fn no_flushed_offset_is_lost_at_any_crash_point() -> TestResult {
     let base = base_seed();
     let seeds = seed_count();
     let mut crash_points = 0u64;
+    let (mut cleaned, mut expired, mut moved) = (0, 0, 0);
     for seed in base..base + seeds {
         let disk = SimDisk::new(Path::new("/data"));
         let model = run_until_crash(&disk, &Path::new("/data").join("topic-0"), seed, None);
@@ -345,6 +355,9 @@ fn no_flushed_offset_is_lost_at_any_crash_point() -> TestResult {
             model.durable_end > 0,
             "seed {seed}: the workload flushed nothing, so it proves nothing"
         );
+        cleaned += model.segments_cleaned;
+        expired += model.segments_expired;
+        moved += model.starts_moved;
         let operations = disk.operations();
         for crash_point in 0..=operations {
             let tear_seed = seed.wrapping_mul(1_000_003).wrapping_add(crash_point);
@@ -359,7 +372,13 @@ fn no_flushed_offset_is_lost_at_any_crash_point() -> TestResult {
     }
     println!(
         "crash sweep: {seeds} seeds from RUNNEL_SEED={base}, {crash_points} crash points, all \
-         recovered every flushed offset"
+         recovered every flushed offset (uncrashed workloads: {cleaned} segments cleaned, \
+         {expired} deleted by retention, {moved} DeleteRecords that moved the log start)"
+    );
+    // A sweep whose workloads stopped exercising maintenance would prove less than it says.
+    assert!(
+        cleaned > 0 && expired > 0 && moved > 0,
+        "the workloads never cleaned ({cleaned}), expired ({expired}) or deleted records ({moved})"
     );
     Ok(())
 }
