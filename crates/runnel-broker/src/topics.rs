@@ -61,7 +61,8 @@ impl Partition {
     /// The partition's log, opening (recovering) it on first use. Opening after a clean
     /// shutdown reads a few small files; after a crash it verifies the unflushed tail.
     ///
-    /// Errors: `PartitionOffline` when the log could not be opened (then or earlier).
+    /// Errors: `PartitionOffline` when the log could not be opened (then or earlier), or a
+    /// failed fsync or write took it offline since.
     pub fn log(&self) -> Result<&Arc<PartitionLog>, BrokerError> {
         let opened = match self.log.get() {
             Some(opened) => opened,
@@ -78,12 +79,19 @@ impl Partition {
                 })
             }
         };
-        opened
+        let log = opened
             .as_ref()
             .map_err(|reason| BrokerError::PartitionOffline {
                 dir: self.dir.clone(),
                 reason: Arc::clone(reason),
-            })
+            })?;
+        // A log whose fsync or write failed is offline too, until a restart reopens it.
+        log.check_healthy()
+            .map_err(|reason| BrokerError::PartitionOffline {
+                dir: self.dir.clone(),
+                reason: Arc::new(reason),
+            })?;
+        Ok(log)
     }
 
     /// The log if it is open (nothing is opened).

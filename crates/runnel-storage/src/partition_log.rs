@@ -534,8 +534,10 @@ impl PartitionLog {
             .map_err(|error| self.fail(error))
     }
 
-    /// Fails every later operation if the log has failed.
-    fn check_healthy(&self) -> Result<(), StorageError> {
+    /// `Ok` unless a failed write or fsync took the log offline.
+    ///
+    /// Errors: `LogFailed`, naming the first failure.
+    pub fn check_healthy(&self) -> Result<(), StorageError> {
         match self.failure.get() {
             Some(cause) => Err(StorageError::LogFailed {
                 dir: self.dir.clone(),
