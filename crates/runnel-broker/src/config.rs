@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat, Value, ValueKind};
 use runnel_protocol::batch::BatchValidation;
+use runnel_storage::{FaultInjection, Storage};
 
 /// One setting the broker understands.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +60,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "max.connections", default: "10000", doc: "Connections served at once; further connections are refused until one closes." },
     Setting { name: "max.connections.per.ip", default: "2147483647", doc: "Connections one client address may hold at once; further ones are closed at accept." },
     Setting { name: "connections.max.idle.ms", default: "600000", doc: "A connection that completes no request (or cannot take a response) for this long is closed; also ends slow-drip clients." },
+    Setting { name: "storage.fault.injection", default: "", doc: "Testing knob, never for production: makes one storage operation of the partition logs fail, to test how the broker handles it. `fsync-error-after:N[:PATH_PART]` fails the fsync (or write-out) after N successful ones with EIO, `write-error-after:N[:PATH_PART]` the write after N with ENOSPC, counting only files whose path contains PATH_PART. Empty: no fault." },
 ];
 
 /// The broker's typed settings.
@@ -128,6 +130,9 @@ pub struct BrokerConfig {
     pub log_flush_commit_delay_ms: u64,
     /// `log.flush.device.flush.shared`: flush rounds may share one device cache flush.
     pub log_flush_device_flush_shared: bool,
+    /// Where partition logs keep their files: the real file system, with the fault of
+    /// `storage.fault.injection` if one is set (a testing knob).
+    pub storage: Storage,
     /// Period of the retention and cleaner pass, in milliseconds.
     pub log_retention_check_interval_ms: u64,
     /// Default `flush.ms`.
@@ -262,6 +267,7 @@ impl BrokerConfig {
             log_flush_interval_ms: settings.get_in("log.flush.interval.ms", 0..=i64::MAX)?,
             log_flush_commit_delay_ms: settings.get_in("log.flush.commit.delay.ms", 0..=1000)?,
             log_flush_device_flush_shared: settings.get("log.flush.device.flush.shared")?,
+            storage: settings.storage()?,
             explicit,
         })
     }
@@ -309,6 +315,18 @@ impl Settings {
                 value: value.clone(),
                 reason: e.to_string(),
             })
+    }
+
+    /// The storage of `storage.fault.injection`: the real file system, with its fault if set.
+    fn storage(&self) -> Result<Storage, ConfigError> {
+        let name = "storage.fault.injection";
+        let value = self.raw(name);
+        if value.trim().is_empty() {
+            return Ok(Storage::real());
+        }
+        let faults: FaultInjection = self.get(name)?;
+        tracing::warn!(fault = %value.trim(), "storage fault injection is on (a testing knob)");
+        Ok(Storage::real().with_faults(faults))
     }
 
     fn get_in<T>(&self, name: &str, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>

@@ -170,6 +170,8 @@ fn storage_error_code(error: &StorageError) -> ResponseError {
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         StorageError::CorruptBatch { .. } => ResponseError::CorruptMessage,
+        // A failed fsync or write took the log offline until a restart reopens it.
+        StorageError::LogFailed { .. } => ResponseError::KafkaStorageError,
         _ => ResponseError::KafkaStorageError,
     }
 }

@@ -66,7 +66,8 @@ pub async fn run_log_maintenance(broker: Arc<Broker>) {
                 let index = partition.index;
                 let outcome = tokio::task::spawn_blocking(move || {
                     // Opens a log not used since start-up: retention applies to every one.
-                    // An offline partition was reported when it failed to open.
+                    // An offline partition was reported when it failed to open (or its fsync
+                    // or write failed).
                     let Ok(log) = partition.log() else {
                         return;
                     };
@@ -124,6 +125,10 @@ pub async fn run_periodic_flush(broker: Arc<Broker>) {
                 let Some(log) = partition.opened_log().map(Arc::clone) else {
                     continue;
                 };
+                // A failed log (said so once) flushes nothing more until a restart.
+                if log.is_failed() {
+                    continue;
+                }
                 // A roll's fsyncs wait for the next flush whatever `flush.ms` says (Kafka
                 // flushes a rolled segment at once): until then retention cannot delete it.
                 if !log.roll_pending() {

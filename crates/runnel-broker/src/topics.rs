@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock, PoisonError};
 
 use dashmap::DashMap;
-use runnel_storage::{LogConfig, PartitionLog, StorageError};
+use runnel_storage::{LogConfig, PartitionLog, Storage, StorageError};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -43,29 +43,33 @@ pub struct Partition {
     /// being opened, so a config change cannot slip between reading it and the log existing.
     log_config: StdMutex<LogConfig>,
     log: OnceLock<Result<Arc<PartitionLog>, Arc<StorageError>>>,
+    /// Where the log keeps its files (the broker's `storage`).
+    storage: Storage,
 }
 
 impl Partition {
-    fn new(index: i32, dir: PathBuf, log_config: LogConfig) -> Partition {
+    fn new(index: i32, dir: PathBuf, log_config: LogConfig, storage: Storage) -> Partition {
         Partition {
             index,
             dir,
             log_config: StdMutex::new(log_config),
             log: OnceLock::new(),
+            storage,
         }
     }
 
     /// The partition's log, opening (recovering) it on first use. Opening after a clean
     /// shutdown reads a few small files; after a crash it verifies the unflushed tail.
     ///
-    /// Errors: `PartitionOffline` when the log could not be opened (then or earlier).
+    /// Errors: `PartitionOffline` when the log could not be opened (then or earlier), or a
+    /// failed fsync or write took it offline since.
     pub fn log(&self) -> Result<&Arc<PartitionLog>, BrokerError> {
         let opened = match self.log.get() {
             Some(opened) => opened,
             None => {
                 let config = self.lock_config();
                 self.log.get_or_init(|| {
-                    PartitionLog::open(&self.dir, *config)
+                    PartitionLog::open_on(self.storage.clone(), &self.dir, *config)
                         .map(Arc::new)
                         .map_err(|error| {
                             tracing::error!(dir = %self.dir.display(), %error,
@@ -75,12 +79,19 @@ impl Partition {
                 })
             }
         };
-        opened
+        let log = opened
             .as_ref()
             .map_err(|reason| BrokerError::PartitionOffline {
                 dir: self.dir.clone(),
                 reason: Arc::clone(reason),
-            })
+            })?;
+        // A log whose fsync or write failed is offline too, until a restart reopens it.
+        log.check_healthy()
+            .map_err(|reason| BrokerError::PartitionOffline {
+                dir: self.dir.clone(),
+                reason: Arc::new(reason),
+            })?;
+        Ok(log)
     }
 
     /// The log if it is open (nothing is opened).
@@ -354,6 +365,7 @@ impl TopicRegistry {
                     index,
                     partition_dir(&data_dir, &old.name, index),
                     log_config,
+                    broker.storage.clone(),
                 );
                 partition.log()?;
                 partitions.push(Arc::new(partition));
@@ -471,6 +483,7 @@ fn new_topic(
                 index,
                 partition_dir(data_dir, &name, index),
                 log_config,
+                broker.storage.clone(),
             ))
         })
         .collect();

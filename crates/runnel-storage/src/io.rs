@@ -571,20 +571,30 @@ impl SimDisk {
     /// write kept may be torn at any byte), then files and directories no longer reachable
     /// from the root disappear. Open files die; the disk is powered again.
     pub fn crash(&self, seed: u64) {
+        self.crash_keeping(Some(SplitMix64(seed)));
+    }
+
+    /// A power loss that keeps only what was made durable: no unsynced change survives.
+    pub fn crash_to_durable(&self) {
+        self.crash_keeping(None);
+    }
+
+    fn crash_keeping(&self, rng: Option<SplitMix64>) {
+        let mut draws = CrashDraws(rng);
         let mut state = self.state();
-        let mut rng = SplitMix64(seed);
+
         let mut inodes: Vec<u64> = state.files.keys().copied().collect();
         inodes.sort_unstable();
         for inode in inodes {
             if let Some(file) = state.files.get_mut(&inode) {
                 let unsynced = std::mem::take(&mut file.unsynced);
-                let kept = rng.prefix_len(unsynced.len());
+                let kept = draws.prefix_len(unsynced.len());
                 for write in unsynced.iter().take(kept) {
                     write.apply(&mut file.durable);
                 }
                 if let Some(FileWrite::Bytes { at, bytes }) = unsynced.get(kept) {
-                    if rng.below(2) == 0 {
-                        let torn = rng.below(bytes.len() as u64 + 1) as usize;
+                    if draws.below(2) == 1 {
+                        let torn = draws.below(bytes.len() as u64 + 1) as usize;
                         write_into(
                             &mut file.durable,
                             *at,
@@ -600,7 +610,7 @@ impl SimDisk {
         for path in paths {
             if let Some(dir) = state.dirs.get_mut(&path) {
                 let unsynced = std::mem::take(&mut dir.unsynced);
-                let kept = rng.prefix_len(unsynced.len());
+                let kept = draws.prefix_len(unsynced.len());
                 for change in unsynced.into_iter().take(kept) {
                     for (name, node) in change {
                         match node {
@@ -895,29 +905,30 @@ impl SimFile {
     }
 }
 
-/// A small seeded generator (SplitMix64) for crash images.
-struct SplitMix64(u64);
+/// A small seeded generator (SplitMix64) for crash images (and the crash sweep's workloads).
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+}
 
-    /// Uniform in `0..bound` (0 when `bound` is 0).
+/// The choices a crash makes: seeded, or none (`None`: keep only what is durable).
+struct CrashDraws(Option<SplitMix64>);
+
+impl CrashDraws {
+    /// Uniform in `0..bound`; always 0 without a generator.
     fn below(&mut self, bound: u64) -> u64 {
-        if bound == 0 {
-            0
-        } else {
-            self.next() % bound
-        }
+        self.0.as_mut().map_or(0, |rng| rng.next() % bound.max(1))
     }
 
-    /// How many of `len` unsynced changes a crash keeps: none one time in four, else any
-    /// number up to all.
+    /// How many of `len` unsynced changes survive: none one time in four, else any number up
+    /// to all; none without a generator.
     fn prefix_len(&mut self, len: usize) -> usize {
         if self.below(4) == 0 {
             0

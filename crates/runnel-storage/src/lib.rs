@@ -24,6 +24,10 @@ mod time_index;
 #[cfg(test)]
 mod crash_matrix_tests;
 #[cfg(test)]
+mod sim_crash_tests;
+#[cfg(test)]
+mod sim_fault_tests;
+#[cfg(test)]
 mod test_support;
 
 pub use batch_header::{increment_sequence, set_base_offset, verify_crc, BatchHeader};

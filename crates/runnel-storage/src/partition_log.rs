@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use bytes::Bytes;
 
@@ -165,6 +165,10 @@ pub struct PartitionLog {
     flushed_bytes_average: AtomicU64,
     /// Whether appends keep a zero tail ahead of them (see [`ZERO_TAIL_FLUSHED_BYTES_MAX`]).
     zero_tail: AtomicBool,
+    /// The first failed write, fsync or write-out: once set, the log is offline (see
+    /// [`StorageError::LogFailed`]). Set under the flush lock where an fsync failed, so that
+    /// nothing publishes a flushed offset after it.
+    failure: OnceLock<Arc<StorageError>>,
 }
 
 /// State only the writer touches.
@@ -317,6 +321,7 @@ impl PartitionLog {
             // fsyncs of a few bytes bring it below).
             flushed_bytes_average: AtomicU64::new(2 * ZERO_TAIL_FLUSHED_BYTES_MAX),
             zero_tail: AtomicBool::new(false),
+            failure: OnceLock::new(),
         })
     }
 
@@ -350,6 +355,7 @@ impl PartitionLog {
         }
         let config = self.config();
         let mut writer = lock(&self.writer);
+        self.check_healthy()?;
         let base_offset = self.log_end_offset();
         let prepared = match prepare_append(
             batches,
@@ -373,13 +379,23 @@ impl PartitionLog {
             .headers
             .last()
             .map_or(base_offset, |h| h.last_offset().saturating_add(1));
-        let segment =
-            self.segment_for_append(&mut writer, &config, prepared.size_bytes, next_offset)?;
-        segment.append(
+        let segment = self
+            .segment_for_append(&mut writer, &config, prepared.size_bytes, next_offset)
+            .map_err(|error| self.fail(error))?;
+        if let Err(failed) = segment.append(
             &prepared.parts(),
             &prepared.headers,
             config.index_interval_bytes,
-        )?;
+        ) {
+            // A write that failed and was cut off cleanly (ENOSPC) leaves the log as it was:
+            // this append fails, the next may succeed. One that could not be undone leaves
+            // the segment in an unknown state.
+            return Err(if failed.undone {
+                failed.error
+            } else {
+                self.fail(failed.error)
+            });
+        }
         writer.producers.commit(prepared.producers);
         self.log_end_offset.store(next_offset, Ordering::Release);
         self.appended_bytes
@@ -436,12 +452,21 @@ impl PartitionLog {
         active.write_final_time_entry()?;
         // Recovery takes a sealed segment's file length as its size.
         active.trim_zero_tail()?;
-        // The one fsync a roll cannot defer: nothing reaches the new segment before the sealed
-        // one is on disk, so a crash can only tear the end of the last segment (recovery's
-        // torn-tail versus mid-log rule relies on it).
-        active.sync()?;
-        // Every earlier segment was synced when it rolled, so all offsets below are durable.
-        self.flushed_offset.fetch_max(base_offset, Ordering::AcqRel);
+        {
+            // Under the flush lock: a flush that failed meanwhile must not be followed by a
+            // published offset.
+            let _flushing = lock(&self.flush_lock);
+            // The one fsync a roll cannot defer: nothing reaches the new segment before the
+            // sealed one is on disk, so a crash can only tear the end of the last segment
+            // (recovery's torn-tail versus mid-log rule relies on it).
+            active.sync()?;
+            // Its directory entry too, if no flush has synced it since it was created.
+            self.make_entries_durable(std::slice::from_ref(active))?;
+            self.check_healthy()?;
+            // Every earlier segment was synced when it rolled, so all offsets below are
+            // durable.
+            self.flushed_offset.fetch_max(base_offset, Ordering::AcqRel);
+        }
         let segment = Arc::new(LogSegment::create(
             &self.storage,
             &self.dir,
@@ -491,6 +516,7 @@ impl PartitionLog {
     /// Errors: `Io` if an fsync fails (the log should then be taken offline).
     pub fn flush(&self, offset: i64) -> Result<(), StorageError> {
         let _flushing = lock(&self.flush_lock);
+        self.check_healthy()?;
         // A roll recorded after this waits for the next flush; the segments it sealed were
         // synced by the roll itself.
         let pending = lock(&self.pending_roll).take();
@@ -498,22 +524,66 @@ impl PartitionLog {
         if flushed > offset && pending.is_none() {
             return Ok(());
         }
-        let synced = self
-            .sync_dirty_segments(flushed)
+        self.sync_dirty_segments(flushed)
             .and_then(|()| match &pending {
                 Some(roll) => self.finish_roll(roll),
                 None => Ok(()),
-            });
-        if let (Err(_), Some(roll)) = (&synced, pending) {
-            // Owed again: the next flush retries the whole roll.
-            let mut slot = lock(&self.pending_roll);
-            let later = slot.take();
-            let restored = slot.insert(roll);
-            if let Some(later) = later {
-                restored.absorb(later);
-            }
+            })
+            // Not retried: after a failed fsync the kernel may have dropped the very pages a
+            // retry would claim durable.
+            .map_err(|error| self.fail(error))
+    }
+
+    /// `Ok` unless a failed write or fsync took the log offline.
+    ///
+    /// Errors: `LogFailed`, naming the first failure.
+    pub fn check_healthy(&self) -> Result<(), StorageError> {
+        match self.failure.get() {
+            Some(cause) => Err(StorageError::LogFailed {
+                dir: self.dir.clone(),
+                cause: Arc::clone(cause),
+            }),
+            None => Ok(()),
         }
-        synced
+    }
+
+    /// Takes the log offline after `error`, a failed write, fsync or write-out (the first
+    /// failure is kept as the cause), and returns the error to report.
+    pub(crate) fn fail(&self, error: StorageError) -> StorageError {
+        if let StorageError::LogFailed { .. } = error {
+            return error;
+        }
+        let mut first = false;
+        let cause = self.failure.get_or_init(|| {
+            first = true;
+            Arc::new(error)
+        });
+        if first {
+            tracing::error!(dir = %self.dir.display(), error = %cause,
+                "a write or fsync failed: the log is offline until it is reopened through recovery");
+        }
+        StorageError::LogFailed {
+            dir: self.dir.clone(),
+            cause: Arc::clone(cause),
+        }
+    }
+
+    /// Whether a failed write or fsync took the log offline (see [`StorageError::LogFailed`]).
+    pub fn is_failed(&self) -> bool {
+        self.failure.get().is_some()
+    }
+
+    /// fsyncs the directory if any of `segments` was created since the last directory fsync,
+    /// so that no offset in them is reported flushed while a crash could drop their files.
+    fn make_entries_durable(&self, segments: &[Arc<LogSegment>]) -> Result<(), StorageError> {
+        if segments.iter().all(|s| s.entry_durable()) {
+            return Ok(());
+        }
+        self.storage.sync_dir(&self.dir)?;
+        for segment in segments {
+            segment.mark_entry_durable();
+        }
+        Ok(())
     }
 
     /// Plans a [`PartitionLog::flush`] up to `offset` that a write-out and a device cache
@@ -523,7 +593,7 @@ impl PartitionLog {
     /// (`LogSegment::overwrites_durable_layout`). Does no I/O.
     pub(crate) fn plan_write_out(&self, offset: i64) -> FlushPlan {
         let _flushing = lock(&self.flush_lock);
-        if self.roll_pending() {
+        if self.roll_pending() || self.is_failed() {
             return FlushPlan::Fsync;
         }
         let flushed = self.flushed_offset();
@@ -538,6 +608,9 @@ impl PartitionLog {
         let (Some(segment), None) = (dirty.next(), dirty.next()) else {
             return FlushPlan::Fsync;
         };
+        if !segment.entry_durable() {
+            return FlushPlan::Fsync;
+        }
         match segment.overwrites_durable_layout(segment.size_bytes()) {
             Some(device) => FlushPlan::WriteOut(WriteOut {
                 segment: Arc::clone(segment),
@@ -550,11 +623,13 @@ impl PartitionLog {
 
     /// Publishes a [`WriteOut`] as flushed, once its pages are written out and the device's
     /// cache flushed since.
-    pub(crate) fn finish_write_out(&self, write_out: &WriteOut) {
+    pub(crate) fn finish_write_out(&self, write_out: &WriteOut) -> Result<(), StorageError> {
         let _flushing = lock(&self.flush_lock);
+        self.check_healthy()?;
         self.flushed_offset
             .fetch_max(write_out.target, Ordering::AcqRel);
         self.note_flushed_bytes();
+        Ok(())
     }
 
     /// fsyncs every segment holding offsets at or above `flushed`, then publishes the log end
@@ -567,9 +642,11 @@ impl PartitionLog {
             .filter(|s| s.next_offset() > flushed)
             .cloned()
             .collect();
-        for segment in dirty {
+        for segment in &dirty {
             segment.sync()?;
         }
+        // A segment a roll created since the last directory fsync: its entry first.
+        self.make_entries_durable(&dirty)?;
         self.flushed_offset.fetch_max(target, Ordering::AcqRel);
         self.note_flushed_bytes();
         Ok(())
@@ -647,6 +724,7 @@ impl PartitionLog {
         max_bytes: usize,
         upper_bound_offset: i64,
     ) -> Result<Bytes, StorageError> {
+        self.check_healthy()?;
         let log_end_offset = self.log_end_offset();
         let log_start_offset = self.log_start_offset();
         if offset < log_start_offset || offset > log_end_offset {
@@ -698,6 +776,11 @@ impl PartitionLog {
     /// Errors: `Io`.
     pub fn close(&self) -> Result<(), StorageError> {
         let writer = lock(&self.writer);
+        self.check_healthy()?;
+        self.close_locked(&writer).map_err(|error| self.fail(error))
+    }
+
+    fn close_locked(&self, writer: &WriterState) -> Result<(), StorageError> {
         let log_end_offset = self.log_end_offset();
         let active = &writer.active;
         // The checkpoint below makes the next open trust the file length... of sealed
@@ -770,6 +853,7 @@ impl PartitionLog {
         target_ms: i64,
         reader: &dyn RecordReader,
     ) -> Result<Option<TimestampOffset>, StorageError> {
+        self.check_healthy()?;
         let log_start_offset = self.log_start_offset();
         for segment in self.segments_snapshot() {
             if segment.max_timestamp().is_none_or(|(ts, _)| ts < target_ms) {
@@ -814,6 +898,7 @@ impl PartitionLog {
         &self,
         reader: &dyn RecordReader,
     ) -> Result<Option<TimestampOffset>, StorageError> {
+        self.check_healthy()?;
         let log_start_offset = self.log_start_offset();
         let mut best: Option<(i64, Arc<LogSegment>)> = None;
         for segment in self.segments_snapshot() {
@@ -858,9 +943,11 @@ impl PartitionLog {
             });
         }
         let _writer = lock(&self.writer);
+        self.check_healthy()?;
         self.seal_rolled_segments()?;
-        self.advance_log_start_offset(offset)?;
-        self.delete_segments_below_start()?;
+        self.advance_log_start_offset(offset)
+            .and_then(|()| self.delete_segments_below_start())
+            .map_err(|error| self.fail(error))?;
         Ok(self.log_start_offset())
     }
 
@@ -877,7 +964,13 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<usize, StorageError> {
         let _writer = lock(&self.writer);
+        self.check_healthy()?;
         self.seal_rolled_segments()?;
+        self.retain_locked(policy, now_ms)
+            .map_err(|error| self.fail(error))
+    }
+
+    fn retain_locked(&self, policy: RetentionPolicy, now_ms: i64) -> Result<usize, StorageError> {
         let segments = self.segments_snapshot();
         let closed = self.sealed_count(&segments);
         let mut remaining_bytes: u64 = segments.iter().map(|s| s.size_bytes()).sum();
@@ -914,7 +1007,22 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<Option<CleanStats>, StorageError> {
         let _cleaning = lock(&self.cleaner_lock);
+        self.check_healthy()?;
         self.seal_rolled_segments()?;
+        self.clean_locked(policy, reader, now_ms)
+            .map_err(|error| match error {
+                // Damaged data is reported, not fatal: the log was left as it was.
+                StorageError::Io { .. } => self.fail(error),
+                other => other,
+            })
+    }
+
+    fn clean_locked(
+        &self,
+        policy: &CompactionPolicy,
+        reader: &dyn RecordReader,
+        now_ms: i64,
+    ) -> Result<Option<CleanStats>, StorageError> {
         let first_dirty = self.first_dirty_offset.load(Ordering::Acquire);
         let mut segments = self.segments_snapshot();
         segments.truncate(self.sealed_count(&segments));
@@ -963,6 +1071,8 @@ impl PartitionLog {
             fresh.rebuild_index(new_size, config.index_interval_bytes)?;
             fresh.ensure_time_index(new_size, config.index_interval_bytes, false)?;
             fresh.seal_indexes()?;
+            // `finish_swap` fsynced the directory after the rename.
+            fresh.mark_entry_durable();
             let fresh = Arc::new(fresh);
             if let Some(slot) = self
                 .segments

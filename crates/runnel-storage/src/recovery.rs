@@ -65,6 +65,7 @@ pub(crate) fn recover(
         // A new partition holds only its `.log` open, like any other that is not written.
         segment.release_index_files();
         storage.sync_dir(dir)?;
+        segment.mark_entry_durable();
         return Ok(RecoveredLog {
             segments: vec![Arc::clone(&segment)],
             active: segment,
@@ -110,6 +111,9 @@ pub(crate) fn recover(
         segment.release_index_files();
     }
     storage.sync_dir(dir)?;
+    for segment in &recovered {
+        segment.mark_entry_durable();
+    }
     let active = match recovered.last() {
         Some(last) => Arc::clone(last),
         // Not reached (`base_offsets` is not empty and segments are only removed after the

@@ -7,7 +7,7 @@
 //! `Acquire` and only read below it, so they never see a partially written batch.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -66,6 +66,13 @@ pub(crate) struct LogSegment {
     created_at_ms: i64,
     /// How much of the `.log` file's layout a completed fdatasync made durable.
     durable_layout: Mutex<DurableLayout>,
+    /// Whether the directory entries of the segment's files are known durable (a directory
+    /// fsync since they were created): until then no offset in it may be reported flushed.
+    entry_durable: AtomicBool,
+    /// Set by the first failed fsync or write-out of the `.log`, held across each: Linux
+    /// reports a write-back error once and marks the pages clean, so a later fsync would
+    /// "succeed" without them. Every later sync fails instead.
+    sync_failed: Mutex<bool>,
     /// The device of the filesystem holding the `.log`, if appends overwriting its durable
     /// layout may be made durable by a write-out and a device cache flush instead of an
     /// fdatasync each (see [`LogSegment::overwrites_durable_layout`]).
@@ -174,6 +181,8 @@ impl LogSegment {
             next_offset: AtomicI64::new(base_offset),
             created_at_ms,
             durable_layout: Mutex::new(DurableLayout::default()),
+            entry_durable: AtomicBool::new(false),
+            sync_failed: Mutex::new(false),
             in_place_device,
         })
     }
@@ -322,6 +331,16 @@ impl LogSegment {
         self.log.len().at(&self.log_path)
     }
 
+    /// Whether a directory fsync has covered the creation of this segment's files.
+    pub(crate) fn entry_durable(&self) -> bool {
+        self.entry_durable.load(Ordering::Acquire)
+    }
+
+    /// Records that a directory fsync covered the creation of this segment's files.
+    pub(crate) fn mark_entry_durable(&self) {
+        self.entry_durable.store(true, Ordering::Release);
+    }
+
     /// Where this segment's files live.
     pub(crate) fn storage(&self) -> &Storage {
         &self.storage
@@ -370,13 +389,15 @@ impl LogSegment {
     }
 
     /// Best effort after a failed write: the file ends at `position` again (the committed size,
-    /// or the end of the zeros written before a failed extension).
-    fn cut_back_to(&self, position: u64) {
+    /// or the end of the zeros written before a failed extension). Returns whether it does.
+    fn cut_back_to(&self, position: u64) -> bool {
         if let Err(cleanup) = self.cut_file(position) {
             tracing::error!(path = %self.log_path.display(), position, %cleanup,
                 "could not cut a failed write back off the segment");
             self.file_len_bytes.store(position, Ordering::Release);
+            return false;
         }
+        true
     }
 
     /// Truncates the `.log` file to `len_bytes` and forgets any durable layout beyond it.
@@ -448,22 +469,24 @@ impl LogSegment {
 
     /// Writes `parts` (in order, whole batches described by `headers`, offsets already
     /// assigned) at the end of the segment, indexes them, then publishes the new size and next
-    /// offset. On error the file is cut back to its previous size (best effort) and nothing is
-    /// published.
+    /// offset. On error nothing is published, and the file and both indexes are put back as
+    /// they were (best effort: [`FailedAppend::undone`] says whether that worked).
     pub(crate) fn append(
         &self,
         parts: &[&[u8]],
         headers: &[BatchHeader],
         index_interval_bytes: u32,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), FailedAppend> {
         let start = self.size_bytes.load(Ordering::Acquire);
         let size_bytes: u64 = parts.iter().map(|part| part.len() as u64).sum();
+        let time_index_mark = self.time_index.mark();
         let written = self.write_and_index(start, parts, headers, index_interval_bytes);
         if let Err(error) = written {
-            self.cut_back_to(start);
-            // Best effort too: stale index entries beyond `start` would point at garbage.
-            let _ = self.index.truncate_to_position(start);
-            return Err(error);
+            // Stale index entries beyond `start` would point past the log end.
+            let undone = self.cut_back_to(start)
+                & self.index.truncate_to_position(start).is_ok()
+                & self.time_index.restore(time_index_mark).is_ok();
+            return Err(FailedAppend { error, undone });
         }
         if let Some(last) = headers.last() {
             self.next_offset
@@ -606,6 +629,24 @@ impl LogSegment {
         Ok(Some(buf.into_bytes()))
     }
 
+    /// Runs `sync` (an fsync or write-out of the `.log`) unless one failed before, and
+    /// remembers if this one fails (see `sync_failed`).
+    fn sticky_sync(
+        &self,
+        sync: impl FnOnce(&DataFile) -> std::io::Result<()>,
+    ) -> Result<(), StorageError> {
+        let mut failed = lock(&self.sync_failed);
+        if *failed {
+            return Err(std::io::Error::other(
+                "an earlier fsync or write-out of this file failed",
+            ))
+            .at(&self.log_path);
+        }
+        let synced = sync(&self.log);
+        *failed = synced.is_err();
+        synced.at(&self.log_path)
+    }
+
     /// fdatasync of the `.log` (the index is derived and never synced). Also commits the
     /// file's layout up to the length it had when the fdatasync started.
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
@@ -613,7 +654,7 @@ impl LogSegment {
             let layout = lock(&self.durable_layout);
             (self.zeroed_end_bytes(), layout.cuts)
         };
-        self.log.sync_data().at(&self.log_path)?;
+        self.sticky_sync(DataFile::sync_data)?;
         let mut layout = lock(&self.durable_layout);
         if layout.cuts == cuts {
             layout.len_bytes = layout.len_bytes.max(len_bytes);
@@ -638,13 +679,13 @@ impl LogSegment {
 
     /// Starts writing the file's dirty pages to the device, without waiting for them.
     pub(crate) fn start_write_out(&self) -> Result<(), StorageError> {
-        self.log.start_write_out().at(&self.log_path)
+        self.sticky_sync(DataFile::start_write_out)
     }
 
     /// Writes the file's dirty pages to the device and waits until it has them; durable only
     /// once the device's cache is flushed.
     pub(crate) fn finish_write_out(&self) -> Result<(), StorageError> {
-        self.log.finish_write_out().at(&self.log_path)
+        self.sticky_sync(DataFile::finish_write_out)
     }
 
     /// Deletes this segment's files (recovery discarding unacknowledged segments, retention).
@@ -661,6 +702,14 @@ impl LogSegment {
         }
         Ok(())
     }
+}
+
+/// A [`LogSegment::append`] that failed: why, and whether the segment is as it was before
+/// (file length and both indexes); if not, the log must not take more appends.
+#[derive(Debug)]
+pub(crate) struct FailedAppend {
+    pub(crate) error: StorageError,
+    pub(crate) undone: bool,
 }
 
 /// Iterator over `(position, header)` of consecutive batches; stops after the first error.

@@ -60,6 +60,15 @@ struct TimeIndexState {
     max_relative_offset: u32,
 }
 
+/// What [`TimeIndex::restore`] goes back to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimeIndexMark {
+    entries: usize,
+    max_timestamp: i64,
+    max_relative_offset: u32,
+    bytes_since_last_entry: u64,
+}
+
 /// The sparse time index of one segment. One writer, concurrent readers; the lock is never held
 /// across anything slower than a small `pwrite`.
 #[derive(Debug)]
@@ -183,6 +192,32 @@ impl TimeIndex {
             }
         }
         Ok(())
+    }
+
+    /// The index as it is now, for [`TimeIndex::restore`] if the append about to be indexed
+    /// fails.
+    pub(crate) fn mark(&self) -> TimeIndexMark {
+        let state = self.read_state();
+        TimeIndexMark {
+            entries: state.entries.len(),
+            max_timestamp: state.max_timestamp,
+            max_relative_offset: state.max_relative_offset,
+            bytes_since_last_entry: self.bytes_since_last_entry.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Forgets every entry and maximum recorded since `mark` (an append that failed half way
+    /// and was cut off the log): a lookup by timestamp must not point past the log end, nor
+    /// `max_timestamp` report a record that is not there.
+    pub(crate) fn restore(&self, mark: TimeIndexMark) -> Result<(), StorageError> {
+        let mut state = self.write_state();
+        state.entries.truncate(mark.entries);
+        state.max_timestamp = mark.max_timestamp;
+        state.max_relative_offset = mark.max_relative_offset;
+        self.bytes_since_last_entry
+            .store(mark.bytes_since_last_entry, Ordering::Relaxed);
+        self.file
+            .set_len((mark.entries * TIME_ENTRY_SIZE_BYTES) as u64)
     }
 
     /// Appends the segment's maximum as the last entry (when the segment becomes inactive),
