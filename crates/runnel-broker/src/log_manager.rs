@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use runnel_protocol::batch::find_record;
 use runnel_protocol::record_filter::{batch_records, retain_records};
 use runnel_storage::{RecordError, RecordReader, RecordSummary};
 
@@ -35,6 +36,15 @@ impl RecordReader for ProtocolRecordReader {
                 key: r.key,
             })
             .collect())
+    }
+
+    fn find_record(
+        &self,
+        batch: &[u8],
+        wanted: &mut dyn FnMut(i64, i64) -> bool,
+    ) -> Result<Option<(i64, i64)>, RecordError> {
+        find_record(batch, UNCOMPRESSED_BATCH_BYTES_MAX, wanted)
+            .map_err(|e| RecordError(e.to_string()))
     }
 
     fn retain(

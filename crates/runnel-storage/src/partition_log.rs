@@ -843,9 +843,12 @@ impl PartitionLog {
 
     /// The first record at or after the log start offset whose timestamp is `>= target_ms`
     /// (Kafka's ListOffsets by timestamp, correct for out-of-order CreateTime timestamps):
-    /// the time index finds the first batch whose max timestamp reaches the target, then
-    /// `reader` finds the record inside it (or, for a batch whose records do not decode, the
-    /// batch's first offset answers). `None` when no record is that late.
+    /// the time index finds the first batch whose max timestamp reaches the target; a batch
+    /// of one record answers from its header, any other is walked by `reader` up to the record
+    /// (streaming: see [`RecordReader::find_record`]), or, for a batch whose records do not
+    /// decode, the batch's first offset answers. `None` when no record is that late.
+    ///
+    /// Memory: one stored batch at a time plus what `reader` holds while walking it.
     ///
     /// Errors: `Io`, `CorruptSegment`.
     pub fn offset_for_timestamp(
@@ -864,25 +867,28 @@ impl PartitionLog {
             };
             for item in segment.headers(start, segment.size_bytes()) {
                 let (position, header) = item?;
-                if header.max_timestamp < target_ms || header.last_offset() < log_start_offset {
+                if header.max_timestamp < target_ms
+                    || header.last_offset() < log_start_offset
+                    || header.is_control()
+                {
                     continue;
                 }
-                let batch = segment.read_batch(position, &header)?;
-                let Some(records) = readable_records(reader, &segment, position, &batch) else {
+                if let Some(only) = single_record(&header) {
+                    return Ok(Some(only));
+                }
+                let found = find_in_batch(reader, &segment, position, &header, &mut |o, ts| {
+                    ts >= target_ms && o >= log_start_offset
+                })?;
+                match found {
                     // Its max timestamp reaches the target: answer at the batch's granularity.
-                    return Ok(Some(TimestampOffset {
-                        offset: header.base_offset.max(log_start_offset),
-                        timestamp: header.max_timestamp,
-                    }));
-                };
-                if let Some(record) = records
-                    .iter()
-                    .find(|r| r.timestamp >= target_ms && r.offset >= log_start_offset)
-                {
-                    return Ok(Some(TimestampOffset {
-                        offset: record.offset,
-                        timestamp: record.timestamp,
-                    }));
+                    None => {
+                        return Ok(Some(TimestampOffset {
+                            offset: header.base_offset.max(log_start_offset),
+                            timestamp: header.max_timestamp,
+                        }))
+                    }
+                    Some(Some(found)) => return Ok(Some(found)),
+                    Some(None) => {}
                 }
             }
         }
@@ -890,8 +896,11 @@ impl PartitionLog {
     }
 
     /// The record with the largest timestamp in the log (the first one, if several share it),
-    /// for ListOffsets' max-timestamp lookup (-3); the batch's last offset when its records do
-    /// not decode. `None` for an empty log.
+    /// for ListOffsets' max-timestamp lookup (-3): the segments' recorded max timestamps pick
+    /// the segment, its time index the batch, and a batch of more than one record is walked
+    /// (streaming) to the first record carrying that timestamp, as Kafka's
+    /// `offsetOfMaxTimestamp` does; the batch's last offset when its records do not decode.
+    /// `None` for an empty log.
     ///
     /// Errors: `Io`, `CorruptSegment`.
     pub fn max_timestamp_offset(
@@ -914,15 +923,14 @@ impl PartitionLog {
         let Some((position, header)) = segment.find_batch_by_timestamp(max_ts)? else {
             return Ok(None);
         };
-        let batch = segment.read_batch(position, &header)?;
-        let offset = readable_records(reader, &segment, position, &batch)
-            .and_then(|records| {
-                records
-                    .iter()
-                    .find(|r| r.timestamp >= max_ts)
-                    .map(|r| r.offset)
-            })
-            .unwrap_or(header.last_offset());
+        let offset = match single_record(&header) {
+            Some(only) => only.offset,
+            None => find_in_batch(reader, &segment, position, &header, &mut |_, ts| {
+                ts >= max_ts
+            })?
+            .flatten()
+            .map_or(header.last_offset(), |found| found.offset),
+        };
         Ok(Some(TimestampOffset {
             offset: offset.max(log_start_offset),
             timestamp: max_ts,
@@ -1142,6 +1150,36 @@ impl PartitionLog {
 /// The records of a stored batch, or `None` (logged) when they do not decode: a compressed
 /// batch accepted on its header and CRC (the broker's relaxed produce validation) is served as
 /// stored, and the lookups that look inside batches fall back to the batch's own fields.
+/// The one record of a data batch holding a single record: its offset and timestamp are the
+/// batch's (the max timestamp of one record is its own), so no record need be read.
+fn single_record(header: &BatchHeader) -> Option<TimestampOffset> {
+    (header.last_offset_delta == 0 && header.records_count == 1 && !header.is_control()).then_some(
+        TimestampOffset {
+            offset: header.base_offset,
+            timestamp: header.max_timestamp,
+        },
+    )
+}
+
+/// The first record of the batch at `position` that `wanted(offset, timestamp)` accepts, found
+/// by `reader`'s streaming walk; `None` (logged) when the batch's records do not decode.
+fn find_in_batch(
+    reader: &dyn RecordReader,
+    segment: &LogSegment,
+    position: u64,
+    header: &BatchHeader,
+    wanted: &mut dyn FnMut(i64, i64) -> bool,
+) -> Result<Option<Option<TimestampOffset>>, StorageError> {
+    let batch = segment.read_batch(position, header)?;
+    Ok(match reader.find_record(&batch, wanted) {
+        Ok(found) => Some(found.map(|(offset, timestamp)| TimestampOffset { offset, timestamp })),
+        Err(error) => {
+            tracing::warn!(path = %segment.log_path().display(), position, %error, "stored batch whose records do not decode");
+            None
+        }
+    })
+}
+
 pub(crate) fn readable_records(
     reader: &dyn RecordReader,
     segment: &LogSegment,
