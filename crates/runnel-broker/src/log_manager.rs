@@ -67,7 +67,7 @@ pub async fn run_log_maintenance(broker: Arc<Broker>) {
                 let outcome = tokio::task::spawn_blocking(move || {
                     // Opens a log not used since start-up: retention applies to every one.
                     // An offline partition was reported when it failed to open.
-                    let Ok(log) = partition.log() else {
+                    let Ok(log) = partition.log_blocking() else {
                         return;
                     };
                     let now_ms = now_ms();

@@ -41,33 +41,36 @@ pub(crate) async fn handle(
                     ))
                 });
             let timestamp = p.timestamp;
-            let found: Result<(i64, i64), BrokerError> =
-                match partition.and_then(|p| p.log().map(std::sync::Arc::clone)) {
-                    Err(error) => Err(error),
-                    Ok(log) => match timestamp {
-                        EARLIEST_TIMESTAMP => Ok((log.log_start_offset(), -1)),
-                        LATEST_TIMESTAMP => Ok((log.log_end_offset(), -1)),
-                        _ => {
-                            // On a single node the high watermark is the log end.
-                            let high_watermark = log.log_end_offset();
-                            tokio::task::spawn_blocking(move || {
-                                let found = if timestamp == MAX_TIMESTAMP {
-                                    log.max_timestamp_offset(&ProtocolRecordReader)?
-                                } else {
-                                    log.offset_for_timestamp(timestamp, &ProtocolRecordReader)?
-                                };
-                                Ok::<_, BrokerError>(
-                                    found
-                                        .filter(|f| f.offset < high_watermark)
-                                        .map_or((-1, -1), |f| (f.offset, f.timestamp)),
-                                )
-                            })
-                            .await
-                            .map_err(BrokerError::from)
-                            .and_then(|r| r)
-                        }
-                    },
-                };
+            let log = match partition {
+                Ok(p) => p.log().await.map(std::sync::Arc::clone),
+                Err(error) => Err(error),
+            };
+            let found: Result<(i64, i64), BrokerError> = match log {
+                Err(error) => Err(error),
+                Ok(log) => match timestamp {
+                    EARLIEST_TIMESTAMP => Ok((log.log_start_offset(), -1)),
+                    LATEST_TIMESTAMP => Ok((log.log_end_offset(), -1)),
+                    _ => {
+                        // On a single node the high watermark is the log end.
+                        let high_watermark = log.log_end_offset();
+                        tokio::task::spawn_blocking(move || {
+                            let found = if timestamp == MAX_TIMESTAMP {
+                                log.max_timestamp_offset(&ProtocolRecordReader)?
+                            } else {
+                                log.offset_for_timestamp(timestamp, &ProtocolRecordReader)?
+                            };
+                            Ok::<_, BrokerError>(
+                                found
+                                    .filter(|f| f.offset < high_watermark)
+                                    .map_or((-1, -1), |f| (f.offset, f.timestamp)),
+                            )
+                        })
+                        .await
+                        .map_err(BrokerError::from)
+                        .and_then(|r| r)
+                    }
+                },
+            };
             partitions.push(match found {
                 Ok((offset, timestamp)) => response.with_offset(offset).with_timestamp(timestamp),
                 Err(error) => response
