@@ -107,6 +107,11 @@ impl Partition {
         })
     }
 
+    /// Whether the partition is offline: its log failed to open. Nothing is opened.
+    pub fn is_offline(&self) -> bool {
+        matches!(self.log.get(), Some(Err(_)))
+    }
+
     /// The log if it is open (nothing is opened).
     pub fn opened_log(&self) -> Option<&Arc<PartitionLog>> {
         self.log.get().and_then(|opened| opened.as_ref().ok())
@@ -300,11 +305,17 @@ impl TopicRegistry {
     }
 
     /// Deletes a topic: its properties file first (the commit point), then its logs.
+    ///
+    /// Errors: `InternalTopicDeletion` for an internal topic (only the broker manages those);
+    /// `UnknownTopicOrPartition` if there is no such topic.
     pub async fn delete(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
         let _guard = self.admin_lock.lock().await;
         let topic = self
             .get(name)
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        if topic.is_internal() {
+            return Err(BrokerError::InternalTopicDeletion(topic.name.clone()));
+        }
         let data_dir = self.data_dir.clone();
         let doomed = Arc::clone(&topic);
         tokio::task::spawn_blocking(move || delete_topic_files(&data_dir, &doomed)).await??;
