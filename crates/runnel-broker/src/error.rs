@@ -46,6 +46,20 @@ pub enum BrokerError {
     /// broker writes those, as in Kafka.
     #[error("cannot append to internal topic '{0}'")]
     InternalTopic(String),
+    /// A DeleteTopics of an internal topic: `__consumer_offsets` holds every group's committed
+    /// offsets and only the broker manages it. Kafka leaves this to ACLs; with none here, the
+    /// answer is the one Kafka gives a client not allowed to delete a topic.
+    #[error("internal topic '{0}' cannot be deleted by a client")]
+    InternalTopicDeletion(String),
+    /// A partition whose log is offline (it failed to open or failed since): it has no leader
+    /// until the broker reopens it, which Metadata reports as LEADER_NOT_AVAILABLE.
+    #[error("partition {topic}-{partition} has no leader: its log is offline")]
+    LeaderNotAvailable {
+        /// The topic.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+    },
     /// A partition count below 1 or above the limit.
     #[error("invalid partition count {0}")]
     InvalidPartitions(i32),
@@ -134,6 +148,8 @@ impl BrokerError {
             BrokerError::InvalidTopic { .. } | BrokerError::InternalTopic(_) => {
                 ResponseError::InvalidTopicException
             }
+            BrokerError::InternalTopicDeletion(_) => ResponseError::TopicAuthorizationFailed,
+            BrokerError::LeaderNotAvailable { .. } => ResponseError::LeaderNotAvailable,
             BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
             BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
             BrokerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,

@@ -78,7 +78,7 @@ pub async fn run_log_maintenance(broker: Arc<Broker>) {
                     // Opens a log not used since start-up: retention applies to every one.
                     // An offline partition was reported when it failed to open (or its fsync
                     // or write failed).
-                    let Ok(log) = partition.log() else {
+                    let Ok(log) = partition.log_blocking() else {
                         return;
                     };
                     let now_ms = now_ms();

@@ -58,28 +58,34 @@ impl Partition {
         }
     }
 
-    /// The partition's log, opening (recovering) it on first use. Opening after a clean
-    /// shutdown reads a few small files; after a crash it verifies the unflushed tail.
+    /// The partition's log, opening (recovering) it on first use. The open runs on the
+    /// blocking pool, never on this worker: after a clean shutdown it reads a few small files,
+    /// after a crash it verifies the unflushed tail, which may take seconds. Concurrent callers
+    /// wait for the one open (the first to start it does it; the others wait on the pool).
+    ///
+    /// Errors: `PartitionOffline` when the log could not be opened (then or earlier);
+    /// `TaskFailed` if the blocking task died.
+    pub async fn log(self: &Arc<Self>) -> Result<&Arc<PartitionLog>, BrokerError> {
+        if self.log.get().is_none() {
+            let partition = Arc::clone(self);
+            tokio::task::spawn_blocking(move || {
+                partition.open_once();
+            })
+            .await?;
+        }
+        // The cell is set by now and never emptied: this only reads it.
+        self.log_blocking()
+    }
+
+    /// [`Partition::log`] for callers already on a blocking thread (the blocking pool, the
+    /// warm-up thread, start-up): opens the log here if it is not open yet. Never call it on
+    /// an async worker.
     ///
     /// Errors: `PartitionOffline` when the log could not be opened (then or earlier), or a
     /// failed fsync or write took it offline since.
-    pub fn log(&self) -> Result<&Arc<PartitionLog>, BrokerError> {
-        let opened = match self.log.get() {
-            Some(opened) => opened,
-            None => {
-                let config = self.lock_config();
-                self.log.get_or_init(|| {
-                    PartitionLog::open_on(self.storage.clone(), &self.dir, *config)
-                        .map(Arc::new)
-                        .map_err(|error| {
-                            tracing::error!(dir = %self.dir.display(), %error,
-                                "partition log could not be opened; the partition is offline");
-                            Arc::new(error)
-                        })
-                })
-            }
-        };
-        let log = opened
+    pub fn log_blocking(&self) -> Result<&Arc<PartitionLog>, BrokerError> {
+        let log = self
+            .open_once()
             .as_ref()
             .map_err(|reason| BrokerError::PartitionOffline {
                 dir: self.dir.clone(),
@@ -94,14 +100,43 @@ impl Partition {
         Ok(log)
     }
 
+    /// Opens the log unless that was done (or tried) before; a second caller blocks until the
+    /// first one's open finished. The config lock is held while opening, so a config change
+    /// cannot slip between reading it and the log existing.
+    fn open_once(&self) -> &Result<Arc<PartitionLog>, Arc<StorageError>> {
+        if let Some(opened) = self.log.get() {
+            return opened;
+        }
+        let config = self.lock_config();
+        self.log.get_or_init(|| {
+            PartitionLog::open_on(self.storage.clone(), &self.dir, *config)
+                .map(Arc::new)
+                .map_err(|error| {
+                    tracing::error!(dir = %self.dir.display(), %error,
+                        "partition log could not be opened; the partition is offline");
+                    Arc::new(error)
+                })
+        })
+    }
+
+    /// Whether the partition is offline: its log failed to open, or a failed fsync or write
+    /// took it offline since. Nothing is opened.
+    pub fn is_offline(&self) -> bool {
+        match self.log.get() {
+            Some(Err(_)) => true,
+            Some(Ok(log)) => log.check_healthy().is_err(),
+            None => false,
+        }
+    }
+
     /// The log if it is open (nothing is opened).
     pub fn opened_log(&self) -> Option<&Arc<PartitionLog>> {
         self.log.get().and_then(|opened| opened.as_ref().ok())
     }
 
     /// Offsets below this are visible to consumers.
-    pub fn high_watermark(&self) -> Result<i64, BrokerError> {
-        Ok(self.log()?.log_end_offset())
+    pub async fn high_watermark(self: &Arc<Self>) -> Result<i64, BrokerError> {
+        Ok(self.log().await?.log_end_offset())
     }
 
     /// Applies new storage settings, now if the log is open, else when it opens.
@@ -275,7 +310,7 @@ impl TopicRegistry {
             let topic = new_topic(&data_dir, &config, spec.name.clone(), id, spec);
             // Created now, as Kafka does: the partition directories exist once the topic does.
             for partition in &topic.partitions {
-                partition.log()?;
+                partition.log_blocking()?;
             }
             Ok::<_, BrokerError>(topic)
         })
@@ -287,11 +322,17 @@ impl TopicRegistry {
     }
 
     /// Deletes a topic: its properties file first (the commit point), then its logs.
+    ///
+    /// Errors: `InternalTopicDeletion` for an internal topic (only the broker manages those);
+    /// `UnknownTopicOrPartition` if there is no such topic.
     pub async fn delete(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
         let _guard = self.admin_lock.lock().await;
         let topic = self
             .get(name)
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        if topic.is_internal() {
+            return Err(BrokerError::InternalTopicDeletion(topic.name.clone()));
+        }
         let data_dir = self.data_dir.clone();
         let doomed = Arc::clone(&topic);
         tokio::task::spawn_blocking(move || delete_topic_files(&data_dir, &doomed)).await??;
@@ -367,7 +408,7 @@ impl TopicRegistry {
                     log_config,
                     broker.storage.clone(),
                 );
-                partition.log()?;
+                partition.log_blocking()?;
                 partitions.push(Arc::new(partition));
             }
             let updated = Topic {
@@ -405,7 +446,7 @@ impl TopicRegistry {
 
     /// Opens every partition log not opened yet (the warm-up after start-up, on a blocking
     /// thread): damage is found and logged early, and first requests find their logs open.
-    /// Failures leave that partition offline and are logged by [`Partition::log`].
+    /// Failures leave that partition offline and are logged by [`Partition::log_blocking`].
     pub fn open_all(&self) {
         let started = std::time::Instant::now();
         let mut offline = 0usize;
@@ -413,7 +454,7 @@ impl TopicRegistry {
         for topic in self.all() {
             for partition in &topic.partitions {
                 count += 1;
-                if partition.log().is_err() {
+                if partition.log_blocking().is_err() {
                     offline += 1;
                 }
             }
@@ -567,4 +608,57 @@ fn delete_topic_files(data_dir: &Path, topic: &Topic) -> Result<(), BrokerError>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Guards a test against a hang only; never a performance threshold.
+    const HANG_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// `Partition::log` must open on the blocking pool: on a single-threaded runtime whose one
+    /// worker holds the partition's config lock (which the open takes), an open on the worker
+    /// would deadlock; an open on the pool waits until the worker lets go and then succeeds.
+    #[test]
+    // Holding the std lock across awaits is the point: it stands for a slow open.
+    #[allow(clippy::await_holding_lock)]
+    fn first_open_runs_off_the_async_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = Arc::new(Partition::new(
+            0,
+            dir.path().join("t-0"),
+            LogConfig::default(),
+            Storage::real(),
+        ));
+        let (done, finished) = std::sync::mpsc::channel();
+        let opener = Arc::clone(&partition);
+        let runtime_thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let opened = runtime.block_on(async move {
+                let held = opener.lock_config();
+                let opening = {
+                    let partition = Arc::clone(&opener);
+                    tokio::spawn(async move { partition.log().await.is_ok() })
+                };
+                // Lets the opening task run until it waits for its open; it returns here only
+                // if that open is not blocking this, the only worker.
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+                drop(held);
+                opening.await.unwrap()
+            });
+            done.send(opened).unwrap();
+        });
+        let opened = finished
+            .recv_timeout(HANG_DEADLINE)
+            .expect("Partition::log blocked the async worker (the open ran on it)");
+        assert!(opened, "the log opens");
+        runtime_thread.join().unwrap();
+        assert!(partition.opened_log().is_some());
+    }
 }

@@ -74,7 +74,7 @@ async fn append_durably(
     let batch = build_batch(&records, Now::current().wall_ms)
         .ok_or_else(|| BrokerError::InvalidRequest("group record too large".into()))?;
     tokio::task::spawn_blocking(move || {
-        let log = partition.log()?;
+        let log = partition.log_blocking()?;
         let last_offset = match log.append(&batch)? {
             AppendOutcome::Appended { last_offset, .. }
             | AppendOutcome::Duplicate { last_offset, .. } => last_offset,
@@ -170,7 +170,7 @@ pub fn load(topics: &TopicRegistry, groups: &GroupCoordinator) -> Result<(), Bro
     let now = Now::current();
     let mut applied = 0usize;
     for partition in &topic.partitions {
-        let log = partition.log()?;
+        let log = partition.log_blocking()?;
         let end = log.log_end_offset();
         let mut offset = log.log_start_offset();
         while offset < end {

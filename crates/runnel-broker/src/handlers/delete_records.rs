@@ -32,7 +32,7 @@ pub(crate) async fn handle(
                     "{}-{}",
                     delete_topic.name.0, p.partition_index
                 ))),
-                Some(partition) => match partition.log() {
+                Some(partition) => match partition.log().await {
                     Err(offline) => Err(offline),
                     Ok(log) => {
                         let log = Arc::clone(log);

@@ -194,7 +194,7 @@ fn read_all(
                         .partition
                         .as_ref()
                         .map_err(|e| e.code())
-                        .and_then(|p| p.log().map_err(|e| e.code()))
+                        .and_then(|p| p.log_blocking().map_err(|e| e.code()))
                     {
                         Ok(log) => log,
                         Err(code) => {

@@ -44,8 +44,12 @@ pub(crate) async fn handle(
                     ))
                 });
             let timestamp = p.timestamp;
+            let log = match partition {
+                Ok(p) => p.log().await.map(Arc::clone),
+                Err(error) => Err(error),
+            };
             let found: Result<(i64, i64), BrokerError> =
-                match partition.and_then(|p| p.log().map(Arc::clone)) {
+                match log {
                     Err(error) => Err(error),
                     Ok(log) => match timestamp {
                         EARLIEST_TIMESTAMP => Ok((log.log_start_offset(), -1)),
