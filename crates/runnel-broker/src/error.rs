@@ -121,6 +121,10 @@ pub enum BrokerError {
         /// Why.
         source: std::io::Error,
     },
+    /// Records a compacted topic refuses because they have no key, by their index in the
+    /// partition's records (Produce v8+ lists them in `record_errors`, KIP-467).
+    #[error("compacted topic requires every record to have a key: {} records have none", .0.len())]
+    RecordsWithoutKey(Vec<i32>),
     /// The listener could not bind (port in use, bad address).
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -166,7 +170,9 @@ impl BrokerError {
                 ResponseError::KafkaStorageError
             }
             BrokerError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
-            BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
+            BrokerError::InvalidRecord(_) | BrokerError::RecordsWithoutKey(_) => {
+                ResponseError::InvalidRecord
+            }
             BrokerError::Group(e) => group_error_code(*e),
             BrokerError::TaskFailed(_) => ResponseError::UnknownServerError,
             BrokerError::Metadata { .. } => ResponseError::KafkaStorageError,

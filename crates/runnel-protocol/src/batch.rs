@@ -146,6 +146,46 @@ pub fn validate_batches(
     Ok(batches)
 }
 
+/// The records without a key in a produce payload that [`validate_batches`] accepted, by
+/// their index in the payload (the `offsetDelta` within a single batch, counted on across
+/// batches): what a compacted topic refuses, listed for Produce v8+ `record_errors`
+/// (KIP-467). Walks every batch, compressed ones decompressed into at most
+/// `limits.max_uncompressed_bytes`, holding no key or value.
+///
+/// # Errors
+/// As [`validate_batches`], for a payload it would refuse.
+pub fn records_without_key(
+    payload: &[u8],
+    limits: &BatchLimits,
+) -> Result<Vec<i32>, ProtocolError> {
+    let mut keyless = Vec::new();
+    let mut position = 0;
+    let mut first_index: i32 = 0;
+    while let Some(rest) = payload.get(position..).filter(|rest| !rest.is_empty()) {
+        let batch = split_batch(rest, position)?;
+        let record_count = i32::from_be_bytes(field(batch, RECORDS_COUNT_AT)?);
+        let compression =
+            Compression::from_attributes(i16::from_be_bytes(field(batch, ATTRIBUTES_AT)?))?;
+        let section = batch.get(RECORD_BATCH_HEADER_BYTES..).unwrap_or_default();
+        let mut note = |delta: i32| keyless.push(first_index.saturating_add(delta));
+        match compression {
+            Compression::None => walk_records(section, record_count, &mut note).map(drop),
+            codec => walk_compressed_records(
+                codec,
+                section,
+                record_count,
+                limits.max_uncompressed_bytes,
+                &mut note,
+            )?
+            .map(drop),
+        }
+        .map_err(|reason| invalid(&format!("batch at position {position}: {reason}")))?;
+        first_index = first_index.saturating_add(record_count);
+        position = position.saturating_add(batch.len());
+    }
+    Ok(keyless)
+}
+
 /// The batch at the start of `rest`, by its `batchLength`.
 fn split_batch(rest: &[u8], position: usize) -> Result<&[u8], ProtocolError> {
     if rest.len() < RECORD_BATCH_HEADER_BYTES {
@@ -240,13 +280,14 @@ fn validate_batch(
             }
             None
         }
-        Compression::None => Some(walk_records(records_section, record_count)),
+        Compression::None => Some(walk_records(records_section, record_count, &mut |_| {})),
         // Walked as they decompress: a bomb costs the codec's window, not its inflated size.
         codec => Some(walk_compressed_records(
             codec,
             records_section,
             record_count,
             limits.max_uncompressed_bytes,
+            &mut |_| {},
         )?),
     }
     .transpose()
@@ -286,9 +327,14 @@ struct RecordsSummary {
     has_null_key: bool,
 }
 
-/// Walks `record_count` records that must fill `records` exactly. Errors are reasons, for
+/// Walks `record_count` records that must fill `records` exactly, calling `on_null_key` with
+/// the `offsetDelta` of every record without a key. Errors are reasons, for
 /// [`ProtocolError::InvalidBatch`].
-fn walk_records(records: &[u8], record_count: i32) -> Result<RecordsSummary, String> {
+fn walk_records(
+    records: &[u8],
+    record_count: i32,
+    on_null_key: &mut impl FnMut(i32),
+) -> Result<RecordsSummary, String> {
     let mut cursor = Cursor::new(records);
     let mut summary = RecordsSummary {
         max_timestamp_delta: i64::MIN,
@@ -311,6 +357,9 @@ fn walk_records(records: &[u8], record_count: i32) -> Result<RecordsSummary, Str
         }
         summary.max_timestamp_delta = summary.max_timestamp_delta.max(record.timestamp_delta);
         summary.has_null_key |= record.has_null_key;
+        if record.has_null_key {
+            on_null_key(offset_delta);
+        }
     }
     if !cursor.is_empty() {
         return Err(format!(
@@ -329,6 +378,7 @@ fn walk_compressed_records(
     section: &[u8],
     record_count: i32,
     limit_bytes: usize,
+    on_null_key: &mut impl FnMut(i32),
 ) -> Result<Result<RecordsSummary, String>, ProtocolError> {
     let reader = compression::decompressing_reader(codec, section, limit_bytes)?;
     let mut stream = RecordStream {
@@ -360,6 +410,9 @@ fn walk_compressed_records(
         }
         summary.max_timestamp_delta = summary.max_timestamp_delta.max(record.timestamp_delta);
         summary.has_null_key |= record.has_null_key;
+        if record.has_null_key {
+            on_null_key(offset_delta);
+        }
     }
     if !stream.at_end()? {
         return Ok(Err(format!(
@@ -1227,6 +1280,36 @@ mod tests {
             matches!(result, Err(ProtocolError::CorruptBatch(_))),
             "{what}: expected CorruptBatch, got {result:?}"
         );
+    }
+
+    #[test]
+    fn records_without_key_lists_their_indexes_across_batches_and_codecs() -> TestResult {
+        for codec in CODECS {
+            // Every fourth record of a 12-record batch has no key, then a second batch.
+            let records: Vec<TestRecord> = (0..12)
+                .map(|i| TestRecord {
+                    key: (i % 4 != 1).then(|| vec![b'k'; 3]),
+                    ..TestRecord::keyed(b"", b"value")
+                })
+                .collect();
+            let mut payload = build(codec, &records);
+            payload.extend(build(
+                codec,
+                &[TestRecord::keyed(b"k", b"v"), records[1].clone()],
+            ));
+            validate_batches(&payload, &LIMITS, BatchValidation::Strict)?;
+            assert_eq!(
+                records_without_key(&payload, &LIMITS)?,
+                vec![1, 5, 9, 13],
+                "{codec:?}"
+            );
+            assert_eq!(
+                records_without_key(&build(codec, &[TestRecord::keyed(b"k", b"v")]), &LIMITS)?,
+                Vec::<i32>::new(),
+                "{codec:?}"
+            );
+        }
+        Ok(())
     }
 
     #[test]

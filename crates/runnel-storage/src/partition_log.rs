@@ -36,7 +36,7 @@ use crate::producer_state::{
 };
 use crate::records::RecordReader;
 use crate::recovery::{rebuild_producer_state, recover};
-use crate::segment::{lock, now_ms, LogSegment};
+use crate::segment::{lock, now_ms, FirstBatch, LogSegment};
 
 /// A log whose fsyncs cover less than this many appended bytes each, on average (acks=all
 /// with small requests), keeps a zero tail ahead of its appends, so that each fsync
@@ -724,6 +724,35 @@ impl PartitionLog {
         max_bytes: usize,
         upper_bound_offset: i64,
     ) -> Result<Bytes, StorageError> {
+        self.read_batches(offset, max_bytes, upper_bound_offset, FirstBatch::Whole)
+    }
+
+    /// [`PartitionLog::read`] without the first-batch exception: never more than `max_bytes`,
+    /// so empty when the first batch alone is larger. For a Fetch's later partitions, once its
+    /// first batch has been granted (KIP-74: only the response's first batch may exceed).
+    ///
+    /// Errors: as [`PartitionLog::read`].
+    pub fn read_at_most(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound_offset: i64,
+    ) -> Result<Bytes, StorageError> {
+        self.read_batches(
+            offset,
+            max_bytes,
+            upper_bound_offset,
+            FirstBatch::WithinLimit,
+        )
+    }
+
+    fn read_batches(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound_offset: i64,
+        first_batch: FirstBatch,
+    ) -> Result<Bytes, StorageError> {
         self.check_healthy()?;
         let log_end_offset = self.log_end_offset();
         let log_start_offset = self.log_start_offset();
@@ -747,7 +776,7 @@ impl PartitionLog {
             segments.iter().skip(first).cloned().collect()
         };
         for segment in candidates {
-            if let Some(bytes) = segment.read(offset, max_bytes, upper_bound_offset)? {
+            if let Some(bytes) = segment.read(offset, max_bytes, upper_bound_offset, first_batch)? {
                 return Ok(bytes);
             }
         }

@@ -42,6 +42,16 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Whether a read may return its first batch whole when that batch alone exceeds the byte
+/// limit (KIP-74 grants this to the first batch of a Fetch response, and to nothing else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FirstBatch {
+    /// The first batch is returned even above the limit, so a reader always progresses.
+    Whole,
+    /// Nothing above the limit: empty if the first batch alone exceeds it.
+    WithinLimit,
+}
+
 /// One segment of a partition log.
 ///
 /// Invariants: every byte below `size_bytes` belongs to a complete batch; batch offsets in
@@ -600,19 +610,23 @@ impl LogSegment {
     }
 
     /// Whole batches from the one holding `offset`, each with last offset below
-    /// `upper_bound_offset`, totalling at most `max_bytes` except that the first batch is
-    /// returned whole regardless (KIP-74). `None` when no batch here reaches `offset`.
+    /// `upper_bound_offset`, totalling at most `max_bytes` except that with
+    /// [`FirstBatch::Whole`] the first batch is returned whole regardless (KIP-74). `None` when
+    /// no batch here reaches `offset`.
     pub(crate) fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         upper_bound_offset: i64,
+        first_batch: FirstBatch,
     ) -> Result<Option<Bytes>, StorageError> {
         let end_bytes = self.size_bytes();
         let Some((start, first)) = self.find_batch(offset, end_bytes)? else {
             return Ok(None);
         };
-        if first.last_offset() >= upper_bound_offset {
+        if first.last_offset() >= upper_bound_offset
+            || (first_batch == FirstBatch::WithinLimit && first.size_bytes() > max_bytes as u64)
+        {
             return Ok(Some(Bytes::new()));
         }
         let mut stop = start + first.size_bytes();
