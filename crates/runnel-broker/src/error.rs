@@ -93,6 +93,11 @@ pub enum BrokerError {
     /// A well-formed request that asks for something impossible.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// InitProducerId with a `transactional.id`: there is no transaction coordinator yet.
+    /// Answered with an error librdkafka and the Java client treat as fatal, so that
+    /// `init_transactions()` fails at once instead of retrying INVALID_REQUEST forever.
+    #[error("transactional id '{0}': transactions are not supported by this broker yet")]
+    TransactionsUnsupported(String),
     /// A consumer group protocol error (membership, generation, offsets).
     #[error(transparent)]
     Group(#[from] crate::group::GroupError),
@@ -144,6 +149,9 @@ impl BrokerError {
             }
             BrokerError::Unsupported(_) | BrokerError::InvalidRequest(_) => {
                 ResponseError::InvalidRequest
+            }
+            BrokerError::TransactionsUnsupported(_) => {
+                ResponseError::TransactionalIdAuthorizationFailed
             }
             BrokerError::NotAReplica(_) => ResponseError::NotLeaderOrFollower,
             BrokerError::FlushFailed(_) | BrokerError::PartitionOffline { .. } => {
