@@ -123,6 +123,19 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// The group error a failed write of group metadata becomes, as Kafka's
+    /// `GroupMetadataManager.storeGroup` maps its append errors: a storage error or a lost
+    /// leadership → NOT_COORDINATOR, anything else → COORDINATOR_NOT_AVAILABLE (the client
+    /// finds the coordinator again and rejoins either way).
+    pub fn as_group_store_error(&self) -> crate::group::GroupError {
+        match self.error_code() {
+            ResponseError::KafkaStorageError | ResponseError::NotLeaderOrFollower => {
+                crate::group::GroupError::NotCoordinator
+            }
+            _ => crate::group::GroupError::CoordinatorNotAvailable,
+        }
+    }
+
     /// The Kafka error this becomes on the wire.
     pub fn error_code(&self) -> ResponseError {
         match self {
@@ -194,6 +207,7 @@ fn group_error_code(error: crate::group::GroupError) -> ResponseError {
         GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
         GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
         GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,

@@ -16,9 +16,9 @@ pub mod store;
 mod coordinator_tests;
 
 pub use coordinator::{
-    lost_join, lost_sync, CommittedOffset, DescribedGroup, DescribedMember, GroupConfig,
-    GroupCoordinator, GroupError, GroupState, JoinRequest, JoinResult, JoinedMember, LeaveOutcome,
-    ListedGroup, Now, Reply, SyncRequest, SyncResult,
+    lost_join, lost_sync, AssignmentToStore, CommittedOffset, DescribedGroup, DescribedMember,
+    GroupConfig, GroupCoordinator, GroupError, GroupState, JoinRequest, JoinResult, JoinedMember,
+    LeaveOutcome, ListedGroup, Now, Reply, SyncOutcome, SyncRequest, SyncResult,
 };
 
 /// The internal topic holding committed offsets and group metadata.

@@ -15,7 +15,7 @@ use runnel_protocol::batch_builder::{build_batch, NewRecord};
 use runnel_storage::AppendOutcome;
 use tokio::time::Instant;
 
-use super::coordinator::{CommittedOffset, GroupCoordinator, Now};
+use super::coordinator::{AssignmentToStore, CommittedOffset, GroupCoordinator, Now};
 use super::records::{
     decode_group_metadata_value, decode_key, decode_offset_commit_value, group_metadata_key,
     group_metadata_value, offset_commit_key, offset_commit_value, OffsetsKey,
@@ -147,6 +147,29 @@ pub async fn write_group_metadata(broker: &Broker) {
             tracing::error!(group = %group_id, %error, "writing group metadata failed");
         }
     }
+}
+
+/// Writes the metadata of a generation whose leader handed in the assignment (in the order of
+/// other group writes), and reports the outcome to the coordinator, which only then answers
+/// the members' SyncGroups: with their assignments, or with the error.
+pub async fn store_assignment(broker: &Broker, stored: &AssignmentToStore) {
+    let written = {
+        let _order = broker.groups.write_order().lock().await;
+        let record = NewRecord {
+            key: Some(group_metadata_key(&stored.group_id)),
+            value: Some(group_metadata_value(&stored.snapshot)),
+            headers: Vec::new(),
+        };
+        append_durably(broker, &stored.group_id, vec![record]).await
+    };
+    if let Err(error) = &written {
+        tracing::error!(group = %stored.group_id, %error, "writing the group assignment failed");
+    }
+    broker.groups.assignment_stored(
+        stored,
+        written.map_err(|e| e.as_group_store_error()),
+        Now::current(),
+    );
 }
 
 /// Drops the committed offsets of a deleted topic from every group.
