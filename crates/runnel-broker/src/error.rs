@@ -107,6 +107,11 @@ pub enum BrokerError {
     /// A well-formed request that asks for something impossible.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// InitProducerId with a `transactional.id`: there is no transaction coordinator yet.
+    /// Answered with an error librdkafka and the Java client treat as fatal, so that
+    /// `init_transactions()` fails at once instead of retrying INVALID_REQUEST forever.
+    #[error("transactional id '{0}': transactions are not supported by this broker yet")]
+    TransactionsUnsupported(String),
     /// A consumer group protocol error (membership, generation, offsets).
     #[error(transparent)]
     Group(#[from] crate::group::GroupError),
@@ -136,6 +141,19 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// The group error a failed write of group metadata becomes, as Kafka's
+    /// `GroupMetadataManager.storeGroup` maps its append errors: a storage error or a lost
+    /// leadership → NOT_COORDINATOR, anything else → COORDINATOR_NOT_AVAILABLE (the client
+    /// finds the coordinator again and rejoins either way).
+    pub fn as_group_store_error(&self) -> crate::group::GroupError {
+        match self.error_code() {
+            ResponseError::KafkaStorageError | ResponseError::NotLeaderOrFollower => {
+                crate::group::GroupError::NotCoordinator
+            }
+            _ => crate::group::GroupError::CoordinatorNotAvailable,
+        }
+    }
+
     /// The Kafka error this becomes on the wire.
     pub fn error_code(&self) -> ResponseError {
         match self {
@@ -164,6 +182,9 @@ impl BrokerError {
             }
             BrokerError::Unsupported(_) | BrokerError::InvalidRequest(_) => {
                 ResponseError::InvalidRequest
+            }
+            BrokerError::TransactionsUnsupported(_) => {
+                ResponseError::TransactionalIdAuthorizationFailed
             }
             BrokerError::NotAReplica(_) => ResponseError::NotLeaderOrFollower,
             BrokerError::FlushFailed(_) | BrokerError::PartitionOffline { .. } => {
@@ -210,6 +231,7 @@ fn group_error_code(error: crate::group::GroupError) -> ResponseError {
         GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
         GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
         GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,

@@ -341,13 +341,14 @@ impl TopicRegistry {
         Ok(topic)
     }
 
-    /// Replaces a topic's config overrides: persisted first, then applied live (storage
-    /// settings of every partition; retention, compaction and produce checks read the topic's
-    /// config each time).
+    /// Replaces a topic's config overrides with `change(current)`, computed under the admin
+    /// lock so that concurrent read-modify-writes (IncrementalAlterConfigs) all land: persisted
+    /// first, then applied live (storage settings of every partition; retention, compaction
+    /// and produce checks read the topic's config each time).
     pub async fn update_config(
         &self,
         name: &str,
-        config: TopicConfig,
+        change: impl FnOnce(&TopicConfig) -> Result<TopicConfig, BrokerError>,
     ) -> Result<Arc<Topic>, BrokerError> {
         let _guard = self.admin_lock.lock().await;
         let topic = self
@@ -356,7 +357,7 @@ impl TopicRegistry {
         let updated = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
-            config,
+            config: change(&topic.config)?,
             partitions: topic.partitions.clone(),
         });
         let data_dir = self.data_dir.clone();

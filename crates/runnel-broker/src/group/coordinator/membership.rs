@@ -370,15 +370,74 @@ impl GroupCoordinator {
         }
     }
 
-    /// SyncGroup.
-    pub fn sync(&self, request: SyncRequest, now: Now) -> Reply<SyncResult> {
-        let reply = {
+    /// SyncGroup. When this is the leader's sync, the outcome carries the group metadata to
+    /// store: nobody is answered until [`assignment_stored`](Self::assignment_stored) reports
+    /// the write, so a failed write fails the sync instead of handing out an assignment that a
+    /// restart would forget.
+    pub fn sync(&self, request: SyncRequest, now: Now) -> SyncOutcome {
+        let outcome = {
             let mut state = self.lock();
-            let State { groups, dirty } = &mut *state;
-            sync_locked(groups, dirty, request, now)
+            sync_locked(&mut state.groups, request, now)
         };
         self.wake_timers();
-        reply
+        outcome
+    }
+
+    /// The leader's assignment was written (`Ok`) or not: completes the generation (Stable,
+    /// every waiting member gets its assignment), or answers every waiting member with the
+    /// error and rebalances, as Kafka's coordinator does after a failed `storeGroup`. Nothing
+    /// happens if the group moved on meanwhile (another rebalance already answered them).
+    pub fn assignment_stored(
+        &self,
+        stored: &AssignmentToStore,
+        outcome: Result<(), GroupError>,
+        now: Now,
+    ) {
+        {
+            let mut state = self.lock();
+            let Some(group) = state.groups.get_mut(&stored.group_id) else {
+                return;
+            };
+            if group.state != GroupState::CompletingRebalance
+                || group.generation_id != stored.generation_id
+                || group.assignment_pending != Some(stored.generation_id)
+            {
+                return;
+            }
+            group.assignment_pending = None;
+            match outcome {
+                Ok(()) => {
+                    group.transition(GroupState::Stable, now);
+                    let protocol_type = group.protocol_type.clone();
+                    let protocol_name = group.protocol_name.clone();
+                    for member in group.members.values_mut() {
+                        let result = SyncResult {
+                            error: None,
+                            protocol_type: protocol_type.clone(),
+                            protocol_name: protocol_name.clone(),
+                            assignment: member.assignment.clone(),
+                        };
+                        member.heartbeat_deadline = now.at + member.session();
+                        member.reply_sync(result);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        group = %group.group_id,
+                        generation = group.generation_id,
+                        %error,
+                        "storing the assignment failed: the sync fails and the group rebalances"
+                    );
+                    for member in group.members.values_mut() {
+                        member.assignment = Bytes::new();
+                        member.heartbeat_deadline = now.at + member.session();
+                        member.reply_sync(SyncResult::error(error));
+                    }
+                    self.prepare_rebalance(group, now);
+                }
+            }
+        }
+        self.wake_timers();
     }
 
     /// Heartbeat: Ok keeps the session alive; REBALANCE_IN_PROGRESS tells the member to rejoin.
@@ -612,13 +671,8 @@ fn current_join_result(group: &Group, member_id: &str) -> JoinResult {
     }
 }
 
-fn sync_locked(
-    groups: &mut HashMap<String, Group>,
-    dirty: &mut BTreeSet<String>,
-    request: SyncRequest,
-    now: Now,
-) -> Reply<SyncResult> {
-    let fail = |error| Reply::Now(SyncResult::error(error));
+fn sync_locked(groups: &mut HashMap<String, Group>, request: SyncRequest, now: Now) -> SyncOutcome {
+    let fail = |error| SyncOutcome::now(SyncResult::error(error));
     let Some(group) = groups.get_mut(&request.group_id) else {
         return fail(GroupError::UnknownMemberId);
     };
@@ -650,7 +704,7 @@ fn sync_locked(
                 return fail(GroupError::UnknownMemberId);
             };
             member.heartbeat_deadline = now.at + member.session();
-            Reply::Now(SyncResult {
+            SyncOutcome::now(SyncResult {
                 error: None,
                 protocol_type: group.protocol_type.clone(),
                 protocol_name: group.protocol_name.clone(),
@@ -664,28 +718,26 @@ fn sync_locked(
                 member.sync_waiter = Some(tx);
                 member.heartbeat_deadline = now.at + member.session();
             }
-            if group.leader.as_deref() == Some(&request.member_id) {
+            let mut store = None;
+            if group.leader.as_deref() == Some(request.member_id.as_str())
+                && group.assignment_pending != Some(group.generation_id)
+            {
                 let mut assignments: HashMap<String, Bytes> =
                     request.assignments.into_iter().collect();
                 for member in group.members.values_mut() {
                     member.assignment = assignments.remove(&member.member_id).unwrap_or_default();
                 }
-                group.transition(GroupState::Stable, now);
-                dirty.insert(group.group_id.clone());
-                let protocol_type = group.protocol_type.clone();
-                let protocol_name = group.protocol_name.clone();
-                for member in group.members.values_mut() {
-                    let result = SyncResult {
-                        error: None,
-                        protocol_type: protocol_type.clone(),
-                        protocol_name: protocol_name.clone(),
-                        assignment: member.assignment.clone(),
-                    };
-                    member.heartbeat_deadline = now.at + member.session();
-                    member.reply_sync(result);
-                }
+                group.assignment_pending = Some(group.generation_id);
+                store = Some(AssignmentToStore {
+                    group_id: group.group_id.clone(),
+                    generation_id: group.generation_id,
+                    snapshot: group.describe(true),
+                });
             }
-            Reply::Later(rx)
+            SyncOutcome {
+                reply: Reply::Later(rx),
+                store,
+            }
         }
     }
 }

@@ -89,14 +89,15 @@ impl GroupCoordinator {
         dirty
             .into_iter()
             .map(|group_id| {
-                let snapshot = state
-                    .groups
-                    .get(&group_id)
-                    .filter(|g| g.state != GroupState::Dead)
-                    .map(|g| g.describe(true));
+                let snapshot = snapshot_of(&state, &group_id);
                 (group_id, snapshot)
             })
             .collect()
+    }
+
+    /// What a group metadata record of `group_id` holds now (`None`: no such group).
+    pub fn snapshot(&self, group_id: &str) -> Option<DescribedGroup> {
+        snapshot_of(&self.lock(), group_id)
     }
 
     /// ListGroups: every group (including offsets-only ones).
@@ -248,4 +249,13 @@ impl GroupCoordinator {
             group.leader = None;
         }
     }
+}
+
+/// The metadata to store for a group, `None` when it no longer exists.
+fn snapshot_of(state: &State, group_id: &str) -> Option<DescribedGroup> {
+    state
+        .groups
+        .get(group_id)
+        .filter(|g| g.state != GroupState::Dead)
+        .map(|g| g.describe(true))
 }

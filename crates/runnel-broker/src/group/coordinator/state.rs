@@ -72,6 +72,9 @@ pub(super) struct Group {
     /// the latest the join phase may be extended to.
     pub(super) initial_join_limit: Option<Instant>,
     pub(super) offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// The generation whose leader's assignment is being written (nobody is answered, and a
+    /// repeated leader sync stores nothing more, until the write is reported).
+    pub(super) assignment_pending: Option<i32>,
 }
 
 impl Group {
@@ -90,6 +93,7 @@ impl Group {
             rebalance_deadline: None,
             initial_join_limit: None,
             offsets: BTreeMap::new(),
+            assignment_pending: None,
         }
     }
 

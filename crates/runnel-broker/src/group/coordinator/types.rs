@@ -78,6 +78,10 @@ pub enum GroupError {
     /// The group is being deleted or loaded: retry.
     #[error("coordinator not available")]
     CoordinatorNotAvailable,
+    /// This broker cannot store the group's state (its `__consumer_offsets` partition is
+    /// offline): find the coordinator again.
+    #[error("not the coordinator")]
+    NotCoordinator,
     /// An empty group id.
     #[error("invalid group id")]
     InvalidGroupId,
@@ -130,6 +134,36 @@ pub enum Reply<T> {
     Now(T),
     /// Answered later through this channel.
     Later(oneshot::Receiver<T>),
+}
+
+/// What a SyncGroup did: the answer (now or later) and, for the leader's sync, the group
+/// metadata the caller must write before anyone is answered.
+#[derive(Debug)]
+pub struct SyncOutcome {
+    /// The member's answer.
+    pub reply: Reply<SyncResult>,
+    /// To write, then report with `GroupCoordinator::assignment_stored`.
+    pub store: Option<AssignmentToStore>,
+}
+
+impl SyncOutcome {
+    pub(super) fn now(result: SyncResult) -> SyncOutcome {
+        SyncOutcome {
+            reply: Reply::Now(result),
+            store: None,
+        }
+    }
+}
+
+/// The group metadata of a generation whose leader handed in the assignment.
+#[derive(Debug, Clone)]
+pub struct AssignmentToStore {
+    /// The group.
+    pub group_id: String,
+    /// The generation the assignment belongs to.
+    pub generation_id: i32,
+    /// The metadata record's content (members with their assignments).
+    pub snapshot: DescribedGroup,
 }
 
 /// A JoinGroup request, decoded.
