@@ -524,11 +524,7 @@ impl PartitionLog {
         if flushed > offset && pending.is_none() {
             return Ok(());
         }
-        self.sync_dirty_segments(flushed)
-            .and_then(|()| match &pending {
-                Some(roll) => self.finish_roll(roll),
-                None => Ok(()),
-            })
+        self.sync_dirty_segments(flushed, pending.as_ref())
             // Not retried: after a failed fsync the kernel may have dropped the very pages a
             // retry would claim durable.
             .map_err(|error| self.fail(error))
@@ -632,9 +628,14 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// fsyncs every segment holding offsets at or above `flushed`, then publishes the log end
+    /// fsyncs every segment holding offsets at or above `flushed`, does the work `pending`
+    /// (rolls) owes, makes the segments' directory entries durable, then publishes the log end
     /// offset read before the first fsync as flushed. Called with the flush lock held.
-    fn sync_dirty_segments(&self, flushed: i64) -> Result<(), StorageError> {
+    fn sync_dirty_segments(
+        &self,
+        flushed: i64,
+        pending: Option<&PendingRoll>,
+    ) -> Result<(), StorageError> {
         let target = self.log_end_offset();
         let dirty: Vec<Arc<LogSegment>> = self
             .read_segments()
@@ -645,7 +646,16 @@ impl PartitionLog {
         for segment in &dirty {
             segment.sync()?;
         }
-        // A segment a roll created since the last directory fsync: its entry first.
+        if let Some(roll) = pending {
+            self.finish_roll(roll)?;
+            // Its checkpoint's directory fsync came after every segment of `dirty` was
+            // created, so it made their entries durable too.
+            for segment in &dirty {
+                segment.mark_entry_durable();
+            }
+        }
+        // A segment a roll created since the last directory fsync (a roll whose work an
+        // earlier flush took): its entry before any offset in it counts.
         self.make_entries_durable(&dirty)?;
         self.flushed_offset.fetch_max(target, Ordering::AcqRel);
         self.note_flushed_bytes();
