@@ -49,13 +49,15 @@ pub(crate) fn recover(
     config: &LogConfig,
 ) -> Result<RecoveredLog, StorageError> {
     storage.create_dir_all(dir)?;
-    // The partition directory's own entry, before anything in it can count as durable.
-    if let Some(parent) = dir.parent() {
-        storage.sync_dir(parent)?;
-    }
     crate::cleaner::recover_interrupted_cleaning(storage, dir)?;
     let base_offsets = scan_directory(storage, dir)?;
     if base_offsets.is_empty() {
+        // A new partition: its directory's own entry first, before anything in it can count
+        // as durable. (A directory with a segment went through here when it was new, so
+        // later opens need not pay this fsync.)
+        if let Some(parent) = dir.parent() {
+            storage.sync_dir(parent)?;
+        }
         let segment = Arc::new(LogSegment::create(
             storage,
             dir,
