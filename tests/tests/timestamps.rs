@@ -6,9 +6,10 @@ use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
-use runnel_e2e::hostile::{produce_v3_partitions, RssBaseline, RSS_GROWTH_BYTES_MAX};
+use runnel_e2e::hostile::{error_code, produce_v3_partitions, RssBaseline, RSS_GROWTH_BYTES_MAX};
 use runnel_e2e::wire::{
-    api_key, crc32c, parse_produce_v3, put_i16, put_i32, put_i64, put_varint, RawConnection, Reader,
+    api_key, crc32c, parse_produce_v3, produce_v3, put_i16, put_i32, put_i64, put_varint,
+    record_batch, ProducerIdentity, RawConnection, Reader,
 };
 use runnel_e2e::{
     admin, admin_options, create_topic_with, ensure, ensure_eq, metadata_client, producer, Result,
@@ -327,6 +328,70 @@ async fn concurrent_lookups_over_large_lz4_batches_hold_bounded_memory() -> Test
             RSS_GROWTH_BYTES_MAX,
             "200 concurrent ListOffsets over 100 partitions of 200 MB lz4 batches",
         )
+    }
+    .await;
+    broker.check(result)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A failed append leaves no time-index entry behind (issue 21, point 7).
+// ---------------------------------------------------------------------------------------------
+
+/// A produce of two batches whose append fails half way (the time-index write of its second
+/// batch fails with ENOSPC, through the testing knob `storage.fault.injection`) is refused and
+/// leaves nothing behind: the max-timestamp lookup then answers from the records in the log,
+/// not from the timestamps of the failed append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_append_leaves_no_time_index_entry_behind() -> TestResult {
+    let topic = "stamped";
+    let fault = format!(
+        "storage.fault.injection=write-error-after:1:{topic}-0/00000000000000000000.timeindex"
+    );
+    let broker = TestBroker::start(&["--set", &fault])?;
+    let result = async {
+        // A time-index entry for every batch.
+        create_with(&broker, topic, &[("index.interval.bytes", "0")]).await?;
+        let none = ProducerIdentity {
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        };
+        let now = now_ms();
+        let mut connection = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+        let mut produce = |batches: &[u8]| -> Result<(i16, i64)> {
+            let body = produce_v3(-1, topic, 0, batches)?;
+            let result = parse_produce_v3(&connection.round_trip(api_key::PRODUCE, 3, &body)?)?
+                .into_iter()
+                .next()
+                .ok_or("no partition in the produce response")?;
+            Ok((result.error_code, result.base_offset))
+        };
+        let mut failed = record_batch(&[b"lost-1"], none, now - 1_000);
+        failed.extend(record_batch(&[b"lost-2"], none, now));
+        ensure_eq!(
+            produce(&failed)?.0,
+            error_code::KAFKA_STORAGE_ERROR,
+            "the produce whose time-index write failed"
+        );
+        let kept = record_batch(&[b"kept-1", b"kept-2"], none, now - 10_000);
+        ensure_eq!(produce(&kept)?, (0, 0), "the next produce");
+
+        let correlation_id = connection.send_flexible_request(
+            api_key::LIST_OFFSETS,
+            7,
+            &list_offsets_v7(topic, 0, MAX_TIMESTAMP_QUERY),
+        )?;
+        ensure_eq!(
+            parse_list_offsets_v7(&connection.read_response(correlation_id)?)?,
+            (0, now - 10_000, 0),
+            "max-timestamp lookup (error, timestamp, offset)"
+        );
+        ensure_eq!(
+            offset_for_time(&broker, topic, now - 1_000)?,
+            -1,
+            "offset for a timestamp only the failed append had"
+        );
+        Ok(())
     }
     .await;
     broker.check(result)
