@@ -13,7 +13,8 @@
 //!
 //! Every crash point of each seed's workload is tried (a few thousand in all). The base seed
 //! comes from `RUNNEL_SEED` (printed, so a failure replays); `RUNNEL_CRASH_SEEDS` runs more
-//! seeds than the default.
+//! seeds than the default; `RUNNEL_CRASH_DEBUG=1` prints the step at which each crashed
+//! workload stopped.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
