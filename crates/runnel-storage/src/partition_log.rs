@@ -165,6 +165,9 @@ pub struct PartitionLog {
     flushed_bytes_average: AtomicU64,
     /// Whether appends keep a zero tail ahead of them (see [`ZERO_TAIL_FLUSHED_BYTES_MAX`]).
     zero_tail: AtomicBool,
+    /// Whether the partition directory's own entry (in its parent) is known durable: fsynced
+    /// by the first flush after the log is opened (see `make_entries_durable`).
+    directory_durable: AtomicBool,
     /// The first failed write, fsync or write-out: once set, the log is offline (see
     /// [`StorageError::LogFailed`]). Set under the flush lock where an fsync failed, so that
     /// nothing publishes a flushed offset after it.
@@ -321,6 +324,7 @@ impl PartitionLog {
             // fsyncs of a few bytes bring it below).
             flushed_bytes_average: AtomicU64::new(2 * ZERO_TAIL_FLUSHED_BYTES_MAX),
             zero_tail: AtomicBool::new(false),
+            directory_durable: AtomicBool::new(false),
             failure: OnceLock::new(),
         })
     }
@@ -570,8 +574,16 @@ impl PartitionLog {
     }
 
     /// fsyncs the directory if any of `segments` was created since the last directory fsync,
-    /// so that no offset in them is reported flushed while a crash could drop their files.
+    /// and, once per opening, the directory's parent (the partition directory may be new, or
+    /// left by a crash before its entry was synced), so that no offset in them is reported
+    /// flushed while a crash could drop their files.
     fn make_entries_durable(&self, segments: &[Arc<LogSegment>]) -> Result<(), StorageError> {
+        if !self.directory_durable.load(Ordering::Acquire) {
+            if let Some(parent) = self.dir.parent() {
+                self.storage.sync_dir(parent)?;
+            }
+            self.directory_durable.store(true, Ordering::Release);
+        }
         if segments.iter().all(|s| s.entry_durable()) {
             return Ok(());
         }
@@ -604,7 +616,7 @@ impl PartitionLog {
         let (Some(segment), None) = (dirty.next(), dirty.next()) else {
             return FlushPlan::Fsync;
         };
-        if !segment.entry_durable() {
+        if !segment.entry_durable() || !self.directory_durable.load(Ordering::Acquire) {
             return FlushPlan::Fsync;
         }
         match segment.overwrites_durable_layout(segment.size_bytes()) {

@@ -52,12 +52,9 @@ pub(crate) fn recover(
     crate::cleaner::recover_interrupted_cleaning(storage, dir)?;
     let base_offsets = scan_directory(storage, dir)?;
     if base_offsets.is_empty() {
-        // A new partition: its directory's own entry first, before anything in it can count
-        // as durable. (A directory with a segment went through here when it was new, so
-        // later opens need not pay this fsync.)
-        if let Some(parent) = dir.parent() {
-            storage.sync_dir(parent)?;
-        }
+        // A new partition. Its directory and segment entries are made durable by its first
+        // flush, before any offset counts (`PartitionLog::make_entries_durable`): creating
+        // thousands of partitions costs no fsync each.
         let segment = Arc::new(LogSegment::create(
             storage,
             dir,
@@ -66,8 +63,6 @@ pub(crate) fn recover(
         )?);
         // A new partition holds only its `.log` open, like any other that is not written.
         segment.release_index_files();
-        storage.sync_dir(dir)?;
-        segment.mark_entry_durable();
         return Ok(RecoveredLog {
             segments: vec![Arc::clone(&segment)],
             active: segment,
