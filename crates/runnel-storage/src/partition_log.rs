@@ -578,6 +578,10 @@ impl PartitionLog {
     /// left by a crash before its entry was synced), so that no offset in them is reported
     /// flushed while a crash could drop their files.
     fn make_entries_durable(&self, segments: &[Arc<LogSegment>]) -> Result<(), StorageError> {
+        if segments.is_empty() {
+            // Nothing to publish (a log closed or flushed with nothing written): no fsync.
+            return Ok(());
+        }
         if !self.directory_durable.load(Ordering::Acquire) {
             if let Some(parent) = self.dir.parent() {
                 self.storage.sync_dir(parent)?;
