@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock, PoisonError};
 
 use dashmap::DashMap;
-use runnel_storage::{LogConfig, PartitionLog, StorageError};
+use runnel_storage::{LogConfig, PartitionLog, Storage, StorageError};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -49,12 +49,14 @@ pub struct Partition {
     /// being opened, so a config change cannot slip between reading it and the log existing.
     log_config: StdMutex<LogConfig>,
     log: OnceLock<LogState>,
+    /// Where the log keeps its files (the broker's `storage`).
+    storage: Storage,
 }
 
 /// What became of a partition's log; set once, never changed.
 #[derive(Debug)]
 enum LogState {
-    /// Open and serving.
+    /// Open (it may have failed since: `PartitionLog::check_healthy`).
     Open(Arc<PartitionLog>),
     /// It failed to open: the partition is offline until restart.
     Offline(Arc<StorageError>),
@@ -70,6 +72,7 @@ impl Partition {
         topic_id: Uuid,
         index: i32,
         log_config: LogConfig,
+        storage: Storage,
     ) -> Partition {
         Partition {
             index,
@@ -78,6 +81,7 @@ impl Partition {
             dir: partition_dir::partition_dir(data_dir, topic, index, topic_id),
             log_config: StdMutex::new(log_config),
             log: OnceLock::new(),
+            storage,
         }
     }
 
@@ -109,20 +113,32 @@ impl Partition {
     /// warm-up thread, start-up): opens the log here if it is not open yet. Never call it on
     /// an async worker.
     ///
-    /// Errors: `PartitionOffline` when the log could not be opened (then or earlier);
-    /// `UnknownTopicOrPartition` when its topic was deleted.
+    /// Errors: `PartitionOffline` when the log could not be opened (then or earlier), or a
+    /// failed fsync or write took it offline since; `UnknownTopicOrPartition` when its topic
+    /// was deleted.
     pub fn log_blocking(&self) -> Result<&Arc<PartitionLog>, BrokerError> {
-        match self.open_once() {
-            LogState::Open(log) => Ok(log),
-            LogState::Offline(reason) => Err(BrokerError::PartitionOffline {
+        let log = match self.open_once() {
+            LogState::Open(log) => log,
+            LogState::Offline(reason) => {
+                return Err(BrokerError::PartitionOffline {
+                    dir: self.dir.clone(),
+                    reason: Arc::clone(reason),
+                })
+            }
+            LogState::Deleted => {
+                return Err(BrokerError::UnknownTopicOrPartition(format!(
+                    "{}-{}",
+                    self.topic, self.index
+                )))
+            }
+        };
+        // A log whose fsync or write failed is offline too, until a restart reopens it.
+        log.check_healthy()
+            .map_err(|reason| BrokerError::PartitionOffline {
                 dir: self.dir.clone(),
-                reason: Arc::clone(reason),
-            }),
-            LogState::Deleted => Err(BrokerError::UnknownTopicOrPartition(format!(
-                "{}-{}",
-                self.topic, self.index
-            ))),
-        }
+                reason: Arc::new(reason),
+            })?;
+        Ok(log)
     }
 
     /// Opens the log unless that was done (or tried) before; a second caller blocks until the
@@ -135,7 +151,7 @@ impl Partition {
         let config = self.lock_config();
         self.log.get_or_init(|| {
             partition_dir::prepare(&self.dir, &self.topic, self.topic_id)
-                .and_then(|()| PartitionLog::open(&self.dir, *config))
+                .and_then(|()| PartitionLog::open_on(self.storage.clone(), &self.dir, *config))
                 .map_or_else(
                     |error| {
                         tracing::error!(dir = %self.dir.display(), %error,
@@ -156,9 +172,14 @@ impl Partition {
         self.log.get_or_init(|| LogState::Deleted);
     }
 
-    /// Whether the partition is offline: its log failed to open. Nothing is opened.
+    /// Whether the partition is offline: its log failed to open, or a failed fsync or write
+    /// took it offline since. Nothing is opened.
     pub fn is_offline(&self) -> bool {
-        matches!(self.log.get(), Some(LogState::Offline(_)))
+        match self.log.get() {
+            Some(LogState::Offline(_)) => true,
+            Some(LogState::Open(log)) => log.check_healthy().is_err(),
+            Some(LogState::Deleted) | None => false,
+        }
     }
 
     /// The log if it is open (nothing is opened).
@@ -397,13 +418,14 @@ impl TopicRegistry {
         Ok(topic)
     }
 
-    /// Replaces a topic's config overrides: persisted first, then applied live (storage
-    /// settings of every partition; retention, compaction and produce checks read the topic's
-    /// config each time).
+    /// Replaces a topic's config overrides with `change(current)`, computed under the admin
+    /// lock so that concurrent read-modify-writes (IncrementalAlterConfigs) all land: persisted
+    /// first, then applied live (storage settings of every partition; retention, compaction
+    /// and produce checks read the topic's config each time).
     pub async fn update_config(
         &self,
         name: &str,
-        config: TopicConfig,
+        change: impl FnOnce(&TopicConfig) -> Result<TopicConfig, BrokerError>,
     ) -> Result<Arc<Topic>, BrokerError> {
         let _guard = self.admin_lock.lock().await;
         let topic = self
@@ -412,7 +434,7 @@ impl TopicRegistry {
         let updated = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
-            config,
+            config: change(&topic.config)?,
             partitions: topic.partitions.clone(),
         });
         let data_dir = self.data_dir.clone();
@@ -458,7 +480,14 @@ impl TopicRegistry {
             let log_config = old.config.log_config(&broker);
             let mut partitions = old.partitions.clone();
             for index in current..count {
-                let partition = Partition::new(&data_dir, &old.name, old.id, index, log_config);
+                let partition = Partition::new(
+                    &data_dir,
+                    &old.name,
+                    old.id,
+                    index,
+                    log_config,
+                    broker.storage.clone(),
+                );
                 partition.log_blocking()?;
                 partitions.push(Arc::new(partition));
             }
@@ -566,7 +595,16 @@ fn new_topic(
 ) -> Topic {
     let log_config = spec.config.log_config(broker);
     let partitions = (0..spec.partitions)
-        .map(|index| Arc::new(Partition::new(data_dir, &name, id, index, log_config)))
+        .map(|index| {
+            Arc::new(Partition::new(
+                data_dir,
+                &name,
+                id,
+                index,
+                log_config,
+                broker.storage.clone(),
+            ))
+        })
         .collect();
     Topic {
         name,
@@ -672,6 +710,7 @@ mod tests {
             Uuid::new_v4(),
             0,
             LogConfig::default(),
+            Storage::real(),
         ));
         let (done, finished) = std::sync::mpsc::channel();
         let opener = Arc::clone(&partition);

@@ -1,6 +1,9 @@
 //! ListOffsets (key 2), v1–8: the earliest (-2), latest (-1) and max-timestamp (-3, v7+)
 //! offsets of partitions, and the first offset whose timestamp is at or after a given one
-//! (the time index in storage, refined to the record by the protocol crate's record reader).
+//! (the time index in storage, refined to the record by the protocol crate's streaming record
+//! walk, under the broker's validation slots so that memory stays bounded).
+
+use std::sync::Arc;
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -42,7 +45,7 @@ pub(crate) async fn handle(
                 });
             let timestamp = p.timestamp;
             let log = match partition {
-                Ok(p) => p.log().await.map(std::sync::Arc::clone),
+                Ok(p) => p.log().await.map(Arc::clone),
                 Err(error) => Err(error),
             };
             let found: Result<(i64, i64), BrokerError> = match log {
@@ -53,7 +56,16 @@ pub(crate) async fn handle(
                     _ => {
                         // On a single node the high watermark is the log end.
                         let high_watermark = log.log_end_offset();
+                        // A lookup may walk a stored batch's records: it takes one of the
+                        // slots produce validation takes, so that however many lookups
+                        // arrive, at most that many batches are being walked at once.
+                        // Never closed, so `None` cannot happen.
+                        let slot = Arc::clone(&broker.validation_slots)
+                            .acquire_owned()
+                            .await
+                            .ok();
                         tokio::task::spawn_blocking(move || {
+                            let _slot = slot;
                             let found = if timestamp == MAX_TIMESTAMP {
                                 log.max_timestamp_offset(&ProtocolRecordReader)?
                             } else {
