@@ -134,7 +134,8 @@ pub struct LiveTopic {
 /// - a directory of the layout before topic ids (`<topic>-<partition>`, no
 ///   `partition.metadata`) is adopted by the committed topic of that name: its
 ///   `partition.metadata` is written (fsynced), then it is renamed to its id-keyed name (and
-///   the data directory fsynced). With no such topic it is what a delete left, and removed.
+///   the data directory fsynced). With no such topic it is what a delete left, and removed
+///   if it holds a segment or a checkpoint, or nothing (else it is not a partition's).
 ///
 /// Anything else in the data directory is left alone. Blocking.
 ///
@@ -176,11 +177,13 @@ pub fn reconcile(data_dir: &Path, topics: &[LiveTopic]) -> Result<(), StorageErr
                     adopt_legacy(data_dir, &path, live, index)?;
                     upgraded += 1;
                 }
-                _ => {
+                _ if holds_a_partition_log(&path) => {
                     tracing::warn!(dir = %path.display(),
                         "no committed topic has this partition (a delete cut short); removing it");
                     doomed.push(path);
                 }
+                // Named like a partition but not one (an operator's `backup-2`): not ours.
+                _ => {}
             },
             None => {}
         }
@@ -226,6 +229,20 @@ fn adopt_legacy(
     tracing::info!(from = %dir.display(), to = %target.display(),
         "partition directory adopted by its topic id");
     Ok(())
+}
+
+/// Whether `dir` holds what a partition log leaves (a segment or a checkpoint), or nothing at
+/// all: only such old-layout directories are removed as leftovers of a delete.
+fn holds_a_partition_log(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut names = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .peekable();
+    names.peek().is_none()
+        || names.any(|name| name.ends_with(".log") || name == "recovery-point-offset-checkpoint")
 }
 
 /// A partition directory name, parsed.
@@ -427,5 +444,43 @@ mod tests {
         prepare(&dir, "t", old).unwrap();
         prepare(&dir, "t", old).unwrap();
         assert!(prepare(&dir, "t", new).is_err());
+    }
+
+    #[test]
+    fn reconcile_upgrades_old_directories_and_removes_leftovers() {
+        let data = tempfile::tempdir().unwrap();
+        let live = LiveTopic {
+            name: "kept".into(),
+            id: Uuid::from_u128(7),
+            partitions: 1,
+        };
+        let make = |name: &str, file: &str| {
+            let dir = data.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join(file), b"x").unwrap();
+            dir
+        };
+        make("kept-0", "00000000000000000000.log");
+        let gone_keyed = make(&format!("gone-0.{}", Uuid::from_u128(9).simple()), "a.log");
+        let gone_legacy = make("gone-0", "00000000000000000000.log");
+        let beyond = make("kept-1", "00000000000000000000.log");
+        let deleted = make("kept-0.x-delete", "a.log");
+        let foreign = make("backup-2", "notes.txt");
+        reconcile(data.path(), std::slice::from_ref(&live)).unwrap();
+
+        let adopted = partition_dir(data.path(), "kept", 0, live.id);
+        assert!(adopted.join("00000000000000000000.log").exists());
+        assert_eq!(
+            read_metadata(&adopted.join(METADATA_FILE_NAME)).unwrap(),
+            live.id
+        );
+        assert!(!data.path().join("kept-0").exists());
+        for gone in [gone_keyed, gone_legacy, beyond, deleted] {
+            assert!(!gone.exists(), "{} was removed", gone.display());
+        }
+        assert!(
+            foreign.exists(),
+            "a directory that is no partition's is left alone"
+        );
     }
 }
