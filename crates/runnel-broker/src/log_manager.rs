@@ -70,7 +70,7 @@ pub async fn run_log_maintenance(broker: Arc<Broker>) {
             let compaction = topic
                 .config
                 .is_compacted()
-                .then(|| topic.config.compaction_policy());
+                .then(|| topic.config.compaction_policy(&broker.config));
             for partition in topic.partitions.clone() {
                 let name = topic.name.clone();
                 let index = partition.index;

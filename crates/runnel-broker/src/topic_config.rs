@@ -216,8 +216,8 @@ impl TopicConfig {
         }
     }
 
-    /// The log cleaner's settings.
-    pub fn compaction_policy(&self) -> CompactionPolicy {
+    /// The log cleaner's settings (the dedupe buffer is the broker's).
+    pub fn compaction_policy(&self, broker: &BrokerConfig) -> CompactionPolicy {
         let defaults = CompactionPolicy::default();
         CompactionPolicy {
             min_cleanable_dirty_ratio: self.get(
@@ -229,6 +229,7 @@ impl TopicConfig {
             max_compaction_lag_ms: self
                 .get("max.compaction.lag.ms", defaults.max_compaction_lag_ms),
             delete_retention_ms: self.get("delete.retention.ms", defaults.delete_retention_ms),
+            dedupe_buffer_bytes: broker.log_cleaner_dedupe_buffer_size,
         }
     }
 

@@ -890,7 +890,8 @@ impl PartitionLog {
 
     /// Compacts the closed segments if `policy` says they are due (see the `cleaner` module):
     /// keeps the last record per key with its offset, drops expired tombstones, swaps each
-    /// rewritten segment in atomically. Appends and reads go on meanwhile; the writer lock is
+    /// rewritten segment in atomically. The dirty records whose keys fit in
+    /// `policy.dedupe_buffer_bytes` are cleaned now, the rest at the next call (Kafka's rule). Appends and reads go on meanwhile; the writer lock is
     /// taken only for each swap. `None` when nothing was due.
     ///
     /// Errors: `Io`, `CorruptSegment`, `UnreadableRecords` (the log is left as it was, or
@@ -915,12 +916,26 @@ impl PartitionLog {
             return Ok(None);
         };
         let mut kept_tombstone_ms = i64::MAX;
-        let map = build_offset_map(&cleanable, reader)?;
-        let mut stats = CleanStats::default();
+        let (map, map_end) =
+            build_offset_map(&cleanable, first_dirty, policy.dedupe_buffer_bytes, reader)?;
+        let cleanable_end = cleanable.last().map_or(map_end, |s| s.next_offset());
+        if map_end < cleanable_end {
+            tracing::info!(dir = %self.dir.display(), keys = map.len(), map_bytes = map.size_bytes(), cleaned_up_to = map_end, dirty_up_to = cleanable_end, "the dedupe buffer is full: the rest is cleaned next round");
+        }
+        // Segments wholly past what the map covers wait for the next clean.
+        let cleanable: Vec<Arc<LogSegment>> = cleanable
+            .into_iter()
+            .filter(|s| s.base_offset() < map_end)
+            .collect();
+        let mut stats = CleanStats {
+            map_keys: map.len() as u64,
+            map_bytes: map.size_bytes(),
+            ..CleanStats::default()
+        };
         for segment in &cleanable {
             let drop_tombstones = now_ms.saturating_sub(segment.retention_timestamp_ms())
                 > policy.delete_retention_ms;
-            let cleaned = write_cleaned(segment, &map, drop_tombstones, reader)?;
+            let cleaned = write_cleaned(segment, &map, map_end, drop_tombstones, reader)?;
             let (swap_path, removed, new_size) = (
                 cleaned.swap_path,
                 cleaned.records_removed,
@@ -963,10 +978,7 @@ impl PartitionLog {
         }
         self.kept_tombstone_ms
             .store(kept_tombstone_ms, Ordering::Release);
-        if let Some(last) = cleanable.last() {
-            self.first_dirty_offset
-                .fetch_max(last.next_offset(), Ordering::AcqRel);
-        }
+        self.first_dirty_offset.fetch_max(map_end, Ordering::AcqRel);
         tracing::debug!(dir = %self.dir.display(), ?stats, "cleaned");
         Ok(Some(stats))
     }
@@ -1013,9 +1025,6 @@ impl PartitionLog {
     }
 }
 
-/// The records of a stored batch, or `None` (logged) when they do not decode: a compressed
-/// batch accepted on its header and CRC (the broker's relaxed produce validation) is served as
-/// stored, and the lookups that look inside batches fall back to the batch's own fields.
 /// The one record of a data batch holding a single record: its offset and timestamp are the
 /// batch's (the max timestamp of one record is its own), so no record need be read.
 fn single_record(header: &BatchHeader) -> Option<TimestampOffset> {
@@ -1046,6 +1055,9 @@ fn find_in_batch(
     })
 }
 
+/// The records of a stored batch, or `None` (logged) when they do not decode: a compressed
+/// batch accepted on its header and CRC (the broker's relaxed produce validation) is served as
+/// stored, and the lookups that look inside batches fall back to the batch's own fields.
 pub(crate) fn readable_records(
     reader: &dyn RecordReader,
     segment: &LogSegment,
