@@ -302,3 +302,115 @@ async fn replays_of_the_last_five_batches_and_old_epochs_append_nothing() -> Tes
     .await;
     broker.check(result)
 }
+
+/// OUT_OF_ORDER_SEQUENCE_NUMBER.
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+
+/// With `producer.id.expiration.ms=3000`, a producer that goes quiet is forgotten: a batch with
+/// its old id and a sequence that leaves a gap, refused while its state is held, is appended
+/// once it expired, as Kafka appends the first batch of a producer it has no state for. A
+/// producer that keeps writing keeps its state: its gaps are still refused and its replays
+/// still answered with the original offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_producer_expires_and_a_live_one_does_not() -> TestResult {
+    let broker = TestBroker::start(&[
+        "--set",
+        "producer.id.expiration.ms=3000",
+        "--set",
+        "log.retention.check.interval.ms=500",
+    ])?;
+    let result = async {
+        let topic = "expiry";
+        create_topic(&broker, topic, 1).await?;
+        let mut connection = RawConnection::connect(&broker, Duration::from_secs(30))?;
+        let mut new_producer = || -> Result<i64> {
+            let response =
+                connection.round_trip(api_key::INIT_PRODUCER_ID, 0, &init_producer_id_v0())?;
+            let (error_code, producer_id, _) = parse_init_producer_id_v0(&response)?;
+            ensure_eq!(error_code, 0, "InitProducerId error code");
+            Ok(producer_id)
+        };
+        let (quiet, live) = (new_producer()?, new_producer()?);
+        let identity = |producer_id, base_sequence| ProducerIdentity {
+            producer_id,
+            producer_epoch: 0,
+            base_sequence,
+        };
+        let first = produce_raw(&mut connection, topic, &[b"q0"], identity(quiet, 0))?;
+        ensure_eq!(first.error_code, 0, "first batch of the quiet producer");
+        let gap = produce_raw(&mut connection, topic, &[b"q5"], identity(quiet, 5))?;
+        ensure_eq!(
+            gap.error_code,
+            OUT_OF_ORDER_SEQUENCE_NUMBER,
+            "a gap while the quiet producer's state is held"
+        );
+        let mut live_sequence = 0;
+        let mut last_live = produce_raw(&mut connection, topic, &[b"l0"], identity(live, 0))?;
+        ensure_eq!(last_live.error_code, 0, "first batch of the live producer");
+
+        // The live producer writes on; the quiet one's gap is retried until it is accepted.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            live_sequence += 1;
+            last_live = produce_raw(
+                &mut connection,
+                topic,
+                &[b"l"],
+                identity(live, live_sequence),
+            )?;
+            ensure_eq!(
+                last_live.error_code,
+                0,
+                "live producer, sequence {live_sequence}"
+            );
+            let retry = produce_raw(&mut connection, topic, &[b"q5"], identity(quiet, 5))?;
+            if retry.error_code == 0 {
+                break;
+            }
+            ensure_eq!(
+                retry.error_code,
+                OUT_OF_ORDER_SEQUENCE_NUMBER,
+                "the quiet producer's gap before expiry"
+            );
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the quiet producer's state never expired"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // The live producer was not forgotten.
+        let replay = produce_raw(
+            &mut connection,
+            topic,
+            &[b"l"],
+            identity(live, live_sequence),
+        )?;
+        ensure_eq!(
+            (replay.error_code, replay.base_offset),
+            (0, last_live.base_offset),
+            "a replay of the live producer's last batch answers its original offset"
+        );
+        let live_gap = produce_raw(
+            &mut connection,
+            topic,
+            &[b"l"],
+            identity(live, live_sequence + 3),
+        )?;
+        ensure_eq!(
+            live_gap.error_code,
+            OUT_OF_ORDER_SEQUENCE_NUMBER,
+            "a gap of the live producer"
+        );
+        // The quiet producer is known again from its accepted batch on.
+        let quiet_gap = produce_raw(&mut connection, topic, &[b"q9"], identity(quiet, 9))?;
+        ensure_eq!(
+            quiet_gap.error_code,
+            OUT_OF_ORDER_SEQUENCE_NUMBER,
+            "a gap after the quiet producer wrote again"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}

@@ -60,6 +60,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "max.connections.per.ip", default: "2147483647", doc: "Connections one client address may hold at once; further ones are closed at accept." },
     Setting { name: "connections.max.idle.ms", default: "600000", doc: "A connection that completes no request (or cannot take a response) for this long is closed; also ends slow-drip clients." },
     Setting { name: "log.cleaner.dedupe.buffer.size", default: "134217728", doc: "Most memory the log cleaner's key → offset map takes in one clean (24 bytes per key); a dirty range with more keys is cleaned over several rounds." },
+    Setting { name: "producer.id.expiration.ms", default: "86400000", doc: "An idempotent producer whose last batch (by its max timestamp) is this old is forgotten: its sequence state no longer applies, and it leaves memory and producer snapshots." },
 ];
 
 /// The broker's typed settings.
@@ -135,6 +136,8 @@ pub struct BrokerConfig {
     pub log_flush_interval_ms: i64,
     /// `log.cleaner.dedupe.buffer.size`: bound on the cleaner's key → offset map, in bytes.
     pub log_cleaner_dedupe_buffer_size: u64,
+    /// `producer.id.expiration.ms`.
+    pub producer_id_expiration_ms: i64,
     /// Settings given explicitly (config file, environment or flag), name → value as given;
     /// every other setting has its default. DescribeConfigs reports these as
     /// STATIC_BROKER_CONFIG.
@@ -265,6 +268,8 @@ impl BrokerConfig {
             log_flush_interval_ms: settings.get_in("log.flush.interval.ms", 0..=i64::MAX)?,
             log_cleaner_dedupe_buffer_size: settings
                 .get_in("log.cleaner.dedupe.buffer.size", 1024..=i64::MAX as u64)?,
+            producer_id_expiration_ms: settings
+                .get_in("producer.id.expiration.ms", 1..=i64::MAX)?,
             log_flush_commit_delay_ms: settings.get_in("log.flush.commit.delay.ms", 0..=1000)?,
             log_flush_device_flush_shared: settings.get("log.flush.device.flush.shared")?,
             explicit,

@@ -1,6 +1,7 @@
 //! Log maintenance: the record reader storage borrows (see `runnel_storage::RecordReader`),
-//! the background task that applies retention and runs the log cleaner on every partition at
-//! `log.retention.check.interval.ms`, and the one that applies `flush.ms`.
+//! the background task that applies retention, runs the log cleaner and expires idempotent
+//! producers on every partition at `log.retention.check.interval.ms`, and the one that applies
+//! `flush.ms`.
 //!
 //! All storage work runs on the blocking pool, one partition at a time, so maintenance never
 //! competes with more than one core's worth of request handling.
@@ -88,6 +89,10 @@ pub async fn run_log_maintenance(broker: Arc<Broker>) {
                     }
                     if let Err(error) = log.apply_retention(retention, now_ms) {
                         tracing::error!(topic = %name, partition = index, %error, "retention failed");
+                    }
+                    let expired = log.expire_producers();
+                    if expired > 0 {
+                        tracing::debug!(topic = %name, partition = index, expired, "expired idempotent producers");
                     }
                 })
                 .await;

@@ -160,6 +160,7 @@ impl TopicConfig {
             segment_ms: self.get("segment.ms", broker.log_roll_ms),
             index_interval_bytes: self.get("index.interval.bytes", broker.log_index_interval_bytes),
             segment_index_bytes: self.get("segment.index.bytes", broker.log_index_size_max_bytes),
+            producer_id_expiration_ms: broker.producer_id_expiration_ms,
         }
     }
 

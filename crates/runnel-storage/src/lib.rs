@@ -36,4 +36,5 @@ pub use group_flush::flush_logs;
 pub use partition_log::{
     AppendOutcome, CrcCheck, LogConfig, PartitionLog, RetentionPolicy, TimestampOffset,
 };
+pub use producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT;
 pub use records::{RecordError, RecordReader, RecordSummary};

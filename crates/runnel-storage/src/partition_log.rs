@@ -64,6 +64,9 @@ pub struct LogConfig {
     /// Maximum `.index` size in bytes (`segment.index.bytes`; default 10 MiB); a full index
     /// also rolls the segment.
     pub segment_index_bytes: u32,
+    /// Forget an idempotent producer whose last batch is this old (`producer.id.expiration.ms`,
+    /// a broker setting; default 1 day).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -73,6 +76,7 @@ impl Default for LogConfig {
             segment_ms: 7 * 24 * 60 * 60 * 1000,
             index_interval_bytes: 4096,
             segment_index_bytes: 10 << 20,
+            producer_id_expiration_ms: crate::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
         }
     }
 }
@@ -251,7 +255,9 @@ impl PartitionLog {
     /// is cut or deleted, the partition stays closed until an operator looks).
     pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, StorageError> {
         let recovered = recover(dir, &config)?;
-        let producers = rebuild_producer_state(dir, &recovered.segments, recovered.log_end_offset)?;
+        let mut producers =
+            rebuild_producer_state(dir, &recovered.segments, recovered.log_end_offset)?;
+        producers.set_expiration_ms(config.producer_id_expiration_ms);
         let first_base = recovered.segments.first().map_or(0, |s| s.base_offset());
         let checkpointed_start = read_log_start_offset(dir)?;
         let log_start_offset = checkpointed_start
@@ -334,6 +340,9 @@ impl PartitionLog {
         }
         let config = self.config();
         let mut writer = lock(&self.writer);
+        writer
+            .producers
+            .set_expiration_ms(config.producer_id_expiration_ms);
         let base_offset = self.log_end_offset();
         let prepared = match prepare_append(
             batches,
@@ -830,6 +839,23 @@ impl PartitionLog {
             offset: offset.max(log_start_offset),
             timestamp: max_ts,
         }))
+    }
+
+    /// Drops the state of idempotent producers expired under `producer.id.expiration.ms` from
+    /// memory (they already count as unknown to the sequence checks and are left out of
+    /// snapshots); the broker's maintenance pass calls it. Returns how many were dropped.
+    pub fn expire_producers(&self) -> usize {
+        let config = self.config();
+        let mut writer = lock(&self.writer);
+        writer
+            .producers
+            .set_expiration_ms(config.producer_id_expiration_ms);
+        writer.producers.remove_expired()
+    }
+
+    /// Idempotent producers whose state is held in memory.
+    pub fn producer_count(&self) -> usize {
+        lock(&self.writer).producers.len()
     }
 
     /// Moves the log start offset forward to `offset` (DeleteRecords): records below it are no
