@@ -306,6 +306,19 @@ async fn replays_of_the_last_five_batches_and_old_epochs_append_nothing() -> Tes
 /// OUT_OF_ORDER_SEQUENCE_NUMBER.
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 
+/// [`produce_raw`] of one record, checking the partition's error code.
+fn produce_expecting(
+    connection: &mut RawConnection,
+    topic: &str,
+    identity: ProducerIdentity,
+    error_code: i16,
+    what: &str,
+) -> Result<PartitionProduceResult> {
+    let result = produce_raw(connection, topic, &[b"v"], identity)?;
+    ensure_eq!(result.error_code, error_code, "{what}");
+    Ok(result)
+}
+
 /// With `producer.id.expiration.ms=3000`, a producer that goes quiet is forgotten: a batch with
 /// its old id and a sequence that leaves a gap, refused while its state is held, is appended
 /// once it expired, as Kafka appends the first batch of a producer it has no state for. A
@@ -336,36 +349,38 @@ async fn a_quiet_producer_expires_and_a_live_one_does_not() -> TestResult {
             producer_epoch: 0,
             base_sequence,
         };
-        let first = produce_raw(&mut connection, topic, &[b"q0"], identity(quiet, 0))?;
-        ensure_eq!(first.error_code, 0, "first batch of the quiet producer");
-        let gap = produce_raw(&mut connection, topic, &[b"q5"], identity(quiet, 5))?;
-        ensure_eq!(
-            gap.error_code,
+        let c = &mut connection;
+        produce_expecting(
+            c,
+            topic,
+            identity(quiet, 0),
+            0,
+            "quiet producer, first batch",
+        )?;
+        produce_expecting(
+            c,
+            topic,
+            identity(quiet, 5),
             OUT_OF_ORDER_SEQUENCE_NUMBER,
-            "a gap while the quiet producer's state is held"
-        );
+            "a gap while the quiet producer's state is held",
+        )?;
         let mut live_sequence = 0;
-        let mut last_live = produce_raw(&mut connection, topic, &[b"l0"], identity(live, 0))?;
-        ensure_eq!(last_live.error_code, 0, "first batch of the live producer");
+        produce_expecting(c, topic, identity(live, 0), 0, "live producer, first batch")?;
 
         // The live producer writes on; the quiet one's gap is retried until it is accepted.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
+        let last_live = loop {
             live_sequence += 1;
-            last_live = produce_raw(
-                &mut connection,
+            let last_live = produce_expecting(
+                c,
                 topic,
-                &[b"l"],
                 identity(live, live_sequence),
-            )?;
-            ensure_eq!(
-                last_live.error_code,
                 0,
-                "live producer, sequence {live_sequence}"
-            );
-            let retry = produce_raw(&mut connection, topic, &[b"q5"], identity(quiet, 5))?;
+                "live producer, next batch",
+            )?;
+            let retry = produce_raw(c, topic, &[b"v"], identity(quiet, 5))?;
             if retry.error_code == 0 {
-                break;
+                break last_live;
             }
             ensure_eq!(
                 retry.error_code,
@@ -377,38 +392,36 @@ async fn a_quiet_producer_expires_and_a_live_one_does_not() -> TestResult {
                 "the quiet producer's state never expired"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        };
 
         // The live producer was not forgotten.
-        let replay = produce_raw(
-            &mut connection,
+        let replay = produce_expecting(
+            c,
             topic,
-            &[b"l"],
             identity(live, live_sequence),
+            0,
+            "a replay of the live producer's last batch",
         )?;
         ensure_eq!(
-            (replay.error_code, replay.base_offset),
-            (0, last_live.base_offset),
+            replay.base_offset,
+            last_live.base_offset,
             "a replay of the live producer's last batch answers its original offset"
         );
-        let live_gap = produce_raw(
-            &mut connection,
+        produce_expecting(
+            c,
             topic,
-            &[b"l"],
             identity(live, live_sequence + 3),
+            OUT_OF_ORDER_SEQUENCE_NUMBER,
+            "a gap of the live producer",
         )?;
-        ensure_eq!(
-            live_gap.error_code,
-            OUT_OF_ORDER_SEQUENCE_NUMBER,
-            "a gap of the live producer"
-        );
         // The quiet producer is known again from its accepted batch on.
-        let quiet_gap = produce_raw(&mut connection, topic, &[b"q9"], identity(quiet, 9))?;
-        ensure_eq!(
-            quiet_gap.error_code,
+        produce_expecting(
+            c,
+            topic,
+            identity(quiet, 9),
             OUT_OF_ORDER_SEQUENCE_NUMBER,
-            "a gap after the quiet producer wrote again"
-        );
+            "a gap after the quiet producer wrote again",
+        )?;
         Ok(())
     }
     .await;

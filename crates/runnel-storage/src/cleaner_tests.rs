@@ -245,6 +245,25 @@ fn last_per_key(records: &[(i64, TestRecord)]) -> BTreeMap<Vec<u8>, Option<Vec<u
         .collect()
 }
 
+/// Appends one single-record batch per op (`key-<k>` → `value-<v>`, `None` a tombstone) at
+/// timestamp = its index, calling `after(index)` after each; returns key → last value.
+fn append_ops(
+    log: &PartitionLog,
+    ops: &[(u8, Option<u16>)],
+    mut after: impl FnMut(usize),
+) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+    let mut model = BTreeMap::new();
+    for (i, (key, value)) in ops.iter().enumerate() {
+        let key = format!("key-{key}");
+        let value = value.map(|v| format!("value-{v}"));
+        log.append(&new_batch(&[(i as i64, Some(&key), value.as_deref())]))
+            .unwrap();
+        model.insert(key.into_bytes(), value.map(String::into_bytes));
+        after(i);
+    }
+    model
+}
+
 #[test]
 fn interrupted_swap_is_finished_and_unfinished_clean_discarded() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -396,16 +415,11 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let log = PartitionLog::open(dir.path(), small_config()).unwrap();
-        let mut model: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for (i, (key, value)) in ops.iter().enumerate() {
-            let key = format!("key-{key}");
-            let value = value.map(|v| format!("value-{v}"));
-            log.append(&new_batch(&[(i as i64, Some(&key), value.as_deref())])).unwrap();
-            model.insert(key.into_bytes(), value.map(String::into_bytes));
+        let model = append_ops(&log, &ops, |i| {
             if clean_points.contains(&i) {
                 log.clean(&compaction_policy(i64::MAX), &TestReader, 1_000).unwrap();
             }
-        }
+        });
         log.clean(&compaction_policy(i64::MAX), &TestReader, 1_000).unwrap();
         let records = all_records(&log);
         prop_assert!(records.windows(2).all(|w| w[0].0 < w[1].0));
@@ -540,13 +554,7 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let log = PartitionLog::open(dir.path(), small_config()).unwrap();
-        let mut model: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for (i, (key, value)) in ops.iter().enumerate() {
-            let key = format!("key-{key}");
-            let value = value.map(|v| format!("value-{v}"));
-            log.append(&new_batch(&[(i as i64, Some(&key), value.as_deref())])).unwrap();
-            model.insert(key.into_bytes(), value.map(String::into_bytes));
-        }
+        let model = append_ops(&log, &ops, |_| {});
         // Rolled segments are sealed (and so cleanable) once flushed.
         log.flush(log.log_end_offset()).unwrap();
         let policy = CompactionPolicy {
