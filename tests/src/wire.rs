@@ -2,7 +2,8 @@
 //! sends: malformed frames, unsupported versions, exact replays of a produce request.
 //!
 //! Only the few non-flexible request versions the raw tests use are encoded here: ApiVersions
-//! v0, InitProducerId v0, Produce v3, and a v2 record batch.
+//! v0, InitProducerId v0, Produce v3 (whose body v8 shares; its response is parsed here too),
+//! and a v2 record batch.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -293,30 +294,56 @@ pub struct ProducerIdentity {
 
 /// Encodes an uncompressed v2 record batch of `values` (no keys, no headers), base offset 0.
 pub fn record_batch(values: &[&[u8]], identity: ProducerIdentity, timestamp_ms: i64) -> Vec<u8> {
-    let mut records = Vec::new();
-    for (index, value) in values.iter().enumerate() {
+    let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, *v)).collect();
+    let section = records_section(&records);
+    batch_of_section(0, values.len(), &section, identity, timestamp_ms)
+}
+
+/// The records section of a v2 batch (uncompressed) holding `records` as (key, value), no
+/// headers, timestamp delta 0: what a test compresses for a compressed batch.
+pub fn records_section(records: &[(Option<&[u8]>, &[u8])]) -> Vec<u8> {
+    let mut section = Vec::new();
+    for (index, (key, value)) in records.iter().enumerate() {
         let mut record = Vec::new();
         record.push(0); // attributes
         put_varint(&mut record, 0); // timestamp delta
         put_varint(&mut record, index as i64); // offset delta
-        put_varint(&mut record, -1); // key: null
+        match key {
+            Some(key) => {
+                put_varint(&mut record, key.len() as i64);
+                record.extend_from_slice(key);
+            }
+            None => put_varint(&mut record, -1),
+        }
         put_varint(&mut record, value.len() as i64);
         record.extend_from_slice(value);
         put_varint(&mut record, 0); // headers
-        put_varint(&mut records, record.len() as i64);
-        records.extend_from_slice(&record);
+        put_varint(&mut section, record.len() as i64);
+        section.extend_from_slice(&record);
     }
+    section
+}
+
+/// A v2 batch, base offset 0, of `record_count` records whose records section is `section`
+/// as given (compressed or not, as `attributes` says).
+pub fn batch_of_section(
+    attributes: i16,
+    record_count: usize,
+    section: &[u8],
+    identity: ProducerIdentity,
+    timestamp_ms: i64,
+) -> Vec<u8> {
     // From attributes to the end: covered by the CRC.
     let mut tail = Vec::new();
-    put_i16(&mut tail, 0); // attributes: no compression, not transactional
-    put_i32(&mut tail, values.len() as i32 - 1); // last offset delta
+    put_i16(&mut tail, attributes);
+    put_i32(&mut tail, record_count as i32 - 1); // last offset delta
     put_i64(&mut tail, timestamp_ms); // base timestamp
     put_i64(&mut tail, timestamp_ms); // max timestamp
     put_i64(&mut tail, identity.producer_id);
     put_i16(&mut tail, identity.producer_epoch);
     put_i32(&mut tail, identity.base_sequence);
-    put_i32(&mut tail, values.len() as i32);
-    tail.extend_from_slice(&records);
+    put_i32(&mut tail, record_count as i32);
+    tail.extend_from_slice(section);
 
     let mut batch = Vec::new();
     put_i64(&mut batch, 0); // base offset
@@ -326,6 +353,65 @@ pub fn record_batch(values: &[&[u8]], identity: ProducerIdentity, timestamp_ms: 
     put_i32(&mut batch, crc32c(&tail) as i32);
     batch.extend_from_slice(&tail);
     batch
+}
+
+/// The result for one partition of a Produce v8 response (v3's fields plus KIP-467's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionProduceResultV8 {
+    /// Partition index.
+    pub partition: i32,
+    /// Kafka error code (0 = none).
+    pub error_code: i16,
+    /// Offset assigned to the batch's first record, -1 on error.
+    pub base_offset: i64,
+    /// `record_errors`: (batch index, message) of each record that failed the batch.
+    pub record_errors: Vec<(i32, Option<String>)>,
+    /// The partition's error message.
+    pub error_message: Option<String>,
+}
+
+/// Parses a Produce v8 response body (one topic's partitions, in order, across topics).
+pub fn parse_produce_v8(body: &[u8]) -> Result<Vec<PartitionProduceResultV8>> {
+    let mut reader = Reader::new(body);
+    let mut results = Vec::new();
+    let topics = reader.i32()?;
+    ensure!(
+        (0..=1000).contains(&topics),
+        "produce response: {topics} topics"
+    );
+    for _ in 0..topics {
+        let _topic = reader.string()?;
+        let partitions = reader.i32()?;
+        ensure!(
+            (0..=10_000).contains(&partitions),
+            "produce response: {partitions} partitions"
+        );
+        for _ in 0..partitions {
+            let partition = reader.i32()?;
+            let error_code = reader.i16()?;
+            let base_offset = reader.i64()?;
+            let _log_append_time_ms = reader.i64()?;
+            let _log_start_offset = reader.i64()?;
+            let count = reader.i32()?;
+            ensure!(
+                (-1..=1_000_000).contains(&count),
+                "produce response: {count} record errors"
+            );
+            let mut record_errors = Vec::new();
+            for _ in 0..count {
+                record_errors.push((reader.i32()?, reader.nullable_string()?));
+            }
+            results.push(PartitionProduceResultV8 {
+                partition,
+                error_code,
+                base_offset,
+                record_errors,
+                error_message: reader.nullable_string()?,
+            });
+        }
+    }
+    let _throttle_time_ms = reader.i32()?;
+    Ok(results)
 }
 
 /// CRC-32C (Castagnoli), bitwise; inputs here are small.

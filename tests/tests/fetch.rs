@@ -253,3 +253,53 @@ async fn record_larger_than_fetch_limits_is_still_returned() -> TestResult {
     .await;
     broker.check(result)
 }
+
+/// KIP-74: only the first batch of a Fetch response may exceed the request's `max_bytes`.
+/// Sixteen partitions each hold batches of about 256 KB; a consumer of all of them with
+/// `fetch.max.bytes=1000000` refuses any response over its `receive.message.max.bytes` (and
+/// reconnects, in a loop, as librdkafka did against a broker granting every partition its
+/// first batch: 16 × 256 KB). It must read everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_response_stays_within_the_request_max_bytes() -> TestResult {
+    let broker = TestBroker::start(&[])?;
+    let result = async {
+        let topic = "fetch-max-bytes";
+        let partitions = 16;
+        create_topic(&broker, topic, partitions).await?;
+        let producer = producer(&broker, &[("linger.ms", "100"), ("batch.size", "262144")])?;
+        let per_partition = 128;
+        let value = vec![b'v'; 8000];
+        for partition in 0..partitions {
+            let records: Vec<Record> = (0..per_partition).map(|_| (None, value.clone())).collect();
+            produce_all(&producer, topic, Some(partition), &records).await?;
+        }
+        let ids: Vec<i32> = (0..partitions).collect();
+        let consumer = consumer_assigned_with(
+            &broker,
+            topic,
+            &ids,
+            Offset::Beginning,
+            &[
+                ("fetch.max.bytes", "1000000"),
+                // Room for the response's framing beyond its records, no more.
+                ("receive.message.max.bytes", "1100000"),
+                // Several partitions' batches per response, so the request limit is what
+                // binds, not the partition limit.
+                ("max.partition.fetch.bytes", "300000"),
+            ],
+        )?;
+        let total = usize::try_from(partitions)? * per_partition;
+        let read = consume_n(&consumer, total, Duration::from_secs(30)).await?;
+        for partition in 0..partitions {
+            let mine: Vec<_> = read
+                .iter()
+                .filter(|r| r.partition == partition)
+                .cloned()
+                .collect();
+            check_dense(topic, partition, &mine, 0)?;
+        }
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}

@@ -1,57 +1,34 @@
 //! Validation of the record batches in a produce request (Kafka record format v2).
 //!
-//! Owns the v2 batch header layout, the CRC32C check and the walk over the records inside a
+//! Owns the CRC32C check and the walk over the records inside a
 //! batch (decompressing through [`crate::compression`] with a cap). It reads batches, it never
 //! rewrites them: the broker stores batches as the client sent them, so nothing here re-encodes
 //! records. It knows nothing of partitions, offsets already in a log, or producer state; those
 //! checks belong to the broker.
 //!
-//! v2 batch header (big-endian), [`RECORD_BATCH_HEADER_BYTES`] long:
-//!
-//! ```text
-//! @0  baseOffset i64        @8  batchLength i32 (bytes after this field)
-//! @12 partitionLeaderEpoch  @16 magic i8 (2)     @17 crc u32 (CRC32C of @21..end)
-//! @21 attributes i16        @23 lastOffsetDelta  @27 baseTimestamp i64
-//! @35 maxTimestamp i64      @43 producerId i64   @51 producerEpoch i16
-//! @53 baseSequence i32      @57 recordsCount i32 @61 records (compressed as a whole)
-//! ```
+//! The v2 batch header layout, [`RECORD_BATCH_HEADER_BYTES`] long, is `runnel_batch_layout`'s.
 
 use std::io::BufRead;
 
 use crate::compression::{self, Compression};
 use crate::ProtocolError;
 
+// The header layout is defined once, in `runnel-batch-layout`, shared with storage.
+use runnel_batch_layout::{
+    ATTRIBUTES_AT, BASE_OFFSET_AT, BASE_SEQUENCE_AT, BASE_TIMESTAMP_AT, BATCH_LENGTH_AT,
+    CONTROL_ATTRIBUTE, CRC_AT, LAST_OFFSET_DELTA_AT,
+    LOG_OVERHEAD_BYTES as BATCH_LENGTH_PREFIX_BYTES, MAGIC_AT, MAX_TIMESTAMP_AT, PRODUCER_EPOCH_AT,
+    PRODUCER_ID_AT, RECORDS_COUNT_AT, TIMESTAMP_TYPE_ATTRIBUTE, TRANSACTIONAL_ATTRIBUTE,
+};
+
 /// Size of a v2 record batch header; the records start at this offset.
-pub const RECORD_BATCH_HEADER_BYTES: usize = 61;
+pub const RECORD_BATCH_HEADER_BYTES: usize = runnel_batch_layout::HEADER_BYTES;
 
 /// The only record format Runnel accepts (Kafka 4 dropped v0 and v1, KIP-896).
-pub const RECORD_BATCH_MAGIC: i8 = 2;
-
-/// Bytes before the `batchLength` field's count begins (`baseOffset` + `batchLength`).
-const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
-
-const BASE_OFFSET_AT: usize = 0;
-const BATCH_LENGTH_AT: usize = 8;
-const MAGIC_AT: usize = 16;
-const CRC_AT: usize = 17;
-const ATTRIBUTES_AT: usize = 21;
-const LAST_OFFSET_DELTA_AT: usize = 23;
-const BASE_TIMESTAMP_AT: usize = 27;
-const MAX_TIMESTAMP_AT: usize = 35;
-const PRODUCER_ID_AT: usize = 43;
-const PRODUCER_EPOCH_AT: usize = 51;
-const BASE_SEQUENCE_AT: usize = 53;
-const RECORDS_COUNT_AT: usize = 57;
+pub const RECORD_BATCH_MAGIC: i8 = runnel_batch_layout::MAGIC_V2;
 
 /// `maxTimestamp` of a batch whose producer left it unset.
 const NO_TIMESTAMP: i64 = -1;
-
-/// Attribute bit 3: timestamps are LogAppendTime (set by the broker), not CreateTime.
-const TIMESTAMP_TYPE_ATTRIBUTE: i16 = 0x08;
-/// Attribute bit 4: the batch is part of a transaction.
-const TRANSACTIONAL_ATTRIBUTE: i16 = 0x10;
-/// Attribute bit 5: the batch holds a control record (commit/abort marker).
-const CONTROL_ATTRIBUTE: i16 = 0x20;
 
 /// Longest encodings Kafka accepts for a varint (i32) and a varlong (i64).
 const VARINT_BYTES_MAX: u32 = 5;
@@ -169,6 +146,46 @@ pub fn validate_batches(
     Ok(batches)
 }
 
+/// The records without a key in a produce payload that [`validate_batches`] accepted, by
+/// their index in the payload (the `offsetDelta` within a single batch, counted on across
+/// batches): what a compacted topic refuses, listed for Produce v8+ `record_errors`
+/// (KIP-467). Walks every batch, compressed ones decompressed into at most
+/// `limits.max_uncompressed_bytes`, holding no key or value.
+///
+/// # Errors
+/// As [`validate_batches`], for a payload it would refuse.
+pub fn records_without_key(
+    payload: &[u8],
+    limits: &BatchLimits,
+) -> Result<Vec<i32>, ProtocolError> {
+    let mut keyless = Vec::new();
+    let mut position = 0;
+    let mut first_index: i32 = 0;
+    while let Some(rest) = payload.get(position..).filter(|rest| !rest.is_empty()) {
+        let batch = split_batch(rest, position)?;
+        let record_count = i32::from_be_bytes(field(batch, RECORDS_COUNT_AT)?);
+        let compression =
+            Compression::from_attributes(i16::from_be_bytes(field(batch, ATTRIBUTES_AT)?))?;
+        let section = batch.get(RECORD_BATCH_HEADER_BYTES..).unwrap_or_default();
+        let mut note = |delta: i32| keyless.push(first_index.saturating_add(delta));
+        match compression {
+            Compression::None => walk_records(section, record_count, &mut note).map(drop),
+            codec => walk_compressed_records(
+                codec,
+                section,
+                record_count,
+                limits.max_uncompressed_bytes,
+                &mut note,
+            )?
+            .map(drop),
+        }
+        .map_err(|reason| invalid(&format!("batch at position {position}: {reason}")))?;
+        first_index = first_index.saturating_add(record_count);
+        position = position.saturating_add(batch.len());
+    }
+    Ok(keyless)
+}
+
 /// The batch at the start of `rest`, by its `batchLength`.
 fn split_batch(rest: &[u8], position: usize) -> Result<&[u8], ProtocolError> {
     if rest.len() < RECORD_BATCH_HEADER_BYTES {
@@ -263,13 +280,14 @@ fn validate_batch(
             }
             None
         }
-        Compression::None => Some(walk_records(records_section, record_count)),
+        Compression::None => Some(walk_records(records_section, record_count, &mut |_| {})),
         // Walked as they decompress: a bomb costs the codec's window, not its inflated size.
         codec => Some(walk_compressed_records(
             codec,
             records_section,
             record_count,
             limits.max_uncompressed_bytes,
+            &mut |_| {},
         )?),
     }
     .transpose()
@@ -309,9 +327,14 @@ struct RecordsSummary {
     has_null_key: bool,
 }
 
-/// Walks `record_count` records that must fill `records` exactly. Errors are reasons, for
+/// Walks `record_count` records that must fill `records` exactly, calling `on_null_key` with
+/// the `offsetDelta` of every record without a key. Errors are reasons, for
 /// [`ProtocolError::InvalidBatch`].
-fn walk_records(records: &[u8], record_count: i32) -> Result<RecordsSummary, String> {
+fn walk_records(
+    records: &[u8],
+    record_count: i32,
+    on_null_key: &mut impl FnMut(i32),
+) -> Result<RecordsSummary, String> {
     let mut cursor = Cursor::new(records);
     let mut summary = RecordsSummary {
         max_timestamp_delta: i64::MIN,
@@ -334,6 +357,9 @@ fn walk_records(records: &[u8], record_count: i32) -> Result<RecordsSummary, Str
         }
         summary.max_timestamp_delta = summary.max_timestamp_delta.max(record.timestamp_delta);
         summary.has_null_key |= record.has_null_key;
+        if record.has_null_key {
+            on_null_key(offset_delta);
+        }
     }
     if !cursor.is_empty() {
         return Err(format!(
@@ -352,6 +378,7 @@ fn walk_compressed_records(
     section: &[u8],
     record_count: i32,
     limit_bytes: usize,
+    on_null_key: &mut impl FnMut(i32),
 ) -> Result<Result<RecordsSummary, String>, ProtocolError> {
     let reader = compression::decompressing_reader(codec, section, limit_bytes)?;
     let mut stream = RecordStream {
@@ -383,6 +410,9 @@ fn walk_compressed_records(
         }
         summary.max_timestamp_delta = summary.max_timestamp_delta.max(record.timestamp_delta);
         summary.has_null_key |= record.has_null_key;
+        if record.has_null_key {
+            on_null_key(offset_delta);
+        }
     }
     if !stream.at_end()? {
         return Ok(Err(format!(
@@ -1250,6 +1280,36 @@ mod tests {
             matches!(result, Err(ProtocolError::CorruptBatch(_))),
             "{what}: expected CorruptBatch, got {result:?}"
         );
+    }
+
+    #[test]
+    fn records_without_key_lists_their_indexes_across_batches_and_codecs() -> TestResult {
+        for codec in CODECS {
+            // Every fourth record of a 12-record batch has no key, then a second batch.
+            let records: Vec<TestRecord> = (0..12)
+                .map(|i| TestRecord {
+                    key: (i % 4 != 1).then(|| vec![b'k'; 3]),
+                    ..TestRecord::keyed(b"", b"value")
+                })
+                .collect();
+            let mut payload = build(codec, &records);
+            payload.extend(build(
+                codec,
+                &[TestRecord::keyed(b"k", b"v"), records[1].clone()],
+            ));
+            validate_batches(&payload, &LIMITS, BatchValidation::Strict)?;
+            assert_eq!(
+                records_without_key(&payload, &LIMITS)?,
+                vec![1, 5, 9, 13],
+                "{codec:?}"
+            );
+            assert_eq!(
+                records_without_key(&build(codec, &[TestRecord::keyed(b"k", b"v")]), &LIMITS)?,
+                Vec::<i32>::new(),
+                "{codec:?}"
+            );
+        }
+        Ok(())
     }
 
     #[test]

@@ -20,12 +20,11 @@
 //! Records are read and rewritten through the broker-supplied [`RecordReader`] (see
 //! `records.rs` for why storage has no record parser of its own).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::checkpoint::sync_dir;
 use crate::error::{IoResultExt, StorageError};
+use crate::io::Storage;
 use crate::partition_log::readable_records;
 use crate::records::RecordReader;
 use crate::segment::LogSegment;
@@ -279,19 +278,14 @@ pub(crate) fn write_cleaned(
     reader: &dyn RecordReader,
 ) -> Result<CleanedSegment, StorageError> {
     let cleaned_path = suffixed(segment.log_path(), CLEANED_SUFFIX);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&cleaned_path)
-        .at(&cleaned_path)?;
-    let mut out = std::io::BufWriter::with_capacity(CLEANED_WRITE_BUFFER_BYTES, file);
-    let mut size_bytes = 0u64;
-    let mut write = |bytes: &[u8]| -> Result<(), StorageError> {
-        out.write_all(bytes).at(&cleaned_path)?;
-        size_bytes += bytes.len() as u64;
-        Ok(())
+    let storage = segment.storage();
+    let mut out = CleanedWriter {
+        file: storage.create_file(&cleaned_path)?,
+        path: &cleaned_path,
+        buffer: Vec::with_capacity(CLEANED_WRITE_BUFFER_BYTES),
+        size_bytes: 0,
     };
+    let mut write = |bytes: &[u8]| out.write(bytes);
     let mut removed = 0u64;
     let mut kept_tombstones = 0u64;
     for item in segment.headers(0, segment.size_bytes()) {
@@ -340,15 +334,13 @@ pub(crate) fn write_cleaned(
             write(&kept)?;
         }
     }
-    let file = out
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .at(&cleaned_path)?;
-    file.sync_all().at(&cleaned_path)?;
-    drop(file);
+    out.flush()?;
+    out.file.sync_all().at(&cleaned_path)?;
+    let size_bytes = out.size_bytes;
+    drop(out);
     let swap_path = suffixed(segment.log_path(), SWAP_SUFFIX);
-    std::fs::rename(&cleaned_path, &swap_path).at(&swap_path)?;
-    sync_dir(segment.log_path().parent().unwrap_or(Path::new(".")))?;
+    storage.rename(&cleaned_path, &swap_path)?;
+    storage.sync_dir(segment.log_path().parent().unwrap_or(Path::new(".")))?;
     Ok(CleanedSegment {
         swap_path,
         records_removed: removed,
@@ -360,6 +352,41 @@ pub(crate) fn write_cleaned(
 /// Write buffer of a cleaned segment being written.
 const CLEANED_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
+/// A cleaned segment being written: batches gather in a bounded buffer written out at the
+/// file's end whenever it fills, so a segment is never held whole.
+struct CleanedWriter<'a> {
+    file: crate::io::DataFile,
+    path: &'a Path,
+    buffer: Vec<u8>,
+    /// Bytes written out plus buffered.
+    size_bytes: u64,
+}
+
+impl CleanedWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        if self.buffer.len() + bytes.len() > CLEANED_WRITE_BUFFER_BYTES {
+            self.flush()?;
+        }
+        if bytes.len() >= CLEANED_WRITE_BUFFER_BYTES {
+            self.file
+                .write_all_at(bytes, self.size_bytes)
+                .at(self.path)?;
+        } else {
+            self.buffer.extend_from_slice(bytes);
+        }
+        self.size_bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the buffered bytes out (not synced).
+    fn flush(&mut self) -> Result<(), StorageError> {
+        let at = self.size_bytes - self.buffer.len() as u64;
+        self.file.write_all_at(&self.buffer, at).at(self.path)?;
+        self.buffer.clear();
+        Ok(())
+    }
+}
+
 /// A cleaned segment, written and waiting as `.swap`.
 pub(crate) struct CleanedSegment {
     pub(crate) swap_path: PathBuf,
@@ -369,7 +396,11 @@ pub(crate) struct CleanedSegment {
 }
 
 /// Replaces `<base>.log` with `swap_path` and removes the stale indexes (rebuilt on open).
-pub(crate) fn finish_swap(dir: &Path, swap_path: &Path) -> Result<PathBuf, StorageError> {
+pub(crate) fn finish_swap(
+    storage: &Storage,
+    dir: &Path,
+    swap_path: &Path,
+) -> Result<PathBuf, StorageError> {
     let name = swap_path
         .file_name()
         .and_then(|n| n.to_str())
@@ -382,21 +413,23 @@ pub(crate) fn finish_swap(dir: &Path, swap_path: &Path) -> Result<PathBuf, Stora
             crate::segment::TIME_INDEX_EXTENSION,
         ] {
             let path = dir.join(format!("{stem}.{extension}"));
-            match std::fs::remove_file(&path) {
+            match storage.remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&path),
                 _ => {}
             }
         }
     }
-    std::fs::rename(swap_path, &log_path).at(&log_path)?;
-    sync_dir(dir)?;
+    storage.rename(swap_path, &log_path)?;
+    storage.sync_dir(dir)?;
     Ok(log_path)
 }
 
 /// Recovery: deletes incomplete `.cleaned` files and completes `.swap` files in `dir`.
-pub(crate) fn recover_interrupted_cleaning(dir: &Path) -> Result<(), StorageError> {
-    for item in std::fs::read_dir(dir).at(dir)? {
-        let path = item.at(dir)?.path();
+pub(crate) fn recover_interrupted_cleaning(
+    storage: &Storage,
+    dir: &Path,
+) -> Result<(), StorageError> {
+    for path in storage.list_dir(dir)? {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -404,10 +437,10 @@ pub(crate) fn recover_interrupted_cleaning(dir: &Path) -> Result<(), StorageErro
             .to_string();
         if name.ends_with(CLEANED_SUFFIX) {
             tracing::info!(path = %path.display(), "discarding an unfinished cleaned segment");
-            std::fs::remove_file(&path).at(&path)?;
+            storage.remove_file(&path).at(&path)?;
         } else if name.ends_with(SWAP_SUFFIX) {
             tracing::info!(path = %path.display(), "completing an interrupted segment swap");
-            finish_swap(dir, &path)?;
+            finish_swap(storage, dir, &path)?;
         }
     }
     Ok(())

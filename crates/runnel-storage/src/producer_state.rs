@@ -25,6 +25,7 @@ use std::sync::Arc;
 use crate::batch_header::{increment_sequence, BatchHeader};
 use crate::checkpoint::{seal, unseal};
 use crate::error::{IoResultExt, StorageError};
+use crate::io::Storage;
 use crate::segment::offset_file_name;
 
 /// How many recent batches per producer are remembered for duplicate detection (Kafka: 5,
@@ -354,37 +355,44 @@ impl ProducerStateManager {
     /// Writes the state as of `offset` to `<offset>.snapshot` atomically, then deletes all but
     /// the newest few snapshots.
     #[cfg(test)]
-    pub(crate) fn write_snapshot(&self, dir: &Path, offset: i64) -> Result<(), StorageError> {
+    pub(crate) fn write_snapshot(
+        &self,
+        storage: &Storage,
+        dir: &Path,
+        offset: i64,
+    ) -> Result<(), StorageError> {
         let (path, bytes) = self.snapshot(offset).file(dir);
-        crate::checkpoint::write_atomically(&path, &bytes)?;
-        prune_snapshots(dir)
+        crate::checkpoint::write_all_atomically(storage, &[(&path, &bytes)])?;
+        prune_snapshots(storage, dir)
     }
 
     /// Loads the newest readable snapshot at or below `log_end_offset`, deleting snapshots
     /// beyond it (they describe data that recovery cut off). Returns the state and the offset
     /// from which the log must be replayed; `None` means no usable snapshot: replay everything.
     pub(crate) fn load(
+        storage: &Storage,
         dir: &Path,
         log_end_offset: i64,
     ) -> Result<(ProducerStateManager, Option<i64>), StorageError> {
-        Self::load_with_clock(dir, log_end_offset, crate::segment::now_ms)
+        Self::load_with_clock(storage, dir, log_end_offset, crate::segment::now_ms)
     }
 
     /// [`ProducerStateManager::load`] with an injected clock.
     pub(crate) fn load_with_clock(
+        storage: &Storage,
         dir: &Path,
         log_end_offset: i64,
         clock: Clock,
     ) -> Result<(ProducerStateManager, Option<i64>), StorageError> {
-        let mut snapshots = list_snapshots(dir)?;
+        let mut snapshots = list_snapshots(storage, dir)?;
         snapshots.reverse();
         for (offset, path) in snapshots {
             if offset > log_end_offset {
                 tracing::info!(path = %path.display(), log_end_offset, "deleting producer snapshot beyond the log end");
-                std::fs::remove_file(&path).at(&path)?;
+                storage.remove_file(&path).at(&path)?;
                 continue;
             }
-            match Self::decode(&std::fs::read(&path).at(&path)?, clock()) {
+            match Self::decode(&storage.read_file(&path).at(&path)?, clock()) {
                 Some(producers) => {
                     let mut state = ProducerStateManager::with_clock(clock);
                     state.producers = Arc::new(producers);
@@ -447,20 +455,19 @@ impl ProducerSnapshot {
 }
 
 /// Deletes all but the newest few snapshots of `dir`.
-pub(crate) fn prune_snapshots(dir: &Path) -> Result<(), StorageError> {
-    let snapshots = list_snapshots(dir)?;
+pub(crate) fn prune_snapshots(storage: &Storage, dir: &Path) -> Result<(), StorageError> {
+    let snapshots = list_snapshots(storage, dir)?;
     let excess = snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
     for (_, old) in snapshots.iter().take(excess) {
-        std::fs::remove_file(old).at(old)?;
+        storage.remove_file(old).at(old)?;
     }
     Ok(())
 }
 
 /// Snapshot files of `dir` as `(offset, path)`, oldest first.
-fn list_snapshots(dir: &Path) -> Result<Vec<(i64, PathBuf)>, StorageError> {
+fn list_snapshots(storage: &Storage, dir: &Path) -> Result<Vec<(i64, PathBuf)>, StorageError> {
     let mut found = Vec::new();
-    for item in std::fs::read_dir(dir).at(dir)? {
-        let path = item.at(dir)?.path();
+    for path in storage.list_dir(dir)? {
         if path.extension().is_some_and(|e| e == SNAPSHOT_EXTENSION) {
             if let Some(offset) = path
                 .file_stem()
@@ -627,8 +634,9 @@ mod tests {
         );
         // The snapshot taken at 11 000 left producer 1 out, though the table still had it.
         let (path, bytes) = snapshot.file(dir.path());
-        crate::checkpoint::write_atomically(&path, &bytes)?;
-        let (loaded, _) = ProducerStateManager::load_with_clock(dir.path(), 3, test_clock)?;
+        crate::checkpoint::write_all_atomically(&Storage::real(), &[(&path, &bytes)])?;
+        let (loaded, _) =
+            ProducerStateManager::load_with_clock(&Storage::real(), dir.path(), 3, test_clock)?;
         assert_eq!(loaded.producers.keys().copied().collect::<Vec<_>>(), [2]);
         Ok(())
     }
@@ -680,7 +688,8 @@ mod tests {
         )
         .unwrap();
         set_now(5_000);
-        let (loaded, from) = ProducerStateManager::load_with_clock(dir.path(), 2, test_clock)?;
+        let (loaded, from) =
+            ProducerStateManager::load_with_clock(&Storage::real(), dir.path(), 2, test_clock)?;
         assert_eq!(from, Some(2));
         let entry = loaded.producers[&7];
         assert_eq!((entry.epoch, entry.last_timestamp), (3, 5_000));
@@ -695,11 +704,11 @@ mod tests {
         for i in 0..8 {
             state.replay(&header(3, i * 2, 2, i64::from(i) * 2));
         }
-        state.write_snapshot(dir.path(), 16)?;
-        let (loaded, from) = ProducerStateManager::load(dir.path(), 16)?;
+        state.write_snapshot(&Storage::real(), dir.path(), 16)?;
+        let (loaded, from) = ProducerStateManager::load(&Storage::real(), dir.path(), 16)?;
         assert_eq!(from, Some(16));
         assert_eq!(loaded.producers, state.producers);
-        let (_, from) = ProducerStateManager::load(dir.path(), 15)?;
+        let (_, from) = ProducerStateManager::load(&Storage::real(), dir.path(), 15)?;
         assert_eq!(from, None, "snapshot beyond the log end is deleted");
         Ok(())
     }

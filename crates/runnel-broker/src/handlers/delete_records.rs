@@ -1,6 +1,7 @@
 //! DeleteRecords (key 21), v0–2: moves partitions' log start offset (low watermark) forward.
 //! Offset -1 means the high watermark. The new start is persisted and whole segments below it
-//! are deleted; reads below it get OFFSET_OUT_OF_RANGE.
+//! are deleted; reads below it get OFFSET_OUT_OF_RANGE. Internal topics (`__consumer_offsets`)
+//! are refused with INVALID_TOPIC_EXCEPTION, as in Kafka: their records belong to the broker.
 
 use std::sync::Arc;
 
@@ -32,7 +33,10 @@ pub(crate) async fn handle(
                     "{}-{}",
                     delete_topic.name.0, p.partition_index
                 ))),
-                Some(partition) => match partition.log() {
+                Some(_) if topic.as_ref().is_some_and(|t| t.is_internal()) => {
+                    Err(BrokerError::InternalTopic(delete_topic.name.to_string()))
+                }
+                Some(partition) => match partition.log().await {
                     Err(offline) => Err(offline),
                     Ok(log) => {
                         let log = Arc::clone(log);

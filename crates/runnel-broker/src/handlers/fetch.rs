@@ -194,7 +194,7 @@ fn read_all(
                         .partition
                         .as_ref()
                         .map_err(|e| e.code())
-                        .and_then(|p| p.log().map_err(|e| e.code()))
+                        .and_then(|p| p.log_blocking().map_err(|e| e.code()))
                     {
                         Ok(log) => log,
                         Err(code) => {
@@ -210,16 +210,17 @@ fn read_all(
                         .with_last_stable_offset(high_watermark)
                         .with_log_start_offset(log_start_offset);
                     // KIP-74: the first batch of the response is returned even above the limits,
-                    // so that a consumer can always make progress.
-                    let limit = if total == 0 {
-                        read.max_bytes.max(1)
-                    } else {
-                        read.max_bytes.min(budget)
-                    };
-                    if limit == 0 {
+                    // so that a consumer can always make progress; nothing after it may exceed
+                    // the partition's or the response's remaining bytes.
+                    let limit = read.max_bytes.min(budget);
+                    let records = if total == 0 {
+                        log.read(read.fetch_offset, limit.max(1), high_watermark)
+                    } else if limit == 0 {
                         return data;
-                    }
-                    match log.read(read.fetch_offset, limit, high_watermark) {
+                    } else {
+                        log.read_at_most(read.fetch_offset, limit, high_watermark)
+                    };
+                    match records {
                         Ok(records) => {
                             total += records.len();
                             budget = budget.saturating_sub(records.len());

@@ -44,42 +44,45 @@ pub(crate) async fn handle(
                     ))
                 });
             let timestamp = p.timestamp;
-            let found: Result<(i64, i64), BrokerError> =
-                match partition.and_then(|p| p.log().map(Arc::clone)) {
-                    Err(error) => Err(error),
-                    Ok(log) => match timestamp {
-                        EARLIEST_TIMESTAMP => Ok((log.log_start_offset(), -1)),
-                        LATEST_TIMESTAMP => Ok((log.log_end_offset(), -1)),
-                        _ => {
-                            // On a single node the high watermark is the log end.
-                            let high_watermark = log.log_end_offset();
-                            // A lookup may walk a stored batch's records: it takes one of the
-                            // slots produce validation takes, so that however many lookups
-                            // arrive, at most that many batches are being walked at once.
-                            // Never closed, so `None` cannot happen.
-                            let slot = Arc::clone(&broker.validation_slots)
-                                .acquire_owned()
-                                .await
-                                .ok();
-                            tokio::task::spawn_blocking(move || {
-                                let _slot = slot;
-                                let found = if timestamp == MAX_TIMESTAMP {
-                                    log.max_timestamp_offset(&ProtocolRecordReader)?
-                                } else {
-                                    log.offset_for_timestamp(timestamp, &ProtocolRecordReader)?
-                                };
-                                Ok::<_, BrokerError>(
-                                    found
-                                        .filter(|f| f.offset < high_watermark)
-                                        .map_or((-1, -1), |f| (f.offset, f.timestamp)),
-                                )
-                            })
+            let log = match partition {
+                Ok(p) => p.log().await.map(Arc::clone),
+                Err(error) => Err(error),
+            };
+            let found: Result<(i64, i64), BrokerError> = match log {
+                Err(error) => Err(error),
+                Ok(log) => match timestamp {
+                    EARLIEST_TIMESTAMP => Ok((log.log_start_offset(), -1)),
+                    LATEST_TIMESTAMP => Ok((log.log_end_offset(), -1)),
+                    _ => {
+                        // On a single node the high watermark is the log end.
+                        let high_watermark = log.log_end_offset();
+                        // A lookup may walk a stored batch's records: it takes one of the
+                        // slots produce validation takes, so that however many lookups
+                        // arrive, at most that many batches are being walked at once.
+                        // Never closed, so `None` cannot happen.
+                        let slot = Arc::clone(&broker.validation_slots)
+                            .acquire_owned()
                             .await
-                            .map_err(BrokerError::from)
-                            .and_then(|r| r)
-                        }
-                    },
-                };
+                            .ok();
+                        tokio::task::spawn_blocking(move || {
+                            let _slot = slot;
+                            let found = if timestamp == MAX_TIMESTAMP {
+                                log.max_timestamp_offset(&ProtocolRecordReader)?
+                            } else {
+                                log.offset_for_timestamp(timestamp, &ProtocolRecordReader)?
+                            };
+                            Ok::<_, BrokerError>(
+                                found
+                                    .filter(|f| f.offset < high_watermark)
+                                    .map_or((-1, -1), |f| (f.offset, f.timestamp)),
+                            )
+                        })
+                        .await
+                        .map_err(BrokerError::from)
+                        .and_then(|r| r)
+                    }
+                },
+            };
             partitions.push(match found {
                 Ok((offset, timestamp)) => response.with_offset(offset).with_timestamp(timestamp),
                 Err(error) => response

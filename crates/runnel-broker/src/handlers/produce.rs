@@ -16,9 +16,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use runnel_protocol::batch::{validate_batches, BatchLimits, BatchValidation};
+use runnel_protocol::batch::{records_without_key, validate_batches, BatchLimits, BatchValidation};
 use runnel_protocol::ProtocolError;
 use runnel_storage::{AppendOutcome, CrcCheck, PartitionLog};
 use tokio::sync::OwnedSemaphorePermit;
@@ -59,7 +61,7 @@ pub(crate) async fn handle(
                     None => Err(BrokerError::UnknownTopicOrPartition(format!(
                         "{name}-{index}"
                     ))),
-                    Some(partition) => match partition.log() {
+                    Some(partition) => match partition.log().await {
                         Err(offline) => Err(offline),
                         Ok(log) => {
                             let limits =
@@ -153,6 +155,7 @@ pub(crate) async fn handle(
                         response
                             .with_error_code(error.code())
                             .with_base_offset(-1)
+                            .with_record_errors(record_errors(&error))
                             .with_error_message(Some(error.to_string().into()))
                     }
                 });
@@ -165,6 +168,24 @@ pub(crate) async fn handle(
         }
         Ok(ProduceResponse::default().with_responses(responses))
     })
+}
+
+/// KIP-467 `record_errors` (Produce v8+): the records that made the partition's batches fail,
+/// by index, each with the reason; empty when the failure was not about particular records.
+fn record_errors(error: &BrokerError) -> Vec<BatchIndexAndErrorMessage> {
+    match error {
+        BrokerError::RecordsWithoutKey(indexes) => indexes
+            .iter()
+            .map(|index| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(*index)
+                    .with_batch_index_error_message(Some(
+                        "compacted topic cannot accept a record without a key".into(),
+                    ))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn batch_limits(max_message_bytes: usize) -> BatchLimits {
@@ -241,22 +262,26 @@ impl TopicPolicy {
         }
     }
 
-    /// Checks the validated batches against the topic: keys on compacted topics, and (for
-    /// CreateTime) timestamps within `message.timestamp.before/after.max.ms` of `now_ms`.
+    /// Checks the validated batches against the topic: keys on compacted topics (listing
+    /// every keyless record for `record_errors`), and (for CreateTime) timestamps within
+    /// `message.timestamp.before/after.max.ms` of `now_ms`.
     fn check(
         &self,
         records: &[u8],
         batches: &[runnel_protocol::batch::ValidatedBatch],
+        limits: &BatchLimits,
         now_ms: i64,
     ) -> Result<(), BrokerError> {
+        // Validation walked every record of a compacted topic (strict), so `has_null_key` is
+        // exact; the second walk, to name the records, happens only for a refused request.
+        if self.compacted && batches.iter().any(|b| !b.is_control && b.has_null_key) {
+            return Err(BrokerError::RecordsWithoutKey(records_without_key(
+                records, limits,
+            )?));
+        }
         for batch in batches {
             if batch.is_control {
                 continue;
-            }
-            if self.compacted && batch.has_null_key {
-                return Err(BrokerError::InvalidRecord(
-                    "compacted topic requires every record to have a key",
-                ));
             }
             if self.log_append_time {
                 continue;
@@ -300,7 +325,7 @@ fn start_append(
             .ok_or_else(|| ProtocolError::InvalidBatch("records are null".into()))?;
         let batches = validate_batches(&records, &limits, policy.validation)?;
         let now_ms = crate::log_manager::now_ms();
-        policy.check(&records, &batches, now_ms)?;
+        policy.check(&records, &batches, &limits, now_ms)?;
         let log_append_time_ms = policy.log_append_time.then_some(now_ms);
         // `validate_batches` verified every batch's CRC32C over these bytes.
         let outcome =

@@ -63,6 +63,10 @@ enum CloseReason {
     Io(#[from] std::io::Error),
     #[error("no complete request or response within connections.max.idle.ms")]
     Idle,
+    /// An acks=0 produce failed: it gets no response, so, as Kafka does, the connection is
+    /// closed, which is the only way the client can learn of it (it then refreshes metadata).
+    #[error("acks=0 produce failed (error code {0})")]
+    AcksZeroFailed(i16),
 }
 
 /// Serves one connection until the client leaves, it misbehaves, or shutdown is requested.
@@ -328,7 +332,10 @@ async fn handle_frame(
     };
     let encode = move |response: &ResponseKind| -> Result<Option<ResponseFrame>, CloseReason> {
         if acks_zero {
-            return Ok(None);
+            return match first_produce_error(response) {
+                Some(code) => Err(CloseReason::AcksZeroFailed(code)),
+                None => Ok(None),
+            };
         }
         Ok(Some(encode_response(
             api_key,
@@ -344,4 +351,17 @@ async fn handle_frame(
             Ok(Some(PendingResponse::Completing(task)))
         }
     }
+}
+
+/// The first partition error code of a Produce response, if any partition failed.
+fn first_produce_error(response: &ResponseKind) -> Option<i16> {
+    let ResponseKind::Produce(produce) = response else {
+        return None;
+    };
+    produce
+        .responses
+        .iter()
+        .flat_map(|topic| &topic.partition_responses)
+        .map(|partition| partition.error_code)
+        .find(|code| *code != 0)
 }
