@@ -580,3 +580,65 @@ proptest! {
         }
     }
 }
+
+/// A [`TestReader`] that counts the batches it is asked to walk.
+#[derive(Debug, Default)]
+struct CountingReader(std::sync::atomic::AtomicUsize);
+
+impl crate::RecordReader for CountingReader {
+    fn records(&self, batch: &[u8]) -> Result<Vec<crate::RecordSummary>, crate::RecordError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TestReader.records(batch)
+    }
+
+    fn retain(
+        &self,
+        batch: &[u8],
+        keep: &mut dyn FnMut(i64) -> bool,
+    ) -> Result<Option<Vec<u8>>, crate::RecordError> {
+        TestReader.retain(batch, keep)
+    }
+}
+
+#[test]
+fn one_record_batches_are_looked_up_by_their_header_alone() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = PartitionLog::open(dir.path(), small_config())?;
+    for ts in [100, 300, 200] {
+        log.append(&new_batch(&[(ts, Some("k"), Some("v"))]))?;
+    }
+    log.append(&new_batch(&[
+        (400, Some("a"), Some("1")),
+        (350, Some("b"), Some("2")),
+    ]))?;
+    let reader = CountingReader::default();
+    let walked = || reader.0.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        log.offset_for_timestamp(250, &reader)?,
+        Some(TimestampOffset {
+            offset: 1,
+            timestamp: 300
+        })
+    );
+    assert_eq!(
+        walked(),
+        0,
+        "a one-record batch is answered from its header"
+    );
+    assert_eq!(
+        log.offset_for_timestamp(360, &reader)?,
+        Some(TimestampOffset {
+            offset: 3,
+            timestamp: 400
+        })
+    );
+    assert_eq!(walked(), 1, "a batch of two records is walked");
+    assert_eq!(
+        log.max_timestamp_offset(&reader)?,
+        Some(TimestampOffset {
+            offset: 3,
+            timestamp: 400
+        })
+    );
+    Ok(())
+}
