@@ -64,7 +64,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "shutdown.timeout.ms", default: "30000", doc: "On SIGTERM/SIGINT, how long in-flight requests (a Fetch long-poll, a client that keeps sending) may run before their connections are cut; the logs are then flushed and checkpointed either way." },
     Setting { name: "log.cleaner.backoff.ms", default: "15000", doc: "How often the log cleaner looks for partitions to compact (Kafka's setting of the same name), independently of `log.retention.check.interval.ms`." },
     Setting { name: "log.cleaner.dedupe.buffer.size", default: "134217728", doc: "Most memory the log cleaner's key → offset map takes in one clean (24 bytes per key); a dirty range with more keys is cleaned over several rounds." },
-    Setting { name: "producer.id.expiration.ms", default: "86400000", doc: "An idempotent producer whose last batch (by its max timestamp) is this old is forgotten: its sequence state no longer applies, and it leaves memory and producer snapshots." },
+    Setting { name: "producer.id.expiration.ms", default: "86400000", doc: "An idempotent producer whose last batch was appended this long ago is forgotten (by the broker's clock; Kafka judges by the batch's max timestamp): its sequence state no longer applies, and it leaves memory and producer snapshots." },
 ];
 
 /// The broker's typed settings.
