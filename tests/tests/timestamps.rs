@@ -351,13 +351,23 @@ async fn concurrent_lookups_over_large_lz4_batches_hold_bounded_memory() -> Test
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_append_leaves_no_time_index_entry_behind() -> TestResult {
     let topic = "stamped";
-    let fault = format!(
-        "storage.fault.injection=write-error-after:1:{topic}-0/00000000000000000000.timeindex"
-    );
-    let broker = TestBroker::start(&["--set", &fault])?;
+    let mut broker = TestBroker::start(&[])?;
     let result = async {
         // A time-index entry for every batch.
         create_with(&broker, topic, &[("index.interval.bytes", "0")]).await?;
+        // The partition directory's name holds the topic id, known once the topic exists: the
+        // fault is set on a restart.
+        ensure!(broker.terminate()?.success(), "SIGTERM exit status");
+        let partition_dir = broker.partition_dir(topic, 0);
+        let partition_dir = partition_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("no partition directory")?;
+        let fault = format!(
+            "storage.fault.injection=write-error-after:1:{partition_dir}/00000000000000000000.timeindex"
+        );
+        broker.set_extra_args(&["--set", &fault]);
+        broker.start_again()?;
         let none = ProducerIdentity {
             producer_id: -1,
             producer_epoch: -1,
