@@ -65,6 +65,13 @@ async fn a_failed_fsync_fails_acks_all_and_takes_only_its_partition_offline_unti
         );
         broker.set_extra_args(&["--set", &fault]);
         broker.start_again()?;
+        ensure!(
+            broker
+                .log()
+                .lines()
+                .any(|l| l.contains("WARN") && l.contains("storage fault injection is on")),
+            "no WARN at start-up saying the fault injection knob is on"
+        );
         let mut connection = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
 
         ensure_eq!(

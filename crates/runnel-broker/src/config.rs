@@ -344,7 +344,6 @@ impl Settings {
             return Ok(Storage::real());
         }
         let faults: FaultInjection = self.get(name)?;
-        tracing::warn!(fault = %value.trim(), "storage fault injection is on (a testing knob)");
         Ok(Storage::real().with_faults(faults))
     }
 

@@ -18,6 +18,13 @@ use crate::error::BrokerError;
 
 /// Runs a broker until SIGTERM/SIGINT. Errors are start-up failures (data dir, port).
 pub fn run(config: BrokerConfig) -> Result<(), BrokerError> {
+    if let Some(fault) = config
+        .explicit
+        .get("storage.fault.injection")
+        .filter(|fault| !fault.trim().is_empty())
+    {
+        tracing::warn!(%fault, "storage fault injection is on: a testing knob, never for production");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("runnel")
