@@ -83,7 +83,7 @@ async fn append_durably(
         Ok::<(), BrokerError>(())
     })
     .await??;
-    broker.notify_appended();
+    broker.notify_high_watermark();
     Ok(())
 }
 
