@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::Offset;
 use runnel_e2e::{
     check_dense, consume_n, consumer_assigned_with, create_topic, ensure, ensure_eq,
@@ -19,6 +20,26 @@ fn numbered(prefix: &str, range: std::ops::Range<usize>) -> Vec<Record> {
         .collect()
 }
 
+/// Creates `topic` with one partition and a consumer of it from the beginning whose fetches
+/// wait up to `fetch_wait_ms` for one byte.
+async fn topic_and_consumer(
+    broker: &TestBroker,
+    topic: &str,
+    fetch_wait_ms: &str,
+) -> runnel_e2e::Result<StreamConsumer> {
+    create_topic(broker, topic, 1).await?;
+    consumer_assigned_with(
+        broker,
+        topic,
+        &[0],
+        Offset::Beginning,
+        &[
+            ("fetch.wait.max.ms", fetch_wait_ms),
+            ("fetch.min.bytes", "1"),
+        ],
+    )
+}
+
 /// A consumer waiting at the tail (each fetch may wait the broker's longest long-poll, 30 s)
 /// receives acks=0 and acks=1 records with no acks=all produce to flush them: the background
 /// flush makes them durable, and its completion wakes the waiting fetch.
@@ -27,14 +48,7 @@ async fn acks_0_and_1_records_become_visible_without_an_acks_all_produce() -> Te
     let broker = TestBroker::start(&[])?;
     let result = async {
         let topic = "background-flush";
-        create_topic(&broker, topic, 1).await?;
-        let consumer = consumer_assigned_with(
-            &broker,
-            topic,
-            &[0],
-            Offset::Beginning,
-            &[("fetch.wait.max.ms", "30000"), ("fetch.min.bytes", "1")],
-        )?;
+        let consumer = topic_and_consumer(&broker, topic, "30000").await?;
         for (acks, range) in [("0", 0..200), ("1", 200..400)] {
             // The consumer's fetch is waiting at the tail before anything is produced.
             expect_nothing(&consumer, Duration::from_secs(1)).await?;
@@ -75,14 +89,7 @@ async fn kill_9_keeps_every_record_a_consumer_received() -> TestResult {
     let mut broker = TestBroker::start(&[])?;
     let result = async {
         let topic = "read-then-crash";
-        create_topic(&broker, topic, 1).await?;
-        let consumer = consumer_assigned_with(
-            &broker,
-            topic,
-            &[0],
-            Offset::Beginning,
-            &[("fetch.wait.max.ms", "100")],
-        )?;
+        let consumer = topic_and_consumer(&broker, topic, "100").await?;
         let producer = producer(&broker, &[("acks", "1"), ("linger.ms", "0")])?;
         let records = numbered("record", 0..RECORDS);
         let producing = tokio::spawn(async move {
