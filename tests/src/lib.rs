@@ -230,6 +230,12 @@ impl TestBroker {
         self.spawn()
     }
 
+    /// Replaces the extra arguments the next start uses (e.g. to restart without a testing
+    /// knob the first start had).
+    pub fn set_extra_args(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|a| (*a).to_owned()).collect();
+    }
+
     /// Starts the broker again on the same port and data dir after [`kill9`](Self::kill9) or
     /// [`terminate`](Self::terminate).
     pub fn start_again(&mut self) -> Result<()> {

@@ -17,6 +17,8 @@ pub mod api_key {
     pub const PRODUCE: i16 = 0;
     /// Fetch.
     pub const FETCH: i16 = 1;
+    /// ListOffsets.
+    pub const LIST_OFFSETS: i16 = 2;
     /// ApiVersions.
     pub const API_VERSIONS: i16 = 18;
     /// InitProducerId.

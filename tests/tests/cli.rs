@@ -93,3 +93,44 @@ fn data_dir_that_cannot_be_created_is_refused() -> TestResult {
         "/dev/null/runnel-data",
     )?)
 }
+
+/// `--version` and `--help` answer on stdout with exit code 0 and start no broker.
+#[test]
+fn version_and_help_are_printed() -> TestResult {
+    Ok(check_version_and_help()?)
+}
+
+fn check_version_and_help() -> Result<()> {
+    let bin = runnel_e2e::runnel_bin()?;
+    let version = std::process::Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map_err(runnel_e2e::Error::from)?;
+    let stdout = String::from_utf8_lossy(&version.stdout);
+    ensure!(
+        version.status.success()
+            && stdout.trim() == format!("runnel {}", env!("CARGO_PKG_VERSION")),
+        "--version: {} {stdout:?}",
+        version.status
+    );
+    let help = std::process::Command::new(&bin)
+        .arg("--help")
+        .output()
+        .map_err(runnel_e2e::Error::from)?;
+    let stdout = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--listen",
+        "--advertise",
+        "--data-dir",
+        "--node-id",
+        "--config",
+        "--set",
+    ] {
+        ensure!(
+            help.status.success() && stdout.contains(flag),
+            "--help ({}) does not mention {flag}:\n{stdout}",
+            help.status
+        );
+    }
+    Ok(())
+}

@@ -1,8 +1,9 @@
 //! Log compaction (`cleanup.policy=compact`): after the cleaner has run, a compacted topic reads
 //! back as exactly the latest value per key (tombstoned keys gone), offsets stay strictly
 //! increasing for a consumer from offset 0, keyless records are refused, a `kill -9` while the
-//! cleaner rewrites segments loses no latest value, and `__consumer_offsets` is compacted without
-//! losing the last commit.
+//! cleaner rewrites segments loses no latest value, `__consumer_offsets` is compacted without
+//! losing the last commit, and the cleaner runs on its own schedule (`log.cleaner.backoff.ms`),
+//! not only at the retention check.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,7 +22,12 @@ use runnel_e2e::{
 };
 
 /// Broker flags: run retention and the cleaner often.
-const CLEANER_ARGS: &[&str] = &["--set", "log.retention.check.interval.ms=200"];
+const CLEANER_ARGS: &[&str] = &[
+    "--set",
+    "log.retention.check.interval.ms=200",
+    "--set",
+    "log.cleaner.backoff.ms=200",
+];
 
 /// Topic configs that make a small log roll and clean eagerly.
 const COMPACTED: &[(&str, &str)] = &[
@@ -373,7 +379,7 @@ fn committed_offset(consumer: &BaseConsumer, topic: &str) -> Result<Offset> {
 async fn consumer_offsets_is_compacted_and_keeps_the_last_commit() -> TestResult {
     let mut broker = TestBroker::start(&[
         "--set",
-        "log.retention.check.interval.ms=200",
+        "log.cleaner.backoff.ms=200",
         "--set",
         "log.segment.bytes=2048",
         "--set",
@@ -434,6 +440,39 @@ async fn consumer_offsets_is_compacted_and_keeps_the_last_commit() -> TestResult
             committed_offset(&consumer, topic)?,
             Offset::Offset(commits),
             "committed offset after a clean restart"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// The cleaner runs every `log.cleaner.backoff.ms`, as Kafka's does, not only at the retention
+/// check (`log.retention.check.interval.ms`, left at its 5 minute default here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cleaner_runs_on_its_own_backoff_not_the_retention_check() -> TestResult {
+    let broker = TestBroker::start(&["--set", "log.cleaner.backoff.ms=200"])?;
+    let result = async {
+        let topic = "prompt";
+        create_with(&broker, topic, COMPACTED).await?;
+        let producer = producer(&broker, &[("linger.ms", "0"), ("acks", "all")])?;
+        let mut rng = Rng::new(2);
+        let mut model = Model::new();
+        let ops = workload(&mut rng, 10, 200, 0, &mut model);
+        produce_ops(&producer, topic, &ops).await?;
+        produce_ops(&producer, topic, &sentinels(0)).await?;
+        let dir = broker.partition_dir(topic, 0);
+        let produced = i64::try_from(ops.len() + 2)?;
+        wait_until("the cleaner compacted the topic", WAIT_TIMEOUT, || async {
+            Ok(records_on_disk(&dir)? < produced)
+        })
+        .await?;
+        let records = read_log(&broker, topic).await?;
+        let seen = latest_values(&records);
+        ensure!(
+            seen == model,
+            "{topic} lost data while cleaning: {}",
+            describe_model_difference(&seen, &model)
         );
         Ok(())
     }

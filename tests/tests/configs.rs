@@ -616,3 +616,188 @@ async fn create_partitions_grows_a_topic_and_never_shrinks_it() -> TestResult {
     .await;
     broker.check(result)
 }
+
+/// CreatePartitions with manual assignments: exactly one per new partition (Kafka's
+/// INVALID_REPLICA_ASSIGNMENT for more or fewer), and a correct one grows the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_partitions_needs_one_assignment_per_new_partition() -> TestResult {
+    let broker = TestBroker::start(&[])?;
+    let result = async {
+        let topic = "assigned";
+        create_with(&broker, topic, 1, &[]).await?;
+        let this_node: &[i32] = &[0];
+        for (what, assignment) in [
+            ("too few", vec![this_node]),
+            ("too many", vec![this_node, this_node, this_node]),
+        ] {
+            let grow = NewPartitions::new(topic, 3).assign(&assignment);
+            let outcome = admin(&broker)?
+                .create_partitions([&grow], &admin_options())
+                .await?
+                .into_iter()
+                .next()
+                .ok_or("CreatePartitions returned nothing")?;
+            match outcome {
+                Err((_, code)) => ensure_eq!(
+                    code,
+                    RDKafkaErrorCode::InvalidReplicaAssignment,
+                    "CreatePartitions to 3 with {what} assignments"
+                ),
+                Ok(_) => return Err(format!("CreatePartitions accepted {what} assignments").into()),
+            }
+            ensure_eq!(
+                list_topics(&broker)?.get(topic).copied(),
+                Some(1),
+                "partitions after a refused grow ({what})"
+            );
+        }
+        let one_each = [this_node, this_node];
+        let grow = NewPartitions::new(topic, 3).assign(&one_each);
+        for outcome in admin(&broker)?
+            .create_partitions([&grow], &admin_options())
+            .await?
+        {
+            outcome.map_err(|(name, code)| format!("CreatePartitions {name}: {code:?}"))?;
+        }
+        ensure_eq!(
+            list_topics(&broker)?.get(topic).copied(),
+            Some(3),
+            "partitions after a grow with one assignment per new partition"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// A SUBTRACT that empties `cleanup.policy` is accepted, as Kafka 3.x does: DescribeConfigs
+/// reports the empty list, and the topic is no longer compacted (keyless records are taken).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subtract_may_empty_cleanup_policy() -> TestResult {
+    let broker = TestBroker::start(&[])?;
+    let result = async {
+        let topic = "emptied";
+        create_with(&broker, topic, 1, &[("cleanup.policy", "compact")]).await?;
+        alter_ok(
+            &broker,
+            topic,
+            &[("cleanup.policy", Op::Subtract, Some("compact"))],
+        )
+        .await?;
+        let described = describe(&broker, ResourceSpecifier::Topic(topic)).await?;
+        ensure_eq!(
+            entry(&described, "cleanup.policy")?,
+            (Some(String::new()), "dynamic topic"),
+            "cleanup.policy after subtracting its only item"
+        );
+        let producer = producer(&broker, &[("linger.ms", "0")])?;
+        produce_one(&producer, topic, Some(0), None, b"no key")
+            .await
+            .map_err(|e| format!("keyless produce to a topic with an empty cleanup.policy: {e}"))?;
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// `message.format.version`, still sent by Kafka 3.x tools, is accepted and ignored (with a
+/// WARN) by CreateTopics, IncrementalAlterConfigs and AlterConfigs, instead of INVALID_CONFIG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_format_version_is_accepted_and_ignored() -> TestResult {
+    let broker = TestBroker::start(&[])?;
+    let result = async {
+        let topic = "old-tools";
+        create_with(
+            &broker,
+            topic,
+            1,
+            &[
+                ("message.format.version", "2.8-IV1"),
+                ("retention.ms", "100000"),
+            ],
+        )
+        .await?;
+        alter_ok(
+            &broker,
+            topic,
+            &[
+                ("message.format.version", Op::Set, Some("3.0-IV1")),
+                ("segment.ms", Op::Set, Some("600000")),
+            ],
+        )
+        .await?;
+        // rdkafka drops AlterConfigs' per-resource error: success shows as the change landing.
+        let change = AlterConfig::new(ResourceSpecifier::Topic(topic))
+            .set("message.format.version", "2.8")
+            .set("retention.ms", "7000");
+        admin(&broker)?
+            .alter_configs([&change], &admin_options())
+            .await?;
+        let described = describe(&broker, ResourceSpecifier::Topic(topic)).await?;
+        ensure_eq!(
+            value(&described, "retention.ms")?,
+            "7000",
+            "retention.ms set beside message.format.version by AlterConfigs"
+        );
+        ensure!(
+            broker.log().contains("message.format.version"),
+            "no WARN names the ignored message.format.version"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// IncrementalAlterConfigs is a read-modify-write of the topic's overrides: concurrent calls
+/// that each set a different key of one topic must all land (none may overwrite another's
+/// change with the config it read before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_incremental_alters_of_one_topic_all_land() -> TestResult {
+    const KEYS: &[&str] = &[
+        "retention.ms",
+        "segment.ms",
+        "delete.retention.ms",
+        "file.delete.delay.ms",
+        "flush.ms",
+        "max.compaction.lag.ms",
+        "min.compaction.lag.ms",
+        "message.timestamp.after.max.ms",
+        "message.timestamp.before.max.ms",
+        "retention.bytes",
+        "flush.messages",
+        "segment.jitter.ms",
+    ];
+    const ROUNDS: i64 = 5;
+    let broker = std::sync::Arc::new(TestBroker::start(&[])?);
+    let result = async {
+        let topic = "contended";
+        create_with(&broker, topic, 1, &[]).await?;
+        for round in 1..=ROUNDS {
+            let mut calls = Vec::new();
+            for key in KEYS {
+                let broker = std::sync::Arc::clone(&broker);
+                let value = (1000 * round).to_string();
+                calls.push(tokio::task::spawn_blocking(move || {
+                    incremental_alter(&broker, topic, &[(key, Op::Set, Some(&value))])
+                }));
+            }
+            for (key, call) in KEYS.iter().zip(calls) {
+                let (code, message) = call.await??;
+                ensure!(code == 0, "setting {key}: error {code} ({message:?})");
+            }
+            let described = describe(&broker, ResourceSpecifier::Topic(topic)).await?;
+            for key in KEYS {
+                ensure_eq!(
+                    value(&described, key)?,
+                    (1000 * round).to_string(),
+                    "{key} after round {round} of {} concurrent alters",
+                    KEYS.len()
+                );
+            }
+        }
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}

@@ -846,3 +846,105 @@ async fn bad_group_input_gets_kafka_errors_and_other_groups_carry_on() -> TestRe
     .await;
     broker.check(result)
 }
+
+/// Kafka puts a group in `__consumer_offsets` partition `Utils.abs(hashCode) % 50`; Runnel used
+/// `(hashCode & 0x7fffffff) % 50` before, which differs for negative hashes. "billing" hashes to
+/// -109829509 (Java): Kafka's partition 9, the old formula's 39. Its offsets and metadata, left
+/// in partition 39 by an older Runnel (made here by swapping the two partitions' directories),
+/// are served after the upgrade, moved to partition 9, and a later commit there wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_in_the_old_offsets_partition_survive_the_upgrade() -> TestResult {
+    const OFFSETS_TOPIC: &str = "__consumer_offsets";
+    const GROUP: &str = "billing";
+    const HOME: i32 = 9;
+    const OLD: i32 = 39;
+    const MOVED: &str = "group moved to its __consumer_offsets partition";
+    let mut broker = TestBroker::start(BROKER_ARGS)?;
+    let result = async {
+        let topic = "rehomed";
+        create_topic(&broker, topic, PARTITIONS).await?;
+        produce_round(&broker, topic, "one", 10).await?;
+        {
+            let (consumer, _) = member(&broker, GROUP, topic, &[])?;
+            let mut seen = Vec::new();
+            poll_until(&[&consumer], &mut seen, "60 records read", |s| {
+                Ok(s.len() >= 60)
+            })
+            .await?;
+            commit(&consumer)?;
+        }
+        ensure!(
+            watermarks(&broker, OFFSETS_TOPIC, HOME)?.1 > 0
+                && watermarks(&broker, OFFSETS_TOPIC, OLD)?.1 == 0,
+            "{GROUP}'s records went to partition {OLD}, not Kafka's {HOME}"
+        );
+
+        broker.terminate()?;
+        let home = broker.partition_dir(OFFSETS_TOPIC, HOME);
+        let old = broker.partition_dir(OFFSETS_TOPIC, OLD);
+        let parked = home.with_extension("parked");
+        std::fs::rename(&home, &parked)?;
+        std::fs::rename(&old, &home)?;
+        std::fs::rename(&parked, &old)?;
+        ensure!(
+            has_segment_bytes(&old)?,
+            "partition {OLD}'s directory holds no records after the swap"
+        );
+
+        broker.start_again()?;
+        let client = metadata_client(&broker, &[("group.id", GROUP)])?;
+        for (partition, offset) in committed_any(&client, topic)? {
+            ensure_eq!(
+                offset,
+                Offset::Offset(10),
+                "partition {partition}, committed into the old offsets partition"
+            );
+        }
+        ensure!(
+            watermarks(&broker, OFFSETS_TOPIC, HOME)?.1 > 0,
+            "nothing was moved to partition {HOME}"
+        );
+        ensure_eq!(broker.log().matches(MOVED).count(), 1, "groups moved");
+
+        produce_round(&broker, topic, "two", 5).await?;
+        {
+            let (consumer, _) = member(&broker, GROUP, topic, &[])?;
+            let mut seen = Vec::new();
+            poll_until(&[&consumer], &mut seen, "round two read", |s| {
+                Ok(s.len() >= 30)
+            })
+            .await?;
+            commit(&consumer)?;
+        }
+        broker.kill9()?;
+        broker.start_again()?;
+        let client = metadata_client(&broker, &[("group.id", GROUP)])?;
+        for (partition, offset) in committed_any(&client, topic)? {
+            ensure_eq!(
+                offset,
+                Offset::Offset(15),
+                "partition {partition}, committed after the upgrade"
+            );
+        }
+        ensure_eq!(
+            broker.log().matches(MOVED).count(),
+            1,
+            "groups moved (a second start has nothing left to move)"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// Whether a partition directory holds any segment bytes (read off disk, broker stopped).
+fn has_segment_bytes(dir: &std::path::Path) -> Result<bool> {
+    let mut bytes = 0u64;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            bytes += std::fs::metadata(&path)?.len();
+        }
+    }
+    Ok(bytes > 0)
+}

@@ -1,6 +1,7 @@
 //! Disk full while producing: the data dir is a small tmpfs. Once it fills, produce gets
 //! KAFKA_STORAGE_ERROR and nothing partial becomes visible; everything acknowledged before
-//! reads back; when space returns (a topic deleted) writes resume; the broker never exits.
+//! reads back; when space returns (a topic deleted) writes resume; the broker never exits. A
+//! SyncGroup whose group metadata cannot be written fails instead of answering success.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,11 +10,12 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::AdminOptions;
 use runnel_e2e::hostile::{check_survived, error_code, RssBaseline};
 use runnel_e2e::wire::{
-    api_key, parse_produce_v3, produce_v3, record_batch, ProducerIdentity, RawConnection,
+    api_key, parse_produce_v3, produce_v3, put_i32, put_string, record_batch, ProducerIdentity,
+    RawConnection, Reader,
 };
 use runnel_e2e::{
-    admin, create_topic, ensure, ensure_eq, read_all, watermarks, Result, TestBroker, TestResult,
-    WAIT_TIMEOUT,
+    admin, commit_offset, committer, create_topic, ensure, ensure_eq, read_all, watermarks, Result,
+    TestBroker, TestResult, WAIT_TIMEOUT,
 };
 
 const TMPFS_SIZE: &str = "size=8m";
@@ -208,6 +210,96 @@ async fn disk_full_refuses_writes_loses_nothing_and_recovers() -> TestResult {
         }
         drop(connection);
         check_survived(&mut broker, baseline, "a full disk").await
+    }
+    .await;
+    let result = broker.check(result);
+    let _ = broker.kill9();
+    drop(tmpfs);
+    result
+}
+
+/// JoinGroup (key 11) and SyncGroup (key 14), hand-encoded at v0: librdkafka answers a failed
+/// SyncGroup by finding the coordinator and rejoining in a loop, which hides the error code.
+const JOIN_GROUP: i16 = 11;
+const SYNC_GROUP: i16 = 14;
+/// NOT_COORDINATOR: what Kafka's `storeGroup` answers for a storage error.
+const NOT_COORDINATOR: i16 = 16;
+
+/// Fills the filesystem of `dir` to the last page with a file of its own.
+fn fill_filesystem(dir: &Path) -> Result<PathBuf> {
+    use std::io::Write;
+    let path = dir.join(".ballast");
+    let mut file = std::fs::File::create(&path)?;
+    // Large writes, then single bytes: a write fails only once no page is left.
+    for size in [64 * 1024, 1] {
+        let chunk = vec![b'b'; size];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(error) if error.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+    Ok(path)
+}
+
+/// The leader of a new generation hands in its assignment while the disk is full: the group
+/// metadata cannot be written, so the SyncGroup fails (NOT_COORDINATOR, as Kafka maps a storage
+/// error in `storeGroup`) instead of handing out an assignment a restart would forget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_group_fails_when_the_assignment_cannot_be_stored() -> TestResult {
+    let mut broker = TestBroker::start(&["--set", "group.initial.rebalance.delay.ms=0"])?;
+    let mut tmpfs: Option<Tmpfs> = None;
+    let result = async {
+        broker.terminate()?;
+        tmpfs = Some(Tmpfs::mount(&broker.data_dir())?);
+        broker.start_again()?;
+        // A commit of another group creates __consumer_offsets (the group below lives in a
+        // partition that stays empty: its first write needs a fresh page).
+        create_topic(&broker, "t", 1).await?;
+        let committer = committer(&broker, "offsets-creator")?;
+        commit_offset(&committer, "t", 0)?;
+        fill_filesystem(&broker.data_dir())?;
+
+        let group = "assignment-on-full-disk";
+        let mut connection = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+        let mut join = Vec::new();
+        put_string(&mut join, group);
+        put_i32(&mut join, 10_000); // session_timeout_ms
+        put_string(&mut join, ""); // member_id
+        put_string(&mut join, "consumer");
+        put_i32(&mut join, 1);
+        put_string(&mut join, "range");
+        put_i32(&mut join, 0); // empty metadata
+        let response = connection.round_trip(JOIN_GROUP, 0, &join)?;
+        let mut reader = Reader::new(&response);
+        ensure_eq!(reader.i16()?, 0, "JoinGroup error");
+        let generation_id = reader.i32()?;
+        let _protocol = reader.string()?;
+        let leader = reader.string()?;
+        let member_id = reader.string()?;
+        ensure_eq!(leader, member_id, "the only member leads");
+
+        let mut sync = Vec::new();
+        put_string(&mut sync, group);
+        put_i32(&mut sync, generation_id);
+        put_string(&mut sync, &member_id);
+        put_i32(&mut sync, 1);
+        put_string(&mut sync, &member_id);
+        put_i32(&mut sync, 3);
+        sync.extend_from_slice(b"abc");
+        let response = connection.round_trip(SYNC_GROUP, 0, &sync)?;
+        let mut reader = Reader::new(&response);
+        ensure_eq!(
+            reader.i16()?,
+            NOT_COORDINATOR,
+            "SyncGroup error when the group metadata cannot be written"
+        );
+        ensure_eq!(reader.i32()?, 0, "assignment bytes handed out");
+        ensure!(broker.is_running()?, "the broker exited");
+        Ok(())
     }
     .await;
     let result = broker.check(result);

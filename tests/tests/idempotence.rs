@@ -302,3 +302,49 @@ async fn replays_of_the_last_five_batches_and_old_epochs_append_nothing() -> Tes
     .await;
     broker.check(result)
 }
+
+/// Until transactions exist, `init_transactions()` must fail at once with a fatal error that
+/// says what happened, not retry a bare INVALID_REQUEST until its timeout; the broker logs the
+/// transactional id it refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_transactions_fails_fast_with_a_fatal_error() -> TestResult {
+    use rdkafka::error::KafkaError;
+    use rdkafka::producer::Producer;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    let broker = TestBroker::start(&[])?;
+    let result = async {
+        let transactional_id = "payments-tx-1";
+        let producer = producer(&broker, &[("transactional.id", transactional_id)])?;
+        // The deadline only guards against a hang: librdkafka retries a non-fatal error until
+        // it, and ends with a timeout error, which the check below rejects.
+        let outcome = tokio::task::spawn_blocking(move || {
+            producer.init_transactions(Duration::from_secs(30))
+        })
+        .await?;
+        match outcome {
+            Ok(()) => {
+                return Err("init_transactions succeeded without a transaction coordinator".into())
+            }
+            Err(KafkaError::Transaction(error)) => {
+                ensure_eq!(
+                    error.code(),
+                    RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
+                    "init_transactions error ({error})"
+                );
+                ensure!(
+                    error.is_fatal(),
+                    "init_transactions error is not fatal: {error}"
+                );
+            }
+            Err(other) => return Err(format!("init_transactions: unexpected {other}").into()),
+        }
+        ensure!(
+            broker.log().contains(transactional_id),
+            "the broker log does not name the refused transactional id"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}

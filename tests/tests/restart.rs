@@ -606,3 +606,53 @@ async fn sigterm_exits_with_code_0() -> TestResult {
     .await;
     broker.check(result)
 }
+
+/// SIGTERM while clients sit in Fetch long-polls (asking for the longest wait, which the broker
+/// caps at 30 s, beyond the harness's 20 s exit deadline): the broker waits
+/// `shutdown.timeout.ms` for them, cuts their connections, and still flushes and checkpoints:
+/// exit code 0, a clean-stop line, and the acknowledged record back after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_long_polls_in_flight_exits_after_the_shutdown_timeout() -> TestResult {
+    let mut broker = TestBroker::start(&["--set", "shutdown.timeout.ms=1000"])?;
+    let result = async {
+        let topic = "polled";
+        create_topic(&broker, topic, 1).await?;
+        let producer = producer(&broker, &[("acks", "all")])?;
+        produce_one(&producer, topic, Some(0), None, b"acknowledged")
+            .await
+            .map_err(|e| format!("producing: {e}"))?;
+        let mut long_poll = fetch_v4(-1, topic, 0, 1);
+        long_poll.splice(4..8, i32::MAX.to_be_bytes());
+        let mut polling = Vec::new();
+        for _ in 0..4 {
+            let mut connection = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+            connection.send_request(api_key::FETCH, 4, &long_poll)?;
+            polling.push(connection);
+        }
+        // A round trip on another connection: the long-polls, sent first, are being served.
+        let mut probe = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+        probe.round_trip(api_key::API_VERSIONS, 0, &[])?;
+
+        let status = broker.terminate()?;
+        ensure_eq!(status.code(), Some(0), "exit code after SIGTERM");
+        let log = broker.log();
+        ensure!(
+            log.contains("shutdown.timeout.ms"),
+            "no line says the long-polls were cut at shutdown.timeout.ms"
+        );
+        ensure!(
+            log.contains("runnel stopped cleanly"),
+            "the broker did not finish its clean stop (flush and checkpoints)"
+        );
+        drop(polling);
+        broker.start_again()?;
+        ensure_eq!(
+            watermarks(&broker, topic, 0)?,
+            (0, 1),
+            "watermarks after the restart"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}

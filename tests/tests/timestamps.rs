@@ -1,14 +1,20 @@
 //! Offsets for times: ListOffsets by timestamp with in-order and out-of-order CreateTime
-//! timestamps, and LogAppendTime topics (the broker stamps batches).
+//! timestamps, LogAppendTime topics (the broker stamps batches), and lookups over large
+//! compressed batches (exact answers, bounded memory).
 
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
-use runnel_e2e::{
-    admin, admin_options, ensure, ensure_eq, metadata_client, producer, Result, TestBroker,
-    TestResult, REQUEST_TIMEOUT,
+use runnel_e2e::hostile::{produce_v3_partitions, RssBaseline, RSS_GROWTH_BYTES_MAX};
+use runnel_e2e::wire::{
+    api_key, crc32c, parse_produce_v3, put_i16, put_i32, put_i64, put_varint, RawConnection, Reader,
 };
+use runnel_e2e::{
+    admin, admin_options, create_topic_with, ensure, ensure_eq, metadata_client, producer, Result,
+    TestBroker, TestResult, REQUEST_TIMEOUT, WAIT_TIMEOUT,
+};
+use std::io::{Read, Write};
 use std::time::Duration;
 
 async fn create_with(broker: &TestBroker, topic: &str, configs: &[(&str, &str)]) -> Result<()> {
@@ -122,4 +128,206 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lookups over large compressed batches: exact answers, bounded memory.
+// ---------------------------------------------------------------------------------------------
+
+/// Records per large batch, each with a value of [`LARGE_VALUE_BYTES`] zeros: the batch inflates
+/// to about 200 MB and compresses (lz4) to under 1 MB.
+const LARGE_RECORDS: i64 = 200;
+const LARGE_VALUE_BYTES: u64 = 1_000_000;
+/// ListOffsets' max-timestamp query (v7+).
+const MAX_TIMESTAMP_QUERY: i64 = -3;
+
+/// One lz4 v2 batch (base offset 0) of [`LARGE_RECORDS`] records whose timestamps are
+/// `base_timestamp + i` for record `i`, compressed as it is encoded (the test never holds the
+/// inflated bytes).
+fn large_lz4_batch(base_timestamp: i64) -> Result<Vec<u8>> {
+    let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    for index in 0..LARGE_RECORDS {
+        let mut fields = vec![0u8]; // attributes
+        put_varint(&mut fields, index); // timestamp delta
+        put_varint(&mut fields, index); // offset delta
+        put_varint(&mut fields, -1); // null key
+        put_varint(&mut fields, i64::try_from(LARGE_VALUE_BYTES)?);
+        let length = i64::try_from(fields.len() as u64 + LARGE_VALUE_BYTES + 1)?;
+        let mut prefix = Vec::new();
+        put_varint(&mut prefix, length);
+        prefix.extend_from_slice(&fields);
+        encoder.write_all(&prefix)?;
+        std::io::copy(
+            &mut std::io::repeat(0).take(LARGE_VALUE_BYTES),
+            &mut encoder,
+        )?;
+        encoder.write_all(&[0])?; // no headers
+    }
+    let records = encoder.finish()?;
+    let mut tail = Vec::new();
+    put_i16(&mut tail, 3); // attributes: lz4, CreateTime
+    put_i32(&mut tail, i32::try_from(LARGE_RECORDS - 1)?); // last offset delta
+    put_i64(&mut tail, base_timestamp);
+    put_i64(&mut tail, base_timestamp + LARGE_RECORDS - 1); // max timestamp
+    put_i64(&mut tail, -1); // producer id
+    put_i16(&mut tail, -1); // producer epoch
+    put_i32(&mut tail, -1); // base sequence
+    put_i32(&mut tail, i32::try_from(LARGE_RECORDS)?);
+    tail.extend_from_slice(&records);
+    let mut batch = Vec::new();
+    put_i64(&mut batch, 0); // base offset
+    put_i32(&mut batch, i32::try_from(4 + 1 + 4 + tail.len())?); // batch length
+    put_i32(&mut batch, -1); // partition leader epoch
+    batch.push(2); // magic
+    put_i32(&mut batch, crc32c(&tail) as i32);
+    batch.extend_from_slice(&tail);
+    Ok(batch)
+}
+
+/// Appends an unsigned varint (compact lengths of flexible versions).
+fn put_uvarint(buf: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        buf.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
+}
+
+/// ListOffsets v7 body: one partition of `topic` at `timestamp` (or a special one).
+fn list_offsets_v7(topic: &str, partition: i32, timestamp: i64) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_i32(&mut body, -1); // replica id
+    body.push(0); // isolation level: read uncommitted
+    put_uvarint(&mut body, 2); // one topic
+    put_uvarint(&mut body, topic.len() as u64 + 1);
+    body.extend_from_slice(topic.as_bytes());
+    put_uvarint(&mut body, 2); // one partition
+    put_i32(&mut body, partition);
+    put_i32(&mut body, -1); // current leader epoch
+    put_i64(&mut body, timestamp);
+    body.extend_from_slice(&[0, 0, 0]); // tagged fields: partition, topic, request
+    body
+}
+
+fn read_uvarint(reader: &mut Reader<'_>) -> Result<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = reader.i8()? as u8;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err("uvarint too long".into())
+}
+
+/// The `(error code, timestamp, offset)` of the one partition of a ListOffsets v7 response
+/// body (after the correlation id: the header's tagged fields come first).
+fn parse_list_offsets_v7(body: &[u8]) -> Result<(i16, i64, i64)> {
+    let mut reader = Reader::new(body);
+    read_uvarint(&mut reader)?; // response header tagged fields (none)
+    reader.i32()?; // throttle time
+    ensure_eq!(read_uvarint(&mut reader)?, 2, "topics in the response");
+    let name_len = read_uvarint(&mut reader)?.saturating_sub(1);
+    for _ in 0..name_len {
+        reader.i8()?;
+    }
+    ensure_eq!(read_uvarint(&mut reader)?, 2, "partitions in the response");
+    reader.i32()?; // partition index
+    let error_code = reader.i16()?;
+    let timestamp = reader.i64()?;
+    let offset = reader.i64()?;
+    Ok((error_code, timestamp, offset))
+}
+
+/// 100 partitions each hold one lz4 batch inflating to 200 MB; 200 concurrent ListOffsets (by
+/// timestamp and max-timestamp) over them must answer exactly, and the broker's peak RSS must
+/// grow by less than 64 MiB: lookups walk records streaming under the shared validation slots,
+/// never decompressing a batch whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lookups_over_large_lz4_batches_hold_bounded_memory() -> TestResult {
+    const PARTITIONS: i32 = 100;
+    const LOOKUPS: i32 = 200;
+    const PARTITIONS_PER_PRODUCE: usize = 10;
+    let broker = TestBroker::start(&[])?;
+    let result = async {
+        let topic = "large";
+        create_topic_with(
+            &broker,
+            topic,
+            PARTITIONS,
+            &[("max.message.bytes", "8388608")],
+        )
+        .await?;
+        let base_timestamp = now_ms();
+        let batch = large_lz4_batch(base_timestamp)?;
+        let mut connection = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+        let partitions: Vec<i32> = (0..PARTITIONS).collect();
+        for chunk in partitions.chunks(PARTITIONS_PER_PRODUCE) {
+            let batches: Vec<(i32, Vec<u8>)> = chunk.iter().map(|p| (*p, batch.clone())).collect();
+            let body = connection.round_trip(
+                api_key::PRODUCE,
+                3,
+                &produce_v3_partitions(1, topic, &batches),
+            )?;
+            for result in parse_produce_v3(&body)? {
+                ensure_eq!(
+                    result.error_code,
+                    0,
+                    "producing the large batch to partition {}",
+                    result.partition
+                );
+            }
+        }
+        drop(connection);
+
+        // What each lookup asks and must get back: (partition, query, timestamp, offset).
+        let lookups: Vec<(i32, i64, i64, i64)> = (0..LOOKUPS)
+            .map(|j| {
+                let partition = j % PARTITIONS;
+                if j % 2 == 0 {
+                    // Spread over the batch: the walk stops at record `k`.
+                    let k = i64::from(j * 37) % LARGE_RECORDS;
+                    (partition, base_timestamp + k, base_timestamp + k, k)
+                } else {
+                    let last = LARGE_RECORDS - 1;
+                    (partition, MAX_TIMESTAMP_QUERY, base_timestamp + last, last)
+                }
+            })
+            .collect();
+        let baseline = RssBaseline::reset(&broker)?;
+        let mut connections = Vec::with_capacity(lookups.len());
+        for (partition, query, _, _) in &lookups {
+            let mut connection = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+            let correlation_id = connection.send_flexible_request(
+                api_key::LIST_OFFSETS,
+                7,
+                &list_offsets_v7(topic, *partition, *query),
+            )?;
+            connections.push((connection, correlation_id));
+        }
+        let answers = tokio::task::spawn_blocking(move || {
+            connections
+                .into_iter()
+                .map(|(mut connection, correlation_id)| {
+                    parse_list_offsets_v7(&connection.read_response(correlation_id)?)
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await??;
+        for ((partition, query, timestamp, offset), answer) in lookups.iter().zip(answers) {
+            ensure_eq!(
+                answer,
+                (0, *timestamp, *offset),
+                "ListOffsets of partition {partition} at {query}"
+            );
+        }
+        baseline.check_growth(
+            &broker,
+            RSS_GROWTH_BYTES_MAX,
+            "200 concurrent ListOffsets over 100 partitions of 200 MB lz4 batches",
+        )
+    }
+    .await;
+    broker.check(result)
 }

@@ -32,6 +32,7 @@ pub struct Broker {
     /// Produce batches validated at once, broker-wide. Validation may hold a batch's records
     /// decompressed (snappy has no streaming form: up to 4 × `max.message.bytes`), so this
     /// bounds that memory whatever the number of partitions, requests and connections.
+    /// ListOffsets lookups that walk a stored batch's records take the same slots.
     pub validation_slots: Arc<Semaphore>,
     /// Bumped whenever a partition's high watermark may have moved (a flush, or a roll, made
     /// more records durable and so visible); long-polling fetches wait on it.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat, Value, ValueKind};
 use runnel_protocol::batch::BatchValidation;
+use runnel_storage::{FaultInjection, Storage};
 
 /// One setting the broker understands.
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +45,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "log.flush.interval.ms", default: "100", doc: "Default `flush.ms`: records written with acks 0 or 1 are fsynced at least this often (Kafka leaves this unbounded; a short interval bounds what a power loss can take and keeps a backlog of dirty pages from stalling the fsyncs of acks=all producers)." },
     Setting { name: "log.flush.commit.delay.ms", default: "1", doc: "Group commit for acks=all: how long the fsync of a round whose requests each carried at least 100 records for their partition (producers that batch) may wait for further requests to share it; a request with fewer records ends the wait at once. 0 fsyncs every round at once." },
     Setting { name: "log.flush.device.flush.shared", default: "true", doc: "Group commit for acks=all across partitions: where the unsynced appends of two or more partitions only overwrite blocks already durable (their zero tails, on ext4 or XFS), a flush round writes them all out and flushes the device cache once instead of one fdatasync each. false gives every partition its own fdatasync." },
-    Setting { name: "log.retention.check.interval.ms", default: "300000", doc: "How often retention and the log cleaner (compaction) look at every partition." },
+    Setting { name: "log.retention.check.interval.ms", default: "300000", doc: "How often retention looks at every partition (compaction runs every `log.cleaner.backoff.ms`)." },
     Setting { name: "produce.batch.validation", default: "relaxed", doc: "How deep Produce checks a batch: `relaxed` walks every record of uncompressed batches and checks compressed ones by header and CRC32C (as Redpanda's default); `strict` also decompresses and walks every compressed batch, as Kafka does (for producers that are not trusted). Compacted topics are always strict." },
     Setting { name: "fetch.max.bytes", default: "57671680", doc: "Upper bound on the bytes of one Fetch response, whatever the client asks." },
     Setting { name: "transaction.max.timeout.ms", default: "900000", doc: "Largest `transaction.timeout.ms` InitProducerId accepts." },
@@ -59,6 +60,9 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "max.connections", default: "10000", doc: "Connections served at once; further connections are refused until one closes." },
     Setting { name: "max.connections.per.ip", default: "2147483647", doc: "Connections one client address may hold at once; further ones are closed at accept." },
     Setting { name: "connections.max.idle.ms", default: "600000", doc: "A connection that completes no request (or cannot take a response) for this long is closed; also ends slow-drip clients." },
+    Setting { name: "storage.fault.injection", default: "", doc: "Testing knob, never for production: makes one storage operation of the partition logs fail, to test how the broker handles it. `fsync-error-after:N[:PATH_PART]` fails the fsync (or write-out) after N successful ones with EIO, `write-error-after:N[:PATH_PART]` the write after N with ENOSPC, counting only files whose path contains PATH_PART. Empty: no fault." },
+    Setting { name: "shutdown.timeout.ms", default: "30000", doc: "On SIGTERM/SIGINT, how long in-flight requests (a Fetch long-poll, a client that keeps sending) may run before their connections are cut; the logs are then flushed and checkpointed either way." },
+    Setting { name: "log.cleaner.backoff.ms", default: "15000", doc: "How often the log cleaner looks for partitions to compact (Kafka's setting of the same name), independently of `log.retention.check.interval.ms`." },
 ];
 
 /// The broker's typed settings.
@@ -104,6 +108,10 @@ pub struct BrokerConfig {
     pub max_connections_per_ip: usize,
     /// Idle time after which a connection is closed, in milliseconds.
     pub connections_max_idle_ms: u64,
+    /// How long shutdown waits for in-flight requests before cutting connections, in ms.
+    pub shutdown_timeout_ms: u64,
+    /// Interval of the log cleaner's (compaction) passes, in milliseconds.
+    pub log_cleaner_backoff_ms: u64,
     /// First rebalance delay of an empty group, in milliseconds.
     pub group_initial_rebalance_delay_ms: u64,
     /// Smallest member session timeout, in milliseconds.
@@ -128,6 +136,9 @@ pub struct BrokerConfig {
     pub log_flush_commit_delay_ms: u64,
     /// `log.flush.device.flush.shared`: flush rounds may share one device cache flush.
     pub log_flush_device_flush_shared: bool,
+    /// Where partition logs keep their files: the real file system, with the fault of
+    /// `storage.fault.injection` if one is set (a testing knob).
+    pub storage: Storage,
     /// Period of the retention and cleaner pass, in milliseconds.
     pub log_retention_check_interval_ms: u64,
     /// Default `flush.ms`.
@@ -239,6 +250,9 @@ impl BrokerConfig {
                 .get_in("max.connections.per.ip", 1..=i32::MAX as usize)?,
             connections_max_idle_ms: settings
                 .get_in("connections.max.idle.ms", 1..=i64::MAX as u64)?,
+            shutdown_timeout_ms: settings.get_in("shutdown.timeout.ms", 0..=i64::MAX as u64)?,
+            log_cleaner_backoff_ms: settings
+                .get_in("log.cleaner.backoff.ms", 1..=i64::MAX as u64)?,
             group_initial_rebalance_delay_ms: settings
                 .get_in("group.initial.rebalance.delay.ms", 0..=i32::MAX as u64)?,
             group_min_session_timeout_ms: settings
@@ -262,6 +276,7 @@ impl BrokerConfig {
             log_flush_interval_ms: settings.get_in("log.flush.interval.ms", 0..=i64::MAX)?,
             log_flush_commit_delay_ms: settings.get_in("log.flush.commit.delay.ms", 0..=1000)?,
             log_flush_device_flush_shared: settings.get("log.flush.device.flush.shared")?,
+            storage: settings.storage()?,
             explicit,
         })
     }
@@ -309,6 +324,18 @@ impl Settings {
                 value: value.clone(),
                 reason: e.to_string(),
             })
+    }
+
+    /// The storage of `storage.fault.injection`: the real file system, with its fault if set.
+    fn storage(&self) -> Result<Storage, ConfigError> {
+        let name = "storage.fault.injection";
+        let value = self.raw(name);
+        if value.trim().is_empty() {
+            return Ok(Storage::real());
+        }
+        let faults: FaultInjection = self.get(name)?;
+        tracing::warn!(fault = %value.trim(), "storage fault injection is on (a testing knob)");
+        Ok(Storage::real().with_faults(faults))
     }
 
     fn get_in<T>(&self, name: &str, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>

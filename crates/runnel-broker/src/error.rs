@@ -46,6 +46,20 @@ pub enum BrokerError {
     /// broker writes those, as in Kafka.
     #[error("cannot append to internal topic '{0}'")]
     InternalTopic(String),
+    /// A DeleteTopics of an internal topic: `__consumer_offsets` holds every group's committed
+    /// offsets and only the broker manages it. Kafka leaves this to ACLs; with none here, the
+    /// answer is the one Kafka gives a client not allowed to delete a topic.
+    #[error("internal topic '{0}' cannot be deleted by a client")]
+    InternalTopicDeletion(String),
+    /// A partition whose log is offline (it failed to open or failed since): it has no leader
+    /// until the broker reopens it, which Metadata reports as LEADER_NOT_AVAILABLE.
+    #[error("partition {topic}-{partition} has no leader: its log is offline")]
+    LeaderNotAvailable {
+        /// The topic.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+    },
     /// A partition count below 1 or above the limit.
     #[error("invalid partition count {0}")]
     InvalidPartitions(i32),
@@ -93,6 +107,11 @@ pub enum BrokerError {
     /// A well-formed request that asks for something impossible.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// InitProducerId with a `transactional.id`: there is no transaction coordinator yet.
+    /// Answered with an error librdkafka and the Java client treat as fatal, so that
+    /// `init_transactions()` fails at once instead of retrying INVALID_REQUEST forever.
+    #[error("transactional id '{0}': transactions are not supported by this broker yet")]
+    TransactionsUnsupported(String),
     /// A consumer group protocol error (membership, generation, offsets).
     #[error(transparent)]
     Group(#[from] crate::group::GroupError),
@@ -122,6 +141,19 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// The group error a failed write of group metadata becomes, as Kafka's
+    /// `GroupMetadataManager.storeGroup` maps its append errors: a storage error or a lost
+    /// leadership → NOT_COORDINATOR, anything else → COORDINATOR_NOT_AVAILABLE (the client
+    /// finds the coordinator again and rejoins either way).
+    pub fn as_group_store_error(&self) -> crate::group::GroupError {
+        match self.error_code() {
+            ResponseError::KafkaStorageError | ResponseError::NotLeaderOrFollower => {
+                crate::group::GroupError::NotCoordinator
+            }
+            _ => crate::group::GroupError::CoordinatorNotAvailable,
+        }
+    }
+
     /// The Kafka error this becomes on the wire.
     pub fn error_code(&self) -> ResponseError {
         match self {
@@ -138,6 +170,8 @@ impl BrokerError {
             BrokerError::InvalidTopic { .. } | BrokerError::InternalTopic(_) => {
                 ResponseError::InvalidTopicException
             }
+            BrokerError::InternalTopicDeletion(_) => ResponseError::TopicAuthorizationFailed,
+            BrokerError::LeaderNotAvailable { .. } => ResponseError::LeaderNotAvailable,
             BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
             BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
             BrokerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
@@ -148,6 +182,9 @@ impl BrokerError {
             }
             BrokerError::Unsupported(_) | BrokerError::InvalidRequest(_) => {
                 ResponseError::InvalidRequest
+            }
+            BrokerError::TransactionsUnsupported(_) => {
+                ResponseError::TransactionalIdAuthorizationFailed
             }
             BrokerError::NotAReplica(_) => ResponseError::NotLeaderOrFollower,
             BrokerError::FlushFailed(_) | BrokerError::PartitionOffline { .. } => {
@@ -176,6 +213,8 @@ fn storage_error_code(error: &StorageError) -> ResponseError {
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         StorageError::CorruptBatch { .. } => ResponseError::CorruptMessage,
+        // A failed fsync or write took the log offline until a restart reopens it.
+        StorageError::LogFailed { .. } => ResponseError::KafkaStorageError,
         _ => ResponseError::KafkaStorageError,
     }
 }
@@ -192,6 +231,7 @@ fn group_error_code(error: crate::group::GroupError) -> ResponseError {
         GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
         GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
         GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,

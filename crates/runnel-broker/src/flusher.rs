@@ -240,6 +240,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_fsync_answers_every_waiter_with_the_error_and_every_later_one_too() {
+        use runnel_storage::{FaultInjection, FaultKind, Storage};
+        let dir = tempfile::tempdir().unwrap();
+        let storage =
+            Storage::real().with_faults(FaultInjection::new(FaultKind::FsyncError, 0, ".log"));
+        let log =
+            Arc::new(PartitionLog::open_on(storage, dir.path(), LogConfig::default()).unwrap());
+        let record = NewRecord {
+            key: None,
+            value: Some(b"v".to_vec()),
+            headers: Vec::new(),
+        };
+        log.append(&build_batch(std::slice::from_ref(&record), 0).unwrap())
+            .unwrap();
+        log.append(&build_batch(std::slice::from_ref(&record), 0).unwrap())
+            .unwrap();
+        // A commit delay, so both waiters share the round whose fsync fails.
+        let flusher = Flusher::start(policy(LONG_DELAY)).unwrap();
+        let first = flusher.submit(Arc::clone(&log), 0, BULK_RECORDS_MIN).await;
+        let second = flusher.submit(Arc::clone(&log), 1, 1).await;
+        for wait in [first, second] {
+            let answer = tokio::time::timeout(PATIENCE, wait.wait())
+                .await
+                .expect("a waiter was not answered");
+            assert!(
+                answer.is_err(),
+                "a waiter of a failed fsync was told success"
+            );
+        }
+        // The fault fired once: only the log's failed state keeps the retry from succeeding.
+        log.append(&build_batch(&[record], 0).unwrap()).unwrap_err();
+        let later = flusher.submit(Arc::clone(&log), 1, 1).await;
+        let answer = tokio::time::timeout(PATIENCE, later.wait())
+            .await
+            .expect("a later waiter was not answered");
+        assert!(answer.is_err(), "a later waiter was told success");
+        assert_eq!(log.flushed_offset(), 0);
+    }
+
+    #[tokio::test]
     async fn without_a_delay_bulk_rounds_fsync_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let log = log_with_a_record(dir.path());

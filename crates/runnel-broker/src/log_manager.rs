@@ -1,6 +1,7 @@
 //! Log maintenance: the record reader storage borrows (see `runnel_storage::RecordReader`),
-//! the background task that applies retention and runs the log cleaner on every partition at
-//! `log.retention.check.interval.ms`, and the one that applies `flush.ms`.
+//! the background task that applies retention (every `log.retention.check.interval.ms`) and
+//! runs the log cleaner (every `log.cleaner.backoff.ms`) on every partition, and the one that
+//! applies `flush.ms`.
 //!
 //! All storage work runs on the blocking pool, one partition at a time, so maintenance never
 //! competes with more than one core's worth of request handling.
@@ -9,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use runnel_protocol::batch::find_record;
 use runnel_protocol::record_filter::{batch_records, retain_records};
 use runnel_storage::{RecordError, RecordReader, RecordSummary};
 
@@ -37,6 +39,15 @@ impl RecordReader for ProtocolRecordReader {
             .collect())
     }
 
+    fn find_record(
+        &self,
+        batch: &[u8],
+        wanted: &mut dyn FnMut(i64, i64) -> bool,
+    ) -> Result<Option<(i64, i64)>, RecordError> {
+        find_record(batch, UNCOMPRESSED_BATCH_BYTES_MAX, wanted)
+            .map_err(|e| RecordError(e.to_string()))
+    }
+
     fn retain(
         &self,
         batch: &[u8],
@@ -47,27 +58,37 @@ impl RecordReader for ProtocolRecordReader {
     }
 }
 
-/// Runs retention and compaction on every partition forever, every
-/// `log.retention.check.interval.ms`. Errors are logged per partition; the loop goes on.
+/// Runs retention and compaction on every partition forever, each on its own schedule:
+/// retention every `log.retention.check.interval.ms` (default 5 min), the log cleaner every
+/// `log.cleaner.backoff.ms` (default 15 s, as Kafka's cleaner threads back off between
+/// passes), so a compacted topic does not wait for the retention check. Errors are logged per
+/// partition; the loop goes on.
 pub async fn run_log_maintenance(broker: Arc<Broker>) {
-    let period = Duration::from_millis(broker.config.log_retention_check_interval_ms);
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let retention_period = Duration::from_millis(broker.config.log_retention_check_interval_ms);
+    let cleaner_period = Duration::from_millis(broker.config.log_cleaner_backoff_ms);
+    let start = tokio::time::Instant::now();
+    let mut next_retention = start + retention_period;
+    let mut next_clean = start + cleaner_period;
     loop {
-        ticker.tick().await;
+        tokio::time::sleep_until(next_retention.min(next_clean)).await;
+        let now = tokio::time::Instant::now();
+        let retain = now >= next_retention;
+        let clean = now >= next_clean;
         for topic in broker.topics.all() {
-            let retention = topic.config.retention_policy(&broker.config);
-            let compaction = topic
-                .config
-                .is_compacted()
-                .then(|| topic.config.compaction_policy());
+            let retention = retain.then(|| topic.config.retention_policy(&broker.config));
+            let compaction =
+                (clean && topic.config.is_compacted()).then(|| topic.config.compaction_policy());
+            if retention.is_none() && compaction.is_none() {
+                continue;
+            }
             for partition in topic.partitions.clone() {
                 let name = topic.name.clone();
                 let index = partition.index;
                 let outcome = tokio::task::spawn_blocking(move || {
                     // Opens a log not used since start-up: retention applies to every one.
-                    // An offline partition was reported when it failed to open.
-                    let Ok(log) = partition.log() else {
+                    // An offline partition was reported when it failed to open (or its fsync
+                    // or write failed).
+                    let Ok(log) = partition.log_blocking() else {
                         return;
                     };
                     let now_ms = now_ms();
@@ -76,8 +97,10 @@ pub async fn run_log_maintenance(broker: Arc<Broker>) {
                             tracing::error!(topic = %name, partition = index, %error, "log cleaning failed");
                         }
                     }
-                    if let Err(error) = log.apply_retention(retention, now_ms) {
-                        tracing::error!(topic = %name, partition = index, %error, "retention failed");
+                    if let Some(retention) = retention {
+                        if let Err(error) = log.apply_retention(retention, now_ms) {
+                            tracing::error!(topic = %name, partition = index, %error, "retention failed");
+                        }
                     }
                 })
                 .await;
@@ -85,6 +108,15 @@ pub async fn run_log_maintenance(broker: Arc<Broker>) {
                     tracing::error!(%error, "log maintenance task failed");
                 }
             }
+        }
+        // The next pass starts a full period after this one ends (Kafka's backoff), so a long
+        // pass never makes passes run back to back.
+        let done = tokio::time::Instant::now();
+        if retain {
+            next_retention = done + retention_period;
+        }
+        if clean {
+            next_clean = done + cleaner_period;
         }
     }
 }
@@ -124,6 +156,10 @@ pub async fn run_periodic_flush(broker: Arc<Broker>) {
                 let Some(log) = partition.opened_log().map(Arc::clone) else {
                     continue;
                 };
+                // A failed log (said so once) flushes nothing more until a restart.
+                if log.is_failed() {
+                    continue;
+                }
                 // A roll's fsyncs wait for the next flush whatever `flush.ms` says (Kafka
                 // flushes a rolled segment at once): until then retention cannot delete it.
                 if !log.roll_pending() {

@@ -3,21 +3,15 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use runnel_broker::cli::{Cli, USAGE};
+use runnel_broker::cli::Cli;
 use runnel_broker::BrokerConfig;
 
 fn main() -> ExitCode {
-    let cli = match Cli::parse(std::env::args().skip(1)) {
+    let cli = match Cli::try_parse_from(std::env::args_os()) {
         Ok(cli) => cli,
-        Err(error) => {
-            eprintln!("runnel: {error}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        // Prints the help or version (exit 0) or the error with usage (exit 2).
+        Err(error) => error.exit(),
     };
-    if cli.help {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
     let config = match BrokerConfig::load(cli.config_file.as_deref(), &cli.overrides) {
         Ok(config) => config,
         Err(error) => {

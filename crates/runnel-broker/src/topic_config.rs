@@ -87,6 +87,20 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def("unclean.leader.election.enable", ValueType::Bool, false),
 ];
 
+/// Topic configs Kafka 3.x tools still send but that no longer do anything in Kafka
+/// (`message.format.version` is ignored from inter-broker protocol 3.0 on): accepted and
+/// dropped with a WARN instead of INVALID_CONFIG, so those tools keep working.
+pub const IGNORED_TOPIC_CONFIGS: &[&str] = &["message.format.version"];
+
+/// Whether `name` is accepted and ignored (see [`IGNORED_TOPIC_CONFIGS`]); logs the WARN.
+fn ignored(name: &str) -> bool {
+    let ignored = IGNORED_TOPIC_CONFIGS.contains(&name);
+    if ignored {
+        tracing::warn!(config = %name, "topic config is obsolete in Kafka 3.x and ignored");
+    }
+    ignored
+}
+
 /// Validates one `name = value` pair; the error message names both.
 pub fn validate(name: &str, value: &str) -> Result<(), BrokerError> {
     let def = TOPIC_CONFIGS
@@ -104,8 +118,10 @@ pub fn validate(name: &str, value: &str) -> Result<(), BrokerError> {
         ValueType::Ratio => value.parse::<f64>().is_ok_and(|v| (0.0..=1.0).contains(&v)),
         ValueType::Bool => matches!(value, "true" | "false"),
         ValueType::OneOf(words) => words.contains(&value),
+        // An empty list is valid, as in Kafka 3.x (a SUBTRACT may empty `cleanup.policy`:
+        // neither delete nor compact, so the log is kept whole).
         ValueType::ListOf(words) => {
-            !value.is_empty() && value.split(',').all(|w| words.contains(&w.trim()))
+            value.trim().is_empty() || value.split(',').all(|w| words.contains(&w.trim()))
         }
     };
     if ok {
@@ -128,8 +144,9 @@ pub struct TopicConfig {
 }
 
 impl TopicConfig {
-    /// Validates and keeps the overrides.
-    pub fn new(overrides: BTreeMap<String, String>) -> Result<TopicConfig, BrokerError> {
+    /// Validates and keeps the overrides; drops (with a WARN) the ones Kafka ignores.
+    pub fn new(mut overrides: BTreeMap<String, String>) -> Result<TopicConfig, BrokerError> {
+        overrides.retain(|name, _| !ignored(name));
         for (name, value) in &overrides {
             validate(name, value)?;
         }
@@ -232,8 +249,12 @@ impl TopicConfig {
         }
     }
 
-    /// A copy with `name` set to `value` (validated) or removed (`None`).
+    /// A copy with `name` set to `value` (validated) or removed (`None`); unchanged for a name
+    /// Kafka ignores.
     pub fn with(&self, name: &str, value: Option<&str>) -> Result<TopicConfig, BrokerError> {
+        if ignored(name) {
+            return Ok(self.clone());
+        }
         let mut overrides = self.overrides.clone();
         match value {
             Some(value) => {
@@ -362,6 +383,33 @@ mod tests {
         assert!(validate("segment.bytes", "10").is_err());
         assert!(validate("no.such.config", "1").is_err());
         assert!(validate("min.cleanable.dirty.ratio", "0.5").is_ok());
+        assert!(validate("cleanup.policy", "").is_ok());
+        assert!(validate("cleanup.policy", "delete,").is_err());
+    }
+
+    #[test]
+    fn empty_cleanup_policy_neither_deletes_nor_compacts() {
+        let config = TopicConfig::new(BTreeMap::from([(
+            "cleanup.policy".to_string(),
+            String::new(),
+        )]))
+        .unwrap();
+        assert_eq!(config.cleanup_policy(), (false, false));
+    }
+
+    #[test]
+    fn obsolete_configs_are_accepted_and_dropped() {
+        let config = TopicConfig::new(BTreeMap::from([(
+            "message.format.version".to_string(),
+            "2.8-IV1".to_string(),
+        )]))
+        .unwrap();
+        assert!(config.overrides().is_empty());
+        let config = config
+            .with("message.format.version", Some("0.10.0"))
+            .unwrap();
+        assert!(config.overrides().is_empty());
+        assert!(config.with("message.format.version", None).is_ok());
     }
 
     #[test]

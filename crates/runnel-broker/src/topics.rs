@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock, PoisonError};
 
 use dashmap::DashMap;
-use runnel_storage::{LogConfig, PartitionLog, StorageError};
+use runnel_storage::{LogConfig, PartitionLog, Storage, StorageError};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -43,44 +43,90 @@ pub struct Partition {
     /// being opened, so a config change cannot slip between reading it and the log existing.
     log_config: StdMutex<LogConfig>,
     log: OnceLock<Result<Arc<PartitionLog>, Arc<StorageError>>>,
+    /// Where the log keeps its files (the broker's `storage`).
+    storage: Storage,
 }
 
 impl Partition {
-    fn new(index: i32, dir: PathBuf, log_config: LogConfig) -> Partition {
+    fn new(index: i32, dir: PathBuf, log_config: LogConfig, storage: Storage) -> Partition {
         Partition {
             index,
             dir,
             log_config: StdMutex::new(log_config),
             log: OnceLock::new(),
+            storage,
         }
     }
 
-    /// The partition's log, opening (recovering) it on first use. Opening after a clean
-    /// shutdown reads a few small files; after a crash it verifies the unflushed tail.
+    /// The partition's log, opening (recovering) it on first use. The open runs on the
+    /// blocking pool, never on this worker: after a clean shutdown it reads a few small files,
+    /// after a crash it verifies the unflushed tail, which may take seconds. Concurrent callers
+    /// wait for the one open (the first to start it does it; the others wait on the pool).
     ///
-    /// Errors: `PartitionOffline` when the log could not be opened (then or earlier).
-    pub fn log(&self) -> Result<&Arc<PartitionLog>, BrokerError> {
-        let opened = match self.log.get() {
-            Some(opened) => opened,
-            None => {
-                let config = self.lock_config();
-                self.log.get_or_init(|| {
-                    PartitionLog::open(&self.dir, *config)
-                        .map(Arc::new)
-                        .map_err(|error| {
-                            tracing::error!(dir = %self.dir.display(), %error,
-                                "partition log could not be opened; the partition is offline");
-                            Arc::new(error)
-                        })
-                })
-            }
-        };
-        opened
+    /// Errors: `PartitionOffline` when the log could not be opened (then or earlier);
+    /// `TaskFailed` if the blocking task died.
+    pub async fn log(self: &Arc<Self>) -> Result<&Arc<PartitionLog>, BrokerError> {
+        if self.log.get().is_none() {
+            let partition = Arc::clone(self);
+            tokio::task::spawn_blocking(move || {
+                partition.open_once();
+            })
+            .await?;
+        }
+        // The cell is set by now and never emptied: this only reads it.
+        self.log_blocking()
+    }
+
+    /// [`Partition::log`] for callers already on a blocking thread (the blocking pool, the
+    /// warm-up thread, start-up): opens the log here if it is not open yet. Never call it on
+    /// an async worker.
+    ///
+    /// Errors: `PartitionOffline` when the log could not be opened (then or earlier), or a
+    /// failed fsync or write took it offline since.
+    pub fn log_blocking(&self) -> Result<&Arc<PartitionLog>, BrokerError> {
+        let log = self
+            .open_once()
             .as_ref()
             .map_err(|reason| BrokerError::PartitionOffline {
                 dir: self.dir.clone(),
                 reason: Arc::clone(reason),
-            })
+            })?;
+        // A log whose fsync or write failed is offline too, until a restart reopens it.
+        log.check_healthy()
+            .map_err(|reason| BrokerError::PartitionOffline {
+                dir: self.dir.clone(),
+                reason: Arc::new(reason),
+            })?;
+        Ok(log)
+    }
+
+    /// Opens the log unless that was done (or tried) before; a second caller blocks until the
+    /// first one's open finished. The config lock is held while opening, so a config change
+    /// cannot slip between reading it and the log existing.
+    fn open_once(&self) -> &Result<Arc<PartitionLog>, Arc<StorageError>> {
+        if let Some(opened) = self.log.get() {
+            return opened;
+        }
+        let config = self.lock_config();
+        self.log.get_or_init(|| {
+            PartitionLog::open_on(self.storage.clone(), &self.dir, *config)
+                .map(Arc::new)
+                .map_err(|error| {
+                    tracing::error!(dir = %self.dir.display(), %error,
+                        "partition log could not be opened; the partition is offline");
+                    Arc::new(error)
+                })
+        })
+    }
+
+    /// Whether the partition is offline: its log failed to open, or a failed fsync or write
+    /// took it offline since. Nothing is opened.
+    pub fn is_offline(&self) -> bool {
+        match self.log.get() {
+            Some(Err(_)) => true,
+            Some(Ok(log)) => log.check_healthy().is_err(),
+            None => false,
+        }
     }
 
     /// The log if it is open (nothing is opened).
@@ -89,8 +135,8 @@ impl Partition {
     }
 
     /// Offsets below this are visible to consumers: see [`high_watermark`].
-    pub fn high_watermark(&self) -> Result<i64, BrokerError> {
-        Ok(high_watermark(self.log()?))
+    pub async fn high_watermark(self: &Arc<Self>) -> Result<i64, BrokerError> {
+        Ok(high_watermark(self.log().await?))
     }
 
     /// Applies new storage settings, now if the log is open, else when it opens.
@@ -264,7 +310,7 @@ impl TopicRegistry {
             let topic = new_topic(&data_dir, &config, spec.name.clone(), id, spec);
             // Created now, as Kafka does: the partition directories exist once the topic does.
             for partition in &topic.partitions {
-                partition.log()?;
+                partition.log_blocking()?;
             }
             Ok::<_, BrokerError>(topic)
         })
@@ -276,11 +322,17 @@ impl TopicRegistry {
     }
 
     /// Deletes a topic: its properties file first (the commit point), then its logs.
+    ///
+    /// Errors: `InternalTopicDeletion` for an internal topic (only the broker manages those);
+    /// `UnknownTopicOrPartition` if there is no such topic.
     pub async fn delete(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
         let _guard = self.admin_lock.lock().await;
         let topic = self
             .get(name)
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        if topic.is_internal() {
+            return Err(BrokerError::InternalTopicDeletion(topic.name.clone()));
+        }
         let data_dir = self.data_dir.clone();
         let doomed = Arc::clone(&topic);
         tokio::task::spawn_blocking(move || delete_topic_files(&data_dir, &doomed)).await??;
@@ -289,13 +341,14 @@ impl TopicRegistry {
         Ok(topic)
     }
 
-    /// Replaces a topic's config overrides: persisted first, then applied live (storage
-    /// settings of every partition; retention, compaction and produce checks read the topic's
-    /// config each time).
+    /// Replaces a topic's config overrides with `change(current)`, computed under the admin
+    /// lock so that concurrent read-modify-writes (IncrementalAlterConfigs) all land: persisted
+    /// first, then applied live (storage settings of every partition; retention, compaction
+    /// and produce checks read the topic's config each time).
     pub async fn update_config(
         &self,
         name: &str,
-        config: TopicConfig,
+        change: impl FnOnce(&TopicConfig) -> Result<TopicConfig, BrokerError>,
     ) -> Result<Arc<Topic>, BrokerError> {
         let _guard = self.admin_lock.lock().await;
         let topic = self
@@ -304,7 +357,7 @@ impl TopicRegistry {
         let updated = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
-            config,
+            config: change(&topic.config)?,
             partitions: topic.partitions.clone(),
         });
         let data_dir = self.data_dir.clone();
@@ -354,8 +407,9 @@ impl TopicRegistry {
                     index,
                     partition_dir(&data_dir, &old.name, index),
                     log_config,
+                    broker.storage.clone(),
                 );
-                partition.log()?;
+                partition.log_blocking()?;
                 partitions.push(Arc::new(partition));
             }
             let updated = Topic {
@@ -393,7 +447,7 @@ impl TopicRegistry {
 
     /// Opens every partition log not opened yet (the warm-up after start-up, on a blocking
     /// thread): damage is found and logged early, and first requests find their logs open.
-    /// Failures leave that partition offline and are logged by [`Partition::log`].
+    /// Failures leave that partition offline and are logged by [`Partition::log_blocking`].
     pub fn open_all(&self) {
         let started = std::time::Instant::now();
         let mut offline = 0usize;
@@ -401,7 +455,7 @@ impl TopicRegistry {
         for topic in self.all() {
             for partition in &topic.partitions {
                 count += 1;
-                if partition.log().is_err() {
+                if partition.log_blocking().is_err() {
                     offline += 1;
                 }
             }
@@ -471,6 +525,7 @@ fn new_topic(
                 index,
                 partition_dir(data_dir, &name, index),
                 log_config,
+                broker.storage.clone(),
             ))
         })
         .collect();
@@ -566,4 +621,57 @@ fn delete_topic_files(data_dir: &Path, topic: &Topic) -> Result<(), BrokerError>
 /// replicas hold, and never passes what this node has flushed.
 pub fn high_watermark(log: &PartitionLog) -> i64 {
     log.flushed_offset()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Guards a test against a hang only; never a performance threshold.
+    const HANG_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// `Partition::log` must open on the blocking pool: on a single-threaded runtime whose one
+    /// worker holds the partition's config lock (which the open takes), an open on the worker
+    /// would deadlock; an open on the pool waits until the worker lets go and then succeeds.
+    #[test]
+    // Holding the std lock across awaits is the point: it stands for a slow open.
+    #[allow(clippy::await_holding_lock)]
+    fn first_open_runs_off_the_async_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = Arc::new(Partition::new(
+            0,
+            dir.path().join("t-0"),
+            LogConfig::default(),
+            Storage::real(),
+        ));
+        let (done, finished) = std::sync::mpsc::channel();
+        let opener = Arc::clone(&partition);
+        let runtime_thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let opened = runtime.block_on(async move {
+                let held = opener.lock_config();
+                let opening = {
+                    let partition = Arc::clone(&opener);
+                    tokio::spawn(async move { partition.log().await.is_ok() })
+                };
+                // Lets the opening task run until it waits for its open; it returns here only
+                // if that open is not blocking this, the only worker.
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+                drop(held);
+                opening.await.unwrap()
+            });
+            done.send(opened).unwrap();
+        });
+        let opened = finished
+            .recv_timeout(HANG_DEADLINE)
+            .expect("Partition::log blocked the async worker (the open ran on it)");
+        assert!(opened, "the log opens");
+        runtime_thread.join().unwrap();
+        assert!(partition.opened_log().is_some());
+    }
 }

@@ -1,57 +1,34 @@
 //! Validation of the record batches in a produce request (Kafka record format v2).
 //!
-//! Owns the v2 batch header layout, the CRC32C check and the walk over the records inside a
+//! Owns the CRC32C check and the walk over the records inside a
 //! batch (decompressing through [`crate::compression`] with a cap). It reads batches, it never
 //! rewrites them: the broker stores batches as the client sent them, so nothing here re-encodes
 //! records. It knows nothing of partitions, offsets already in a log, or producer state; those
 //! checks belong to the broker.
 //!
-//! v2 batch header (big-endian), [`RECORD_BATCH_HEADER_BYTES`] long:
-//!
-//! ```text
-//! @0  baseOffset i64        @8  batchLength i32 (bytes after this field)
-//! @12 partitionLeaderEpoch  @16 magic i8 (2)     @17 crc u32 (CRC32C of @21..end)
-//! @21 attributes i16        @23 lastOffsetDelta  @27 baseTimestamp i64
-//! @35 maxTimestamp i64      @43 producerId i64   @51 producerEpoch i16
-//! @53 baseSequence i32      @57 recordsCount i32 @61 records (compressed as a whole)
-//! ```
+//! The v2 batch header layout, [`RECORD_BATCH_HEADER_BYTES`] long, is `runnel_batch_layout`'s.
 
 use std::io::BufRead;
 
 use crate::compression::{self, Compression};
 use crate::ProtocolError;
 
+// The header layout is defined once, in `runnel-batch-layout`, shared with storage.
+use runnel_batch_layout::{
+    ATTRIBUTES_AT, BASE_OFFSET_AT, BASE_SEQUENCE_AT, BASE_TIMESTAMP_AT, BATCH_LENGTH_AT,
+    CONTROL_ATTRIBUTE, CRC_AT, LAST_OFFSET_DELTA_AT,
+    LOG_OVERHEAD_BYTES as BATCH_LENGTH_PREFIX_BYTES, MAGIC_AT, MAX_TIMESTAMP_AT, PRODUCER_EPOCH_AT,
+    PRODUCER_ID_AT, RECORDS_COUNT_AT, TIMESTAMP_TYPE_ATTRIBUTE, TRANSACTIONAL_ATTRIBUTE,
+};
+
 /// Size of a v2 record batch header; the records start at this offset.
-pub const RECORD_BATCH_HEADER_BYTES: usize = 61;
+pub const RECORD_BATCH_HEADER_BYTES: usize = runnel_batch_layout::HEADER_BYTES;
 
 /// The only record format Runnel accepts (Kafka 4 dropped v0 and v1, KIP-896).
-pub const RECORD_BATCH_MAGIC: i8 = 2;
-
-/// Bytes before the `batchLength` field's count begins (`baseOffset` + `batchLength`).
-const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
-
-const BASE_OFFSET_AT: usize = 0;
-const BATCH_LENGTH_AT: usize = 8;
-const MAGIC_AT: usize = 16;
-const CRC_AT: usize = 17;
-const ATTRIBUTES_AT: usize = 21;
-const LAST_OFFSET_DELTA_AT: usize = 23;
-const BASE_TIMESTAMP_AT: usize = 27;
-const MAX_TIMESTAMP_AT: usize = 35;
-const PRODUCER_ID_AT: usize = 43;
-const PRODUCER_EPOCH_AT: usize = 51;
-const BASE_SEQUENCE_AT: usize = 53;
-const RECORDS_COUNT_AT: usize = 57;
+pub const RECORD_BATCH_MAGIC: i8 = runnel_batch_layout::MAGIC_V2;
 
 /// `maxTimestamp` of a batch whose producer left it unset.
 const NO_TIMESTAMP: i64 = -1;
-
-/// Attribute bit 3: timestamps are LogAppendTime (set by the broker), not CreateTime.
-const TIMESTAMP_TYPE_ATTRIBUTE: i16 = 0x08;
-/// Attribute bit 4: the batch is part of a transaction.
-const TRANSACTIONAL_ATTRIBUTE: i16 = 0x10;
-/// Attribute bit 5: the batch holds a control record (commit/abort marker).
-const CONTROL_ATTRIBUTE: i16 = 0x20;
 
 /// Longest encodings Kafka accepts for a varint (i32) and a varlong (i64).
 const VARINT_BYTES_MAX: u32 = 5;
@@ -784,6 +761,68 @@ pub fn read_records(
     Ok(out)
 }
 
+/// The first data record of the one whole stored batch `batch` (offsets assigned) for which
+/// `wanted(offset, timestamp)` is true, as `(offset, timestamp)`; `None` when no record is, and
+/// for a control batch. Timestamps are as in [`LogRecord`].
+///
+/// Streams: the records are decompressed a read-ahead buffer at a time and their keys, values
+/// and headers skipped, never copied, and the walk stops at the wanted record. So a lookup
+/// (ListOffsets by timestamp) costs the stored batch plus a bounded buffer (the codec's window
+/// and 64 KiB), whatever the batch inflates to; only snappy, which has no streaming form, is
+/// decompressed whole (within `max_uncompressed_bytes`).
+///
+/// # Errors
+/// [`ProtocolError::CorruptBatch`] for framing, CRC or codec damage,
+/// [`ProtocolError::InvalidBatch`] for malformed records, [`ProtocolError::BatchTooLarge`] once
+/// more than `max_uncompressed_bytes` came out before the wanted record.
+pub fn find_record(
+    batch: &[u8],
+    max_uncompressed_bytes: usize,
+    wanted: &mut dyn FnMut(i64, i64) -> bool,
+) -> Result<Option<(i64, i64)>, ProtocolError> {
+    let batch = split_batch(batch, 0)?;
+    let crc_claimed = u32::from_be_bytes(field(batch, CRC_AT)?);
+    if crc_claimed != crc32c::crc32c(batch.get(ATTRIBUTES_AT..).unwrap_or_default()) {
+        return Err(ProtocolError::CorruptBatch("CRC32C mismatch".into()));
+    }
+    let attributes = i16::from_be_bytes(field(batch, ATTRIBUTES_AT)?);
+    if attributes & CONTROL_ATTRIBUTE != 0 {
+        return Ok(None);
+    }
+    let base_offset = i64::from_be_bytes(field(batch, BASE_OFFSET_AT)?);
+    let base_timestamp = i64::from_be_bytes(field(batch, BASE_TIMESTAMP_AT)?);
+    let max_timestamp = i64::from_be_bytes(field(batch, MAX_TIMESTAMP_AT)?);
+    let record_count = i32::from_be_bytes(field(batch, RECORDS_COUNT_AT)?);
+    let codec = Compression::from_attributes(attributes)?;
+    let section = batch.get(RECORD_BATCH_HEADER_BYTES..).unwrap_or_default();
+    let reader = compression::decompressing_reader(codec, section, max_uncompressed_bytes)?;
+    let mut stream = RecordStream {
+        reader: std::io::BufReader::with_capacity(RECORD_STREAM_BUFFER_BYTES, reader),
+        consumed_bytes: 0,
+        limit_bytes: max_uncompressed_bytes,
+        codec,
+    };
+    // Every iteration consumes at least one byte or fails, so a large claimed count is harmless.
+    for index in 0..record_count {
+        if stream.at_end()? {
+            return Err(invalid(&format!(
+                "batch at offset {base_offset}: recordsCount {record_count}, {index} present"
+            )));
+        }
+        let record = stream.record()?.map_err(invalid)?;
+        let offset = base_offset.saturating_add(i64::from(record.offset_delta));
+        let timestamp = if attributes & TIMESTAMP_TYPE_ATTRIBUTE != 0 {
+            max_timestamp
+        } else {
+            base_timestamp.saturating_add(record.timestamp_delta)
+        };
+        if wanted(offset, timestamp) {
+            return Ok(Some((offset, timestamp)));
+        }
+    }
+    Ok(None)
+}
+
 /// The fields of one record that validation and [`read_records`] use.
 struct RecordFields<'a> {
     timestamp_delta: i64,
@@ -1153,6 +1192,80 @@ mod tests {
                 headers: vec![(b"h".to_vec(), None), (b"h".to_vec(), Some(Vec::new()))],
             },
         ]
+    }
+
+    #[test]
+    fn find_record_agrees_with_read_records_for_every_codec() -> TestResult {
+        let records = sample_records(); // timestamps base + 0, + 25, + 7
+        let base = TestBatch::default().base_timestamp;
+        for codec in CODECS {
+            let batch = build(codec, &records);
+            let all = read_records(&batch, MIB)?;
+            for target in [
+                base - 1,
+                base,
+                base + 1,
+                base + 7,
+                base + 8,
+                base + 25,
+                base + 26,
+            ] {
+                let expected = all
+                    .iter()
+                    .find(|r| r.timestamp >= target)
+                    .map(|r| (r.offset, r.timestamp));
+                let found = find_record(&batch, MIB, &mut |_, ts| ts >= target)?;
+                assert_eq!(found, expected, "{codec:?}, target {target}");
+            }
+            let mut seen = Vec::new();
+            find_record(&batch, MIB, &mut |o, _| {
+                seen.push(o);
+                o == 1
+            })?;
+            assert_eq!(
+                seen,
+                [0, 1],
+                "{codec:?}: the walk stops at the record found"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn find_record_uses_the_max_timestamp_of_log_append_time_batches() -> TestResult {
+        let header = TestBatch {
+            attributes: Compression::Lz4.attribute_bits() | TIMESTAMP_TYPE_ATTRIBUTE,
+            max_timestamp: 5_000,
+            ..TestBatch::default()
+        };
+        let batch = build_with(&header, &sample_records());
+        assert_eq!(
+            find_record(&batch, MIB, &mut |_, ts| ts >= 5_000)?,
+            Some((0, 5_000))
+        );
+        assert_eq!(find_record(&batch, MIB, &mut |_, ts| ts > 5_000)?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn find_record_stops_at_the_cap_and_refuses_damage() {
+        let records: Vec<TestRecord> = (0..64)
+            .map(|i| TestRecord::keyed(b"k", &vec![i as u8; 1024]))
+            .collect();
+        let batch = build(Compression::Lz4, &records);
+        let result = find_record(&batch, 4 * 1024, &mut |_, _| false);
+        assert!(
+            matches!(result, Err(ProtocolError::BatchTooLarge { .. })),
+            "past the cap: {result:?}"
+        );
+        let mut damaged = batch.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        let result = find_record(&damaged, MIB, &mut |_, _| false);
+        assert!(
+            matches!(result, Err(ProtocolError::CorruptBatch(_))),
+            "bad CRC: {result:?}"
+        );
     }
 
     fn assert_invalid(result: Result<Vec<ValidatedBatch>, ProtocolError>, what: &str) {

@@ -9,11 +9,9 @@ use crate::batch::{read_records, LogRecord, RECORD_BATCH_HEADER_BYTES};
 use crate::compression::{self, Compression};
 use crate::ProtocolError;
 
-const ATTRIBUTES_AT: usize = 21;
-const CRC_AT: usize = 17;
-const BATCH_LENGTH_AT: usize = 8;
-const BASE_OFFSET_AT: usize = 0;
-const RECORDS_COUNT_AT: usize = 57;
+use runnel_batch_layout::{
+    ATTRIBUTES_AT, BASE_OFFSET_AT, BATCH_LENGTH_AT, CRC_AT, RECORDS_COUNT_AT,
+};
 
 /// The data records of one whole stored batch (see [`read_records`]).
 ///

@@ -1,34 +1,26 @@
-//! The Kafka v2 record batch header: its 61-byte big-endian layout, parsing, CRC32C
+//! The Kafka v2 record batch header (layout in `runnel-batch-layout`): parsing, CRC32C
 //! verification and rewriting the base offset in place. This module knows byte layout only;
 //! records inside a batch are never decoded by storage.
 
 use crate::error::BatchDefect;
 
+// The header layout is defined once, in `runnel-batch-layout`, shared with the protocol crate.
+pub(crate) use runnel_batch_layout::{
+    ATTRIBUTES_AT, BATCH_LENGTH_AT, CRC_AT, LAST_OFFSET_DELTA_AT, MAGIC_AT, MAX_TIMESTAMP_AT,
+    RECORDS_COUNT_AT,
+};
+use runnel_batch_layout::{
+    BASE_OFFSET_AT, BASE_SEQUENCE_AT, BASE_TIMESTAMP_AT, CONTROL_ATTRIBUTE as CONTROL_FLAG,
+    CRC_COVERED_FROM, MAGIC_V2 as SUPPORTED_MAGIC, PARTITION_LEADER_EPOCH_AT, PRODUCER_EPOCH_AT,
+    PRODUCER_ID_AT, TIMESTAMP_TYPE_ATTRIBUTE as TIMESTAMP_TYPE_FLAG,
+    TRANSACTIONAL_ATTRIBUTE as TRANSACTIONAL_FLAG,
+};
+
 /// Size in bytes of the fixed v2 batch header; records start here.
-pub const HEADER_SIZE_BYTES: usize = 61;
+pub const HEADER_SIZE_BYTES: usize = runnel_batch_layout::HEADER_BYTES;
 /// `baseOffset` and `batchLength` precede the bytes that `batchLength` counts.
-pub const LOG_OVERHEAD_BYTES: usize = 12;
+pub const LOG_OVERHEAD_BYTES: usize = runnel_batch_layout::LOG_OVERHEAD_BYTES;
 
-const BASE_OFFSET_AT: usize = 0;
-pub(crate) const BATCH_LENGTH_AT: usize = 8;
-const PARTITION_LEADER_EPOCH_AT: usize = 12;
-pub(crate) const MAGIC_AT: usize = 16;
-pub(crate) const CRC_AT: usize = 17;
-/// The CRC covers everything from `attributes` to the end of the batch.
-const CRC_COVERED_FROM: usize = 21;
-pub(crate) const ATTRIBUTES_AT: usize = 21;
-pub(crate) const LAST_OFFSET_DELTA_AT: usize = 23;
-const BASE_TIMESTAMP_AT: usize = 27;
-pub(crate) const MAX_TIMESTAMP_AT: usize = 35;
-const PRODUCER_ID_AT: usize = 43;
-const PRODUCER_EPOCH_AT: usize = 51;
-const BASE_SEQUENCE_AT: usize = 53;
-pub(crate) const RECORDS_COUNT_AT: usize = 57;
-
-const SUPPORTED_MAGIC: i8 = 2;
-const TIMESTAMP_TYPE_FLAG: i16 = 1 << 3;
-const TRANSACTIONAL_FLAG: i16 = 1 << 4;
-const CONTROL_FLAG: i16 = 1 << 5;
 /// `producerId` of a batch from a non-idempotent producer.
 pub const NO_PRODUCER_ID: i64 = -1;
 

@@ -3,11 +3,10 @@
 //! so damage is detected, and atomic replacement (write temp, fsync, rename, fsync dir) so a
 //! crash leaves either the old file or the new one, never a mix.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoResultExt, StorageError};
+use crate::io::Storage;
 
 /// File name of the recovery checkpoint inside a partition directory.
 pub(crate) const CHECKPOINT_FILE_NAME: &str = "recovery-point-offset-checkpoint";
@@ -44,46 +43,49 @@ pub(crate) fn unseal(magic: [u8; 4], version: u16, sealed: &[u8]) -> Option<&[u8
 
 /// Replaces `path` with `contents` atomically and durably: write a temporary file, fsync it,
 /// rename it over `path`, fsync the directory. Readers see the old or the new file, never a mix.
+/// On the real file system (the broker's own small files).
 pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), StorageError> {
-    write_all_atomically(&[(path, contents)])
+    write_all_atomically(&Storage::real(), &[(path, contents)])
 }
 
 /// [`write_atomically`] for several files of one directory, with one directory fsync for all
 /// of them. Each file is replaced atomically; a crash may leave some replaced and some not.
-pub(crate) fn write_all_atomically(files: &[(&Path, &[u8])]) -> Result<(), StorageError> {
+pub(crate) fn write_all_atomically(
+    storage: &Storage,
+    files: &[(&Path, &[u8])],
+) -> Result<(), StorageError> {
     let temp_path = |path: &Path| {
         let mut temp_name = path.as_os_str().to_owned();
         temp_name.push(TEMP_SUFFIX);
         PathBuf::from(temp_name)
     };
     for (path, contents) in files {
-        write_durably(&temp_path(path), contents)?;
+        write_durably(storage, &temp_path(path), contents)?;
     }
     for (path, _) in files {
-        std::fs::rename(temp_path(path), path).at(path)?;
+        storage.rename(&temp_path(path), path)?;
     }
     match files.first() {
-        Some((path, _)) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Some((path, _)) => storage.sync_dir(path.parent().unwrap_or(Path::new("."))),
         None => Ok(()),
     }
 }
 
 /// Creates (or replaces) `path` with `contents` and fsyncs it; not atomic (the caller renames
 /// the file into place afterwards).
-pub(crate) fn write_durably(path: &Path, contents: &[u8]) -> Result<(), StorageError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .at(path)?;
-    file.write_all(contents).at(path)?;
+pub(crate) fn write_durably(
+    storage: &Storage,
+    path: &Path,
+    contents: &[u8],
+) -> Result<(), StorageError> {
+    let file = storage.create_file(path)?;
+    file.write_all_at(contents, 0).at(path)?;
     file.sync_all().at(path)
 }
 
-/// fsync of a directory, making renames and deletions in it durable.
+/// fsync of a directory on the real file system, making renames and deletions in it durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir).at(dir)?.sync_all().at(dir)
+    Storage::real().sync_dir(dir)
 }
 
 /// Where recovery may stop trusting the log: every byte of segments before
@@ -117,9 +119,12 @@ impl RecoveryCheckpoint {
 
     /// Reads the checkpoint of `dir`. A missing file is `None`; a damaged one is `None` with a
     /// warning (recovery then scans the whole log, which is safe, only slower).
-    pub(crate) fn read(dir: &Path) -> Result<Option<RecoveryCheckpoint>, StorageError> {
+    pub(crate) fn read(
+        storage: &Storage,
+        dir: &Path,
+    ) -> Result<Option<RecoveryCheckpoint>, StorageError> {
         let path = dir.join(CHECKPOINT_FILE_NAME);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match storage.read_file(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).at(&path),
@@ -132,8 +137,11 @@ impl RecoveryCheckpoint {
     }
 
     /// Writes the checkpoint of `dir` atomically.
-    pub(crate) fn write(&self, dir: &Path) -> Result<(), StorageError> {
-        write_atomically(&dir.join(CHECKPOINT_FILE_NAME), &self.encode())
+    pub(crate) fn write(&self, storage: &Storage, dir: &Path) -> Result<(), StorageError> {
+        write_all_atomically(
+            storage,
+            &[(&dir.join(CHECKPOINT_FILE_NAME), &self.encode())],
+        )
     }
 
     /// The checkpoint file's path in `dir` and its contents, for [`write_all_atomically`].
@@ -150,9 +158,12 @@ const LOG_START_VERSION: u16 = 1;
 /// The persisted log start offset (moved by DeleteRecords and retention). Written before any
 /// segment below it is deleted, so after a crash the leftover segments are recognised as
 /// deleted and removed on open.
-pub(crate) fn read_log_start_offset(dir: &Path) -> Result<Option<i64>, StorageError> {
+pub(crate) fn read_log_start_offset(
+    storage: &Storage,
+    dir: &Path,
+) -> Result<Option<i64>, StorageError> {
     let path = dir.join(LOG_START_FILE_NAME);
-    let bytes = match std::fs::read(&path) {
+    let bytes = match storage.read_file(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).at(&path),
@@ -169,10 +180,17 @@ pub(crate) fn read_log_start_offset(dir: &Path) -> Result<Option<i64>, StorageEr
 }
 
 /// Writes the log start offset checkpoint of `dir` atomically.
-pub(crate) fn write_log_start_offset(dir: &Path, offset: i64) -> Result<(), StorageError> {
-    write_atomically(
-        &dir.join(LOG_START_FILE_NAME),
-        &seal(LOG_START_MAGIC, LOG_START_VERSION, &offset.to_be_bytes()),
+pub(crate) fn write_log_start_offset(
+    storage: &Storage,
+    dir: &Path,
+    offset: i64,
+) -> Result<(), StorageError> {
+    write_all_atomically(
+        storage,
+        &[(
+            &dir.join(LOG_START_FILE_NAME),
+            &seal(LOG_START_MAGIC, LOG_START_VERSION, &offset.to_be_bytes()),
+        )],
     )
 }
 
@@ -184,19 +202,23 @@ mod tests {
     #[test]
     fn checkpoint_round_trips_and_detects_damage() -> Result<(), StorageError> {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(RecoveryCheckpoint::read(dir.path())?, None);
+        let storage = Storage::real();
+        assert_eq!(RecoveryCheckpoint::read(&storage, dir.path())?, None);
         let checkpoint = RecoveryCheckpoint {
             recovery_point_offset: 17,
             segment_base_offset: 10,
             position_bytes: 999,
         };
-        checkpoint.write(dir.path())?;
-        assert_eq!(RecoveryCheckpoint::read(dir.path())?, Some(checkpoint));
+        checkpoint.write(&storage, dir.path())?;
+        assert_eq!(
+            RecoveryCheckpoint::read(&storage, dir.path())?,
+            Some(checkpoint)
+        );
         let path = dir.path().join(CHECKPOINT_FILE_NAME);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[8] ^= 0x40;
         std::fs::write(&path, bytes).unwrap();
-        assert_eq!(RecoveryCheckpoint::read(dir.path())?, None);
+        assert_eq!(RecoveryCheckpoint::read(&storage, dir.path())?, None);
         Ok(())
     }
 }

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch_header::BatchHeader;
-use crate::checkpoint::sync_dir;
 use crate::error::{IoResultExt, StorageError};
+use crate::io::Storage;
 use crate::partition_log::readable_records;
 use crate::records::RecordReader;
 use crate::segment::LogSegment;
@@ -189,10 +189,11 @@ pub(crate) fn write_cleaned(
         }
         Ok(())
     })?;
-    crate::checkpoint::write_durably(&cleaned_path, &out)?;
+    let storage = segment.storage();
+    crate::checkpoint::write_durably(storage, &cleaned_path, &out)?;
     let swap_path = suffixed(segment.log_path(), SWAP_SUFFIX);
-    std::fs::rename(&cleaned_path, &swap_path).at(&swap_path)?;
-    sync_dir(segment.log_path().parent().unwrap_or(Path::new(".")))?;
+    storage.rename(&cleaned_path, &swap_path)?;
+    storage.sync_dir(segment.log_path().parent().unwrap_or(Path::new(".")))?;
     Ok(CleanedSegment {
         swap_path,
         records_removed: removed,
@@ -210,7 +211,11 @@ pub(crate) struct CleanedSegment {
 }
 
 /// Replaces `<base>.log` with `swap_path` and removes the stale indexes (rebuilt on open).
-pub(crate) fn finish_swap(dir: &Path, swap_path: &Path) -> Result<PathBuf, StorageError> {
+pub(crate) fn finish_swap(
+    storage: &Storage,
+    dir: &Path,
+    swap_path: &Path,
+) -> Result<PathBuf, StorageError> {
     let name = swap_path
         .file_name()
         .and_then(|n| n.to_str())
@@ -223,21 +228,23 @@ pub(crate) fn finish_swap(dir: &Path, swap_path: &Path) -> Result<PathBuf, Stora
             crate::segment::TIME_INDEX_EXTENSION,
         ] {
             let path = dir.join(format!("{stem}.{extension}"));
-            match std::fs::remove_file(&path) {
+            match storage.remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&path),
                 _ => {}
             }
         }
     }
-    std::fs::rename(swap_path, &log_path).at(&log_path)?;
-    sync_dir(dir)?;
+    storage.rename(swap_path, &log_path)?;
+    storage.sync_dir(dir)?;
     Ok(log_path)
 }
 
 /// Recovery: deletes incomplete `.cleaned` files and completes `.swap` files in `dir`.
-pub(crate) fn recover_interrupted_cleaning(dir: &Path) -> Result<(), StorageError> {
-    for item in std::fs::read_dir(dir).at(dir)? {
-        let path = item.at(dir)?.path();
+pub(crate) fn recover_interrupted_cleaning(
+    storage: &Storage,
+    dir: &Path,
+) -> Result<(), StorageError> {
+    for path in storage.list_dir(dir)? {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -245,10 +252,10 @@ pub(crate) fn recover_interrupted_cleaning(dir: &Path) -> Result<(), StorageErro
             .to_string();
         if name.ends_with(CLEANED_SUFFIX) {
             tracing::info!(path = %path.display(), "discarding an unfinished cleaned segment");
-            std::fs::remove_file(&path).at(&path)?;
+            storage.remove_file(&path).at(&path)?;
         } else if name.ends_with(SWAP_SUFFIX) {
             tracing::info!(path = %path.display(), "completing an interrupted segment swap");
-            finish_swap(dir, &path)?;
+            finish_swap(storage, dir, &path)?;
         }
     }
     Ok(())

@@ -338,7 +338,11 @@ fn check_indexes(dir: &Path, segment: &LogSegment, batch_count: usize) -> TestRe
     let base = segment.base_offset();
     let size = segment.size_bytes();
     let index_bytes = config().segment_index_bytes as usize;
-    let index = OffsetIndex::open(segment.index().path(), index_bytes / ENTRY_SIZE_BYTES)?;
+    let index = OffsetIndex::open(
+        &crate::io::Storage::real(),
+        segment.index().path(),
+        index_bytes / ENTRY_SIZE_BYTES,
+    )?;
     assert!(
         index.is_sane(size, |entry| matches!(
             segment.read_header_at(u64::from(entry.position), size),
@@ -349,7 +353,11 @@ fn check_indexes(dir: &Path, segment: &LogSegment, batch_count: usize) -> TestRe
     assert_eq!(index.len(), segment.index().len(), "segment {base}");
     assert_eq!(index.len() > 0, batch_count > 1, "segment {base}");
     let time_path = dir.join(offset_file_name(base, TIME_INDEX_EXTENSION));
-    let time_index = TimeIndex::open(&time_path, (index_bytes / TIME_ENTRY_SIZE_BYTES).max(2))?;
+    let time_index = TimeIndex::open(
+        &crate::io::Storage::real(),
+        &time_path,
+        (index_bytes / TIME_ENTRY_SIZE_BYTES).max(2),
+    )?;
     let relative_end = u64::try_from(segment.next_offset() - base)?;
     assert!(
         time_index.is_sane(size == 0, relative_end),
@@ -761,7 +769,7 @@ fn empty_last_segment_takes_the_next_append() -> TestResult {
                     segment_base_offset: end,
                     position_bytes: 0,
                 }
-                .write(fixture.path())?;
+                .write(&crate::io::Storage::real(), fixture.path())?;
             }
             reopen_and_check(fixture.path(), &fixture.batches)
                 .map_err(|e| format!("{case}: {e}"))?;

@@ -110,6 +110,18 @@ pub enum StorageError {
         /// What the reader said.
         source: crate::records::RecordError,
     },
+    /// An earlier write, fsync or write-out of this log failed, so what is on disk is not
+    /// known: the log takes no appends, serves no reads and reports nothing more as flushed
+    /// until it is reopened through recovery (a broker restart). Retrying the fsync would not
+    /// help: Linux reports a write-back error once and then drops the pages ("fsyncgate").
+    #[error("log {dir} failed and is offline until reopened through recovery: {cause}")]
+    LogFailed {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The failure that took the log offline.
+        #[source]
+        cause: std::sync::Arc<StorageError>,
+    },
     /// `append` was called with no bytes.
     #[error("append of zero bytes")]
     EmptyAppend,

@@ -74,7 +74,8 @@ pub fn flush_logs(
         .zip(failed)
         .zip(requests)
         .map(|((plan, failure), (log, offset))| match (plan, failure) {
-            (_, Some(error)) => Err(error),
+            // A failed write-out or device flush is a failed fsync: the log goes offline.
+            (_, Some(error)) => Err(log.fail(error)),
             (FlushPlan::Durable, None) => Ok(()),
             (FlushPlan::Fsync, None) => log.flush(*offset),
             (FlushPlan::WriteOut(write_out), None) => {
@@ -83,11 +84,8 @@ pub fn flush_logs(
                     .find(|(d, _)| *d == write_out.device)
                     .map(|(_, flushed)| flushed);
                 match flushed {
-                    Some(Ok(())) => {
-                        log.finish_write_out(&write_out);
-                        Ok(())
-                    }
-                    failure => Err(StorageError::Io {
+                    Some(Ok(())) => log.finish_write_out(&write_out),
+                    failure => Err(log.fail(StorageError::Io {
                         path: write_out.segment.log_path().to_path_buf(),
                         source: io::Error::other(format!(
                             "device cache flush failed: {}",
@@ -95,7 +93,7 @@ pub fn flush_logs(
                                 .and_then(|f| f.as_ref().err())
                                 .map_or("not run", String::as_str)
                         )),
-                    }),
+                    })),
                 }
             }
         })

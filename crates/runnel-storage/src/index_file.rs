@@ -3,13 +3,11 @@
 //! segment is sealed: a partition that is not being written holds one descriptor (its `.log`)
 //! per segment, not three, and ten thousand idle partitions fit a 20,000-descriptor limit.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{IoResultExt, StorageError};
-use crate::segment::open_file;
+use crate::io::{DataFile, Storage};
 
 /// What [`IndexFile::load`] found on disk.
 #[derive(Debug)]
@@ -28,21 +26,27 @@ pub(crate) struct LoadedIndex {
 /// An index file whose descriptor is held only while the index is being written.
 #[derive(Debug)]
 pub(crate) struct IndexFile {
+    storage: Storage,
     path: PathBuf,
-    writer: Mutex<Option<File>>,
+    writer: Mutex<Option<DataFile>>,
 }
 
 impl IndexFile {
     /// Opens the file at `path` (creating it empty if missing), reads up to `max_bytes` of it
     /// and closes it again.
-    pub(crate) fn load(path: &Path, max_bytes: u64) -> Result<LoadedIndex, StorageError> {
-        let was_missing = !path.exists();
-        let file = open_file(path)?;
-        let len_bytes = file.metadata().at(path)?.len();
+    pub(crate) fn load(
+        storage: &Storage,
+        path: &Path,
+        max_bytes: u64,
+    ) -> Result<LoadedIndex, StorageError> {
+        let was_missing = !storage.exists(path);
+        let file = storage.open_file(path)?;
+        let len_bytes = file.len().at(path)?;
         let mut raw = vec![0u8; usize::try_from(len_bytes.min(max_bytes)).unwrap_or(0)];
         file.read_exact_at(&mut raw, 0).at(path)?;
         Ok(LoadedIndex {
             file: IndexFile {
+                storage: storage.clone(),
                 path: path.to_path_buf(),
                 writer: Mutex::new(None),
             },
@@ -83,19 +87,19 @@ impl IndexFile {
 
     fn with_writer(
         &self,
-        write: impl FnOnce(&File) -> std::io::Result<()>,
+        write: impl FnOnce(&DataFile) -> std::io::Result<()>,
     ) -> Result<(), StorageError> {
         let mut writer = self.writer();
         let file = match writer.take() {
             Some(file) => file,
-            None => open_file(&self.path)?,
+            None => self.storage.open_file(&self.path)?,
         };
         let written = write(&file).at(&self.path);
         *writer = Some(file);
         written
     }
 
-    fn writer(&self) -> MutexGuard<'_, Option<File>> {
+    fn writer(&self) -> MutexGuard<'_, Option<DataFile>> {
         // The guarded value is a descriptor or nothing: never half-updated.
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -10,6 +10,7 @@ mod cleaner;
 mod error;
 mod group_flush;
 mod index_file;
+mod io;
 mod offset_index;
 mod partition_log;
 mod producer_state;
@@ -23,6 +24,10 @@ mod time_index;
 #[cfg(test)]
 mod crash_matrix_tests;
 #[cfg(test)]
+mod sim_crash_tests;
+#[cfg(test)]
+mod sim_fault_tests;
+#[cfg(test)]
 mod test_support;
 
 pub use batch_header::{increment_sequence, set_base_offset, verify_crc, BatchHeader};
@@ -33,6 +38,7 @@ pub use checkpoint::{sync_dir, write_atomically as write_file_atomically};
 pub use cleaner::{CleanStats, CompactionPolicy};
 pub use error::{BatchDefect, StorageError};
 pub use group_flush::flush_logs;
+pub use io::{FaultInjection, FaultKind, InvalidFaultInjection, SimDisk, Storage};
 pub use partition_log::{
     AppendOutcome, CrcCheck, LogConfig, PartitionLog, RetentionPolicy, TimestampOffset,
 };

@@ -12,6 +12,7 @@ use std::sync::{PoisonError, RwLock};
 
 use crate::error::StorageError;
 use crate::index_file::IndexFile;
+use crate::io::Storage;
 
 /// Bytes per index entry on disk.
 pub(crate) const ENTRY_SIZE_BYTES: usize = 8;
@@ -74,9 +75,13 @@ pub(crate) struct OffsetIndex {
 impl OffsetIndex {
     /// Opens (creating if missing) the index at `path` and loads its entries unchecked;
     /// call [`OffsetIndex::is_sane`] before trusting them. `max_entries` bounds the file size.
-    pub(crate) fn open(path: &Path, max_entries: usize) -> Result<OffsetIndex, StorageError> {
+    pub(crate) fn open(
+        storage: &Storage,
+        path: &Path,
+        max_entries: usize,
+    ) -> Result<OffsetIndex, StorageError> {
         // Never trust the file length for an allocation: clamp to the configured maximum.
-        let loaded = IndexFile::load(path, (max_entries * ENTRY_SIZE_BYTES) as u64)?;
+        let loaded = IndexFile::load(storage, path, (max_entries * ENTRY_SIZE_BYTES) as u64)?;
         let entries = loaded
             .raw
             .chunks_exact(ENTRY_SIZE_BYTES)

@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use bytes::Bytes;
 
@@ -30,6 +30,7 @@ use crate::cleaner::{
     build_offset_map, cleanable_segments, finish_swap, write_cleaned, CleanStats, CompactionPolicy,
 };
 use crate::error::{IoResultExt, StorageError};
+use crate::io::Storage;
 use crate::producer_state::{
     prune_snapshots, PendingProducerUpdates, ProducerSnapshot, ProducerStateManager, SequenceCheck,
 };
@@ -132,6 +133,8 @@ pub enum AppendOutcome {
 #[derive(Debug)]
 pub struct PartitionLog {
     dir: PathBuf,
+    /// Where the log's files live (the real file system, or a simulated disk in tests).
+    storage: Storage,
     /// Changed live by topic config updates; read at each roll decision.
     config: RwLock<LogConfig>,
     /// Ordered by base offset; never empty; the last is the active segment.
@@ -162,6 +165,10 @@ pub struct PartitionLog {
     flushed_bytes_average: AtomicU64,
     /// Whether appends keep a zero tail ahead of them (see [`ZERO_TAIL_FLUSHED_BYTES_MAX`]).
     zero_tail: AtomicBool,
+    /// The first failed write, fsync or write-out: once set, the log is offline (see
+    /// [`StorageError::LogFailed`]). Set under the flush lock where an fsync failed, so that
+    /// nothing publishes a flushed offset after it.
+    failure: OnceLock<Arc<StorageError>>,
 }
 
 /// State only the writer touches.
@@ -250,10 +257,22 @@ impl PartitionLog {
     /// when a damaged batch after it is followed by an intact one (mid-log corruption: nothing
     /// is cut or deleted, the partition stays closed until an operator looks).
     pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, StorageError> {
-        let recovered = recover(dir, &config)?;
-        let producers = rebuild_producer_state(dir, &recovered.segments, recovered.log_end_offset)?;
+        PartitionLog::open_on(Storage::real(), dir, config)
+    }
+
+    /// [`PartitionLog::open`] on `storage` (a simulated disk, or a fault-injecting one).
+    ///
+    /// Errors: as for `open`.
+    pub fn open_on(
+        storage: Storage,
+        dir: &Path,
+        config: LogConfig,
+    ) -> Result<PartitionLog, StorageError> {
+        let recovered = recover(&storage, dir, &config)?;
+        let producers =
+            rebuild_producer_state(&storage, dir, &recovered.segments, recovered.log_end_offset)?;
         let first_base = recovered.segments.first().map_or(0, |s| s.base_offset());
-        let checkpointed_start = read_log_start_offset(dir)?;
+        let checkpointed_start = read_log_start_offset(&storage, dir)?;
         let log_start_offset = checkpointed_start
             .unwrap_or(first_base)
             .clamp(first_base, recovered.log_end_offset);
@@ -263,7 +282,7 @@ impl PartitionLog {
             // old value, and the next open would otherwise hide them.
             tracing::warn!(dir = %dir.display(), log_start_offset,
                 "log start offset checkpoint beyond the log end; lowering it");
-            write_log_start_offset(dir, log_start_offset)?;
+            write_log_start_offset(&storage, dir, log_start_offset)?;
         }
         let active = Arc::clone(&recovered.active);
         let active_base_offset = active.base_offset();
@@ -281,6 +300,7 @@ impl PartitionLog {
         }
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
+            storage,
             config: RwLock::new(config),
             segments: RwLock::new(segments),
             writer: Mutex::new(WriterState { producers, active }),
@@ -301,6 +321,7 @@ impl PartitionLog {
             // fsyncs of a few bytes bring it below).
             flushed_bytes_average: AtomicU64::new(2 * ZERO_TAIL_FLUSHED_BYTES_MAX),
             zero_tail: AtomicBool::new(false),
+            failure: OnceLock::new(),
         })
     }
 
@@ -334,6 +355,7 @@ impl PartitionLog {
         }
         let config = self.config();
         let mut writer = lock(&self.writer);
+        self.check_healthy()?;
         let base_offset = self.log_end_offset();
         let prepared = match prepare_append(
             batches,
@@ -357,13 +379,23 @@ impl PartitionLog {
             .headers
             .last()
             .map_or(base_offset, |h| h.last_offset().saturating_add(1));
-        let segment =
-            self.segment_for_append(&mut writer, &config, prepared.size_bytes, next_offset)?;
-        segment.append(
+        let segment = self
+            .segment_for_append(&mut writer, &config, prepared.size_bytes, next_offset)
+            .map_err(|error| self.fail(error))?;
+        if let Err(failed) = segment.append(
             &prepared.parts(),
             &prepared.headers,
             config.index_interval_bytes,
-        )?;
+        ) {
+            // A write that failed and was cut off cleanly (ENOSPC) leaves the log as it was:
+            // this append fails, the next may succeed. One that could not be undone leaves
+            // the segment in an unknown state.
+            return Err(if failed.undone {
+                failed.error
+            } else {
+                self.fail(failed.error)
+            });
+        }
         writer.producers.commit(prepared.producers);
         self.log_end_offset.store(next_offset, Ordering::Release);
         self.appended_bytes
@@ -420,13 +452,23 @@ impl PartitionLog {
         active.write_final_time_entry()?;
         // Recovery takes a sealed segment's file length as its size.
         active.trim_zero_tail()?;
-        // The one fsync a roll cannot defer: nothing reaches the new segment before the sealed
-        // one is on disk, so a crash can only tear the end of the last segment (recovery's
-        // torn-tail versus mid-log rule relies on it).
-        active.sync()?;
-        // Every earlier segment was synced when it rolled, so all offsets below are durable.
-        self.flushed_offset.fetch_max(base_offset, Ordering::AcqRel);
+        {
+            // Under the flush lock: a flush that failed meanwhile must not be followed by a
+            // published offset.
+            let _flushing = lock(&self.flush_lock);
+            // The one fsync a roll cannot defer: nothing reaches the new segment before the
+            // sealed one is on disk, so a crash can only tear the end of the last segment
+            // (recovery's torn-tail versus mid-log rule relies on it).
+            active.sync()?;
+            // Its directory entry too, if no flush has synced it since it was created.
+            self.make_entries_durable(std::slice::from_ref(active))?;
+            self.check_healthy()?;
+            // Every earlier segment was synced when it rolled, so all offsets below are
+            // durable.
+            self.flushed_offset.fetch_max(base_offset, Ordering::AcqRel);
+        }
         let segment = Arc::new(LogSegment::create(
+            &self.storage,
             &self.dir,
             base_offset,
             config.segment_index_bytes,
@@ -474,6 +516,7 @@ impl PartitionLog {
     /// Errors: `Io` if an fsync fails (the log should then be taken offline).
     pub fn flush(&self, offset: i64) -> Result<(), StorageError> {
         let _flushing = lock(&self.flush_lock);
+        self.check_healthy()?;
         // A roll recorded after this waits for the next flush; the segments it sealed were
         // synced by the roll itself.
         let pending = lock(&self.pending_roll).take();
@@ -481,22 +524,66 @@ impl PartitionLog {
         if flushed > offset && pending.is_none() {
             return Ok(());
         }
-        let synced = self
-            .sync_dirty_segments(flushed)
+        self.sync_dirty_segments(flushed)
             .and_then(|()| match &pending {
                 Some(roll) => self.finish_roll(roll),
                 None => Ok(()),
-            });
-        if let (Err(_), Some(roll)) = (&synced, pending) {
-            // Owed again: the next flush retries the whole roll.
-            let mut slot = lock(&self.pending_roll);
-            let later = slot.take();
-            let restored = slot.insert(roll);
-            if let Some(later) = later {
-                restored.absorb(later);
-            }
+            })
+            // Not retried: after a failed fsync the kernel may have dropped the very pages a
+            // retry would claim durable.
+            .map_err(|error| self.fail(error))
+    }
+
+    /// `Ok` unless a failed write or fsync took the log offline.
+    ///
+    /// Errors: `LogFailed`, naming the first failure.
+    pub fn check_healthy(&self) -> Result<(), StorageError> {
+        match self.failure.get() {
+            Some(cause) => Err(StorageError::LogFailed {
+                dir: self.dir.clone(),
+                cause: Arc::clone(cause),
+            }),
+            None => Ok(()),
         }
-        synced
+    }
+
+    /// Takes the log offline after `error`, a failed write, fsync or write-out (the first
+    /// failure is kept as the cause), and returns the error to report.
+    pub(crate) fn fail(&self, error: StorageError) -> StorageError {
+        if let StorageError::LogFailed { .. } = error {
+            return error;
+        }
+        let mut first = false;
+        let cause = self.failure.get_or_init(|| {
+            first = true;
+            Arc::new(error)
+        });
+        if first {
+            tracing::error!(dir = %self.dir.display(), error = %cause,
+                "a write or fsync failed: the log is offline until it is reopened through recovery");
+        }
+        StorageError::LogFailed {
+            dir: self.dir.clone(),
+            cause: Arc::clone(cause),
+        }
+    }
+
+    /// Whether a failed write or fsync took the log offline (see [`StorageError::LogFailed`]).
+    pub fn is_failed(&self) -> bool {
+        self.failure.get().is_some()
+    }
+
+    /// fsyncs the directory if any of `segments` was created since the last directory fsync,
+    /// so that no offset in them is reported flushed while a crash could drop their files.
+    fn make_entries_durable(&self, segments: &[Arc<LogSegment>]) -> Result<(), StorageError> {
+        if segments.iter().all(|s| s.entry_durable()) {
+            return Ok(());
+        }
+        self.storage.sync_dir(&self.dir)?;
+        for segment in segments {
+            segment.mark_entry_durable();
+        }
+        Ok(())
     }
 
     /// Plans a [`PartitionLog::flush`] up to `offset` that a write-out and a device cache
@@ -506,7 +593,7 @@ impl PartitionLog {
     /// (`LogSegment::overwrites_durable_layout`). Does no I/O.
     pub(crate) fn plan_write_out(&self, offset: i64) -> FlushPlan {
         let _flushing = lock(&self.flush_lock);
-        if self.roll_pending() {
+        if self.roll_pending() || self.is_failed() {
             return FlushPlan::Fsync;
         }
         let flushed = self.flushed_offset();
@@ -521,6 +608,9 @@ impl PartitionLog {
         let (Some(segment), None) = (dirty.next(), dirty.next()) else {
             return FlushPlan::Fsync;
         };
+        if !segment.entry_durable() {
+            return FlushPlan::Fsync;
+        }
         match segment.overwrites_durable_layout(segment.size_bytes()) {
             Some(device) => FlushPlan::WriteOut(WriteOut {
                 segment: Arc::clone(segment),
@@ -533,11 +623,13 @@ impl PartitionLog {
 
     /// Publishes a [`WriteOut`] as flushed, once its pages are written out and the device's
     /// cache flushed since.
-    pub(crate) fn finish_write_out(&self, write_out: &WriteOut) {
+    pub(crate) fn finish_write_out(&self, write_out: &WriteOut) -> Result<(), StorageError> {
         let _flushing = lock(&self.flush_lock);
+        self.check_healthy()?;
         self.flushed_offset
             .fetch_max(write_out.target, Ordering::AcqRel);
         self.note_flushed_bytes();
+        Ok(())
     }
 
     /// fsyncs every segment holding offsets at or above `flushed`, then publishes the log end
@@ -550,9 +642,11 @@ impl PartitionLog {
             .filter(|s| s.next_offset() > flushed)
             .cloned()
             .collect();
-        for segment in dirty {
+        for segment in &dirty {
             segment.sync()?;
         }
+        // A segment a roll created since the last directory fsync: its entry first.
+        self.make_entries_durable(&dirty)?;
         self.flushed_offset.fetch_max(target, Ordering::AcqRel);
         self.note_flushed_bytes();
         Ok(())
@@ -607,11 +701,14 @@ impl PartitionLog {
     ) -> Result<(), StorageError> {
         let (snapshot_path, snapshot_bytes) = snapshot.file(&self.dir);
         let (checkpoint_path, checkpoint_bytes) = checkpoint.file(&self.dir);
-        write_all_atomically(&[
-            (&snapshot_path, &snapshot_bytes),
-            (&checkpoint_path, &checkpoint_bytes),
-        ])?;
-        prune_snapshots(&self.dir)
+        write_all_atomically(
+            &self.storage,
+            &[
+                (&snapshot_path, &snapshot_bytes),
+                (&checkpoint_path, &checkpoint_bytes),
+            ],
+        )?;
+        prune_snapshots(&self.storage, &self.dir)
     }
 
     /// Whole batches starting with the batch containing `offset`, each with its last offset
@@ -656,6 +753,7 @@ impl PartitionLog {
         upper_bound_offset: i64,
         first_batch: FirstBatch,
     ) -> Result<Bytes, StorageError> {
+        self.check_healthy()?;
         let log_end_offset = self.log_end_offset();
         let log_start_offset = self.log_start_offset();
         if offset < log_start_offset || offset > log_end_offset {
@@ -707,6 +805,11 @@ impl PartitionLog {
     /// Errors: `Io`.
     pub fn close(&self) -> Result<(), StorageError> {
         let writer = lock(&self.writer);
+        self.check_healthy()?;
+        self.close_locked(&writer).map_err(|error| self.fail(error))
+    }
+
+    fn close_locked(&self, writer: &WriterState) -> Result<(), StorageError> {
         let log_end_offset = self.log_end_offset();
         let active = &writer.active;
         // The checkpoint below makes the next open trust the file length... of sealed
@@ -769,9 +872,12 @@ impl PartitionLog {
 
     /// The first record at or after the log start offset whose timestamp is `>= target_ms`
     /// (Kafka's ListOffsets by timestamp, correct for out-of-order CreateTime timestamps):
-    /// the time index finds the first batch whose max timestamp reaches the target, then
-    /// `reader` finds the record inside it (or, for a batch whose records do not decode, the
-    /// batch's first offset answers). `None` when no record is that late.
+    /// the time index finds the first batch whose max timestamp reaches the target; a batch
+    /// of one record answers from its header, any other is walked by `reader` up to the record
+    /// (streaming: see [`RecordReader::find_record`]), or, for a batch whose records do not
+    /// decode, the batch's first offset answers. `None` when no record is that late.
+    ///
+    /// Memory: one stored batch at a time plus what `reader` holds while walking it.
     ///
     /// Errors: `Io`, `CorruptSegment`.
     pub fn offset_for_timestamp(
@@ -779,6 +885,7 @@ impl PartitionLog {
         target_ms: i64,
         reader: &dyn RecordReader,
     ) -> Result<Option<TimestampOffset>, StorageError> {
+        self.check_healthy()?;
         let log_start_offset = self.log_start_offset();
         for segment in self.segments_snapshot() {
             if segment.max_timestamp().is_none_or(|(ts, _)| ts < target_ms) {
@@ -789,25 +896,28 @@ impl PartitionLog {
             };
             for item in segment.headers(start, segment.size_bytes()) {
                 let (position, header) = item?;
-                if header.max_timestamp < target_ms || header.last_offset() < log_start_offset {
+                if header.max_timestamp < target_ms
+                    || header.last_offset() < log_start_offset
+                    || header.is_control()
+                {
                     continue;
                 }
-                let batch = segment.read_batch(position, &header)?;
-                let Some(records) = readable_records(reader, &segment, position, &batch) else {
+                if let Some(only) = single_record(&header) {
+                    return Ok(Some(only));
+                }
+                let found = find_in_batch(reader, &segment, position, &header, &mut |o, ts| {
+                    ts >= target_ms && o >= log_start_offset
+                })?;
+                match found {
                     // Its max timestamp reaches the target: answer at the batch's granularity.
-                    return Ok(Some(TimestampOffset {
-                        offset: header.base_offset.max(log_start_offset),
-                        timestamp: header.max_timestamp,
-                    }));
-                };
-                if let Some(record) = records
-                    .iter()
-                    .find(|r| r.timestamp >= target_ms && r.offset >= log_start_offset)
-                {
-                    return Ok(Some(TimestampOffset {
-                        offset: record.offset,
-                        timestamp: record.timestamp,
-                    }));
+                    None => {
+                        return Ok(Some(TimestampOffset {
+                            offset: header.base_offset.max(log_start_offset),
+                            timestamp: header.max_timestamp,
+                        }))
+                    }
+                    Some(Some(found)) => return Ok(Some(found)),
+                    Some(None) => {}
                 }
             }
         }
@@ -815,14 +925,18 @@ impl PartitionLog {
     }
 
     /// The record with the largest timestamp in the log (the first one, if several share it),
-    /// for ListOffsets' max-timestamp lookup (-3); the batch's last offset when its records do
-    /// not decode. `None` for an empty log.
+    /// for ListOffsets' max-timestamp lookup (-3): the segments' recorded max timestamps pick
+    /// the segment, its time index the batch, and a batch of more than one record is walked
+    /// (streaming) to the first record carrying that timestamp, as Kafka's
+    /// `offsetOfMaxTimestamp` does; the batch's last offset when its records do not decode.
+    /// `None` for an empty log.
     ///
     /// Errors: `Io`, `CorruptSegment`.
     pub fn max_timestamp_offset(
         &self,
         reader: &dyn RecordReader,
     ) -> Result<Option<TimestampOffset>, StorageError> {
+        self.check_healthy()?;
         let log_start_offset = self.log_start_offset();
         let mut best: Option<(i64, Arc<LogSegment>)> = None;
         for segment in self.segments_snapshot() {
@@ -838,15 +952,14 @@ impl PartitionLog {
         let Some((position, header)) = segment.find_batch_by_timestamp(max_ts)? else {
             return Ok(None);
         };
-        let batch = segment.read_batch(position, &header)?;
-        let offset = readable_records(reader, &segment, position, &batch)
-            .and_then(|records| {
-                records
-                    .iter()
-                    .find(|r| r.timestamp >= max_ts)
-                    .map(|r| r.offset)
-            })
-            .unwrap_or(header.last_offset());
+        let offset = match single_record(&header) {
+            Some(only) => only.offset,
+            None => find_in_batch(reader, &segment, position, &header, &mut |_, ts| {
+                ts >= max_ts
+            })?
+            .flatten()
+            .map_or(header.last_offset(), |found| found.offset),
+        };
         Ok(Some(TimestampOffset {
             offset: offset.max(log_start_offset),
             timestamp: max_ts,
@@ -867,9 +980,11 @@ impl PartitionLog {
             });
         }
         let _writer = lock(&self.writer);
+        self.check_healthy()?;
         self.seal_rolled_segments()?;
-        self.advance_log_start_offset(offset)?;
-        self.delete_segments_below_start()?;
+        self.advance_log_start_offset(offset)
+            .and_then(|()| self.delete_segments_below_start())
+            .map_err(|error| self.fail(error))?;
         Ok(self.log_start_offset())
     }
 
@@ -886,7 +1001,13 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<usize, StorageError> {
         let _writer = lock(&self.writer);
+        self.check_healthy()?;
         self.seal_rolled_segments()?;
+        self.retain_locked(policy, now_ms)
+            .map_err(|error| self.fail(error))
+    }
+
+    fn retain_locked(&self, policy: RetentionPolicy, now_ms: i64) -> Result<usize, StorageError> {
         let segments = self.segments_snapshot();
         let closed = self.sealed_count(&segments);
         let mut remaining_bytes: u64 = segments.iter().map(|s| s.size_bytes()).sum();
@@ -923,7 +1044,22 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<Option<CleanStats>, StorageError> {
         let _cleaning = lock(&self.cleaner_lock);
+        self.check_healthy()?;
         self.seal_rolled_segments()?;
+        self.clean_locked(policy, reader, now_ms)
+            .map_err(|error| match error {
+                // Damaged data is reported, not fatal: the log was left as it was.
+                StorageError::Io { .. } => self.fail(error),
+                other => other,
+            })
+    }
+
+    fn clean_locked(
+        &self,
+        policy: &CompactionPolicy,
+        reader: &dyn RecordReader,
+        now_ms: i64,
+    ) -> Result<Option<CleanStats>, StorageError> {
         let first_dirty = self.first_dirty_offset.load(Ordering::Acquire);
         let mut segments = self.segments_snapshot();
         segments.truncate(self.sealed_count(&segments));
@@ -958,16 +1094,22 @@ impl PartitionLog {
                 .position(|s| Arc::ptr_eq(s, segment));
             let Some(position) = position else {
                 // Retention or DeleteRecords removed it meanwhile.
-                std::fs::remove_file(&swap_path).at(&swap_path)?;
+                self.storage.remove_file(&swap_path).at(&swap_path)?;
                 continue;
             };
-            finish_swap(&self.dir, &swap_path)?;
-            let fresh =
-                LogSegment::open(&self.dir, segment.base_offset(), config.segment_index_bytes)?;
+            finish_swap(&self.storage, &self.dir, &swap_path)?;
+            let fresh = LogSegment::open(
+                &self.storage,
+                &self.dir,
+                segment.base_offset(),
+                config.segment_index_bytes,
+            )?;
             fresh.set_recovered(new_size, segment.next_offset())?;
             fresh.rebuild_index(new_size, config.index_interval_bytes)?;
             fresh.ensure_time_index(new_size, config.index_interval_bytes, false)?;
             fresh.seal_indexes()?;
+            // `finish_swap` fsynced the directory after the rename.
+            fresh.mark_entry_durable();
             let fresh = Arc::new(fresh);
             if let Some(slot) = self
                 .segments
@@ -997,7 +1139,7 @@ impl PartitionLog {
         if offset <= self.log_start_offset() {
             return Ok(());
         }
-        write_log_start_offset(&self.dir, offset)?;
+        write_log_start_offset(&self.storage, &self.dir, offset)?;
         self.log_start_offset.store(offset, Ordering::Release);
         Ok(())
     }
@@ -1024,7 +1166,7 @@ impl PartitionLog {
             segment.delete_files()?;
         }
         if !doomed.is_empty() {
-            crate::checkpoint::sync_dir(&self.dir)?;
+            self.storage.sync_dir(&self.dir)?;
         }
         Ok(doomed.len())
     }
@@ -1037,6 +1179,36 @@ impl PartitionLog {
 /// The records of a stored batch, or `None` (logged) when they do not decode: a compressed
 /// batch accepted on its header and CRC (the broker's relaxed produce validation) is served as
 /// stored, and the lookups that look inside batches fall back to the batch's own fields.
+/// The one record of a data batch holding a single record: its offset and timestamp are the
+/// batch's (the max timestamp of one record is its own), so no record need be read.
+fn single_record(header: &BatchHeader) -> Option<TimestampOffset> {
+    (header.last_offset_delta == 0 && header.records_count == 1 && !header.is_control()).then_some(
+        TimestampOffset {
+            offset: header.base_offset,
+            timestamp: header.max_timestamp,
+        },
+    )
+}
+
+/// The first record of the batch at `position` that `wanted(offset, timestamp)` accepts, found
+/// by `reader`'s streaming walk; `None` (logged) when the batch's records do not decode.
+fn find_in_batch(
+    reader: &dyn RecordReader,
+    segment: &LogSegment,
+    position: u64,
+    header: &BatchHeader,
+    wanted: &mut dyn FnMut(i64, i64) -> bool,
+) -> Result<Option<Option<TimestampOffset>>, StorageError> {
+    let batch = segment.read_batch(position, header)?;
+    Ok(match reader.find_record(&batch, wanted) {
+        Ok(found) => Some(found.map(|(offset, timestamp)| TimestampOffset { offset, timestamp })),
+        Err(error) => {
+            tracing::warn!(path = %segment.log_path().display(), position, %error, "stored batch whose records do not decode");
+            None
+        }
+    })
+}
+
 pub(crate) fn readable_records(
     reader: &dyn RecordReader,
     segment: &LogSegment,

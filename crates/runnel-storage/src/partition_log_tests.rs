@@ -322,7 +322,7 @@ fn a_log_that_is_not_written_holds_one_descriptor_per_segment() -> TestResult {
 #[test]
 fn a_roll_leaves_its_fsyncs_and_checkpoint_to_the_next_flush() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let checkpoint = || RecoveryCheckpoint::read(dir.path());
+    let checkpoint = || RecoveryCheckpoint::read(&crate::io::Storage::real(), dir.path());
     let mut expected = Vec::new();
     {
         let log = PartitionLog::open(dir.path(), small_config())?;
@@ -861,7 +861,7 @@ fn checkpoint_below_its_segment_does_not_hide_an_append() -> TestResult {
         segment_base_offset: 1,
         position_bytes: 0,
     }
-    .write(dir.path())?;
+    .write(&crate::io::Storage::real(), dir.path())?;
     {
         let log = PartitionLog::open(dir.path(), small_config())?;
         assert_eq!(log.log_end_offset(), 1);

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::batch_header::{increment_sequence, BatchHeader};
 use crate::checkpoint::{seal, unseal};
 use crate::error::{IoResultExt, StorageError};
+use crate::io::Storage;
 use crate::segment::offset_file_name;
 
 /// How many recent batches per producer are remembered for duplicate detection (Kafka: 5,
@@ -258,28 +259,34 @@ impl ProducerStateManager {
     /// Writes the state as of `offset` to `<offset>.snapshot` atomically, then deletes all but
     /// the newest few snapshots.
     #[cfg(test)]
-    pub(crate) fn write_snapshot(&self, dir: &Path, offset: i64) -> Result<(), StorageError> {
+    pub(crate) fn write_snapshot(
+        &self,
+        storage: &Storage,
+        dir: &Path,
+        offset: i64,
+    ) -> Result<(), StorageError> {
         let (path, bytes) = self.snapshot(offset).file(dir);
-        crate::checkpoint::write_atomically(&path, &bytes)?;
-        prune_snapshots(dir)
+        crate::checkpoint::write_all_atomically(storage, &[(&path, &bytes)])?;
+        prune_snapshots(storage, dir)
     }
 
     /// Loads the newest readable snapshot at or below `log_end_offset`, deleting snapshots
     /// beyond it (they describe data that recovery cut off). Returns the state and the offset
     /// from which the log must be replayed; `None` means no usable snapshot: replay everything.
     pub(crate) fn load(
+        storage: &Storage,
         dir: &Path,
         log_end_offset: i64,
     ) -> Result<(ProducerStateManager, Option<i64>), StorageError> {
-        let mut snapshots = list_snapshots(dir)?;
+        let mut snapshots = list_snapshots(storage, dir)?;
         snapshots.reverse();
         for (offset, path) in snapshots {
             if offset > log_end_offset {
                 tracing::info!(path = %path.display(), log_end_offset, "deleting producer snapshot beyond the log end");
-                std::fs::remove_file(&path).at(&path)?;
+                storage.remove_file(&path).at(&path)?;
                 continue;
             }
-            match Self::decode(&std::fs::read(&path).at(&path)?) {
+            match Self::decode(&storage.read_file(&path).at(&path)?) {
                 Some(state) => return Ok((state, Some(offset))),
                 None => {
                     tracing::warn!(path = %path.display(), "producer snapshot damaged; trying an older one");
@@ -308,20 +315,19 @@ impl ProducerSnapshot {
 }
 
 /// Deletes all but the newest few snapshots of `dir`.
-pub(crate) fn prune_snapshots(dir: &Path) -> Result<(), StorageError> {
-    let snapshots = list_snapshots(dir)?;
+pub(crate) fn prune_snapshots(storage: &Storage, dir: &Path) -> Result<(), StorageError> {
+    let snapshots = list_snapshots(storage, dir)?;
     let excess = snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
     for (_, old) in snapshots.iter().take(excess) {
-        std::fs::remove_file(old).at(old)?;
+        storage.remove_file(old).at(old)?;
     }
     Ok(())
 }
 
 /// Snapshot files of `dir` as `(offset, path)`, oldest first.
-fn list_snapshots(dir: &Path) -> Result<Vec<(i64, PathBuf)>, StorageError> {
+fn list_snapshots(storage: &Storage, dir: &Path) -> Result<Vec<(i64, PathBuf)>, StorageError> {
     let mut found = Vec::new();
-    for item in std::fs::read_dir(dir).at(dir)? {
-        let path = item.at(dir)?.path();
+    for path in storage.list_dir(dir)? {
         if path.extension().is_some_and(|e| e == SNAPSHOT_EXTENSION) {
             if let Some(offset) = path
                 .file_stem()
@@ -430,11 +436,11 @@ mod tests {
         for i in 0..8 {
             state.replay(&header(3, i * 2, 2, i64::from(i) * 2));
         }
-        state.write_snapshot(dir.path(), 16)?;
-        let (loaded, from) = ProducerStateManager::load(dir.path(), 16)?;
+        state.write_snapshot(&Storage::real(), dir.path(), 16)?;
+        let (loaded, from) = ProducerStateManager::load(&Storage::real(), dir.path(), 16)?;
         assert_eq!(from, Some(16));
         assert_eq!(loaded.producers, state.producers);
-        let (_, from) = ProducerStateManager::load(dir.path(), 15)?;
+        let (_, from) = ProducerStateManager::load(&Storage::real(), dir.path(), 15)?;
         assert_eq!(from, None, "snapshot beyond the log end is deleted");
         Ok(())
     }

@@ -35,6 +35,24 @@ pub trait RecordReader: Send + Sync + fmt::Debug {
     /// Errors: the batch's records are malformed or too large to decompress.
     fn records(&self, batch: &[u8]) -> Result<Vec<RecordSummary>, RecordError>;
 
+    /// The first data record of `batch` for which `wanted(offset, timestamp)` is true, as
+    /// `(offset, timestamp)`; `None` when none is. A lookup by timestamp needs no more, so an
+    /// implementation should walk the records streaming, holding no key or value and stopping
+    /// at the record found (the default walks [`RecordReader::records`], for test fakes).
+    ///
+    /// Errors: as for [`RecordReader::records`].
+    fn find_record(
+        &self,
+        batch: &[u8],
+        wanted: &mut dyn FnMut(i64, i64) -> bool,
+    ) -> Result<Option<(i64, i64)>, RecordError> {
+        Ok(self
+            .records(batch)?
+            .into_iter()
+            .find(|r| wanted(r.offset, r.timestamp))
+            .map(|r| (r.offset, r.timestamp)))
+    }
+
     /// A copy of `batch` keeping only the records whose offsets `keep` accepts, re-compressed
     /// with the batch's codec, with the same base offset, last offset delta, base and max
     /// timestamps, producer fields and attributes, and a fresh CRC. `None` when no record is

@@ -23,8 +23,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::batch_header::{claimed_size_bytes, verify_crc, BatchHeader, LOG_OVERHEAD_BYTES};
-use crate::checkpoint::{sync_dir, RecoveryCheckpoint, TEMP_SUFFIX};
+use crate::checkpoint::{RecoveryCheckpoint, TEMP_SUFFIX};
 use crate::error::{BatchDefect, IoResultExt, StorageError};
+use crate::io::Storage;
 use crate::offset_index::IndexedBatch;
 use crate::partition_log::{LogConfig, ZERO_TAIL_MAX_BYTES};
 use crate::producer_state::ProducerStateManager;
@@ -42,15 +43,29 @@ pub(crate) struct RecoveredLog {
 }
 
 /// Recovers the log in `dir` (created if missing). See the module docs.
-pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredLog, StorageError> {
-    std::fs::create_dir_all(dir).at(dir)?;
-    crate::cleaner::recover_interrupted_cleaning(dir)?;
-    let base_offsets = scan_directory(dir)?;
+pub(crate) fn recover(
+    storage: &Storage,
+    dir: &Path,
+    config: &LogConfig,
+) -> Result<RecoveredLog, StorageError> {
+    storage.create_dir_all(dir)?;
+    // The partition directory's own entry, before anything in it can count as durable.
+    if let Some(parent) = dir.parent() {
+        storage.sync_dir(parent)?;
+    }
+    crate::cleaner::recover_interrupted_cleaning(storage, dir)?;
+    let base_offsets = scan_directory(storage, dir)?;
     if base_offsets.is_empty() {
-        let segment = Arc::new(LogSegment::create(dir, 0, config.segment_index_bytes)?);
+        let segment = Arc::new(LogSegment::create(
+            storage,
+            dir,
+            0,
+            config.segment_index_bytes,
+        )?);
         // A new partition holds only its `.log` open, like any other that is not written.
         segment.release_index_files();
-        sync_dir(dir)?;
+        storage.sync_dir(dir)?;
+        segment.mark_entry_durable();
         return Ok(RecoveredLog {
             segments: vec![Arc::clone(&segment)],
             active: segment,
@@ -59,9 +74,9 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredLog, St
     }
     let segments = base_offsets
         .iter()
-        .map(|&base| LogSegment::open(dir, base, config.segment_index_bytes).map(Arc::new))
+        .map(|&base| LogSegment::open(storage, dir, base, config.segment_index_bytes).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
-    let checkpoint = usable_checkpoint(dir, &segments)?;
+    let checkpoint = usable_checkpoint(storage, dir, &segments)?;
 
     let mut recovered = Vec::with_capacity(segments.len());
     let mut remaining = segments.into_iter().peekable();
@@ -95,13 +110,17 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredLog, St
     for segment in &recovered {
         segment.release_index_files();
     }
-    sync_dir(dir)?;
+    storage.sync_dir(dir)?;
+    for segment in &recovered {
+        segment.mark_entry_durable();
+    }
     let active = match recovered.last() {
         Some(last) => Arc::clone(last),
         // Not reached (`base_offsets` is not empty and segments are only removed after the
         // one being recovered), but an empty segment at the log end is the right fallback.
         None => {
             let segment = Arc::new(LogSegment::create(
+                storage,
                 dir,
                 log_end_offset,
                 config.segment_index_bytes,
@@ -116,7 +135,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredLog, St
         position_bytes: active.size_bytes(),
     };
     if checkpoint != Some(fresh) {
-        fresh.write(dir)?;
+        fresh.write(storage, dir)?;
     }
     Ok(RecoveredLog {
         segments: recovered,
@@ -126,16 +145,15 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<RecoveredLog, St
 }
 
 /// Base offsets of the `.log` files in `dir`, ascending; removes leftover temp files.
-fn scan_directory(dir: &Path) -> Result<Vec<i64>, StorageError> {
+fn scan_directory(storage: &Storage, dir: &Path) -> Result<Vec<i64>, StorageError> {
     let mut base_offsets = Vec::new();
-    for item in std::fs::read_dir(dir).at(dir)? {
-        let path = item.at(dir)?.path();
+    for path in storage.list_dir(dir)? {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         if name.ends_with(TEMP_SUFFIX) {
-            std::fs::remove_file(&path).at(&path)?;
+            storage.remove_file(&path).at(&path)?;
         } else if path.extension().is_some_and(|e| e == LOG_EXTENSION) {
             if let Some(base) = path
                 .file_stem()
@@ -156,10 +174,11 @@ fn scan_directory(dir: &Path) -> Result<Vec<i64>, StorageError> {
 /// written by us (found by fuzzing): it is ignored with a WARN and the whole log is verified,
 /// instead of publishing a log end below the segment's first offset.
 fn usable_checkpoint(
+    storage: &Storage,
     dir: &Path,
     segments: &[Arc<LogSegment>],
 ) -> Result<Option<RecoveryCheckpoint>, StorageError> {
-    let Some(checkpoint) = RecoveryCheckpoint::read(dir)? else {
+    let Some(checkpoint) = RecoveryCheckpoint::read(storage, dir)? else {
         return Ok(None);
     };
     if checkpoint.recovery_point_offset < checkpoint.segment_base_offset {
@@ -416,11 +435,12 @@ fn verify_batch_at(
 /// Producer state as of `log_end_offset`: the newest usable snapshot, then the headers of
 /// every batch after it (from the log start when there is no snapshot).
 pub(crate) fn rebuild_producer_state(
+    storage: &Storage,
     dir: &Path,
     segments: &[Arc<LogSegment>],
     log_end_offset: i64,
 ) -> Result<ProducerStateManager, StorageError> {
-    let (mut state, snapshot_offset) = ProducerStateManager::load(dir, log_end_offset)?;
+    let (mut state, snapshot_offset) = ProducerStateManager::load(storage, dir, log_end_offset)?;
     let from_offset = snapshot_offset.unwrap_or(i64::MIN);
     for segment in segments.iter().filter(|s| s.next_offset() > from_offset) {
         let end_bytes = segment.size_bytes();

@@ -6,12 +6,8 @@
 //! committed size, then stores the new size with `Release`. Readers load the size with
 //! `Acquire` and only read below it, so they never see a partially written batch.
 
-use std::fs::{File, OpenOptions};
-use std::io::{IoSlice, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,9 +15,9 @@ use bytes::Bytes;
 
 use crate::batch_header::{BatchHeader, HEADER_SIZE_BYTES};
 use crate::error::{BatchDefect, IoResultExt, StorageError};
+use crate::io::{DataFile, Storage};
 use crate::offset_index::{IndexedBatch, OffsetIndex, ENTRY_SIZE_BYTES};
 use crate::read_buffers::ReadBuffer;
-use crate::sys;
 use crate::time_index::{TimeIndex, TIME_ENTRY_SIZE_BYTES};
 
 /// Extension of segment data files.
@@ -64,7 +60,9 @@ pub(crate) enum FirstBatch {
 pub(crate) struct LogSegment {
     base_offset: i64,
     log_path: PathBuf,
-    log: File,
+    log: DataFile,
+    /// Where the segment's files live (the seam, `crate::io`).
+    storage: Storage,
     index: OffsetIndex,
     time_index: TimeIndex,
     /// Committed (visible) size of the `.log` in bytes.
@@ -78,6 +76,13 @@ pub(crate) struct LogSegment {
     created_at_ms: i64,
     /// How much of the `.log` file's layout a completed fdatasync made durable.
     durable_layout: Mutex<DurableLayout>,
+    /// Whether the directory entries of the segment's files are known durable (a directory
+    /// fsync since they were created): until then no offset in it may be reported flushed.
+    entry_durable: AtomicBool,
+    /// Set by the first failed fsync or write-out of the `.log`, held across each: Linux
+    /// reports a write-back error once and marks the pages clean, so a later fsync would
+    /// "succeed" without them. Every later sync fails instead.
+    sync_failed: Mutex<bool>,
     /// The device of the filesystem holding the `.log`, if appends overwriting its durable
     /// layout may be made durable by a write-out and a device cache flush instead of an
     /// fdatasync each (see [`LogSegment::overwrites_durable_layout`]).
@@ -104,14 +109,22 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl LogSegment {
     /// Creates a new empty segment starting at `base_offset`, replacing any files of that name.
     pub(crate) fn create(
+        storage: &Storage,
         dir: &Path,
         base_offset: i64,
         index_bytes_max: u32,
     ) -> Result<LogSegment, StorageError> {
         let log_path = dir.join(offset_file_name(base_offset, LOG_EXTENSION));
-        let log = open_file(&log_path)?;
-        log.set_len(0).at(&log_path)?;
-        let segment = Self::with_file(dir, base_offset, log_path, log, index_bytes_max, now_ms())?;
+        let log = storage.create_file(&log_path)?;
+        let segment = Self::with_file(
+            storage,
+            dir,
+            base_offset,
+            log_path,
+            log,
+            index_bytes_max,
+            now_ms(),
+        )?;
         segment.index.truncate_to_position(0)?;
         segment.time_index.rebuild(std::iter::empty(), 0)?;
         Ok(segment)
@@ -121,21 +134,19 @@ impl LogSegment {
     /// file length and `next_offset` is `base_offset` until recovery calls
     /// [`LogSegment::set_recovered`].
     pub(crate) fn open(
+        storage: &Storage,
         dir: &Path,
         base_offset: i64,
         index_bytes_max: u32,
     ) -> Result<LogSegment, StorageError> {
         let log_path = dir.join(offset_file_name(base_offset, LOG_EXTENSION));
-        let log = open_file(&log_path)?;
-        let metadata = log.metadata().at(&log_path)?;
+        let log = storage.open_file(&log_path)?;
+        let len_bytes = log.len().at(&log_path)?;
         // The creation time is not portable; mtime is never earlier, so at worst the segment
         // rolls a little later than `segment_ms` after a restart, never earlier.
-        let created_at_ms = metadata
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or_else(now_ms, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let created_at_ms = log.modified_ms().unwrap_or_else(now_ms);
         let segment = Self::with_file(
+            storage,
             dir,
             base_offset,
             log_path,
@@ -143,18 +154,17 @@ impl LogSegment {
             index_bytes_max,
             created_at_ms,
         )?;
-        segment.size_bytes.store(metadata.len(), Ordering::Release);
-        segment
-            .file_len_bytes
-            .store(metadata.len(), Ordering::Release);
+        segment.size_bytes.store(len_bytes, Ordering::Release);
+        segment.file_len_bytes.store(len_bytes, Ordering::Release);
         Ok(segment)
     }
 
     fn with_file(
+        storage: &Storage,
         dir: &Path,
         base_offset: i64,
         log_path: PathBuf,
-        log: File,
+        log: DataFile,
         index_bytes_max: u32,
         created_at_ms: i64,
     ) -> Result<LogSegment, StorageError> {
@@ -162,9 +172,8 @@ impl LogSegment {
         let max_entries = index_bytes_max as usize / ENTRY_SIZE_BYTES;
         let time_index_path = dir.join(offset_file_name(base_offset, TIME_INDEX_EXTENSION));
         let max_time_entries = (index_bytes_max as usize / TIME_ENTRY_SIZE_BYTES).max(2);
-        let in_place_device = match sys::overwrites_in_place(&log) {
-            Ok(true) => Some(log.metadata().at(&log_path)?.dev()),
-            Ok(false) => None,
+        let in_place_device = match log.in_place_device() {
+            Ok(device) => device,
             Err(error) => {
                 tracing::debug!(path = %log_path.display(), %error, "fstatfs failed");
                 None
@@ -174,13 +183,16 @@ impl LogSegment {
             base_offset,
             log_path,
             log,
-            index: OffsetIndex::open(&index_path, max_entries)?,
-            time_index: TimeIndex::open(&time_index_path, max_time_entries)?,
+            storage: storage.clone(),
+            index: OffsetIndex::open(storage, &index_path, max_entries)?,
+            time_index: TimeIndex::open(storage, &time_index_path, max_time_entries)?,
             size_bytes: AtomicU64::new(0),
             file_len_bytes: AtomicU64::new(0),
             next_offset: AtomicI64::new(base_offset),
             created_at_ms,
             durable_layout: Mutex::new(DurableLayout::default()),
+            entry_durable: AtomicBool::new(false),
+            sync_failed: Mutex::new(false),
             in_place_device,
         })
     }
@@ -326,7 +338,22 @@ impl LogSegment {
     /// Current length of the `.log` file in bytes (may exceed the committed size during
     /// recovery, before the tail is validated).
     pub(crate) fn file_len_bytes(&self) -> Result<u64, StorageError> {
-        Ok(self.log.metadata().at(&self.log_path)?.len())
+        self.log.len().at(&self.log_path)
+    }
+
+    /// Whether a directory fsync has covered the creation of this segment's files.
+    pub(crate) fn entry_durable(&self) -> bool {
+        self.entry_durable.load(Ordering::Acquire)
+    }
+
+    /// Records that a directory fsync covered the creation of this segment's files.
+    pub(crate) fn mark_entry_durable(&self) {
+        self.entry_durable.store(true, Ordering::Release);
+    }
+
+    /// Where this segment's files live.
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// End of the zeros written ahead of the committed size (== `size_bytes` without a tail).
@@ -372,13 +399,15 @@ impl LogSegment {
     }
 
     /// Best effort after a failed write: the file ends at `position` again (the committed size,
-    /// or the end of the zeros written before a failed extension).
-    fn cut_back_to(&self, position: u64) {
+    /// or the end of the zeros written before a failed extension). Returns whether it does.
+    fn cut_back_to(&self, position: u64) -> bool {
         if let Err(cleanup) = self.cut_file(position) {
             tracing::error!(path = %self.log_path.display(), position, %cleanup,
                 "could not cut a failed write back off the segment");
             self.file_len_bytes.store(position, Ordering::Release);
+            return false;
         }
+        true
     }
 
     /// Truncates the `.log` file to `len_bytes` and forgets any durable layout beyond it.
@@ -427,26 +456,9 @@ impl LogSegment {
     /// kernel allows (one `writev` for up to 1,024 parts, unless it writes short). Only the
     /// partition's writer writes, under its lock, so the file position is ours to move.
     fn write_all_vectored_at(&self, parts: &[&[u8]], position: u64) -> Result<(), StorageError> {
-        let mut file = &self.log;
-        file.seek(SeekFrom::Start(position)).at(&self.log_path)?;
-        let mut slices: Vec<IoSlice<'_>> = parts
-            .iter()
-            .filter(|part| !part.is_empty())
-            .map(|part| IoSlice::new(part))
-            .collect();
-        let mut left = slices.as_mut_slice();
-        while !left.is_empty() {
-            match file.write_vectored(left) {
-                Ok(0) => {
-                    return Err(std::io::Error::from(std::io::ErrorKind::WriteZero))
-                        .at(&self.log_path)
-                }
-                Ok(written) => IoSlice::advance_slices(&mut left, written),
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(error).at(&self.log_path),
-            }
-        }
-        Ok(())
+        self.log
+            .write_all_vectored_at(parts, position)
+            .at(&self.log_path)
     }
 
     /// Fills `buf` from the `.log` at `position`.
@@ -467,22 +479,24 @@ impl LogSegment {
 
     /// Writes `parts` (in order, whole batches described by `headers`, offsets already
     /// assigned) at the end of the segment, indexes them, then publishes the new size and next
-    /// offset. On error the file is cut back to its previous size (best effort) and nothing is
-    /// published.
+    /// offset. On error nothing is published, and the file and both indexes are put back as
+    /// they were (best effort: [`FailedAppend::undone`] says whether that worked).
     pub(crate) fn append(
         &self,
         parts: &[&[u8]],
         headers: &[BatchHeader],
         index_interval_bytes: u32,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), FailedAppend> {
         let start = self.size_bytes.load(Ordering::Acquire);
         let size_bytes: u64 = parts.iter().map(|part| part.len() as u64).sum();
+        let time_index_mark = self.time_index.mark();
         let written = self.write_and_index(start, parts, headers, index_interval_bytes);
         if let Err(error) = written {
-            self.cut_back_to(start);
-            // Best effort too: stale index entries beyond `start` would point at garbage.
-            let _ = self.index.truncate_to_position(start);
-            return Err(error);
+            // Stale index entries beyond `start` would point past the log end.
+            let undone = self.cut_back_to(start)
+                & self.index.truncate_to_position(start).is_ok()
+                & self.time_index.restore(time_index_mark).is_ok();
+            return Err(FailedAppend { error, undone });
         }
         if let Some(last) = headers.last() {
             self.next_offset
@@ -629,6 +643,24 @@ impl LogSegment {
         Ok(Some(buf.into_bytes()))
     }
 
+    /// Runs `sync` (an fsync or write-out of the `.log`) unless one failed before, and
+    /// remembers if this one fails (see `sync_failed`).
+    fn sticky_sync(
+        &self,
+        sync: impl FnOnce(&DataFile) -> std::io::Result<()>,
+    ) -> Result<(), StorageError> {
+        let mut failed = lock(&self.sync_failed);
+        if *failed {
+            return Err(std::io::Error::other(
+                "an earlier fsync or write-out of this file failed",
+            ))
+            .at(&self.log_path);
+        }
+        let synced = sync(&self.log);
+        *failed = synced.is_err();
+        synced.at(&self.log_path)
+    }
+
     /// fdatasync of the `.log` (the index is derived and never synced). Also commits the
     /// file's layout up to the length it had when the fdatasync started.
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
@@ -636,7 +668,7 @@ impl LogSegment {
             let layout = lock(&self.durable_layout);
             (self.zeroed_end_bytes(), layout.cuts)
         };
-        self.log.sync_data().at(&self.log_path)?;
+        self.sticky_sync(DataFile::sync_data)?;
         let mut layout = lock(&self.durable_layout);
         if layout.cuts == cuts {
             layout.len_bytes = layout.len_bytes.max(len_bytes);
@@ -661,21 +693,23 @@ impl LogSegment {
 
     /// Starts writing the file's dirty pages to the device, without waiting for them.
     pub(crate) fn start_write_out(&self) -> Result<(), StorageError> {
-        sys::start_write_out(&self.log).at(&self.log_path)
+        self.sticky_sync(DataFile::start_write_out)
     }
 
     /// Writes the file's dirty pages to the device and waits until it has them; durable only
     /// once the device's cache is flushed.
     pub(crate) fn finish_write_out(&self) -> Result<(), StorageError> {
-        sys::finish_write_out(&self.log).at(&self.log_path)
+        self.sticky_sync(DataFile::finish_write_out)
     }
 
     /// Deletes this segment's files (recovery discarding unacknowledged segments, retention).
     /// The data file goes first: indexes without it are ignored on open.
     pub(crate) fn delete_files(&self) -> Result<(), StorageError> {
-        std::fs::remove_file(&self.log_path).at(&self.log_path)?;
+        self.storage
+            .remove_file(&self.log_path)
+            .at(&self.log_path)?;
         for path in [self.index.path(), self.time_index.path()] {
-            match std::fs::remove_file(path) {
+            match self.storage.remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(path),
                 _ => {}
             }
@@ -684,15 +718,12 @@ impl LogSegment {
     }
 }
 
-/// Opens `path` for reading and writing, creating it empty if missing.
-pub(crate) fn open_file(path: &Path) -> Result<File, StorageError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .at(path)
+/// A [`LogSegment::append`] that failed: why, and whether the segment is as it was before
+/// (file length and both indexes); if not, the log must not take more appends.
+#[derive(Debug)]
+pub(crate) struct FailedAppend {
+    pub(crate) error: StorageError,
+    pub(crate) undone: bool,
 }
 
 /// Iterator over `(position, header)` of consecutive batches; stops after the first error.

@@ -19,6 +19,7 @@ use std::sync::{PoisonError, RwLock};
 
 use crate::error::StorageError;
 use crate::index_file::IndexFile;
+use crate::io::Storage;
 
 /// Bytes per time index entry on disk.
 pub(crate) const TIME_ENTRY_SIZE_BYTES: usize = 12;
@@ -59,6 +60,15 @@ struct TimeIndexState {
     max_relative_offset: u32,
 }
 
+/// What [`TimeIndex::restore`] goes back to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimeIndexMark {
+    entries: usize,
+    max_timestamp: i64,
+    max_relative_offset: u32,
+    bytes_since_last_entry: u64,
+}
+
 /// The sparse time index of one segment. One writer, concurrent readers; the lock is never held
 /// across anything slower than a small `pwrite`.
 #[derive(Debug)]
@@ -74,8 +84,12 @@ pub(crate) struct TimeIndex {
 impl TimeIndex {
     /// Opens (creating if missing) the index at `path` and loads its entries unchecked; call
     /// [`TimeIndex::is_sane`] before trusting them.
-    pub(crate) fn open(path: &Path, max_entries: usize) -> Result<TimeIndex, StorageError> {
-        let loaded = IndexFile::load(path, (max_entries * TIME_ENTRY_SIZE_BYTES) as u64)?;
+    pub(crate) fn open(
+        storage: &Storage,
+        path: &Path,
+        max_entries: usize,
+    ) -> Result<TimeIndex, StorageError> {
+        let loaded = IndexFile::load(storage, path, (max_entries * TIME_ENTRY_SIZE_BYTES) as u64)?;
         let entries: Vec<TimeEntry> = loaded
             .raw
             .chunks_exact(TIME_ENTRY_SIZE_BYTES)
@@ -180,6 +194,32 @@ impl TimeIndex {
         Ok(())
     }
 
+    /// The index as it is now, for [`TimeIndex::restore`] if the append about to be indexed
+    /// fails.
+    pub(crate) fn mark(&self) -> TimeIndexMark {
+        let state = self.read_state();
+        TimeIndexMark {
+            entries: state.entries.len(),
+            max_timestamp: state.max_timestamp,
+            max_relative_offset: state.max_relative_offset,
+            bytes_since_last_entry: self.bytes_since_last_entry.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Forgets every entry and maximum recorded since `mark` (an append that failed half way
+    /// and was cut off the log): a lookup by timestamp must not point past the log end, nor
+    /// `max_timestamp` report a record that is not there.
+    pub(crate) fn restore(&self, mark: TimeIndexMark) -> Result<(), StorageError> {
+        let mut state = self.write_state();
+        state.entries.truncate(mark.entries);
+        state.max_timestamp = mark.max_timestamp;
+        state.max_relative_offset = mark.max_relative_offset;
+        self.bytes_since_last_entry
+            .store(mark.bytes_since_last_entry, Ordering::Relaxed);
+        self.file
+            .set_len((mark.entries * TIME_ENTRY_SIZE_BYTES) as u64)
+    }
+
     /// Appends the segment's maximum as the last entry (when the segment becomes inactive),
     /// so that a closed segment's largest timestamp survives a restart. Returns whether an
     /// entry was written.
@@ -260,7 +300,7 @@ mod tests {
     fn entries_increase_and_survive_reopen() -> Result<(), StorageError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.timeindex");
-        let index = TimeIndex::open(&path, 100)?;
+        let index = TimeIndex::open(&Storage::real(), &path, 100)?;
         index.append_batch(100, 0, 10, 0)?;
         index.append_batch(50, 1, 10, 0)?; // out of order: no entry
         index.append_batch(300, 2, 10, 0)?;
@@ -270,7 +310,7 @@ mod tests {
         assert_eq!(index.lookup(301), 2);
         assert_eq!(index.max_timestamp(), Some((300, 2)));
         drop(index);
-        let reopened = TimeIndex::open(&path, 100)?;
+        let reopened = TimeIndex::open(&Storage::real(), &path, 100)?;
         assert!(reopened.is_sane(false, 3));
         assert!(!reopened.is_sane(false, 2));
         assert_eq!(reopened.max_timestamp(), Some((300, 2)));

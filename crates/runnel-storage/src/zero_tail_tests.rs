@@ -201,3 +201,39 @@ fn logs_flushed_together_are_durable_and_intact() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn a_failed_write_out_in_a_shared_round_takes_only_its_log_offline() -> TestResult {
+    use crate::io::{FaultInjection, FaultKind, Storage};
+    let dir = tempfile::tempdir()?;
+    let dirs: Vec<_> = (0..3).map(|i| dir.path().join(format!("p{i}"))).collect();
+    // p1's segment: its 40 own flushes below succeed, the next fsync or write-out fails.
+    let faults = FaultInjection::new(FaultKind::FsyncError, 40, "p1/00000000000000000000.log");
+    let storage = Storage::real().with_faults(faults);
+    let logs = dirs
+        .iter()
+        .map(|d| PartitionLog::open_on(storage.clone(), d, LogConfig::default()))
+        .collect::<Result<Vec<_>, _>>()?;
+    for log in &logs {
+        append_flushed(log, 40, 100);
+    }
+    let mut requests: Vec<(&PartitionLog, i64)> = Vec::new();
+    for log in &logs {
+        requests.push((log, appended(log.append(&batch(4, 100))?).1));
+    }
+    let flushed_before = logs[1].flushed_offset();
+    let results = crate::flush_logs(&requests, true);
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(results[1].is_err(), "the failed write-out or fsync");
+    assert!(logs[1].is_failed());
+    assert_eq!(logs[1].flushed_offset(), flushed_before);
+    // The next round would find nothing to write out: only the failed state refuses it.
+    let results = crate::flush_logs(&requests, true);
+    assert!(
+        results[1].is_err(),
+        "a later round reported the failed log flushed"
+    );
+    assert_eq!(logs[1].flushed_offset(), flushed_before);
+    assert!(logs[0].flushed_offset() > requests[0].1);
+    Ok(())
+}

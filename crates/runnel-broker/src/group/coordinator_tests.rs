@@ -98,6 +98,7 @@ fn join_new(
     (member_id, reply)
 }
 
+/// SyncGroup; a leader's assignment is reported stored at once (the write succeeded).
 fn sync(
     groups: &GroupCoordinator,
     member_id: &str,
@@ -105,6 +106,21 @@ fn sync(
     assignments: Vec<(String, Bytes)>,
     now: Now,
 ) -> Reply<SyncResult> {
+    let outcome = sync_unstored(groups, member_id, generation_id, assignments, now);
+    if let Some(stored) = &outcome.store {
+        groups.assignment_stored(stored, Ok(()), now);
+    }
+    outcome.reply
+}
+
+/// SyncGroup, leaving a leader's assignment write to the caller.
+fn sync_unstored(
+    groups: &GroupCoordinator,
+    member_id: &str,
+    generation_id: i32,
+    assignments: Vec<(String, Bytes)>,
+    now: Now,
+) -> SyncOutcome {
     groups.sync(
         SyncRequest {
             group_id: "g".into(),
@@ -133,23 +149,26 @@ fn a_lone_member_joins_leads_and_becomes_stable() {
     assert_eq!(joined.members.len(), 1);
     assert_eq!(groups.describe("g").state, GroupState::CompletingRebalance);
 
-    let synced = sync(
+    let synced = sync_unstored(
         &groups,
         &member,
         1,
         vec![(member.clone(), Bytes::from("a1"))],
         clock.at(1),
     );
-    let mut rx = later(synced);
+    let stored = synced.store.expect("the leader's sync must be stored");
+    assert_eq!(stored.generation_id, 1);
+    assert_eq!(stored.snapshot.members[0].assignment, Bytes::from("a1"));
+    let mut rx = later(synced.reply);
+    assert!(
+        matches!(rx.try_recv(), Err(TryRecvError::Empty)),
+        "answered before the assignment was stored"
+    );
+    groups.assignment_stored(&stored, Ok(()), clock.at(1));
     assert_eq!(answered(&mut rx).assignment, Bytes::from("a1"));
     let described = groups.describe("g");
     assert_eq!(described.state, GroupState::Stable);
     assert_eq!(described.members[0].assignment, Bytes::from("a1"));
-    assert_eq!(
-        groups.take_dirty().len(),
-        1,
-        "Stable metadata must be written"
-    );
     assert_eq!(groups.heartbeat("g", &member, None, 1, clock.at(2)), Ok(()));
     assert_eq!(
         groups.heartbeat("g", &member, None, 0, clock.at(2)),
@@ -313,18 +332,22 @@ fn a_static_member_restarting_keeps_the_generation_and_fences_its_old_id() {
     assert_eq!(rejoined.generation_id, 1, "no rebalance");
     assert_ne!(rejoined.member_id, old);
     assert_eq!(groups.describe("g").state, GroupState::Stable);
-    let synced = now_answer(groups.sync(
-        SyncRequest {
-            group_id: "g".into(),
-            member_id: rejoined.member_id.clone(),
-            group_instance_id: Some("i1".into()),
-            generation_id: 1,
-            protocol_type: None,
-            protocol_name: None,
-            assignments: vec![],
-        },
-        clock.at(3),
-    ));
+    let synced = now_answer(
+        groups
+            .sync(
+                SyncRequest {
+                    group_id: "g".into(),
+                    member_id: rejoined.member_id.clone(),
+                    group_instance_id: Some("i1".into()),
+                    generation_id: 1,
+                    protocol_type: None,
+                    protocol_name: None,
+                    assignments: vec![],
+                },
+                clock.at(3),
+            )
+            .reply,
+    );
     assert_eq!(
         synced.assignment,
         Bytes::from("p"),
@@ -492,7 +515,7 @@ fn a_restored_group_is_stable_and_expires_silent_members() {
         vec![(a.clone(), Bytes::from("x"))],
         clock.at(1),
     )));
-    let snapshot = groups.take_dirty().pop().unwrap().1.unwrap();
+    let snapshot = groups.snapshot("g").unwrap();
 
     let restored = GroupCoordinator::new(config(0));
     restored.restore_group(snapshot, clock.at(100));
@@ -502,4 +525,49 @@ fn a_restored_group_is_stable_and_expires_silent_members() {
     assert_eq!(restored.heartbeat("g", &a, None, 1, clock.at(200)), Ok(()));
     restored.expire(clock.at(200 + SESSION_MS as u64));
     assert_eq!(restored.describe("g").state, GroupState::Empty);
+}
+
+#[test]
+fn a_failed_assignment_write_fails_every_sync_and_rebalances() {
+    let clock = Clock::new();
+    let groups = GroupCoordinator::new(config(0));
+    let (a, reply) = join_new(&groups, clock.at(0), &["range"]);
+    answered(&mut later(reply));
+    answered(&mut later(sync(&groups, &a, 1, vec![], clock.at(0))));
+    let (b, reply_b) = join_new(&groups, clock.at(10), &["range"]);
+    let mut rx_b = later(reply_b);
+    let mut rx_a = later(groups.join(join_request(&a, None, &["range"]), clock.at(20)));
+    assert_eq!(answered(&mut rx_a).generation_id, 2);
+    assert_eq!(answered(&mut rx_b).generation_id, 2);
+
+    let follower = sync_unstored(&groups, &b, 2, vec![], clock.at(30));
+    assert!(follower.store.is_none(), "only the leader's sync stores");
+    let mut follower = later(follower.reply);
+    let leader = sync_unstored(
+        &groups,
+        &a,
+        2,
+        vec![
+            (a.clone(), Bytes::from("pa")),
+            (b.clone(), Bytes::from("pb")),
+        ],
+        clock.at(31),
+    );
+    let stored = leader.store.expect("the leader's sync must be stored");
+    let mut leader = later(leader.reply);
+    assert!(matches!(leader.try_recv(), Err(TryRecvError::Empty)));
+    assert!(matches!(follower.try_recv(), Err(TryRecvError::Empty)));
+
+    // The log directory failed under the write (KAFKA_STORAGE_ERROR → NOT_COORDINATOR).
+    groups.assignment_stored(&stored, Err(GroupError::NotCoordinator), clock.at(32));
+    for (who, rx) in [("leader", &mut leader), ("follower", &mut follower)] {
+        let answer = answered(rx);
+        assert_eq!(answer.error, Some(GroupError::NotCoordinator), "{who}");
+        assert!(answer.assignment.is_empty(), "{who} got an assignment");
+    }
+    let described = groups.describe("g");
+    assert_eq!(described.state, GroupState::PreparingRebalance);
+    // A late report for the same generation changes nothing.
+    groups.assignment_stored(&stored, Ok(()), clock.at(33));
+    assert_eq!(groups.describe("g").state, GroupState::PreparingRebalance);
 }

@@ -15,7 +15,7 @@ const OFFSET_COMMIT_VALUE_VERSION: i16 = 3;
 const GROUP_METADATA_VALUE_VERSION: i16 = 3;
 
 /// A decoded `__consumer_offsets` key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum OffsetsKey {
     /// A committed offset of (group, topic, partition).
     OffsetCommit {
@@ -31,6 +31,15 @@ pub enum OffsetsKey {
         /// Group id.
         group: String,
     },
+}
+
+impl OffsetsKey {
+    /// The group the record belongs to.
+    pub fn group(&self) -> &str {
+        match self {
+            OffsetsKey::OffsetCommit { group, .. } | OffsetsKey::GroupMetadata { group } => group,
+        }
+    }
 }
 
 /// Why a stored record could not be decoded.

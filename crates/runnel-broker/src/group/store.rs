@@ -6,7 +6,7 @@
 //!
 //! Writes are fsynced before they are acknowledged. Storage calls run on the blocking pool.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use runnel_protocol::batch_builder::{build_batch, NewRecord};
 use runnel_storage::AppendOutcome;
 use tokio::time::Instant;
 
-use super::coordinator::{CommittedOffset, GroupCoordinator, Now};
+use super::coordinator::{AssignmentToStore, CommittedOffset, GroupCoordinator, Now};
 use super::records::{
     decode_group_metadata_value, decode_key, decode_offset_commit_value, group_metadata_key,
     group_metadata_value, offset_commit_key, offset_commit_value, OffsetsKey,
@@ -67,23 +67,25 @@ async fn append_durably(
     let topic = offsets_topic(broker).await?;
     let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
     let index = partition_for(group_id, count);
+    tokio::task::spawn_blocking(move || append_and_flush(&topic, index, &records)).await??;
+    broker.notify_high_watermark();
+    Ok(())
+}
+
+/// Appends `records` as one batch to partition `index` of `__consumer_offsets` and fsyncs it.
+/// Blocking.
+fn append_and_flush(topic: &Topic, index: i32, records: &[NewRecord]) -> Result<(), BrokerError> {
     let partition = topic
         .partition(index)
-        .cloned()
         .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{OFFSETS_TOPIC}-{index}")))?;
-    let batch = build_batch(&records, Now::current().wall_ms)
+    let batch = build_batch(records, Now::current().wall_ms)
         .ok_or_else(|| BrokerError::InvalidRequest("group record too large".into()))?;
-    tokio::task::spawn_blocking(move || {
-        let log = partition.log()?;
-        let last_offset = match log.append(&batch)? {
-            AppendOutcome::Appended { last_offset, .. }
-            | AppendOutcome::Duplicate { last_offset, .. } => last_offset,
-        };
-        log.flush(last_offset)?;
-        Ok::<(), BrokerError>(())
-    })
-    .await??;
-    broker.notify_high_watermark();
+    let log = partition.log_blocking()?;
+    let last_offset = match log.append(&batch)? {
+        AppendOutcome::Appended { last_offset, .. }
+        | AppendOutcome::Duplicate { last_offset, .. } => last_offset,
+    };
+    log.flush(last_offset)?;
     Ok(())
 }
 
@@ -147,6 +149,29 @@ pub async fn write_group_metadata(broker: &Broker) {
     }
 }
 
+/// Writes the metadata of a generation whose leader handed in the assignment (in the order of
+/// other group writes), and reports the outcome to the coordinator, which only then answers
+/// the members' SyncGroups: with their assignments, or with the error.
+pub async fn store_assignment(broker: &Broker, stored: &AssignmentToStore) {
+    let written = {
+        let _order = broker.groups.write_order().lock().await;
+        let record = NewRecord {
+            key: Some(group_metadata_key(&stored.group_id)),
+            value: Some(group_metadata_value(&stored.snapshot)),
+            headers: Vec::new(),
+        };
+        append_durably(broker, &stored.group_id, vec![record]).await
+    };
+    if let Err(error) = &written {
+        tracing::error!(group = %stored.group_id, %error, "writing the group assignment failed");
+    }
+    broker.groups.assignment_stored(
+        stored,
+        written.map_err(|e| e.as_group_store_error()),
+        Now::current(),
+    );
+}
+
 /// Drops the committed offsets of a deleted topic from every group.
 pub async fn drop_topic_offsets(broker: &Broker, topic: &str) {
     let mut by_group: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
@@ -163,14 +188,26 @@ pub async fn drop_topic_offsets(broker: &Broker, topic: &str) {
 
 /// Rebuilds the coordinator from `__consumer_offsets`, if it exists: every partition is read
 /// from its log start, later records overriding earlier ones, tombstones removing. Blocking.
+///
+/// A record belongs in its group's partition ([`partition_for`]). One found elsewhere (written
+/// by a Runnel that used `hash & 0x7fffffff`, which differs for negative hashes) is a stray: it
+/// is applied unless a record of the same key was already read in the home partition, and a
+/// home record read later overrides it, so the home partition always wins whatever order the
+/// partitions are read in. Groups with live strays are then re-homed: their current state is
+/// written to the home partition and the strays are tombstoned, in that order, so a crash in
+/// between loses nothing (the next load sees both and prefers home).
 pub fn load(topics: &TopicRegistry, groups: &GroupCoordinator) -> Result<(), BrokerError> {
     let Some(topic) = topics.get(OFFSETS_TOPIC) else {
         return Ok(());
     };
     let now = Now::current();
+    let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
     let mut applied = 0usize;
+    // Keys read in their home partition, and whether each stray key's last record was live.
+    let mut at_home: HashSet<OffsetsKey> = HashSet::new();
+    let mut strays: BTreeMap<(OffsetsKey, i32), bool> = BTreeMap::new();
     for partition in &topic.partitions {
-        let log = partition.log()?;
+        let log = partition.log_blocking()?;
         let end = log.log_end_offset();
         let mut offset = log.log_start_offset();
         while offset < end {
@@ -182,8 +219,20 @@ pub fn load(topics: &TopicRegistry, groups: &GroupCoordinator) -> Result<(), Bro
                 if record.offset < offset {
                     continue;
                 }
+                let Some(key) = record.key.as_deref().and_then(decode_logged) else {
+                    continue;
+                };
+                let value = record.value.as_deref();
+                if partition_for(key.group(), count) == partition.index {
+                    at_home.insert(key.clone());
+                } else {
+                    strays.insert((key.clone(), partition.index), value.is_some());
+                    if at_home.contains(&key) {
+                        continue;
+                    }
+                }
                 applied += 1;
-                apply_record(groups, record.key.as_deref(), record.value.as_deref(), now);
+                apply_record(groups, key, value, now);
             }
             offset = next.max(offset.saturating_add(1));
         }
@@ -192,20 +241,91 @@ pub fn load(topics: &TopicRegistry, groups: &GroupCoordinator) -> Result<(), Bro
         records = applied,
         "consumer groups loaded from {OFFSETS_TOPIC}"
     );
+    let mut live: BTreeMap<String, Vec<(OffsetsKey, i32)>> = BTreeMap::new();
+    for ((key, index), is_live) in strays {
+        if is_live {
+            live.entry(key.group().to_string())
+                .or_default()
+                .push((key, index));
+        }
+    }
+    for (group_id, keys) in live {
+        if let Err(error) = rehome(&topic, groups, &group_id, &keys) {
+            // Still served from memory; the next start tries again.
+            tracing::error!(group = %group_id, %error, "moving a group to its {OFFSETS_TOPIC} partition failed");
+        }
+    }
     Ok(())
 }
 
-fn apply_record(groups: &GroupCoordinator, key: Option<&[u8]>, value: Option<&[u8]>, now: Now) {
-    let Some(key) = key else {
-        return;
-    };
-    let key = match decode_key(key) {
-        Ok(key) => key,
-        Err(error) => {
-            tracing::warn!(%error, "skipping a record of {OFFSETS_TOPIC}");
-            return;
+/// Writes the current state of the stray `keys` of `group_id` to its home partition, then
+/// tombstones them where they were found. Blocking.
+fn rehome(
+    topic: &Topic,
+    groups: &GroupCoordinator,
+    group_id: &str,
+    keys: &[(OffsetsKey, i32)],
+) -> Result<(), BrokerError> {
+    let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+    let home = partition_for(group_id, count);
+    let mut current = Vec::new();
+    let mut tombstones: BTreeMap<i32, Vec<NewRecord>> = BTreeMap::new();
+    for (key, index) in keys {
+        let (key_bytes, value) = match key {
+            OffsetsKey::OffsetCommit {
+                group,
+                topic,
+                partition,
+            } => (
+                offset_commit_key(group, topic, *partition),
+                groups
+                    .committed(group, Some(&[(topic.clone(), *partition)]))
+                    .into_values()
+                    .next()
+                    .map(|offset| offset_commit_value(&offset)),
+            ),
+            OffsetsKey::GroupMetadata { group } => (
+                group_metadata_key(group),
+                groups.snapshot(group).as_ref().map(group_metadata_value),
+            ),
+        };
+        if let Some(value) = value {
+            current.push(NewRecord {
+                key: Some(key_bytes.clone()),
+                value: Some(value),
+                headers: Vec::new(),
+            });
         }
-    };
+        tombstones.entry(*index).or_default().push(NewRecord {
+            key: Some(key_bytes),
+            value: None,
+            headers: Vec::new(),
+        });
+    }
+    if !current.is_empty() {
+        append_and_flush(topic, home, &current)?;
+    }
+    for (index, records) in &tombstones {
+        append_and_flush(topic, *index, records)?;
+    }
+    tracing::info!(
+        group = %group_id,
+        records = current.len(),
+        from = ?tombstones.keys().collect::<Vec<_>>(),
+        to = home,
+        "group moved to its {OFFSETS_TOPIC} partition (Kafka's partitioning)"
+    );
+    Ok(())
+}
+
+/// The key of a stored record, or `None` (logged) if it cannot be decoded.
+fn decode_logged(key: &[u8]) -> Option<OffsetsKey> {
+    decode_key(key)
+        .inspect_err(|error| tracing::warn!(%error, "skipping a record of {OFFSETS_TOPIC}"))
+        .ok()
+}
+
+fn apply_record(groups: &GroupCoordinator, key: OffsetsKey, value: Option<&[u8]>, now: Now) {
     match (key, value) {
         (
             OffsetsKey::OffsetCommit {

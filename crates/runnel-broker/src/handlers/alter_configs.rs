@@ -41,7 +41,7 @@ pub(crate) async fn handle(
             }
             let config = TopicConfig::new(overrides)?;
             if !request.validate_only {
-                broker.topics.update_config(&name, config).await?;
+                broker.topics.update_config(&name, |_| Ok(config)).await?;
             }
             Ok(())
         }

@@ -37,7 +37,7 @@ pub(crate) async fn handle(
                 Some(_) if topic.as_ref().is_some_and(|t| t.is_internal()) => {
                     Err(BrokerError::InternalTopic(delete_topic.name.to_string()))
                 }
-                Some(partition) => match partition.log() {
+                Some(partition) => match partition.log().await {
                     Err(offline) => Err(offline),
                     Ok(log) => {
                         let log = Arc::clone(log);

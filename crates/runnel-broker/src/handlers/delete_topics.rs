@@ -1,4 +1,5 @@
 //! DeleteTopics (key 20), v1–6: by name (v1–5 `topic_names`, v6 `topics`) or by id (v6).
+//! Internal topics are refused (TOPIC_AUTHORIZATION_FAILED, see `TopicRegistry::delete`).
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};

@@ -196,7 +196,7 @@ fn read_all(
                         .partition
                         .as_ref()
                         .map_err(|e| e.code())
-                        .and_then(|p| p.log().map_err(|e| e.code()))
+                        .and_then(|p| p.log_blocking().map_err(|e| e.code()))
                     {
                         Ok(log) => log,
                         Err(code) => {
@@ -302,7 +302,7 @@ mod tests {
             config: TopicConfig::default(),
         };
         let topic = broker.topics.create(spec, false).await.unwrap();
-        let log = Arc::clone(topic.partition(0).unwrap().log().unwrap());
+        let log = Arc::clone(topic.partition(0).unwrap().log().await.unwrap());
         let record = NewRecord {
             key: None,
             value: Some(b"v".to_vec()),

@@ -1,6 +1,10 @@
 //! IncrementalAlterConfigs (key 44), v0–1: SET, DELETE, APPEND and SUBTRACT on topic configs,
 //! validated as a whole per topic (INVALID_CONFIG names the bad one), persisted in the topic
-//! file and applied live. Broker resources are read-only here (INVALID_REQUEST).
+//! file and applied live. The operations apply to the config current under the topic
+//! registry's admin lock, so concurrent alters of one topic all land. A SUBTRACT may empty a
+//! list (`cleanup.policy` = "": neither delete nor compact, as in Kafka 3.x);
+//! `message.format.version` is accepted and ignored. Broker resources are read-only here
+//! (INVALID_REQUEST).
 
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
@@ -69,11 +73,28 @@ async fn apply(
             "only topic configs can be altered".into(),
         ));
     }
-    let topic = broker
-        .topics
-        .get(name)
-        .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
-    let mut config = topic.config.clone();
+    let change = |current: &TopicConfig| apply_ops(broker, current, ops);
+    if validate_only {
+        let topic = broker
+            .topics
+            .get(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        change(&topic.config)?;
+    } else {
+        // Applied to the config current under the admin lock, not to a copy read before it:
+        // two requests altering different keys of one topic must both land.
+        broker.topics.update_config(name, change).await?;
+    }
+    Ok(())
+}
+
+/// The config after `ops`, in order, starting from `config`.
+fn apply_ops(
+    broker: &Broker,
+    config: &TopicConfig,
+    ops: &[(String, i8, Option<String>)],
+) -> Result<TopicConfig, BrokerError> {
+    let mut config = config.clone();
     for (key, op, value) in ops {
         let current = config.overrides().get(key.as_str()).cloned();
         config = match *op {
@@ -103,6 +124,7 @@ async fn apply(
                 } else {
                     items.retain(|i| !given.contains(i));
                 }
+                // A SUBTRACT may leave the list empty; Kafka 3.x accepts that.
                 config.with(key, Some(&items.join(",")))?
             }
             APPEND | SUBTRACT => {
@@ -117,8 +139,5 @@ async fn apply(
             }
         };
     }
-    if !validate_only {
-        broker.topics.update_config(name, config).await?;
-    }
-    Ok(())
+    Ok(config)
 }

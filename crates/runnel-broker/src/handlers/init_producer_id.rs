@@ -1,5 +1,8 @@
 //! InitProducerId (key 22), v0–4: a fresh producer id (epoch 0) for idempotent producers.
-//! Transactional ids need the transaction coordinator, which does not exist yet.
+//! Transactional ids need the transaction coordinator, which does not exist yet: they get
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53), one of the codes librdkafka and the Java client
+//! treat as fatal for `init_transactions()` (INVALID_REQUEST would be retried forever), and the
+//! broker logs a WARN naming the transactional id.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
@@ -9,7 +12,7 @@ use crate::error::BrokerError;
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _context: &RequestContext,
+    context: &RequestContext,
     request: InitProducerIdRequest,
 ) -> Result<InitProducerIdResponse, BrokerError> {
     let allocated = match request.transactional_id {
@@ -22,7 +25,11 @@ pub(crate) async fn handle(
                 max_ms: broker.config.transaction_max_timeout_ms,
             })
         }
-        Some(_) => Err(BrokerError::Unsupported("transactional producers")),
+        Some(transactional_id) => {
+            let error = BrokerError::TransactionsUnsupported(transactional_id.to_string());
+            tracing::warn!(client = ?context.client_id, %error, "InitProducerId refused");
+            Err(error)
+        }
         // Idempotent producers always get a new id (Kafka does the same, even when the request
         // names a previous id and epoch): the old id's sequence state stays valid for retries.
         None => allocate(broker).await,

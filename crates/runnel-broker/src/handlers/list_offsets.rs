@@ -1,6 +1,9 @@
 //! ListOffsets (key 2), v1–8: the earliest (-2), latest (-1) and max-timestamp (-3, v7+)
 //! offsets of partitions, and the first offset whose timestamp is at or after a given one
-//! (the time index in storage, refined to the record by the protocol crate's record reader).
+//! (the time index in storage, refined to the record by the protocol crate's streaming record
+//! walk, under the broker's validation slots so that memory stays bounded).
+
+use std::sync::Arc;
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -42,33 +45,45 @@ pub(crate) async fn handle(
                     ))
                 });
             let timestamp = p.timestamp;
-            let found: Result<(i64, i64), BrokerError> =
-                match partition.and_then(|p| p.log().map(std::sync::Arc::clone)) {
-                    Err(error) => Err(error),
-                    Ok(log) => match timestamp {
-                        EARLIEST_TIMESTAMP => Ok((log.log_start_offset(), -1)),
-                        LATEST_TIMESTAMP => Ok((high_watermark(&log), -1)),
-                        _ => {
-                            // Only visible (durable) records are found by timestamp.
-                            let high_watermark = high_watermark(&log);
-                            tokio::task::spawn_blocking(move || {
-                                let found = if timestamp == MAX_TIMESTAMP {
-                                    log.max_timestamp_offset(&ProtocolRecordReader)?
-                                } else {
-                                    log.offset_for_timestamp(timestamp, &ProtocolRecordReader)?
-                                };
-                                Ok::<_, BrokerError>(
-                                    found
-                                        .filter(|f| f.offset < high_watermark)
-                                        .map_or((-1, -1), |f| (f.offset, f.timestamp)),
-                                )
-                            })
+            let log = match partition {
+                Ok(p) => p.log().await.map(Arc::clone),
+                Err(error) => Err(error),
+            };
+            let found: Result<(i64, i64), BrokerError> = match log {
+                Err(error) => Err(error),
+                Ok(log) => match timestamp {
+                    EARLIEST_TIMESTAMP => Ok((log.log_start_offset(), -1)),
+                    LATEST_TIMESTAMP => Ok((high_watermark(&log), -1)),
+                    _ => {
+                        // Only visible (durable) records are found by timestamp.
+                        let high_watermark = high_watermark(&log);
+                        // A lookup may walk a stored batch's records: it takes one of the
+                        // slots produce validation takes, so that however many lookups
+                        // arrive, at most that many batches are being walked at once.
+                        // Never closed, so `None` cannot happen.
+                        let slot = Arc::clone(&broker.validation_slots)
+                            .acquire_owned()
                             .await
-                            .map_err(BrokerError::from)
-                            .and_then(|r| r)
-                        }
-                    },
-                };
+                            .ok();
+                        tokio::task::spawn_blocking(move || {
+                            let _slot = slot;
+                            let found = if timestamp == MAX_TIMESTAMP {
+                                log.max_timestamp_offset(&ProtocolRecordReader)?
+                            } else {
+                                log.offset_for_timestamp(timestamp, &ProtocolRecordReader)?
+                            };
+                            Ok::<_, BrokerError>(
+                                found
+                                    .filter(|f| f.offset < high_watermark)
+                                    .map_or((-1, -1), |f| (f.offset, f.timestamp)),
+                            )
+                        })
+                        .await
+                        .map_err(BrokerError::from)
+                        .and_then(|r| r)
+                    }
+                },
+            };
             partitions.push(match found {
                 Ok((offset, timestamp)) => response.with_offset(offset).with_timestamp(timestamp),
                 Err(error) => response

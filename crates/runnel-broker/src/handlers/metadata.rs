@@ -1,5 +1,6 @@
 //! Metadata (key 3), v0–13: this broker, and the requested topics (all when the list is null)
-//! with their partitions, all led by this node. Unknown topics are auto-created when
+//! with their partitions, all led by this node except offline ones (LEADER_NOT_AVAILABLE,
+//! leader -1). Unknown topics are auto-created when
 //! `auto.create.topics.enable` is on and the request allows it (always before v4).
 
 use std::sync::Arc;
@@ -101,13 +102,28 @@ fn describe(broker: &Broker, topic: &Arc<Topic>) -> MetadataResponseTopic {
         .partitions
         .iter()
         .map(|p| {
-            MetadataResponsePartition::default()
+            let described = MetadataResponsePartition::default()
                 .with_partition_index(p.index)
-                .with_leader_id(node_id)
                 // No leader epochs on a single node: -1 tells clients not to validate by epoch.
                 .with_leader_epoch(-1)
-                .with_replica_nodes(vec![node_id])
-                .with_isr_nodes(vec![node_id])
+                .with_replica_nodes(vec![node_id]);
+            if p.is_offline() {
+                // As Kafka reports a partition whose only replica is offline: no leader, the
+                // replica listed offline and out of the ISR. Clients retry until it is back.
+                let error = BrokerError::LeaderNotAvailable {
+                    topic: topic.name.clone(),
+                    partition: p.index,
+                };
+                described
+                    .with_error_code(error.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_isr_nodes(Vec::new())
+                    .with_offline_replicas(vec![node_id])
+            } else {
+                described
+                    .with_leader_id(node_id)
+                    .with_isr_nodes(vec![node_id])
+            }
         })
         .collect();
     MetadataResponseTopic::default()

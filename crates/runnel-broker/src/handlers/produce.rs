@@ -65,7 +65,7 @@ pub(crate) async fn handle(
                     None => Err(BrokerError::UnknownTopicOrPartition(format!(
                         "{name}-{index}"
                     ))),
-                    Some(partition) => match partition.log() {
+                    Some(partition) => match partition.log().await {
                         Err(offline) => Err(offline),
                         Ok(log) => {
                             let limits =

@@ -1,6 +1,12 @@
 //! SyncGroup (key 14), v0–5: the leader hands in the assignment; every member waits for its
 //! own. The answer always carries a decodable (possibly empty) assignment. v5 checks the
-//! protocol type and name against the group's (INCONSISTENT_GROUP_PROTOCOL).
+//! protocol type and name against the group's (INCONSISTENT_GROUP_PROTOCOL). The leader's
+//! assignment is written to `__consumer_offsets` before any member is answered; if that write
+//! fails every member gets NOT_COORDINATOR (storage error) or COORDINATOR_NOT_AVAILABLE and the
+//! group rebalances, as in Kafka.
+
+use std::future::Future;
+use std::sync::Arc;
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -14,10 +20,13 @@ use crate::group::{lost_sync, store, Now, SyncRequest};
 const PROTOCOL_VERSION: i16 = 5;
 
 pub(crate) async fn handle(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     context: &RequestContext,
     request: SyncGroupRequest,
-) -> Result<SyncGroupResponse, BrokerError> {
+) -> Result<
+    impl Future<Output = Result<SyncGroupResponse, BrokerError>> + Send + 'static,
+    BrokerError,
+> {
     let sync = SyncRequest {
         group_id: request.group_id.to_string(),
         member_id: request.member_id.to_string(),
@@ -31,21 +40,25 @@ pub(crate) async fn handle(
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
-    let result = broker
-        .groups
-        .sync(sync, Now::current())
-        .wait(lost_sync)
-        .await;
-    // The leader's sync made the group Stable: store its metadata before answering.
-    store::write_group_metadata(broker).await;
-    let response = SyncGroupResponse::default()
-        .with_error_code(result.error.map_or(0, |e| BrokerError::Group(e).code()))
-        .with_assignment(result.assignment);
-    Ok(if context.api_version >= PROTOCOL_VERSION {
-        response
-            .with_protocol_type(result.protocol_type.map(StrBytes::from_string))
-            .with_protocol_name(result.protocol_name.map(StrBytes::from_string))
-    } else {
-        response
+    let outcome = broker.groups.sync(sync, Now::current());
+    let broker = Arc::clone(broker);
+    let api_version = context.api_version;
+    // Deferred (spawned by the connection): once the leader's assignment is taken, its write
+    // and the answers to every member complete even if this client goes away.
+    Ok(async move {
+        if let Some(stored) = &outcome.store {
+            store::store_assignment(&broker, stored).await;
+        }
+        let result = outcome.reply.wait(lost_sync).await;
+        let response = SyncGroupResponse::default()
+            .with_error_code(result.error.map_or(0, |e| BrokerError::Group(e).code()))
+            .with_assignment(result.assignment);
+        Ok(if api_version >= PROTOCOL_VERSION {
+            response
+                .with_protocol_type(result.protocol_type.map(StrBytes::from_string))
+                .with_protocol_name(result.protocol_name.map(StrBytes::from_string))
+        } else {
+            response
+        })
     })
 }

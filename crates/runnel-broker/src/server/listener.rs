@@ -1,10 +1,13 @@
 //! The accept loop: connections are admitted under `max.connections` and
-//! `max.connections.per.ip`; shutdown stops accepting, lets in-flight requests finish, then
-//! flushes and checkpoints every log.
+//! `max.connections.per.ip`; shutdown stops accepting, lets in-flight requests finish for up
+//! to `shutdown.timeout.ms` (then cuts the connections still busy), then flushes and
+//! checkpoints every log.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 use super::connection;
 use super::connection_limits::ConnectionLimits;
@@ -51,6 +54,7 @@ async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
         broker.config.max_connections_per_ip,
     );
     let shutdown = Shutdown::new();
+    let mut connections = JoinSet::new();
     let stop = signals.received();
     tokio::pin!(stop);
     loop {
@@ -71,16 +75,28 @@ async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
                 };
                 let Some(guard) = shutdown.guard() else { break };
                 let broker = Arc::clone(&broker);
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     connection::serve(broker, stream, peer, guard).await;
                     drop(slot);
                 });
             }
+            // Reap finished connections so the set holds only live ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = &mut stop => break,
         }
     }
     drop(listener);
-    shutdown.drain().await;
+    let timeout = Duration::from_millis(broker.config.shutdown_timeout_ms);
+    if !shutdown.drain(timeout).await {
+        tracing::warn!(
+            connections = connections.len(),
+            timeout_ms = broker.config.shutdown_timeout_ms,
+            "in-flight requests still running after shutdown.timeout.ms; closing their connections"
+        );
+        connections.abort_all();
+    }
+    // Aborted tasks end at their next await; after this no connection task runs.
+    while connections.join_next().await.is_some() {}
     let closing = Arc::clone(&broker);
     tokio::task::spawn_blocking(move || closing.close()).await?;
     tracing::info!("runnel stopped cleanly");

@@ -1,6 +1,10 @@
 //! Shutdown signalling: one `watch` flips to `true` on SIGTERM/SIGINT; every connection task
 //! holds a clone of a `mpsc::Sender` so the server knows when all of them have finished
-//! (the channel closes when the last clone drops).
+//! (the channel closes when the last clone drops). The wait is bounded by
+//! `shutdown.timeout.ms`: a request that never finishes (a Fetch long-poll, a client that keeps
+//! sending) must not keep the process, and the final flush, from happening.
+
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
@@ -48,11 +52,14 @@ impl Shutdown {
         })
     }
 
-    /// Signals every task and waits until all guards are dropped.
-    pub(crate) async fn drain(mut self) {
+    /// Signals every task and waits until all guards are dropped, or `timeout` passes: returns
+    /// whether every task finished in time.
+    pub(crate) async fn drain(mut self, timeout: Duration) -> bool {
         self.signal.send_replace(true);
         self.done_tx = None;
-        let _ = self.done_rx.recv().await;
+        tokio::time::timeout(timeout, self.done_rx.recv())
+            .await
+            .is_ok()
     }
 }
 
