@@ -265,10 +265,12 @@ async fn concurrent_lookups_over_large_lz4_batches_hold_bounded_memory() -> Test
         let partitions: Vec<i32> = (0..PARTITIONS).collect();
         for chunk in partitions.chunks(PARTITIONS_PER_PRODUCE) {
             let batches: Vec<(i32, Vec<u8>)> = chunk.iter().map(|p| (*p, batch.clone())).collect();
+            // acks=-1: answered once durable, so visible to the lookups below (the high
+            // watermark is the flushed offset).
             let body = connection.round_trip(
                 api_key::PRODUCE,
                 3,
-                &produce_v3_partitions(1, topic, &batches),
+                &produce_v3_partitions(-1, topic, &batches),
             )?;
             for result in parse_produce_v3(&body)? {
                 ensure_eq!(
