@@ -2,7 +2,7 @@
 //! temp data dir, and gives tests real Kafka clients (rdkafka) pointed at it.
 //!
 //! It knows the broker only through its command line, its TCP port and its documented data
-//! layout (`<data-dir>/<topic>-<partition>/<base offset>.log`); never its code.
+//! layout (`<data-dir>/<topic>-<partition>.<topic id>/<base offset>.log`); never its code.
 //!
 //! Every test owns one [`TestBroker`]; a failing test prints the broker's log: a test's body runs
 //! inside [`TestBroker::check`], which appends the log to the error, and a panic while a
@@ -147,9 +147,20 @@ impl TestBroker {
         self.temp_dir.path().join("data")
     }
 
-    /// Directory of one partition's log segments.
+    /// Directory of one partition's log segments: `<topic>-<partition>.<topic id>` (the
+    /// documented layout, docs/storage-format.md), found by listing the data dir. If there is
+    /// none (the topic does not exist), the path without the id, which does not exist either.
     pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        self.data_dir().join(format!("{topic}-{partition}"))
+        let prefix = format!("{topic}-{partition}.");
+        let keyed = std::fs::read_dir(self.data_dir()).ok().and_then(|entries| {
+            entries.flatten().map(|e| e.path()).find(|path| {
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix(&prefix))
+                    .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            })
+        });
+        keyed.unwrap_or_else(|| self.data_dir().join(format!("{topic}-{partition}")))
     }
 
     fn log_path(&self) -> PathBuf {

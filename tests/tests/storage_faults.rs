@@ -48,12 +48,23 @@ fn fetch(connection: &mut RawConnection, topic: &str) -> Result<(i16, usize)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_fails_acks_all_and_takes_only_its_partition_offline_until_restart(
 ) -> TestResult {
-    let fault =
-        format!("storage.fault.injection=fsync-error-after:0:{DOOMED}-0/00000000000000000000.log");
-    let mut broker = TestBroker::start(&["--set", &fault])?;
+    let mut broker = TestBroker::start(&[])?;
     let result = async {
         create_topic(&broker, DOOMED, 1).await?;
         create_topic(&broker, HEALTHY, 1).await?;
+        // The partition directory's name holds the topic id, known once the topic exists: the
+        // fault is set on a restart.
+        ensure!(broker.terminate()?.success(), "SIGTERM exit status");
+        let doomed_dir = broker.partition_dir(DOOMED, 0);
+        let doomed_dir = doomed_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("no partition directory")?;
+        let fault = format!(
+            "storage.fault.injection=fsync-error-after:0:{doomed_dir}/00000000000000000000.log"
+        );
+        broker.set_extra_args(&["--set", &fault]);
+        broker.start_again()?;
         let mut connection = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
 
         ensure_eq!(

@@ -1,16 +1,23 @@
-//! A topic's life on disk and in Metadata: internal topics cannot be deleted by clients, and a
-//! partition whose log is offline is reported without a leader.
+//! A topic's life on disk and in Metadata: partition directories belong to one topic id (a
+//! topic recreated under an old name never serves the old one's records, even after a crashed
+//! delete; a data directory of the layout before topic ids upgrades in place), internal topics
+//! cannot be deleted by clients, and a partition whose log is offline is reported without a
+//! leader.
 
-use rdkafka::admin::AdminOptions;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use runnel_e2e::log_file::{partition_batches, segment_files};
 use runnel_e2e::{
-    admin, commit_offset, committer, create_topic, ensure, ensure_eq, list_topics, metadata_client,
-    produce_one, producer, wait_until, Result, TestBroker, TestResult, REQUEST_TIMEOUT,
-    WAIT_TIMEOUT,
+    admin, admin_options, commit_offset, committer, consume_n, consumer_assigned, create_topic,
+    create_topic_with, ensure, ensure_eq, list_topics, metadata_client, produce_all, produce_one,
+    producer, read_all, wait_until, Consumed, Record, Result, TestBroker, TestResult,
+    REQUEST_TIMEOUT, WAIT_TIMEOUT,
 };
 
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -44,7 +51,7 @@ async fn deleting_the_offsets_topic_is_refused_and_offsets_survive() -> TestResu
         );
 
         let results = admin(&broker)?
-            .delete_topics(&[OFFSETS_TOPIC], &AdminOptions::new())
+            .delete_topics(&[OFFSETS_TOPIC], &admin_options())
             .await?;
         ensure_eq!(
             results,
@@ -163,6 +170,307 @@ async fn offline_partition_has_no_leader_in_metadata() -> TestResult {
                 );
             }
         }
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// The values of every record of `topic` (one partition), read from the beginning.
+async fn values(broker: &TestBroker, topic: &str) -> Result<Vec<String>> {
+    let stored = read_all(broker, topic, 1).await?;
+    Ok(stored
+        .values()
+        .flatten()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect())
+}
+
+/// Produces `count` records valued `<prefix> <i>` to partition 0 of `topic`, acks=all.
+async fn produce_values(
+    broker: &TestBroker,
+    topic: &str,
+    prefix: &str,
+    count: usize,
+) -> Result<()> {
+    let records: Vec<Record> = (0..count)
+        .map(|i| (None, format!("{prefix} {i}").into_bytes()))
+        .collect();
+    produce_all(
+        &producer(broker, &[("acks", "all")])?,
+        topic,
+        Some(0),
+        &records,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Entries of the data dir whose name starts with `<topic>-`.
+fn partition_entries(broker: &TestBroker, topic: &str) -> Result<Vec<String>> {
+    let prefix = format!("{topic}-");
+    let mut names: Vec<String> = std::fs::read_dir(broker.data_dir())?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn topic_file(broker: &TestBroker, topic: &str) -> PathBuf {
+    broker
+        .data_dir()
+        .join("__topics")
+        .join(format!("{topic}.properties"))
+}
+
+/// A delete that crashed after its commit point (the topic file is gone) but before the
+/// partition directories were removed: the next start removes them, and a topic created again
+/// under that name starts empty. With directories keyed by name alone, the new topic adopted
+/// the old directory and served the deleted records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_after_a_delete_that_crashed_midway_serves_no_old_record() -> TestResult {
+    let mut broker = TestBroker::start(&["--set", "auto.create.topics.enable=false"])?;
+    let result = async {
+        let topic = "reborn";
+        create_topic(&broker, topic, 1).await?;
+        produce_values(&broker, topic, "old", 20).await?;
+        broker.kill9()?;
+        // The state a crash right after the delete's commit point leaves.
+        std::fs::remove_file(topic_file(&broker, topic))?;
+        broker.start_again()?;
+        ensure!(
+            !list_topics(&broker)?.contains_key(topic),
+            "the deleted topic is gone after the restart"
+        );
+        create_topic(&broker, topic, 1).await?;
+        produce_values(&broker, topic, "new", 3).await?;
+        let expected: Vec<String> = (0..3).map(|i| format!("new {i}")).collect();
+        ensure_eq!(
+            values(&broker, topic).await?,
+            expected,
+            "records of the recreated topic"
+        );
+        ensure_eq!(
+            partition_entries(&broker, topic)?.len(),
+            1,
+            "partition directories named {topic}-* (only the new topic's)"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// The other half-done delete: the partition directory was renamed for deletion but the topic
+/// file is still there (a delete that renames first, or an operator). The topic still exists,
+/// starts empty, the leftover directory is removed at start-up, and delete + create gives an
+/// empty topic again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_directory_renamed_for_deletion_is_never_served() -> TestResult {
+    let mut broker = TestBroker::start(&["--set", "auto.create.topics.enable=false"])?;
+    let result = async {
+        let topic = "halfgone";
+        create_topic(&broker, topic, 1).await?;
+        produce_values(&broker, topic, "old", 20).await?;
+        broker.kill9()?;
+        let dir = broker.partition_dir(topic, 0);
+        let mut doomed = dir.clone().into_os_string();
+        doomed.push("-delete");
+        std::fs::rename(&dir, &doomed)?;
+        broker.start_again()?;
+        ensure_eq!(values(&broker, topic).await?.len(), 0, "records served");
+        ensure!(
+            !Path::new(&doomed).exists(),
+            "the -delete directory was removed at start-up"
+        );
+        let deleted = admin(&broker)?
+            .delete_topics(&[topic], &admin_options())
+            .await?;
+        ensure_eq!(deleted, vec![Ok(topic.to_string())], "DeleteTopics");
+        create_topic(&broker, topic, 1).await?;
+        ensure_eq!(
+            values(&broker, topic).await?.len(),
+            0,
+            "records after recreating"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// A data directory of the layout before topic ids (`<topic>-<partition>/`, no
+/// `partition.metadata`) upgrades in place: every record and committed offset is still there,
+/// and each directory gets its `partition.metadata` and id-keyed name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_layout_data_directory_upgrades_in_place() -> TestResult {
+    let mut broker = TestBroker::start(&["--set", "auto.create.topics.enable=false"])?;
+    let result = async {
+        let topic = "legacy";
+        let partitions = 3;
+        create_topic(&broker, topic, partitions).await?;
+        let records: Vec<Record> = (0..300)
+            .map(|i| {
+                (
+                    Some(format!("k{}", i % 7).into_bytes()),
+                    format!("v{i}").into_bytes(),
+                )
+            })
+            .collect();
+        produce_all(
+            &producer(&broker, &[("acks", "all")])?,
+            topic,
+            None,
+            &records,
+        )
+        .await?;
+        commit_offset(&committer(&broker, "old-group")?, topic, 42)?;
+        let before = read_all(&broker, topic, partitions).await?;
+        ensure!(broker.terminate()?.success(), "SIGTERM exit status");
+
+        // Back to the old layout: no partition.metadata, no id in the directory name.
+        let mut downgraded = 0;
+        for entry in std::fs::read_dir(broker.data_dir())?.flatten() {
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            let Some((old_name, id)) = name.rsplit_once('.') else {
+                continue;
+            };
+            if path.is_dir() && id.len() == 32 {
+                std::fs::remove_file(path.join("partition.metadata"))?;
+                std::fs::rename(&path, broker.data_dir().join(old_name))?;
+                downgraded += 1;
+            }
+        }
+        ensure!(
+            downgraded > usize::try_from(partitions)?,
+            "downgraded {downgraded} directories (the topic's and __consumer_offsets')"
+        );
+
+        broker.start_again()?;
+        ensure!(
+            read_all(&broker, topic, partitions).await? == before,
+            "records after the upgrade differ from those before"
+        );
+        ensure_eq!(
+            committed_offset(&committer(&broker, "old-group")?, topic)?,
+            Offset::Offset(42),
+            "committed offset after the upgrade"
+        );
+        for partition in 0..partitions {
+            let dir = broker.partition_dir(topic, partition);
+            let metadata = std::fs::read_to_string(dir.join("partition.metadata"))?;
+            ensure!(
+                metadata.starts_with("version: 0\ntopic_id: "),
+                "partition.metadata of {}: {metadata:?}",
+                dir.display()
+            );
+        }
+        ensure!(
+            !broker.data_dir().join(format!("{topic}-0")).exists(),
+            "the old-layout directory is gone"
+        );
+        // Stable: another restart changes nothing.
+        broker.restart()?;
+        ensure!(
+            read_all(&broker, topic, partitions).await? == before,
+            "records after a second restart differ"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// Produces racing deletes and recreations of their topic (best effort: a bounded number of
+/// rounds, tiny segments so that a stale log would roll files into its directory): whatever
+/// the last incarnation serves is exactly what it serves again after a restart, with dense
+/// offsets, so no write of an earlier incarnation's log reached its directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produces_racing_delete_and_recreate_never_land_in_the_new_topic() -> TestResult {
+    const ROUNDS: usize = 60;
+    let mut broker = TestBroker::start(&["--set", "auto.create.topics.enable=false"])?;
+    let result = async {
+        let topic = "churn";
+        let configs = [("segment.bytes", "1024")];
+        create_topic_with(&broker, topic, 1, &configs).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let producer = producer(
+                &broker,
+                &[
+                    ("acks", "1"),
+                    ("linger.ms", "0"),
+                    ("message.timeout.ms", "2000"),
+                ],
+            )?;
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut acked = 0usize;
+                let mut sent = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    sent += 1;
+                    // Errors are expected while the topic does not exist.
+                    if produce_one(
+                        &producer,
+                        topic,
+                        Some(0),
+                        None,
+                        format!("r{sent}").as_bytes(),
+                    )
+                    .await
+                    .is_ok()
+                    {
+                        acked += 1;
+                    }
+                }
+                acked
+            })
+        };
+        let admin = admin(&broker)?;
+        for round in 0..ROUNDS {
+            let deleted = admin.delete_topics(&[topic], &admin_options()).await?;
+            ensure_eq!(
+                deleted,
+                vec![Ok(topic.to_string())],
+                "DeleteTopics in round {round}"
+            );
+            create_topic_with(&broker, topic, 1, &configs).await?;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let acked = writer.await?;
+        ensure!(
+            acked > 0,
+            "no produce succeeded while the topic was churned"
+        );
+        let before: Vec<Consumed> = read_all(&broker, topic, 1)
+            .await?
+            .into_values()
+            .flatten()
+            .collect();
+        broker.restart()?;
+        let after: Vec<Consumed> = read_all(&broker, topic, 1)
+            .await?
+            .into_values()
+            .flatten()
+            .collect();
+        ensure_eq!(
+            after,
+            before,
+            "records of the last incarnation after a restart"
+        );
+        // Nothing but the live topic's directory is left.
+        ensure_eq!(
+            partition_entries(&broker, topic)?.len(),
+            1,
+            "partition directories of {topic} after the restart"
+        );
+        let consumer = consumer_assigned(&broker, topic, &[0], Offset::Beginning)?;
+        drop(consume_n(&consumer, before.len(), WAIT_TIMEOUT).await?);
         Ok(())
     }
     .await;

@@ -11,6 +11,7 @@ pub mod flusher;
 pub mod group;
 pub mod handlers;
 pub mod log_manager;
+pub mod partition_dir;
 pub mod producer_ids;
 pub mod server;
 pub mod topic_config;

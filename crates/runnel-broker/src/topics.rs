@@ -2,8 +2,9 @@
 //!
 //! A topic is committed by one small file, `<data>/__topics/<name>.properties` (topic id,
 //! partition count, config overrides), written atomically before its partition directories are
-//! used and removed first on deletion; partition logs live in `<data>/<name>-<partition>/`.
-//! Topic file I/O runs on the blocking pool.
+//! used and removed first on deletion; partition logs live in directories keyed by topic id,
+//! `<data>/<name>-<partition>.<topic id>/` (`partition_dir.rs`), so a topic recreated under an
+//! old name never sees the old one's data. Topic file I/O runs on the blocking pool.
 //!
 //! Partition logs are created with their topic but, at start-up, open lazily: start-up reads
 //! only the topic files, so a broker with ten thousand partitions serves at once; a log is
@@ -23,6 +24,7 @@ use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::partition_dir::{self, LiveTopic};
 use crate::topic_config::TopicConfig;
 
 /// Directory (under the data dir) holding one properties file per topic.
@@ -38,24 +40,54 @@ pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 pub struct Partition {
     /// Partition index within the topic.
     pub index: i32,
+    /// The topic's name and id, which the directory's `partition.metadata` must name.
+    topic: String,
+    topic_id: Uuid,
+    /// `<data>/<topic>-<index>.<topic id>`: one topic id's, never reused by another topic.
     dir: PathBuf,
     /// The storage settings the log opens with, and any change since. Held while the log is
     /// being opened, so a config change cannot slip between reading it and the log existing.
     log_config: StdMutex<LogConfig>,
-    log: OnceLock<Result<Arc<PartitionLog>, Arc<StorageError>>>,
+    log: OnceLock<LogState>,
     /// Where the log keeps its files (the broker's `storage`).
     storage: Storage,
 }
 
+/// What became of a partition's log; set once, never changed.
+#[derive(Debug)]
+enum LogState {
+    /// Open (it may have failed since: `PartitionLog::check_healthy`).
+    Open(Arc<PartitionLog>),
+    /// It failed to open: the partition is offline until restart.
+    Offline(Arc<StorageError>),
+    /// Its topic was deleted before the log was opened: it never will be, so nothing can
+    /// recreate the directory of a deleted topic.
+    Deleted,
+}
+
 impl Partition {
-    fn new(index: i32, dir: PathBuf, log_config: LogConfig, storage: Storage) -> Partition {
+    fn new(
+        data_dir: &Path,
+        topic: &str,
+        topic_id: Uuid,
+        index: i32,
+        log_config: LogConfig,
+        storage: Storage,
+    ) -> Partition {
         Partition {
             index,
-            dir,
+            topic: topic.to_string(),
+            topic_id,
+            dir: partition_dir::partition_dir(data_dir, topic, index, topic_id),
             log_config: StdMutex::new(log_config),
             log: OnceLock::new(),
             storage,
         }
+    }
+
+    /// The directory holding this partition's log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The partition's log, opening (recovering) it on first use. The open runs on the
@@ -82,15 +114,24 @@ impl Partition {
     /// an async worker.
     ///
     /// Errors: `PartitionOffline` when the log could not be opened (then or earlier), or a
-    /// failed fsync or write took it offline since.
+    /// failed fsync or write took it offline since; `UnknownTopicOrPartition` when its topic
+    /// was deleted.
     pub fn log_blocking(&self) -> Result<&Arc<PartitionLog>, BrokerError> {
-        let log = self
-            .open_once()
-            .as_ref()
-            .map_err(|reason| BrokerError::PartitionOffline {
-                dir: self.dir.clone(),
-                reason: Arc::clone(reason),
-            })?;
+        let log = match self.open_once() {
+            LogState::Open(log) => log,
+            LogState::Offline(reason) => {
+                return Err(BrokerError::PartitionOffline {
+                    dir: self.dir.clone(),
+                    reason: Arc::clone(reason),
+                })
+            }
+            LogState::Deleted => {
+                return Err(BrokerError::UnknownTopicOrPartition(format!(
+                    "{}-{}",
+                    self.topic, self.index
+                )))
+            }
+        };
         // A log whose fsync or write failed is offline too, until a restart reopens it.
         log.check_healthy()
             .map_err(|reason| BrokerError::PartitionOffline {
@@ -103,35 +144,50 @@ impl Partition {
     /// Opens the log unless that was done (or tried) before; a second caller blocks until the
     /// first one's open finished. The config lock is held while opening, so a config change
     /// cannot slip between reading it and the log existing.
-    fn open_once(&self) -> &Result<Arc<PartitionLog>, Arc<StorageError>> {
+    fn open_once(&self) -> &LogState {
         if let Some(opened) = self.log.get() {
             return opened;
         }
         let config = self.lock_config();
         self.log.get_or_init(|| {
-            PartitionLog::open_on(self.storage.clone(), &self.dir, *config)
-                .map(Arc::new)
-                .map_err(|error| {
-                    tracing::error!(dir = %self.dir.display(), %error,
-                        "partition log could not be opened; the partition is offline");
-                    Arc::new(error)
-                })
+            partition_dir::prepare(&self.dir, &self.topic, self.topic_id)
+                .and_then(|()| PartitionLog::open_on(self.storage.clone(), &self.dir, *config))
+                .map_or_else(
+                    |error| {
+                        tracing::error!(dir = %self.dir.display(), %error,
+                            "partition log could not be opened; the partition is offline");
+                        LogState::Offline(Arc::new(error))
+                    },
+                    |log| LogState::Open(Arc::new(log)),
+                )
         })
+    }
+
+    /// Called when the topic is deleted, before its directory is renamed away: a log never
+    /// opened is marked deleted so that no later use (a request that resolved the partition
+    /// before the delete, log maintenance) opens it and so recreates the directory. Waits for
+    /// an open in progress. Blocking.
+    fn retire(&self) {
+        let _config = self.lock_config();
+        self.log.get_or_init(|| LogState::Deleted);
     }
 
     /// Whether the partition is offline: its log failed to open, or a failed fsync or write
     /// took it offline since. Nothing is opened.
     pub fn is_offline(&self) -> bool {
         match self.log.get() {
-            Some(Err(_)) => true,
-            Some(Ok(log)) => log.check_healthy().is_err(),
-            None => false,
+            Some(LogState::Offline(_)) => true,
+            Some(LogState::Open(log)) => log.check_healthy().is_err(),
+            Some(LogState::Deleted) | None => false,
         }
     }
 
     /// The log if it is open (nothing is opened).
     pub fn opened_log(&self) -> Option<&Arc<PartitionLog>> {
-        self.log.get().and_then(|opened| opened.as_ref().ok())
+        match self.log.get() {
+            Some(LogState::Open(log)) => Some(log),
+            _ => None,
+        }
     }
 
     /// Offsets below this are visible to consumers: see [`high_watermark`].
@@ -241,6 +297,16 @@ impl TopicRegistry {
             let topic = new_topic(&data_dir, &config, name.clone(), id, spec);
             topics.insert(name, Arc::new(topic));
         }
+        // Before any log opens: upgrade old directories, remove what deletes left behind.
+        let live: Vec<LiveTopic> = topics
+            .iter()
+            .map(|t| LiveTopic {
+                name: t.value().name.clone(),
+                id: t.value().id,
+                partitions: i32::try_from(t.value().partitions.len()).unwrap_or(i32::MAX),
+            })
+            .collect();
+        partition_dir::reconcile(&data_dir, &live)?;
         tracing::info!(topics = topics.len(), data_dir = %data_dir.display(), "topics loaded");
         Ok(TopicRegistry {
             data_dir,
@@ -321,7 +387,11 @@ impl TopicRegistry {
         Ok(topic)
     }
 
-    /// Deletes a topic: its properties file first (the commit point), then its logs.
+    /// Deletes a topic: its properties file first (the commit point), then its partition
+    /// directories are renamed to `…-delete` (durably) and removed in the background. Logs
+    /// still referenced (a request in flight) keep writing to the renamed, then unlinked,
+    /// files, or fail; a topic created later under the same name has another id and so other
+    /// directories.
     ///
     /// Errors: `InternalTopicDeletion` for an internal topic (only the broker manages those);
     /// `UnknownTopicOrPartition` if there is no such topic.
@@ -335,9 +405,14 @@ impl TopicRegistry {
         }
         let data_dir = self.data_dir.clone();
         let doomed = Arc::clone(&topic);
-        tokio::task::spawn_blocking(move || delete_topic_files(&data_dir, &doomed)).await??;
+        let renamed =
+            tokio::task::spawn_blocking(move || delete_topic_files(&data_dir, &doomed)).await??;
         self.topics.remove(name);
         tracing::info!(topic = %name, "topic deleted");
+        // Removing a large log takes a while: not under the admin lock, nor in the reply.
+        drop(tokio::task::spawn_blocking(move || {
+            partition_dir::remove_deleted(&renamed);
+        }));
         Ok(topic)
     }
 
@@ -404,8 +479,10 @@ impl TopicRegistry {
             let mut partitions = old.partitions.clone();
             for index in current..count {
                 let partition = Partition::new(
+                    &data_dir,
+                    &old.name,
+                    old.id,
                     index,
-                    partition_dir(&data_dir, &old.name, index),
                     log_config,
                     broker.storage.clone(),
                 );
@@ -419,7 +496,7 @@ impl TopicRegistry {
                 partitions,
             };
             // The new partition directories exist before the file names them; a crash in
-            // between leaves empty directories that a later grow reuses.
+            // between leaves directories the next start-up removes (no topic has them).
             write_topic_file(&data_dir, updated.id, &updated.spec())?;
             Ok::<_, BrokerError>(updated)
         })
@@ -500,10 +577,6 @@ fn collides(a: &str, b: &str) -> bool {
     a != b && a.replace('.', "_") == b.replace('.', "_")
 }
 
-fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
-    data_dir.join(format!("{topic}-{index}"))
-}
-
 fn topic_file(data_dir: &Path, topic: &str) -> PathBuf {
     data_dir
         .join(TOPICS_DIR)
@@ -522,8 +595,10 @@ fn new_topic(
     let partitions = (0..spec.partitions)
         .map(|index| {
             Arc::new(Partition::new(
+                data_dir,
+                &name,
+                id,
                 index,
-                partition_dir(data_dir, &name, index),
                 log_config,
                 broker.storage.clone(),
             ))
@@ -593,7 +668,12 @@ fn read_topic_file(path: &Path) -> Result<(String, Uuid, TopicSpec), BrokerError
     ))
 }
 
-fn delete_topic_files(data_dir: &Path, topic: &Topic) -> Result<(), BrokerError> {
+/// Removes the topic file (the commit point), then renames the partition directories away;
+/// returns the renamed directories, for the caller to remove. Blocking.
+///
+/// Errors: only before the commit point (the topic still exists); a failure after it is
+/// logged, and the next start-up removes the directories (no committed topic has their id).
+fn delete_topic_files(data_dir: &Path, topic: &Topic) -> Result<Vec<PathBuf>, BrokerError> {
     let path = topic_file(data_dir, &topic.name);
     std::fs::remove_file(&path).map_err(|source| BrokerError::Metadata {
         path: path.clone(),
@@ -601,14 +681,16 @@ fn delete_topic_files(data_dir: &Path, topic: &Topic) -> Result<(), BrokerError>
     })?;
     runnel_storage::sync_dir(path.parent().unwrap_or(data_dir)).map_err(BrokerError::Storage)?;
     for partition in &topic.partitions {
-        let dir = partition_dir(data_dir, &topic.name, partition.index);
-        if let Err(error) = std::fs::remove_dir_all(&dir) {
-            // The topic is already gone (its file is the commit point); a leftover directory
-            // only wastes space and is reported.
-            tracing::warn!(dir = %dir.display(), %error, "could not remove partition directory");
-        }
+        partition.retire();
     }
-    Ok(())
+    let dirs: Vec<PathBuf> = topic.partitions.iter().map(|p| p.dir.clone()).collect();
+    Ok(
+        partition_dir::rename_for_deletion(data_dir, &dirs).unwrap_or_else(|error| {
+            tracing::warn!(topic = %topic.name, %error,
+            "could not rename the deleted topic's directories; the next start removes them");
+            Vec::new()
+        }),
+    )
 }
 
 /// The high watermark of a partition's log: offsets below it are visible to consumers (Fetch
@@ -624,7 +706,7 @@ pub fn high_watermark(log: &PartitionLog) -> i64 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -640,8 +722,10 @@ mod tests {
     fn first_open_runs_off_the_async_worker() {
         let dir = tempfile::tempdir().unwrap();
         let partition = Arc::new(Partition::new(
+            dir.path(),
+            "t",
+            Uuid::new_v4(),
             0,
-            dir.path().join("t-0"),
             LogConfig::default(),
             Storage::real(),
         ));
@@ -673,5 +757,89 @@ mod tests {
         assert!(opened, "the log opens");
         runtime_thread.join().unwrap();
         assert!(partition.opened_log().is_some());
+    }
+
+    fn registry(data_dir: &Path) -> TopicRegistry {
+        let overrides = [("data.dir".to_string(), data_dir.display().to_string())];
+        TopicRegistry::load(Arc::new(BrokerConfig::load(None, &overrides).unwrap())).unwrap()
+    }
+
+    fn spec(name: &str) -> TopicSpec {
+        TopicSpec {
+            name: name.to_string(),
+            partitions: 1,
+            config: TopicConfig::default(),
+        }
+    }
+
+    fn batch(value: &[u8]) -> bytes::Bytes {
+        let record = runnel_protocol::batch_builder::NewRecord {
+            key: None,
+            value: Some(value.to_vec()),
+            headers: Vec::new(),
+        };
+        runnel_protocol::batch_builder::build_batch(&[record], 0).unwrap()
+    }
+
+    /// Every file under `dir` with its contents.
+    fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| (e.path(), std::fs::read(e.path()).unwrap()))
+            .collect()
+    }
+
+    /// A handle to a deleted topic's log that is still used (a produce resolved before the
+    /// delete, a queued flush, a close) after the topic was recreated under the same name
+    /// writes nothing into the new topic's directory, and the new topic serves none of it.
+    #[tokio::test]
+    async fn a_stale_log_of_a_deleted_topic_never_writes_into_its_successor() {
+        let data = tempfile::tempdir().unwrap();
+        let topics = registry(data.path());
+        let old = topics.create(spec("t"), false).await.unwrap();
+        let stale = Arc::clone(old.partitions[0].log().await.unwrap());
+        stale.append(&batch(b"old")).unwrap();
+        topics.delete("t").await.unwrap();
+        let new = topics.create(spec("t"), false).await.unwrap();
+        let new_partition = Arc::clone(&new.partitions[0]);
+        assert_ne!(new_partition.dir(), old.partitions[0].dir());
+        let before = snapshot(new_partition.dir());
+
+        // Whatever the stale handle does may fail (its directory is gone), but lands nowhere
+        // near the new topic.
+        let _ = stale.append(&batch(b"stale"));
+        let _ = stale.flush(stale.log_end_offset());
+        let _ = stale.close();
+        assert_eq!(snapshot(new_partition.dir()), before);
+        let _ = old.partitions[0].log().await;
+        assert_eq!(new_partition.log().await.unwrap().log_end_offset(), 0);
+
+        // And a restart serves the new, empty topic.
+        drop((new, new_partition, old, topics));
+        let topics = registry(data.path());
+        let reopened = topics.get("t").unwrap();
+        let log = reopened.partitions[0].log().await.unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+    }
+
+    /// A partition never opened when its topic is deleted is never opened later (which would
+    /// recreate its directory) by a request that resolved it before the delete.
+    #[tokio::test]
+    async fn a_deleted_partition_is_never_opened_again() {
+        let data = tempfile::tempdir().unwrap();
+        {
+            let topics = registry(data.path());
+            topics.create(spec("t"), false).await.unwrap();
+        }
+        let topics = registry(data.path());
+        let topic = topics.get("t").unwrap();
+        assert!(topic.partitions[0].opened_log().is_none());
+        topics.delete("t").await.unwrap();
+        assert!(matches!(
+            topic.partitions[0].log().await,
+            Err(BrokerError::UnknownTopicOrPartition(_))
+        ));
+        assert!(!topic.partitions[0].dir().exists());
     }
 }
