@@ -1,17 +1,21 @@
 //! Visible means durable: the high watermark is the flushed offset, so a consumer reads only
 //! records a crash cannot take back. acks=0/1 records become visible through a background
-//! flush (no acks=all produce needed), and after kill -9 every record a consumer received is
-//! still there at the same offset.
+//! flush (no acks=all produce needed), after kill -9 every record a consumer received is
+//! still there at the same offset, and a record whose fsync fails is never served.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::Offset;
+use runnel_e2e::hostile::{error_code, fetch_v4, parse_fetch_v4};
+use runnel_e2e::wire::{
+    api_key, parse_produce_v3, produce_v3, record_batch, ProducerIdentity, RawConnection,
+};
 use runnel_e2e::{
-    check_dense, consume_n, consumer_assigned_with, create_topic, ensure, ensure_eq,
-    expect_nothing, produce_all, producer, read_all, wait_until, watermarks, Consumed, Record,
-    TestBroker, TestResult, WAIT_TIMEOUT,
+    check_dense, consume_n, consumer_assigned_with, create_topic, create_topic_with, ensure,
+    ensure_eq, expect_nothing, produce_all, producer, read_all, wait_until, watermarks, Consumed,
+    Record, TestBroker, TestResult, WAIT_TIMEOUT,
 };
 
 fn numbered(prefix: &str, range: std::ops::Range<usize>) -> Vec<Record> {
@@ -125,6 +129,75 @@ async fn kill_9_keeps_every_record_a_consumer_received() -> TestResult {
                 "value at offset {} after the crash",
                 record.offset
             );
+        }
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// A record acknowledged with acks=1 whose fsync fails is never served: fetches see nothing
+/// of it (high watermark 0) until the background flush fails and takes the partition offline.
+/// The topic's `flush.ms` is unlimited and the fault makes its first fsync fail, so before the
+/// high watermark was the flushed offset, this record (in the page cache only) was served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acks_1_record_whose_fsync_fails_is_never_served() -> TestResult {
+    let mut broker = TestBroker::start(&[])?;
+    let result = async {
+        let topic = "unsynced";
+        create_topic_with(&broker, topic, 1, &[("flush.ms", "9223372036854775807")]).await?;
+        // The partition directory's name holds the topic id: the fault is set on a restart.
+        ensure!(broker.terminate()?.success(), "SIGTERM exit status");
+        let dir = broker.partition_dir(topic, 0);
+        let dir = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("no partition directory")?;
+        let fault =
+            format!("storage.fault.injection=fsync-error-after:0:{dir}/00000000000000000000.log");
+        broker.set_extra_args(&["--set", &fault]);
+        broker.start_again()?;
+        let mut connection = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+        let identity = ProducerIdentity {
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        };
+        let batch = record_batch(&[b"never durable"], identity, 0);
+        let produced = parse_produce_v3(&connection.round_trip(
+            api_key::PRODUCE,
+            3,
+            &produce_v3(1, topic, 0, &batch)?,
+        )?)?;
+        ensure_eq!(
+            produced.first().map(|r| (r.error_code, r.base_offset)),
+            Some((0, 0)),
+            "acks=1 produce (answered after the write)"
+        );
+        // Whether or not the background flush has failed yet, nothing is served; once it has,
+        // the partition is offline.
+        let deadline = std::time::Instant::now() + WAIT_TIMEOUT;
+        loop {
+            let response = connection.round_trip(api_key::FETCH, 4, &fetch_v4(-1, topic, 0, 0))?;
+            let fetched = parse_fetch_v4(&response)?;
+            let partition = fetched
+                .first()
+                .ok_or("no partition in the fetch response")?;
+            ensure_eq!(
+                (partition.records_bytes, partition.high_watermark.max(0)),
+                (0, 0),
+                "records and high watermark served of a record never fsynced (error {})",
+                partition.error_code
+            );
+            if partition.error_code == error_code::KAFKA_STORAGE_ERROR {
+                break;
+            }
+            ensure_eq!(partition.error_code, 0, "fetch error code");
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the background flush never failed the partition"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(())
     }
