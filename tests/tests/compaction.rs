@@ -198,56 +198,81 @@ fn records_on_disk(dir: &Path) -> Result<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compacted_topic_reads_back_the_latest_value_per_key() -> TestResult {
     let broker = TestBroker::start(CLEANER_ARGS)?;
-    let result = async {
-        let topic = "table";
-        create_with(&broker, topic, COMPACTED).await?;
-        let producer = producer(&broker, &[("linger.ms", "0"), ("acks", "all")])?;
-        let mut rng = Rng::new(1);
-        let mut model = Model::new();
-        let mut ops = workload(&mut rng, 20, 600, 0, &mut model);
-        // Some keys certainly end deleted.
-        for key in ["key-000", "key-001", "key-002"] {
-            model.remove(key.as_bytes());
-            ops.push((key.as_bytes().to_vec(), None));
-        }
-        produce_ops(&producer, topic, &ops).await?;
-        produce_ops(&producer, topic, &sentinels(0)).await?;
-        let produced = i64::try_from(ops.len() + 2)?;
-        ensure_eq!(watermarks(&broker, topic, 0)?.1, produced, "high watermark");
+    let result = clean_to_the_latest_value_per_key(&broker, 20).await;
+    broker.check(result)
+}
 
-        // Poll until cleaned; at every stage the latest value per key must be intact.
-        let deadline = Instant::now() + WAIT_TIMEOUT;
-        let last = loop {
-            let records = read_log(&broker, topic).await?;
-            let seen = latest_values(&records);
-            ensure!(
-                seen == model,
-                "{topic} lost data while cleaning: {}",
-                describe_model_difference(&seen, &model)
-            );
-            if fully_cleaned(&records, &model) {
-                break records;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "timed out after {WAIT_TIMEOUT:?}: the cleaner never left exactly the latest \
-                 value per key ({} records read for {} live keys)",
-                records.len(),
-                model.len()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        };
+/// With a dedupe buffer of 38 keys (1024 bytes, 24 bytes a key at 90 % load) and 100 keys,
+/// no clean can cover the dirty records at once: each cleans the prefix whose keys fit and the
+/// next goes on from there, until the log holds exactly the latest value per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_converges_over_rounds_with_a_small_dedupe_buffer() -> TestResult {
+    let mut args = CLEANER_ARGS.to_vec();
+    args.extend(["--set", "log.cleaner.dedupe.buffer.size=1024"]);
+    let broker = TestBroker::start(&args)?;
+    let result = async {
+        clean_to_the_latest_value_per_key(&broker, 100).await?;
+        let partial_rounds = broker.log().matches("the dedupe buffer is full").count();
         ensure!(
-            last.len() < ops.len(),
-            "nothing was compacted: {} records",
-            last.len()
+            partial_rounds >= 2,
+            "{partial_rounds} cleans stopped at a full dedupe buffer; expected several"
         );
-        let (low, high) = watermarks(&broker, topic, 0)?;
-        ensure_eq!((low, high), (0, produced), "watermarks after cleaning");
         Ok(())
     }
     .await;
     broker.check(result)
+}
+
+/// Produces 600 seeded updates over `keys` keys (and tombstones) to a compacted topic, then
+/// polls until the cleaner leaves exactly the latest value per key, checking at every read
+/// that no latest value was lost meanwhile.
+async fn clean_to_the_latest_value_per_key(broker: &TestBroker, keys: u64) -> Result<()> {
+    let topic = "table";
+    create_with(broker, topic, COMPACTED).await?;
+    let producer = producer(broker, &[("linger.ms", "0"), ("acks", "all")])?;
+    let mut rng = Rng::new(1);
+    let mut model = Model::new();
+    let mut ops = workload(&mut rng, keys, 600, 0, &mut model);
+    // Some keys certainly end deleted.
+    for key in ["key-000", "key-001", "key-002"] {
+        model.remove(key.as_bytes());
+        ops.push((key.as_bytes().to_vec(), None));
+    }
+    produce_ops(&producer, topic, &ops).await?;
+    produce_ops(&producer, topic, &sentinels(0)).await?;
+    let produced = i64::try_from(ops.len() + 2)?;
+    ensure_eq!(watermarks(broker, topic, 0)?.1, produced, "high watermark");
+
+    // Poll until cleaned; at every stage the latest value per key must be intact.
+    let deadline = Instant::now() + WAIT_TIMEOUT;
+    let last = loop {
+        let records = read_log(broker, topic).await?;
+        let seen = latest_values(&records);
+        ensure!(
+            seen == model,
+            "{topic} lost data while cleaning: {}",
+            describe_model_difference(&seen, &model)
+        );
+        if fully_cleaned(&records, &model) {
+            break records;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "timed out after {WAIT_TIMEOUT:?}: the cleaner never left exactly the latest \
+             value per key ({} records read for {} live keys)",
+            records.len(),
+            model.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    ensure!(
+        last.len() < ops.len(),
+        "nothing was compacted: {} records",
+        last.len()
+    );
+    let (low, high) = watermarks(broker, topic, 0)?;
+    ensure_eq!((low, high), (0, produced), "watermarks after cleaning");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -303,6 +303,131 @@ async fn replays_of_the_last_five_batches_and_old_epochs_append_nothing() -> Tes
     broker.check(result)
 }
 
+/// OUT_OF_ORDER_SEQUENCE_NUMBER.
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+
+/// [`produce_raw`] of one record, checking the partition's error code.
+fn produce_expecting(
+    connection: &mut RawConnection,
+    topic: &str,
+    identity: ProducerIdentity,
+    error_code: i16,
+    what: &str,
+) -> Result<PartitionProduceResult> {
+    let result = produce_raw(connection, topic, &[b"v"], identity)?;
+    ensure_eq!(result.error_code, error_code, "{what}");
+    Ok(result)
+}
+
+/// With `producer.id.expiration.ms=3000`, a producer that goes quiet is forgotten: a batch with
+/// its old id and a sequence that leaves a gap, refused while its state is held, is appended
+/// once it expired, as Kafka appends the first batch of a producer it has no state for. A
+/// producer that keeps writing keeps its state: its gaps are still refused and its replays
+/// still answered with the original offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_producer_expires_and_a_live_one_does_not() -> TestResult {
+    let broker = TestBroker::start(&[
+        "--set",
+        "producer.id.expiration.ms=3000",
+        "--set",
+        "log.retention.check.interval.ms=500",
+    ])?;
+    let result = async {
+        let topic = "expiry";
+        create_topic(&broker, topic, 1).await?;
+        let mut connection = RawConnection::connect(&broker, Duration::from_secs(30))?;
+        let mut new_producer = || -> Result<i64> {
+            let response =
+                connection.round_trip(api_key::INIT_PRODUCER_ID, 0, &init_producer_id_v0())?;
+            let (error_code, producer_id, _) = parse_init_producer_id_v0(&response)?;
+            ensure_eq!(error_code, 0, "InitProducerId error code");
+            Ok(producer_id)
+        };
+        let (quiet, live) = (new_producer()?, new_producer()?);
+        let identity = |producer_id, base_sequence| ProducerIdentity {
+            producer_id,
+            producer_epoch: 0,
+            base_sequence,
+        };
+        let c = &mut connection;
+        produce_expecting(
+            c,
+            topic,
+            identity(quiet, 0),
+            0,
+            "quiet producer, first batch",
+        )?;
+        produce_expecting(
+            c,
+            topic,
+            identity(quiet, 5),
+            OUT_OF_ORDER_SEQUENCE_NUMBER,
+            "a gap while the quiet producer's state is held",
+        )?;
+        let mut live_sequence = 0;
+        produce_expecting(c, topic, identity(live, 0), 0, "live producer, first batch")?;
+
+        // The live producer writes on; the quiet one's gap is retried until it is accepted.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let last_live = loop {
+            live_sequence += 1;
+            let last_live = produce_expecting(
+                c,
+                topic,
+                identity(live, live_sequence),
+                0,
+                "live producer, next batch",
+            )?;
+            let retry = produce_raw(c, topic, &[b"v"], identity(quiet, 5))?;
+            if retry.error_code == 0 {
+                break last_live;
+            }
+            ensure_eq!(
+                retry.error_code,
+                OUT_OF_ORDER_SEQUENCE_NUMBER,
+                "the quiet producer's gap before expiry"
+            );
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the quiet producer's state never expired"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+
+        // The live producer was not forgotten.
+        let replay = produce_expecting(
+            c,
+            topic,
+            identity(live, live_sequence),
+            0,
+            "a replay of the live producer's last batch",
+        )?;
+        ensure_eq!(
+            replay.base_offset,
+            last_live.base_offset,
+            "a replay of the live producer's last batch answers its original offset"
+        );
+        produce_expecting(
+            c,
+            topic,
+            identity(live, live_sequence + 3),
+            OUT_OF_ORDER_SEQUENCE_NUMBER,
+            "a gap of the live producer",
+        )?;
+        // The quiet producer is known again from its accepted batch on.
+        produce_expecting(
+            c,
+            topic,
+            identity(quiet, 9),
+            OUT_OF_ORDER_SEQUENCE_NUMBER,
+            "a gap after the quiet producer wrote again",
+        )?;
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
 /// Until transactions exist, `init_transactions()` must fail at once with a fatal error that
 /// says what happened, not retry a bare INVALID_REQUEST until its timeout; the broker logs the
 /// transactional id it refused.

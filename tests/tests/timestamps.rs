@@ -142,37 +142,44 @@ const LARGE_VALUE_BYTES: u64 = 1_000_000;
 const MAX_TIMESTAMP_QUERY: i64 = -3;
 
 /// One lz4 v2 batch (base offset 0) of [`LARGE_RECORDS`] records whose timestamps are
-/// `base_timestamp + i` for record `i`, compressed as it is encoded (the test never holds the
-/// inflated bytes).
+/// `base_timestamp + i` for record `i`, each with [`LARGE_VALUE_BYTES`] zeros.
 fn large_lz4_batch(base_timestamp: i64) -> Result<Vec<u8>> {
+    let deltas: Vec<i64> = (0..LARGE_RECORDS).collect();
+    lz4_batch(base_timestamp, &deltas, LARGE_VALUE_BYTES)
+}
+
+/// One lz4 v2 batch (base offset 0): record `i` has timestamp `base_timestamp + deltas[i]`
+/// and a value of `value_bytes` zeros. Compressed as it is encoded (the test never holds the
+/// inflated bytes).
+fn lz4_batch(base_timestamp: i64, deltas: &[i64], value_bytes: u64) -> Result<Vec<u8>> {
     let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
-    for index in 0..LARGE_RECORDS {
+    for (index, delta) in deltas.iter().enumerate() {
         let mut fields = vec![0u8]; // attributes
-        put_varint(&mut fields, index); // timestamp delta
-        put_varint(&mut fields, index); // offset delta
+        put_varint(&mut fields, *delta); // timestamp delta
+        put_varint(&mut fields, i64::try_from(index)?); // offset delta
         put_varint(&mut fields, -1); // null key
-        put_varint(&mut fields, i64::try_from(LARGE_VALUE_BYTES)?);
-        let length = i64::try_from(fields.len() as u64 + LARGE_VALUE_BYTES + 1)?;
+        put_varint(&mut fields, i64::try_from(value_bytes)?);
+        let length = i64::try_from(fields.len() as u64 + value_bytes + 1)?;
         let mut prefix = Vec::new();
         put_varint(&mut prefix, length);
         prefix.extend_from_slice(&fields);
         encoder.write_all(&prefix)?;
-        std::io::copy(
-            &mut std::io::repeat(0).take(LARGE_VALUE_BYTES),
-            &mut encoder,
-        )?;
+        std::io::copy(&mut std::io::repeat(0).take(value_bytes), &mut encoder)?;
         encoder.write_all(&[0])?; // no headers
     }
     let records = encoder.finish()?;
     let mut tail = Vec::new();
     put_i16(&mut tail, 3); // attributes: lz4, CreateTime
-    put_i32(&mut tail, i32::try_from(LARGE_RECORDS - 1)?); // last offset delta
+    put_i32(&mut tail, i32::try_from(deltas.len())? - 1); // last offset delta
     put_i64(&mut tail, base_timestamp);
-    put_i64(&mut tail, base_timestamp + LARGE_RECORDS - 1); // max timestamp
+    put_i64(
+        &mut tail,
+        base_timestamp + deltas.iter().max().copied().unwrap_or(0),
+    ); // max
     put_i64(&mut tail, -1); // producer id
     put_i16(&mut tail, -1); // producer epoch
     put_i32(&mut tail, -1); // base sequence
-    put_i32(&mut tail, i32::try_from(LARGE_RECORDS)?);
+    put_i32(&mut tail, i32::try_from(deltas.len())?);
     tail.extend_from_slice(&records);
     let mut batch = Vec::new();
     put_i64(&mut batch, 0); // base offset
@@ -329,6 +336,55 @@ async fn concurrent_lookups_over_large_lz4_batches_hold_bounded_memory() -> Test
             RSS_GROWTH_BYTES_MAX,
             "200 concurrent ListOffsets over 100 partitions of 200 MB lz4 batches",
         )
+    }
+    .await;
+    broker.check(result)
+}
+
+/// Inside one compressed batch with out-of-order timestamps, ListOffsets answers at the record:
+/// the first record whose timestamp reaches the target, and for max-timestamp (-3) the record
+/// carrying the largest timestamp, as Kafka does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_inside_one_compressed_batch_answer_at_the_record() -> TestResult {
+    let broker = TestBroker::start(&[])?;
+    let result = async {
+        let topic = "inside";
+        create_with(&broker, topic, &[]).await?;
+        let base = now_ms();
+        let batch = lz4_batch(base, &[0, 2_000, 1_000, 4_000, 3_000], 100)?;
+        let mut connection = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+        let body = connection.round_trip(
+            api_key::PRODUCE,
+            3,
+            &produce_v3_partitions(1, topic, &[(0, batch)]),
+        )?;
+        ensure_eq!(
+            parse_produce_v3(&body)?.first().map(|r| r.error_code),
+            Some(0),
+            "producing the batch"
+        );
+        for (query, expected) in [
+            (base, (base, 0)),
+            (base + 1, (base + 2_000, 1)),
+            (base + 1_500, (base + 2_000, 1)),
+            (base + 2_500, (base + 4_000, 3)),
+            (base + 4_000, (base + 4_000, 3)),
+            (base + 4_001, (-1, -1)),
+            (MAX_TIMESTAMP_QUERY, (base + 4_000, 3)),
+        ] {
+            let correlation_id = connection.send_flexible_request(
+                api_key::LIST_OFFSETS,
+                7,
+                &list_offsets_v7(topic, 0, query),
+            )?;
+            let answer = parse_list_offsets_v7(&connection.read_response(correlation_id)?)?;
+            ensure_eq!(
+                answer,
+                (0, expected.0, expected.1),
+                "ListOffsets at {query} (base {base})"
+            );
+        }
+        Ok(())
     }
     .await;
     broker.check(result)

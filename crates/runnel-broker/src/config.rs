@@ -63,6 +63,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "storage.fault.injection", default: "", doc: "Testing knob, never for production: makes one storage operation of the partition logs fail, to test how the broker handles it. `fsync-error-after:N[:PATH_PART]` fails the fsync (or write-out) after N successful ones with EIO, `write-error-after:N[:PATH_PART]` the write after N with ENOSPC, counting only files whose path contains PATH_PART. Empty: no fault." },
     Setting { name: "shutdown.timeout.ms", default: "30000", doc: "On SIGTERM/SIGINT, how long in-flight requests (a Fetch long-poll, a client that keeps sending) may run before their connections are cut; the logs are then flushed and checkpointed either way." },
     Setting { name: "log.cleaner.backoff.ms", default: "15000", doc: "How often the log cleaner looks for partitions to compact (Kafka's setting of the same name), independently of `log.retention.check.interval.ms`." },
+    Setting { name: "log.cleaner.dedupe.buffer.size", default: "134217728", doc: "Most memory the log cleaner's key → offset map takes in one clean (24 bytes per key); a dirty range with more keys is cleaned over several rounds." },
+    Setting { name: "producer.id.expiration.ms", default: "86400000", doc: "An idempotent producer whose last batch was appended this long ago is forgotten (by the broker's clock; Kafka judges by the batch's max timestamp): its sequence state no longer applies, and it leaves memory and producer snapshots." },
 ];
 
 /// The broker's typed settings.
@@ -143,6 +145,10 @@ pub struct BrokerConfig {
     pub log_retention_check_interval_ms: u64,
     /// Default `flush.ms`.
     pub log_flush_interval_ms: i64,
+    /// `log.cleaner.dedupe.buffer.size`: bound on the cleaner's key → offset map, in bytes.
+    pub log_cleaner_dedupe_buffer_size: u64,
+    /// `producer.id.expiration.ms`.
+    pub producer_id_expiration_ms: i64,
     /// Settings given explicitly (config file, environment or flag), name → value as given;
     /// every other setting has its default. DescribeConfigs reports these as
     /// STATIC_BROKER_CONFIG.
@@ -274,6 +280,10 @@ impl BrokerConfig {
             log_retention_check_interval_ms: settings
                 .get_in("log.retention.check.interval.ms", 1..=i64::MAX as u64)?,
             log_flush_interval_ms: settings.get_in("log.flush.interval.ms", 0..=i64::MAX)?,
+            log_cleaner_dedupe_buffer_size: settings
+                .get_in("log.cleaner.dedupe.buffer.size", 1024..=i64::MAX as u64)?,
+            producer_id_expiration_ms: settings
+                .get_in("producer.id.expiration.ms", 1..=i64::MAX)?,
             log_flush_commit_delay_ms: settings.get_in("log.flush.commit.delay.ms", 0..=1000)?,
             log_flush_device_flush_shared: settings.get("log.flush.device.flush.shared")?,
             storage: settings.storage()?,

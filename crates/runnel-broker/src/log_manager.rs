@@ -1,7 +1,7 @@
 //! Log maintenance: the record reader storage borrows (see `runnel_storage::RecordReader`),
-//! the background task that applies retention (every `log.retention.check.interval.ms`) and
-//! runs the log cleaner (every `log.cleaner.backoff.ms`) on every partition, and the one that
-//! applies `flush.ms`.
+//! the background task that applies retention and expires idempotent producers (every
+//! `log.retention.check.interval.ms`) and runs the log cleaner (every `log.cleaner.backoff.ms`)
+//! on every partition, and the one that applies `flush.ms`.
 //!
 //! All storage work runs on the blocking pool, one partition at a time, so maintenance never
 //! competes with more than one core's worth of request handling.
@@ -76,8 +76,8 @@ pub async fn run_log_maintenance(broker: Arc<Broker>) {
         let clean = now >= next_clean;
         for topic in broker.topics.all() {
             let retention = retain.then(|| topic.config.retention_policy(&broker.config));
-            let compaction =
-                (clean && topic.config.is_compacted()).then(|| topic.config.compaction_policy());
+            let compaction = (clean && topic.config.is_compacted())
+                .then(|| topic.config.compaction_policy(&broker.config));
             if retention.is_none() && compaction.is_none() {
                 continue;
             }
@@ -101,6 +101,11 @@ pub async fn run_log_maintenance(broker: Arc<Broker>) {
                         if let Err(error) = log.apply_retention(retention, now_ms) {
                             tracing::error!(topic = %name, partition = index, %error, "retention failed");
                         }
+                    }
+                    // With retention, as Kafka's producer expiry check runs on its own timer.
+                    let expired = if retention.is_some() { log.expire_producers() } else { 0 };
+                    if expired > 0 {
+                        tracing::debug!(topic = %name, partition = index, expired, "expired idempotent producers");
                     }
                 })
                 .await;

@@ -177,6 +177,7 @@ impl TopicConfig {
             segment_ms: self.get("segment.ms", broker.log_roll_ms),
             index_interval_bytes: self.get("index.interval.bytes", broker.log_index_interval_bytes),
             segment_index_bytes: self.get("segment.index.bytes", broker.log_index_size_max_bytes),
+            producer_id_expiration_ms: broker.producer_id_expiration_ms,
         }
     }
 
@@ -233,8 +234,8 @@ impl TopicConfig {
         }
     }
 
-    /// The log cleaner's settings.
-    pub fn compaction_policy(&self) -> CompactionPolicy {
+    /// The log cleaner's settings (the dedupe buffer is the broker's).
+    pub fn compaction_policy(&self, broker: &BrokerConfig) -> CompactionPolicy {
         let defaults = CompactionPolicy::default();
         CompactionPolicy {
             min_cleanable_dirty_ratio: self.get(
@@ -246,6 +247,7 @@ impl TopicConfig {
             max_compaction_lag_ms: self
                 .get("max.compaction.lag.ms", defaults.max_compaction_lag_ms),
             delete_retention_ms: self.get("delete.retention.ms", defaults.delete_retention_ms),
+            dedupe_buffer_bytes: broker.log_cleaner_dedupe_buffer_size,
         }
     }
 

@@ -233,6 +233,7 @@ fn compaction_policy(delete_retention_ms: i64) -> CompactionPolicy {
         min_compaction_lag_ms: 0,
         max_compaction_lag_ms: i64::MAX,
         delete_retention_ms,
+        ..CompactionPolicy::default()
     }
 }
 
@@ -242,6 +243,25 @@ fn last_per_key(records: &[(i64, TestRecord)]) -> BTreeMap<Vec<u8>, Option<Vec<u
         .iter()
         .filter_map(|(_, r)| r.key.clone().map(|k| (k, r.value.clone())))
         .collect()
+}
+
+/// Appends one single-record batch per op (`key-<k>` → `value-<v>`, `None` a tombstone) at
+/// timestamp = its index, calling `after(index)` after each; returns key → last value.
+fn append_ops(
+    log: &PartitionLog,
+    ops: &[(u8, Option<u16>)],
+    mut after: impl FnMut(usize),
+) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+    let mut model = BTreeMap::new();
+    for (i, (key, value)) in ops.iter().enumerate() {
+        let key = format!("key-{key}");
+        let value = value.map(|v| format!("value-{v}"));
+        log.append(&new_batch(&[(i as i64, Some(&key), value.as_deref())]))
+            .unwrap();
+        model.insert(key.into_bytes(), value.map(String::into_bytes));
+        after(i);
+    }
+    model
 }
 
 #[test]
@@ -395,16 +415,11 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let log = PartitionLog::open(dir.path(), small_config()).unwrap();
-        let mut model: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for (i, (key, value)) in ops.iter().enumerate() {
-            let key = format!("key-{key}");
-            let value = value.map(|v| format!("value-{v}"));
-            log.append(&new_batch(&[(i as i64, Some(&key), value.as_deref())])).unwrap();
-            model.insert(key.into_bytes(), value.map(String::into_bytes));
+        let model = append_ops(&log, &ops, |i| {
             if clean_points.contains(&i) {
                 log.clean(&compaction_policy(i64::MAX), &TestReader, 1_000).unwrap();
             }
-        }
+        });
         log.clean(&compaction_policy(i64::MAX), &TestReader, 1_000).unwrap();
         let records = all_records(&log);
         prop_assert!(records.windows(2).all(|w| w[0].0 < w[1].0));
@@ -417,4 +432,213 @@ proptest! {
         let reopened = all_records(&log);
         prop_assert_eq!(reopened, records);
     }
+}
+
+/// Reader of header-only batches standing for `records_count` records with distinct keys (the
+/// key of a record is its offset), so that a test can hold millions of keys in a small log.
+#[derive(Debug)]
+struct DistinctKeysReader;
+
+impl crate::RecordReader for DistinctKeysReader {
+    fn records(&self, batch: &[u8]) -> Result<Vec<crate::RecordSummary>, crate::RecordError> {
+        let header = BatchHeader::parse(batch).map_err(|e| crate::RecordError(e.to_string()))?;
+        Ok((0..i64::from(header.records_count))
+            .map(|delta| crate::RecordSummary {
+                offset: header.base_offset + delta,
+                timestamp: header.max_timestamp,
+                key: Some((header.base_offset + delta).to_be_bytes().to_vec()),
+                is_tombstone: false,
+            })
+            .collect())
+    }
+
+    fn retain(
+        &self,
+        _batch: &[u8],
+        _keep: &mut dyn FnMut(i64) -> bool,
+    ) -> Result<Option<Vec<u8>>, crate::RecordError> {
+        Err(crate::RecordError(
+            "distinct keys: nothing is ever superseded".into(),
+        ))
+    }
+}
+
+/// A header-only batch standing for `records` records (see [`DistinctKeysReader`]).
+fn header_only_batch(records: i32) -> Vec<u8> {
+    let mut batch = new_batch(&[(1_000, Some("k"), Some("v"))]);
+    batch.truncate(crate::batch_header::HEADER_SIZE_BYTES);
+    let length = (batch.len() - 12) as i32;
+    batch[8..12].copy_from_slice(&length.to_be_bytes());
+    batch[23..27].copy_from_slice(&(records - 1).to_be_bytes());
+    batch[57..61].copy_from_slice(&records.to_be_bytes());
+    crate::rewrite_crc(&mut batch).unwrap();
+    batch
+}
+
+/// A segment of 10 million distinct keys: the key → offset map of a clean stays within
+/// `log.cleaner.dedupe.buffer.size`, the clean covers the prefix whose keys fit, and the next
+/// clean goes on from there.
+#[test]
+fn ten_million_distinct_keys_stay_within_the_dedupe_buffer() -> TestResult {
+    const RECORDS_PER_BATCH: i32 = 10_000;
+    const BATCHES: usize = 1_000; // 10 million keys in the first segment
+    const BUFFER_BYTES: u64 = 4 * 1024 * 1024;
+    let dir = tempfile::tempdir()?;
+    let batch = header_only_batch(RECORDS_PER_BATCH);
+    let config = LogConfig {
+        segment_bytes: (batch.len() * BATCHES) as u64,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(dir.path(), config)?;
+    for _ in 0..=BATCHES {
+        log.append(&batch)?;
+    }
+    assert_eq!(log.segment_count(), 2, "one closed segment of 10M keys");
+    let policy = CompactionPolicy {
+        dedupe_buffer_bytes: BUFFER_BYTES,
+        ..compaction_policy(i64::MAX)
+    };
+    let first = log.clean(&policy, &DistinctKeysReader, 1_000)?.unwrap();
+    assert!(
+        first.map_bytes <= BUFFER_BYTES,
+        "map of {} bytes",
+        first.map_bytes
+    );
+    // 24 bytes per slot, 90 % of the slots used: the map is full, far short of 10M keys.
+    let capacity = BUFFER_BYTES / 24 * 9 / 10;
+    assert_eq!(first.map_keys, capacity);
+    assert_eq!((first.segments, first.records_removed), (1, 0));
+    let second = log.clean(&policy, &DistinctKeysReader, 1_000)?.unwrap();
+    assert!(second.map_bytes <= BUFFER_BYTES);
+    assert_eq!(
+        second.map_keys, capacity,
+        "the next clean goes on where it stopped"
+    );
+    assert_eq!(
+        log.log_end_offset(),
+        (BATCHES as i64 + 1) * i64::from(RECORDS_PER_BATCH)
+    );
+    Ok(())
+}
+
+#[test]
+fn offset_map_keeps_the_last_offset_and_refuses_new_keys_when_full() {
+    let mut map = crate::cleaner::OffsetMap::new(24 * 10, 1_000);
+    assert_eq!(map.size_bytes(), 240);
+    for offset in 0..9i64 {
+        assert!(map.put(&offset.to_be_bytes(), offset), "key {offset}");
+    }
+    assert!(!map.put(b"one too many", 100), "full at 90 % of 10 slots");
+    assert!(map.put(&3i64.to_be_bytes(), 50), "an old key still updates");
+    assert_eq!(map.get(&3i64.to_be_bytes()), Some(50));
+    assert_eq!(map.get(&8i64.to_be_bytes()), Some(8));
+    assert_eq!(map.get(b"one too many"), None);
+    assert_eq!(map.len(), 9);
+    // Sized for the keys expected, not the whole buffer.
+    assert_eq!(
+        crate::cleaner::OffsetMap::new(128 << 20, 9).size_bytes(),
+        11 * 24
+    );
+}
+
+proptest! {
+    // Every round fsyncs its rewritten segments: few cases, short logs.
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// With a dedupe buffer of a few keys, repeated cleans converge to the same log as one
+    /// clean with room for every key: the latest value per key, each key once, offsets kept.
+    #[test]
+    fn small_dedupe_buffer_converges_over_rounds(
+        ops in prop::collection::vec((0u8..12, prop::option::weighted(0.8, 0u16..1000)), 1..50),
+        buffer_keys in 1u64..6,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), small_config()).unwrap();
+        let model = append_ops(&log, &ops, |_| {});
+        // Rolled segments are sealed (and so cleanable) once flushed.
+        log.flush(log.log_end_offset()).unwrap();
+        let policy = CompactionPolicy {
+            // Slots for `buffer_keys` keys at 90 % load.
+            dedupe_buffer_bytes: 24 * (buffer_keys * 10 / 9 + 1),
+            ..compaction_policy(i64::MAX)
+        };
+        let mut rounds = 0;
+        while log.clean(&policy, &TestReader, 1_000).unwrap().is_some() {
+            rounds += 1;
+            prop_assert!(rounds <= ops.len(), "no progress after {rounds} rounds");
+            let records = all_records(&log);
+            prop_assert_eq!(last_per_key(&records), model.clone());
+        }
+        let records = all_records(&log);
+        prop_assert!(records.windows(2).all(|w| w[0].0 < w[1].0));
+        prop_assert_eq!(last_per_key(&records), model.clone());
+        // Every closed segment is clean: each key once, except in the active segment.
+        let active_base = log.segments_snapshot().last().unwrap().base_offset();
+        let mut seen = std::collections::BTreeSet::new();
+        for (offset, record) in records.iter().filter(|(o, _)| *o < active_base) {
+            prop_assert!(seen.insert(record.key.clone()), "key {:?} twice (offset {offset})", record.key);
+        }
+    }
+}
+
+/// A [`TestReader`] that counts the batches it is asked to walk.
+#[derive(Debug, Default)]
+struct CountingReader(std::sync::atomic::AtomicUsize);
+
+impl crate::RecordReader for CountingReader {
+    fn records(&self, batch: &[u8]) -> Result<Vec<crate::RecordSummary>, crate::RecordError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TestReader.records(batch)
+    }
+
+    fn retain(
+        &self,
+        batch: &[u8],
+        keep: &mut dyn FnMut(i64) -> bool,
+    ) -> Result<Option<Vec<u8>>, crate::RecordError> {
+        TestReader.retain(batch, keep)
+    }
+}
+
+#[test]
+fn one_record_batches_are_looked_up_by_their_header_alone() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = PartitionLog::open(dir.path(), small_config())?;
+    for ts in [100, 300, 200] {
+        log.append(&new_batch(&[(ts, Some("k"), Some("v"))]))?;
+    }
+    log.append(&new_batch(&[
+        (400, Some("a"), Some("1")),
+        (350, Some("b"), Some("2")),
+    ]))?;
+    let reader = CountingReader::default();
+    let walked = || reader.0.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        log.offset_for_timestamp(250, &reader)?,
+        Some(TimestampOffset {
+            offset: 1,
+            timestamp: 300
+        })
+    );
+    assert_eq!(
+        walked(),
+        0,
+        "a one-record batch is answered from its header"
+    );
+    assert_eq!(
+        log.offset_for_timestamp(360, &reader)?,
+        Some(TimestampOffset {
+            offset: 3,
+            timestamp: 400
+        })
+    );
+    assert_eq!(walked(), 1, "a batch of two records is walked");
+    assert_eq!(
+        log.max_timestamp_offset(&reader)?,
+        Some(TimestampOffset {
+            offset: 3,
+            timestamp: 400
+        })
+    );
+    Ok(())
 }

@@ -35,11 +35,12 @@ pub use batch_header::{rewrite_crc, set_log_append_time};
 pub use batch_header::{HEADER_SIZE_BYTES, LOG_OVERHEAD_BYTES, NO_PRODUCER_ID};
 /// Small durable files (the broker's topic and id files use the same atomic write).
 pub use checkpoint::{sync_dir, write_atomically as write_file_atomically};
-pub use cleaner::{CleanStats, CompactionPolicy};
+pub use cleaner::{CleanStats, CompactionPolicy, DEDUPE_BUFFER_BYTES_DEFAULT};
 pub use error::{BatchDefect, StorageError};
 pub use group_flush::flush_logs;
 pub use io::{FaultInjection, FaultKind, InvalidFaultInjection, SimDisk, Storage};
 pub use partition_log::{
     AppendOutcome, CrcCheck, LogConfig, PartitionLog, RetentionPolicy, TimestampOffset,
 };
+pub use producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT;
 pub use records::{RecordError, RecordReader, RecordSummary};

@@ -65,6 +65,9 @@ pub struct LogConfig {
     /// Maximum `.index` size in bytes (`segment.index.bytes`; default 10 MiB); a full index
     /// also rolls the segment.
     pub segment_index_bytes: u32,
+    /// Forget an idempotent producer whose last batch is this old (`producer.id.expiration.ms`,
+    /// a broker setting; default 1 day).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -74,6 +77,7 @@ impl Default for LogConfig {
             segment_ms: 7 * 24 * 60 * 60 * 1000,
             index_interval_bytes: 4096,
             segment_index_bytes: 10 << 20,
+            producer_id_expiration_ms: crate::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
         }
     }
 }
@@ -269,8 +273,9 @@ impl PartitionLog {
         config: LogConfig,
     ) -> Result<PartitionLog, StorageError> {
         let recovered = recover(&storage, dir, &config)?;
-        let producers =
+        let mut producers =
             rebuild_producer_state(&storage, dir, &recovered.segments, recovered.log_end_offset)?;
+        producers.set_expiration_ms(config.producer_id_expiration_ms);
         let first_base = recovered.segments.first().map_or(0, |s| s.base_offset());
         let checkpointed_start = read_log_start_offset(&storage, dir)?;
         let log_start_offset = checkpointed_start
@@ -356,6 +361,9 @@ impl PartitionLog {
         let config = self.config();
         let mut writer = lock(&self.writer);
         self.check_healthy()?;
+        writer
+            .producers
+            .set_expiration_ms(config.producer_id_expiration_ms);
         let base_offset = self.log_end_offset();
         let prepared = match prepare_append(
             batches,
@@ -966,6 +974,23 @@ impl PartitionLog {
         }))
     }
 
+    /// Drops the state of idempotent producers expired under `producer.id.expiration.ms` from
+    /// memory (they already count as unknown to the sequence checks and are left out of
+    /// snapshots); the broker's maintenance pass calls it. Returns how many were dropped.
+    pub fn expire_producers(&self) -> usize {
+        let config = self.config();
+        let mut writer = lock(&self.writer);
+        writer
+            .producers
+            .set_expiration_ms(config.producer_id_expiration_ms);
+        writer.producers.remove_expired()
+    }
+
+    /// Idempotent producers whose state is held in memory.
+    pub fn producer_count(&self) -> usize {
+        lock(&self.writer).producers.len()
+    }
+
     /// Moves the log start offset forward to `offset` (DeleteRecords): records below it are no
     /// longer readable, the new start is persisted, and segments wholly below it are deleted.
     /// Returns the (possibly unchanged) log start offset. Never moves it backwards.
@@ -1032,7 +1057,8 @@ impl PartitionLog {
 
     /// Compacts the closed segments if `policy` says they are due (see the `cleaner` module):
     /// keeps the last record per key with its offset, drops expired tombstones, swaps each
-    /// rewritten segment in atomically. Appends and reads go on meanwhile; the writer lock is
+    /// rewritten segment in atomically. The dirty records whose keys fit in
+    /// `policy.dedupe_buffer_bytes` are cleaned now, the rest at the next call (Kafka's rule). Appends and reads go on meanwhile; the writer lock is
     /// taken only for each swap. `None` when nothing was due.
     ///
     /// Errors: `Io`, `CorruptSegment`, `UnreadableRecords` (the log is left as it was, or
@@ -1072,12 +1098,26 @@ impl PartitionLog {
             return Ok(None);
         };
         let mut kept_tombstone_ms = i64::MAX;
-        let map = build_offset_map(&cleanable, reader)?;
-        let mut stats = CleanStats::default();
+        let (map, map_end) =
+            build_offset_map(&cleanable, first_dirty, policy.dedupe_buffer_bytes, reader)?;
+        let cleanable_end = cleanable.last().map_or(map_end, |s| s.next_offset());
+        if map_end < cleanable_end {
+            tracing::info!(dir = %self.dir.display(), keys = map.len(), map_bytes = map.size_bytes(), cleaned_up_to = map_end, dirty_up_to = cleanable_end, "the dedupe buffer is full: the rest is cleaned next round");
+        }
+        // Segments wholly past what the map covers wait for the next clean.
+        let cleanable: Vec<Arc<LogSegment>> = cleanable
+            .into_iter()
+            .filter(|s| s.base_offset() < map_end)
+            .collect();
+        let mut stats = CleanStats {
+            map_keys: map.len() as u64,
+            map_bytes: map.size_bytes(),
+            ..CleanStats::default()
+        };
         for segment in &cleanable {
             let drop_tombstones = now_ms.saturating_sub(segment.retention_timestamp_ms())
                 > policy.delete_retention_ms;
-            let cleaned = write_cleaned(segment, &map, drop_tombstones, reader)?;
+            let cleaned = write_cleaned(segment, &map, map_end, drop_tombstones, reader)?;
             let (swap_path, removed, new_size) = (
                 cleaned.swap_path,
                 cleaned.records_removed,
@@ -1126,10 +1166,7 @@ impl PartitionLog {
         }
         self.kept_tombstone_ms
             .store(kept_tombstone_ms, Ordering::Release);
-        if let Some(last) = cleanable.last() {
-            self.first_dirty_offset
-                .fetch_max(last.next_offset(), Ordering::AcqRel);
-        }
+        self.first_dirty_offset.fetch_max(map_end, Ordering::AcqRel);
         tracing::debug!(dir = %self.dir.display(), ?stats, "cleaned");
         Ok(Some(stats))
     }
@@ -1176,9 +1213,6 @@ impl PartitionLog {
     }
 }
 
-/// The records of a stored batch, or `None` (logged) when they do not decode: a compressed
-/// batch accepted on its header and CRC (the broker's relaxed produce validation) is served as
-/// stored, and the lookups that look inside batches fall back to the batch's own fields.
 /// The one record of a data batch holding a single record: its offset and timestamp are the
 /// batch's (the max timestamp of one record is its own), so no record need be read.
 fn single_record(header: &BatchHeader) -> Option<TimestampOffset> {
@@ -1209,6 +1243,9 @@ fn find_in_batch(
     })
 }
 
+/// The records of a stored batch, or `None` (logged) when they do not decode: a compressed
+/// batch accepted on its header and CRC (the broker's relaxed produce validation) is served as
+/// stored, and the lookups that look inside batches fall back to the batch's own fields.
 pub(crate) fn readable_records(
     reader: &dyn RecordReader,
     segment: &LogSegment,

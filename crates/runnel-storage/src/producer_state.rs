@@ -3,10 +3,24 @@
 //! offsets (Kafka's `ProducerStateManager`). Also the `<offset, 20 digits>.snapshot` files that
 //! let the state survive a restart without rereading the whole log.
 //!
+//! A producer id whose last batch was appended `producer.id.expiration.ms` ago or more is
+//! expired: its state no longer counts for the sequence checks (it is an unknown producer
+//! again), is left out of snapshots, and is dropped from memory by the next sweep
+//! ([`ProducerStateManager::remove_expired`]). Kafka judges by the batch's max timestamp, a
+//! client's CreateTime; we judge by the broker's clock when the batch was appended, so that a
+//! producer sending old timestamps (a mirror, a replay) is not forgotten at once. A producer
+//! replayed by recovery (not in a snapshot) counts from the recovery; snapshots keep the time.
+//!
+//! The table sits behind an `Arc`: a roll takes a reference to it in O(1) under the writer's
+//! lock, and the snapshot file is encoded from that reference later, by the flush, off the
+//! lock. The next append after a roll copies the table once (copy on write) if that snapshot is
+//! still pending; entries are plain `Copy` data, so the copy is a memory copy, not an encode.
+//!
 //! This module sees batch headers only; it never reads records or touches segments.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::batch_header::{increment_sequence, BatchHeader};
 use crate::checkpoint::{seal, unseal};
@@ -22,10 +36,17 @@ pub(crate) const SNAPSHOT_EXTENSION: &str = "snapshot";
 /// Snapshots kept on disk; older ones are deleted after a new one is written.
 const SNAPSHOTS_KEPT: usize = 3;
 const SNAPSHOT_MAGIC: [u8; 4] = *b"RNPS";
-const SNAPSHOT_VERSION: u16 = 1;
+/// Version 2 adds each producer's last timestamp; version 1 files (without it) still load.
+const SNAPSHOT_VERSION: u16 = 2;
+const SNAPSHOT_VERSION_WITHOUT_TIMESTAMPS: u16 = 1;
+/// Kafka's default `producer.id.expiration.ms`: one day.
+pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
+
+/// The wall clock in ms since the epoch (injected by tests).
+pub(crate) type Clock = fn() -> i64;
 
 /// Where one of a producer's batches landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct BatchMetadata {
     pub(crate) first_sequence: i32,
     pub(crate) last_sequence: i32,
@@ -33,41 +54,70 @@ pub(crate) struct BatchMetadata {
     pub(crate) last_offset: i64,
 }
 
-/// What the log knows about one producer id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the log knows about one producer id. `Copy` (a fixed ring of batches) so that copying
+/// the table is a memory copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProducerEntry {
     epoch: i16,
-    /// Oldest first; at most `BATCHES_CACHED_PER_PRODUCER`.
-    batches: VecDeque<BatchMetadata>,
+    /// When the producer's last batch was appended (or replayed by recovery), by the broker's
+    /// clock: what expiry judges.
+    last_timestamp: i64,
+    /// Oldest first; the first `batch_count` are in use.
+    batches: [BatchMetadata; BATCHES_CACHED_PER_PRODUCER],
+    batch_count: u8,
 }
 
 impl ProducerEntry {
-    fn new(epoch: i16) -> ProducerEntry {
+    fn new(epoch: i16, last_timestamp: i64) -> ProducerEntry {
         ProducerEntry {
             epoch,
-            batches: VecDeque::with_capacity(BATCHES_CACHED_PER_PRODUCER),
+            last_timestamp,
+            batches: [BatchMetadata::default(); BATCHES_CACHED_PER_PRODUCER],
+            batch_count: 0,
         }
     }
 
-    /// Records a batch (offsets already assigned). A new epoch forgets the old sequences.
-    fn record(&mut self, header: &BatchHeader) {
+    /// The remembered batches, oldest first.
+    fn batches(&self) -> &[BatchMetadata] {
+        self.batches
+            .get(..usize::from(self.batch_count))
+            .unwrap_or_default()
+    }
+
+    fn push_batch(&mut self, batch: BatchMetadata) {
+        if usize::from(self.batch_count) == BATCHES_CACHED_PER_PRODUCER {
+            self.batches.rotate_left(1);
+            self.batch_count -= 1;
+        }
+        if let Some(slot) = self.batches.get_mut(usize::from(self.batch_count)) {
+            *slot = batch;
+            self.batch_count += 1;
+        }
+    }
+
+    /// Records a batch (offsets already assigned) appended at `now_ms`. A new epoch forgets
+    /// the old sequences.
+    fn record(&mut self, header: &BatchHeader, now_ms: i64) {
+        self.last_timestamp = now_ms;
         if header.producer_epoch != self.epoch {
             self.epoch = header.producer_epoch;
-            self.batches.clear();
+            self.batch_count = 0;
         }
         // Control batches (transaction markers) carry no sequence; they only bump the epoch.
         if header.is_control() {
             return;
         }
-        self.batches.push_back(BatchMetadata {
+        self.push_batch(BatchMetadata {
             first_sequence: header.base_sequence,
             last_sequence: header.last_sequence(),
             base_offset: header.base_offset,
             last_offset: header.last_offset(),
         });
-        while self.batches.len() > BATCHES_CACHED_PER_PRODUCER {
-            self.batches.pop_front();
-        }
+    }
+
+    /// Kafka's `isProducerExpired`: the last batch is `expiration_ms` old or older.
+    fn is_expired(&self, now_ms: i64, expiration_ms: i64) -> bool {
+        now_ms.saturating_sub(self.last_timestamp) >= expiration_ms
     }
 }
 
@@ -114,7 +164,7 @@ fn check_batch(
     }
     let last_sequence = header.last_sequence();
     if let Some(cached) = entry
-        .batches
+        .batches()
         .iter()
         .find(|b| b.first_sequence == header.base_sequence && b.last_sequence == last_sequence)
     {
@@ -123,7 +173,7 @@ fn check_batch(
             last_offset: cached.last_offset,
         });
     }
-    match entry.batches.back() {
+    match entry.batches().last() {
         None => Ok(SequenceCheck::Append),
         Some(newest) => {
             let expected = increment_sequence(newest.last_sequence, 1);
@@ -148,15 +198,45 @@ pub(crate) struct PendingProducerUpdates {
 }
 
 /// The producer table of one partition. Owned by the writer (behind its mutex).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ProducerStateManager {
-    producers: HashMap<i64, ProducerEntry>,
+    producers: Arc<HashMap<i64, ProducerEntry>>,
+    /// `producer.id.expiration.ms`.
+    expiration_ms: i64,
+    clock: Clock,
+}
+
+impl Default for ProducerStateManager {
+    fn default() -> Self {
+        ProducerStateManager::with_clock(crate::segment::now_ms)
+    }
 }
 
 impl ProducerStateManager {
+    /// An empty table reading the time from `clock`.
+    pub(crate) fn with_clock(clock: Clock) -> ProducerStateManager {
+        ProducerStateManager {
+            producers: Arc::default(),
+            expiration_ms: PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+            clock,
+        }
+    }
+
+    /// Sets `producer.id.expiration.ms` (applies from the next check on).
+    pub(crate) fn set_expiration_ms(&mut self, expiration_ms: i64) {
+        self.expiration_ms = expiration_ms;
+    }
+
+    /// The state of `producer_id`, unless expired.
+    fn live(&self, producer_id: i64, now_ms: i64) -> Option<&ProducerEntry> {
+        self.producers
+            .get(&producer_id)
+            .filter(|e| !e.is_expired(now_ms, self.expiration_ms))
+    }
+
     /// Checks `header` (offsets assigned) against the state plus earlier batches of the same
     /// append, staging it in `pending` when it is to be appended. Batches without a producer id
-    /// always pass.
+    /// always pass. An expired producer counts as unknown.
     pub(crate) fn validate(
         &self,
         pending: &mut PendingProducerUpdates,
@@ -166,16 +246,17 @@ impl ProducerStateManager {
             return Ok(SequenceCheck::Append);
         }
         let producer_id = header.producer_id;
+        let now_ms = (self.clock)();
         let current = pending
             .entries
             .get(&producer_id)
-            .or_else(|| self.producers.get(&producer_id));
+            .or_else(|| self.live(producer_id, now_ms));
         let check = check_batch(current, header)?;
         if check == SequenceCheck::Append {
             let mut entry = current
-                .cloned()
-                .unwrap_or_else(|| ProducerEntry::new(header.producer_epoch));
-            entry.record(header);
+                .copied()
+                .unwrap_or_else(|| ProducerEntry::new(header.producer_epoch, now_ms));
+            entry.record(header, now_ms);
             pending.entries.insert(producer_id, entry);
         }
         Ok(check)
@@ -183,56 +264,71 @@ impl ProducerStateManager {
 
     /// Applies staged updates after a successful write.
     pub(crate) fn commit(&mut self, pending: PendingProducerUpdates) {
-        self.producers.extend(pending.entries);
+        if !pending.entries.is_empty() {
+            Arc::make_mut(&mut self.producers).extend(pending.entries);
+        }
     }
 
     /// Replays a batch already in the log (recovery): no validation, as Kafka does, since the
     /// batch was validated when it was appended.
     pub(crate) fn replay(&mut self, header: &BatchHeader) {
         if header.has_producer_id() {
-            self.producers
+            let now_ms = (self.clock)();
+            Arc::make_mut(&mut self.producers)
                 .entry(header.producer_id)
-                .or_insert_with(|| ProducerEntry::new(header.producer_epoch))
-                .record(header);
+                .or_insert_with(|| ProducerEntry::new(header.producer_epoch, now_ms))
+                .record(header, now_ms);
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
-        let mut payload = Vec::new();
-        let mut ids: Vec<_> = self.producers.keys().copied().collect();
-        // Sorted so equal states give identical files.
-        ids.sort_unstable();
-        payload.extend_from_slice(&(ids.len() as u32).to_be_bytes());
-        for (id, entry) in ids
-            .iter()
-            .filter_map(|id| self.producers.get(id).map(|e| (id, e)))
-        {
-            payload.extend_from_slice(&id.to_be_bytes());
-            payload.extend_from_slice(&entry.epoch.to_be_bytes());
-            payload.push(entry.batches.len() as u8);
-            for batch in &entry.batches {
-                payload.extend_from_slice(&batch.first_sequence.to_be_bytes());
-                payload.extend_from_slice(&batch.last_sequence.to_be_bytes());
-                payload.extend_from_slice(&batch.base_offset.to_be_bytes());
-                payload.extend_from_slice(&batch.last_offset.to_be_bytes());
-            }
+    /// Drops expired producers from memory (Kafka's periodic `removeExpiredProducers`).
+    /// Returns how many were dropped.
+    pub(crate) fn remove_expired(&mut self) -> usize {
+        let (now_ms, expiration_ms) = ((self.clock)(), self.expiration_ms);
+        let expired = self
+            .producers
+            .values()
+            .filter(|e| e.is_expired(now_ms, expiration_ms))
+            .count();
+        if expired > 0 {
+            Arc::make_mut(&mut self.producers).retain(|_, e| !e.is_expired(now_ms, expiration_ms));
         }
-        seal(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, &payload)
+        expired
     }
 
-    fn decode(sealed: &[u8]) -> Option<ProducerStateManager> {
-        let mut reader = Reader(unseal(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, sealed)?);
+    /// Producers in memory (expired ones included until the next sweep).
+    pub(crate) fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// The table in a snapshot file (version 2, or version 1 whose producers are taken as
+    /// last seen at `now_ms`, the time of loading).
+    fn decode(sealed: &[u8], now_ms: i64) -> Option<HashMap<i64, ProducerEntry>> {
+        let (payload, with_timestamps) = match unseal(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, sealed) {
+            Some(payload) => (payload, true),
+            None => (
+                unseal(SNAPSHOT_MAGIC, SNAPSHOT_VERSION_WITHOUT_TIMESTAMPS, sealed)?,
+                false,
+            ),
+        };
+        let mut reader = Reader(payload);
         let count = u32::from_be_bytes(reader.take()?);
         let mut producers = HashMap::new();
         for _ in 0..count {
             let id = i64::from_be_bytes(reader.take()?);
-            let mut entry = ProducerEntry::new(i16::from_be_bytes(reader.take()?));
+            let epoch = i16::from_be_bytes(reader.take()?);
+            let last_timestamp = if with_timestamps {
+                i64::from_be_bytes(reader.take()?)
+            } else {
+                now_ms
+            };
+            let mut entry = ProducerEntry::new(epoch, last_timestamp);
             let [batch_count] = reader.take::<1>()?;
             if usize::from(batch_count) > BATCHES_CACHED_PER_PRODUCER {
                 return None;
             }
             for _ in 0..batch_count {
-                entry.batches.push_back(BatchMetadata {
+                entry.push_batch(BatchMetadata {
                     first_sequence: i32::from_be_bytes(reader.take()?),
                     last_sequence: i32::from_be_bytes(reader.take()?),
                     base_offset: i64::from_be_bytes(reader.take()?),
@@ -241,18 +337,18 @@ impl ProducerStateManager {
             }
             producers.insert(id, entry);
         }
-        reader
-            .0
-            .is_empty()
-            .then_some(ProducerStateManager { producers })
+        reader.0.is_empty().then_some(producers)
     }
 
     /// The state as of `offset` (the log end offset it reflects), encoded for
     /// `<offset>.snapshot`.
+    /// O(1): the encoding is left to [`ProducerSnapshot::file`], off the writer's lock.
     pub(crate) fn snapshot(&self, offset: i64) -> ProducerSnapshot {
         ProducerSnapshot {
             offset,
-            bytes: self.encode(),
+            producers: Arc::clone(&self.producers),
+            now_ms: (self.clock)(),
+            expiration_ms: self.expiration_ms,
         }
     }
 
@@ -278,6 +374,16 @@ impl ProducerStateManager {
         dir: &Path,
         log_end_offset: i64,
     ) -> Result<(ProducerStateManager, Option<i64>), StorageError> {
+        Self::load_with_clock(storage, dir, log_end_offset, crate::segment::now_ms)
+    }
+
+    /// [`ProducerStateManager::load`] with an injected clock.
+    pub(crate) fn load_with_clock(
+        storage: &Storage,
+        dir: &Path,
+        log_end_offset: i64,
+        clock: Clock,
+    ) -> Result<(ProducerStateManager, Option<i64>), StorageError> {
         let mut snapshots = list_snapshots(storage, dir)?;
         snapshots.reverse();
         for (offset, path) in snapshots {
@@ -286,31 +392,65 @@ impl ProducerStateManager {
                 storage.remove_file(&path).at(&path)?;
                 continue;
             }
-            match Self::decode(&storage.read_file(&path).at(&path)?) {
-                Some(state) => return Ok((state, Some(offset))),
+            match Self::decode(&storage.read_file(&path).at(&path)?, clock()) {
+                Some(producers) => {
+                    let mut state = ProducerStateManager::with_clock(clock);
+                    state.producers = Arc::new(producers);
+                    return Ok((state, Some(offset)));
+                }
                 None => {
                     tracing::warn!(path = %path.display(), "producer snapshot damaged; trying an older one");
                 }
             }
         }
-        Ok((ProducerStateManager::default(), None))
+        Ok((ProducerStateManager::with_clock(clock), None))
     }
 }
 
-/// An encoded producer-state snapshot, not yet written.
+/// A producer-state snapshot taken (a reference to the table as of `offset`), not yet encoded
+/// nor written.
 #[derive(Debug, Clone)]
 pub(crate) struct ProducerSnapshot {
     offset: i64,
-    bytes: Vec<u8>,
+    producers: Arc<HashMap<i64, ProducerEntry>>,
+    /// When it was taken, and `producer.id.expiration.ms` then: expired producers are left out.
+    now_ms: i64,
+    expiration_ms: i64,
 }
 
 impl ProducerSnapshot {
-    /// The snapshot file's path in `dir` and its contents, for `write_all_atomically`.
+    /// The snapshot file's path in `dir` and its contents, for `write_all_atomically`. Encodes
+    /// the table: call it off the writer's lock.
     pub(crate) fn file(self, dir: &Path) -> (PathBuf, Vec<u8>) {
         (
             dir.join(offset_file_name(self.offset, SNAPSHOT_EXTENSION)),
-            self.bytes,
+            self.encode(),
         )
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut live: Vec<(&i64, &ProducerEntry)> = self
+            .producers
+            .iter()
+            .filter(|(_, e)| !e.is_expired(self.now_ms, self.expiration_ms))
+            .collect();
+        // Sorted so equal states give identical files.
+        live.sort_unstable_by_key(|(id, _)| **id);
+        let mut payload = Vec::with_capacity(4 + live.len() * 64);
+        payload.extend_from_slice(&(live.len() as u32).to_be_bytes());
+        for (id, entry) in live {
+            payload.extend_from_slice(&id.to_be_bytes());
+            payload.extend_from_slice(&entry.epoch.to_be_bytes());
+            payload.extend_from_slice(&entry.last_timestamp.to_be_bytes());
+            payload.push(entry.batch_count);
+            for batch in entry.batches() {
+                payload.extend_from_slice(&batch.first_sequence.to_be_bytes());
+                payload.extend_from_slice(&batch.last_sequence.to_be_bytes());
+                payload.extend_from_slice(&batch.base_offset.to_be_bytes());
+                payload.extend_from_slice(&batch.last_offset.to_be_bytes());
+            }
+        }
+        seal(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, &payload)
     }
 }
 
@@ -426,6 +566,134 @@ mod tests {
                 ..
             })
         ));
+        Ok(())
+    }
+
+    thread_local! {
+        static NOW_MS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+    }
+
+    fn test_clock() -> i64 {
+        NOW_MS.with(std::cell::Cell::get)
+    }
+
+    fn set_now(ms: i64) {
+        NOW_MS.with(|now| now.set(ms));
+    }
+
+    fn header_of(producer_id: i64, base_sequence: i32, base_offset: i64) -> BatchHeader {
+        let mut batch = build_batch(
+            1,
+            1,
+            ProducerFields {
+                producer_id,
+                producer_epoch: 0,
+                base_sequence,
+            },
+        );
+        set_base_offset(&mut batch, base_offset).unwrap();
+        BatchHeader::parse(&batch).unwrap()
+    }
+
+    #[test]
+    fn expired_producers_are_unknown_then_dropped_and_left_out_of_snapshots(
+    ) -> Result<(), StorageError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = ProducerStateManager::with_clock(test_clock);
+        state.set_expiration_ms(1_000);
+        set_now(10_000);
+        append(&mut state, &header_of(1, 0, 0))?; // goes quiet
+        append(&mut state, &header_of(2, 0, 1))?; // stays live
+        set_now(10_999);
+        append(&mut state, &header_of(2, 1, 2))?;
+        // One ms short of expiry: a gap is still refused.
+        assert!(matches!(
+            append(&mut state, &header_of(1, 5, 3)),
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
+        set_now(11_000);
+        // Expired: an unknown producer again, whose first sequence is accepted (Kafka's rule
+        // for a producer it has no state for), though nothing was swept yet.
+        let snapshot = state.snapshot(3);
+        assert_eq!(state.len(), 2, "still in memory until the sweep");
+        assert_eq!(state.remove_expired(), 1);
+        assert_eq!(state.len(), 1);
+        assert!(state.producers.contains_key(&2));
+        assert_eq!(
+            append(&mut state, &header_of(2, 2, 3))?,
+            SequenceCheck::Append,
+            "a live producer is unaffected"
+        );
+        assert!(matches!(
+            append(&mut state, &header_of(2, 9, 4)),
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
+        assert_eq!(
+            append(&mut state, &header_of(1, 5, 4))?,
+            SequenceCheck::Append
+        );
+        // The snapshot taken at 11 000 left producer 1 out, though the table still had it.
+        let (path, bytes) = snapshot.file(dir.path());
+        crate::checkpoint::write_all_atomically(&Storage::real(), &[(&path, &bytes)])?;
+        let (loaded, _) =
+            ProducerStateManager::load_with_clock(&Storage::real(), dir.path(), 3, test_clock)?;
+        assert_eq!(loaded.producers.keys().copied().collect::<Vec<_>>(), [2]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_snapshot_is_taken_by_reference_and_the_table_copied_on_write() -> Result<(), StorageError>
+    {
+        let mut state = ProducerStateManager::with_clock(test_clock);
+        set_now(1);
+        append(&mut state, &header_of(1, 0, 0))?;
+        let snapshot = state.snapshot(1);
+        assert!(
+            Arc::ptr_eq(&snapshot.producers, &state.producers),
+            "taking a snapshot copies nothing"
+        );
+        append(&mut state, &header_of(1, 1, 1))?;
+        assert!(!Arc::ptr_eq(&snapshot.producers, &state.producers));
+        assert_eq!(
+            snapshot.producers[&1].batches().len(),
+            1,
+            "the snapshot kept its state"
+        );
+        assert_eq!(state.producers[&1].batches().len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn version_1_snapshots_still_load() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&1u32.to_be_bytes());
+        payload.extend_from_slice(&7i64.to_be_bytes());
+        payload.extend_from_slice(&3i16.to_be_bytes());
+        payload.push(1);
+        for field in [0i32, 1] {
+            payload.extend_from_slice(&field.to_be_bytes());
+        }
+        for field in [0i64, 1] {
+            payload.extend_from_slice(&field.to_be_bytes());
+        }
+        let bytes = seal(
+            SNAPSHOT_MAGIC,
+            SNAPSHOT_VERSION_WITHOUT_TIMESTAMPS,
+            &payload,
+        );
+        std::fs::write(
+            dir.path().join(offset_file_name(2, SNAPSHOT_EXTENSION)),
+            bytes,
+        )
+        .unwrap();
+        set_now(5_000);
+        let (loaded, from) =
+            ProducerStateManager::load_with_clock(&Storage::real(), dir.path(), 2, test_clock)?;
+        assert_eq!(from, Some(2));
+        let entry = loaded.producers[&7];
+        assert_eq!((entry.epoch, entry.last_timestamp), (3, 5_000));
+        assert_eq!(entry.batches().len(), 1);
         Ok(())
     }
 
