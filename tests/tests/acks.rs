@@ -3,8 +3,8 @@
 
 use rdkafka::Offset;
 use runnel_e2e::{
-    consume_n, consumer_assigned, create_topic, ensure_eq, produce_all, producer, read_all, Record,
-    TestBroker, TestResult, WAIT_TIMEOUT,
+    consume_n, consumer_assigned, create_topic, ensure_eq, produce_all, producer, read_all,
+    wait_until, watermarks, Record, TestBroker, TestResult, WAIT_TIMEOUT,
 };
 
 const RECORDS: usize = 500;
@@ -29,6 +29,16 @@ async fn acknowledged_records_are_stored(acks: &str) -> TestResult {
         let producer = producer(&broker, &[("acks", acks)])?;
         let records = records(acks);
         let acked = produce_all(&producer, topic, None, &records).await?;
+        // acks=1 records become visible (the high watermark passes them) once a background
+        // flush makes them durable, moments after their acknowledgement.
+        wait_until("every record visible", WAIT_TIMEOUT, || async {
+            let mut visible = 0;
+            for partition in 0..PARTITIONS {
+                visible += watermarks(&broker, topic, partition)?.1;
+            }
+            Ok(visible == RECORDS as i64)
+        })
+        .await?;
         let by_partition = read_all(&broker, topic, PARTITIONS).await?;
         let total: usize = by_partition.values().map(Vec::len).sum();
         ensure_eq!(total, RECORDS, "records read back");

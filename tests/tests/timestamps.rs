@@ -273,10 +273,12 @@ async fn concurrent_lookups_over_large_lz4_batches_hold_bounded_memory() -> Test
         let partitions: Vec<i32> = (0..PARTITIONS).collect();
         for chunk in partitions.chunks(PARTITIONS_PER_PRODUCE) {
             let batches: Vec<(i32, Vec<u8>)> = chunk.iter().map(|p| (*p, batch.clone())).collect();
+            // acks=-1: answered once durable, so visible to the lookups below (the high
+            // watermark is the flushed offset).
             let body = connection.round_trip(
                 api_key::PRODUCE,
                 3,
-                &produce_v3_partitions(1, topic, &batches),
+                &produce_v3_partitions(-1, topic, &batches),
             )?;
             for result in parse_produce_v3(&body)? {
                 ensure_eq!(
@@ -426,10 +428,11 @@ async fn lookups_inside_one_compressed_batch_answer_at_the_record() -> TestResul
         let base = now_ms();
         let batch = lz4_batch(base, &[0, 2_000, 1_000, 4_000, 3_000], 100)?;
         let mut connection = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+        // acks=-1: answered once durable, so visible to the lookups below.
         let body = connection.round_trip(
             api_key::PRODUCE,
             3,
-            &produce_v3_partitions(1, topic, &[(0, batch)]),
+            &produce_v3_partitions(-1, topic, &[(0, batch)]),
         )?;
         ensure_eq!(
             parse_produce_v3(&body)?.first().map(|r| r.error_code),

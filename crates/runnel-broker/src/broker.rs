@@ -1,5 +1,5 @@
 //! `Broker`: the state every handler shares — settings, topics, producer ids, and the signal
-//! that wakes long-polling fetches when records are appended.
+//! that wakes long-polling fetches when a high watermark moves (a flush made records visible).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,8 +34,9 @@ pub struct Broker {
     /// bounds that memory whatever the number of partitions, requests and connections.
     /// ListOffsets lookups that walk a stored batch's records take the same slots.
     pub validation_slots: Arc<Semaphore>,
-    /// Bumped after every append; long-polling fetches wait on it.
-    appended: watch::Sender<u64>,
+    /// Bumped whenever a partition's high watermark may have moved (a flush, or a roll, made
+    /// more records durable and so visible); long-polling fetches wait on it.
+    high_watermark_moved: watch::Sender<u64>,
 }
 
 /// See [`Broker::validation_slots`]: two batches per core, so every core stays busy while
@@ -59,7 +60,7 @@ impl Broker {
         let topics = TopicRegistry::load(Arc::clone(&config))?;
         let groups = GroupCoordinator::new(group_config(&config));
         group::store::load(&topics, &groups)?;
-        let (appended, _) = watch::channel(0);
+        let (high_watermark_moved, _) = watch::channel(0);
         let flusher = Flusher::start(FlushPolicy {
             commit_delay: std::time::Duration::from_millis(config.log_flush_commit_delay_ms),
             device_flush_shared: config.log_flush_device_flush_shared,
@@ -76,18 +77,25 @@ impl Broker {
             groups,
             producer_ids,
             cluster_id,
-            appended,
+            high_watermark_moved,
         })
     }
 
-    /// Wakes fetches waiting for new records.
-    pub fn notify_appended(&self) {
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    /// Wakes fetches waiting for new records: call after anything that may have moved a high
+    /// watermark (`topics::high_watermark`: a flush, or an append that rolled a segment).
+    pub fn notify_high_watermark(&self) {
+        notify(&self.high_watermark_moved);
     }
 
-    /// A receiver that changes whenever records are appended to any partition.
-    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
+    /// [`Broker::notify_high_watermark`] for a task that outlives the request holding the
+    /// broker (a produce's background flush).
+    pub fn high_watermark_signal(&self) -> HighWatermarkSignal {
+        HighWatermarkSignal(self.high_watermark_moved.clone())
+    }
+
+    /// A receiver that changes whenever a high watermark may have moved, on any partition.
+    pub fn subscribe_high_watermark(&self) -> watch::Receiver<u64> {
+        self.high_watermark_moved.subscribe()
     }
 
     /// Creates `name` with the broker's defaults if auto-creation is on and the topic is absent.
@@ -117,6 +125,21 @@ impl Broker {
     pub fn close(&self) {
         self.topics.close_all();
     }
+}
+
+/// A handle on the broker's high-watermark signal (see [`Broker::high_watermark_signal`]).
+#[derive(Debug, Clone)]
+pub struct HighWatermarkSignal(watch::Sender<u64>);
+
+impl HighWatermarkSignal {
+    /// As [`Broker::notify_high_watermark`].
+    pub fn notify(&self) {
+        notify(&self.0);
+    }
+}
+
+fn notify(moved: &watch::Sender<u64>) {
+    moved.send_modify(|n| *n = n.wrapping_add(1));
 }
 
 fn group_config(config: &BrokerConfig) -> GroupConfig {

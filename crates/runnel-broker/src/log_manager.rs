@@ -192,7 +192,8 @@ pub async fn run_periodic_flush(broker: Arc<Broker>) {
                 let outcome =
                     tokio::task::spawn_blocking(move || log.flush(log.log_end_offset())).await;
                 match outcome {
-                    Ok(Ok(())) => {}
+                    // More records are durable, so visible: wake the fetches waiting for them.
+                    Ok(Ok(())) => broker.notify_high_watermark(),
                     Ok(Err(error)) => {
                         tracing::error!(topic = %topic.name, partition = partition.index, %error, "periodic flush failed");
                     }

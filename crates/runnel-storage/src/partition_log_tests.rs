@@ -120,6 +120,17 @@ fn max_bytes_and_upper_bound() -> TestResult {
     assert_eq!(parse_batches(&log.read(0, 1 << 20, 4)?).len(), 2);
     assert!(log.read(4, 1 << 20, 4)?.is_empty());
     assert!(log.read(2, 1 << 20, 3)?.is_empty());
+    // `read_at_most` has no first-batch exception: nothing when one batch does not fit.
+    assert!(log.read_at_most(0, size - 1, i64::MAX)?.is_empty());
+    assert_eq!(
+        parse_batches(&log.read_at_most(0, size, i64::MAX)?).len(),
+        1
+    );
+    assert_eq!(
+        parse_batches(&log.read_at_most(2, 2 * size + 1, i64::MAX)?).len(),
+        2
+    );
+    assert_eq!(parse_batches(&log.read_at_most(0, 1 << 20, 4)?).len(), 2);
     Ok(())
 }
 

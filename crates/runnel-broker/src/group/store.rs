@@ -68,7 +68,7 @@ async fn append_durably(
     let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
     let index = partition_for(group_id, count);
     tokio::task::spawn_blocking(move || append_and_flush(&topic, index, &records)).await??;
-    broker.notify_appended();
+    broker.notify_high_watermark();
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
+use crate::topics::high_watermark;
 
 pub(crate) async fn handle(
     broker: &Broker,
@@ -40,7 +41,7 @@ pub(crate) async fn handle(
                     Err(offline) => Err(offline),
                     Ok(log) => {
                         let log = Arc::clone(log);
-                        let high_watermark = log.log_end_offset();
+                        let high_watermark = high_watermark(&log);
                         let offset = if p.offset == -1 {
                             high_watermark
                         } else {

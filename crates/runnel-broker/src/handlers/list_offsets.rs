@@ -14,6 +14,7 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::log_manager::ProtocolRecordReader;
+use crate::topics::high_watermark;
 
 /// The special timestamps of ListOffsets.
 const LATEST_TIMESTAMP: i64 = -1;
@@ -52,10 +53,10 @@ pub(crate) async fn handle(
                 Err(error) => Err(error),
                 Ok(log) => match timestamp {
                     EARLIEST_TIMESTAMP => Ok((log.log_start_offset(), -1)),
-                    LATEST_TIMESTAMP => Ok((log.log_end_offset(), -1)),
+                    LATEST_TIMESTAMP => Ok((high_watermark(&log), -1)),
                     _ => {
-                        // On a single node the high watermark is the log end.
-                        let high_watermark = log.log_end_offset();
+                        // Only visible (durable) records are found by timestamp.
+                        let high_watermark = high_watermark(&log);
                         // A lookup may walk a stored batch's records: it takes one of the
                         // slots produce validation takes, so that however many lookups
                         // arrive, at most that many batches are being walked at once.

@@ -1,5 +1,9 @@
 //! Produce (key 0), v3–11: validate each partition's batches, append them, and acknowledge by
 //! `acks` — 0 and 1 after the write, -1 only once the batch is fsynced (group commit in the log).
+//! Whatever `acks`, records become visible to consumers only once fsynced (the high watermark
+//! is the flushed offset, `topics::high_watermark`): acks=0/1 appends queue a flush on the
+//! flusher without waiting for it, which fsyncs at once or, for a request of at least
+//! `flusher::BULK_RECORDS_MIN` records, within `log.flush.commit.delay.ms`.
 //!
 //! Partitions are appended concurrently on the blocking pool; a bad partition gets its error
 //! code while the others succeed. An append that has started always finishes, even if the client
@@ -85,7 +89,7 @@ pub(crate) async fn handle(
     }
 
     // Phase 1: every append finishes (in request order per connection).
-    let mut appended = false;
+    let mut high_watermark_moved = false;
     let mut topics = Vec::with_capacity(pending.len());
     for (name, partitions) in pending {
         let mut results = Vec::with_capacity(partitions.len());
@@ -99,26 +103,30 @@ pub(crate) async fn handle(
                 Err(error) => Err(error),
             };
             if let Ok((_, appended_batch)) = &outcome {
-                appended |= matches!(appended_batch.outcome, AppendOutcome::Appended { .. });
+                high_watermark_moved |= appended_batch.high_watermark_moved;
             }
             results.push((index, outcome));
         }
         topics.push((name, results));
     }
-    if appended {
-        broker.notify_appended();
+    if high_watermark_moved {
+        broker.notify_high_watermark();
     }
 
-    // Phase 2: acks=-1 waits until an fsync covers each partition's last offset.
+    // Phase 2: an fsync must cover each partition's last offset, for the records to become
+    // visible; acks=-1 waits for it before answering, acks=0/1 answer at once and leave it to
+    // a background task, which wakes waiting fetches once the fsyncs are done.
     let flusher = broker.flusher.clone();
+    let signal = broker.high_watermark_signal();
     Ok(async move {
         // Every partition's wait is queued before any is awaited: one flush-thread wake-up.
         let mut queued = Vec::with_capacity(topics.len());
+        let mut any_appended = false;
         for (name, results) in topics {
             let mut waits = Vec::with_capacity(results.len());
             for (index, outcome) in results {
                 let wait = match &outcome {
-                    Ok((log, appended_batch)) if acks == -1 => Some(
+                    Ok((log, appended_batch)) => Some(
                         flusher
                             .submit(
                                 Arc::clone(log),
@@ -134,14 +142,19 @@ pub(crate) async fn handle(
             queued.push((name, waits));
         }
         let mut responses = Vec::with_capacity(queued.len());
+        let mut background = Vec::new();
         for (name, waits) in queued {
             let mut partition_responses = Vec::with_capacity(waits.len());
             for (index, outcome, wait) in waits {
+                any_appended |= outcome.is_ok();
                 let durable = match (outcome, wait) {
-                    (Ok((_, appended_batch)), Some(wait)) => {
+                    (Ok((_, appended_batch)), Some(wait)) if acks == -1 => {
                         wait.wait().await.map(|()| appended_batch)
                     }
-                    (Ok((_, appended_batch)), None) => Ok(appended_batch),
+                    (Ok((_, appended_batch)), wait) => {
+                        background.extend(wait);
+                        Ok(appended_batch)
+                    }
                     (Err(error), _) => Err(error),
                 };
                 let response = PartitionProduceResponse::default().with_index(index);
@@ -165,6 +178,17 @@ pub(crate) async fn handle(
                     .with_name(name)
                     .with_partition_responses(partition_responses),
             );
+        }
+        if !background.is_empty() {
+            tokio::spawn(async move {
+                for wait in background {
+                    // A failed fsync is the flusher's to report; its records stay invisible.
+                    let _ = wait.wait().await;
+                }
+                signal.notify();
+            });
+        } else if any_appended {
+            signal.notify();
         }
         Ok(ProduceResponse::default().with_responses(responses))
     })
@@ -204,6 +228,9 @@ struct AppendedBatch {
     log_start_offset: i64,
     /// The time stamped on LogAppendTime topics, else -1.
     log_append_time_ms: i64,
+    /// The append made more records durable (a roll, or a `flush.messages` flush), which
+    /// moved the high watermark.
+    high_watermark_moved: bool,
 }
 
 impl AppendedBatch {
@@ -327,18 +354,21 @@ fn start_append(
         let now_ms = crate::log_manager::now_ms();
         policy.check(&records, &batches, &limits, now_ms)?;
         let log_append_time_ms = policy.log_append_time.then_some(now_ms);
+        let flushed_before = log.flushed_offset();
         // `validate_batches` verified every batch's CRC32C over these bytes.
         let outcome =
             log.append_with_time(&records, log_append_time_ms, CrcCheck::VerifiedByCaller)?;
-        let appended = AppendedBatch {
+        let mut appended = AppendedBatch {
             outcome,
             log_start_offset: log.log_start_offset(),
             log_append_time_ms: log_append_time_ms.unwrap_or(-1),
+            high_watermark_moved: false,
         };
         let unflushed = log.log_end_offset().saturating_sub(log.flushed_offset());
         if unflushed >= policy.flush_messages {
             log.flush(appended.last_offset())?;
         }
+        appended.high_watermark_moved = log.flushed_offset() > flushed_before;
         Ok(appended)
     })
 }
