@@ -948,3 +948,202 @@ fn has_segment_bytes(dir: &std::path::Path) -> Result<bool> {
     }
     Ok(bytes > 0)
 }
+
+/// Hand-encoded group requests (v0 JoinGroup/SyncGroup/Heartbeat, v2 OffsetCommit), for
+/// putting a commit in an exact rebalance state: a client cannot time that.
+mod raw_group {
+    use runnel_e2e::wire::{put_i32, put_i64, put_string, RawConnection, Reader};
+    use runnel_e2e::Result;
+
+    const JOIN_GROUP: i16 = 11;
+    const HEARTBEAT: i16 = 12;
+    const SYNC_GROUP: i16 = 14;
+    const OFFSET_COMMIT: i16 = 8;
+    const SESSION_MS: i32 = 30_000;
+
+    /// (error, generation, leader, member id) of a JoinGroup v0 response.
+    pub(super) type Joined = (i16, i32, String, String);
+
+    pub(super) fn send_join(
+        connection: &mut RawConnection,
+        group: &str,
+        member_id: &str,
+    ) -> Result<i32> {
+        let mut body = Vec::new();
+        put_string(&mut body, group);
+        put_i32(&mut body, SESSION_MS);
+        put_string(&mut body, member_id);
+        put_string(&mut body, "consumer");
+        put_i32(&mut body, 1);
+        put_string(&mut body, "cooperative-sticky");
+        put_i32(&mut body, 0); // empty metadata
+        connection.send_request(JOIN_GROUP, 0, &body)
+    }
+
+    pub(super) fn read_join(connection: &mut RawConnection, correlation_id: i32) -> Result<Joined> {
+        let response = connection.read_response(correlation_id)?;
+        let mut reader = Reader::new(&response);
+        let error = reader.i16()?;
+        let generation = reader.i32()?;
+        let _protocol = reader.string()?;
+        let leader = reader.string()?;
+        let member_id = reader.string()?;
+        Ok((error, generation, leader, member_id))
+    }
+
+    pub(super) fn join(
+        connection: &mut RawConnection,
+        group: &str,
+        member_id: &str,
+    ) -> Result<Joined> {
+        let correlation_id = send_join(connection, group, member_id)?;
+        read_join(connection, correlation_id)
+    }
+
+    /// SyncGroup v0; the leader hands every member an empty assignment. Returns the error.
+    pub(super) fn sync(
+        connection: &mut RawConnection,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        members: &[&str],
+    ) -> Result<i16> {
+        let mut body = Vec::new();
+        put_string(&mut body, group);
+        put_i32(&mut body, generation);
+        put_string(&mut body, member_id);
+        put_i32(&mut body, i32::try_from(members.len())?);
+        for member in members {
+            put_string(&mut body, member);
+            put_i32(&mut body, 0);
+        }
+        let response = connection.round_trip(SYNC_GROUP, 0, &body)?;
+        Reader::new(&response).i16()
+    }
+
+    pub(super) fn heartbeat(
+        connection: &mut RawConnection,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+    ) -> Result<i16> {
+        let mut body = Vec::new();
+        put_string(&mut body, group);
+        put_i32(&mut body, generation);
+        put_string(&mut body, member_id);
+        let response = connection.round_trip(HEARTBEAT, 0, &body)?;
+        Reader::new(&response).i16()
+    }
+
+    /// OffsetCommit v2 of one partition (`topic`-0); returns its error code.
+    pub(super) fn commit(
+        connection: &mut RawConnection,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        topic: &str,
+        offset: i64,
+    ) -> Result<i16> {
+        let mut body = Vec::new();
+        put_string(&mut body, group);
+        put_i32(&mut body, generation);
+        put_string(&mut body, member_id);
+        put_i64(&mut body, -1); // retention_time_ms: the broker's
+        put_i32(&mut body, 1);
+        put_string(&mut body, topic);
+        put_i32(&mut body, 1);
+        put_i32(&mut body, 0);
+        put_i64(&mut body, offset);
+        put_string(&mut body, "");
+        let response = connection.round_trip(OFFSET_COMMIT, 2, &body)?;
+        let mut reader = Reader::new(&response);
+        let _topics = reader.i32()?;
+        let _name = reader.string()?;
+        let _partitions = reader.i32()?;
+        let _partition = reader.i32()?;
+        reader.i16()
+    }
+}
+
+/// A cooperative member keeps committing the partitions it owns while a new member joins:
+/// OffsetCommit is answered as by Kafka's classic group in each state. Stable and
+/// PreparingRebalance with the current generation: accepted. CompletingRebalance: the
+/// generation is checked first (ILLEGAL_GENERATION for the old one), and only the current
+/// generation's commit gets REBALANCE_IN_PROGRESS (its assignment is not known yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_during_a_cooperative_rebalance_are_answered_as_kafka_does() -> TestResult {
+    const NONE: i16 = 0;
+    const ILLEGAL_GENERATION: i16 = 22;
+    const REBALANCE_IN_PROGRESS: i16 = 27;
+    let broker = TestBroker::start(BROKER_ARGS)?;
+    let result = async {
+        let topic = "cooperative-commits";
+        let group = "cooperative";
+        create_topic(&broker, topic, 1).await?;
+        let mut a = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+        let mut b = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+
+        let (error, generation, leader, member_a) = raw_group::join(&mut a, group, "")?;
+        ensure_eq!((error, generation), (NONE, 1), "first join");
+        ensure_eq!(leader, member_a, "the first member leads");
+        let error = raw_group::sync(&mut a, group, 1, &member_a, &[&member_a])?;
+        ensure_eq!(error, NONE, "leader's sync of generation 1");
+        let error = raw_group::commit(&mut a, group, 1, &member_a, topic, 5)?;
+        ensure_eq!(error, NONE, "commit while Stable");
+
+        // B joins: the group prepares a rebalance and waits for A to rejoin.
+        let b_join = raw_group::send_join(&mut b, group, "")?;
+        let deadline = std::time::Instant::now() + WAIT_TIMEOUT;
+        while raw_group::heartbeat(&mut a, group, 1, &member_a)? != REBALANCE_IN_PROGRESS {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the group never started rebalancing after B's join"
+            );
+        }
+        let error = raw_group::commit(&mut a, group, 1, &member_a, topic, 6)?;
+        ensure_eq!(
+            error,
+            NONE,
+            "commit with the current generation while PreparingRebalance"
+        );
+
+        // A rejoins: generation 2 forms; nobody has synced it yet (CompletingRebalance).
+        let (error, generation, leader, _) = raw_group::join(&mut a, group, &member_a)?;
+        ensure_eq!((error, generation), (NONE, 2), "A's rejoin");
+        ensure_eq!(leader, member_a, "the leader stays");
+        let (error, generation, _, member_b) = raw_group::read_join(&mut b, b_join)?;
+        ensure_eq!((error, generation), (NONE, 2), "B's join");
+        let error = raw_group::commit(&mut a, group, 1, &member_a, topic, 7)?;
+        ensure_eq!(
+            error,
+            ILLEGAL_GENERATION,
+            "commit with the old generation while CompletingRebalance"
+        );
+        let error = raw_group::commit(&mut b, group, 2, &member_b, topic, 7)?;
+        ensure_eq!(
+            error,
+            REBALANCE_IN_PROGRESS,
+            "commit with the new generation before its assignment"
+        );
+
+        let error = raw_group::sync(&mut a, group, 2, &member_a, &[&member_a, &member_b])?;
+        ensure_eq!(error, NONE, "leader's sync of generation 2");
+        let error = raw_group::commit(&mut b, group, 2, &member_b, topic, 8)?;
+        ensure_eq!(error, NONE, "commit once Stable again");
+        let client = metadata_client(&broker, &[("group.id", group)])?;
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition(topic, 0);
+        let committed = client.committed_offsets(wanted, REQUEST_TIMEOUT)?;
+        ensure_eq!(
+            committed
+                .elements_for_topic(topic)
+                .first()
+                .map(|e| e.offset()),
+            Some(Offset::Offset(8)),
+            "the last accepted commit"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
