@@ -18,8 +18,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use runnel_e2e::wire::{put_i32, put_i64, put_string, RawConnection, Reader};
 use runnel_e2e::{
-    admin, admin_options, create_topic, ensure, ensure_eq, metadata_client, produce_all, producer,
-    watermarks, Consumed, Record, Result, TestBroker, TestResult, REQUEST_TIMEOUT, WAIT_TIMEOUT,
+    admin, admin_options, commit_offset, committer, create_topic, ensure, ensure_eq,
+    metadata_client, produce_all, producer, watermarks, Consumed, Record, Result, TestBroker,
+    TestResult, REQUEST_TIMEOUT, WAIT_TIMEOUT,
 };
 
 /// Fast rebalances for tests: no initial delay.
@@ -859,6 +860,11 @@ async fn offsets_in_the_old_offsets_partition_survive_the_upgrade() -> TestResul
     const HOME: i32 = 9;
     const OLD: i32 = 39;
     const MOVED: &str = "group moved to its __consumer_offsets partition";
+    // A second group whose old partition is read before its home one (4 < 44), committed by a
+    // simple consumer: -886437544 in Java.
+    const SIMPLE_GROUP: &str = "clickstream-etl";
+    const SIMPLE_HOME: i32 = 44;
+    const SIMPLE_OLD: i32 = 4;
     let mut broker = TestBroker::start(BROKER_ARGS)?;
     let result = async {
         let topic = "rehomed";
@@ -873,6 +879,12 @@ async fn offsets_in_the_old_offsets_partition_survive_the_upgrade() -> TestResul
             .await?;
             commit(&consumer)?;
         }
+        commit_offset(&committer(&broker, SIMPLE_GROUP)?, topic, 77)?;
+        ensure!(
+            watermarks(&broker, OFFSETS_TOPIC, SIMPLE_HOME)?.1 > 0
+                && watermarks(&broker, OFFSETS_TOPIC, SIMPLE_OLD)?.1 == 0,
+            "{SIMPLE_GROUP}'s records went to partition {SIMPLE_OLD}, not Kafka's {SIMPLE_HOME}"
+        );
         ensure!(
             watermarks(&broker, OFFSETS_TOPIC, HOME)?.1 > 0
                 && watermarks(&broker, OFFSETS_TOPIC, OLD)?.1 == 0,
@@ -880,16 +892,18 @@ async fn offsets_in_the_old_offsets_partition_survive_the_upgrade() -> TestResul
         );
 
         broker.terminate()?;
-        let home = broker.partition_dir(OFFSETS_TOPIC, HOME);
-        let old = broker.partition_dir(OFFSETS_TOPIC, OLD);
-        let parked = home.with_extension("parked");
-        std::fs::rename(&home, &parked)?;
-        std::fs::rename(&old, &home)?;
-        std::fs::rename(&parked, &old)?;
-        ensure!(
-            has_segment_bytes(&old)?,
-            "partition {OLD}'s directory holds no records after the swap"
-        );
+        for (home, old) in [(HOME, OLD), (SIMPLE_HOME, SIMPLE_OLD)] {
+            let home_dir = broker.partition_dir(OFFSETS_TOPIC, home);
+            let old_dir = broker.partition_dir(OFFSETS_TOPIC, old);
+            let parked = home_dir.with_extension("parked");
+            std::fs::rename(&home_dir, &parked)?;
+            std::fs::rename(&old_dir, &home_dir)?;
+            std::fs::rename(&parked, &old_dir)?;
+            ensure!(
+                has_segment_bytes(&old_dir)?,
+                "partition {old}'s directory holds no records after the swap"
+            );
+        }
 
         broker.start_again()?;
         let client = metadata_client(&broker, &[("group.id", GROUP)])?;
@@ -900,11 +914,18 @@ async fn offsets_in_the_old_offsets_partition_survive_the_upgrade() -> TestResul
                 "partition {partition}, committed into the old offsets partition"
             );
         }
-        ensure!(
-            watermarks(&broker, OFFSETS_TOPIC, HOME)?.1 > 0,
-            "nothing was moved to partition {HOME}"
+        ensure_eq!(
+            committed_offset(&broker, SIMPLE_GROUP, topic)?,
+            Offset::Offset(77),
+            "{SIMPLE_GROUP}'s offset, committed into the old offsets partition"
         );
-        ensure_eq!(broker.log().matches(MOVED).count(), 1, "groups moved");
+        for home in [HOME, SIMPLE_HOME] {
+            ensure!(
+                watermarks(&broker, OFFSETS_TOPIC, home)?.1 > 0,
+                "nothing was moved to partition {home}"
+            );
+        }
+        ensure_eq!(broker.log().matches(MOVED).count(), 2, "groups moved");
 
         produce_round(&broker, topic, "two", 5).await?;
         {
@@ -916,6 +937,7 @@ async fn offsets_in_the_old_offsets_partition_survive_the_upgrade() -> TestResul
             .await?;
             commit(&consumer)?;
         }
+        commit_offset(&committer(&broker, SIMPLE_GROUP)?, topic, 78)?;
         broker.kill9()?;
         broker.start_again()?;
         let client = metadata_client(&broker, &[("group.id", GROUP)])?;
@@ -927,14 +949,31 @@ async fn offsets_in_the_old_offsets_partition_survive_the_upgrade() -> TestResul
             );
         }
         ensure_eq!(
+            committed_offset(&broker, SIMPLE_GROUP, topic)?,
+            Offset::Offset(78),
+            "{SIMPLE_GROUP}'s offset committed after the upgrade"
+        );
+        ensure_eq!(
             broker.log().matches(MOVED).count(),
-            1,
+            2,
             "groups moved (a second start has nothing left to move)"
         );
         Ok(())
     }
     .await;
     broker.check(result)
+}
+
+/// The committed offset of partition 0 of `topic` for `group`.
+fn committed_offset(broker: &TestBroker, group: &str, topic: &str) -> Result<Offset> {
+    let client = metadata_client(broker, &[("group.id", group)])?;
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, 0);
+    let list = client.committed_offsets(wanted, REQUEST_TIMEOUT)?;
+    Ok(list
+        .elements_for_topic(topic)
+        .first()
+        .map_or(Offset::Invalid, |e| e.offset()))
 }
 
 /// Whether a partition directory holds any segment bytes (read off disk, broker stopped).
@@ -1130,16 +1169,9 @@ async fn commits_during_a_cooperative_rebalance_are_answered_as_kafka_does() -> 
         ensure_eq!(error, NONE, "leader's sync of generation 2");
         let error = raw_group::commit(&mut b, group, 2, &member_b, topic, 8)?;
         ensure_eq!(error, NONE, "commit once Stable again");
-        let client = metadata_client(&broker, &[("group.id", group)])?;
-        let mut wanted = TopicPartitionList::new();
-        wanted.add_partition(topic, 0);
-        let committed = client.committed_offsets(wanted, REQUEST_TIMEOUT)?;
         ensure_eq!(
-            committed
-                .elements_for_topic(topic)
-                .first()
-                .map(|e| e.offset()),
-            Some(Offset::Offset(8)),
+            committed_offset(&broker, group, topic)?,
+            Offset::Offset(8),
             "the last accepted commit"
         );
         Ok(())
