@@ -18,8 +18,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use runnel_e2e::wire::{put_i32, put_i64, put_string, RawConnection, Reader};
 use runnel_e2e::{
-    admin, admin_options, create_topic, ensure, ensure_eq, metadata_client, produce_all, producer,
-    watermarks, Consumed, Record, Result, TestBroker, TestResult, REQUEST_TIMEOUT, WAIT_TIMEOUT,
+    admin, admin_options, commit_offset, committer, create_topic, ensure, ensure_eq,
+    metadata_client, produce_all, producer, watermarks, Consumed, Record, Result, TestBroker,
+    TestResult, REQUEST_TIMEOUT, WAIT_TIMEOUT,
 };
 
 /// Fast rebalances for tests: no initial delay.
@@ -859,6 +860,11 @@ async fn offsets_in_the_old_offsets_partition_survive_the_upgrade() -> TestResul
     const HOME: i32 = 9;
     const OLD: i32 = 39;
     const MOVED: &str = "group moved to its __consumer_offsets partition";
+    // A second group whose old partition is read before its home one (4 < 44), committed by a
+    // simple consumer: -886437544 in Java.
+    const SIMPLE_GROUP: &str = "clickstream-etl";
+    const SIMPLE_HOME: i32 = 44;
+    const SIMPLE_OLD: i32 = 4;
     let mut broker = TestBroker::start(BROKER_ARGS)?;
     let result = async {
         let topic = "rehomed";
@@ -873,6 +879,12 @@ async fn offsets_in_the_old_offsets_partition_survive_the_upgrade() -> TestResul
             .await?;
             commit(&consumer)?;
         }
+        commit_offset(&committer(&broker, SIMPLE_GROUP)?, topic, 77)?;
+        ensure!(
+            watermarks(&broker, OFFSETS_TOPIC, SIMPLE_HOME)?.1 > 0
+                && watermarks(&broker, OFFSETS_TOPIC, SIMPLE_OLD)?.1 == 0,
+            "{SIMPLE_GROUP}'s records went to partition {SIMPLE_OLD}, not Kafka's {SIMPLE_HOME}"
+        );
         ensure!(
             watermarks(&broker, OFFSETS_TOPIC, HOME)?.1 > 0
                 && watermarks(&broker, OFFSETS_TOPIC, OLD)?.1 == 0,
@@ -880,16 +892,18 @@ async fn offsets_in_the_old_offsets_partition_survive_the_upgrade() -> TestResul
         );
 
         broker.terminate()?;
-        let home = broker.partition_dir(OFFSETS_TOPIC, HOME);
-        let old = broker.partition_dir(OFFSETS_TOPIC, OLD);
-        let parked = home.with_extension("parked");
-        std::fs::rename(&home, &parked)?;
-        std::fs::rename(&old, &home)?;
-        std::fs::rename(&parked, &old)?;
-        ensure!(
-            has_segment_bytes(&old)?,
-            "partition {OLD}'s directory holds no records after the swap"
-        );
+        for (home, old) in [(HOME, OLD), (SIMPLE_HOME, SIMPLE_OLD)] {
+            let home_dir = broker.partition_dir(OFFSETS_TOPIC, home);
+            let old_dir = broker.partition_dir(OFFSETS_TOPIC, old);
+            let parked = home_dir.with_extension("parked");
+            std::fs::rename(&home_dir, &parked)?;
+            std::fs::rename(&old_dir, &home_dir)?;
+            std::fs::rename(&parked, &old_dir)?;
+            ensure!(
+                has_segment_bytes(&old_dir)?,
+                "partition {old}'s directory holds no records after the swap"
+            );
+        }
 
         broker.start_again()?;
         let client = metadata_client(&broker, &[("group.id", GROUP)])?;
@@ -900,11 +914,18 @@ async fn offsets_in_the_old_offsets_partition_survive_the_upgrade() -> TestResul
                 "partition {partition}, committed into the old offsets partition"
             );
         }
-        ensure!(
-            watermarks(&broker, OFFSETS_TOPIC, HOME)?.1 > 0,
-            "nothing was moved to partition {HOME}"
+        ensure_eq!(
+            committed_offset(&broker, SIMPLE_GROUP, topic)?,
+            Offset::Offset(77),
+            "{SIMPLE_GROUP}'s offset, committed into the old offsets partition"
         );
-        ensure_eq!(broker.log().matches(MOVED).count(), 1, "groups moved");
+        for home in [HOME, SIMPLE_HOME] {
+            ensure!(
+                watermarks(&broker, OFFSETS_TOPIC, home)?.1 > 0,
+                "nothing was moved to partition {home}"
+            );
+        }
+        ensure_eq!(broker.log().matches(MOVED).count(), 2, "groups moved");
 
         produce_round(&broker, topic, "two", 5).await?;
         {
@@ -916,6 +937,7 @@ async fn offsets_in_the_old_offsets_partition_survive_the_upgrade() -> TestResul
             .await?;
             commit(&consumer)?;
         }
+        commit_offset(&committer(&broker, SIMPLE_GROUP)?, topic, 78)?;
         broker.kill9()?;
         broker.start_again()?;
         let client = metadata_client(&broker, &[("group.id", GROUP)])?;
@@ -927,14 +949,31 @@ async fn offsets_in_the_old_offsets_partition_survive_the_upgrade() -> TestResul
             );
         }
         ensure_eq!(
+            committed_offset(&broker, SIMPLE_GROUP, topic)?,
+            Offset::Offset(78),
+            "{SIMPLE_GROUP}'s offset committed after the upgrade"
+        );
+        ensure_eq!(
             broker.log().matches(MOVED).count(),
-            1,
+            2,
             "groups moved (a second start has nothing left to move)"
         );
         Ok(())
     }
     .await;
     broker.check(result)
+}
+
+/// The committed offset of partition 0 of `topic` for `group`.
+fn committed_offset(broker: &TestBroker, group: &str, topic: &str) -> Result<Offset> {
+    let client = metadata_client(broker, &[("group.id", group)])?;
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, 0);
+    let list = client.committed_offsets(wanted, REQUEST_TIMEOUT)?;
+    Ok(list
+        .elements_for_topic(topic)
+        .first()
+        .map_or(Offset::Invalid, |e| e.offset()))
 }
 
 /// Whether a partition directory holds any segment bytes (read off disk, broker stopped).
@@ -947,4 +986,196 @@ fn has_segment_bytes(dir: &std::path::Path) -> Result<bool> {
         }
     }
     Ok(bytes > 0)
+}
+
+/// Hand-encoded group requests (v0 JoinGroup/SyncGroup/Heartbeat, v2 OffsetCommit), for
+/// putting a commit in an exact rebalance state: a client cannot time that.
+mod raw_group {
+    use runnel_e2e::wire::{put_i32, put_i64, put_string, RawConnection, Reader};
+    use runnel_e2e::Result;
+
+    const JOIN_GROUP: i16 = 11;
+    const HEARTBEAT: i16 = 12;
+    const SYNC_GROUP: i16 = 14;
+    const OFFSET_COMMIT: i16 = 8;
+    const SESSION_MS: i32 = 30_000;
+
+    /// (error, generation, leader, member id) of a JoinGroup v0 response.
+    pub(super) type Joined = (i16, i32, String, String);
+
+    pub(super) fn send_join(
+        connection: &mut RawConnection,
+        group: &str,
+        member_id: &str,
+    ) -> Result<i32> {
+        let mut body = Vec::new();
+        put_string(&mut body, group);
+        put_i32(&mut body, SESSION_MS);
+        put_string(&mut body, member_id);
+        put_string(&mut body, "consumer");
+        put_i32(&mut body, 1);
+        put_string(&mut body, "cooperative-sticky");
+        put_i32(&mut body, 0); // empty metadata
+        connection.send_request(JOIN_GROUP, 0, &body)
+    }
+
+    pub(super) fn read_join(connection: &mut RawConnection, correlation_id: i32) -> Result<Joined> {
+        let response = connection.read_response(correlation_id)?;
+        let mut reader = Reader::new(&response);
+        let error = reader.i16()?;
+        let generation = reader.i32()?;
+        let _protocol = reader.string()?;
+        let leader = reader.string()?;
+        let member_id = reader.string()?;
+        Ok((error, generation, leader, member_id))
+    }
+
+    pub(super) fn join(
+        connection: &mut RawConnection,
+        group: &str,
+        member_id: &str,
+    ) -> Result<Joined> {
+        let correlation_id = send_join(connection, group, member_id)?;
+        read_join(connection, correlation_id)
+    }
+
+    /// SyncGroup v0; the leader hands every member an empty assignment. Returns the error.
+    pub(super) fn sync(
+        connection: &mut RawConnection,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        members: &[&str],
+    ) -> Result<i16> {
+        let mut body = Vec::new();
+        put_string(&mut body, group);
+        put_i32(&mut body, generation);
+        put_string(&mut body, member_id);
+        put_i32(&mut body, i32::try_from(members.len())?);
+        for member in members {
+            put_string(&mut body, member);
+            put_i32(&mut body, 0);
+        }
+        let response = connection.round_trip(SYNC_GROUP, 0, &body)?;
+        Reader::new(&response).i16()
+    }
+
+    pub(super) fn heartbeat(
+        connection: &mut RawConnection,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+    ) -> Result<i16> {
+        let mut body = Vec::new();
+        put_string(&mut body, group);
+        put_i32(&mut body, generation);
+        put_string(&mut body, member_id);
+        let response = connection.round_trip(HEARTBEAT, 0, &body)?;
+        Reader::new(&response).i16()
+    }
+
+    /// OffsetCommit v2 of one partition (`topic`-0); returns its error code.
+    pub(super) fn commit(
+        connection: &mut RawConnection,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        topic: &str,
+        offset: i64,
+    ) -> Result<i16> {
+        let mut body = Vec::new();
+        put_string(&mut body, group);
+        put_i32(&mut body, generation);
+        put_string(&mut body, member_id);
+        put_i64(&mut body, -1); // retention_time_ms: the broker's
+        put_i32(&mut body, 1);
+        put_string(&mut body, topic);
+        put_i32(&mut body, 1);
+        put_i32(&mut body, 0);
+        put_i64(&mut body, offset);
+        put_string(&mut body, "");
+        let response = connection.round_trip(OFFSET_COMMIT, 2, &body)?;
+        let mut reader = Reader::new(&response);
+        let _topics = reader.i32()?;
+        let _name = reader.string()?;
+        let _partitions = reader.i32()?;
+        let _partition = reader.i32()?;
+        reader.i16()
+    }
+}
+
+/// A cooperative member keeps committing the partitions it owns while a new member joins:
+/// OffsetCommit is answered as by Kafka's classic group in each state. Stable and
+/// PreparingRebalance with the current generation: accepted. CompletingRebalance: the
+/// generation is checked first (ILLEGAL_GENERATION for the old one), and only the current
+/// generation's commit gets REBALANCE_IN_PROGRESS (its assignment is not known yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_during_a_cooperative_rebalance_are_answered_as_kafka_does() -> TestResult {
+    const NONE: i16 = 0;
+    const ILLEGAL_GENERATION: i16 = 22;
+    const REBALANCE_IN_PROGRESS: i16 = 27;
+    let broker = TestBroker::start(BROKER_ARGS)?;
+    let result = async {
+        let topic = "cooperative-commits";
+        let group = "cooperative";
+        create_topic(&broker, topic, 1).await?;
+        let mut a = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+        let mut b = RawConnection::connect(&broker, WAIT_TIMEOUT)?;
+
+        let (error, generation, leader, member_a) = raw_group::join(&mut a, group, "")?;
+        ensure_eq!((error, generation), (NONE, 1), "first join");
+        ensure_eq!(leader, member_a, "the first member leads");
+        let error = raw_group::sync(&mut a, group, 1, &member_a, &[&member_a])?;
+        ensure_eq!(error, NONE, "leader's sync of generation 1");
+        let error = raw_group::commit(&mut a, group, 1, &member_a, topic, 5)?;
+        ensure_eq!(error, NONE, "commit while Stable");
+
+        // B joins: the group prepares a rebalance and waits for A to rejoin.
+        let b_join = raw_group::send_join(&mut b, group, "")?;
+        let deadline = std::time::Instant::now() + WAIT_TIMEOUT;
+        while raw_group::heartbeat(&mut a, group, 1, &member_a)? != REBALANCE_IN_PROGRESS {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the group never started rebalancing after B's join"
+            );
+        }
+        let error = raw_group::commit(&mut a, group, 1, &member_a, topic, 6)?;
+        ensure_eq!(
+            error,
+            NONE,
+            "commit with the current generation while PreparingRebalance"
+        );
+
+        // A rejoins: generation 2 forms; nobody has synced it yet (CompletingRebalance).
+        let (error, generation, leader, _) = raw_group::join(&mut a, group, &member_a)?;
+        ensure_eq!((error, generation), (NONE, 2), "A's rejoin");
+        ensure_eq!(leader, member_a, "the leader stays");
+        let (error, generation, _, member_b) = raw_group::read_join(&mut b, b_join)?;
+        ensure_eq!((error, generation), (NONE, 2), "B's join");
+        let error = raw_group::commit(&mut a, group, 1, &member_a, topic, 7)?;
+        ensure_eq!(
+            error,
+            ILLEGAL_GENERATION,
+            "commit with the old generation while CompletingRebalance"
+        );
+        let error = raw_group::commit(&mut b, group, 2, &member_b, topic, 7)?;
+        ensure_eq!(
+            error,
+            REBALANCE_IN_PROGRESS,
+            "commit with the new generation before its assignment"
+        );
+
+        let error = raw_group::sync(&mut a, group, 2, &member_a, &[&member_a, &member_b])?;
+        ensure_eq!(error, NONE, "leader's sync of generation 2");
+        let error = raw_group::commit(&mut b, group, 2, &member_b, topic, 8)?;
+        ensure_eq!(error, NONE, "commit once Stable again");
+        ensure_eq!(
+            committed_offset(&broker, group, topic)?,
+            Offset::Offset(8),
+            "the last accepted commit"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
 }

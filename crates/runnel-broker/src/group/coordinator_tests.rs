@@ -450,6 +450,56 @@ fn commits_are_validated_like_kafka() {
     );
 }
 
+/// Kafka's classic group in each state of a rebalance (a cooperative member keeps committing
+/// the partitions it still owns while a new member joins).
+#[test]
+fn commits_during_a_rebalance_are_answered_like_kafka() {
+    let clock = Clock::new();
+    let groups = GroupCoordinator::new(config(0));
+    let (a, reply) = join_new(&groups, clock.at(0), &["cooperative-sticky"]);
+    answered(&mut later(reply));
+    answered(&mut later(sync(&groups, &a, 1, vec![], clock.at(0))));
+    let (b, reply_b) = join_new(&groups, clock.at(10), &["cooperative-sticky"]);
+    let mut rx_b = later(reply_b);
+    assert_eq!(groups.describe("g").state, GroupState::PreparingRebalance);
+    assert_eq!(
+        groups.validate_commit("g", &a, None, 1, clock.at(11)),
+        Ok(()),
+        "PreparingRebalance, current generation: accepted"
+    );
+    let mut rx_a = later(groups.join(
+        join_request(&a, None, &["cooperative-sticky"]),
+        clock.at(20),
+    ));
+    assert_eq!(answered(&mut rx_a).generation_id, 2);
+    assert_eq!(answered(&mut rx_b).generation_id, 2);
+    assert_eq!(groups.describe("g").state, GroupState::CompletingRebalance);
+    assert_eq!(
+        groups.validate_commit("g", &b, None, 1, clock.at(21)),
+        Err(GroupError::IllegalGeneration),
+        "CompletingRebalance, old generation: the generation is checked first"
+    );
+    assert_eq!(
+        groups.validate_commit("g", &b, None, 2, clock.at(21)),
+        Err(GroupError::RebalanceInProgress),
+        "CompletingRebalance, current generation: the assignment is not known yet"
+    );
+    assert_eq!(
+        groups.validate_commit("g", "", None, -1, clock.at(21)),
+        Err(GroupError::UnknownMemberId),
+        "a simple consumer's commit to a group with members"
+    );
+    assert_eq!(
+        groups.validate_commit("g", "stranger", None, 2, clock.at(21)),
+        Err(GroupError::UnknownMemberId)
+    );
+    answered(&mut later(sync(&groups, &a, 2, vec![], clock.at(22))));
+    assert_eq!(
+        groups.validate_commit("g", &b, None, 2, clock.at(23)),
+        Ok(())
+    );
+}
+
 #[test]
 fn leaving_empties_the_group_and_offsets_expire_after_retention() {
     let clock = Clock::new();

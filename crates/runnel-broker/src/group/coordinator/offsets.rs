@@ -9,6 +9,13 @@ use super::{GroupCoordinator, State};
 impl GroupCoordinator {
     /// Whether an OffsetCommit may be applied, creating an offsets-only group for a simple
     /// consumer (generation < 0, empty member id). A member's commit keeps its session alive.
+    ///
+    /// As Kafka's classic group (`ClassicGroup.validateOffsetCommit`): a member of the current
+    /// generation may commit while the group is Stable or PreparingRebalance (a cooperative
+    /// member keeps committing the partitions it still owns while others join); the member
+    /// and generation are checked first (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION), and only a
+    /// valid commit in CompletingRebalance gets REBALANCE_IN_PROGRESS (its assignment is not
+    /// known yet).
     pub fn validate_commit(
         &self,
         group_id: &str,
@@ -32,21 +39,25 @@ impl GroupCoordinator {
         if group.state == GroupState::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
-        group.check_fenced(member_id, instance_id)?;
         if generation_id < 0 && group.state == GroupState::Empty {
+            group.check_fenced(member_id, instance_id)?;
             return Ok(());
+        }
+        if generation_id >= 0 || !member_id.is_empty() || instance_id.is_some() {
+            group.check_member(member_id, instance_id)?;
+            if generation_id != group.generation_id {
+                return Err(GroupError::IllegalGeneration);
+            }
+        } else {
+            // A simple consumer's commit (no member, no generation) needs an empty group.
+            return Err(GroupError::UnknownMemberId);
         }
         if group.state == GroupState::CompletingRebalance {
             return Err(GroupError::RebalanceInProgress);
         }
-        let member = group
-            .members
-            .get_mut(member_id)
-            .ok_or(GroupError::UnknownMemberId)?;
-        if generation_id != group.generation_id {
-            return Err(GroupError::IllegalGeneration);
+        if let Some(member) = group.members.get_mut(member_id) {
+            member.heartbeat_deadline = now.at + member.session();
         }
-        member.heartbeat_deadline = now.at + member.session();
         Ok(())
     }
 
