@@ -251,34 +251,15 @@ pub struct PartitionProduceResult {
 
 /// Parses a Produce v3 response body.
 pub fn parse_produce_v3(body: &[u8]) -> Result<Vec<PartitionProduceResult>> {
-    let mut reader = Reader::new(body);
-    let mut results = Vec::new();
-    let topics = reader.i32()?;
-    ensure!(
-        (0..=1000).contains(&topics),
-        "produce response: {topics} topics"
-    );
-    for _ in 0..topics {
-        let topic = reader.string()?;
-        let partitions = reader.i32()?;
-        ensure!(
-            (0..=10_000).contains(&partitions),
-            "produce response: {partitions} partitions"
-        );
-        for _ in 0..partitions {
-            let partition = reader.i32()?;
-            let error_code = reader.i16()?;
-            let base_offset = reader.i64()?;
-            let _log_append_time_ms = reader.i64()?;
-            results.push(PartitionProduceResult {
-                topic: topic.clone(),
-                partition,
-                error_code,
-                base_offset,
-            });
-        }
-    }
-    Ok(results)
+    Ok(parse_produce(body, 3)?
+        .into_iter()
+        .map(|(topic, p)| PartitionProduceResult {
+            topic,
+            partition: p.partition,
+            error_code: p.error_code,
+            base_offset: p.base_offset,
+        })
+        .collect())
 }
 
 /// Identity of an idempotent batch: producer id, epoch and the sequence of its first record.
@@ -372,6 +353,15 @@ pub struct PartitionProduceResultV8 {
 
 /// Parses a Produce v8 response body (one topic's partitions, in order, across topics).
 pub fn parse_produce_v8(body: &[u8]) -> Result<Vec<PartitionProduceResultV8>> {
+    Ok(parse_produce(body, 8)?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect())
+}
+
+/// Parses a non-flexible Produce response body of `version` 3–8 into (topic, result) pairs;
+/// the v5+ log start offset and the v8+ record errors are read when the version has them.
+fn parse_produce(body: &[u8], version: i16) -> Result<Vec<(String, PartitionProduceResultV8)>> {
     let mut reader = Reader::new(body);
     let mut results = Vec::new();
     let topics = reader.i32()?;
@@ -380,7 +370,7 @@ pub fn parse_produce_v8(body: &[u8]) -> Result<Vec<PartitionProduceResultV8>> {
         "produce response: {topics} topics"
     );
     for _ in 0..topics {
-        let _topic = reader.string()?;
+        let topic = reader.string()?;
         let partitions = reader.i32()?;
         ensure!(
             (0..=10_000).contains(&partitions),
@@ -391,26 +381,34 @@ pub fn parse_produce_v8(body: &[u8]) -> Result<Vec<PartitionProduceResultV8>> {
             let error_code = reader.i16()?;
             let base_offset = reader.i64()?;
             let _log_append_time_ms = reader.i64()?;
-            let _log_start_offset = reader.i64()?;
-            let count = reader.i32()?;
-            ensure!(
-                (-1..=1_000_000).contains(&count),
-                "produce response: {count} record errors"
-            );
-            let mut record_errors = Vec::new();
-            for _ in 0..count {
-                record_errors.push((reader.i32()?, reader.nullable_string()?));
+            if version >= 5 {
+                let _log_start_offset = reader.i64()?;
             }
-            results.push(PartitionProduceResultV8 {
-                partition,
-                error_code,
-                base_offset,
-                record_errors,
-                error_message: reader.nullable_string()?,
-            });
+            let mut record_errors = Vec::new();
+            let mut error_message = None;
+            if version >= 8 {
+                let count = reader.i32()?;
+                ensure!(
+                    (-1..=1_000_000).contains(&count),
+                    "produce response: {count} record errors"
+                );
+                for _ in 0..count {
+                    record_errors.push((reader.i32()?, reader.nullable_string()?));
+                }
+                error_message = reader.nullable_string()?;
+            }
+            results.push((
+                topic.clone(),
+                PartitionProduceResultV8 {
+                    partition,
+                    error_code,
+                    base_offset,
+                    record_errors,
+                    error_message,
+                },
+            ));
         }
     }
-    let _throttle_time_ms = reader.i32()?;
     Ok(results)
 }
 
