@@ -18,6 +18,7 @@ mod read_buffers;
 mod records;
 mod recovery;
 mod segment;
+mod sparse_index;
 mod sys;
 mod time_index;
 

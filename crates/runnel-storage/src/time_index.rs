@@ -11,15 +11,17 @@
 //! `t`. So the first batch whose max timestamp is `>= target` lies at or after the offset of
 //! the last entry with `t < target`, and a scan from there finds it.
 //!
-//! The index is derived data: it is rebuilt from batch headers when missing or damaged.
+//! The index is derived data: it is rebuilt from batch headers when missing or damaged. The
+//! file, its in-memory copy and the search are the generic [`SparseIndex`]; this type adds the
+//! segment's running maximum, the seal on roll and the undo of a failed append.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use crate::error::StorageError;
-use crate::index_file::IndexFile;
 use crate::io::Storage;
+use crate::sparse_index::{IndexEntry, SparseIndex};
 
 /// Bytes per time index entry on disk.
 pub(crate) const TIME_ENTRY_SIZE_BYTES: usize = 12;
@@ -33,7 +35,15 @@ pub(crate) struct TimeEntry {
     pub(crate) relative_offset: u32,
 }
 
-impl TimeEntry {
+impl IndexEntry for TimeEntry {
+    const SIZE_BYTES: usize = TIME_ENTRY_SIZE_BYTES;
+    type Encoded = [u8; TIME_ENTRY_SIZE_BYTES];
+    type Key = i64;
+
+    fn key(&self) -> i64 {
+        self.timestamp
+    }
+
     fn encode(self) -> [u8; TIME_ENTRY_SIZE_BYTES] {
         let mut out = [0u8; TIME_ENTRY_SIZE_BYTES];
         let (timestamp, offset) = out.split_at_mut(8);
@@ -48,36 +58,53 @@ impl TimeEntry {
             relative_offset: u32::from_be_bytes(chunk.get(8..12)?.try_into().ok()?),
         })
     }
+
+    /// Timestamps strictly grow; the batch that reached a larger maximum cannot come earlier.
+    fn follows(&self, previous: &TimeEntry) -> bool {
+        previous.timestamp < self.timestamp && previous.relative_offset <= self.relative_offset
+    }
 }
 
-/// Mutable state of the index, behind one lock.
-#[derive(Debug, Default)]
-struct TimeIndexState {
-    entries: Vec<TimeEntry>,
+/// The segment's running maximum, which entries are cut from.
+#[derive(Debug, Clone, Copy)]
+struct SegmentMax {
     /// Largest batch max timestamp seen in the segment (`-1` when none).
-    max_timestamp: i64,
-    /// Relative base offset of the batch that first reached `max_timestamp`.
-    max_relative_offset: u32,
+    timestamp: i64,
+    /// Relative base offset of the batch that first reached `timestamp`.
+    relative_offset: u32,
+}
+
+impl SegmentMax {
+    const NONE: SegmentMax = SegmentMax {
+        timestamp: -1,
+        relative_offset: 0,
+    };
+
+    fn entry(self) -> TimeEntry {
+        TimeEntry {
+            timestamp: self.timestamp,
+            relative_offset: self.relative_offset,
+        }
+    }
 }
 
 /// What [`TimeIndex::restore`] goes back to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TimeIndexMark {
     entries: usize,
-    max_timestamp: i64,
-    max_relative_offset: u32,
+    max: SegmentMax,
     bytes_since_last_entry: u64,
 }
 
-/// The sparse time index of one segment. One writer, concurrent readers; the lock is never held
-/// across anything slower than a small `pwrite`.
+/// The sparse time index of one segment. One writer, concurrent readers; no lock is held
+/// across anything slower than a small `pwrite`. Lock order: `max`, then the entries inside
+/// [`SparseIndex`].
 #[derive(Debug)]
 pub(crate) struct TimeIndex {
-    file: IndexFile,
-    state: RwLock<TimeIndexState>,
-    loaded_len_bytes: u64,
-    was_missing: bool,
-    max_entries: usize,
+    entries: SparseIndex<TimeEntry>,
+    /// Held (for writing) across an append so a reader never sees the maximum of a batch
+    /// whose entry is half recorded.
+    max: RwLock<SegmentMax>,
     bytes_since_last_entry: AtomicU64,
 }
 
@@ -89,32 +116,23 @@ impl TimeIndex {
         path: &Path,
         max_entries: usize,
     ) -> Result<TimeIndex, StorageError> {
-        let loaded = IndexFile::load(storage, path, (max_entries * TIME_ENTRY_SIZE_BYTES) as u64)?;
-        let entries: Vec<TimeEntry> = loaded
-            .raw
-            .chunks_exact(TIME_ENTRY_SIZE_BYTES)
-            .filter_map(TimeEntry::decode)
-            .collect();
-        let (max_timestamp, max_relative_offset) = entries
+        let entries = SparseIndex::open(storage, path, max_entries)?;
+        let max = entries
             .last()
-            .map_or((-1, 0), |e| (e.timestamp, e.relative_offset));
+            .map_or(SegmentMax::NONE, |e: TimeEntry| SegmentMax {
+                timestamp: e.timestamp,
+                relative_offset: e.relative_offset,
+            });
         Ok(TimeIndex {
-            file: loaded.file,
-            state: RwLock::new(TimeIndexState {
-                entries,
-                max_timestamp,
-                max_relative_offset,
-            }),
-            loaded_len_bytes: loaded.len_bytes,
-            was_missing: loaded.was_missing,
-            max_entries,
+            entries,
+            max: RwLock::new(max),
             bytes_since_last_entry: AtomicU64::new(0),
         })
     }
 
     /// The `.timeindex` path.
     pub(crate) fn path(&self) -> &Path {
-        self.file.path()
+        self.entries.path()
     }
 
     /// True when the file holds whole entries with strictly increasing timestamps and
@@ -122,47 +140,36 @@ impl TimeIndex {
     /// its base), and it existed with entries, or, for an empty segment, holds none (a stale
     /// entry there would report a timestamp the segment does not have).
     pub(crate) fn is_sane(&self, segment_is_empty: bool, relative_end_offset: u64) -> bool {
-        let state = self.read_state();
-        let entries = &state.entries;
-        let whole = self.loaded_len_bytes == (entries.len() * TIME_ENTRY_SIZE_BYTES) as u64;
-        let increasing = entries.windows(2).all(|pair| match pair {
-            [a, b] => a.timestamp < b.timestamp && a.relative_offset <= b.relative_offset,
-            _ => true,
-        });
-        let in_bounds = entries
-            .last()
-            .is_none_or(|e| u64::from(e.relative_offset) < relative_end_offset);
+        let last = self.entries.last();
+        let in_bounds = last.is_none_or(|e| u64::from(e.relative_offset) < relative_end_offset);
         let present = if segment_is_empty {
-            entries.is_empty()
+            last.is_none()
         } else {
-            !self.was_missing && !entries.is_empty()
+            !self.entries.was_missing() && last.is_some()
         };
-        present && whole && increasing && in_bounds
+        present && self.entries.is_well_formed() && in_bounds
     }
 
     /// Largest batch max timestamp in the segment and the relative offset of the first batch
     /// that reached it; `None` for an empty segment.
     pub(crate) fn max_timestamp(&self) -> Option<(i64, u32)> {
-        let state = self.read_state();
-        (state.max_timestamp >= 0 || !state.entries.is_empty())
-            .then_some((state.max_timestamp, state.max_relative_offset))
+        let max = self.read_max();
+        (max.timestamp >= 0 || !self.entries.is_empty())
+            .then_some((max.timestamp, max.relative_offset))
     }
 
     /// Relative offset from which a scan finds the first batch with max timestamp `>=
     /// target_ms`: that of the last entry with a timestamp below `target_ms`, or 0.
     pub(crate) fn lookup(&self, target_ms: i64) -> u32 {
-        let state = self.read_state();
-        let below = state.entries.partition_point(|e| e.timestamp < target_ms);
-        below
-            .checked_sub(1)
-            .and_then(|i| state.entries.get(i))
+        self.entries
+            .last_below(target_ms)
             .map_or(0, |e| e.relative_offset)
     }
 
     /// True when no more entries fit; the segment must roll.
     pub(crate) fn is_full(&self) -> bool {
         // Keep one slot for the final entry written when the segment rolls.
-        self.read_state().entries.len().saturating_add(1) >= self.max_entries
+        self.entries.free_slots() <= 1
     }
 
     /// Records a batch just written: `max_timestamp_ms` is its header's max timestamp.
@@ -173,23 +180,22 @@ impl TimeIndex {
         size_bytes: u64,
         interval_bytes: u32,
     ) -> Result<(), StorageError> {
-        let mut state = self.write_state();
-        if max_timestamp_ms > state.max_timestamp {
-            state.max_timestamp = max_timestamp_ms;
-            state.max_relative_offset = relative_offset;
+        let mut max = self.write_max();
+        if max_timestamp_ms > max.timestamp {
+            *max = SegmentMax {
+                timestamp: max_timestamp_ms,
+                relative_offset,
+            };
         }
         let since = self
             .bytes_since_last_entry
             .fetch_add(size_bytes, Ordering::Relaxed)
             .saturating_add(size_bytes);
-        if since >= u64::from(interval_bytes) && state.entries.len() < self.max_entries {
-            let entry = TimeEntry {
-                timestamp: state.max_timestamp,
-                relative_offset: state.max_relative_offset,
-            };
-            if self.push(&mut state, entry)? {
-                self.bytes_since_last_entry.store(0, Ordering::Relaxed);
-            }
+        if since >= u64::from(interval_bytes)
+            && self.entries.free_slots() > 0
+            && self.entries.push(max.entry())?
+        {
+            self.bytes_since_last_entry.store(0, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -197,11 +203,10 @@ impl TimeIndex {
     /// The index as it is now, for [`TimeIndex::restore`] if the append about to be indexed
     /// fails.
     pub(crate) fn mark(&self) -> TimeIndexMark {
-        let state = self.read_state();
+        let max = self.read_max();
         TimeIndexMark {
-            entries: state.entries.len(),
-            max_timestamp: state.max_timestamp,
-            max_relative_offset: state.max_relative_offset,
+            entries: self.entries.len(),
+            max: *max,
             bytes_since_last_entry: self.bytes_since_last_entry.load(Ordering::Relaxed),
         }
     }
@@ -210,44 +215,23 @@ impl TimeIndex {
     /// and was cut off the log): a lookup by timestamp must not point past the log end, nor
     /// `max_timestamp` report a record that is not there.
     pub(crate) fn restore(&self, mark: TimeIndexMark) -> Result<(), StorageError> {
-        let mut state = self.write_state();
-        state.entries.truncate(mark.entries);
-        state.max_timestamp = mark.max_timestamp;
-        state.max_relative_offset = mark.max_relative_offset;
+        let mut max = self.write_max();
+        *max = mark.max;
         self.bytes_since_last_entry
             .store(mark.bytes_since_last_entry, Ordering::Relaxed);
-        self.file
-            .set_len((mark.entries * TIME_ENTRY_SIZE_BYTES) as u64)
+        self.entries.truncate(mark.entries)
     }
 
     /// Appends the segment's maximum as the last entry (when the segment becomes inactive),
     /// so that a closed segment's largest timestamp survives a restart. Returns whether an
     /// entry was written.
     pub(crate) fn seal(&self) -> Result<bool, StorageError> {
-        let mut state = self.write_state();
-        if state.max_timestamp < 0 && state.entries.is_empty() {
+        let max = self.write_max();
+        if max.timestamp < 0 && self.entries.is_empty() {
             return Ok(false);
         }
-        let entry = TimeEntry {
-            timestamp: state.max_timestamp,
-            relative_offset: state.max_relative_offset,
-        };
-        self.push(&mut state, entry)
-    }
-
-    /// Pushes `entry` when its timestamp exceeds the last one; returns whether it was added.
-    fn push(&self, state: &mut TimeIndexState, entry: TimeEntry) -> Result<bool, StorageError> {
-        if state
-            .entries
-            .last()
-            .is_some_and(|last| last.timestamp >= entry.timestamp)
-        {
-            return Ok(false);
-        }
-        let at = (state.entries.len() * TIME_ENTRY_SIZE_BYTES) as u64;
-        self.file.write_all_at(&entry.encode(), at)?;
-        state.entries.push(entry);
-        Ok(true)
+        // `push` refuses a timestamp that is not above the last entry's.
+        self.entries.push(max.entry())
     }
 
     /// Replaces the index with entries derived from `batches` (max timestamp, relative base
@@ -258,12 +242,9 @@ impl TimeIndex {
         interval_bytes: u32,
     ) -> Result<(), StorageError> {
         {
-            let mut state = self.write_state();
-            *state = TimeIndexState {
-                max_timestamp: -1,
-                ..TimeIndexState::default()
-            };
-            self.file.set_len(0)?;
+            let mut max = self.write_max();
+            *max = SegmentMax::NONE;
+            self.entries.truncate(0)?;
         }
         self.bytes_since_last_entry.store(0, Ordering::Relaxed);
         for (timestamp, relative_offset, size_bytes) in batches {
@@ -274,20 +255,21 @@ impl TimeIndex {
 
     /// fsync of the file (on roll, so a closed segment's final entry is durable).
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
-        self.file.sync()
+        self.entries.sync()
     }
 
     /// Closes the file until the next write (the segment was sealed).
     pub(crate) fn release_file(&self) {
-        self.file.release();
+        self.entries.release_file();
     }
 
-    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, TimeIndexState> {
-        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    fn read_max(&self) -> std::sync::RwLockReadGuard<'_, SegmentMax> {
+        // The guarded value is two plain fields assigned together: never half-updated.
+        self.max.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, TimeIndexState> {
-        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    fn write_max(&self) -> std::sync::RwLockWriteGuard<'_, SegmentMax> {
+        self.max.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
