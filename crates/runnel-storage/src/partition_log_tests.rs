@@ -875,3 +875,40 @@ fn checkpoint_below_its_segment_does_not_hide_an_append() -> TestResult {
 
 #[path = "zero_tail_tests.rs"]
 mod zero_tail;
+
+/// Closing a log that never held a record writes nothing (no checkpoint, no snapshot, so no
+/// fsync), and the log reopens empty and takes appends; a log with records still writes both.
+#[test]
+fn closing_a_never_written_log_writes_no_file() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let names = |path: &std::path::Path| -> std::io::Result<Vec<String>> {
+        let mut names = std::fs::read_dir(path)?
+            .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<Vec<_>, _>>()?;
+        names.sort();
+        Ok(names)
+    };
+    let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+    let before = names(dir.path())?;
+    log.close()?;
+    assert_eq!(
+        names(dir.path())?,
+        before,
+        "files after closing an empty log"
+    );
+    drop(log);
+
+    let log = PartitionLog::open(dir.path(), LogConfig::default())?;
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+    assert_eq!(appended(log.append(&batch(2, 10))?), (0, 1));
+    log.close()?;
+    let after = names(dir.path())?;
+    assert!(
+        after
+            .iter()
+            .any(|n| n == "recovery-point-offset-checkpoint")
+            && after.iter().any(|n| n.ends_with(".snapshot")),
+        "a written log's close leaves a checkpoint and a snapshot: {after:?}"
+    );
+    Ok(())
+}
