@@ -11,6 +11,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::batch_header::testing::{build_batch, ProducerFields};
+use crate::batch_header::{set_base_offset, verify_crc, BatchHeader, HEADER_SIZE_BYTES};
 use crate::error::BatchDefect;
 use crate::segment::{offset_file_name, INDEX_EXTENSION};
 use crate::test_support::{appended, log_path, TestResult};
