@@ -113,6 +113,18 @@ pub fn consumer_assigned_with(
     Ok(consumer)
 }
 
+/// The offset `consumer`'s group has committed for partition 0 of `topic` (an OffsetFetch).
+pub fn committed_offset(consumer: &BaseConsumer, topic: &str) -> Result<Offset> {
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, 0);
+    let list = consumer.committed_offsets(wanted, REQUEST_TIMEOUT)?;
+    let element = list
+        .find_partition(topic, 0)
+        .ok_or("OffsetFetch returned no partition")?;
+    element.error()?;
+    Ok(element.offset())
+}
+
 /// A plain consumer for metadata and watermark queries (it never fetches records).
 pub fn metadata_client(broker: &TestBroker, overrides: &[(&str, &str)]) -> Result<BaseConsumer> {
     Ok(consumer_config(broker, overrides).create()?)

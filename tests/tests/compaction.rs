@@ -10,15 +10,14 @@ use std::path::Path;
 use std::time::Instant;
 
 use rdkafka::admin::ResourceSpecifier;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 use runnel_e2e::log_file::partition_batches;
 use runnel_e2e::{
-    admin, admin_options, commit_offset, committer, consume_n, consumer_assigned,
+    admin, admin_options, commit_offset, committed_offset, committer, consume_n, consumer_assigned,
     create_topic_with, ensure, ensure_eq, produce_one, producer, seed, wait_until, watermarks,
-    Consumed, Result, Rng, TestBroker, TestResult, REQUEST_TIMEOUT, WAIT_TIMEOUT,
+    Consumed, Result, Rng, TestBroker, TestResult, WAIT_TIMEOUT,
 };
 
 /// Broker flags: run retention and the cleaner often.
@@ -386,18 +385,6 @@ async fn kill9_while_cleaning_keeps_every_latest_value() -> TestResult {
     }
     .await;
     broker.check(result)
-}
-
-/// A consumer in group `group` that only commits (assigned nothing, never polls).
-fn committed_offset(consumer: &BaseConsumer, topic: &str) -> Result<Offset> {
-    let mut wanted = TopicPartitionList::new();
-    wanted.add_partition(topic, 0);
-    let list = consumer.committed_offsets(wanted, REQUEST_TIMEOUT)?;
-    let element = list
-        .find_partition(topic, 0)
-        .ok_or("OffsetFetch returned no partition")?;
-    element.error()?;
-    Ok(element.offset())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

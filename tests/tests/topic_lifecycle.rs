@@ -8,30 +8,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 use runnel_e2e::log_file::{partition_batches, segment_files};
 use runnel_e2e::{
-    admin, admin_options, commit_offset, committer, consume_n, consumer_assigned, create_topic,
-    create_topic_with, ensure, ensure_eq, list_topics, metadata_client, produce_all, produce_one,
-    producer, read_all, wait_until, Consumed, Record, Result, TestBroker, TestResult,
+    admin, admin_options, commit_offset, committed_offset, committer, consume_n, consumer_assigned,
+    create_topic, create_topic_with, ensure, ensure_eq, list_topics, metadata_client, produce_all,
+    produce_one, producer, read_all, wait_until, Consumed, Record, Result, TestBroker, TestResult,
     REQUEST_TIMEOUT, WAIT_TIMEOUT,
 };
 
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
-
-/// The committed offset of partition 0 of `topic` for `consumer`'s group.
-fn committed_offset(consumer: &BaseConsumer, topic: &str) -> Result<Offset> {
-    let mut wanted = TopicPartitionList::new();
-    wanted.add_partition(topic, 0);
-    let list = consumer.committed_offsets(wanted, REQUEST_TIMEOUT)?;
-    let element = list
-        .find_partition(topic, 0)
-        .ok_or("OffsetFetch returned no partition")?;
-    Ok(element.offset())
-}
 
 /// DeleteTopics of `__consumer_offsets` from a client is refused with
 /// TOPIC_AUTHORIZATION_FAILED (Kafka guards internal topics with ACLs; an unauthorised delete
