@@ -878,7 +878,8 @@ fn checkpoint_below_its_segment_does_not_hide_an_append() -> TestResult {
 mod zero_tail;
 
 /// Closing a log that never held a record writes nothing (no checkpoint, no snapshot, so no
-/// fsync), and the log reopens empty and takes appends; a log with records still writes both.
+/// fsync), nor does reopening it, and it reopens empty and takes appends; a log with records
+/// still writes both.
 #[test]
 fn closing_a_never_written_log_writes_no_file() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -901,6 +902,7 @@ fn closing_a_never_written_log_writes_no_file() -> TestResult {
 
     let log = PartitionLog::open(dir.path(), LogConfig::default())?;
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+    assert_eq!(names(dir.path())?, before, "files after reopening an empty log");
     assert_eq!(appended(log.append(&batch(2, 10))?), (0, 1));
     log.close()?;
     let after = names(dir.path())?;

@@ -131,7 +131,11 @@ pub(crate) fn recover(
         segment_base_offset: active.base_offset(),
         position_bytes: active.size_bytes(),
     };
-    if checkpoint != Some(fresh) {
+    // An empty log with no checkpoint (one never written: its close writes none) stays
+    // without one: a checkpoint would spare its next recovery nothing, and writing it would
+    // cost every idle partition two fsyncs at every start.
+    let nothing_to_spare = checkpoint.is_none() && log_end_offset == 0;
+    if checkpoint != Some(fresh) && !nothing_to_spare {
         fresh.write(storage, dir)?;
     }
     Ok(RecoveredLog {
