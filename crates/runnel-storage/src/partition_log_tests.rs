@@ -902,7 +902,11 @@ fn closing_a_never_written_log_writes_no_file() -> TestResult {
 
     let log = PartitionLog::open(dir.path(), LogConfig::default())?;
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
-    assert_eq!(names(dir.path())?, before, "files after reopening an empty log");
+    assert_eq!(
+        names(dir.path())?,
+        before,
+        "files after reopening an empty log"
+    );
     assert_eq!(appended(log.append(&batch(2, 10))?), (0, 1));
     log.close()?;
     let after = names(dir.path())?;
