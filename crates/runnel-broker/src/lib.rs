@@ -6,11 +6,13 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod error;
 pub mod flusher;
 pub mod group;
 pub mod handlers;
 pub mod log_manager;
+pub mod metadata;
 pub mod partition_dir;
 pub mod producer_ids;
 pub mod server;
