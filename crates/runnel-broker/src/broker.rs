@@ -1,7 +1,6 @@
 //! `Broker`: the state every handler shares — settings, topics, producer ids, and the signal
 //! that wakes long-polling fetches when a high watermark moves (a flush made records visible).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::{watch, Semaphore};
@@ -25,7 +24,8 @@ pub struct Broker {
     pub producer_ids: ProducerIdAllocator,
     /// Consumer groups and committed offsets (rebuilt from `__consumer_offsets` on open).
     pub groups: GroupCoordinator,
-    /// The cluster id reported in Metadata, persisted in `meta.properties`.
+    /// The cluster id reported in Metadata, persisted in `meta.properties` (the configured
+    /// `cluster.id`, or one generated when the data directory was formatted).
     pub cluster_id: String,
     /// Group-committed fsyncs for acks=-1.
     pub flusher: Flusher,
@@ -55,7 +55,11 @@ impl Broker {
             path: config.data_dir.clone(),
             source,
         })?;
-        let cluster_id = load_or_create_cluster_id(&config.data_dir)?;
+        let cluster_id = crate::meta_properties::load_or_format(
+            &config.data_dir,
+            config.node_id,
+            config.cluster_id.as_deref(),
+        )?;
         let producer_ids = ProducerIdAllocator::load(&config.data_dir)?;
         let topics = TopicRegistry::load(Arc::clone(&config))?;
         let groups = GroupCoordinator::new(group_config(&config));
@@ -152,28 +156,5 @@ fn group_config(config: &BrokerConfig) -> GroupConfig {
         max_size: config.group_max_size,
         offset_metadata_max_bytes: config.offset_metadata_max_bytes,
         offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
-    }
-}
-
-fn load_or_create_cluster_id(data_dir: &Path) -> Result<String, BrokerError> {
-    let path = data_dir.join("meta.properties");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .lines()
-            .find_map(|l| l.strip_prefix("cluster.id="))
-            .map(str::to_string)
-            .ok_or_else(|| BrokerError::Metadata {
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no cluster.id"),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            runnel_storage::write_file_atomically(
-                &path,
-                format!("version=1\ncluster.id={id}\n").as_bytes(),
-            )?;
-            Ok(id)
-        }
-        Err(source) => Err(BrokerError::Metadata { path, source }),
     }
 }
