@@ -274,6 +274,7 @@ mod tests {
             api_version: 12,
             client_id: None,
             client_host: Arc::from("/127.0.0.1"),
+            listener: Arc::from("PLAINTEXT"),
         };
         let response = handle(broker, &context, request).await.unwrap();
         let partition = &response.responses[0].partitions[0];

@@ -48,6 +48,9 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     /// The client's address as Kafka reports it (`/127.0.0.1`), for DescribeGroups.
     pub client_host: Arc<str>,
+    /// The name of the listener the request arrived on (`PLAINTEXT`, `INTERNAL`, …):
+    /// Metadata answers with every broker's endpoint for this listener.
+    pub listener: Arc<str>,
 }
 
 /// What a handler answers: the response, or — for work whose ordered part is done but whose
