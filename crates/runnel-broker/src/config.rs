@@ -14,6 +14,7 @@ use config::{Config, Environment, File, FileFormat, Value, ValueKind};
 use runnel_protocol::batch::BatchValidation;
 use runnel_storage::{FaultInjection, Storage};
 
+pub mod broker_configs;
 mod cluster;
 
 pub use cluster::{ClusterConfigError, Listener, ProcessRoles, Voter};
