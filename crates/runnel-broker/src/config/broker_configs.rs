@@ -325,6 +325,16 @@ fn runnel_entry(
     // the value in effect.
     let (value, explicit) = match runnel {
         "listeners" => (render(&config.listeners), given(&["listeners", "listen"])),
+        // The shorthands report the first client listener in effect, however it was given.
+        "listen" => (config.listen.to_string(), given(&["listen"])),
+        "advertise" => (
+            config
+                .advertised_listeners
+                .first()
+                .map(|l| format!("{}:{}", l.host, l.port))
+                .unwrap_or_default(),
+            given(&["advertise"]),
+        ),
         "advertised.listeners" => (
             render(&config.advertised_listeners),
             given(&["advertised.listeners", "advertise"]),
@@ -437,6 +447,22 @@ mod tests {
             (Some("9223372036854775807"), false, false)
         );
         assert_eq!(find(&entries, "broker.rack").value, None);
+        let listen = find(&entries, "listen");
+        assert_eq!(
+            (listen.value.as_deref(), listen.explicit),
+            (Some("127.0.0.1:1"), true)
+        );
+        let config = load(&[("listeners", "INTERNAL://127.0.0.1:5,CONTROLLER://:6")]);
+        let entries = broker_config_entries(&config);
+        let listen = find(&entries, "listen");
+        assert_eq!(
+            (listen.value.as_deref(), listen.explicit),
+            (Some("127.0.0.1:5"), false)
+        );
+        assert_eq!(
+            find(&entries, "advertise").value.as_deref(),
+            Some("127.0.0.1:5")
+        );
         assert_eq!(find(&entries, "log.dirs").value.as_deref(), Some("./data"));
         assert_eq!(
             find(&entries, "min.insync.replicas").config_type,

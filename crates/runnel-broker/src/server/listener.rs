@@ -60,6 +60,10 @@ async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
             .map_or_else(|_| String::new(), |a| a.to_string());
         tracing::info!(listener = %name, %address, %advertised, "listening");
     }
+    let address = listeners
+        .first()
+        .and_then(|(_, listener)| listener.local_addr().ok())
+        .unwrap_or(address);
     tracing::info!(
         %address,
         advertised = %format!("{}:{}", broker.config.advertise_host, broker.config.advertise_port),
