@@ -113,7 +113,7 @@ pub enum ClusterConfigError {
     /// A listener that is not `NAME://host:port`.
     #[error("{setting}: `{value}` is not NAME://HOST:PORT ({reason})")]
     BadListener {
-        /// `listeners` or `advertised.listeners`.
+        /// `listeners` or `advertised.listeners` (or their shorthands).
         setting: &'static str,
         /// The entry as given.
         value: String,
@@ -328,12 +328,15 @@ pub(super) fn parse(
             setting: "listeners",
         });
     }
-    let listeners_text = if explicit("listen") {
-        format!("PLAINTEXT://{}", settings.raw("listen").trim())
+    let (listeners_setting, listeners_text) = if explicit("listen") {
+        (
+            "listen",
+            format!("PLAINTEXT://{}", settings.raw("listen").trim()),
+        )
     } else {
-        settings.raw("listeners")
+        ("listeners", settings.raw("listeners"))
     };
-    let listeners = parse_listeners("listeners", &listeners_text)?;
+    let listeners = parse_listeners(listeners_setting, &listeners_text)?;
     check_unique_ports(&listeners)?;
     let controller_listener_names: Vec<String> =
         split_list(&settings.raw("controller.listener.names"))
@@ -377,12 +380,15 @@ pub(super) fn parse(
             setting: "advertised.listeners",
         });
     }
-    let advertised_text = if explicit("advertise") {
-        format!("PLAINTEXT://{}", settings.raw("advertise").trim())
+    let (advertised_setting, advertised_text) = if explicit("advertise") {
+        (
+            "advertise",
+            format!("PLAINTEXT://{}", settings.raw("advertise").trim()),
+        )
     } else {
-        settings.raw("advertised.listeners")
+        ("advertised.listeners", settings.raw("advertised.listeners"))
     };
-    let given = parse_listeners("advertised.listeners", &advertised_text)?;
+    let given = parse_listeners(advertised_setting, &advertised_text)?;
     for advertised in &given {
         if is_controller_listener(&advertised.name) {
             return Err(ClusterConfigError::AdvertisedControllerListener {
@@ -839,6 +845,10 @@ mod tests {
                 "is not NAME://HOST:PORT",
             ),
             (&[("listeners", "PLAINTEXT://x")], "no `:PORT`"),
+            (
+                &[("listen", "x")],
+                "listen: `PLAINTEXT://x` is not NAME://HOST:PORT",
+            ),
             (&[("listeners", "PLAINTEXT://x:70000")], "port"),
             (
                 &[("listeners", "A://:1,a://:2")],
