@@ -198,7 +198,9 @@ impl RaftQuorum {
         for (voter, addr) in &config.voters {
             let node = BasicNode::new(addr.clone());
             if members.insert(raft_id(*voter)?, node).is_some() {
-                return Err(QuorumError::Config(format!("voter id {voter} appears twice")));
+                return Err(QuorumError::Config(format!(
+                    "voter id {voter} appears twice"
+                )));
             }
         }
         if !members.is_empty() && !members.contains_key(&id) {
@@ -313,8 +315,21 @@ impl RaftQuorum {
             }),
         };
         if alone {
-            let ready = tokio::time::timeout(SINGLE_NODE_READY_TIMEOUT, quorum.leadership()).await;
-            if !matches!(ready, Ok(Leadership::Leader)) {
+            let ready = tokio::time::timeout(SINGLE_NODE_READY_TIMEOUT, async {
+                // Its own election takes one vote write; then it confirms it has applied all.
+                let mut metrics = quorum.inner.raft.metrics();
+                metrics
+                    .wait_for(|m| m.current_leader == Some(id))
+                    .await
+                    .map_err(|_| ())?;
+                drop(metrics);
+                match quorum.leadership().await {
+                    Leadership::Leader => Ok(()),
+                    Leadership::Follower { .. } => Err(()),
+                }
+            })
+            .await;
+            if !matches!(ready, Ok(Ok(()))) {
                 quorum.shutdown().await;
                 return Err(QuorumError::Raft(
                     "a lone node did not become the leader of its own quorum".into(),
@@ -415,7 +430,9 @@ impl MetadataLog for RaftQuorum {
     async fn propose(&self, batch: MetadataBatch) -> Result<u64, SubmitError> {
         let written = tokio::time::timeout(SUBMIT_TIMEOUT, self.inner.raft.client_write(batch))
             .await
-            .map_err(|_| SubmitError::Unavailable("the metadata log did not commit in time".into()))?;
+            .map_err(|_| {
+                SubmitError::Unavailable("the metadata log did not commit in time".into())
+            })?;
         match written {
             Ok(response) => Ok(response.log_id.index),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
@@ -479,7 +496,11 @@ impl Forwarder for RaftQuorum {
             request,
         };
         client
-            .call::<_, Result<Committed, SubmitError>>(KIND_CONTROLLER_REQUEST, &call, SUBMIT_TIMEOUT)
+            .call::<_, Result<Committed, SubmitError>>(
+                KIND_CONTROLLER_REQUEST,
+                &call,
+                SUBMIT_TIMEOUT,
+            )
             .await
             .map_err(|e| SubmitError::Unavailable(e.to_string()))?
     }
@@ -541,9 +562,7 @@ fn quorum_state(metrics: &RaftMetrics<u64, BasicNode>, times: &mut ReplicaTimes)
         }
         QuorumReplica {
             id: broker_id(id).unwrap_or(-1),
-            log_end_offset: matched
-                .and_then(|m| i64::try_from(m).ok())
-                .unwrap_or(-1),
+            log_end_offset: matched.and_then(|m| i64::try_from(m).ok()).unwrap_or(-1),
             last_fetch_timestamp: if leading {
                 times.last_fetch_ms.get(&id).copied().unwrap_or(-1)
             } else {

@@ -12,8 +12,8 @@ use openraft::error::{
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
@@ -126,7 +126,8 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(KIND_APPEND_ENTRIES, &rpc, option.hard_ttl()).await
+        self.call(KIND_APPEND_ENTRIES, &rpc, option.hard_ttl())
+            .await
     }
 
     async fn install_snapshot(
@@ -137,7 +138,8 @@ impl RaftNetwork<TypeConfig> for Network {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(KIND_INSTALL_SNAPSHOT, &rpc, option.hard_ttl()).await
+        self.call(KIND_INSTALL_SNAPSHOT, &rpc, option.hard_ttl())
+            .await
     }
 
     async fn vote(

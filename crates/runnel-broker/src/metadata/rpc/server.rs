@@ -60,7 +60,10 @@ pub struct RpcServer {
 
 impl RpcServer {
     /// Serves peers on `listener`.
-    pub(crate) fn start(listener: TcpListener, context: Arc<ServerContext>) -> std::io::Result<RpcServer> {
+    pub(crate) fn start(
+        listener: TcpListener,
+        context: Arc<ServerContext>,
+    ) -> std::io::Result<RpcServer> {
         let local_addr = listener.local_addr()?;
         let task = tokio::spawn(accept_loop(listener, context));
         Ok(RpcServer { local_addr, task })
