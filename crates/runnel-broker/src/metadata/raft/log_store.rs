@@ -154,6 +154,10 @@ fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Opt
     }
 }
 
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    runnel_storage::sync_dir(dir).map_err(|e| io_error(format!("{}: {e}", dir.display())))
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     runnel_storage::write_file_atomically(path, bytes)
         .map_err(|e| io_error(format!("{}: {e}", path.display())))
@@ -163,19 +167,28 @@ impl LogStore {
     /// Opens (creating if needed) the log in `dir`, cutting a torn or corrupt tail. Blocking.
     pub(crate) fn open(dir: &Path) -> io::Result<Opened> {
         std::fs::create_dir_all(dir)?;
+        let path = dir.join(LOG_FILE);
+        let created = !path.exists();
         let vote = read_json_file(&dir.join(VOTE_FILE))?;
         // `committed` is a hint (written without fsync): damage means "unknown".
         let committed = read_json_file(&dir.join(COMMITTED_FILE)).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "metadata log: ignoring the committed hint");
             None
         });
-        let path = dir.join(LOG_FILE);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)?;
+        if created {
+            // The new file's directory entry (and the directory's own) must survive a crash
+            // before any entry in it is acknowledged.
+            sync_dir(dir)?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let mut log = LogEntries::default();

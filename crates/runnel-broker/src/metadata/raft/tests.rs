@@ -317,6 +317,36 @@ async fn a_follower_forwards_to_the_leaders_controller() -> TestResult {
             index: 7
         }
     );
+    // A follower asked directly names the leader instead of answering.
+    let leader_quorum = nodes[leader as usize].quorum.clone().unwrap();
+    let asked = follower.node_id();
+    assert_eq!(
+        leader_quorum
+            .forward(
+                asked,
+                Uuid::new_v4(),
+                ControllerRequest::AllocateProducerIds { broker_id: 1 }
+            )
+            .await,
+        Err(SubmitError::NotController {
+            leader: Some(leader)
+        })
+    );
+    // The leader forwarding to itself runs its own handler.
+    let own = leader_quorum
+        .forward(
+            leader,
+            Uuid::new_v4(),
+            ControllerRequest::AllocateProducerIds { broker_id: 3 },
+        )
+        .await?;
+    assert_eq!(
+        own.reply,
+        ControllerReply::ProducerIds {
+            first: 3,
+            count: i64::from(leader)
+        }
+    );
     for q in running(&nodes) {
         q.shutdown().await;
     }

@@ -170,21 +170,19 @@ async fn answer(incoming: Incoming, context: &ServerContext) -> Vec<u8> {
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            let result = match handler {
-                Some(handler) => handler(call.request_id, call.request).await,
-                None => {
-                    let leader = context.raft.current_leader().await;
-                    match leader.and_then(|l| BrokerId::try_from(l).ok()) {
-                        Some(leader) if leader != context.node_id => {
-                            Err(SubmitError::NotController {
-                                leader: Some(leader),
-                            })
-                        }
-                        _ => Err(SubmitError::Unavailable(
-                            "the controller is not running yet".into(),
-                        )),
-                    }
+            // A node that knows it does not lead says so (with the leader it knows) without
+            // troubling its controller; one that believes it leads lets the controller decide
+            // (which confirms leadership with a quorum before it acts).
+            let leader = context.raft.current_leader().await;
+            let leader = leader.and_then(|l| BrokerId::try_from(l).ok());
+            let result = match (handler, leader) {
+                (_, leader) if leader != Some(context.node_id) => {
+                    Err(SubmitError::NotController { leader })
                 }
+                (Some(handler), _) => handler(call.request_id, call.request).await,
+                (None, _) => Err(SubmitError::Unavailable(
+                    "the controller is not running yet".into(),
+                )),
             };
             reply_bytes(&Reply::Ok(result))
         }
