@@ -74,6 +74,9 @@ const LEADERSHIP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Snapshot chunks on the wire: JSON spells bytes as numbers (up to 4 characters each), so a
 /// 1 MiB chunk stays well inside the 16 MiB frame cap.
 const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// Entries per append-entries request (openraft's default is 300; a batch creating a topic
+/// with thousands of partitions is large, and a request must fit a 16 MiB frame).
+const MAX_PAYLOAD_ENTRIES: u64 = 64;
 /// Time to send and install one snapshot chunk.
 const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
 
@@ -245,6 +248,7 @@ impl RaftQuorum {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             max_in_snapshot_log_to_keep: 0,
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             ..Config::default()
         }
         .validate()

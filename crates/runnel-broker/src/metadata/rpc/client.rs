@@ -44,6 +44,9 @@ pub enum CallError {
         /// What it said.
         reason: String,
     },
+    /// The request does not fit in a frame ([`super::FRAME_BYTES_MAX`]).
+    #[error("request of {0} bytes larger than a frame")]
+    TooLarge(usize),
     /// The request could not be encoded, or the answer decoded.
     #[error("bad message: {0}")]
     Codec(String),
@@ -130,8 +133,8 @@ impl PeerClient {
     async fn round_trip(&self, kind: i16, json: &[u8]) -> Result<Vec<u8>, CallError> {
         let connection = self.connection().await?;
         let correlation = connection.next_correlation.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_request(correlation, kind, json)
-            .ok_or_else(|| CallError::Codec("request larger than a frame".into()))?;
+        let frame =
+            encode_request(correlation, kind, json).ok_or(CallError::TooLarge(json.len()))?;
         let (tx, rx) = oneshot::channel();
         connection.shared.pending().insert(correlation, tx);
         // Removes the waiter however this call ends (answer, timeout, cancellation).

@@ -1,14 +1,17 @@
 //! openraft's network over [`PeerClient`]s: one client per peer, shared by every openraft
 //! network instance for that peer (replication stream, elections) and by request forwarding.
 //! A peer that cannot be reached (or refuses us) is `Unreachable` (openraft backs off); any
-//! other failure is a `NetworkError`; an error of the remote Raft node is a `RemoteError`.
+//! other failure is a `NetworkError`; an error of the remote Raft node is a `RemoteError`; an
+//! append-entries request too large for a frame is `PayloadTooLarge` (openraft sends fewer
+//! entries).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -100,6 +103,7 @@ impl Network {
         kind: i16,
         request: &Req,
         timeout: Duration,
+        entries_hint: u64,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
     where
         Req: Serialize,
@@ -111,9 +115,14 @@ impl Network {
             .call(kind, request, timeout)
             .await
             .map_err(|e| match &e {
-                CallError::Connect { .. } | CallError::Refused { .. } => {
+                CallError::Refused { .. } => {
+                    tracing::error!(peer = self.target, error = %e, "metadata quorum peer refuses this node");
                     RPCError::Unreachable(Unreachable::new(&e))
                 }
+                CallError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                CallError::TooLarge(_) => RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(entries_hint).with_source_error(&e),
+                ),
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -126,7 +135,9 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(KIND_APPEND_ENTRIES, &rpc, option.hard_ttl())
+        // Too large for a frame: openraft retries with half the entries (down to one).
+        let hint = u64::try_from(rpc.entries.len() / 2).unwrap_or(1).max(1);
+        self.call(KIND_APPEND_ENTRIES, &rpc, option.hard_ttl(), hint)
             .await
     }
 
@@ -138,7 +149,7 @@ impl RaftNetwork<TypeConfig> for Network {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(KIND_INSTALL_SNAPSHOT, &rpc, option.hard_ttl())
+        self.call(KIND_INSTALL_SNAPSHOT, &rpc, option.hard_ttl(), 1)
             .await
     }
 
@@ -147,6 +158,6 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(KIND_VOTE, &rpc, option.hard_ttl()).await
+        self.call(KIND_VOTE, &rpc, option.hard_ttl(), 1).await
     }
 }
