@@ -268,10 +268,36 @@ async fn three_voters_replicate_fail_over_and_catch_up() -> TestResult {
     all_reach(&nodes, 31_000).await;
     let state = new_quorum.quorum_receiver().borrow().clone();
     assert_eq!(state.leader_id, Some(new_leader));
-    for node in &nodes {
-        if let Some(q) = &node.quorum {
+    assert_eq!(state.voters.len(), 3);
+    // The leader sees every voter's progress.
+    eventually("the leader sees every voter caught up", || {
+        let state = new_quorum.quorum_receiver().borrow().clone();
+        state
+            .voters
+            .iter()
+            .all(|v| v.log_end_offset >= state.high_watermark)
+    })
+    .await;
+    drop(new_quorum);
+
+    // All three stop and start again: the log is intact, a leader is elected, it goes on.
+    for node in &mut nodes {
+        if let Some(q) = node.quorum.take() {
             q.shutdown().await;
         }
+    }
+    let restarted =
+        futures_join_all(nodes.iter().map(|n| RaftQuorum::start(n.config.clone()))).await;
+    for (node, quorum) in nodes.iter_mut().zip(restarted) {
+        node.quorum = Some(quorum?);
+    }
+    all_reach(&nodes, 31_000).await;
+    let leader = agreed_leader(&nodes).await;
+    let quorum = nodes[leader as usize].quorum.clone().unwrap();
+    quorum.propose(batch(31)).await?;
+    all_reach(&nodes, 32_000).await;
+    for q in running(&nodes) {
+        q.shutdown().await;
     }
     Ok(())
 }
