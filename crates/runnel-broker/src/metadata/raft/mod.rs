@@ -264,6 +264,31 @@ impl RaftQuorum {
         .await
         .map_err(|e| QuorumError::Raft(e.to_string()))?;
 
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        if initialized {
+            // Changing the voters of an existing log is not supported: refuse to start rather
+            // than run a node no quorum will ever answer.
+            let stored: BTreeSet<u64> = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            let configured: BTreeSet<u64> = members.keys().copied().collect();
+            if stored != configured {
+                let _ = raft.shutdown().await;
+                return Err(QuorumError::Config(format!(
+                    "the metadata log in {} has voters {stored:?}, but the configuration names \
+                     {configured:?}; changing the voters is not supported",
+                    dir.display()
+                )));
+            }
+        }
+
         let controller = Arc::new(RwLock::new(None));
         let server = if alone {
             None
@@ -293,10 +318,6 @@ impl RaftQuorum {
             )
         };
 
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| QuorumError::Raft(e.to_string()))?;
         if !initialized {
             match raft.initialize(members).await {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}

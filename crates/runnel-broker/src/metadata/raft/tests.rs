@@ -102,6 +102,46 @@ async fn one_voter_proposes_restarts_and_cuts_a_torn_tail() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_of_other_voters_is_refused() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let quorum = RaftQuorum::start(lone(dir.path())).await?;
+    quorum.shutdown().await;
+    drop(quorum);
+    // The same directory, now configured as node 3 of three voters.
+    let config = QuorumConfig {
+        voters: vec![
+            (1, format!("127.0.0.1:{}", free_port())),
+            (2, format!("127.0.0.1:{}", free_port())),
+            (3, format!("127.0.0.1:{}", free_port())),
+        ],
+        ..QuorumConfig::new(3, dir.path().to_path_buf(), CLUSTER.into())
+    };
+    let refused = RaftQuorum::start(config).await;
+    assert!(
+        matches!(&refused, Err(QuorumError::Config(m)) if m.contains("voters")),
+        "{refused:?}"
+    );
+    // A node id outside the voters, and a voter named twice, are refused too.
+    let config = QuorumConfig {
+        voters: vec![(1, "127.0.0.1:1".into()), (1, "127.0.0.1:2".into())],
+        ..QuorumConfig::new(1, dir.path().to_path_buf(), CLUSTER.into())
+    };
+    assert!(matches!(
+        RaftQuorum::start(config).await,
+        Err(QuorumError::Config(_))
+    ));
+    let config = QuorumConfig {
+        voters: vec![(1, "127.0.0.1:1".into())],
+        ..QuorumConfig::new(2, dir.path().to_path_buf(), CLUSTER.into())
+    };
+    assert!(matches!(
+        RaftQuorum::start(config).await,
+        Err(QuorumError::Config(_))
+    ));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_voter_restarts_from_snapshot_and_tail() -> TestResult {
     let dir = tempfile::tempdir()?;
     let config = QuorumConfig {
