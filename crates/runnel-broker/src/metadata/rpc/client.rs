@@ -16,6 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{encode_request, read_response, write_frame, Envelope, Reply};
 use crate::metadata::records::BrokerId;
 
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Frames waiting for the connection's writer.
 const OUTGOING_FRAMES_MAX: usize = 64;
 
@@ -159,8 +161,10 @@ impl PeerClient {
             }
         }
         *slot = None;
-        let stream = TcpStream::connect(&self.addr)
+        // Bounded: a peer whose host is gone must not hold the slot for the kernel's minutes.
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
             .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
             .map_err(|error| CallError::Connect {
                 addr: self.addr.clone(),
                 error,
