@@ -346,11 +346,26 @@ async fn three_voters_replicate_fail_over_and_catch_up() -> TestResult {
 async fn a_follower_forwards_to_the_leaders_controller() -> TestResult {
     let nodes = cluster(3).await?;
     let leader = agreed_leader(&nodes).await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let entered = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for q in running(&nodes) {
         let me = q.node_id();
+        let release = Arc::clone(&release);
+        let entered = Arc::clone(&entered);
         let handler: ControllerHandler = Arc::new(move |_id, request| {
+            let release = Arc::clone(&release);
+            let entered = Arc::clone(&entered);
             Box::pin(async move {
                 match request {
+                    // Held until the test releases it: a slow decision.
+                    ControllerRequest::BrokerShutdown { .. } => {
+                        entered.store(true, std::sync::atomic::Ordering::SeqCst);
+                        release.notified().await;
+                        Ok(Committed {
+                            reply: ControllerReply::Done,
+                            index: 0,
+                        })
+                    }
                     ControllerRequest::AllocateProducerIds { broker_id } => Ok(Committed {
                         reply: ControllerReply::ProducerIds {
                             first: i64::from(broker_id),
@@ -383,8 +398,52 @@ async fn a_follower_forwards_to_the_leaders_controller() -> TestResult {
             index: 7
         }
     );
-    // A follower asked directly names the leader instead of answering.
+    // A slow forwarded request does not hold up other requests on the same connection (a
+    // stale vote request here; Raft heartbeats in general).
+    let slow = tokio::spawn({
+        let follower = follower.clone();
+        async move {
+            follower
+                .forward(
+                    leader,
+                    Uuid::new_v4(),
+                    ControllerRequest::BrokerShutdown {
+                        broker_id: 1,
+                        incarnation: Uuid::nil(),
+                    },
+                )
+                .await
+        }
+    });
+    eventually("the slow request reaches the leader's controller", || {
+        entered.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    let leader_addr = follower.address_of(leader as u64).unwrap();
+    let same_connection = follower.inner.peers.client(leader as u64, &leader_addr);
+    let stale_vote = openraft::raft::VoteRequest::<u64>::new(
+        openraft::Vote::new(0, follower.node_id() as u64),
+        None,
+    );
+    let answered = same_connection
+        .call::<_, Result<openraft::raft::VoteResponse<u64>, RaftError<u64>>>(
+            KIND_VOTE,
+            &stale_vote,
+            DEADLINE,
+        )
+        .await?;
+    assert!(answered.is_ok_and(|v| !v.vote_granted));
     let leader_quorum = nodes[leader as usize].quorum.clone().unwrap();
+    for n in 0..3 {
+        leader_quorum.propose(batch(n)).await?;
+    }
+    all_reach(&nodes, 3000).await;
+    assert!(!slow.is_finished());
+    release.notify_one();
+    let done = tokio::time::timeout(DEADLINE, slow).await??;
+    assert_eq!(done.map(|c| c.reply), Ok(ControllerReply::Done));
+
+    // A follower asked directly names the leader instead of answering.
     let asked = follower.node_id();
     assert_eq!(
         leader_quorum
