@@ -93,7 +93,15 @@ pub struct QuorumConfig {
     /// `cluster.id`: peers with another one are refused.
     pub cluster_id: String,
     /// Where to serve peers. `None` with voters: this node's own entry of `voters`.
+    /// Required for an observer.
     pub controller_listen: Option<SocketAddr>,
+    /// `process.roles=broker`: this node is not a voter; it asks the leader to replicate the
+    /// log to it (a Raft learner: it applies the log and votes in nothing). Needs `voters`,
+    /// must not be one of them, and needs a `controller_listen` the leader can reach.
+    pub observer: bool,
+    /// An observer's controller listener as the leader reaches it (`host:port`); `None`: the
+    /// `controller_listen` address itself (which must then not be a wildcard address).
+    pub controller_advertised: Option<String>,
     /// Entries between snapshots ([`SNAPSHOT_LOGS_SINCE_LAST`]; tests use fewer).
     pub snapshot_logs_since_last: u64,
 }
@@ -107,6 +115,8 @@ impl QuorumConfig {
             data_dir,
             cluster_id,
             controller_listen: None,
+            observer: false,
+            controller_advertised: None,
             snapshot_logs_since_last: SNAPSHOT_LOGS_SINCE_LAST,
         }
     }
@@ -148,6 +158,7 @@ struct Inner {
     controller: Arc<RwLock<Option<ControllerHandler>>>,
     server: Option<RpcServer>,
     metrics_task: JoinHandle<()>,
+    join_task: Option<JoinHandle<()>>,
 }
 
 /// This node's part of the metadata quorum. Cheap to clone (all clones drive the same node).
@@ -206,13 +217,18 @@ impl RaftQuorum {
                 )));
             }
         }
-        if !members.is_empty() && !members.contains_key(&id) {
-            return Err(QuorumError::Config(format!(
-                "node id {} is not among the voters {:?}",
-                config.node_id,
-                members.keys().collect::<Vec<_>>()
-            )));
-        }
+        let observer_addr = if config.observer {
+            observer_address(&config, &members, id)?
+        } else {
+            if !members.is_empty() && !members.contains_key(&id) {
+                return Err(QuorumError::Config(format!(
+                    "node id {} is not among the voters {:?}",
+                    config.node_id,
+                    members.keys().collect::<Vec<_>>()
+                )));
+            }
+            None
+        };
         let alone = members.is_empty();
         if alone {
             members.insert(id, BasicNode::new(""));
@@ -300,12 +316,13 @@ impl RaftQuorum {
                     .map(|node| node.addr.clone())
                     .unwrap_or_default(),
             };
-            let listener = TcpListener::bind(&addr)
-                .await
-                .map_err(|error| QuorumError::Bind {
-                    addr: addr.clone(),
-                    error,
-                })?;
+            let listener = match TcpListener::bind(&addr).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    let _ = raft.shutdown().await;
+                    return Err(QuorumError::Bind { addr, error });
+                }
+            };
             let context = Arc::new(ServerContext {
                 cluster_id: config.cluster_id.clone(),
                 node_id: config.node_id,
@@ -318,8 +335,8 @@ impl RaftQuorum {
             )
         };
 
-        if !initialized {
-            match raft.initialize(members).await {
+        if !initialized && observer_addr.is_none() {
+            match raft.initialize(members.clone()).await {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                 Err(e) => return Err(QuorumError::Raft(format!("initialising: {e}"))),
             }
@@ -327,6 +344,15 @@ impl RaftQuorum {
 
         let (quorum_tx, quorum_rx) = watch::channel(QuorumState::default());
         let metrics_task = tokio::spawn(publish_quorum_state(raft.metrics(), quorum_tx));
+        let join_task = observer_addr.map(|addr| {
+            tokio::spawn(join_as_observer(
+                raft.clone(),
+                Arc::clone(&peers),
+                members,
+                config.node_id,
+                addr,
+            ))
+        });
         let quorum = RaftQuorum {
             inner: Arc::new(Inner {
                 node_id: config.node_id,
@@ -337,6 +363,7 @@ impl RaftQuorum {
                 controller,
                 server,
                 metrics_task,
+                join_task,
             }),
         };
         if alone {
@@ -429,6 +456,9 @@ impl RaftQuorum {
             tracing::warn!(error = %e, "metadata quorum: raft shutdown");
         }
         self.inner.metrics_task.abort();
+        if let Some(join_task) = &self.inner.join_task {
+            join_task.abort();
+        }
     }
 
     /// Node `leader`'s controller address as the membership knows it.
@@ -441,6 +471,94 @@ impl RaftQuorum {
             .membership()
             .get_node(&leader)
             .map(|n| n.addr.clone())
+    }
+}
+
+/// An observer's address as the leader reaches it, after checking the observer's config.
+fn observer_address(
+    config: &QuorumConfig,
+    members: &BTreeMap<u64, BasicNode>,
+    id: u64,
+) -> Result<Option<String>, QuorumError> {
+    if members.is_empty() {
+        return Err(QuorumError::Config(
+            "a broker-only node needs controller.quorum.voters".into(),
+        ));
+    }
+    if members.contains_key(&id) {
+        return Err(QuorumError::Config(format!(
+            "node id {} is a voter, so it cannot be broker-only",
+            config.node_id
+        )));
+    }
+    let listen = config.controller_listen.ok_or_else(|| {
+        QuorumError::Config("a broker-only node needs a controller listener".into())
+    })?;
+    match &config.controller_advertised {
+        Some(addr) => Ok(Some(addr.clone())),
+        None if listen.ip().is_unspecified() => Err(QuorumError::Config(format!(
+            "the controller listener {listen} is a wildcard address: the leader cannot reach it"
+        ))),
+        None => Ok(Some(listen.to_string())),
+    }
+}
+
+/// How long an observer waits between rounds of asking the voters to add it.
+const JOIN_RETRY: Duration = Duration::from_secs(1);
+
+/// Asks the voters (the leader first, once known) to add this node as an observer, until the
+/// membership this node has received lists it at `addr`.
+async fn join_as_observer(
+    raft: Raft<TypeConfig>,
+    peers: Arc<Peers>,
+    voters: BTreeMap<u64, BasicNode>,
+    node_id: BrokerId,
+    addr: String,
+) {
+    let request = super::rpc::JoinAsObserver {
+        node_id,
+        addr: addr.clone(),
+    };
+    let Ok(id) = u64::try_from(node_id) else {
+        return;
+    };
+    loop {
+        let joined = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some_and(|node| node.addr == addr);
+        if joined {
+            tracing::info!(node_id, "metadata quorum: joined as an observer");
+            return;
+        }
+        let mut targets: Vec<u64> = voters.keys().copied().collect();
+        if let Some(leader) = raft.metrics().borrow().current_leader {
+            targets.retain(|t| *t != leader);
+            targets.insert(0, leader);
+        }
+        for target in targets {
+            let Some(node) = voters.get(&target) else {
+                continue;
+            };
+            let answer = peers
+                .client(target, &node.addr)
+                .call::<_, Result<(), SubmitError>>(
+                    super::rpc::KIND_JOIN_AS_OBSERVER,
+                    &request,
+                    LEADERSHIP_TIMEOUT,
+                )
+                .await;
+            match answer {
+                Ok(Ok(())) => break,
+                Ok(Err(error)) => tracing::debug!(target, %error, "observer join refused"),
+                Err(error) => tracing::debug!(target, %error, "observer join failed"),
+            }
+        }
+        // Accepted or not, the membership arrives with the log; look again after a pause.
+        tokio::time::sleep(JOIN_RETRY).await;
     }
 }
 

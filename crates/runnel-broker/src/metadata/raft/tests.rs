@@ -542,3 +542,73 @@ async fn peers_of_another_cluster_and_garbage_are_disconnected() -> TestResult {
     quorum.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_only_node_observes_the_log() -> TestResult {
+    let voter_addr = format!("127.0.0.1:{}", free_port());
+    let voters = vec![(0, voter_addr)];
+    let voter_dir = tempfile::tempdir()?;
+    let voter = RaftQuorum::start(QuorumConfig {
+        voters: voters.clone(),
+        ..QuorumConfig::new(0, voter_dir.path().to_path_buf(), CLUSTER.into())
+    })
+    .await?;
+    assert_eq!(voter.wait_for_leader(DEADLINE).await, Some(0));
+    voter.propose(batch(0)).await?;
+
+    let observer_dir = tempfile::tempdir()?;
+    let observer_config = QuorumConfig {
+        voters,
+        observer: true,
+        controller_listen: Some(format!("127.0.0.1:{}", free_port()).parse()?),
+        ..QuorumConfig::new(5, observer_dir.path().to_path_buf(), CLUSTER.into())
+    };
+    let observer = RaftQuorum::start(observer_config.clone()).await?;
+    voter.propose(batch(1)).await?;
+    eventually("the observer applies the log", || {
+        observer.image().next_producer_id == 2000
+    })
+    .await;
+    eventually("the leader lists the observer", || {
+        let state = voter.quorum_receiver().borrow().clone();
+        state.voters.len() == 1 && state.observers.iter().any(|o| o.id == 5)
+    })
+    .await;
+    assert_eq!(
+        observer.propose(batch(9)).await,
+        Err(SubmitError::NotController { leader: Some(0) })
+    );
+    assert_eq!(
+        observer.leadership().await,
+        Leadership::Follower { leader: Some(0) }
+    );
+
+    // Restarted, it is still an observer and catches up.
+    observer.shutdown().await;
+    drop(observer);
+    voter.propose(batch(2)).await?;
+    let observer = RaftQuorum::start(observer_config).await?;
+    eventually("the restarted observer catches up", || {
+        observer.image().next_producer_id == 3000
+    })
+    .await;
+
+    // A broker-only node must not be a voter, and needs a reachable listener.
+    let bad = QuorumConfig {
+        voters: vec![(0, "127.0.0.1:1".into())],
+        observer: true,
+        controller_listen: Some("0.0.0.0:0".parse()?),
+        ..QuorumConfig::new(6, observer_dir.path().to_path_buf(), CLUSTER.into())
+    };
+    assert!(matches!(
+        RaftQuorum::start(bad.clone()).await,
+        Err(QuorumError::Config(_))
+    ));
+    assert!(matches!(
+        RaftQuorum::start(QuorumConfig { node_id: 0, ..bad }).await,
+        Err(QuorumError::Config(_))
+    ));
+    observer.shutdown().await;
+    voter.shutdown().await;
+    Ok(())
+}

@@ -38,6 +38,9 @@ pub const KIND_INSTALL_SNAPSHOT: i16 = 3;
 /// A controller request forwarded to the active controller.
 pub const KIND_CONTROLLER_REQUEST: i16 = 10;
 
+/// A broker-only node asks the leader to replicate the log to it (add it as an observer).
+pub const KIND_JOIN_AS_OBSERVER: i16 = 11;
+
 /// Largest frame (after the size field) either side accepts: 16 MiB.
 pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// How long the rest of a frame may take once its size has arrived, and how long a write may
@@ -87,6 +90,16 @@ pub struct ControllerCall {
     pub request_id: Uuid,
     /// The request.
     pub request: ControllerRequest,
+}
+
+/// The body of a join request (kind 11); its answer is `Result<(), SubmitError>`
+/// (`NotController` from a voter that does not lead).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinAsObserver {
+    /// The broker-only node's `node.id`.
+    pub node_id: BrokerId,
+    /// Its controller listener, as the leader reaches it (`host:port`).
+    pub addr: String,
 }
 
 /// Why a frame could not be read or written.

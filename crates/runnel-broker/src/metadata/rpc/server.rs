@@ -21,8 +21,9 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::{
-    encode_response, read_request, write_frame, ControllerCall, Envelope, Reply, RequestFrame,
-    Sender, KIND_APPEND_ENTRIES, KIND_CONTROLLER_REQUEST, KIND_INSTALL_SNAPSHOT, KIND_VOTE,
+    encode_response, read_request, write_frame, ControllerCall, Envelope, JoinAsObserver, Reply,
+    RequestFrame, Sender, KIND_APPEND_ENTRIES, KIND_CONTROLLER_REQUEST, KIND_INSTALL_SNAPSHOT,
+    KIND_JOIN_AS_OBSERVER, KIND_VOTE,
 };
 use crate::metadata::handle::SubmitError;
 use crate::metadata::raft::TypeConfig;
@@ -114,6 +115,7 @@ enum Incoming {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     Controller(ControllerCall),
+    Join(JoinAsObserver),
 }
 
 /// Why a peer is disconnected.
@@ -143,6 +145,7 @@ fn decode(frame: &RequestFrame, cluster_id: &str) -> Result<Incoming, Disconnect
         KIND_APPEND_ENTRIES => body(&frame.body).map(Incoming::AppendEntries),
         KIND_INSTALL_SNAPSHOT => body(&frame.body).map(Incoming::InstallSnapshot),
         KIND_CONTROLLER_REQUEST => body(&frame.body).map(Incoming::Controller),
+        KIND_JOIN_AS_OBSERVER => body(&frame.body).map(Incoming::Join),
         kind => Err(Disconnect::Garbage(format!("unknown kind {kind}"))),
     }
 }
@@ -186,6 +189,50 @@ async fn answer(incoming: Incoming, context: &ServerContext) -> Vec<u8> {
             };
             reply_bytes(&Reply::Ok(result))
         }
+        Incoming::Join(join) => reply_bytes(&Reply::Ok(add_observer(join, context).await)),
+    }
+}
+
+/// Adds a broker-only node as a Raft learner (an observer: it receives the log, votes in
+/// nothing), if this node leads and the node is not a voter.
+async fn add_observer(join: JoinAsObserver, context: &ServerContext) -> Result<(), SubmitError> {
+    let id = u64::try_from(join.node_id)
+        .map_err(|_| SubmitError::Unavailable(format!("bad node id {}", join.node_id)))?;
+    let (is_voter, known) = {
+        let metrics = context.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        (
+            membership.voter_ids().any(|v| v == id),
+            membership
+                .get_node(&id)
+                .is_some_and(|node| node.addr == join.addr),
+        )
+    };
+    if is_voter {
+        return Err(SubmitError::Unavailable(format!(
+            "node {} is a voter, not an observer",
+            join.node_id
+        )));
+    }
+    if known {
+        return Ok(());
+    }
+    match context
+        .raft
+        .add_learner(id, openraft::BasicNode::new(join.addr.clone()), false)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(node = join.node_id, addr = %join.addr, "metadata quorum: observer added");
+            Ok(())
+        }
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::ClientWriteError::ForwardToLeader(forward),
+        )) => Err(SubmitError::NotController {
+            leader: forward.leader_id.and_then(|l| BrokerId::try_from(l).ok()),
+        }),
+        Err(e) => Err(SubmitError::Unavailable(e.to_string())),
     }
 }
 
