@@ -207,6 +207,15 @@ impl RaftQuorum {
     /// configured voters (every voter may do so: they all write the same first entry). A lone
     /// node returns once it leads and its image holds everything committed before.
     pub async fn start(config: QuorumConfig) -> Result<RaftQuorum, QuorumError> {
+        RaftQuorum::start_with_listener(config, None).await
+    }
+
+    /// [`RaftQuorum::start`], serving peers on `listener` (already bound, e.g. with the other
+    /// listeners at start-up) instead of binding `controller_listen`. A lone node ignores it.
+    pub async fn start_with_listener(
+        config: QuorumConfig,
+        listener: Option<TcpListener>,
+    ) -> Result<RaftQuorum, QuorumError> {
         let id = raft_id(config.node_id)?;
         let mut members = BTreeMap::new();
         for (voter, addr) in &config.voters {
@@ -316,7 +325,11 @@ impl RaftQuorum {
                     .map(|node| node.addr.clone())
                     .unwrap_or_default(),
             };
-            let listener = match TcpListener::bind(&addr).await {
+            let bound = match listener {
+                Some(listener) => Ok(listener),
+                None => TcpListener::bind(&addr).await,
+            };
+            let listener = match bound {
                 Ok(listener) => listener,
                 Err(error) => {
                     let _ = raft.shutdown().await;

@@ -481,14 +481,17 @@ async fn a_follower_forwards_to_the_leaders_controller() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_of_another_cluster_and_garbage_are_disconnected() -> TestResult {
     // Two voters, one running: its server is up (no election can finish; that does not matter).
-    let port = free_port();
+    // Served on a listener bound beforehand.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let bound = listener.local_addr()?;
     let dir = tempfile::tempdir()?;
     let config = QuorumConfig {
-        voters: vec![(0, format!("127.0.0.1:{port}")), (1, "127.0.0.1:1".into())],
+        voters: vec![(0, bound.to_string()), (1, "127.0.0.1:1".into())],
         ..QuorumConfig::new(0, dir.path().to_path_buf(), CLUSTER.into())
     };
-    let quorum = RaftQuorum::start(config).await?;
-    let addr = quorum.controller_addr().unwrap().to_string();
+    let quorum = RaftQuorum::start_with_listener(config, Some(listener)).await?;
+    assert_eq!(quorum.controller_addr(), Some(bound));
+    let addr = bound.to_string();
     let vote = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(0, 1), None);
 
     // Another cluster id: refused, and the connection is closed.
