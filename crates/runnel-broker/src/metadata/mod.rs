@@ -5,11 +5,15 @@
 pub mod handle;
 pub mod image;
 pub mod log;
+pub mod raft;
 pub mod records;
 pub mod requests;
+pub mod rpc;
 
 pub use handle::{MetadataHandle, QuorumState, Submission, SubmitError};
 pub use image::{BrokerRegistration, MetadataImage, TopicImage};
 pub use log::{Forwarder, Leadership, MetadataLog};
+pub use raft::{QuorumConfig, QuorumError, RaftQuorum};
 pub use records::{BrokerId, Endpoint, MetadataBatch, MetadataRecord, PartitionState, NO_LEADER};
 pub use requests::{Committed, ControllerReply, ControllerRequest};
+pub use rpc::server::{BoxFuture, ControllerHandler};
