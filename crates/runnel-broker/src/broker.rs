@@ -1,6 +1,13 @@
-//! `Broker`: the state every handler shares — settings, topics, producer ids, and the signal
-//! that wakes long-polling fetches when a high watermark moves (a flush made records visible).
+//! `Broker`: the state every handler shares — settings, the metadata image (through
+//! [`MetadataHandle`]), this node's partition logs, producer ids, and the signal that wakes
+//! long-polling fetches when a high watermark moves (a flush made records visible).
+//!
+//! The metadata image is the truth about topics and leaders; the local logs follow it (a task
+//! started by [`Broker::open`] syncs [`TopicRegistry`] with every new image). Admin requests go
+//! to the controller through [`Broker::submit`], which answers once this node's logs have
+//! caught up with the commit.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,21 +17,27 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::flusher::{FlushPolicy, Flusher};
 use crate::group::{self, GroupConfig, GroupCoordinator};
+use crate::metadata::requests::{NewTopic, TopicOutcome};
+use crate::metadata::{
+    BrokerId, ControllerReply, ControllerRequest, Endpoint, MetadataHandle, MetadataImage,
+    TopicImage,
+};
 use crate::producer_ids::ProducerIdAllocator;
-use crate::topic_config::TopicConfig;
-use crate::topics::{is_internal_name, Topic, TopicRegistry, TopicSpec};
+use crate::topics::{is_internal_name, Partition, Topic, TopicRegistry};
 
 /// Shared broker state. Cheap to share behind an `Arc`; no lock is held across an `.await`.
 #[derive(Debug)]
 pub struct Broker {
     /// Settings.
     pub config: Arc<BrokerConfig>,
-    /// Topics and their partition logs.
-    pub topics: TopicRegistry,
+    /// The control plane: the metadata image (topics, leaders, brokers) and the controller.
+    pub metadata: MetadataHandle,
+    /// This node's partition logs, following the image.
+    pub topics: Arc<TopicRegistry>,
     /// Idempotent producer ids.
     pub producer_ids: ProducerIdAllocator,
     /// Consumer groups and committed offsets (rebuilt from `__consumer_offsets` on open).
-    pub groups: GroupCoordinator,
+    pub groups: Arc<GroupCoordinator>,
     /// The cluster id reported in Metadata, persisted in `meta.properties`.
     pub cluster_id: String,
     /// Group-committed fsyncs for acks=-1.
@@ -47,8 +60,9 @@ fn validation_slot_count() -> usize {
 }
 
 impl Broker {
-    /// Opens the data directory: cluster id, producer ids, topics (recovering their logs).
-    /// Blocking: call before serving or from the blocking pool.
+    /// Opens the data directory: cluster id, the control plane, the topics of the image
+    /// (recovering their logs lazily), consumer groups. Blocking: call from the blocking pool
+    /// of a Tokio runtime (it waits for the control plane there).
     pub fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let config = Arc::new(config);
         std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::Metadata {
@@ -56,10 +70,32 @@ impl Broker {
             source,
         })?;
         let cluster_id = load_or_create_cluster_id(&config.data_dir)?;
+        let metadata = start_control_plane(&config)?;
+        Broker::open_with(config, cluster_id, metadata)
+    }
+
+    /// [`Broker::open`] over a control plane already started (tests drive one of their own).
+    /// Blocking, as `open`.
+    pub fn open_with(
+        config: Arc<BrokerConfig>,
+        cluster_id: String,
+        metadata: MetadataHandle,
+    ) -> Result<Broker, BrokerError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            BrokerError::ControllerUnavailable("Broker::open needs a Tokio runtime".into())
+        })?;
         let producer_ids = ProducerIdAllocator::load(&config.data_dir)?;
-        let topics = TopicRegistry::load(Arc::clone(&config))?;
-        let groups = GroupCoordinator::new(group_config(&config));
-        group::store::load(&topics, &groups)?;
+        runtime.block_on(import_legacy_topics(&config, &metadata))?;
+        let image = metadata.image();
+        // Before any log opens: upgrade old directories, remove what deletes left behind.
+        crate::partition_dir::reconcile(&config.data_dir, &crate::topics::live_topics(&image))?;
+        let topics = Arc::new(TopicRegistry::new(Arc::clone(&config), config.node_id));
+        topics.sync(&image);
+        tracing::info!(topics = image.topics.len(), data_dir = %config.data_dir.display(), "topics loaded");
+        let groups = Arc::new(GroupCoordinator::new(group_config(&config)));
+        if let Some(offsets) = image.topic(group::OFFSETS_TOPIC) {
+            group::store::load(&topics, &groups, offsets.partition_count())?;
+        }
         let (high_watermark_moved, _) = watch::channel(0);
         let flusher = Flusher::start(FlushPolicy {
             commit_delay: std::time::Duration::from_millis(config.log_flush_commit_delay_ms),
@@ -69,16 +105,79 @@ impl Broker {
             path: config.data_dir.clone(),
             source,
         })?;
+        runtime.spawn(follow_image(metadata.clone(), Arc::clone(&topics)));
         Ok(Broker {
             flusher,
             validation_slots: Arc::new(Semaphore::new(validation_slot_count())),
             config,
+            metadata,
             topics,
             groups,
             producer_ids,
             cluster_id,
             high_watermark_moved,
         })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> BrokerId {
+        self.config.node_id
+    }
+
+    /// Has the controller carry out `request`; answers once it is committed and this node's
+    /// logs follow it (so a produce right after a CreateTopics finds its partition).
+    ///
+    /// Errors: `ControllerUnavailable` (retriable) when no controller answered.
+    pub async fn submit(&self, request: ControllerRequest) -> Result<ControllerReply, BrokerError> {
+        let committed = self.metadata.submit(request).await?;
+        self.topics.wait_synced(committed.index).await?;
+        Ok(committed.reply)
+    }
+
+    /// [`Broker::submit`] for a topic request: one outcome per topic, in request order.
+    pub async fn submit_topics(
+        &self,
+        request: ControllerRequest,
+    ) -> Result<Vec<TopicOutcome>, BrokerError> {
+        match self.submit(request).await? {
+            ControllerReply::Topics(outcomes) => Ok(outcomes),
+            other => Err(BrokerError::ControllerUnavailable(format!(
+                "unexpected controller reply {other:?}"
+            ))),
+        }
+    }
+
+    /// This node's partition `index` of `name`, if this node leads it.
+    ///
+    /// Errors: `UnknownTopicOrPartition` when the image has no such topic or partition;
+    /// `NotLeaderOrFollower` (with the leader the image names) when another broker leads it,
+    /// or none does, or this node's logs have not caught up with the image yet.
+    pub fn led_partition(
+        &self,
+        image: &MetadataImage,
+        name: &str,
+        index: i32,
+    ) -> Result<(Arc<Topic>, Arc<Partition>), BrokerError> {
+        let topic = image
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        let state = topic
+            .partition(index)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{name}-{index}")))?;
+        let not_leader = || BrokerError::NotLeaderOrFollower {
+            topic: name.to_string(),
+            partition: index,
+            leader: state.leader,
+            leader_epoch: state.leader_epoch,
+        };
+        if state.leader != self.node_id() {
+            return Err(not_leader());
+        }
+        let local = self.topics.get(name).filter(|t| t.id == topic.id);
+        match local.as_ref().and_then(|t| t.partition(index)).cloned() {
+            Some(partition) => Ok((local.ok_or_else(not_leader)?, partition)),
+            None => Err(not_leader()),
+        }
     }
 
     /// Wakes fetches waiting for new records: call after anything that may have moved a high
@@ -100,25 +199,49 @@ impl Broker {
 
     /// Creates `name` with the broker's defaults if auto-creation is on and the topic is absent.
     /// Returns `None` when the topic does not exist and may not be created.
-    pub async fn auto_create(&self, name: &str) -> Result<Option<Arc<Topic>>, BrokerError> {
-        if let Some(topic) = self.topics.get(name) {
-            return Ok(Some(topic));
+    pub async fn auto_create(&self, name: &str) -> Result<Option<Arc<TopicImage>>, BrokerError> {
+        if let Some(topic) = self.metadata.image().topic(name) {
+            return Ok(Some(Arc::clone(topic)));
         }
         // Internal topics are created by their coordinators, never by a client's Metadata.
         if !self.config.auto_create_topics_enable || is_internal_name(name) {
             return Ok(None);
         }
-        let spec = TopicSpec {
-            name: name.to_string(),
-            partitions: self.config.num_partitions,
-            config: TopicConfig::default(),
-        };
-        match self.topics.create(spec, false).await {
-            Ok(topic) => Ok(Some(topic)),
+        self.create_topic(name, -1, BTreeMap::new()).await.map(Some)
+    }
+
+    /// Creates `name` through the controller (`partitions` -1: `num.partitions`) unless it
+    /// exists, and returns it as the image has it.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<TopicImage>, BrokerError> {
+        let outcomes = self
+            .submit_topics(ControllerRequest::CreateTopics {
+                topics: vec![NewTopic {
+                    name: name.to_string(),
+                    partitions,
+                    replication_factor: -1,
+                    assignment: None,
+                    configs,
+                    topic_id: None,
+                }],
+                validate_only: false,
+            })
+            .await?;
+        let already_exists = kafka_protocol::error::ResponseError::TopicAlreadyExists.code();
+        match outcomes.into_iter().next().and_then(|o| o.error) {
             // Another request created it meanwhile.
-            Err(BrokerError::TopicAlreadyExists(_)) => Ok(self.topics.get(name)),
-            Err(e) => Err(e),
+            Some(error) if error.code != already_exists => return Err(error.into()),
+            _ => {}
         }
+        self.metadata
+            .image()
+            .topic(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))
     }
 
     /// Flushes and checkpoints all logs (graceful shutdown).
@@ -140,6 +263,99 @@ impl HighWatermarkSignal {
 
 fn notify(moved: &watch::Sender<u64>) {
     moved.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+/// Starts this node's control plane and returns its handle. The one place the driver is
+/// chosen: the Raft quorum (`metadata::raft`) replaces the interim driver here.
+fn start_control_plane(config: &Arc<BrokerConfig>) -> Result<MetadataHandle, BrokerError> {
+    let _ = config;
+    Err(BrokerError::ControllerUnavailable(
+        "no control plane driver yet".into(),
+    ))
+}
+
+/// This node's advertised client endpoints, as it registers them.
+pub fn advertised_endpoints(config: &BrokerConfig) -> Vec<Endpoint> {
+    vec![Endpoint {
+        listener: "PLAINTEXT".to_string(),
+        host: config.advertise_host.clone(),
+        port: u16::try_from(config.advertise_port).unwrap_or(0),
+    }]
+}
+
+/// Keeps this node's logs in step with the image: every new image is synced (on the blocking
+/// pool). Runs until the control plane goes away.
+async fn follow_image(metadata: MetadataHandle, topics: Arc<TopicRegistry>) {
+    let mut images = metadata.subscribe();
+    loop {
+        let image = Arc::clone(&images.borrow_and_update());
+        if image.applied_index > topics.synced_index() {
+            let registry = Arc::clone(&topics);
+            if let Err(error) = tokio::task::spawn_blocking(move || registry.sync(&image)).await {
+                tracing::error!(%error, "syncing the local logs with the metadata image failed");
+            }
+        }
+        if images.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Imports the topics of a single-node data directory (`__topics/*.properties`) into the
+/// metadata log (docs/cluster.md, "Upgrading a single-node data directory"): each with its id,
+/// partition count and configs, every partition on this node; topics whose id the image has
+/// already are skipped (a crash after an earlier import). Then `__topics` is renamed
+/// `__topics.imported`.
+async fn import_legacy_topics(
+    config: &BrokerConfig,
+    metadata: &MetadataHandle,
+) -> Result<(), BrokerError> {
+    let legacy = crate::topics::legacy_topics(&config.data_dir)?;
+    if legacy.is_empty() {
+        return Ok(());
+    }
+    let image = metadata.image();
+    let node = config.node_id;
+    let topics: Vec<NewTopic> = legacy
+        .into_iter()
+        .filter(|t| image.topic_by_id(t.id).is_none())
+        .map(|t| NewTopic {
+            assignment: Some((0..t.partitions.max(0)).map(|_| vec![node]).collect()),
+            name: t.name,
+            partitions: -1,
+            replication_factor: -1,
+            configs: t.configs,
+            topic_id: Some(t.id),
+        })
+        .collect();
+    if !topics.is_empty() {
+        let count = topics.len();
+        let committed = metadata
+            .submit(ControllerRequest::CreateTopics {
+                topics,
+                validate_only: false,
+            })
+            .await?;
+        if let ControllerReply::Topics(outcomes) = &committed.reply {
+            if let Some((name, error)) = outcomes
+                .iter()
+                .find_map(|o| o.error.as_ref().map(|e| (&o.name, e)))
+            {
+                return Err(BrokerError::Metadata {
+                    path: config.data_dir.join(crate::topics::TOPICS_DIR),
+                    source: std::io::Error::other(format!(
+                        "importing topic '{name}' failed: {}",
+                        error.message
+                    )),
+                });
+            }
+        }
+        tracing::info!(
+            topics = count,
+            "topics of the single-node layout imported into the metadata log"
+        );
+    }
+    crate::topics::retire_legacy_topics(&config.data_dir)
 }
 
 fn group_config(config: &BrokerConfig) -> GroupConfig {
@@ -175,5 +391,118 @@ fn load_or_create_cluster_id(data_dir: &Path) -> Result<String, BrokerError> {
             Ok(id)
         }
         Err(source) => Err(BrokerError::Metadata { path, source }),
+    }
+}
+
+/// A control plane driven by hand, for unit tests: the test sets the image and answers (or
+/// ignores) submissions.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(crate) mod testing {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use tokio::sync::{mpsc, watch};
+    use uuid::Uuid;
+
+    use super::Broker;
+    use crate::config::BrokerConfig;
+    use crate::metadata::{
+        BrokerId, Endpoint, MetadataBatch, MetadataHandle, MetadataImage, MetadataRecord,
+        PartitionState, QuorumState, Submission,
+    };
+
+    /// The other end of a [`MetadataHandle`].
+    pub(crate) struct FakeControlPlane {
+        pub image: watch::Sender<Arc<MetadataImage>>,
+        /// Held so that submissions wait (unanswered) instead of failing.
+        #[allow(dead_code)]
+        pub submissions: mpsc::Receiver<Submission>,
+        pub quorum: watch::Sender<QuorumState>,
+    }
+
+    /// A handle over `image`, with node `leader` as the active controller.
+    pub(crate) fn fake(
+        image: MetadataImage,
+        leader: BrokerId,
+    ) -> (MetadataHandle, FakeControlPlane) {
+        let (image_tx, image_rx) = watch::channel(Arc::new(image));
+        let (submit_tx, submit_rx) = mpsc::channel(16);
+        let (quorum_tx, quorum_rx) = watch::channel(QuorumState {
+            leader_id: Some(leader),
+            leader_epoch: 1,
+            high_watermark: 1,
+            ..QuorumState::default()
+        });
+        (
+            MetadataHandle::new(image_rx, submit_tx, quorum_rx),
+            FakeControlPlane {
+                image: image_tx,
+                submissions: submit_rx,
+                quorum: quorum_tx,
+            },
+        )
+    }
+
+    /// Brokers `brokers` registered (endpoint `host-<id>:<9000 + id>` on PLAINTEXT), and
+    /// `topics` with their partition states.
+    pub(crate) fn image(
+        brokers: &[BrokerId],
+        topics: &[(&str, Vec<PartitionState>)],
+    ) -> MetadataImage {
+        let mut records: Vec<MetadataRecord> = brokers
+            .iter()
+            .map(|id| MetadataRecord::RegisterBroker {
+                broker_id: *id,
+                incarnation: Uuid::new_v4(),
+                endpoints: vec![Endpoint {
+                    listener: "PLAINTEXT".into(),
+                    host: format!("host-{id}"),
+                    port: 9000 + u16::try_from(*id).unwrap(),
+                }],
+                rack: None,
+            })
+            .collect();
+        records.extend(
+            topics
+                .iter()
+                .map(|(name, partitions)| MetadataRecord::CreateTopic {
+                    name: (*name).to_string(),
+                    topic_id: Uuid::new_v4(),
+                    configs: BTreeMap::new(),
+                    partitions: partitions.clone(),
+                }),
+        );
+        let mut image = MetadataImage::default();
+        image.apply(
+            1,
+            &MetadataBatch {
+                request_id: None,
+                reply: None,
+                records,
+            },
+        );
+        image
+    }
+
+    /// A partition with these replicas, led by `leader` at epoch 3.
+    pub(crate) fn partition(replicas: &[BrokerId], leader: BrokerId) -> PartitionState {
+        PartitionState {
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            leader,
+            leader_epoch: 3,
+            partition_epoch: 3,
+        }
+    }
+
+    /// A broker (node 0) on `data_dir` over `metadata`.
+    pub(crate) async fn open(data_dir: &std::path::Path, metadata: MetadataHandle) -> Broker {
+        let overrides = [("data.dir".to_string(), data_dir.display().to_string())];
+        let config = Arc::new(BrokerConfig::load(None, &overrides).unwrap());
+        tokio::task::spawn_blocking(move || Broker::open_with(config, "cluster".into(), metadata))
+            .await
+            .unwrap()
+            .unwrap()
     }
 }

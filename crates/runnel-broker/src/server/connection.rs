@@ -329,6 +329,8 @@ async fn handle_frame(
         api_version: version,
         client_id: request.header.client_id.map(|s| s.to_string()),
         client_host: Arc::clone(client_host),
+        // Until named listeners (h1): every connection arrives on PLAINTEXT.
+        listener: Arc::from("PLAINTEXT"),
     };
     let encode = move |response: &ResponseKind| -> Result<Option<ResponseFrame>, CloseReason> {
         if acks_zero {
