@@ -7,7 +7,7 @@
 //! to the controller through [`Broker::submit`], which answers once this node's logs have
 //! caught up with the commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -94,7 +94,9 @@ impl Broker {
         tracing::info!(topics = image.topics.len(), data_dir = %config.data_dir.display(), "topics loaded");
         let groups = Arc::new(GroupCoordinator::new(group_config(&config)));
         if let Some(offsets) = image.topic(group::OFFSETS_TOPIC) {
-            group::store::load(&topics, &groups, offsets.partition_count())?;
+            let led = led_offsets_partitions(offsets, config.node_id);
+            group::store::load(&topics, &groups, offsets.partition_count(), &led)?;
+            groups.set_ownership(offsets.partition_count(), led);
         }
         let (high_watermark_moved, _) = watch::channel(0);
         let flusher = Flusher::start(FlushPolicy {
@@ -105,7 +107,11 @@ impl Broker {
             path: config.data_dir.clone(),
             source,
         })?;
-        runtime.spawn(follow_image(metadata.clone(), Arc::clone(&topics)));
+        runtime.spawn(follow_image(
+            metadata.clone(),
+            Arc::clone(&topics),
+            Arc::clone(&groups),
+        ));
         Ok(Broker {
             flusher,
             validation_slots: Arc::new(Semaphore::new(validation_slot_count())),
@@ -283,15 +289,28 @@ pub fn advertised_endpoints(config: &BrokerConfig) -> Vec<Endpoint> {
     }]
 }
 
-/// Keeps this node's logs in step with the image: every new image is synced (on the blocking
-/// pool). Runs until the control plane goes away.
-async fn follow_image(metadata: MetadataHandle, topics: Arc<TopicRegistry>) {
+/// Keeps this node's logs and groups in step with the image: every new image is applied to
+/// the local logs, then the groups of `__consumer_offsets` partitions that became led here
+/// are loaded and those of partitions led elsewhere now unloaded (on the blocking pool); then
+/// waiters on the image's index are told. Runs until the control plane goes away.
+async fn follow_image(
+    metadata: MetadataHandle,
+    topics: Arc<TopicRegistry>,
+    groups: Arc<GroupCoordinator>,
+) {
     let mut images = metadata.subscribe();
     loop {
         let image = Arc::clone(&images.borrow_and_update());
         if image.applied_index > topics.synced_index() {
             let registry = Arc::clone(&topics);
-            if let Err(error) = tokio::task::spawn_blocking(move || registry.sync(&image)).await {
+            let groups = Arc::clone(&groups);
+            let synced = tokio::task::spawn_blocking(move || {
+                registry.apply(&image);
+                follow_group_leadership(&image, &registry, &groups);
+                registry.publish_synced(image.applied_index);
+            })
+            .await;
+            if let Err(error) = synced {
                 tracing::error!(%error, "syncing the local logs with the metadata image failed");
             }
         }
@@ -299,6 +318,63 @@ async fn follow_image(metadata: MetadataHandle, topics: Arc<TopicRegistry>) {
             return;
         }
     }
+}
+
+/// The `__consumer_offsets` partitions `node` leads.
+fn led_offsets_partitions(offsets: &TopicImage, node: BrokerId) -> BTreeSet<i32> {
+    offsets
+        .partitions
+        .iter()
+        .zip(0..)
+        .filter(|(p, _)| p.leader == node)
+        .map(|(_, index)| index)
+        .collect()
+}
+
+/// Loads the groups of the `__consumer_offsets` partitions this node has come to lead and
+/// unloads those of the partitions it no longer leads. Blocking.
+fn follow_group_leadership(
+    image: &MetadataImage,
+    topics: &TopicRegistry,
+    groups: &GroupCoordinator,
+) {
+    let Some(offsets) = image.topic(group::OFFSETS_TOPIC) else {
+        return;
+    };
+    let count = offsets.partition_count();
+    let led = led_offsets_partitions(offsets, topics.node_id());
+    let Some(before) = groups.owned_partitions() else {
+        // The topic was just created (by this node's first group write, or another's): until
+        // now this node coordinated every group it was asked about, and what it holds is
+        // current; it keeps the groups it still leads.
+        groups.unload(|group_id| !led.contains(&group::partition_for(group_id, count)));
+        groups.set_ownership(count, led);
+        return;
+    };
+    if before == led {
+        return;
+    }
+    let lost: BTreeSet<i32> = before.difference(&led).copied().collect();
+    if !lost.is_empty() {
+        let unloaded =
+            groups.unload(|group_id| lost.contains(&group::partition_for(group_id, count)));
+        tracing::info!(partitions = ?lost, groups = unloaded, "no longer the coordinator of these {} partitions", group::OFFSETS_TOPIC);
+    }
+    let gained: BTreeSet<i32> = led.difference(&before).copied().collect();
+    let mut owned = led;
+    if !gained.is_empty() {
+        match group::store::load(topics, groups, count, &gained) {
+            Ok(()) => {
+                tracing::info!(partitions = ?gained, "now the coordinator of these {} partitions", group::OFFSETS_TOPIC)
+            }
+            Err(error) => {
+                // Not claimed: their groups get NOT_COORDINATOR rather than lost state.
+                tracing::error!(%error, partitions = ?gained, "loading consumer groups failed");
+                owned.retain(|p| !gained.contains(p));
+            }
+        }
+    }
+    groups.set_ownership(count, owned);
 }
 
 /// Imports the topics of a single-node data directory (`__topics/*.properties`) into the

@@ -378,6 +378,11 @@ impl TopicRegistry {
         all
     }
 
+    /// This node's id.
+    pub fn node_id(&self) -> BrokerId {
+        self.node_id
+    }
+
     /// The applied index of the last image [`TopicRegistry::sync`] applied.
     pub fn synced_index(&self) -> u64 {
         *self.synced.borrow()
@@ -410,6 +415,22 @@ impl TopicRegistry {
     /// Failures are per partition and logged (the partition is then offline); the sync never
     /// stops half way.
     pub fn sync(&self, image: &MetadataImage) {
+        self.apply(image);
+        self.publish_synced(image.applied_index);
+    }
+
+    /// Tells [`TopicRegistry::wait_synced`] waiters that everything up to `index` is applied
+    /// here (after [`TopicRegistry::apply`], and whatever else follows the image).
+    pub fn publish_synced(&self, index: u64) {
+        self.synced.send_if_modified(|synced| {
+            let newer = index > *synced;
+            *synced = (*synced).max(index);
+            newer
+        });
+    }
+
+    /// [`TopicRegistry::sync`] without telling the waiters. Blocking.
+    pub fn apply(&self, image: &MetadataImage) {
         let _one_at_a_time = self
             .sync_lock
             .lock()
@@ -498,7 +519,6 @@ impl TopicRegistry {
                 }),
             );
         }
-        self.synced.send_replace(image.applied_index);
     }
 
     /// Retires a topic's local logs (never opened again), renames their directories away

@@ -6,7 +6,7 @@
 //!
 //! Writes are fsynced before they are acknowledged. Storage calls run on the blocking pool.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -194,8 +194,8 @@ pub async fn drop_topic_offsets(broker: &Broker, topic: &str) {
     }
 }
 
-/// Rebuilds the coordinator from `__consumer_offsets`, if it exists: every partition is read
-/// from its log start, later records overriding earlier ones, tombstones removing. Blocking.
+/// Rebuilds the groups of the `__consumer_offsets` partitions in `only` (of `count`), if the
+/// topic exists here: each such partition is read from its log start, later records overriding earlier ones, tombstones removing. Blocking.
 ///
 /// A record belongs in its group's partition ([`partition_for`]). One found elsewhere (written
 /// by a Runnel that used `hash & 0x7fffffff`, which differs for negative hashes) is a stray: it
@@ -208,6 +208,7 @@ pub fn load(
     topics: &TopicRegistry,
     groups: &GroupCoordinator,
     count: i32,
+    only: &BTreeSet<i32>,
 ) -> Result<(), BrokerError> {
     let Some(topic) = topics.get(OFFSETS_TOPIC) else {
         return Ok(());
@@ -217,7 +218,11 @@ pub fn load(
     // Keys read in their home partition, and whether each stray key's last record was live.
     let mut at_home: HashSet<OffsetsKey> = HashSet::new();
     let mut strays: BTreeMap<(OffsetsKey, i32), bool> = BTreeMap::new();
-    for partition in topic.partitions.values() {
+    for partition in topic
+        .partitions
+        .values()
+        .filter(|p| only.contains(&p.index))
+    {
         let log = partition.log_blocking()?;
         let end = log.log_end_offset();
         let mut offset = log.log_start_offset();
@@ -261,6 +266,10 @@ pub fn load(
         }
     }
     for (group_id, keys) in live {
+        if !only.contains(&partition_for(&group_id, count)) {
+            // Its home is coordinated elsewhere: the broker loading that partition moves it.
+            continue;
+        }
         if let Err(error) = rehome(&topic, count, groups, &group_id, &keys) {
             // Still served from memory; the next start tries again.
             tracing::error!(group = %group_id, %error, "moving a group to its {OFFSETS_TOPIC} partition failed");
