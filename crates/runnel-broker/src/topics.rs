@@ -573,7 +573,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
 }
 
 /// Kafka refuses names that differ only by '.' versus '_' (they clash in metric names).
-fn collides(a: &str, b: &str) -> bool {
+pub fn collides(a: &str, b: &str) -> bool {
     a != b && a.replace('.', "_") == b.replace('.', "_")
 }
 

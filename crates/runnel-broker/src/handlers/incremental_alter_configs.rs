@@ -16,11 +16,6 @@ use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::topic_config::TopicConfig;
 
-const SET: i8 = 0;
-const DELETE: i8 = 1;
-const APPEND: i8 = 2;
-const SUBTRACT: i8 = 3;
-
 pub(crate) async fn handle(
     broker: &Broker,
     _context: &RequestContext,
@@ -73,7 +68,9 @@ async fn apply(
             "only topic configs can be altered".into(),
         ));
     }
-    let change = |current: &TopicConfig| apply_ops(broker, current, ops);
+    let change = |current: &TopicConfig| {
+        current.apply_ops(ops.iter().map(|(k, op, v)| (k.as_str(), *op, v.as_deref())))
+    };
     if validate_only {
         let topic = broker
             .topics
@@ -86,58 +83,4 @@ async fn apply(
         broker.topics.update_config(name, change).await?;
     }
     Ok(())
-}
-
-/// The config after `ops`, in order, starting from `config`.
-fn apply_ops(
-    broker: &Broker,
-    config: &TopicConfig,
-    ops: &[(String, i8, Option<String>)],
-) -> Result<TopicConfig, BrokerError> {
-    let mut config = config.clone();
-    for (key, op, value) in ops {
-        let current = config.overrides().get(key.as_str()).cloned();
-        config = match *op {
-            SET => config.with(key, Some(value.as_deref().unwrap_or_default()))?,
-            DELETE => config.with(key, None)?,
-            APPEND | SUBTRACT if TopicConfig::is_list(key) => {
-                let (default, _) = TopicConfig::default_value(key, &broker.config);
-                let base = current.unwrap_or(default);
-                let mut items: Vec<String> = base
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                let given: Vec<String> = value
-                    .as_deref()
-                    .unwrap_or_default()
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                if *op == APPEND {
-                    for item in given {
-                        if !items.contains(&item) {
-                            items.push(item);
-                        }
-                    }
-                } else {
-                    items.retain(|i| !given.contains(i));
-                }
-                // A SUBTRACT may leave the list empty; Kafka 3.x accepts that.
-                config.with(key, Some(&items.join(",")))?
-            }
-            APPEND | SUBTRACT => {
-                return Err(BrokerError::InvalidConfig(format!(
-                    "'{key}' is not a list: APPEND and SUBTRACT do not apply"
-                )))
-            }
-            other => {
-                return Err(BrokerError::InvalidRequest(format!(
-                    "unknown config operation {other}"
-                )))
-            }
-        };
-    }
-    Ok(config)
 }
