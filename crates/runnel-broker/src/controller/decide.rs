@@ -19,7 +19,7 @@ use super::placement::{
 };
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::metadata::records::{BrokerId, MetadataBatch, MetadataRecord};
+use crate::metadata::records::{MetadataBatch, MetadataRecord};
 use crate::metadata::requests::{
     AdminError, ConfigChange, ControllerReply, ControllerRequest, NewPartitions, NewTopic,
     TopicConfigChange, TopicOutcome, TopicRef,
@@ -586,16 +586,6 @@ fn failure(name: &str, topic_id: Uuid, error: AdminError) -> TopicOutcome {
     }
 }
 
-/// Which brokers a decision's records register or fence, for the heartbeat tracker.
-pub fn broker_of(request: &ControllerRequest) -> Option<BrokerId> {
-    match request {
-        ControllerRequest::RegisterBroker { broker_id, .. }
-        | ControllerRequest::BrokerHeartbeat { broker_id, .. }
-        | ControllerRequest::BrokerShutdown { broker_id, .. } => Some(*broker_id),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
@@ -603,6 +593,7 @@ mod tests {
 
     use super::*;
     use crate::controller::placement::tests::image_with;
+    use crate::metadata::records::BrokerId;
     use crate::metadata::requests::ConfigOp;
     use crate::metadata::NO_LEADER;
 

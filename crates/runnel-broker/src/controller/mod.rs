@@ -13,8 +13,16 @@
 pub mod decide;
 pub mod elections;
 pub mod heartbeats;
+pub mod in_memory;
+pub mod lifecycle;
 pub mod placement;
+pub mod service;
 
 pub use decide::{Controller, ControllerSettings, Decision, PRODUCER_ID_BLOCK_SIZE};
 pub use elections::fence;
 pub use heartbeats::HeartbeatTracker;
+pub use in_memory::{
+    start_in_memory, start_in_memory_from, InMemoryController, InMemoryLog, NoForwarder,
+};
+pub use lifecycle::BrokerLifecycle;
+pub use service::ControllerService;
