@@ -14,6 +14,8 @@ use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::BrokerConfig;
+use crate::controller::lifecycle::BrokerLifecycle;
+use crate::controller::ControllerSettings;
 use crate::error::BrokerError;
 use crate::flusher::{FlushPolicy, Flusher};
 use crate::group::{self, GroupConfig, GroupCoordinator};
@@ -47,6 +49,8 @@ pub struct Broker {
     /// bounds that memory whatever the number of partitions, requests and connections.
     /// ListOffsets lookups that walk a stored batch's records take the same slots.
     pub validation_slots: Arc<Semaphore>,
+    /// This broker's registration and heartbeats (taken by a controlled shutdown).
+    lifecycle: std::sync::Mutex<Option<BrokerLifecycle>>,
     /// Bumped whenever a partition's high watermark may have moved (a flush, or a roll, made
     /// more records durable and so visible); long-polling fetches wait on it.
     high_watermark_moved: watch::Sender<u64>,
@@ -70,8 +74,27 @@ impl Broker {
             source,
         })?;
         let cluster_id = load_or_create_cluster_id(&config.data_dir)?;
-        let metadata = start_control_plane(&config)?;
-        Broker::open_with(config, cluster_id, metadata)
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            BrokerError::ControllerUnavailable("Broker::open needs a Tokio runtime".into())
+        })?;
+        let metadata = runtime.block_on(async { start_control_plane(&config) })?;
+        // Registered before anything is imported or served: the image must list this broker.
+        let lifecycle = runtime.block_on(async {
+            let lifecycle = BrokerLifecycle::start(
+                metadata.clone(),
+                config.node_id,
+                advertised_endpoints(&config),
+                None,
+                ControllerSettings::from_config(&config).heartbeat_interval,
+            );
+            lifecycle.wait_registered().await.map(|()| lifecycle)
+        })?;
+        let broker = Broker::open_with(config, cluster_id, metadata)?;
+        *broker
+            .lifecycle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(lifecycle);
+        Ok(broker)
     }
 
     /// [`Broker::open`] over a control plane already started (tests drive one of their own).
@@ -121,6 +144,7 @@ impl Broker {
             groups,
             producer_ids,
             cluster_id,
+            lifecycle: std::sync::Mutex::new(None),
             high_watermark_moved,
         })
     }
@@ -250,6 +274,19 @@ impl Broker {
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))
     }
 
+    /// Controlled shutdown: stops heartbeating and asks the controller to fence this broker
+    /// at once, so leadership moves away without waiting for the session timeout. Best effort.
+    pub async fn shutdown_control_plane(&self) {
+        let lifecycle = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(lifecycle) = lifecycle {
+            lifecycle.shutdown().await;
+        }
+    }
+
     /// Flushes and checkpoints all logs (graceful shutdown).
     pub fn close(&self) {
         self.topics.close_all();
@@ -273,11 +310,15 @@ fn notify(moved: &watch::Sender<u64>) {
 
 /// Starts this node's control plane and returns its handle. The one place the driver is
 /// chosen: the Raft quorum (`metadata::raft`) replaces the interim driver here.
+///
+/// Interim: a one-node controller in memory (`controller::in_memory`), which keeps nothing
+/// across restarts. Runs inside the runtime.
 fn start_control_plane(config: &Arc<BrokerConfig>) -> Result<MetadataHandle, BrokerError> {
-    let _ = config;
-    Err(BrokerError::ControllerUnavailable(
-        "no control plane driver yet".into(),
-    ))
+    let (handle, _controller) = crate::controller::in_memory::start_in_memory(
+        config.node_id,
+        ControllerSettings::from_config(config),
+    );
+    Ok(handle)
 }
 
 /// This node's advertised client endpoints, as it registers them.
@@ -386,9 +427,18 @@ async fn import_legacy_topics(
     config: &BrokerConfig,
     metadata: &MetadataHandle,
 ) -> Result<(), BrokerError> {
-    let legacy = crate::topics::legacy_topics(&config.data_dir)?;
-    if legacy.is_empty() {
+    if !config.data_dir.join(crate::topics::TOPICS_DIR).is_dir() {
         return Ok(());
+    }
+    let legacy = crate::topics::legacy_topics(&config.data_dir)?;
+    // Producer ids the single node handed out stay taken.
+    if let Some(floor) = legacy_producer_id_floor(&config.data_dir)? {
+        metadata
+            .submit(ControllerRequest::ImportProducerIdFloor {
+                broker_id: config.node_id,
+                floor,
+            })
+            .await?;
     }
     let image = metadata.image();
     let node = config.node_id;
@@ -432,6 +482,24 @@ async fn import_legacy_topics(
         );
     }
     crate::topics::retire_legacy_topics(&config.data_dir)
+}
+
+/// The end of the last producer-id block a single-node release reserved (its
+/// `producer-id-block` file), if there is one.
+fn legacy_producer_id_floor(data_dir: &Path) -> Result<Option<i64>, BrokerError> {
+    let path = data_dir.join("producer-id-block");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| BrokerError::Metadata {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not an integer"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(BrokerError::Metadata { path, source }),
+    }
 }
 
 fn group_config(config: &BrokerConfig) -> GroupConfig {
