@@ -8,7 +8,7 @@
 //! caught up with the commit.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::{watch, Semaphore};
@@ -89,7 +89,8 @@ impl Broker {
             );
             lifecycle.wait_registered().await.map(|()| lifecycle)
         })?;
-        let broker = Broker::open_with(config, cluster_id, metadata)?;
+        let persist = Some(config.data_dir.join(INTERIM_IMAGE_FILE));
+        let broker = Broker::open_inner(config, cluster_id, metadata, persist)?;
         *broker
             .lifecycle
             .lock()
@@ -104,12 +105,30 @@ impl Broker {
         cluster_id: String,
         metadata: MetadataHandle,
     ) -> Result<Broker, BrokerError> {
+        Broker::open_inner(config, cluster_id, metadata, None)
+    }
+
+    /// `open_with`, writing every image applied here to `persist_image` (the interim driver's
+    /// stand-in for a durable metadata log) before anyone waiting on it is told.
+    fn open_inner(
+        config: Arc<BrokerConfig>,
+        cluster_id: String,
+        metadata: MetadataHandle,
+        persist_image: Option<PathBuf>,
+    ) -> Result<Broker, BrokerError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             BrokerError::ControllerUnavailable("Broker::open needs a Tokio runtime".into())
         })?;
         let producer_ids = ProducerIdAllocator::load(&config.data_dir)?;
-        runtime.block_on(import_legacy_topics(&config, &metadata))?;
+        runtime.block_on(import_legacy_topics(
+            &config,
+            &metadata,
+            persist_image.as_deref(),
+        ))?;
         let image = metadata.image();
+        if let Some(path) = &persist_image {
+            save_interim_image(path, &image);
+        }
         // Before any log opens: upgrade old directories, remove what deletes left behind.
         crate::partition_dir::reconcile(&config.data_dir, &crate::topics::live_topics(&image))?;
         let topics = Arc::new(TopicRegistry::new(Arc::clone(&config), config.node_id));
@@ -134,6 +153,7 @@ impl Broker {
             metadata.clone(),
             Arc::clone(&topics),
             Arc::clone(&groups),
+            persist_image,
         ));
         Ok(Broker {
             flusher,
@@ -313,13 +333,44 @@ fn notify(moved: &watch::Sender<u64>) {
 ///
 /// Interim: a one-node controller in memory (`controller::in_memory`), which keeps nothing
 /// across restarts. Runs inside the runtime.
+/// Until the Raft log arrives, the image is saved in `<data>/INTERIM_IMAGE_FILE` after every
+/// change and read back at start, so that topics survive a restart.
 fn start_control_plane(config: &Arc<BrokerConfig>) -> Result<MetadataHandle, BrokerError> {
-    let (handle, _controller) = crate::controller::in_memory::start_in_memory(
+    let path = config.data_dir.join(INTERIM_IMAGE_FILE);
+    let image = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| BrokerError::Metadata {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string()),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataImage::default(),
+        Err(source) => return Err(BrokerError::Metadata { path, source }),
+    };
+    let (handle, _controller) = crate::controller::in_memory::start_in_memory_from(
         config.node_id,
         ControllerSettings::from_config(config),
+        image,
     );
     Ok(handle)
 }
+
+/// Where the interim driver keeps the image (see [`start_control_plane`]).
+const INTERIM_IMAGE_FILE: &str = "__interim_metadata_image.json";
+
+/// Writes `image` atomically to `path` (interim persistence). A failure is logged: the
+/// change stands in memory but may not survive a restart.
+fn save_interim_image(path: &Path, image: &MetadataImage) {
+    let written = serde_json::to_vec(image)
+        .map_err(|e| StorageErrorText(e.to_string()))
+        .and_then(|bytes| {
+            runnel_storage::write_file_atomically(path, &bytes)
+                .map_err(|e| StorageErrorText(e.to_string()))
+        });
+    if let Err(StorageErrorText(error)) = written {
+        tracing::error!(path = %path.display(), %error, "saving the metadata image failed");
+    }
+}
+
+struct StorageErrorText(String);
 
 /// This node's advertised client endpoints, as it registers them.
 pub fn advertised_endpoints(config: &BrokerConfig) -> Vec<Endpoint> {
@@ -338,6 +389,7 @@ async fn follow_image(
     metadata: MetadataHandle,
     topics: Arc<TopicRegistry>,
     groups: Arc<GroupCoordinator>,
+    persist_image: Option<PathBuf>,
 ) {
     let mut images = metadata.subscribe();
     loop {
@@ -345,7 +397,11 @@ async fn follow_image(
         if image.applied_index > topics.synced_index() {
             let registry = Arc::clone(&topics);
             let groups = Arc::clone(&groups);
+            let persist = persist_image.clone();
             let synced = tokio::task::spawn_blocking(move || {
+                if let Some(path) = &persist {
+                    save_interim_image(path, &image);
+                }
                 registry.apply(&image);
                 follow_group_leadership(&image, &registry, &groups);
                 registry.publish_synced(image.applied_index);
@@ -426,6 +482,7 @@ fn follow_group_leadership(
 async fn import_legacy_topics(
     config: &BrokerConfig,
     metadata: &MetadataHandle,
+    persist_image: Option<&Path>,
 ) -> Result<(), BrokerError> {
     if !config.data_dir.join(crate::topics::TOPICS_DIR).is_dir() {
         return Ok(());
@@ -480,6 +537,10 @@ async fn import_legacy_topics(
             topics = count,
             "topics of the single-node layout imported into the metadata log"
         );
+    }
+    // Interim driver: the import must be saved before its source is renamed away.
+    if let Some(path) = persist_image {
+        save_interim_image(path, &metadata.image());
     }
     crate::topics::retire_legacy_topics(&config.data_dir)
 }

@@ -35,7 +35,11 @@ const LOAD_UNCOMPRESSED_BYTES_MAX: usize = 64 << 20;
 /// with `offsets.topic.num.partitions` partitions and `cleanup.policy=compact`. Never created
 /// through Metadata auto-creation.
 async fn offsets_topic(broker: &Broker) -> Result<Arc<TopicImage>, BrokerError> {
-    if let Some(topic) = broker.metadata.image().topic(OFFSETS_TOPIC) {
+    let image = broker.metadata.image();
+    if let Some(topic) = image.topic(OFFSETS_TOPIC) {
+        // Another request may have just created it: its partitions exist here once this
+        // node's logs follow the image that has it.
+        broker.topics.wait_synced(image.applied_index).await?;
         return Ok(Arc::clone(topic));
     }
     broker

@@ -53,7 +53,7 @@ pub(crate) async fn handle(
         .with_host(one.host)
         .with_port(one.port)
         .with_error_code(one.error_code)
-        .with_error_message(one.error_message))
+        .with_error_message(one.error_message.filter(|_| one.error_code != 0)))
 }
 
 async fn coordinator(
