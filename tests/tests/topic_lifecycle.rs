@@ -4,7 +4,7 @@
 //! cannot be deleted by clients, and a partition whose log is offline is reported without a
 //! leader.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
