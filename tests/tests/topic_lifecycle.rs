@@ -4,7 +4,7 @@
 //! cannot be deleted by clients, and a partition whose log is offline is reported without a
 //! leader.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -207,17 +207,21 @@ fn partition_entries(broker: &TestBroker, topic: &str) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn topic_file(broker: &TestBroker, topic: &str) -> PathBuf {
-    broker
-        .data_dir()
-        .join("__topics")
-        .join(format!("{topic}.properties"))
+/// Copies the directory `from` (files only, one level: a partition directory) to `to`.
+fn copy_partition_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)?.flatten() {
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
 }
 
-/// A delete that crashed after its commit point (the topic file is gone) but before the
-/// partition directories were removed: the next start removes them, and a topic created again
-/// under that name starts empty. With directories keyed by name alone, the new topic adopted
-/// the old directory and served the deleted records.
+/// A delete that crashed after its commit point (the metadata log no longer has the topic) but
+/// before the partition directories were removed: the next start removes them, and a topic
+/// created again under that name starts empty. With directories keyed by name alone, the new
+/// topic adopted the old directory and served the deleted records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recreate_after_a_delete_that_crashed_midway_serves_no_old_record() -> TestResult {
     let mut broker = TestBroker::start(&["--set", "auto.create.topics.enable=false"])?;
@@ -226,12 +230,26 @@ async fn recreate_after_a_delete_that_crashed_midway_serves_no_old_record() -> T
         create_topic(&broker, topic, 1).await?;
         produce_values(&broker, topic, "old", 20).await?;
         broker.kill9()?;
-        // The state a crash right after the delete's commit point leaves.
-        std::fs::remove_file(topic_file(&broker, topic))?;
+        let dir = broker.partition_dir(topic, 0);
+        let saved = broker.data_dir().join("..").join("saved-partition");
+        copy_partition_dir(&dir, &saved)?;
+        broker.start_again()?;
+        let deleted = admin(&broker)?
+            .delete_topics(&[topic], &admin_options())
+            .await?;
+        ensure_eq!(deleted, vec![Ok(topic.to_string())], "DeleteTopics");
+        broker.kill9()?;
+        // The state a crash right after the delete's commit point leaves: the directory is
+        // still there.
+        copy_partition_dir(&saved, &dir)?;
         broker.start_again()?;
         ensure!(
             !list_topics(&broker)?.contains_key(topic),
             "the deleted topic is gone after the restart"
+        );
+        ensure!(
+            !dir.exists(),
+            "the deleted topic's directory is removed at start-up"
         );
         create_topic(&broker, topic, 1).await?;
         produce_values(&broker, topic, "new", 3).await?;

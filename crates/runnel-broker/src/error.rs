@@ -130,6 +130,33 @@ pub enum BrokerError {
     /// partition's records (Produce v8+ lists them in `record_errors`, KIP-467).
     #[error("compacted topic requires every record to have a key: {} records have none", .0.len())]
     RecordsWithoutKey(Vec<i32>),
+    /// The partition is led by another broker (or by none): clients refresh their metadata
+    /// and go to the leader.
+    #[error(
+        "this broker does not lead {topic}-{partition} (leader {leader}, epoch {leader_epoch})"
+    )]
+    NotLeaderOrFollower {
+        /// The topic.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+        /// The leader the image names (-1: none).
+        leader: i32,
+        /// Its leader epoch (-1 unknown).
+        leader_epoch: i32,
+    },
+    /// The controller did not carry a request out (no controller known, a timeout, shutting
+    /// down): retriable.
+    #[error("the controller is not available: {0}")]
+    ControllerUnavailable(String),
+    /// The controller refused (part of) an admin request, with Kafka's code and its message.
+    #[error("{message}")]
+    Admin {
+        /// Kafka's error code.
+        code: i16,
+        /// Why.
+        message: String,
+    },
     /// The listener could not bind (port in use, bad address).
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -198,12 +225,35 @@ impl BrokerError {
             BrokerError::TaskFailed(_) => ResponseError::UnknownServerError,
             BrokerError::Metadata { .. } => ResponseError::KafkaStorageError,
             BrokerError::Listen { .. } => ResponseError::UnknownServerError,
+            BrokerError::NotLeaderOrFollower { .. } => ResponseError::NotLeaderOrFollower,
+            BrokerError::ControllerUnavailable(_) => ResponseError::RequestTimedOut,
+            BrokerError::Admin { code, .. } => {
+                ResponseError::try_from_code(*code).unwrap_or(ResponseError::UnknownServerError)
+            }
         }
     }
 
     /// The numeric code, for response fields.
     pub fn code(&self) -> i16 {
-        self.error_code().code()
+        match self {
+            BrokerError::Admin { code, .. } => *code,
+            _ => self.error_code().code(),
+        }
+    }
+}
+
+impl From<crate::metadata::SubmitError> for BrokerError {
+    fn from(error: crate::metadata::SubmitError) -> BrokerError {
+        BrokerError::ControllerUnavailable(error.to_string())
+    }
+}
+
+impl From<crate::metadata::requests::AdminError> for BrokerError {
+    fn from(error: crate::metadata::requests::AdminError) -> BrokerError {
+        BrokerError::Admin {
+            code: error.code,
+            message: error.message,
+        }
     }
 }
 

@@ -81,7 +81,7 @@ pub async fn run_log_maintenance(broker: Arc<Broker>) {
             if retention.is_none() && compaction.is_none() {
                 continue;
             }
-            for partition in topic.partitions.clone() {
+            for partition in topic.partitions.values().cloned() {
                 let name = topic.name.clone();
                 let index = partition.index;
                 let outcome = tokio::task::spawn_blocking(move || {
@@ -156,7 +156,7 @@ pub async fn run_periodic_flush(broker: Arc<Broker>) {
         last_flush.retain(|(name, _), _| topics.iter().any(|t| &t.name == name));
         for topic in &topics {
             let interval_ms = flush_ms(topic).filter(|ms| *ms < i64::MAX as u64);
-            for partition in &topic.partitions {
+            for partition in topic.partitions.values() {
                 // A log not opened since start-up has nothing unflushed.
                 let Some(log) = partition.opened_log().map(Arc::clone) else {
                     continue;

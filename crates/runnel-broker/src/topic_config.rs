@@ -137,6 +137,15 @@ pub fn validate(name: &str, value: &str) -> Result<(), BrokerError> {
     }))
 }
 
+/// The default of a list config (the only list today: `cleanup.policy`), which APPEND and
+/// SUBTRACT start from when the topic has no override.
+fn list_default(name: &str) -> &'static str {
+    match name {
+        "cleanup.policy" => "delete",
+        _ => "",
+    }
+}
+
 /// A topic's config overrides (validated), with typed views over the broker defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopicConfig {
@@ -275,6 +284,66 @@ impl TopicConfig {
         Ok(TopicConfig { overrides })
     }
 
+    /// The config after IncrementalAlterConfigs operations, in order: `(name, op, value)` with
+    /// Kafka's op codes, 0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT (APPEND and SUBTRACT for list
+    /// configs only, starting from the default when there is no override; a SUBTRACT may
+    /// empty a list, as in Kafka 3.x).
+    ///
+    /// Errors: `InvalidConfig` for an unknown name, a bad value or a list op on a non-list;
+    /// `InvalidRequest` for an unknown op.
+    pub fn apply_ops<'a>(
+        &self,
+        ops: impl IntoIterator<Item = (&'a str, i8, Option<&'a str>)>,
+    ) -> Result<TopicConfig, BrokerError> {
+        const SET: i8 = 0;
+        const DELETE: i8 = 1;
+        const APPEND: i8 = 2;
+        const SUBTRACT: i8 = 3;
+        let split = |list: &str| -> Vec<String> {
+            list.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let mut config = self.clone();
+        for (key, op, value) in ops {
+            config = match op {
+                SET => config.with(key, Some(value.unwrap_or_default()))?,
+                DELETE => config.with(key, None)?,
+                APPEND | SUBTRACT if TopicConfig::is_list(key) => {
+                    let base = config
+                        .overrides
+                        .get(key)
+                        .cloned()
+                        .unwrap_or_else(|| list_default(key).to_string());
+                    let mut items = split(&base);
+                    let given = split(value.unwrap_or_default());
+                    if op == APPEND {
+                        for item in given {
+                            if !items.contains(&item) {
+                                items.push(item);
+                            }
+                        }
+                    } else {
+                        items.retain(|i| !given.contains(i));
+                    }
+                    config.with(key, Some(&items.join(",")))?
+                }
+                APPEND | SUBTRACT => {
+                    return Err(BrokerError::InvalidConfig(format!(
+                        "'{key}' is not a list: APPEND and SUBTRACT do not apply"
+                    )))
+                }
+                other => {
+                    return Err(BrokerError::InvalidRequest(format!(
+                        "unknown config operation {other}"
+                    )))
+                }
+            };
+        }
+        Ok(config)
+    }
+
     /// Whether `name` takes a comma-separated list (APPEND/SUBTRACT apply).
     pub fn is_list(name: &str) -> bool {
         TOPIC_CONFIGS
@@ -303,7 +372,7 @@ impl TopicConfig {
     pub fn default_value(name: &str, broker: &BrokerConfig) -> (String, Option<&'static str>) {
         let d = CompactionPolicy::default();
         match name {
-            "cleanup.policy" => ("delete".into(), None),
+            "cleanup.policy" => (list_default(name).into(), None),
             "compression.type" => ("producer".into(), None),
             "delete.retention.ms" => (d.delete_retention_ms.to_string(), None),
             "file.delete.delay.ms" => ("60000".into(), None),
@@ -412,6 +481,49 @@ mod tests {
             .unwrap();
         assert!(config.overrides().is_empty());
         assert!(config.with("message.format.version", None).is_ok());
+    }
+
+    #[test]
+    fn incremental_ops_apply_in_order() {
+        let config = TopicConfig::new(BTreeMap::from([(
+            "retention.ms".to_string(),
+            "1000".to_string(),
+        )]))
+        .unwrap();
+        let changed = config
+            .apply_ops([
+                ("segment.ms", 0, Some("5000")),
+                ("retention.ms", 1, None),
+                ("cleanup.policy", 2, Some("compact")),
+            ])
+            .unwrap();
+        assert_eq!(
+            changed.overrides(),
+            &BTreeMap::from([
+                ("cleanup.policy".to_string(), "delete,compact".to_string()),
+                ("segment.ms".to_string(), "5000".to_string()),
+            ])
+        );
+        let subtracted = changed
+            .apply_ops([("cleanup.policy", 3, Some("delete,compact"))])
+            .unwrap();
+        assert_eq!(subtracted.overrides().get("cleanup.policy").unwrap(), "");
+        assert!(matches!(
+            config.apply_ops([("retention.ms", 2, Some("1"))]),
+            Err(BrokerError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            config.apply_ops([("retention.ms", 7, Some("1"))]),
+            Err(BrokerError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            config.apply_ops([("retention.ms", 0, Some("-5"))]),
+            Err(BrokerError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            config.apply_ops([("no.such", 1, None)]),
+            Err(BrokerError::InvalidConfig(_))
+        ));
     }
 
     #[test]

@@ -1,17 +1,20 @@
-//! The topic registry: which topics exist, their ids, configs and partition logs.
+//! This node's partition logs, kept in step with the metadata image.
 //!
-//! A topic is committed by one small file, `<data>/__topics/<name>.properties` (topic id,
-//! partition count, config overrides), written atomically before its partition directories are
-//! used and removed first on deletion; partition logs live in directories keyed by topic id,
-//! `<data>/<name>-<partition>.<topic id>/` (`partition_dir.rs`), so a topic recreated under an
-//! old name never sees the old one's data. Topic file I/O runs on the blocking pool.
+//! The metadata image (`metadata::image`) says which topics exist, their ids, configs and
+//! where each partition lives; [`TopicRegistry::sync`] makes the local logs follow it: a
+//! partition assigned to this node gets a local [`Partition`], a deleted topic's partitions are
+//! retired and their directories removed, config changes reach the open logs. Partition logs
+//! live in directories keyed by topic id, `<data>/<name>-<partition>.<topic id>/`
+//! (`partition_dir.rs`), so a topic recreated under an old name never sees the old one's data.
 //!
-//! Partition logs are created with their topic but, at start-up, open lazily: start-up reads
-//! only the topic files, so a broker with ten thousand partitions serves at once; a log is
-//! opened (recovered) by its first use, or by the
-//! warm-up thread that walks every partition after start-up ([`TopicRegistry::open_all`]). A
-//! log that fails to open (mid-log corruption, I/O) leaves that one partition offline
-//! (KAFKA_STORAGE_ERROR) until restart; everything else is served.
+//! Partition logs are created when the image assigns them but, at start-up, open lazily: a
+//! broker with ten thousand partitions serves at once; a log is opened (recovered) by its first
+//! use, or by the warm-up thread that walks every partition after start-up
+//! ([`TopicRegistry::open_all`]). A log that fails to open (mid-log corruption, I/O) leaves
+//! that one partition offline (KAFKA_STORAGE_ERROR) until restart; everything else is served.
+//!
+//! The topic files of the single-node releases (`<data>/__topics/<name>.properties`) are read
+//! only to import them into the metadata log ([`legacy_topics`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,16 +22,20 @@ use std::sync::{Arc, Mutex as StdMutex, OnceLock, PoisonError};
 
 use dashmap::DashMap;
 use runnel_storage::{LogConfig, PartitionLog, Storage, StorageError};
-use tokio::sync::Mutex;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::metadata::{BrokerId, MetadataImage, TopicImage};
 use crate::partition_dir::{self, LiveTopic};
 use crate::topic_config::TopicConfig;
 
-/// Directory (under the data dir) holding one properties file per topic.
-const TOPICS_DIR: &str = "__topics";
+/// Directory (under the data dir) holding one properties file per topic (single-node
+/// releases; imported once, then renamed [`IMPORTED_TOPICS_DIR`]).
+pub const TOPICS_DIR: &str = "__topics";
+/// What [`TOPICS_DIR`] is renamed to once imported.
+pub const IMPORTED_TOPICS_DIR: &str = "__topics.imported";
 /// Kafka's limit on topic name length.
 const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Upper bound on partitions per topic, so a request cannot ask for unbounded work.
@@ -212,7 +219,7 @@ impl Partition {
     }
 }
 
-/// A topic: name, id, config and partitions (index = position in the vector).
+/// A topic as this node holds it: name, id, config and the partitions assigned to this node.
 #[derive(Debug)]
 pub struct Topic {
     /// The topic's name.
@@ -221,25 +228,14 @@ pub struct Topic {
     pub id: Uuid,
     /// Config overrides.
     pub config: TopicConfig,
-    /// Partitions, by index.
-    pub partitions: Vec<Arc<Partition>>,
+    /// This node's partitions, by index (a cluster places the others on other brokers).
+    pub partitions: BTreeMap<i32, Arc<Partition>>,
 }
 
 impl Topic {
-    /// The partition with this index, if it exists.
+    /// This node's partition with this index, if it has it.
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| self.partitions.get(i))
-    }
-
-    /// What the topic file records.
-    fn spec(&self) -> TopicSpec {
-        TopicSpec {
-            name: self.name.clone(),
-            partitions: i32::try_from(self.partitions.len()).unwrap_or(i32::MAX),
-            config: self.config.clone(),
-        }
+        self.partitions.get(&index)
     }
 
     /// Internal topics (`__consumer_offsets`, `__transaction_state`).
@@ -253,75 +249,121 @@ pub fn is_internal_name(name: &str) -> bool {
     matches!(name, "__consumer_offsets" | "__transaction_state")
 }
 
-/// What CreateTopics (or auto-creation) asks for, already defaulted.
+/// A topic of a single-node release's `__topics` directory, to import.
 #[derive(Debug, Clone)]
-pub struct TopicSpec {
+pub struct LegacyTopic {
     /// Topic name.
     pub name: String,
-    /// Partition count, >= 1.
+    /// Its id, kept.
+    pub id: Uuid,
+    /// Partition count.
     pub partitions: i32,
     /// Config overrides.
-    pub config: TopicConfig,
+    pub configs: BTreeMap<String, String>,
 }
 
-/// All topics of this broker.
+/// The topics of `<data>/__topics/*.properties` (empty when there is no such directory).
+/// Blocking.
+///
+/// Errors: `Metadata` for a file that cannot be read or parsed (the broker then does not
+/// start rather than lose a topic).
+pub fn legacy_topics(data_dir: &Path) -> Result<Vec<LegacyTopic>, BrokerError> {
+    let dir = data_dir.join(TOPICS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(BrokerError::Metadata { path: dir, source }),
+    };
+    let mut topics = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("properties") {
+            continue;
+        }
+        topics.push(read_topic_file(&path)?);
+    }
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(topics)
+}
+
+/// Renames `<data>/__topics` to `<data>/__topics.imported` (durably) once its topics are in
+/// the metadata log; nothing reads it again. Blocking.
+pub fn retire_legacy_topics(data_dir: &Path) -> Result<(), BrokerError> {
+    let from = data_dir.join(TOPICS_DIR);
+    let to = data_dir.join(IMPORTED_TOPICS_DIR);
+    if !from.exists() {
+        return Ok(());
+    }
+    if to.exists() {
+        // An earlier import's leftovers: the newest import wins.
+        std::fs::remove_dir_all(&to).map_err(|source| BrokerError::Metadata {
+            path: to.clone(),
+            source,
+        })?;
+    }
+    std::fs::rename(&from, &to).map_err(|source| BrokerError::Metadata {
+        path: from.clone(),
+        source,
+    })?;
+    runnel_storage::sync_dir(data_dir).map_err(BrokerError::Storage)
+}
+
+/// The partitions of `image` assigned to `node`, per topic, for the start-up pass over the
+/// data directory (`partition_dir::reconcile`).
+pub fn live_topics(image: &MetadataImage) -> Vec<LiveTopic> {
+    image
+        .topics
+        .values()
+        .map(|t| LiveTopic {
+            name: t.name.clone(),
+            id: t.id,
+            partitions: t.partition_count(),
+        })
+        .collect()
+}
+
+/// The partition indexes of `topic` whose replicas include `node`.
+fn assigned(topic: &TopicImage, node: BrokerId) -> impl Iterator<Item = i32> + '_ {
+    topic
+        .partitions
+        .iter()
+        .zip(0..)
+        .filter(move |(p, _)| p.replicas.contains(&node))
+        .map(|(_, index)| index)
+}
+
+/// This node's topics and partition logs, following the metadata image.
 #[derive(Debug)]
 pub struct TopicRegistry {
     data_dir: PathBuf,
     config: Arc<BrokerConfig>,
+    node_id: BrokerId,
     topics: DashMap<String, Arc<Topic>>,
-    /// Serialises create and delete so that two requests for one name cannot interleave.
-    admin_lock: Mutex<()>,
+    /// One sync at a time: each applies a newer image over the previous one.
+    sync_lock: StdMutex<()>,
+    /// The applied index of the last image synced.
+    synced: watch::Sender<u64>,
 }
 
 impl TopicRegistry {
-    /// Loads every committed topic and opens (recovers) its partition logs.
-    pub fn load(config: Arc<BrokerConfig>) -> Result<TopicRegistry, BrokerError> {
-        let data_dir = config.data_dir.clone();
-        let topics_dir = data_dir.join(TOPICS_DIR);
-        std::fs::create_dir_all(&topics_dir).map_err(|source| BrokerError::Metadata {
-            path: topics_dir.clone(),
-            source,
-        })?;
-        let topics = DashMap::new();
-        let entries = std::fs::read_dir(&topics_dir).map_err(|source| BrokerError::Metadata {
-            path: topics_dir.clone(),
-            source,
-        })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("properties") {
-                continue;
-            }
-            let (name, id, spec) = read_topic_file(&path)?;
-            let topic = new_topic(&data_dir, &config, name.clone(), id, spec);
-            topics.insert(name, Arc::new(topic));
-        }
-        // Before any log opens: upgrade old directories, remove what deletes left behind.
-        let live: Vec<LiveTopic> = topics
-            .iter()
-            .map(|t| LiveTopic {
-                name: t.value().name.clone(),
-                id: t.value().id,
-                partitions: i32::try_from(t.value().partitions.len()).unwrap_or(i32::MAX),
-            })
-            .collect();
-        partition_dir::reconcile(&data_dir, &live)?;
-        tracing::info!(topics = topics.len(), data_dir = %data_dir.display(), "topics loaded");
-        Ok(TopicRegistry {
-            data_dir,
+    /// An empty registry for node `node_id`; [`TopicRegistry::sync`] fills it.
+    pub fn new(config: Arc<BrokerConfig>, node_id: BrokerId) -> TopicRegistry {
+        TopicRegistry {
+            data_dir: config.data_dir.clone(),
             config,
-            topics,
-            admin_lock: Mutex::new(()),
-        })
+            node_id,
+            topics: DashMap::new(),
+            sync_lock: StdMutex::new(()),
+            synced: watch::channel(0).0,
+        }
     }
 
-    /// The topic with this name.
+    /// The topic with this name, if this node holds any of its partitions.
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
         self.topics.get(name).map(|t| Arc::clone(t.value()))
     }
 
-    /// The topic with this id.
+    /// The topic with this id, if this node holds any of its partitions.
     pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
         self.topics
             .iter()
@@ -329,189 +371,184 @@ impl TopicRegistry {
             .map(|t| Arc::clone(t.value()))
     }
 
-    /// Every topic, sorted by name.
+    /// Every topic this node holds partitions of, sorted by name.
     pub fn all(&self) -> Vec<Arc<Topic>> {
         let mut all: Vec<_> = self.topics.iter().map(|t| Arc::clone(t.value())).collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
 
-    /// Creates a topic (or, with `validate_only`, checks that it could be created).
-    pub async fn create(
-        &self,
-        spec: TopicSpec,
-        validate_only: bool,
-    ) -> Result<Arc<Topic>, BrokerError> {
-        validate_topic_name(&spec.name)?;
-        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&spec.partitions) {
-            return Err(BrokerError::InvalidPartitions(spec.partitions));
-        }
-        let _guard = self.admin_lock.lock().await;
-        if self.topics.contains_key(&spec.name) {
-            return Err(BrokerError::TopicAlreadyExists(spec.name));
-        }
-        if self
+    /// This node's id.
+    pub fn node_id(&self) -> BrokerId {
+        self.node_id
+    }
+
+    /// The applied index of the last image [`TopicRegistry::sync`] applied.
+    pub fn synced_index(&self) -> u64 {
+        *self.synced.borrow()
+    }
+
+    /// Waits until an image at or past `index` has been synced (an admin request answers only
+    /// then, so a produce right after CreateTopics finds its partition here).
+    pub async fn wait_synced(&self, index: u64) -> Result<(), BrokerError> {
+        let mut synced = self.synced.subscribe();
+        tokio::time::timeout(
+            crate::metadata::handle::SUBMIT_TIMEOUT,
+            synced.wait_for(|i| *i >= index),
+        )
+        .await
+        .map_err(|_| BrokerError::ControllerUnavailable("local logs did not catch up".into()))?
+        .map_err(|_| BrokerError::ControllerUnavailable("shutting down".into()))?;
+        Ok(())
+    }
+
+    /// Makes the local logs follow `image`. Blocking (creates and removes directories).
+    ///
+    /// - a partition assigned to this node gets its local [`Partition`]; its log is created
+    ///   now when its directory does not exist yet (a new partition: the directory exists once
+    ///   the topic does, as in Kafka), else opened on first use;
+    /// - a topic gone from the image (or replaced by another id under its name) is retired:
+    ///   its logs are never opened again, its directories renamed `…-delete` and removed in
+    ///   the background;
+    /// - changed config overrides reach every partition's log.
+    ///
+    /// Failures are per partition and logged (the partition is then offline); the sync never
+    /// stops half way.
+    pub fn sync(&self, image: &MetadataImage) {
+        self.apply(image);
+        self.publish_synced(image.applied_index);
+    }
+
+    /// Tells [`TopicRegistry::wait_synced`] waiters that everything up to `index` is applied
+    /// here (after [`TopicRegistry::apply`], and whatever else follows the image).
+    pub fn publish_synced(&self, index: u64) {
+        self.synced.send_if_modified(|synced| {
+            let newer = index > *synced;
+            *synced = (*synced).max(index);
+            newer
+        });
+    }
+
+    /// [`TopicRegistry::sync`] without telling the waiters. Blocking.
+    pub fn apply(&self, image: &MetadataImage) {
+        let _one_at_a_time = self
+            .sync_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Gone, or replaced under the same name by a topic with another id.
+        let doomed: Vec<Arc<Topic>> = self
             .topics
             .iter()
-            .any(|t| collides(&t.value().name, &spec.name))
-        {
-            return Err(BrokerError::InvalidTopic {
-                name: spec.name,
-                reason: "collides with an existing topic once '.' and '_' are treated alike",
-            });
+            .filter(|t| {
+                image
+                    .topic(&t.value().name)
+                    .is_none_or(|live| live.id != t.value().id)
+            })
+            .map(|t| Arc::clone(t.value()))
+            .collect();
+        for topic in doomed {
+            self.topics.remove(&topic.name);
+            self.retire(&topic);
         }
-        let id = Uuid::new_v4();
-        if validate_only {
-            return Ok(Arc::new(Topic {
-                name: spec.name,
-                id,
-                config: spec.config,
-                partitions: Vec::new(),
-            }));
-        }
-        let data_dir = self.data_dir.clone();
-        let config = Arc::clone(&self.config);
-        let topic = tokio::task::spawn_blocking(move || {
-            write_topic_file(&data_dir, id, &spec)?;
-            let topic = new_topic(&data_dir, &config, spec.name.clone(), id, spec);
-            // Created now, as Kafka does: the partition directories exist once the topic does.
-            for partition in &topic.partitions {
-                partition.log_blocking()?;
+        for topic_image in image.topics.values() {
+            let indexes: Vec<i32> = assigned(topic_image, self.node_id).collect();
+            let current = self.get(&topic_image.name);
+            if indexes.is_empty() {
+                if let Some(current) = current {
+                    // No longer assigned here (reassignment, issue 23): drop the local logs.
+                    self.topics.remove(&current.name);
+                    self.retire(&current);
+                }
+                continue;
             }
-            Ok::<_, BrokerError>(topic)
-        })
-        .await??;
-        let topic = Arc::new(topic);
-        self.topics.insert(topic.name.clone(), Arc::clone(&topic));
-        tracing::info!(topic = %topic.name, partitions = topic.partitions.len(), "topic created");
-        Ok(topic)
-    }
-
-    /// Deletes a topic: its properties file first (the commit point), then its partition
-    /// directories are renamed to `…-delete` (durably) and removed in the background. Logs
-    /// still referenced (a request in flight) keep writing to the renamed, then unlinked,
-    /// files, or fail; a topic created later under the same name has another id and so other
-    /// directories.
-    ///
-    /// Errors: `InternalTopicDeletion` for an internal topic (only the broker manages those);
-    /// `UnknownTopicOrPartition` if there is no such topic.
-    pub async fn delete(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
-        let _guard = self.admin_lock.lock().await;
-        let topic = self
-            .get(name)
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
-        if topic.is_internal() {
-            return Err(BrokerError::InternalTopicDeletion(topic.name.clone()));
-        }
-        let data_dir = self.data_dir.clone();
-        let doomed = Arc::clone(&topic);
-        let renamed =
-            tokio::task::spawn_blocking(move || delete_topic_files(&data_dir, &doomed)).await??;
-        self.topics.remove(name);
-        tracing::info!(topic = %name, "topic deleted");
-        // Removing a large log takes a while: not under the admin lock, nor in the reply.
-        drop(tokio::task::spawn_blocking(move || {
-            partition_dir::remove_deleted(&renamed);
-        }));
-        Ok(topic)
-    }
-
-    /// Replaces a topic's config overrides with `change(current)`, computed under the admin
-    /// lock so that concurrent read-modify-writes (IncrementalAlterConfigs) all land: persisted
-    /// first, then applied live (storage settings of every partition; retention, compaction
-    /// and produce checks read the topic's config each time).
-    pub async fn update_config(
-        &self,
-        name: &str,
-        change: impl FnOnce(&TopicConfig) -> Result<TopicConfig, BrokerError>,
-    ) -> Result<Arc<Topic>, BrokerError> {
-        let _guard = self.admin_lock.lock().await;
-        let topic = self
-            .get(name)
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
-        let updated = Arc::new(Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            config: change(&topic.config)?,
-            partitions: topic.partitions.clone(),
-        });
-        let data_dir = self.data_dir.clone();
-        let broker = Arc::clone(&self.config);
-        let written = Arc::clone(&updated);
-        tokio::task::spawn_blocking(move || {
-            write_topic_file(&data_dir, written.id, &written.spec())?;
-            let log_config = written.config.log_config(&broker);
-            for partition in &written.partitions {
-                partition.set_config(log_config);
-            }
-            Ok::<_, BrokerError>(())
-        })
-        .await??;
-        self.topics
-            .insert(updated.name.clone(), Arc::clone(&updated));
-        tracing::info!(topic = %name, "topic config updated");
-        Ok(updated)
-    }
-
-    /// Grows a topic to `count` partitions (CreatePartitions; never shrinks).
-    pub async fn add_partitions(
-        &self,
-        name: &str,
-        count: i32,
-        validate_only: bool,
-    ) -> Result<Arc<Topic>, BrokerError> {
-        let _guard = self.admin_lock.lock().await;
-        let topic = self
-            .get(name)
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
-        let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
-        if count <= current || count > PARTITIONS_PER_TOPIC_MAX {
-            return Err(BrokerError::InvalidPartitions(count));
-        }
-        if validate_only {
-            return Ok(topic);
-        }
-        let data_dir = self.data_dir.clone();
-        let broker = Arc::clone(&self.config);
-        let old = Arc::clone(&topic);
-        let updated = tokio::task::spawn_blocking(move || {
-            let log_config = old.config.log_config(&broker);
-            let mut partitions = old.partitions.clone();
-            for index in current..count {
-                let partition = Partition::new(
-                    &data_dir,
-                    &old.name,
-                    old.id,
-                    index,
-                    log_config,
-                    broker.storage.clone(),
-                );
-                partition.log_blocking()?;
-                partitions.push(Arc::new(partition));
-            }
-            let updated = Topic {
-                name: old.name.clone(),
-                id: old.id,
-                config: old.config.clone(),
-                partitions,
+            let config = match TopicConfig::new(topic_image.configs.clone()) {
+                Ok(config) => config,
+                Err(error) => {
+                    tracing::warn!(topic = %topic_image.name, %error,
+                        "the image's config overrides do not validate here; using the previous ones");
+                    current
+                        .as_ref()
+                        .map_or_else(TopicConfig::default, |c| c.config.clone())
+                }
             };
-            // The new partition directories exist before the file names them; a crash in
-            // between leaves directories the next start-up removes (no topic has them).
-            write_topic_file(&data_dir, updated.id, &updated.spec())?;
-            Ok::<_, BrokerError>(updated)
-        })
-        .await??;
-        let updated = Arc::new(updated);
-        self.topics
-            .insert(updated.name.clone(), Arc::clone(&updated));
-        tracing::info!(topic = %name, partitions = count, "partitions added");
-        Ok(updated)
+            let unchanged = current.as_ref().is_some_and(|c| {
+                c.config == config
+                    && c.partitions.len() == indexes.len()
+                    && indexes.iter().all(|i| c.partitions.contains_key(i))
+            });
+            if unchanged {
+                continue;
+            }
+            let log_config = config.log_config(&self.config);
+            let mut partitions = BTreeMap::new();
+            for index in indexes {
+                let existing = current.as_ref().and_then(|c| c.partition(index)).cloned();
+                let partition = match existing {
+                    Some(partition) => {
+                        partition.set_config(log_config);
+                        partition
+                    }
+                    None => {
+                        let partition = Arc::new(Partition::new(
+                            &self.data_dir,
+                            &topic_image.name,
+                            topic_image.id,
+                            index,
+                            log_config,
+                            self.config.storage.clone(),
+                        ));
+                        if !partition.dir().exists() {
+                            // Failures are logged by the open and leave the partition offline.
+                            let _ = partition.log_blocking();
+                        }
+                        partition
+                    }
+                };
+                partitions.insert(index, partition);
+            }
+            if current.is_none() {
+                tracing::info!(topic = %topic_image.name, partitions = partitions.len(), "topic hosted here");
+            }
+            self.topics.insert(
+                topic_image.name.clone(),
+                Arc::new(Topic {
+                    name: topic_image.name.clone(),
+                    id: topic_image.id,
+                    config,
+                    partitions,
+                }),
+            );
+        }
+    }
+
+    /// Retires a topic's local logs (never opened again), renames their directories away
+    /// (durably) and removes them in the background. Blocking.
+    fn retire(&self, topic: &Topic) {
+        for partition in topic.partitions.values() {
+            partition.retire();
+        }
+        let dirs: Vec<PathBuf> = topic.partitions.values().map(|p| p.dir.clone()).collect();
+        let renamed = partition_dir::rename_for_deletion(&self.data_dir, &dirs).unwrap_or_else(
+            |error| {
+                tracing::warn!(topic = %topic.name, %error,
+                    "could not rename the deleted topic's directories; the next start removes them");
+                Vec::new()
+            },
+        );
+        tracing::info!(topic = %topic.name, "topic deleted here");
+        // Removing a large log takes a while: not in the sync.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || {
+                partition_dir::remove_deleted(&renamed);
+            })),
+            Err(_) => partition_dir::remove_deleted(&renamed),
+        }
     }
 
     /// Flushes and checkpoints every open partition log (graceful shutdown).
     pub fn close_all(&self) {
         for topic in self.all() {
-            for partition in &topic.partitions {
+            for partition in topic.partitions.values() {
                 let Some(log) = partition.opened_log() else {
                     continue;
                 };
@@ -530,7 +567,7 @@ impl TopicRegistry {
         let mut offline = 0usize;
         let mut count = 0usize;
         for topic in self.all() {
-            for partition in &topic.partitions {
+            for partition in topic.partitions.values() {
                 count += 1;
                 if partition.log_blocking().is_err() {
                     offline += 1;
@@ -573,58 +610,11 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
 }
 
 /// Kafka refuses names that differ only by '.' versus '_' (they clash in metric names).
-fn collides(a: &str, b: &str) -> bool {
+pub fn collides(a: &str, b: &str) -> bool {
     a != b && a.replace('.', "_") == b.replace('.', "_")
 }
 
-fn topic_file(data_dir: &Path, topic: &str) -> PathBuf {
-    data_dir
-        .join(TOPICS_DIR)
-        .join(format!("{topic}.properties"))
-}
-
-/// The topic with its partitions, whose logs open on first use.
-fn new_topic(
-    data_dir: &Path,
-    broker: &BrokerConfig,
-    name: String,
-    id: Uuid,
-    spec: TopicSpec,
-) -> Topic {
-    let log_config = spec.config.log_config(broker);
-    let partitions = (0..spec.partitions)
-        .map(|index| {
-            Arc::new(Partition::new(
-                data_dir,
-                &name,
-                id,
-                index,
-                log_config,
-                broker.storage.clone(),
-            ))
-        })
-        .collect();
-    Topic {
-        name,
-        id,
-        config: spec.config,
-        partitions,
-    }
-}
-
-fn write_topic_file(data_dir: &Path, id: Uuid, spec: &TopicSpec) -> Result<(), BrokerError> {
-    let mut text = format!(
-        "topic.id={id}\nname={}\npartitions={}\n",
-        spec.name, spec.partitions
-    );
-    for (name, value) in spec.config.overrides() {
-        text.push_str(&format!("config.{name}={value}\n"));
-    }
-    let path = topic_file(data_dir, &spec.name);
-    runnel_storage::write_file_atomically(&path, text.as_bytes()).map_err(BrokerError::Storage)
-}
-
-fn read_topic_file(path: &Path) -> Result<(String, Uuid, TopicSpec), BrokerError> {
+fn read_topic_file(path: &Path) -> Result<LegacyTopic, BrokerError> {
     let damaged = |what: &str| BrokerError::Metadata {
         path: path.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
@@ -634,13 +624,13 @@ fn read_topic_file(path: &Path) -> Result<(String, Uuid, TopicSpec), BrokerError
         source,
     })?;
     let mut fields = BTreeMap::new();
-    let mut overrides = BTreeMap::new();
+    let mut configs = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let (key, value) = line
             .split_once('=')
             .ok_or_else(|| damaged("line without '='"))?;
         match key.strip_prefix("config.") {
-            Some(config) => overrides.insert(config.to_string(), value.to_string()),
+            Some(config) => configs.insert(config.to_string(), value.to_string()),
             None => fields.insert(key.to_string(), value.to_string()),
         };
     }
@@ -656,41 +646,12 @@ fn read_topic_file(path: &Path) -> Result<(String, Uuid, TopicSpec), BrokerError
         .get("partitions")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| damaged("no valid partitions"))?;
-    let config = TopicConfig::new(overrides)?;
-    Ok((
-        name.clone(),
+    Ok(LegacyTopic {
+        name,
         id,
-        TopicSpec {
-            name,
-            partitions,
-            config,
-        },
-    ))
-}
-
-/// Removes the topic file (the commit point), then renames the partition directories away;
-/// returns the renamed directories, for the caller to remove. Blocking.
-///
-/// Errors: only before the commit point (the topic still exists); a failure after it is
-/// logged, and the next start-up removes the directories (no committed topic has their id).
-fn delete_topic_files(data_dir: &Path, topic: &Topic) -> Result<Vec<PathBuf>, BrokerError> {
-    let path = topic_file(data_dir, &topic.name);
-    std::fs::remove_file(&path).map_err(|source| BrokerError::Metadata {
-        path: path.clone(),
-        source,
-    })?;
-    runnel_storage::sync_dir(path.parent().unwrap_or(data_dir)).map_err(BrokerError::Storage)?;
-    for partition in &topic.partitions {
-        partition.retire();
-    }
-    let dirs: Vec<PathBuf> = topic.partitions.iter().map(|p| p.dir.clone()).collect();
-    Ok(
-        partition_dir::rename_for_deletion(data_dir, &dirs).unwrap_or_else(|error| {
-            tracing::warn!(topic = %topic.name, %error,
-            "could not rename the deleted topic's directories; the next start removes them");
-            Vec::new()
-        }),
-    )
+        partitions,
+        configs,
+    })
 }
 
 /// The high watermark of a partition's log: offsets below it are visible to consumers (Fetch
@@ -759,17 +720,52 @@ mod tests {
         assert!(partition.opened_log().is_some());
     }
 
+    use crate::metadata::{MetadataBatch, MetadataRecord, PartitionState};
+
     fn registry(data_dir: &Path) -> TopicRegistry {
         let overrides = [("data.dir".to_string(), data_dir.display().to_string())];
-        TopicRegistry::load(Arc::new(BrokerConfig::load(None, &overrides).unwrap())).unwrap()
+        TopicRegistry::new(Arc::new(BrokerConfig::load(None, &overrides).unwrap()), 0)
     }
 
-    fn spec(name: &str) -> TopicSpec {
-        TopicSpec {
-            name: name.to_string(),
-            partitions: 1,
-            config: TopicConfig::default(),
+    fn led_by(replicas: &[BrokerId]) -> PartitionState {
+        PartitionState {
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            leader: replicas.first().copied().unwrap_or(-1),
+            leader_epoch: 0,
+            partition_epoch: 0,
         }
+    }
+
+    /// Applies `records` as the next batch of `image`.
+    fn apply(image: &mut MetadataImage, records: Vec<MetadataRecord>) {
+        let index = image.applied_index + 1;
+        image.apply(
+            index,
+            &MetadataBatch {
+                request_id: None,
+                reply: None,
+                records,
+            },
+        );
+    }
+
+    fn create(image: &mut MetadataImage, name: &str, partitions: Vec<PartitionState>) -> Uuid {
+        let topic_id = Uuid::new_v4();
+        apply(
+            image,
+            vec![MetadataRecord::CreateTopic {
+                name: name.to_string(),
+                topic_id,
+                configs: BTreeMap::new(),
+                partitions,
+            }],
+        );
+        topic_id
+    }
+
+    fn delete(image: &mut MetadataImage, topic_id: Uuid) {
+        apply(image, vec![MetadataRecord::DeleteTopic { topic_id }]);
     }
 
     fn batch(value: &[u8]) -> bytes::Bytes {
@@ -793,17 +789,22 @@ mod tests {
     /// A handle to a deleted topic's log that is still used (a produce resolved before the
     /// delete, a queued flush, a close) after the topic was recreated under the same name
     /// writes nothing into the new topic's directory, and the new topic serves none of it.
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_stale_log_of_a_deleted_topic_never_writes_into_its_successor() {
         let data = tempfile::tempdir().unwrap();
         let topics = registry(data.path());
-        let old = topics.create(spec("t"), false).await.unwrap();
-        let stale = Arc::clone(old.partitions[0].log().await.unwrap());
+        let mut image = MetadataImage::default();
+        let old_id = create(&mut image, "t", vec![led_by(&[0])]);
+        topics.sync(&image);
+        let old = topics.get("t").unwrap();
+        let stale = Arc::clone(old.partitions[&0].log().await.unwrap());
         stale.append(&batch(b"old")).unwrap();
-        topics.delete("t").await.unwrap();
-        let new = topics.create(spec("t"), false).await.unwrap();
-        let new_partition = Arc::clone(&new.partitions[0]);
-        assert_ne!(new_partition.dir(), old.partitions[0].dir());
+        delete(&mut image, old_id);
+        create(&mut image, "t", vec![led_by(&[0])]);
+        topics.sync(&image);
+        let new = topics.get("t").unwrap();
+        let new_partition = Arc::clone(&new.partitions[&0]);
+        assert_ne!(new_partition.dir(), old.partitions[&0].dir());
         let before = snapshot(new_partition.dir());
 
         // Whatever the stale handle does may fail (its directory is gone), but lands nowhere
@@ -812,34 +813,118 @@ mod tests {
         let _ = stale.flush(stale.log_end_offset());
         let _ = stale.close();
         assert_eq!(snapshot(new_partition.dir()), before);
-        let _ = old.partitions[0].log().await;
+        let _ = old.partitions[&0].log().await;
         assert_eq!(new_partition.log().await.unwrap().log_end_offset(), 0);
 
         // And a restart serves the new, empty topic.
         drop((new, new_partition, old, topics));
         let topics = registry(data.path());
+        topics.sync(&image);
         let reopened = topics.get("t").unwrap();
-        let log = reopened.partitions[0].log().await.unwrap();
+        let log = reopened.partitions[&0].log().await.unwrap();
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
     }
 
     /// A partition never opened when its topic is deleted is never opened later (which would
     /// recreate its directory) by a request that resolved it before the delete.
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_deleted_partition_is_never_opened_again() {
         let data = tempfile::tempdir().unwrap();
-        {
-            let topics = registry(data.path());
-            topics.create(spec("t"), false).await.unwrap();
-        }
+        let mut image = MetadataImage::default();
+        let id = create(&mut image, "t", vec![led_by(&[0])]);
+        registry(data.path()).sync(&image);
         let topics = registry(data.path());
+        topics.sync(&image);
         let topic = topics.get("t").unwrap();
-        assert!(topic.partitions[0].opened_log().is_none());
-        topics.delete("t").await.unwrap();
+        assert!(topic.partitions[&0].opened_log().is_none());
+        delete(&mut image, id);
+        topics.sync(&image);
+        assert!(topics.get("t").is_none());
         assert!(matches!(
-            topic.partitions[0].log().await,
+            topic.partitions[&0].log().await,
             Err(BrokerError::UnknownTopicOrPartition(_))
         ));
-        assert!(!topic.partitions[0].dir().exists());
+        assert!(!topic.partitions[&0].dir().exists());
+    }
+
+    /// Only the partitions whose replicas include this node get local logs; added partitions
+    /// and config changes follow the image.
+    #[test]
+    fn the_registry_holds_what_the_image_assigns_here() {
+        let data = tempfile::tempdir().unwrap();
+        let topics = registry(data.path());
+        let mut image = MetadataImage::default();
+        let id = create(
+            &mut image,
+            "t",
+            vec![led_by(&[0]), led_by(&[1]), led_by(&[2, 0])],
+        );
+        create(&mut image, "elsewhere", vec![led_by(&[1])]);
+        topics.sync(&image);
+        let topic = topics.get("t").unwrap();
+        assert_eq!(topic.partitions.keys().copied().collect::<Vec<_>>(), [0, 2]);
+        assert!(topic.partitions[&0].dir().exists());
+        assert!(topics.get("elsewhere").is_none());
+        assert_eq!(topics.synced_index(), image.applied_index);
+
+        apply(
+            &mut image,
+            vec![
+                MetadataRecord::AddPartitions {
+                    topic_id: id,
+                    partitions: vec![led_by(&[0])],
+                },
+                MetadataRecord::SetTopicConfigs {
+                    topic_id: id,
+                    configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
+                },
+            ],
+        );
+        topics.sync(&image);
+        let grown = topics.get("t").unwrap();
+        assert_eq!(
+            grown.partitions.keys().copied().collect::<Vec<_>>(),
+            [0, 2, 3]
+        );
+        assert!(Arc::ptr_eq(&grown.partitions[&0], &topic.partitions[&0]));
+        assert_eq!(
+            grown
+                .config
+                .overrides()
+                .get("retention.ms")
+                .map(String::as_str),
+            Some("1000")
+        );
+    }
+
+    #[test]
+    fn legacy_topic_files_are_read_and_retired() {
+        let data = tempfile::tempdir().unwrap();
+        assert!(legacy_topics(data.path()).unwrap().is_empty());
+        let dir = data.path().join(TOPICS_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = Uuid::new_v4();
+        std::fs::write(
+            dir.join("t.properties"),
+            format!("topic.id={id}\nname=t\npartitions=3\nconfig.retention.ms=5\n"),
+        )
+        .unwrap();
+        let topics = legacy_topics(data.path()).unwrap();
+        assert_eq!(topics.len(), 1);
+        assert_eq!(
+            (topics[0].name.as_str(), topics[0].id, topics[0].partitions),
+            ("t", id, 3)
+        );
+        assert_eq!(
+            topics[0].configs.get("retention.ms").map(String::as_str),
+            Some("5")
+        );
+        retire_legacy_topics(data.path()).unwrap();
+        assert!(legacy_topics(data.path()).unwrap().is_empty());
+        assert!(data
+            .path()
+            .join(IMPORTED_TOPICS_DIR)
+            .join("t.properties")
+            .exists());
     }
 }

@@ -1,3 +1,28 @@
 //! The active controller's decisions: pure functions from the metadata image (and a request, or
 //! the clock) to metadata records and a reply. No I/O here: the service that feeds requests in
 //! and proposes the records lives in `service.rs`. Design: docs/cluster.md, "The controller".
+//!
+//! - `decide.rs`: [`Controller::decide`], one request → records + reply.
+//! - `placement.rs`, `elections.rs`: replica placement; fencing and leader elections.
+//! - `heartbeats.rs`: [`HeartbeatTracker`], which sessions expired.
+//! - `service.rs`: [`ControllerService`], serialises decisions, proposes them to the
+//!   [`MetadataLog`](crate::metadata::MetadataLog), forwards to the leader, fences.
+//! - `in_memory.rs`: [`InMemoryLog`], a one-node log in memory (tests, interim wiring).
+//! - `lifecycle.rs`: [`BrokerLifecycle`], every broker's registration and heartbeats.
+
+pub mod decide;
+pub mod elections;
+pub mod heartbeats;
+pub mod in_memory;
+pub mod lifecycle;
+pub mod placement;
+pub mod service;
+
+pub use decide::{Controller, ControllerSettings, Decision, PRODUCER_ID_BLOCK_SIZE};
+pub use elections::fence;
+pub use heartbeats::HeartbeatTracker;
+pub use in_memory::{
+    start_in_memory, start_in_memory_from, InMemoryController, InMemoryLog, NoForwarder,
+};
+pub use lifecycle::BrokerLifecycle;
+pub use service::ControllerService;

@@ -6,7 +6,7 @@
 //!
 //! Writes are fsynced before they are acknowledged. Storage calls run on the blocking pool.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,39 +23,51 @@ use super::records::{
 use super::{partition_for, OFFSETS_TOPIC};
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::topic_config::TopicConfig;
-use crate::topics::{Topic, TopicRegistry, TopicSpec};
+use crate::metadata::TopicImage;
+use crate::topics::{Topic, TopicRegistry};
 
 /// Bytes read from `__consumer_offsets` per step while loading.
 const LOAD_READ_BYTES: usize = 1 << 20;
 /// Decompression cap while loading (our own batches are uncompressed).
 const LOAD_UNCOMPRESSED_BYTES_MAX: usize = 64 << 20;
 
-/// `__consumer_offsets`, created on first use. Never created through Metadata auto-creation.
-async fn offsets_topic(broker: &Broker) -> Result<Arc<Topic>, BrokerError> {
-    if let Some(topic) = broker.topics.get(OFFSETS_TOPIC) {
-        return Ok(topic);
+/// `__consumer_offsets` as the image has it, created (through the controller) on first use
+/// with `offsets.topic.num.partitions` partitions and `cleanup.policy=compact`. Never created
+/// through Metadata auto-creation.
+async fn offsets_topic(broker: &Broker) -> Result<Arc<TopicImage>, BrokerError> {
+    let image = broker.metadata.image();
+    if let Some(topic) = image.topic(OFFSETS_TOPIC) {
+        // Another request may have just created it: its partitions exist here once this
+        // node's logs follow the image that has it.
+        broker.topics.wait_synced(image.applied_index).await?;
+        return Ok(Arc::clone(topic));
     }
-    let config = TopicConfig::new(BTreeMap::from([(
-        "cleanup.policy".to_string(),
-        "compact".to_string(),
-    )]))?;
-    let spec = TopicSpec {
-        name: OFFSETS_TOPIC.to_string(),
-        partitions: broker.config.offsets_topic_num_partitions,
-        config,
-    };
-    match broker.topics.create(spec, false).await {
-        Ok(topic) => Ok(topic),
-        Err(BrokerError::TopicAlreadyExists(_)) => broker
-            .topics
-            .get(OFFSETS_TOPIC)
-            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(OFFSETS_TOPIC.to_string())),
-        Err(error) => Err(error),
-    }
+    broker
+        .create_topic(
+            OFFSETS_TOPIC,
+            broker.config.offsets_topic_num_partitions,
+            BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+        )
+        .await
+}
+
+/// The broker coordinating `group_id`: the leader of its `__consumer_offsets` partition
+/// (`None` while it has none). Creates the topic if it does not exist yet.
+pub async fn coordinator_of(
+    broker: &Broker,
+    group_id: &str,
+) -> Result<Option<crate::metadata::BrokerId>, BrokerError> {
+    let topic = offsets_topic(broker).await?;
+    let index = partition_for(group_id, topic.partition_count());
+    Ok(topic
+        .partition(index)
+        .map(|p| p.leader)
+        .filter(|leader| *leader != crate::metadata::NO_LEADER))
 }
 
 /// Appends `records` for `group_id` to its partition and waits until they are fsynced.
+/// Errors with NOT_LEADER_OR_FOLLOWER (which groups answer as NOT_COORDINATOR) when this node
+/// does not lead the group's partition.
 async fn append_durably(
     broker: &Broker,
     group_id: &str,
@@ -65,9 +77,9 @@ async fn append_durably(
         return Ok(());
     }
     let topic = offsets_topic(broker).await?;
-    let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
-    let index = partition_for(group_id, count);
-    tokio::task::spawn_blocking(move || append_and_flush(&topic, index, &records)).await??;
+    let index = partition_for(group_id, topic.partition_count());
+    let (local, _) = broker.led_partition(&broker.metadata.image(), OFFSETS_TOPIC, index)?;
+    tokio::task::spawn_blocking(move || append_and_flush(&local, index, &records)).await??;
     broker.notify_high_watermark();
     Ok(())
 }
@@ -140,7 +152,7 @@ pub async fn write_group_metadata(broker: &Broker) {
             value: snapshot.as_ref().map(group_metadata_value),
             headers: Vec::new(),
         };
-        if snapshot.is_none() && broker.topics.get(OFFSETS_TOPIC).is_none() {
+        if snapshot.is_none() && broker.metadata.image().topic(OFFSETS_TOPIC).is_none() {
             continue;
         }
         if let Err(error) = append_durably(broker, &group_id, vec![record]).await {
@@ -186,8 +198,8 @@ pub async fn drop_topic_offsets(broker: &Broker, topic: &str) {
     }
 }
 
-/// Rebuilds the coordinator from `__consumer_offsets`, if it exists: every partition is read
-/// from its log start, later records overriding earlier ones, tombstones removing. Blocking.
+/// Rebuilds the groups of the `__consumer_offsets` partitions in `only` (of `count`), if the
+/// topic exists here: each such partition is read from its log start, later records overriding earlier ones, tombstones removing. Blocking.
 ///
 /// A record belongs in its group's partition ([`partition_for`]). One found elsewhere (written
 /// by a Runnel that used `hash & 0x7fffffff`, which differs for negative hashes) is a stray: it
@@ -196,17 +208,25 @@ pub async fn drop_topic_offsets(broker: &Broker, topic: &str) {
 /// partitions are read in. Groups with live strays are then re-homed: their current state is
 /// written to the home partition and the strays are tombstoned, in that order, so a crash in
 /// between loses nothing (the next load sees both and prefers home).
-pub fn load(topics: &TopicRegistry, groups: &GroupCoordinator) -> Result<(), BrokerError> {
+pub fn load(
+    topics: &TopicRegistry,
+    groups: &GroupCoordinator,
+    count: i32,
+    only: &BTreeSet<i32>,
+) -> Result<(), BrokerError> {
     let Some(topic) = topics.get(OFFSETS_TOPIC) else {
         return Ok(());
     };
     let now = Now::current();
-    let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
     let mut applied = 0usize;
     // Keys read in their home partition, and whether each stray key's last record was live.
     let mut at_home: HashSet<OffsetsKey> = HashSet::new();
     let mut strays: BTreeMap<(OffsetsKey, i32), bool> = BTreeMap::new();
-    for partition in &topic.partitions {
+    for partition in topic
+        .partitions
+        .values()
+        .filter(|p| only.contains(&p.index))
+    {
         let log = partition.log_blocking()?;
         let end = log.log_end_offset();
         let mut offset = log.log_start_offset();
@@ -250,7 +270,11 @@ pub fn load(topics: &TopicRegistry, groups: &GroupCoordinator) -> Result<(), Bro
         }
     }
     for (group_id, keys) in live {
-        if let Err(error) = rehome(&topic, groups, &group_id, &keys) {
+        if !only.contains(&partition_for(&group_id, count)) {
+            // Its home is coordinated elsewhere: the broker loading that partition moves it.
+            continue;
+        }
+        if let Err(error) = rehome(&topic, count, groups, &group_id, &keys) {
             // Still served from memory; the next start tries again.
             tracing::error!(group = %group_id, %error, "moving a group to its {OFFSETS_TOPIC} partition failed");
         }
@@ -262,11 +286,11 @@ pub fn load(topics: &TopicRegistry, groups: &GroupCoordinator) -> Result<(), Bro
 /// tombstones them where they were found. Blocking.
 fn rehome(
     topic: &Topic,
+    count: i32,
     groups: &GroupCoordinator,
     group_id: &str,
     keys: &[(OffsetsKey, i32)],
 ) -> Result<(), BrokerError> {
-    let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
     let home = partition_for(group_id, count);
     let mut current = Vec::new();
     let mut tombstones: BTreeMap<i32, Vec<NewRecord>> = BTreeMap::new();

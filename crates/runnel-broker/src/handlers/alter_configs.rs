@@ -1,5 +1,6 @@
 //! AlterConfigs (key 33), v0–2: replaces a topic's whole set of overrides (names not given
-//! return to their defaults), validated, persisted and applied live.
+//! return to their defaults); validated and committed by the controller, applied live by every
+//! broker holding the topic's partitions.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,7 @@ use super::describe_configs::TOPIC_RESOURCE;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::topic_config::TopicConfig;
+use crate::metadata::requests::{ConfigChange, TopicConfigChange};
 
 pub(crate) async fn handle(
     broker: &Broker,
@@ -29,23 +30,21 @@ pub(crate) async fn handle(
                     .map(|v| (c.name.to_string(), v.to_string()))
             })
             .collect();
-        let name = resource.resource_name.to_string();
-        let outcome = async {
-            if resource.resource_type != TOPIC_RESOURCE {
-                return Err(BrokerError::InvalidRequest(
-                    "only topic configs can be altered".into(),
-                ));
-            }
-            if broker.topics.get(&name).is_none() {
-                return Err(BrokerError::UnknownTopicOrPartition(name.clone()));
-            }
-            let config = TopicConfig::new(overrides)?;
-            if !request.validate_only {
-                broker.topics.update_config(&name, |_| Ok(config)).await?;
-            }
-            Ok(())
-        }
-        .await;
+        let outcome = if resource.resource_type == TOPIC_RESOURCE {
+            super::incremental_alter_configs::alter_topic(
+                broker,
+                TopicConfigChange {
+                    name: resource.resource_name.to_string(),
+                    change: ConfigChange::Replace(overrides),
+                },
+                request.validate_only,
+            )
+            .await
+        } else {
+            Err(BrokerError::InvalidRequest(
+                "only topic configs can be altered".into(),
+            ))
+        };
         let response = AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name);

@@ -1,7 +1,9 @@
-//! CreateTopics (key 19), v2–7: partitions, replication factor 1 (single node), validated topic
-//! configs, manual assignments naming this node only, and `validate_only`.
+//! CreateTopics (key 19), v2–7: carried out by the controller (partition count, replication
+//! factor, placement, config validation, `validate_only`) and answered once committed and this
+//! node's logs follow it. A name given twice in one request is INVALID_REQUEST for both, as in
+//! Kafka; a null config value is INVALID_CONFIG.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
@@ -12,8 +14,9 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
+use crate::metadata::requests::NewTopic;
+use crate::metadata::ControllerRequest;
 use crate::topic_config::TopicConfig;
-use crate::topics::TopicSpec;
 
 /// `config_source` values of Kafka's DescribeConfigs, reused by CreateTopics v5+.
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
@@ -24,18 +27,69 @@ pub(crate) async fn handle(
     _context: &RequestContext,
     request: CreateTopicsRequest,
 ) -> Result<CreateTopicsResponse, BrokerError> {
-    let mut results = Vec::with_capacity(request.topics.len().min(1024));
-    for creatable in request.topics {
+    let mut seen = BTreeSet::new();
+    let duplicates: BTreeSet<String> = request
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.to_string()))
+        .map(|t| t.name.to_string())
+        .collect();
+    // Per topic: the checked request, or the error it gets without asking the controller.
+    let checked: Vec<(CreatableTopic, Result<NewTopic, BrokerError>)> = request
+        .topics
+        .into_iter()
+        .map(|creatable| {
+            let new_topic = if duplicates.contains(creatable.name.as_str()) {
+                Err(BrokerError::InvalidRequest(format!(
+                    "topic '{}' is given more than once",
+                    creatable.name.0
+                )))
+            } else {
+                new_topic(&creatable)
+            };
+            (creatable, new_topic)
+        })
+        .collect();
+    let to_submit: Vec<NewTopic> = checked
+        .iter()
+        .filter_map(|(_, t)| t.as_ref().ok().cloned())
+        .collect();
+    let mut outcomes = if to_submit.is_empty() {
+        Ok(Vec::new().into_iter())
+    } else {
+        broker
+            .submit_topics(ControllerRequest::CreateTopics {
+                topics: to_submit,
+                validate_only: request.validate_only,
+            })
+            .await
+            .map(Vec::into_iter)
+    };
+    let image = broker.metadata.image();
+    let mut results = Vec::with_capacity(checked.len());
+    for (creatable, new_topic) in checked {
         let name = creatable.name.clone();
         let result = CreatableTopicResult::default().with_name(name.clone());
-        let created = match spec(broker, creatable) {
-            Ok(spec) => broker.topics.create(spec, request.validate_only).await,
-            Err(error) => Err(error),
-        };
+        let created = new_topic.and_then(|new_topic| match &mut outcomes {
+            Err(error) => Err(BrokerError::ControllerUnavailable(error.to_string())),
+            Ok(outcomes) => match outcomes.next() {
+                Some(outcome) => match outcome.error {
+                    Some(error) => Err(BrokerError::from(error)),
+                    None => Ok((new_topic, outcome.topic_id)),
+                },
+                None => Err(BrokerError::ControllerUnavailable(
+                    "the controller answered fewer topics than asked".into(),
+                )),
+            },
+        });
         results.push(match created {
-            Ok(topic) => {
-                let configs = topic
-                    .config
+            Ok((new_topic, topic_id)) => {
+                let created = image
+                    .topic(&new_topic.name)
+                    .filter(|_| !request.validate_only);
+                let overrides = created.map_or(new_topic.configs, |t| t.configs.clone());
+                let configs = TopicConfig::new(overrides)
+                    .unwrap_or_default()
                     .effective(&broker.config)
                     .into_iter()
                     .map(|(config_name, value, overridden)| {
@@ -49,15 +103,19 @@ pub(crate) async fn handle(
                             })
                     })
                     .collect();
-                let partitions = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+                let (partitions, replication_factor) = match created {
+                    Some(topic) => (
+                        topic.partition_count(),
+                        topic
+                            .partition(0)
+                            .map_or(-1, |p| i16::try_from(p.replicas.len()).unwrap_or(i16::MAX)),
+                    ),
+                    None => (-1, -1),
+                };
                 result
-                    .with_topic_id(topic.id)
-                    .with_num_partitions(if request.validate_only {
-                        -1
-                    } else {
-                        partitions
-                    })
-                    .with_replication_factor(1)
+                    .with_topic_id(topic_id)
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(replication_factor)
                     .with_configs(Some(configs))
             }
             Err(error) => {
@@ -73,47 +131,38 @@ pub(crate) async fn handle(
     Ok(CreateTopicsResponse::default().with_topics(results))
 }
 
-/// Applies defaults (-1 partitions / replication factor) and checks what a single node can do.
-fn spec(broker: &Broker, creatable: CreatableTopic) -> Result<TopicSpec, BrokerError> {
-    let node_id = broker.config.node_id;
-    let partitions = if creatable.assignments.is_empty() {
-        match creatable.num_partitions {
-            -1 => broker.config.num_partitions,
-            n => n,
-        }
-    } else {
-        for assignment in &creatable.assignments {
-            if assignment.broker_ids.iter().any(|b| b.0 != node_id)
-                || assignment.broker_ids.len() != 1
-            {
-                return Err(BrokerError::InvalidReplicaAssignment(format!(
-                    "partition {} must be assigned to node {node_id} only",
-                    assignment.partition_index
-                )));
-            }
-        }
-        i32::try_from(creatable.assignments.len()).unwrap_or(i32::MAX)
-    };
-    let replication_factor = match creatable.replication_factor {
-        -1 => broker.config.default_replication_factor,
-        n => n,
-    };
-    if replication_factor != 1 {
-        return Err(BrokerError::InvalidReplicationFactor(replication_factor));
-    }
-    if partitions < 1 {
-        return Err(BrokerError::InvalidPartitions(partitions));
-    }
-    let mut overrides = BTreeMap::new();
-    for config in creatable.configs {
-        let value = config.value.ok_or_else(|| {
+/// The controller's form of one topic of the request; checks what needs no image.
+fn new_topic(creatable: &CreatableTopic) -> Result<NewTopic, BrokerError> {
+    let mut configs = BTreeMap::new();
+    for config in &creatable.configs {
+        let value = config.value.as_ref().ok_or_else(|| {
             BrokerError::InvalidConfig(format!("null value for '{}'", config.name))
         })?;
-        overrides.insert(config.name.to_string(), value.to_string());
+        configs.insert(config.name.to_string(), value.to_string());
     }
-    Ok(TopicSpec {
+    let (partitions, replication_factor, assignment) = if creatable.assignments.is_empty() {
+        (creatable.num_partitions, creatable.replication_factor, None)
+    } else {
+        let mut assignments: Vec<_> = creatable.assignments.iter().collect();
+        assignments.sort_by_key(|a| a.partition_index);
+        let expected: Vec<i32> = (0..).take(assignments.len()).collect();
+        if assignments.iter().map(|a| a.partition_index).ne(expected) {
+            return Err(BrokerError::InvalidReplicaAssignment(
+                "partition indexes must be 0, 1, 2, … without gaps".into(),
+            ));
+        }
+        let replicas = assignments
+            .iter()
+            .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+            .collect();
+        (-1, -1, Some(replicas))
+    };
+    Ok(NewTopic {
         name: creatable.name.to_string(),
         partitions,
-        config: TopicConfig::new(overrides)?,
+        replication_factor,
+        assignment,
+        configs,
+        topic_id: None,
     })
 }

@@ -21,23 +21,16 @@ pub(crate) async fn handle(
     request: DeleteRecordsRequest,
 ) -> Result<DeleteRecordsResponse, BrokerError> {
     let mut topics = Vec::with_capacity(request.topics.len().min(1024));
+    let image = broker.metadata.image();
     for delete_topic in request.topics {
-        let topic = broker.topics.get(&delete_topic.name);
         let mut partitions = Vec::with_capacity(delete_topic.partitions.len().min(1024));
         for p in delete_topic.partitions {
-            let partition = topic
-                .as_ref()
-                .and_then(|t| t.partition(p.partition_index))
-                .cloned();
-            let result = match partition {
-                None => Err(BrokerError::UnknownTopicOrPartition(format!(
-                    "{}-{}",
-                    delete_topic.name.0, p.partition_index
-                ))),
-                Some(_) if topic.as_ref().is_some_and(|t| t.is_internal()) => {
+            let result = match broker.led_partition(&image, &delete_topic.name, p.partition_index) {
+                Err(error) => Err(error),
+                Ok((topic, _)) if topic.is_internal() => {
                     Err(BrokerError::InternalTopic(delete_topic.name.to_string()))
                 }
-                Some(partition) => match partition.log().await {
+                Ok((_, partition)) => match partition.log().await {
                     Err(offline) => Err(offline),
                     Ok(log) => {
                         let log = Arc::clone(log);

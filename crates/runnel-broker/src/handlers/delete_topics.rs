@@ -1,5 +1,7 @@
-//! DeleteTopics (key 20), v1–6: by name (v1–5 `topic_names`, v6 `topics`) or by id (v6).
-//! Internal topics are refused (TOPIC_AUTHORIZATION_FAILED, see `TopicRegistry::delete`).
+//! DeleteTopics (key 20), v1–6: by name (v1–5 `topic_names`, v6 `topics`) or by id (v6),
+//! carried out by the controller (internal topics are refused: TOPIC_AUTHORIZATION_FAILED) and
+//! answered once committed; the deleted topics' committed offsets are then dropped from the
+//! groups this node coordinates.
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
@@ -8,6 +10,8 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
+use crate::metadata::requests::TopicRef;
+use crate::metadata::ControllerRequest;
 
 pub(crate) async fn handle(
     broker: &Broker,
@@ -21,28 +25,42 @@ pub(crate) async fn handle(
         .map(|name| (Some(name), uuid::Uuid::nil()))
         .chain(request.topics.into_iter().map(|t| (t.name, t.topic_id)))
         .collect();
-    let mut responses = Vec::with_capacity(targets.len().min(1024));
+    if targets.is_empty() {
+        return Ok(DeleteTopicsResponse::default());
+    }
+    let refs = targets
+        .iter()
+        .map(|(name, id)| match name {
+            Some(name) => TopicRef::Name(name.to_string()),
+            None => TopicRef::Id(*id),
+        })
+        .collect();
+    let outcomes = broker
+        .submit_topics(ControllerRequest::DeleteTopics { topics: refs })
+        .await;
+    let mut responses = Vec::with_capacity(targets.len());
+    let mut outcomes = outcomes.map(Vec::into_iter);
     for (name, id) in targets {
-        let resolved = match &name {
-            Some(name) => Ok(name.to_string()),
-            None => broker
-                .topics
-                .get_by_id(id)
-                .map(|t| t.name.clone())
-                .ok_or(BrokerError::UnknownTopicId(id)),
+        let deleted = match &mut outcomes {
+            Err(error) => Err(BrokerError::ControllerUnavailable(error.to_string())),
+            Ok(outcomes) => match outcomes.next() {
+                Some(outcome) => match outcome.error {
+                    Some(error) => Err(BrokerError::from(error)),
+                    None => Ok((outcome.name, outcome.topic_id)),
+                },
+                None => Err(BrokerError::ControllerUnavailable(
+                    "the controller answered fewer topics than asked".into(),
+                )),
+            },
         };
-        let deleted = match resolved {
-            Ok(topic_name) => broker.topics.delete(&topic_name).await,
-            Err(error) => Err(error),
-        };
-        if let Ok(topic) = &deleted {
-            crate::group::store::drop_topic_offsets(broker, &topic.name).await;
+        if let Ok((topic_name, _)) = &deleted {
+            crate::group::store::drop_topic_offsets(broker, topic_name).await;
         }
         let result = DeletableTopicResult::default().with_name(name.clone());
         responses.push(match deleted {
-            Ok(topic) => result
-                .with_name(Some(StrBytes::from_string(topic.name.clone()).into()))
-                .with_topic_id(topic.id),
+            Ok((topic_name, topic_id)) => result
+                .with_name(Some(StrBytes::from_string(topic_name).into()))
+                .with_topic_id(topic_id),
             Err(error) => result
                 .with_topic_id(id)
                 .with_error_code(error.code())

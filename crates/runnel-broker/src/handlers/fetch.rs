@@ -10,15 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use tokio::runtime::RuntimeFlavor;
 use tokio::time::Instant;
 
+use super::cluster::named_leader;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::topics::{high_watermark, Partition, Topic};
+use crate::topics::{high_watermark, Partition};
 
 /// Longest long-poll we honour, whatever the client asks: a waiting fetch holds its connection.
 const MAX_WAIT_MS_CAP: i32 = 30_000;
@@ -127,19 +130,18 @@ fn woken_read_bytes_max(woken: bool, min_bytes: usize, response_bytes_max: usize
 }
 
 fn resolve(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<TopicRead> {
+    let image = broker.metadata.image();
     request
         .topics
         .iter()
         .map(|fetch_topic| {
-            let topic: Result<Arc<Topic>, BrokerError> = if version >= TOPIC_ID_VERSION {
-                broker
-                    .topics
-                    .get_by_id(fetch_topic.topic_id)
+            let name: Result<String, BrokerError> = if version >= TOPIC_ID_VERSION {
+                image
+                    .topic_by_id(fetch_topic.topic_id)
+                    .map(|t| t.name.clone())
                     .ok_or(BrokerError::UnknownTopicId(fetch_topic.topic_id))
             } else {
-                broker.topics.get(&fetch_topic.topic).ok_or_else(|| {
-                    BrokerError::UnknownTopicOrPartition(fetch_topic.topic.to_string())
-                })
+                Ok(fetch_topic.topic.to_string())
             };
             let partitions = fetch_topic
                 .partitions
@@ -148,13 +150,10 @@ fn resolve(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<TopicRe
                     index: p.partition,
                     fetch_offset: p.fetch_offset,
                     max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
-                    partition: match &topic {
-                        Ok(topic) => topic.partition(p.partition).cloned().ok_or_else(|| {
-                            BrokerError::UnknownTopicOrPartition(format!(
-                                "{}-{}",
-                                topic.name, p.partition
-                            ))
-                        }),
+                    partition: match &name {
+                        Ok(name) => broker
+                            .led_partition(&image, name, p.partition)
+                            .map(|(_, partition)| partition),
                         Err(BrokerError::UnknownTopicId(id)) => {
                             Err(BrokerError::UnknownTopicId(*id))
                         }
@@ -192,16 +191,28 @@ fn read_all(
                         .with_partition_index(read.index)
                         .with_aborted_transactions(Some(Vec::new()))
                         .with_records(Some(Bytes::new()));
-                    let log = match read
-                        .partition
-                        .as_ref()
-                        .map_err(|e| e.code())
-                        .and_then(|p| p.log_blocking().map_err(|e| e.code()))
-                    {
-                        Ok(log) => log,
-                        Err(code) => {
+                    let log = match read.partition.as_ref() {
+                        Ok(partition) => match partition.log_blocking() {
+                            Ok(log) => log,
+                            Err(error) => {
+                                any_error = true;
+                                return data.with_error_code(error.code());
+                            }
+                        },
+                        Err(error) => {
                             any_error = true;
-                            return data.with_error_code(code);
+                            // Fetch v12+: the leader to go to instead.
+                            let current_leader = named_leader(error).map_or_else(
+                                LeaderIdAndEpoch::default,
+                                |(leader, epoch)| {
+                                    LeaderIdAndEpoch::default()
+                                        .with_leader_id(BrokerId(leader))
+                                        .with_leader_epoch(epoch)
+                                },
+                            );
+                            return data
+                                .with_error_code(error.code())
+                                .with_current_leader(current_leader);
                         }
                     };
                     // Visible means durable: nothing at or past the flushed offset is served.
@@ -254,11 +265,9 @@ mod tests {
     use runnel_protocol::batch_builder::{build_batch, NewRecord};
 
     use super::{handle, woken_read_bytes_max, WOKEN_READ_BYTES_MAX};
+    use crate::broker::testing;
     use crate::broker::Broker;
-    use crate::config::BrokerConfig;
     use crate::handlers::RequestContext;
-    use crate::topic_config::TopicConfig;
-    use crate::topics::TopicSpec;
 
     /// (high watermark, last stable offset, record bytes) of a fetch of `t-0` from offset 0.
     async fn fetch_from_zero(broker: &Broker) -> (i64, i64, usize) {
@@ -291,18 +300,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fetch_serves_only_what_is_flushed() {
         let dir = tempfile::tempdir().unwrap();
-        let overrides = [("data.dir".to_string(), dir.path().display().to_string())];
-        let config = BrokerConfig::load(None, &overrides).unwrap();
-        let broker = tokio::task::spawn_blocking(move || Broker::open(config))
-            .await
-            .unwrap()
-            .unwrap();
-        let spec = TopicSpec {
-            name: "t".into(),
-            partitions: 1,
-            config: TopicConfig::default(),
-        };
-        let topic = broker.topics.create(spec, false).await.unwrap();
+        let image = testing::image(&[0], &[("t", vec![testing::partition(&[0], 0)])]);
+        let (metadata, _control) = testing::fake(image, 0);
+        let broker = testing::open(dir.path(), metadata).await;
+        let topic = broker.topics.get("t").unwrap();
         let log = Arc::clone(topic.partition(0).unwrap().log().await.unwrap());
         let record = NewRecord {
             key: None,

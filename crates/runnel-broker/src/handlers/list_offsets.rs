@@ -27,23 +27,16 @@ pub(crate) async fn handle(
     request: ListOffsetsRequest,
 ) -> Result<ListOffsetsResponse, BrokerError> {
     let mut topics = Vec::with_capacity(request.topics.len().min(1024));
+    let image = broker.metadata.image();
     for list_topic in request.topics {
-        let topic = broker.topics.get(&list_topic.name);
         let mut partitions = Vec::with_capacity(list_topic.partitions.len().min(1024));
         for p in list_topic.partitions {
             let response = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
                 .with_leader_epoch(-1);
-            let partition = topic
-                .as_ref()
-                .and_then(|t| t.partition(p.partition_index))
-                .cloned()
-                .ok_or_else(|| {
-                    BrokerError::UnknownTopicOrPartition(format!(
-                        "{}-{}",
-                        list_topic.name.0, p.partition_index
-                    ))
-                });
+            let partition = broker
+                .led_partition(&image, &list_topic.name, p.partition_index)
+                .map(|(_, partition)| partition);
             let timestamp = p.timestamp;
             let log = match partition {
                 Ok(p) => p.log().await.map(Arc::clone),

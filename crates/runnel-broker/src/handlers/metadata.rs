@@ -1,9 +1,10 @@
-//! Metadata (key 3), v0–13: this broker, and the requested topics (all when the list is null)
-//! with their partitions, all led by this node except offline ones (LEADER_NOT_AVAILABLE,
-//! leader -1). Unknown topics are auto-created when
-//! `auto.create.topics.enable` is on and the request allows it (always before v4).
-
-use std::sync::Arc;
+//! Metadata (key 3), v0–13, from the metadata image: every unfenced broker with its endpoint on
+//! the listener the request arrived on, the active controller, and the requested topics (all
+//! when the list is null) with each partition's leader, leader epoch, replicas, ISR and offline
+//! replicas (replicas on fenced brokers). A partition with no leader, or led here by a log that
+//! is offline (a storage failure), is LEADER_NOT_AVAILABLE with leader -1. Unknown topics are
+//! auto-created (through the controller) when `auto.create.topics.enable` is on and the
+//! request allows it (always before v4).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -12,10 +13,12 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use super::cluster::live_brokers;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::topics::{validate_topic_name, Topic};
+use crate::metadata::{MetadataImage, TopicImage, NO_LEADER};
+use crate::topics::{is_internal_name, validate_topic_name};
 
 /// Metadata v4 added `allow_auto_topic_creation`; earlier versions always allow it.
 const AUTO_CREATE_FLAG_VERSION: i16 = 4;
@@ -38,35 +41,47 @@ pub(crate) async fn handle(
             for requested_topic in requested {
                 topics.push(match requested_topic.name {
                     Some(name) => by_name(broker, name, allow_auto_create).await,
-                    None => match broker.topics.get_by_id(requested_topic.topic_id) {
-                        Some(topic) => describe(broker, &topic),
-                        None => MetadataResponseTopic::default()
-                            .with_topic_id(requested_topic.topic_id)
-                            .with_error_code(ResponseError::UnknownTopicId.code()),
-                    },
+                    None => {
+                        let image = broker.metadata.image();
+                        match image.topic_by_id(requested_topic.topic_id) {
+                            Some(topic) => describe(broker, &image, topic),
+                            None => MetadataResponseTopic::default()
+                                .with_topic_id(requested_topic.topic_id)
+                                .with_error_code(ResponseError::UnknownTopicId.code()),
+                        }
+                    }
                 });
             }
             topics
         }
     };
-    let node_id = BrokerId(broker.config.node_id);
+    // Read after any auto-creation, so the brokers and controller match the topics.
+    let image = broker.metadata.image();
+    let brokers = live_brokers(&image, &context.listener)
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(b.host.into())
+                .with_port(b.port)
+                .with_rack(b.rack.map(Into::into))
+        })
+        .collect();
     Ok(MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node_id)
-            .with_host(broker.config.advertise_host.clone().into())
-            .with_port(broker.config.advertise_port)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(broker.cluster_id.clone().into()))
-        .with_controller_id(node_id)
+        .with_controller_id(BrokerId(broker.metadata.controller_id().unwrap_or(-1)))
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
         .with_topics(topics))
 }
 
 fn all_topics(broker: &Broker) -> Vec<MetadataResponseTopic> {
-    broker
-        .topics
-        .all()
-        .iter()
-        .map(|t| describe(broker, t))
+    let image = broker.metadata.image();
+    let mut topics: Vec<&std::sync::Arc<TopicImage>> = image.topics.values().collect();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    topics
+        .into_iter()
+        .map(|t| describe(broker, &image, t))
         .collect()
 }
 
@@ -80,8 +95,9 @@ async fn by_name(
             .with_name(Some(name.clone()))
             .with_error_code(error.code())
     };
-    if let Some(topic) = broker.topics.get(&name) {
-        return describe(broker, &topic);
+    let image = broker.metadata.image();
+    if let Some(topic) = image.topic(&name) {
+        return describe(broker, &image, topic);
     }
     if let Err(error) = validate_topic_name(&name) {
         return error_topic(error);
@@ -90,46 +106,77 @@ async fn by_name(
         return error_topic(BrokerError::UnknownTopicOrPartition(name.to_string()));
     }
     match broker.auto_create(&name).await {
-        Ok(Some(topic)) => describe(broker, &topic),
+        Ok(Some(topic)) => describe(broker, &broker.metadata.image(), &topic),
         Ok(None) => error_topic(BrokerError::UnknownTopicOrPartition(name.to_string())),
+        // No controller answered: the client retries, as while a new topic has no leader.
+        Err(BrokerError::ControllerUnavailable(_)) => MetadataResponseTopic::default()
+            .with_name(Some(name.clone()))
+            .with_error_code(ResponseError::LeaderNotAvailable.code()),
         Err(error) => error_topic(error),
     }
 }
 
-fn describe(broker: &Broker, topic: &Arc<Topic>) -> MetadataResponseTopic {
-    let node_id = BrokerId(broker.config.node_id);
+pub(crate) fn describe(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic: &TopicImage,
+) -> MetadataResponseTopic {
+    let node_id = broker.node_id();
+    let local = broker.topics.get(&topic.name).filter(|t| t.id == topic.id);
     let partitions = topic
         .partitions
         .iter()
-        .map(|p| {
+        .zip(0..)
+        .map(|(state, index)| {
+            let ids = |ids: &[i32]| ids.iter().copied().map(BrokerId).collect::<Vec<_>>();
+            let mut offline: Vec<i32> = state
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !image.is_unfenced(*r))
+                .collect();
             let described = MetadataResponsePartition::default()
-                .with_partition_index(p.index)
-                // No leader epochs on a single node: -1 tells clients not to validate by epoch.
-                .with_leader_epoch(-1)
-                .with_replica_nodes(vec![node_id]);
-            if p.is_offline() {
-                // As Kafka reports a partition whose only replica is offline: no leader, the
+                .with_partition_index(index)
+                .with_leader_epoch(state.leader_epoch)
+                .with_replica_nodes(ids(&state.replicas));
+            let log_offline = state.leader == node_id
+                && local
+                    .as_ref()
+                    .and_then(|t| t.partition(index))
+                    .is_some_and(|p| p.is_offline());
+            if state.leader == NO_LEADER || log_offline {
+                // As Kafka reports a partition whose replicas are all offline: no leader, the
                 // replica listed offline and out of the ISR. Clients retry until it is back.
+                if log_offline && !offline.contains(&node_id) {
+                    offline.push(node_id);
+                }
+                let isr: Vec<i32> = state
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|r| !offline.contains(r))
+                    .collect();
                 let error = BrokerError::LeaderNotAvailable {
                     topic: topic.name.clone(),
-                    partition: p.index,
+                    partition: index,
                 };
                 described
                     .with_error_code(error.code())
-                    .with_leader_id(BrokerId(-1))
-                    .with_isr_nodes(Vec::new())
-                    .with_offline_replicas(vec![node_id])
+                    .with_leader_id(BrokerId(NO_LEADER))
+                    .with_isr_nodes(ids(&isr))
+                    .with_offline_replicas(ids(&offline))
             } else {
                 described
-                    .with_leader_id(node_id)
-                    .with_isr_nodes(vec![node_id])
+                    .with_leader_id(BrokerId(state.leader))
+                    .with_isr_nodes(ids(&state.isr))
+                    .with_offline_replicas(ids(&offline))
             }
         })
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(StrBytes::from_string(topic.name.clone()).into()))
         .with_topic_id(topic.id)
-        .with_is_internal(topic.is_internal())
+        .with_is_internal(is_internal_name(&topic.name))
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
         .with_partitions(partitions)
 }

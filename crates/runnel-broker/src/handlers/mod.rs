@@ -16,13 +16,18 @@ use crate::error::BrokerError;
 
 mod alter_configs;
 pub mod api_versions;
+mod cluster;
+#[cfg(test)]
+mod cluster_tests;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
 mod delete_records;
 mod delete_topics;
+mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_quorum;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -48,8 +53,8 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     /// The client's address as Kafka reports it (`/127.0.0.1`), for DescribeGroups.
     pub client_host: Arc<str>,
-    /// The name of the listener the request arrived on (`PLAINTEXT`, `INTERNAL`, …):
-    /// Metadata answers with every broker's endpoint for this listener.
+    /// The name of the listener the request arrived on (`PLAINTEXT`, `INTERNAL`, …): Metadata,
+    /// FindCoordinator and DescribeCluster answer with brokers' endpoints on it.
     pub listener: Arc<str>,
 }
 
@@ -146,6 +151,8 @@ pub static HANDLERS: &[ApiHandler] = &[
     api!(InitProducerId, 0..=4, init_producer_id),
     api!(DeleteGroups, 0..=2, delete_groups),
     api!(OffsetDelete, 0..=0, offset_delete),
+    api!(DescribeQuorum, 0..=1, describe_quorum),
+    api!(DescribeCluster, 0..=2, describe_cluster),
 ];
 
 /// The handler for `api_key` if `version` is within its served range.

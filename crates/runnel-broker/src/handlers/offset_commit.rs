@@ -40,8 +40,8 @@ pub(crate) async fn handle(
     let mut outcomes: Vec<(TopicName, Vec<PartitionOutcome>)> =
         Vec::with_capacity(request.topics.len().min(1024));
     let mut to_write = Vec::new();
+    let image = broker.metadata.image();
     for topic in request.topics {
-        let known = broker.topics.get(&topic.name);
         let mut partitions = Vec::with_capacity(topic.partitions.len().min(1024));
         for p in topic.partitions {
             let metadata = p
@@ -53,12 +53,8 @@ pub(crate) async fn handle(
                 Ok(()) if metadata.len() > metadata_max => {
                     Err(BrokerError::Group(GroupError::OffsetMetadataTooLarge))
                 }
-                Ok(())
-                    if known
-                        .as_ref()
-                        .and_then(|t| t.partition(p.partition_index))
-                        .is_none() =>
-                {
+                // The partition need not be led here (only the group's coordinator must be).
+                Ok(()) if image.partition(&topic.name, p.partition_index).is_none() => {
                     Err(BrokerError::UnknownTopicOrPartition(format!(
                         "{}-{}",
                         topic.name.0, p.partition_index

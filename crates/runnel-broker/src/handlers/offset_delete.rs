@@ -43,8 +43,8 @@ pub(crate) async fn handle(
     };
     let mut doomed = Vec::new();
     let mut topics = Vec::with_capacity(request.topics.len().min(1024));
+    let image = broker.metadata.image();
     for topic in request.topics {
-        let known = broker.topics.get(&topic.name);
         let partitions = topic
             .partitions
             .into_iter()
@@ -52,7 +52,7 @@ pub(crate) async fn handle(
                 let index = p.partition_index;
                 let error = if subscribed.contains(topic.name.as_str()) {
                     Some(BrokerError::Group(GroupError::GroupSubscribedToTopic))
-                } else if known.as_ref().and_then(|t| t.partition(index)).is_none() {
+                } else if image.partition(&topic.name, index).is_none() {
                     Some(BrokerError::UnknownTopicOrPartition(format!(
                         "{}-{index}",
                         topic.name.0

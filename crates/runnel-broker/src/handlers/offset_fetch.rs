@@ -60,8 +60,14 @@ pub(crate) async fn handle(
                             )
                     })
                     .collect();
+                let error_code = broker
+                    .groups
+                    .owns(&group.group_id)
+                    .err()
+                    .map_or(0, |e| BrokerError::Group(e).code());
                 OffsetFetchResponseGroup::default()
                     .with_group_id(group.group_id)
+                    .with_error_code(error_code)
                     .with_topics(topics)
             })
             .collect();
@@ -92,10 +98,20 @@ pub(crate) async fn handle(
                 )
         })
         .collect();
-    // The top-level error code (v2+) stays 0: groups are loaded before the broker serves, so
-    // COORDINATOR_LOAD_IN_PROGRESS cannot happen.
-    Ok(OffsetFetchResponse::default().with_topics(topics))
+    // The top-level error code (v2+): NOT_COORDINATOR when another broker coordinates the
+    // group (a group's partition is loaded before this broker claims it, so
+    // COORDINATOR_LOAD_IN_PROGRESS cannot happen).
+    let error_code = match broker.groups.owns(&request.group_id) {
+        Err(error) if version >= TOP_LEVEL_ERROR_VERSION => BrokerError::Group(error).code(),
+        _ => 0,
+    };
+    Ok(OffsetFetchResponse::default()
+        .with_error_code(error_code)
+        .with_topics(topics))
 }
+
+/// OffsetFetch v2 added the top-level `error_code`.
+const TOP_LEVEL_ERROR_VERSION: i16 = 2;
 
 /// Answers for the wanted partitions (all committed ones when `None`), by topic.
 fn fetch(

@@ -21,14 +21,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use runnel_protocol::batch::{records_without_key, validate_batches, BatchLimits, BatchValidation};
 use runnel_protocol::ProtocolError;
 use runnel_storage::{AppendOutcome, CrcCheck, PartitionLog};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::cluster::{broker_endpoint, named_leader};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
@@ -39,33 +41,28 @@ const UNCOMPRESSED_BATCH_BYTES_MIN: usize = 64 * 1024 * 1024;
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _context: &RequestContext,
+    context: &RequestContext,
     request: ProduceRequest,
 ) -> Result<impl Future<Output = Result<ProduceResponse, BrokerError>> + Send + 'static, BrokerError>
 {
     let acks = request.acks;
     let transactional = request.transactional_id.is_some();
     let mut pending = Vec::new();
+    let image = broker.metadata.image();
     for topic_data in request.topic_data {
         let name = topic_data.name.to_string();
-        let topic = broker.topics.get(&name);
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len().min(1024));
         for data in topic_data.partition_data {
             let index = data.index;
-            let started = match (&topic, acks, transactional) {
-                (_, acks, _) if !matches!(acks, -1..=1) => {
-                    Err(BrokerError::InvalidRequiredAcks(acks))
-                }
-                (_, _, true) => Err(BrokerError::Unsupported("transactional produce")),
-                (None, _, _) => Err(BrokerError::UnknownTopicOrPartition(name.clone())),
-                (Some(topic), _, _) if topic.is_internal() => {
-                    Err(BrokerError::InternalTopic(name.clone()))
-                }
-                (Some(topic), _, _) => match topic.partition(index) {
-                    None => Err(BrokerError::UnknownTopicOrPartition(format!(
-                        "{name}-{index}"
-                    ))),
-                    Some(partition) => match partition.log().await {
+            let started = match (acks, transactional) {
+                (acks, _) if !matches!(acks, -1..=1) => Err(BrokerError::InvalidRequiredAcks(acks)),
+                (_, true) => Err(BrokerError::Unsupported("transactional produce")),
+                _ => match broker.led_partition(&image, &name, index) {
+                    Err(error) => Err(error),
+                    Ok((topic, _)) if topic.is_internal() => {
+                        Err(BrokerError::InternalTopic(name.clone()))
+                    }
+                    Ok((topic, partition)) => match partition.log().await {
                         Err(offline) => Err(offline),
                         Ok(log) => {
                             let limits =
@@ -118,7 +115,10 @@ pub(crate) async fn handle(
     // a background task, which wakes waiting fetches once the fsyncs are done.
     let flusher = broker.flusher.clone();
     let signal = broker.high_watermark_signal();
+    let listener = Arc::clone(&context.listener);
     Ok(async move {
+        // Produce v10+: the endpoints of the leaders named in NOT_LEADER_OR_FOLLOWER answers.
+        let mut leaders = std::collections::BTreeSet::new();
         // Every partition's wait is queued before any is awaited: one flush-thread wake-up.
         let mut queued = Vec::with_capacity(topics.len());
         let mut any_appended = false;
@@ -165,7 +165,17 @@ pub(crate) async fn handle(
                         .with_log_append_time_ms(appended_batch.log_append_time_ms),
                     Err(error) => {
                         tracing::debug!(topic = %name.0, partition = index, %error, "produce refused");
+                        let current_leader = named_leader(&error).map_or_else(
+                            LeaderIdAndEpoch::default,
+                            |(leader, epoch)| {
+                                leaders.insert(leader);
+                                LeaderIdAndEpoch::default()
+                                    .with_leader_id(BrokerId(leader))
+                                    .with_leader_epoch(epoch)
+                            },
+                        );
                         response
+                            .with_current_leader(current_leader)
                             .with_error_code(error.code())
                             .with_base_offset(-1)
                             .with_record_errors(record_errors(&error))
@@ -190,7 +200,20 @@ pub(crate) async fn handle(
         } else if any_appended {
             signal.notify();
         }
-        Ok(ProduceResponse::default().with_responses(responses))
+        let node_endpoints = leaders
+            .into_iter()
+            .filter_map(|leader| broker_endpoint(&image, leader, &listener))
+            .map(|e| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(e.id))
+                    .with_host(e.host.into())
+                    .with_port(e.port)
+                    .with_rack(e.rack.map(Into::into))
+            })
+            .collect();
+        Ok(ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(node_endpoints))
     })
 }
 

@@ -70,6 +70,15 @@ pub enum ControllerRequest {
         /// `node.id`.
         broker_id: BrokerId,
     },
+    /// The import of a pre-cluster data directory: producer ids below `floor` were handed out
+    /// by the single node (its `producer-id-block` file), so the next block starts at or
+    /// above it. Answered `Done`; nothing changes when the image is already past `floor`.
+    ImportProducerIdFloor {
+        /// The importing node (the owner of the skipped ids).
+        broker_id: BrokerId,
+        /// The first id the old allocator never handed out.
+        floor: i64,
+    },
 }
 
 /// A topic to create.

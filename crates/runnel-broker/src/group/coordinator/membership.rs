@@ -14,6 +14,9 @@ use super::{GroupCoordinator, State};
 impl GroupCoordinator {
     /// JoinGroup.
     pub fn join(&self, request: JoinRequest, now: Now) -> Reply<JoinResult> {
+        if let Err(error) = self.owns(&request.group_id) {
+            return Reply::Now(JoinResult::error(error, &request.member_id));
+        }
         let reply = {
             let mut state = self.lock();
             self.join_locked(&mut state, request, now)
@@ -375,6 +378,9 @@ impl GroupCoordinator {
     /// the write, so a failed write fails the sync instead of handing out an assignment that a
     /// restart would forget.
     pub fn sync(&self, request: SyncRequest, now: Now) -> SyncOutcome {
+        if let Err(error) = self.owns(&request.group_id) {
+            return SyncOutcome::now(SyncResult::error(error));
+        }
         let outcome = {
             let mut state = self.lock();
             sync_locked(&mut state.groups, request, now)
@@ -449,6 +455,7 @@ impl GroupCoordinator {
         generation_id: i32,
         now: Now,
     ) -> Result<(), GroupError> {
+        self.owns(group_id)?;
         let mut state = self.lock();
         let group = state
             .groups
@@ -480,6 +487,7 @@ impl GroupCoordinator {
         members: Vec<(String, Option<String>)>,
         now: Now,
     ) -> Result<Vec<LeaveOutcome>, GroupError> {
+        self.owns(group_id)?;
         let outcomes = {
             let mut state = self.lock();
             let State { groups, dirty } = &mut *state;

@@ -37,6 +37,18 @@ pub struct GroupCoordinator {
     deadlines_changed: tokio::sync::Notify,
     /// Held while group metadata is written, so records reach the log in the order of changes.
     write_order: tokio::sync::Mutex<()>,
+    /// Which groups this broker coordinates: `None` all of them (no `__consumer_offsets`
+    /// yet), else those whose `__consumer_offsets` partition this broker leads and has loaded.
+    ownership: Mutex<Option<Ownership>>,
+}
+
+/// The `__consumer_offsets` partitions this broker coordinates the groups of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ownership {
+    /// The topic's partition count.
+    partitions: i32,
+    /// The partitions led here and loaded.
+    owned: BTreeSet<i32>,
 }
 
 #[derive(Debug, Default)]
@@ -54,7 +66,56 @@ impl GroupCoordinator {
             state: Mutex::new(State::default()),
             deadlines_changed: tokio::sync::Notify::new(),
             write_order: tokio::sync::Mutex::new(()),
+            ownership: Mutex::new(None),
         }
+    }
+
+    /// From now on this broker coordinates only the groups whose `__consumer_offsets`
+    /// partition (of `partitions`) is in `owned`; the others get NOT_COORDINATOR.
+    pub fn set_ownership(&self, partitions: i32, owned: BTreeSet<i32>) {
+        *self
+            .ownership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Ownership { partitions, owned });
+    }
+
+    /// The `__consumer_offsets` partitions coordinated here, if ownership is set.
+    pub fn owned_partitions(&self) -> Option<BTreeSet<i32>> {
+        self.ownership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|o| o.owned.clone())
+    }
+
+    /// Whether this broker coordinates `group_id` now: NOT_COORDINATOR if not.
+    pub fn owns(&self, group_id: &str) -> Result<(), GroupError> {
+        match &*self
+            .ownership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Some(o)
+                if !o
+                    .owned
+                    .contains(&crate::group::partition_for(group_id, o.partitions)) =>
+            {
+                Err(GroupError::NotCoordinator)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Drops every group `moved` names (this broker stopped leading its partition): its
+    /// members, pending joins and syncs (their waiters get an error and look the coordinator
+    /// up again) and offsets. Returns how many were dropped.
+    pub fn unload(&self, moved: impl Fn(&str) -> bool) -> usize {
+        let mut state = self.lock();
+        let State { groups, dirty } = &mut *state;
+        let before = groups.len();
+        groups.retain(|group_id, _| !moved(group_id));
+        dirty.retain(|group_id| !moved(group_id));
+        before - groups.len()
     }
 
     /// The settings.
@@ -149,6 +210,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
     ) -> Result<(GroupState, String, Vec<Bytes>), GroupError> {
+        self.owns(group_id)?;
         let state = self.lock();
         let group = state
             .groups
@@ -172,6 +234,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        self.owns(group_id)?;
         let mut state = self.lock();
         let State { groups, dirty } = &mut *state;
         let group = groups

@@ -27,6 +27,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        self.owns(group_id)?;
         let mut state = self.lock();
         let group = match state.groups.get_mut(group_id) {
             Some(group) => group,
