@@ -56,7 +56,16 @@ impl Broker {
             source,
         })?;
         let cluster_id = load_or_create_cluster_id(&config.data_dir)?;
-        let producer_ids = ProducerIdAllocator::load(&config.data_dir)?;
+        // Interim (until the metadata quorum is wired in here): a one-node controller in
+        // memory, its producer ids starting above the single-node allocator's file.
+        let mut image = crate::metadata::MetadataImage::default();
+        image.next_producer_id = crate::producer_ids::legacy_floor(&config.data_dir)?.unwrap_or(0);
+        let (metadata, _controller) = crate::controller::start_in_memory_from(
+            config.node_id,
+            crate::controller::ControllerSettings::from_config(&config),
+            image,
+        );
+        let producer_ids = ProducerIdAllocator::new(metadata, config.node_id);
         let topics = TopicRegistry::load(Arc::clone(&config))?;
         let groups = GroupCoordinator::new(group_config(&config));
         group::store::load(&topics, &groups)?;

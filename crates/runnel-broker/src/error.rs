@@ -130,6 +130,9 @@ pub enum BrokerError {
     /// partition's records (Produce v8+ lists them in `record_errors`, KIP-467).
     #[error("compacted topic requires every record to have a key: {} records have none", .0.len())]
     RecordsWithoutKey(Vec<i32>),
+    /// The active controller did not answer (an election, an unreachable leader, shutdown).
+    #[error("controller: {0}")]
+    Controller(#[from] crate::metadata::SubmitError),
     /// The listener could not bind (port in use, bad address).
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -198,6 +201,11 @@ impl BrokerError {
             BrokerError::TaskFailed(_) => ResponseError::UnknownServerError,
             BrokerError::Metadata { .. } => ResponseError::KafkaStorageError,
             BrokerError::Listen { .. } => ResponseError::UnknownServerError,
+            // Retriable either way: clients ask again (admin clients find the controller).
+            BrokerError::Controller(crate::metadata::SubmitError::NotController { .. }) => {
+                ResponseError::NotController
+            }
+            BrokerError::Controller(_) => ResponseError::RequestTimedOut,
         }
     }
 
