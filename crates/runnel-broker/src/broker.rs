@@ -57,7 +57,8 @@ impl Broker {
         })?;
         let cluster_id = load_or_create_cluster_id(&config.data_dir)?;
         // Interim (until the metadata quorum is wired in here): a one-node controller in
-        // memory, its producer ids starting above the single-node allocator's file.
+        // memory, its producer ids starting above the single-node allocator's file, which
+        // records each block so that a restart starts above it again.
         let mut image = crate::metadata::MetadataImage::default();
         image.next_producer_id = crate::producer_ids::legacy_floor(&config.data_dir)?.unwrap_or(0);
         let (metadata, _controller) = crate::controller::start_in_memory_from(
@@ -65,7 +66,8 @@ impl Broker {
             crate::controller::ControllerSettings::from_config(&config),
             image,
         );
-        let producer_ids = ProducerIdAllocator::new(metadata, config.node_id);
+        let producer_ids =
+            ProducerIdAllocator::new(metadata, config.node_id).recording_floor(&config.data_dir);
         let topics = TopicRegistry::load(Arc::clone(&config))?;
         let groups = GroupCoordinator::new(group_config(&config));
         group::store::load(&topics, &groups)?;

@@ -7,7 +7,7 @@
 //! [`legacy_floor`] reads it once so that the import (`ImportProducerIdFloor`) starts the
 //! cluster's ids above it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokio::sync::Mutex;
 
@@ -46,6 +46,9 @@ pub struct ProducerIdAllocator {
     broker_id: BrokerId,
     /// (next id to hand out, end of the current block, exclusive); empty at first.
     block: Mutex<(i64, i64)>,
+    /// Interim: the `producer-id-block` file to record each block's end in, while the
+    /// metadata image is not durable (see [`ProducerIdAllocator::recording_floor`]).
+    floor_file: Option<PathBuf>,
 }
 
 impl ProducerIdAllocator {
@@ -55,7 +58,17 @@ impl ProducerIdAllocator {
             handle,
             broker_id,
             block: Mutex::new((0, 0)),
+            floor_file: None,
         }
+    }
+
+    /// Interim, for a broker whose controller keeps its image in memory only: records each
+    /// block's end in `data_dir`'s `producer-id-block` file (atomically, before an id of the
+    /// block is used), so that [`legacy_floor`] seeds the next start above every id handed
+    /// out. Not needed (and not to be used) once the metadata log is durable.
+    pub fn recording_floor(mut self, data_dir: &Path) -> ProducerIdAllocator {
+        self.floor_file = Some(data_dir.join(LEGACY_FILE_NAME));
+        self
     }
 
     /// The next unused producer id; asks the controller for a new block when the current one
@@ -73,7 +86,14 @@ impl ProducerIdAllocator {
                 .await?;
             match committed.reply {
                 ControllerReply::ProducerIds { first, count } if count > 0 => {
-                    *block = (first, first.saturating_add(count));
+                    let end = first.saturating_add(count);
+                    if let Some(path) = self.floor_file.clone() {
+                        tokio::task::spawn_blocking(move || {
+                            runnel_storage::write_file_atomically(&path, end.to_string().as_bytes())
+                        })
+                        .await??;
+                    }
+                    *block = (first, end);
                 }
                 other => {
                     return Err(BrokerError::Controller(SubmitError::Unavailable(format!(
@@ -134,6 +154,17 @@ mod tests {
             .unwrap();
         let allocator = ProducerIdAllocator::new(handle, 1);
         assert_eq!(allocator.next().await.unwrap(), 3000);
+        // Recording the floor (interim): the file moves past every block handed out.
+        let recording =
+            ProducerIdAllocator::new(allocator.handle.clone(), 1).recording_floor(dir.path());
+        assert_eq!(
+            recording.next().await.unwrap(),
+            3000 + PRODUCER_ID_BLOCK_SIZE
+        );
+        assert_eq!(
+            legacy_floor(dir.path()).unwrap(),
+            Some(3000 + 2 * PRODUCER_ID_BLOCK_SIZE)
+        );
         std::fs::write(dir.path().join(LEGACY_FILE_NAME), "x").unwrap();
         assert!(legacy_floor(dir.path()).is_err());
     }
