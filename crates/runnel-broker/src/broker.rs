@@ -8,20 +8,19 @@
 //! caught up with the commit.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::BrokerConfig;
 use crate::controller::lifecycle::BrokerLifecycle;
-use crate::controller::ControllerSettings;
+use crate::control_plane::{controller_settings, ControlPlane};
 use crate::error::BrokerError;
 use crate::flusher::{FlushPolicy, Flusher};
 use crate::group::{self, GroupConfig, GroupCoordinator};
 use crate::metadata::requests::{NewTopic, TopicOutcome};
 use crate::metadata::{
-    BrokerId, ControllerReply, ControllerRequest, Endpoint, MetadataHandle, MetadataImage,
+    BrokerId, ControllerReply, ControllerRequest, MetadataHandle, MetadataImage,
     TopicImage,
 };
 use crate::producer_ids::ProducerIdAllocator;
@@ -52,6 +51,9 @@ pub struct Broker {
     pub validation_slots: Arc<Semaphore>,
     /// This broker's registration and heartbeats (taken by a controlled shutdown).
     lifecycle: std::sync::Mutex<Option<BrokerLifecycle>>,
+    /// The metadata quorum and controller service this node runs (`None` under a test's own
+    /// control plane).
+    control_plane: Option<ControlPlane>,
     /// Bumped whenever a partition's high watermark may have moved (a flush, or a roll, made
     /// more records durable and so visible); long-polling fetches wait on it.
     high_watermark_moved: watch::Sender<u64>,
@@ -82,24 +84,22 @@ impl Broker {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             BrokerError::ControllerUnavailable("Broker::open needs a Tokio runtime".into())
         })?;
-        let metadata = runtime.block_on(async { start_control_plane(&config) })?;
+        let control_plane = runtime.block_on(ControlPlane::start(&config, &cluster_id))?;
+        let metadata = control_plane.handle.clone();
         // Registered before anything is imported or served: the image must list this broker.
         let lifecycle = runtime.block_on(async {
             let lifecycle = BrokerLifecycle::start(
                 metadata.clone(),
                 config.node_id,
-                advertised_endpoints(&config),
-                None,
-                ControllerSettings::from_config(&config).heartbeat_interval,
+                config.advertised_endpoints(),
+                config.broker_rack.clone(),
+                controller_settings(&config).heartbeat_interval,
             );
             lifecycle.wait_registered().await.map(|()| lifecycle)
         })?;
-        let persist = Some(config.data_dir.join(INTERIM_IMAGE_FILE));
-        let broker = Broker::open_inner(config, cluster_id, metadata, persist)?;
-        *broker
-            .lifecycle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(lifecycle);
+        let mut broker = Broker::open_with(config, cluster_id, metadata)?;
+        broker.lifecycle = std::sync::Mutex::new(Some(lifecycle));
+        broker.control_plane = Some(control_plane);
         Ok(broker)
     }
 
@@ -110,30 +110,12 @@ impl Broker {
         cluster_id: String,
         metadata: MetadataHandle,
     ) -> Result<Broker, BrokerError> {
-        Broker::open_inner(config, cluster_id, metadata, None)
-    }
-
-    /// `open_with`, writing every image applied here to `persist_image` (the interim driver's
-    /// stand-in for a durable metadata log) before anyone waiting on it is told.
-    fn open_inner(
-        config: Arc<BrokerConfig>,
-        cluster_id: String,
-        metadata: MetadataHandle,
-        persist_image: Option<PathBuf>,
-    ) -> Result<Broker, BrokerError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             BrokerError::ControllerUnavailable("Broker::open needs a Tokio runtime".into())
         })?;
-        let producer_ids = ProducerIdAllocator::load(&config.data_dir)?;
-        runtime.block_on(import_legacy_topics(
-            &config,
-            &metadata,
-            persist_image.as_deref(),
-        ))?;
+        let producer_ids = ProducerIdAllocator::new(metadata.clone(), config.node_id);
+        runtime.block_on(import_legacy_topics(&config, &metadata))?;
         let image = metadata.image();
-        if let Some(path) = &persist_image {
-            save_interim_image(path, &image);
-        }
         // Before any log opens: upgrade old directories, remove what deletes left behind.
         crate::partition_dir::reconcile(&config.data_dir, &crate::topics::live_topics(&image))?;
         let topics = Arc::new(TopicRegistry::new(Arc::clone(&config), config.node_id));
@@ -158,7 +140,6 @@ impl Broker {
             metadata.clone(),
             Arc::clone(&topics),
             Arc::clone(&groups),
-            persist_image,
         ));
         Ok(Broker {
             flusher,
@@ -170,6 +151,7 @@ impl Broker {
             producer_ids,
             cluster_id,
             lifecycle: std::sync::Mutex::new(None),
+            control_plane: None,
             high_watermark_moved,
         })
     }
@@ -310,6 +292,9 @@ impl Broker {
         if let Some(lifecycle) = lifecycle {
             lifecycle.shutdown().await;
         }
+        if let Some(control_plane) = &self.control_plane {
+            control_plane.shutdown().await;
+        }
     }
 
     /// Flushes and checkpoints all logs (graceful shutdown).
@@ -333,59 +318,6 @@ fn notify(moved: &watch::Sender<u64>) {
     moved.send_modify(|n| *n = n.wrapping_add(1));
 }
 
-/// Starts this node's control plane and returns its handle. The one place the driver is
-/// chosen: the Raft quorum (`metadata::raft`) replaces the interim driver here.
-///
-/// Interim: a one-node controller in memory (`controller::in_memory`), which keeps nothing
-/// across restarts. Runs inside the runtime.
-/// Until the Raft log arrives, the image is saved in `<data>/INTERIM_IMAGE_FILE` after every
-/// change and read back at start, so that topics survive a restart.
-fn start_control_plane(config: &Arc<BrokerConfig>) -> Result<MetadataHandle, BrokerError> {
-    let path = config.data_dir.join(INTERIM_IMAGE_FILE);
-    let image = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| BrokerError::Metadata {
-            path: path.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string()),
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataImage::default(),
-        Err(source) => return Err(BrokerError::Metadata { path, source }),
-    };
-    let (handle, _controller) = crate::controller::in_memory::start_in_memory_from(
-        config.node_id,
-        ControllerSettings::from_config(config),
-        image,
-    );
-    Ok(handle)
-}
-
-/// Where the interim driver keeps the image (see [`start_control_plane`]).
-const INTERIM_IMAGE_FILE: &str = "__interim_metadata_image.json";
-
-/// Writes `image` atomically to `path` (interim persistence). A failure is logged: the
-/// change stands in memory but may not survive a restart.
-fn save_interim_image(path: &Path, image: &MetadataImage) {
-    let written = serde_json::to_vec(image)
-        .map_err(|e| StorageErrorText(e.to_string()))
-        .and_then(|bytes| {
-            runnel_storage::write_file_atomically(path, &bytes)
-                .map_err(|e| StorageErrorText(e.to_string()))
-        });
-    if let Err(StorageErrorText(error)) = written {
-        tracing::error!(path = %path.display(), %error, "saving the metadata image failed");
-    }
-}
-
-struct StorageErrorText(String);
-
-/// This node's advertised client endpoints, as it registers them.
-pub fn advertised_endpoints(config: &BrokerConfig) -> Vec<Endpoint> {
-    vec![Endpoint {
-        listener: "PLAINTEXT".to_string(),
-        host: config.advertise_host.clone(),
-        port: u16::try_from(config.advertise_port).unwrap_or(0),
-    }]
-}
-
 /// Keeps this node's logs and groups in step with the image: every new image is applied to
 /// the local logs, then the groups of `__consumer_offsets` partitions that became led here
 /// are loaded and those of partitions led elsewhere now unloaded (on the blocking pool); then
@@ -394,7 +326,6 @@ async fn follow_image(
     metadata: MetadataHandle,
     topics: Arc<TopicRegistry>,
     groups: Arc<GroupCoordinator>,
-    persist_image: Option<PathBuf>,
 ) {
     let mut images = metadata.subscribe();
     loop {
@@ -402,11 +333,7 @@ async fn follow_image(
         if image.applied_index > topics.synced_index() {
             let registry = Arc::clone(&topics);
             let groups = Arc::clone(&groups);
-            let persist = persist_image.clone();
             let synced = tokio::task::spawn_blocking(move || {
-                if let Some(path) = &persist {
-                    save_interim_image(path, &image);
-                }
                 registry.apply(&image);
                 follow_group_leadership(&image, &registry, &groups);
                 registry.publish_synced(image.applied_index);
@@ -487,14 +414,13 @@ fn follow_group_leadership(
 async fn import_legacy_topics(
     config: &BrokerConfig,
     metadata: &MetadataHandle,
-    persist_image: Option<&Path>,
 ) -> Result<(), BrokerError> {
     if !config.data_dir.join(crate::topics::TOPICS_DIR).is_dir() {
         return Ok(());
     }
     let legacy = crate::topics::legacy_topics(&config.data_dir)?;
     // Producer ids the single node handed out stay taken.
-    if let Some(floor) = legacy_producer_id_floor(&config.data_dir)? {
+    if let Some(floor) = crate::producer_ids::legacy_floor(&config.data_dir)? {
         metadata
             .submit(ControllerRequest::ImportProducerIdFloor {
                 broker_id: config.node_id,
@@ -543,29 +469,7 @@ async fn import_legacy_topics(
             "topics of the single-node layout imported into the metadata log"
         );
     }
-    // Interim driver: the import must be saved before its source is renamed away.
-    if let Some(path) = persist_image {
-        save_interim_image(path, &metadata.image());
-    }
     crate::topics::retire_legacy_topics(&config.data_dir)
-}
-
-/// The end of the last producer-id block a single-node release reserved (its
-/// `producer-id-block` file), if there is one.
-fn legacy_producer_id_floor(data_dir: &Path) -> Result<Option<i64>, BrokerError> {
-    let path = data_dir.join("producer-id-block");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .trim()
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| BrokerError::Metadata {
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not an integer"),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(BrokerError::Metadata { path, source }),
-    }
 }
 
 fn group_config(config: &BrokerConfig) -> GroupConfig {

@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod control_plane;
 pub mod controller;
 pub mod error;
 pub mod flusher;
