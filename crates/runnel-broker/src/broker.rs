@@ -90,7 +90,11 @@ impl Broker {
             lifecycle.wait_registered().await.map(|()| lifecycle)
         })?;
         let persist = Some(config.data_dir.join(INTERIM_IMAGE_FILE));
-        let broker = Broker::open_inner(config, cluster_id, metadata, persist)?;
+        let mut broker = Broker::open_inner(config, cluster_id, metadata, persist)?;
+        // Interim: the image file is written after the fact, so each producer-id block's end
+        // is also recorded (before its ids are used) and read back at start as a floor.
+        broker.producer_ids = ProducerIdAllocator::new(broker.metadata.clone(), broker.node_id())
+            .recording_floor(&broker.config.data_dir);
         *broker
             .lifecycle
             .lock()
@@ -119,7 +123,7 @@ impl Broker {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             BrokerError::ControllerUnavailable("Broker::open needs a Tokio runtime".into())
         })?;
-        let producer_ids = ProducerIdAllocator::load(&config.data_dir)?;
+        let producer_ids = ProducerIdAllocator::new(metadata.clone(), config.node_id);
         runtime.block_on(import_legacy_topics(
             &config,
             &metadata,
@@ -345,6 +349,10 @@ fn start_control_plane(config: &Arc<BrokerConfig>) -> Result<MetadataHandle, Bro
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataImage::default(),
         Err(source) => return Err(BrokerError::Metadata { path, source }),
     };
+    let mut image: MetadataImage = image;
+    if let Some(floor) = crate::producer_ids::legacy_floor(&config.data_dir)? {
+        image.next_producer_id = image.next_producer_id.max(floor);
+    }
     let (handle, _controller) = crate::controller::in_memory::start_in_memory_from(
         config.node_id,
         ControllerSettings::from_config(config),
@@ -489,7 +497,7 @@ async fn import_legacy_topics(
     }
     let legacy = crate::topics::legacy_topics(&config.data_dir)?;
     // Producer ids the single node handed out stay taken.
-    if let Some(floor) = legacy_producer_id_floor(&config.data_dir)? {
+    if let Some(floor) = crate::producer_ids::legacy_floor(&config.data_dir)? {
         metadata
             .submit(ControllerRequest::ImportProducerIdFloor {
                 broker_id: config.node_id,
@@ -543,24 +551,6 @@ async fn import_legacy_topics(
         save_interim_image(path, &metadata.image());
     }
     crate::topics::retire_legacy_topics(&config.data_dir)
-}
-
-/// The end of the last producer-id block a single-node release reserved (its
-/// `producer-id-block` file), if there is one.
-fn legacy_producer_id_floor(data_dir: &Path) -> Result<Option<i64>, BrokerError> {
-    let path = data_dir.join("producer-id-block");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .trim()
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| BrokerError::Metadata {
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not an integer"),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(BrokerError::Metadata { path, source }),
-    }
 }
 
 fn group_config(config: &BrokerConfig) -> GroupConfig {

@@ -144,9 +144,13 @@ impl Session {
                     broker_id: self.broker_id,
                     incarnation: self.incarnation,
                 };
-                let answer =
-                    tokio::time::timeout(self.heartbeat_interval * 2, self.handle.submit(request))
-                        .await;
+                let answer = tokio::select! {
+                    answer = tokio::time::timeout(
+                        self.heartbeat_interval * 2,
+                        self.handle.submit(request),
+                    ) => answer,
+                    _ = self.stopped.wait_for(|stop| *stop) => break 'registering,
+                };
                 match answer {
                     Ok(Ok(committed)) => {
                         if committed.reply == (ControllerReply::Heartbeat { fenced: true }) {

@@ -237,5 +237,23 @@ pub(crate) mod tests {
         assert_eq!(code(&[vec![1], vec![1, 2]]), bad, "uneven");
         assert_eq!(code(&[vec![]]), bad, "empty list");
         assert_eq!(code(&[]), bad, "no partitions");
+        let mut fenced = image.clone();
+        fenced.apply(
+            2,
+            &MetadataBatch {
+                records: vec![MetadataRecord::FenceBroker { broker_id: 2 }],
+                ..MetadataBatch::default()
+            },
+        );
+        assert_eq!(
+            validate_assignment(&fenced, &[vec![2]]).map_err(|e| e.code),
+            bad,
+            "fenced broker"
+        );
+        assert_eq!(
+            placement_order(&fenced),
+            vec![1],
+            "fenced brokers get nothing"
+        );
     }
 }

@@ -65,6 +65,11 @@ impl<L: MetadataLog, F: Forwarder> ControllerService<L, F> {
         }
     }
 
+    /// This node's id.
+    pub fn node_id(&self) -> BrokerId {
+        self.node_id
+    }
+
     /// The metadata log.
     pub fn log(&self) -> &Arc<L> {
         &self.log

@@ -46,6 +46,5 @@ pub(crate) async fn handle(
 }
 
 async fn allocate(broker: &Broker) -> Result<i64, BrokerError> {
-    // The allocator may write its block file; do that off the runtime's worker threads.
-    tokio::task::block_in_place(|| broker.producer_ids.allocate())
+    broker.producer_ids.next().await
 }
