@@ -94,6 +94,9 @@ pub struct TestBroker {
     extra_args: Vec<String>,
     temp_dir: tempfile::TempDir,
     starts: u32,
+    /// Whether the harness passes `--listen`/`--advertise` (off when a test names the
+    /// listeners itself: setting both a shorthand and `listeners` is an error).
+    shorthands: bool,
 }
 
 impl TestBroker {
@@ -129,7 +132,31 @@ impl TestBroker {
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             temp_dir: tempfile::Builder::new().prefix("runnel-e2e-").tempdir()?,
             starts: 0,
+            shorthands: true,
         })
+    }
+
+    /// As [`start`](Self::start), but without the harness's `--listen`/`--advertise`: the test
+    /// names the listeners in `extra_args` (`--set listeners=…`), and `addr` (one of them) is
+    /// where the harness waits for the broker and clients bootstrap.
+    pub fn start_with_listeners(addr: SocketAddr, extra_args: &[&str]) -> Result<TestBroker> {
+        let mut broker = TestBroker::unstarted(addr, extra_args)?;
+        broker.shorthands = false;
+        broker
+            .spawn()
+            .map_err(|e| broker.failure_text(&e.to_string()))?;
+        Ok(broker)
+    }
+
+    /// As [`expect_start_failure`](Self::expect_start_failure), but without the harness's
+    /// `--listen`/`--advertise` (only `--data-dir` and `extra_args`).
+    pub fn expect_start_failure_with_listeners(
+        extra_args: &[&str],
+    ) -> Result<(ExitStatus, String)> {
+        let mut broker = TestBroker::unstarted(free_addr()?, extra_args)?;
+        broker.shorthands = false;
+        let status = broker.spawn_expecting_exit()?;
+        Ok((status, broker.log()))
     }
 
     /// `127.0.0.1:<port>`, for `bootstrap.servers`.
@@ -308,14 +335,11 @@ impl TestBroker {
             .open(self.log_path())?;
         let addr = self.addr.to_string();
         let data_dir = self.data_dir();
-        let mut args: Vec<String> = vec![
-            "--listen".into(),
-            addr.clone(),
-            "--advertise".into(),
-            addr,
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-        ];
+        let mut args: Vec<String> = Vec::new();
+        if self.shorthands {
+            args.extend(["--listen".into(), addr.clone(), "--advertise".into(), addr]);
+        }
+        args.extend(["--data-dir".into(), data_dir.display().to_string()]);
         args.extend(self.extra_args.iter().cloned());
         writeln!(
             log,

@@ -21,8 +21,7 @@ use crate::flusher::{FlushPolicy, Flusher};
 use crate::group::{self, GroupConfig, GroupCoordinator};
 use crate::metadata::requests::{NewTopic, TopicOutcome};
 use crate::metadata::{
-    BrokerId, ControllerReply, ControllerRequest, Endpoint, MetadataHandle, MetadataImage,
-    TopicImage,
+    BrokerId, ControllerReply, ControllerRequest, MetadataHandle, MetadataImage, TopicImage,
 };
 use crate::producer_ids::ProducerIdAllocator;
 use crate::topics::{is_internal_name, Partition, Topic, TopicRegistry};
@@ -73,7 +72,11 @@ impl Broker {
             path: config.data_dir.clone(),
             source,
         })?;
-        let cluster_id = load_or_create_cluster_id(&config.data_dir)?;
+        let cluster_id = crate::meta_properties::load_or_format(
+            &config.data_dir,
+            config.node_id,
+            config.cluster_id.as_deref(),
+        )?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             BrokerError::ControllerUnavailable("Broker::open needs a Tokio runtime".into())
         })?;
@@ -83,9 +86,9 @@ impl Broker {
             let lifecycle = BrokerLifecycle::start(
                 metadata.clone(),
                 config.node_id,
-                advertised_endpoints(&config),
-                None,
-                ControllerSettings::from_config(&config).heartbeat_interval,
+                config.advertised_endpoints(),
+                config.broker_rack.clone(),
+                controller_settings(&config).heartbeat_interval,
             );
             lifecycle.wait_registered().await.map(|()| lifecycle)
         })?;
@@ -355,7 +358,7 @@ fn start_control_plane(config: &Arc<BrokerConfig>) -> Result<MetadataHandle, Bro
     }
     let (handle, _controller) = crate::controller::in_memory::start_in_memory_from(
         config.node_id,
-        ControllerSettings::from_config(config),
+        controller_settings(config),
         image,
     );
     Ok(handle)
@@ -380,13 +383,13 @@ fn save_interim_image(path: &Path, image: &MetadataImage) {
 
 struct StorageErrorText(String);
 
-/// This node's advertised client endpoints, as it registers them.
-pub fn advertised_endpoints(config: &BrokerConfig) -> Vec<Endpoint> {
-    vec![Endpoint {
-        listener: "PLAINTEXT".to_string(),
-        host: config.advertise_host.clone(),
-        port: u16::try_from(config.advertise_port).unwrap_or(0),
-    }]
+/// The controller's settings from the configuration.
+fn controller_settings(config: &BrokerConfig) -> ControllerSettings {
+    ControllerSettings {
+        session_timeout: std::time::Duration::from_millis(config.broker_session_timeout_ms),
+        heartbeat_interval: std::time::Duration::from_millis(config.broker_heartbeat_interval_ms),
+        ..ControllerSettings::from_config(config)
+    }
 }
 
 /// Keeps this node's logs and groups in step with the image: every new image is applied to
@@ -563,29 +566,6 @@ fn group_config(config: &BrokerConfig) -> GroupConfig {
         max_size: config.group_max_size,
         offset_metadata_max_bytes: config.offset_metadata_max_bytes,
         offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
-    }
-}
-
-fn load_or_create_cluster_id(data_dir: &Path) -> Result<String, BrokerError> {
-    let path = data_dir.join("meta.properties");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .lines()
-            .find_map(|l| l.strip_prefix("cluster.id="))
-            .map(str::to_string)
-            .ok_or_else(|| BrokerError::Metadata {
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no cluster.id"),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            runnel_storage::write_file_atomically(
-                &path,
-                format!("version=1\ncluster.id={id}\n").as_bytes(),
-            )?;
-            Ok(id)
-        }
-        Err(source) => Err(BrokerError::Metadata { path, source }),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Command-line flags, parsed by `clap`. Each flag is a shorthand for a setting (`--listen` is
-//! `listen`, `--data-dir` is `data.dir`, …) and `--set NAME=VALUE` reaches any setting; flags
+//! `listen`, itself short for `listeners=PLAINTEXT://…`; `--data-dir` is `data.dir`, …) and `--set NAME=VALUE` reaches any setting; flags
 //! override the config file and the environment, and among flags the later one wins.
 
 use std::ffi::OsString;
@@ -22,13 +22,14 @@ const SHORTHANDS: [(&str, &str, &str, &str); 4] = [
         "listen",
         "listen",
         "HOST:PORT",
-        "Address to accept clients on [default: 0.0.0.0:9092]",
+        "Address to accept clients on: listeners=PLAINTEXT://HOST:PORT [default: 0.0.0.0:9092]",
     ),
     (
         "advertise",
         "advertise",
         "HOST:PORT",
-        "Address clients are told to connect to [default: localhost:9092]",
+        "Address clients are told to connect to: advertised.listeners=PLAINTEXT://HOST:PORT \
+         [default: the listener, 0.0.0.0 read as localhost]",
     ),
     (
         "data-dir",
@@ -36,7 +37,12 @@ const SHORTHANDS: [(&str, &str, &str, &str); 4] = [
         "DIR",
         "Directory holding the logs [default: ./data]",
     ),
-    ("node-id", "node.id", "N", "This broker's id [default: 0]"),
+    (
+        "node-id",
+        "node.id",
+        "N",
+        "This node's id: broker id and quorum voter id [default: 0]",
+    ),
 ];
 
 /// The `runnel` command: its flags, help and version.

@@ -14,6 +14,11 @@ use config::{Config, Environment, File, FileFormat, Value, ValueKind};
 use runnel_protocol::batch::BatchValidation;
 use runnel_storage::{FaultInjection, Storage};
 
+pub mod broker_configs;
+mod cluster;
+
+pub use cluster::{ClusterConfigError, Listener, ProcessRoles, Voter};
+
 /// One setting the broker understands.
 #[derive(Debug, Clone, Copy)]
 pub struct Setting {
@@ -27,10 +32,21 @@ pub struct Setting {
 
 /// Every broker setting Runnel accepts. Add a row here (and a field below) to add a setting.
 pub const SETTINGS: &[Setting] = &[
-    Setting { name: "listen", default: "0.0.0.0:9092", doc: "Address the Kafka listener binds (flag `--listen`)." },
-    Setting { name: "advertise", default: "localhost:9092", doc: "Host:port clients are told to connect to in Metadata (flag `--advertise`)." },
+    Setting { name: "listen", default: "0.0.0.0:9092", doc: "Shorthand (flag `--listen`): `listen=ADDR` is `listeners=PLAINTEXT://ADDR`. Setting both is an error." },
+    Setting { name: "advertise", default: "localhost:9092", doc: "Shorthand (flag `--advertise`): `advertise=HOST:PORT` is `advertised.listeners=PLAINTEXT://HOST:PORT`. Setting both is an error." },
     Setting { name: "data.dir", default: "./data", doc: "Directory holding the partition logs (flag `--data-dir`)." },
-    Setting { name: "node.id", default: "0", doc: "This broker's id in Metadata and FindCoordinator (flag `--node-id`)." },
+    Setting { name: "node.id", default: "0", doc: "This node's id: its broker id in Metadata and its voter id in the metadata quorum (flag `--node-id`)." },
+    Setting { name: "process.roles", default: "broker,controller", doc: "`broker,controller` (combined: serves clients and votes in the metadata quorum) or `broker` (serves clients only; needs `controller.quorum.voters`). Controller-only nodes are not supported yet." },
+    Setting { name: "controller.quorum.voters", default: "", doc: "The metadata quorum: `ID@HOST:PORT,…`, each voter's node id and controller listener. Empty: this node alone is the quorum. A controller's `node.id` must be among them." },
+    Setting { name: "controller.listener.names", default: "CONTROLLER", doc: "Which of `listeners` carry node-to-node traffic (Raft, forwarded requests, heartbeats); the others serve clients." },
+    Setting { name: "listeners", default: "PLAINTEXT://0.0.0.0:9092", doc: "Named listeners to bind, `NAME://HOST:PORT,…` (an empty host binds every interface); the controller listener among them too. Names and ports must be distinct." },
+    Setting { name: "advertised.listeners", default: "", doc: "What Metadata tells clients, per client listener: `NAME://HOST:PORT,…`. A client listener not named here is advertised as bound, with 0.0.0.0 or :: read as `localhost`. Names must be client listeners." },
+    Setting { name: "listener.security.protocol.map", default: "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT", doc: "Listener name → security protocol, `NAME:PROTOCOL,…`. Every listener needs an entry (a listener named after a protocol, `SSL://…`, has it implicitly); only PLAINTEXT is served, SSL and SASL are refused at start." },
+    Setting { name: "inter.broker.listener.name", default: "", doc: "The client listener brokers use to reach each other (replication). Empty: the first client listener." },
+    Setting { name: "broker.rack", default: "", doc: "This broker's rack, for rack-aware replica placement. Empty: none." },
+    Setting { name: "cluster.id", default: "", doc: "The cluster's id (letters, digits, `_`, `-`), recorded in `meta.properties`: a data directory formatted for another cluster id is refused at start. Required with more than one voter; empty on a single node: generated once." },
+    Setting { name: "broker.session.timeout.ms", default: "9000", doc: "A broker that has not heartbeated the active controller for this long is fenced: it leads nothing until it is back." },
+    Setting { name: "broker.heartbeat.interval.ms", default: "2000", doc: "How often a broker heartbeats the active controller; must be below `broker.session.timeout.ms`." },
     Setting { name: "num.partitions", default: "1", doc: "Partitions of an auto-created topic, and of CreateTopics with -1." },
     Setting { name: "auto.create.topics.enable", default: "true", doc: "Create an unknown topic when a Metadata request names it and allows auto-creation (producers and consumers do)." },
     Setting { name: "default.replication.factor", default: "1", doc: "Replication factor of auto-created topics; a single node only accepts 1." },
@@ -70,12 +86,38 @@ pub const SETTINGS: &[Setting] = &[
 /// The broker's typed settings.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// Where the Kafka listener binds.
+    /// Where the first client listener binds (of [`listeners`](Self::listeners)); kept for
+    /// code that knows one listener only.
     pub listen: SocketAddr,
-    /// Host and port clients are told to use.
+    /// The advertised host of the first client listener (of
+    /// [`advertised_listeners`](Self::advertised_listeners)).
     pub advertise_host: String,
-    /// Port clients are told to use.
+    /// The advertised port of the first client listener.
     pub advertise_port: i32,
+    /// `listeners`: every listener to bind, client and controller listeners alike, in the
+    /// order given. Names are upper-case and distinct, ports distinct.
+    pub listeners: Vec<Listener>,
+    /// `advertised.listeners`: one per client listener, in the order of `listeners`, with the
+    /// host and port clients connect to.
+    pub advertised_listeners: Vec<Listener>,
+    /// `controller.listener.names` (upper-case): the listeners of node-to-node traffic.
+    pub controller_listener_names: Vec<String>,
+    /// `inter.broker.listener.name`: a client listener (default: the first).
+    pub inter_broker_listener_name: String,
+    /// `process.roles`.
+    pub process_roles: ProcessRoles,
+    /// `controller.quorum.voters`; empty: this node alone is the quorum. Ids distinct; when
+    /// non-empty and this node is a controller, `node_id` is among them.
+    pub quorum_voters: Vec<Voter>,
+    /// `broker.rack`.
+    pub broker_rack: Option<String>,
+    /// `cluster.id` as configured (always set when there is more than one voter); the id in
+    /// effect is `Broker::cluster_id` (from `meta.properties`).
+    pub cluster_id: Option<String>,
+    /// `broker.session.timeout.ms`: fence a broker silent for this long.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`: below the session timeout.
+    pub broker_heartbeat_interval_ms: u64,
     /// Root of the partition directories.
     pub data_dir: PathBuf,
     /// This broker's id.
@@ -182,6 +224,9 @@ pub enum ConfigError {
     /// A `--set` argument without `=`.
     #[error("`--set {0}`: expected NAME=VALUE")]
     BadOverride(String),
+    /// Listeners, quorum, roles or cluster id that do not fit together.
+    #[error(transparent)]
+    Cluster(#[from] ClusterConfigError),
 }
 
 impl BrokerConfig {
@@ -227,14 +272,38 @@ impl BrokerConfig {
             .map(|(name, (value, _))| (name.clone(), value.trim().to_string()))
             .collect();
         let settings = Settings { values };
-        let advertise: String = settings.get("advertise")?;
-        let (advertise_host, advertise_port) = split_host_port("advertise", &advertise)?;
+        let node_id = settings.get_in("node.id", 0..=i32::MAX)?;
+        let broker_session_timeout_ms =
+            settings.get_in("broker.session.timeout.ms", 1..=i32::MAX as u64)?;
+        let broker_heartbeat_interval_ms =
+            settings.get_in("broker.heartbeat.interval.ms", 1..=i32::MAX as u64)?;
+        let cluster = cluster::parse(
+            &settings,
+            node_id,
+            broker_session_timeout_ms,
+            broker_heartbeat_interval_ms,
+        )?;
+        let (advertise_host, advertise_port) = cluster
+            .advertised_listeners
+            .first()
+            .map(|l| (l.host.clone(), i32::from(l.port)))
+            .unwrap_or_else(|| ("localhost".to_string(), i32::from(cluster.listen.port())));
         Ok(BrokerConfig {
-            listen: settings.get("listen")?,
+            listen: cluster.listen,
             advertise_host,
             advertise_port,
+            listeners: cluster.listeners,
+            advertised_listeners: cluster.advertised_listeners,
+            controller_listener_names: cluster.controller_listener_names,
+            inter_broker_listener_name: cluster.inter_broker_listener_name,
+            process_roles: cluster.process_roles,
+            quorum_voters: cluster.quorum_voters,
+            broker_rack: cluster.broker_rack,
+            cluster_id: cluster.cluster_id,
+            broker_session_timeout_ms,
+            broker_heartbeat_interval_ms,
             data_dir: PathBuf::from(settings.get::<String>("data.dir")?),
-            node_id: settings.get_in("node.id", 0..=i32::MAX)?,
+            node_id,
             num_partitions: settings.get_in("num.partitions", 1..=100_000)?,
             auto_create_topics_enable: settings.get("auto.create.topics.enable")?,
             default_replication_factor: settings.get_in("default.replication.factor", 1..=1)?,
@@ -289,6 +358,27 @@ impl BrokerConfig {
             storage: settings.storage()?,
             explicit,
         })
+    }
+
+    /// The client listeners: every listener but the controller listeners, in order.
+    pub fn client_listeners(&self) -> impl Iterator<Item = &Listener> {
+        self.listeners
+            .iter()
+            .filter(|l| !self.controller_listener_names.contains(&l.name))
+    }
+
+    /// The listener of node-to-node traffic (the first of `listeners` named in
+    /// `controller.listener.names`), if this node has one. Only controllers bind it.
+    pub fn controller_listener(&self) -> Option<&Listener> {
+        self.listeners
+            .iter()
+            .find(|l| self.controller_listener_names.contains(&l.name))
+    }
+
+    /// What this broker registers and Metadata tells clients: one endpoint per client
+    /// listener, its advertised host and port.
+    pub fn advertised_endpoints(&self) -> Vec<crate::metadata::Endpoint> {
+        cluster::endpoints(&self.advertised_listeners)
     }
 
     /// The value in effect of the setting `name`, as text, and whether it was set explicitly
@@ -386,23 +476,6 @@ fn flatten(prefix: &str, value: Value, out: &mut BTreeMap<String, (String, Strin
             out.insert(normalise(prefix), (text, origin));
         }
     }
-}
-
-fn split_host_port(name: &str, address: &str) -> Result<(String, i32), ConfigError> {
-    let invalid = |reason: &str| ConfigError::InvalidValue {
-        name: name.to_string(),
-        value: address.to_string(),
-        reason: reason.to_string(),
-    };
-    let (host, port) = address
-        .rsplit_once(':')
-        .ok_or_else(|| invalid("expected HOST:PORT"))?;
-    let port: u16 = port.parse().map_err(|_| invalid("port must be 0..65535"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(invalid("host is empty"));
-    }
-    Ok((host.to_string(), i32::from(port)))
 }
 
 #[cfg(test)]

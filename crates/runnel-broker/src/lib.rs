@@ -12,6 +12,7 @@ pub mod flusher;
 pub mod group;
 pub mod handlers;
 pub mod log_manager;
+pub mod meta_properties;
 pub mod metadata;
 pub mod partition_dir;
 pub mod producer_ids;

@@ -1,11 +1,13 @@
 //! DescribeConfigs (key 32), v1–4 (Kafka 4 dropped v0): every topic config with its effective
-//! value and source, synonyms when asked, and config types (v3+).
+//! value and source, synonyms when asked, config types and (when asked) documentation (v3+).
 //!
 //! A topic config's source is DYNAMIC_TOPIC_CONFIG for an override; without one it comes from
 //! the broker setting it defaults from (`retention.ms` ← `log.retention.ms`):
 //! STATIC_BROKER_CONFIG when that setting was given (file, environment, flag), else
 //! DEFAULT_CONFIG. Synonyms list every layer that has a value, most specific first, as Kafka
-//! does. Broker resources list every broker setting with the value in effect.
+//! does. The broker resource lists every broker setting Kafka lists, under Kafka's name
+//! (`config::broker_configs`): Runnel's own with the value in effect, the rest with Kafka's
+//! default; all read-only (Runnel has no dynamic broker configs).
 
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -15,6 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::config::broker_configs::{broker_config_entries, BrokerConfigEntry};
 use crate::config::{BrokerConfig, SETTINGS};
 use crate::error::BrokerError;
 use crate::topic_config::{TopicConfig, TopicConfigDef, TOPIC_CONFIGS};
@@ -27,8 +30,6 @@ pub(crate) const BROKER_RESOURCE: i8 = 4;
 const DYNAMIC_TOPIC_CONFIG: i8 = 1;
 const STATIC_BROKER_CONFIG: i8 = 4;
 const DEFAULT_CONFIG: i8 = 5;
-/// Config type STRING (v3+), for broker settings.
-const STRING_TYPE: i8 = 2;
 
 pub(crate) async fn handle(
     broker: &Broker,
@@ -37,6 +38,7 @@ pub(crate) async fn handle(
 ) -> Result<DescribeConfigsResponse, BrokerError> {
     let synonyms = request.include_synonyms;
     let typed = context.api_version >= 3;
+    let documented = typed && request.include_documentation;
     let mut results = Vec::with_capacity(request.resources.len().min(1024));
     for resource in request.resources {
         let wanted = |name: &str| {
@@ -63,10 +65,10 @@ pub(crate) async fn handle(
                 if resource.resource_name.is_empty()
                     || resource.resource_name.as_str() == broker.config.node_id.to_string() =>
             {
-                Ok(SETTINGS
-                    .iter()
-                    .filter(|s| wanted(s.name))
-                    .map(|s| broker_entry(s.name, s.default, &broker.config, typed, synonyms))
+                Ok(broker_config_entries(&broker.config)
+                    .into_iter()
+                    .filter(|e| wanted(e.name))
+                    .map(|e| broker_entry(e, typed, synonyms, documented))
                     .collect())
             }
             other => Err(BrokerError::InvalidRequest(format!(
@@ -140,34 +142,47 @@ fn topic_entry(
 /// One broker setting with the value in effect: STATIC_BROKER_CONFIG when given explicitly,
 /// else DEFAULT_CONFIG. Read-only: Runnel has no dynamic broker configs.
 fn broker_entry(
-    name: &'static str,
-    built_in: &'static str,
-    config: &BrokerConfig,
+    entry: BrokerConfigEntry,
     typed: bool,
     synonyms: bool,
+    documented: bool,
 ) -> DescribeConfigsResourceResult {
-    let (value, explicit) = config
-        .setting_value(name)
-        .unwrap_or_else(|| (built_in.to_string(), false));
-    let mut entry = DescribeConfigsResourceResult::default()
-        .with_name(StrBytes::from_static_str(name))
-        .with_value(Some(StrBytes::from(value.clone())))
+    let source = if entry.explicit {
+        STATIC_BROKER_CONFIG
+    } else {
+        DEFAULT_CONFIG
+    };
+    let mut result = DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_static_str(entry.name))
+        .with_value(entry.value.clone().map(StrBytes::from))
         .with_read_only(true)
-        .with_config_source(if explicit {
-            STATIC_BROKER_CONFIG
-        } else {
-            DEFAULT_CONFIG
-        })
-        .with_config_type(if typed { STRING_TYPE } else { 0 });
+        .with_config_source(source)
+        .with_config_type(if typed { entry.config_type as i8 } else { 0 })
+        .with_documentation(documented.then(|| StrBytes::from_static_str(entry.documentation)));
     if synonyms {
         let mut list = Vec::new();
-        if explicit {
-            list.push(synonym(name, value, STATIC_BROKER_CONFIG));
+        if entry.explicit {
+            list.push(optional_synonym(
+                entry.name,
+                entry.value,
+                STATIC_BROKER_CONFIG,
+            ));
         }
-        list.push(synonym(name, built_in.to_string(), DEFAULT_CONFIG));
-        entry = entry.with_synonyms(list);
+        list.push(optional_synonym(entry.name, entry.default, DEFAULT_CONFIG));
+        result = result.with_synonyms(list);
     }
-    entry
+    result
+}
+
+fn optional_synonym(
+    name: &'static str,
+    value: Option<String>,
+    source: i8,
+) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym::default()
+        .with_name(StrBytes::from_static_str(name))
+        .with_value(value.map(StrBytes::from))
+        .with_source(source)
 }
 
 fn synonym(name: &'static str, value: String, source: i8) -> DescribeConfigsSynonym {

@@ -74,12 +74,13 @@ pub(super) async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Arc<str>,
     mut shutdown: ShutdownGuard,
 ) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "set_nodelay failed");
     }
-    match serve_requests(&broker, stream, peer, &mut shutdown).await {
+    match serve_requests(&broker, stream, peer, &listener, &mut shutdown).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(CloseReason::Io(error)) => tracing::debug!(%peer, %error, "connection lost"),
         Err(CloseReason::Idle) => tracing::debug!(%peer, "idle connection closed"),
@@ -91,6 +92,7 @@ async fn serve_requests(
     broker: &Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
+    listener: &Arc<str>,
     shutdown: &mut ShutdownGuard,
 ) -> Result<(), CloseReason> {
     // Kafka's form of a member's host in DescribeGroups.
@@ -125,7 +127,7 @@ async fn serve_requests(
                 () = responses.closed() => break 'serve Ok(()),
                 () = shutdown.requested() => break 'serve Ok(()),
             }
-            match handle_frame(broker, frame, &client_host).await {
+            match handle_frame(broker, frame, &client_host, listener).await {
                 // A full queue waits here: the client gets no further reads until it takes
                 // its responses (backpressure instead of buffering).
                 Ok(Some(pending)) => {
@@ -302,6 +304,7 @@ async fn handle_frame(
     broker: &Arc<Broker>,
     frame: Bytes,
     client_host: &Arc<str>,
+    listener: &Arc<str>,
 ) -> Result<Option<PendingResponse>, CloseReason> {
     let request = decode_request_header(frame)?;
     let version = request.header.request_api_version;
@@ -329,8 +332,7 @@ async fn handle_frame(
         api_version: version,
         client_id: request.header.client_id.map(|s| s.to_string()),
         client_host: Arc::clone(client_host),
-        // Until named listeners (h1): every connection arrives on PLAINTEXT.
-        listener: Arc::from("PLAINTEXT"),
+        listener: Arc::clone(listener),
     };
     let encode = move |response: &ResponseKind| -> Result<Option<ResponseFrame>, CloseReason> {
         if acks_zero {

@@ -1,12 +1,17 @@
-//! The accept loop: connections are admitted under `max.connections` and
-//! `max.connections.per.ip`; shutdown stops accepting, lets in-flight requests finish for up
+//! The accept loop: one listening socket per client listener (`listeners` minus the controller
+//! listeners, which the metadata quorum serves), all accepted by one loop that takes turns
+//! between them; connections of every listener share the limits `max.connections` and
+//! `max.connections.per.ip` and the shutdown. Each connection knows its listener's name, so
+//! Metadata answers with that listener's endpoints. Shutdown stops accepting, lets in-flight requests finish for up
 //! to `shutdown.timeout.ms` (then cuts the connections still busy), then flushes and
 //! checkpoints every log.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::connection;
@@ -40,10 +45,25 @@ async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
     let address = config.listen;
     let mut signals =
         StopSignals::install().map_err(|source| BrokerError::Listen { address, source })?;
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|source| BrokerError::Listen { address, source })?;
+    let listeners = bind_client_listeners(&config).await?;
     let broker = Arc::new(tokio::task::spawn_blocking(move || Broker::open(config)).await??);
+    for (name, listener) in &listeners {
+        let advertised = broker
+            .config
+            .advertised_listeners
+            .iter()
+            .find(|a| *a.name == **name)
+            .map(|a| format!("{}:{}", a.host, a.port))
+            .unwrap_or_default();
+        let address = listener
+            .local_addr()
+            .map_or_else(|_| String::new(), |a| a.to_string());
+        tracing::info!(listener = %name, %address, %advertised, "listening");
+    }
+    let address = listeners
+        .first()
+        .and_then(|(_, listener)| listener.local_addr().ok())
+        .unwrap_or(address);
     tracing::info!(
         %address,
         advertised = %format!("{}:{}", broker.config.advertise_host, broker.config.advertise_port),
@@ -64,9 +84,10 @@ async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
     let mut connections = JoinSet::new();
     let stop = signals.received();
     tokio::pin!(stop);
+    let mut turn = 0;
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            (name, accepted) = accept_any(&listeners, &mut turn) => {
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -83,7 +104,7 @@ async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
                 let Some(guard) = shutdown.guard() else { break };
                 let broker = Arc::clone(&broker);
                 connections.spawn(async move {
-                    connection::serve(broker, stream, peer, guard).await;
+                    connection::serve(broker, stream, peer, name, guard).await;
                     drop(slot);
                 });
             }
@@ -92,7 +113,7 @@ async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
             () = &mut stop => break,
         }
     }
-    drop(listener);
+    drop(listeners);
     let timeout = Duration::from_millis(broker.config.shutdown_timeout_ms);
     if !shutdown.drain(timeout).await {
         tracing::warn!(
@@ -108,4 +129,48 @@ async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
     tokio::task::spawn_blocking(move || closing.close()).await?;
     tracing::info!("runnel stopped cleanly");
     Ok(())
+}
+
+/// Binds every client listener, in the order of `listeners`. A listener that cannot bind
+/// stops the start-up, naming its address.
+async fn bind_client_listeners(
+    config: &BrokerConfig,
+) -> Result<Vec<(Arc<str>, TcpListener)>, BrokerError> {
+    let mut bound = Vec::new();
+    for listener in config.client_listeners() {
+        let address = listener
+            .bind_address()
+            .map_err(|source| BrokerError::Listen {
+                address: SocketAddr::from(([0, 0, 0, 0], listener.port)),
+                source,
+            })?;
+        let socket = TcpListener::bind(address)
+            .await
+            .map_err(|source| BrokerError::Listen { address, source })?;
+        bound.push((Arc::from(listener.name.as_str()), socket));
+    }
+    Ok(bound)
+}
+
+/// The next connection on any of `listeners`, with its listener's name. Takes turns (`turn`
+/// is where the next poll starts) so a busy listener cannot starve the others. Cancellation
+/// safe: a connection is only taken when it is returned.
+async fn accept_any(
+    listeners: &[(Arc<str>, TcpListener)],
+    turn: &mut usize,
+) -> (Arc<str>, std::io::Result<(TcpStream, SocketAddr)>) {
+    std::future::poll_fn(|cx| {
+        let count = listeners.len();
+        for step in 0..count {
+            let index = (*turn + step) % count;
+            if let Some((name, listener)) = listeners.get(index) {
+                if let Poll::Ready(accepted) = listener.poll_accept(cx) {
+                    *turn = (index + 1) % count;
+                    return Poll::Ready((Arc::clone(name), accepted));
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
