@@ -125,6 +125,8 @@ async fn serve(config: BrokerConfig) -> Result<(), BrokerError> {
     }
     // Aborted tasks end at their next await; after this no connection task runs.
     while connections.join_next().await.is_some() {}
+    // Controlled shutdown: the controller fences this broker now, moving leadership away.
+    broker.shutdown_control_plane().await;
     let closing = Arc::clone(&broker);
     tokio::task::spawn_blocking(move || closing.close()).await?;
     tracing::info!("runnel stopped cleanly");
