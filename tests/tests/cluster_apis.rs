@@ -1,4 +1,5 @@
-//! The cluster APIs on a single node (DescribeCluster, DescribeQuorum), over raw wire
+//! The cluster APIs on a single node (DescribeCluster, DescribeQuorum,
+//! DescribeTopicPartitions), over raw wire
 //! requests, and the upgrade of a data directory written by the single-node release (topic
 //! files in `__topics/`, id-keyed partition directories, committed offsets, a producer-id
 //! block file) into the metadata log.
@@ -19,6 +20,7 @@ use runnel_e2e::{
 
 const DESCRIBE_QUORUM: i16 = 55;
 const DESCRIBE_CLUSTER: i16 = 60;
+const DESCRIBE_TOPIC_PARTITIONS: i16 = 75;
 
 /// A cursor over a flexible-version response body (compact strings and arrays, tagged fields).
 struct Compact<'a> {
@@ -71,6 +73,21 @@ impl<'a> Compact<'a> {
         }
     }
 
+    fn bool(&mut self) -> Result<bool> {
+        Ok(self.take(1)?[0] != 0)
+    }
+
+    /// A compact array of int32.
+    fn i32s(&mut self) -> Result<Option<Vec<i32>>> {
+        match self.uvarint()? {
+            0 => Ok(None),
+            n => (1..n)
+                .map(|_| self.i32())
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+        }
+    }
+
     /// A compact array's length.
     fn array(&mut self) -> Result<usize> {
         Ok(usize::try_from(self.uvarint()?.saturating_sub(1))?)
@@ -118,7 +135,11 @@ async fn describe_cluster_lists_this_broker_as_the_controller() -> TestResult {
         let mut connection = RawConnection::connect(&broker, Duration::from_secs(10))?;
         let body = connection.round_trip(api_key::API_VERSIONS, 0, &[])?;
         let (_, ranges) = parse_api_versions_v0(&body)?;
-        for (key, max) in [(DESCRIBE_QUORUM, 1), (DESCRIBE_CLUSTER, 2)] {
+        for (key, max) in [
+            (DESCRIBE_QUORUM, 1),
+            (DESCRIBE_CLUSTER, 2),
+            (DESCRIBE_TOPIC_PARTITIONS, 0),
+        ] {
             ensure!(
                 ranges
                     .iter()
@@ -213,6 +234,87 @@ async fn describe_quorum_shows_this_node_leading_the_metadata_log() -> TestResul
             high_watermarks[1] > high_watermarks[0],
             "the high watermark grew with a CreateTopics: {high_watermarks:?}"
         );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// (partition, leader) pairs, and the next cursor (topic, partition).
+type Page = (Vec<(i32, i32)>, Option<(String, i32)>);
+
+/// One DescribeTopicPartitions v0 request for `topic` with at most `limit` partitions,
+/// starting at `cursor`: (partition indexes with their leaders, next cursor).
+fn describe_topic_partitions(
+    connection: &mut RawConnection,
+    topic: &str,
+    limit: i32,
+    cursor: Option<i32>,
+) -> Result<Page> {
+    let mut request = vec![2u8, u8::try_from(topic.len() + 1)?];
+    request.extend_from_slice(topic.as_bytes());
+    request.push(0); // topic tagged fields
+    put_i32(&mut request, limit);
+    match cursor {
+        None => request.push(0xff), // null cursor
+        Some(partition) => {
+            request.push(1);
+            request.push(u8::try_from(topic.len() + 1)?);
+            request.extend_from_slice(topic.as_bytes());
+            put_i32(&mut request, partition);
+            request.push(0);
+        }
+    }
+    request.push(0); // request tagged fields
+    let body = flexible_round_trip(connection, DESCRIBE_TOPIC_PARTITIONS, 0, &request)?;
+    let mut reader = Compact { bytes: &body };
+    let _throttle = reader.i32()?;
+    ensure_eq!(reader.array()?, 1, "topics");
+    ensure_eq!(reader.i16()?, 0, "topic error code");
+    ensure_eq!(reader.string()?, Some(topic.to_string()), "topic name");
+    reader.take(16)?; // topic id
+    ensure!(!reader.bool()?, "is_internal");
+    let mut partitions = Vec::new();
+    for _ in 0..reader.array()? {
+        ensure_eq!(reader.i16()?, 0, "partition error code");
+        let index = reader.i32()?;
+        let leader = reader.i32()?;
+        let _epoch = reader.i32()?;
+        ensure_eq!(reader.i32s()?, Some(vec![leader]), "replicas");
+        ensure_eq!(reader.i32s()?, Some(vec![leader]), "ISR");
+        let _eligible = reader.i32s()?;
+        let _last_known = reader.i32s()?;
+        ensure_eq!(reader.i32s()?, Some(Vec::new()), "offline replicas");
+        reader.tags()?;
+        partitions.push((index, leader));
+    }
+    let _operations = reader.i32()?;
+    reader.tags()?;
+    let next = match reader.i8()? {
+        -1 => None,
+        _ => {
+            let name = reader.string()?.unwrap_or_default();
+            let partition = reader.i32()?;
+            reader.tags()?;
+            Some((name, partition))
+        }
+    };
+    Ok((partitions, next))
+}
+
+/// DescribeTopicPartitions pages through a topic's partitions with its cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_topic_partitions_pages_with_a_cursor() -> TestResult {
+    let broker = TestBroker::start(&["--set", "auto.create.topics.enable=false"])?;
+    let result = async {
+        create_topic_with(&broker, "paged", 3, &[]).await?;
+        let mut connection = RawConnection::connect(&broker, Duration::from_secs(10))?;
+        let (first, cursor) = describe_topic_partitions(&mut connection, "paged", 2, None)?;
+        ensure_eq!(first, vec![(0, 0), (1, 0)], "first page");
+        ensure_eq!(cursor, Some(("paged".to_string(), 2)), "next cursor");
+        let (second, cursor) = describe_topic_partitions(&mut connection, "paged", 2, Some(2))?;
+        ensure_eq!(second, vec![(2, 0)], "second page");
+        ensure_eq!(cursor, None, "no cursor after the last partition");
         Ok(())
     }
     .await;
