@@ -114,6 +114,14 @@ async fn fetch_and_list_offsets_of_a_partition_led_elsewhere_are_refused() {
     );
     assert_eq!(partition.current_leader.leader_id, BrokerId(1));
     assert_eq!(partition.current_leader.leader_epoch, 3);
+    assert_eq!(
+        response
+            .node_endpoints
+            .iter()
+            .map(|e| (e.node_id.0, e.host.to_string(), e.port))
+            .collect::<Vec<_>>(),
+        [(1, "host-1".to_string(), 9001)]
+    );
 
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
     let request = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
