@@ -80,7 +80,10 @@ impl Broker {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             BrokerError::ControllerUnavailable("Broker::open needs a Tokio runtime".into())
         })?;
-        let metadata = runtime.block_on(async { start_control_plane(&config) })?;
+        let ControlPlane {
+            metadata,
+            interim_image_file,
+        } = runtime.block_on(async { start_control_plane(&config) })?;
         // Registered before anything is imported or served: the image must list this broker.
         let lifecycle = runtime.block_on(async {
             let lifecycle = BrokerLifecycle::start(
@@ -92,12 +95,15 @@ impl Broker {
             );
             lifecycle.wait_registered().await.map(|()| lifecycle)
         })?;
-        let persist = Some(config.data_dir.join(INTERIM_IMAGE_FILE));
-        let mut broker = Broker::open_inner(config, cluster_id, metadata, persist)?;
-        // Interim: the image file is written after the fact, so each producer-id block's end
-        // is also recorded (before its ids are used) and read back at start as a floor.
-        broker.producer_ids = ProducerIdAllocator::new(broker.metadata.clone(), broker.node_id())
-            .recording_floor(&broker.config.data_dir);
+        let interim = interim_image_file.is_some();
+        let mut broker = Broker::open_inner(config, cluster_id, metadata, interim_image_file)?;
+        if interim {
+            // The image file is written after the fact, so each producer-id block's end is
+            // also recorded (before its ids are used) and read back at start as a floor.
+            broker.producer_ids =
+                ProducerIdAllocator::new(broker.metadata.clone(), broker.node_id())
+                    .recording_floor(&broker.config.data_dir);
+        }
         *broker
             .lifecycle
             .lock()
@@ -343,14 +349,23 @@ fn notify(moved: &watch::Sender<u64>) {
     moved.send_modify(|n| *n = n.wrapping_add(1));
 }
 
-/// Starts this node's control plane and returns its handle. The one place the driver is
-/// chosen: the Raft quorum (`metadata::raft`) replaces the interim driver here.
+/// A started control plane.
+struct ControlPlane {
+    /// The broker's handle on it.
+    metadata: MetadataHandle,
+    /// Interim only: the file the image is saved to after every change (the in-memory driver
+    /// keeps nothing across restarts). `None` for a durable metadata log.
+    interim_image_file: Option<PathBuf>,
+}
+
+/// Starts this node's control plane. The one place the driver is chosen: the Raft quorum
+/// (`metadata::raft`) replaces the interim driver here (returning `interim_image_file: None`,
+/// which also turns off the interim producer-id floor file). Runs inside the runtime.
 ///
-/// Interim: a one-node controller in memory (`controller::in_memory`), which keeps nothing
-/// across restarts. Runs inside the runtime.
-/// Until the Raft log arrives, the image is saved in `<data>/INTERIM_IMAGE_FILE` after every
-/// change and read back at start, so that topics survive a restart.
-fn start_control_plane(config: &Arc<BrokerConfig>) -> Result<MetadataHandle, BrokerError> {
+/// Interim: a one-node controller in memory (`controller::in_memory`) whose image is saved
+/// in `<data>/__interim_metadata_image.json` after every change and read back here, so that
+/// topics survive a restart.
+fn start_control_plane(config: &Arc<BrokerConfig>) -> Result<ControlPlane, BrokerError> {
     let path = config.data_dir.join(INTERIM_IMAGE_FILE);
     let image = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| BrokerError::Metadata {
@@ -364,12 +379,15 @@ fn start_control_plane(config: &Arc<BrokerConfig>) -> Result<MetadataHandle, Bro
     if let Some(floor) = crate::producer_ids::legacy_floor(&config.data_dir)? {
         image.next_producer_id = image.next_producer_id.max(floor);
     }
-    let (handle, _controller) = crate::controller::in_memory::start_in_memory_from(
+    let (metadata, _controller) = crate::controller::in_memory::start_in_memory_from(
         config.node_id,
         controller_settings(config),
         image,
     );
-    Ok(handle)
+    Ok(ControlPlane {
+        metadata,
+        interim_image_file: Some(path),
+    })
 }
 
 /// Where the interim driver keeps the image (see [`start_control_plane`]).
