@@ -234,6 +234,14 @@ impl Broker {
         self.high_watermark_moved.subscribe()
     }
 
+    /// The config overrides of topic `name` as the image has them (`None`: no such topic).
+    pub fn topic_config(&self, name: &str) -> Option<crate::topic_config::TopicConfig> {
+        let image = self.metadata.image();
+        let topic = image.topic(name)?;
+        // The controller validated them; a value this node cannot read falls back to defaults.
+        Some(crate::topic_config::TopicConfig::new(topic.configs.clone()).unwrap_or_default())
+    }
+
     /// Creates `name` with the broker's defaults if auto-creation is on and the topic is absent.
     /// Returns `None` when the topic does not exist and may not be created.
     pub async fn auto_create(&self, name: &str) -> Result<Option<Arc<TopicImage>>, BrokerError> {

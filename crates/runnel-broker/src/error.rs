@@ -157,6 +157,9 @@ pub enum BrokerError {
         /// Why.
         message: String,
     },
+    /// The active controller did not answer (an election, an unreachable leader, shutdown).
+    #[error("controller: {0}")]
+    Controller(#[from] crate::metadata::SubmitError),
     /// The listener could not bind (port in use, bad address).
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -230,6 +233,11 @@ impl BrokerError {
             BrokerError::Admin { code, .. } => {
                 ResponseError::try_from_code(*code).unwrap_or(ResponseError::UnknownServerError)
             }
+            // Retriable either way: clients ask again (admin clients find the controller).
+            BrokerError::Controller(crate::metadata::SubmitError::NotController { .. }) => {
+                ResponseError::NotController
+            }
+            BrokerError::Controller(_) => ResponseError::RequestTimedOut,
         }
     }
 
@@ -239,12 +247,6 @@ impl BrokerError {
             BrokerError::Admin { code, .. } => *code,
             _ => self.error_code().code(),
         }
-    }
-}
-
-impl From<crate::metadata::SubmitError> for BrokerError {
-    fn from(error: crate::metadata::SubmitError) -> BrokerError {
-        BrokerError::ControllerUnavailable(error.to_string())
     }
 }
 

@@ -621,3 +621,43 @@ fn a_failed_assignment_write_fails_every_sync_and_rebalances() {
     groups.assignment_stored(&stored, Ok(()), clock.at(33));
     assert_eq!(groups.describe("g").state, GroupState::PreparingRebalance);
 }
+
+/// A coordinator serves only the groups of the `__consumer_offsets` partitions it owns; once
+/// a partition moves away its groups are unloaded and every call for them is NOT_COORDINATOR.
+#[test]
+fn groups_of_a_partition_led_elsewhere_get_not_coordinator() {
+    let clock = Clock::new();
+    let groups = GroupCoordinator::new(config(0));
+    // "g" hashes to partition 103 % 50 = 3 ("g".hashCode() = 103).
+    assert_eq!(crate::group::partition_for("g", 50), 3);
+    groups.set_ownership(50, [3].into_iter().collect());
+    let joined = now_answer(groups.join(join_request("", None, &["range"]), clock.at(0)));
+    assert_eq!(joined.error, Some(GroupError::MemberIdRequired));
+    let offset = CommittedOffset {
+        offset: 5,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: 0,
+    };
+    groups.apply_commits("g", vec![(("t".into(), 0), offset)], clock.at(0));
+    assert_eq!(groups.committed("g", None).len(), 1);
+
+    // Partition 3 moves to another broker.
+    groups.set_ownership(50, std::collections::BTreeSet::new());
+    assert_eq!(
+        groups.unload(|g| crate::group::partition_for(g, 50) == 3),
+        1
+    );
+    assert!(groups.committed("g", None).is_empty());
+    let refused = now_answer(groups.join(join_request("", None, &["range"]), clock.at(1)));
+    assert_eq!(refused.error, Some(GroupError::NotCoordinator));
+    assert_eq!(
+        groups.heartbeat("g", "m", None, 1, clock.at(1)),
+        Err(GroupError::NotCoordinator)
+    );
+    assert_eq!(
+        groups.validate_commit("g", "", None, -1, clock.at(1)),
+        Err(GroupError::NotCoordinator)
+    );
+    assert_eq!(groups.owns("other"), groups.owns("g"));
+}

@@ -380,10 +380,39 @@ fn apply_record(groups: &GroupCoordinator, key: OffsetsKey, value: Option<&[u8]>
     }
 }
 
+/// On every broker, for the groups it coordinates: when a topic leaves the metadata image
+/// (deleted, through whichever broker), its committed offsets are dropped and tombstoned.
+/// Runs for the life of the broker.
+async fn drop_offsets_of_deleted_topics(broker: Arc<Broker>) {
+    let mut images = broker.metadata.subscribe();
+    let ids = |image: &crate::metadata::MetadataImage| -> BTreeMap<uuid::Uuid, String> {
+        image
+            .topics
+            .values()
+            .map(|t| (t.id, t.name.clone()))
+            .collect()
+    };
+    let mut known = ids(&images.borrow_and_update());
+    while images.changed().await.is_ok() {
+        let image = Arc::clone(&images.borrow_and_update());
+        // By id: a topic deleted and created again under its name is a deleted topic too.
+        let deleted: Vec<String> = known
+            .iter()
+            .filter(|(id, _)| !image.topics.contains_key(*id))
+            .map(|(_, name)| name.clone())
+            .collect();
+        known = ids(&image);
+        for topic in deleted {
+            drop_topic_offsets(&broker, &topic).await;
+        }
+    }
+}
+
 /// Drives the coordinator's timeouts (sessions, join phases, KIP-394 member ids) and the
 /// periodic offset expiry (`offsets.retention.check.interval.ms`), writing what they change.
 /// Runs for the life of the broker.
 pub async fn run_timers(broker: Arc<Broker>) {
+    tokio::spawn(drop_offsets_of_deleted_topics(Arc::clone(&broker)));
     let check_interval =
         Duration::from_millis(broker.config.offsets_retention_check_interval_ms.max(1));
     let mut next_retention_check = Instant::now() + check_interval;

@@ -114,6 +114,14 @@ async fn fetch_and_list_offsets_of_a_partition_led_elsewhere_are_refused() {
     );
     assert_eq!(partition.current_leader.leader_id, BrokerId(1));
     assert_eq!(partition.current_leader.leader_epoch, 3);
+    assert_eq!(
+        response
+            .node_endpoints
+            .iter()
+            .map(|e| (e.node_id.0, e.host.to_string(), e.port))
+            .collect::<Vec<_>>(),
+        [(1, "host-1".to_string(), 9001)]
+    );
 
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
     let request = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
@@ -320,5 +328,80 @@ async fn describe_cluster_and_quorum_report_the_image_and_the_quorum() {
             .map(|v| (v.replica_id.0, v.log_end_offset))
             .collect::<Vec<_>>(),
         [(0, 40), (1, 42)]
+    );
+}
+
+/// A `__consumer_offsets` partition whose leadership moves away takes its groups with it
+/// (NOT_COORDINATOR, offsets unloaded); when it comes back they are loaded from its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_follow_the_leadership_of_their_offsets_partition() {
+    use crate::group::{partition_for, store, CommittedOffset, GroupError};
+    let dir = tempfile::tempdir().unwrap();
+    let partitions: Vec<_> = (0..50).map(|_| testing::partition(&[0, 1], 0)).collect();
+    let image = testing::image(
+        &[0, 1],
+        &[
+            ("t", vec![testing::partition(&[0], 0)]),
+            ("__consumer_offsets", partitions),
+        ],
+    );
+    let (metadata, control) = testing::fake(image, 0);
+    let broker = testing::open(dir.path(), metadata).await;
+    assert_eq!(partition_for("g", 50), 3);
+    let offset = CommittedOffset {
+        offset: 5,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: 0,
+    };
+    store::commit_offsets(&broker, "g", vec![(("t".into(), 0), offset)])
+        .await
+        .unwrap();
+    assert_eq!(broker.groups.committed("g", None).len(), 1);
+
+    // Partition 3 is now led by node 1.
+    let move_leader = |leader: i32, index: u64| {
+        let mut image = MetadataImage::clone(&broker.metadata.image());
+        let topic_id = image.topic("__consumer_offsets").unwrap().id;
+        let mut state = testing::partition(&[0, 1], leader);
+        state.leader_epoch = i32::try_from(index).unwrap() + 3;
+        image.apply(
+            index,
+            &MetadataBatch {
+                request_id: None,
+                reply: None,
+                records: vec![MetadataRecord::ChangePartition {
+                    topic_id,
+                    partition: 3,
+                    state,
+                }],
+            },
+        );
+        control.image.send_replace(Arc::new(image));
+    };
+    move_leader(1, 2);
+    broker.topics.wait_synced(2).await.unwrap();
+    assert_eq!(broker.groups.owns("g"), Err(GroupError::NotCoordinator));
+    assert!(broker.groups.committed("g", None).is_empty());
+    let elsewhere = CommittedOffset {
+        offset: 9,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: 0,
+    };
+    // Its log here is no longer the group's to write.
+    assert!(matches!(
+        store::commit_offsets(&broker, "g", vec![(("t".into(), 0), elsewhere)]).await,
+        Err(crate::error::BrokerError::NotLeaderOrFollower { leader: 1, .. })
+    ));
+
+    // And back: the group's offsets are loaded from the partition's log.
+    move_leader(0, 3);
+    broker.topics.wait_synced(3).await.unwrap();
+    assert_eq!(broker.groups.owns("g"), Ok(()));
+    let committed = broker.groups.committed("g", None);
+    assert_eq!(
+        committed.values().map(|o| o.offset).collect::<Vec<_>>(),
+        [5]
     );
 }

@@ -21,7 +21,6 @@ use crate::config::broker_configs::{broker_config_entries, BrokerConfigEntry};
 use crate::config::{BrokerConfig, SETTINGS};
 use crate::error::BrokerError;
 use crate::topic_config::{TopicConfig, TopicConfigDef, TOPIC_CONFIGS};
-use crate::topics::Topic;
 
 /// Resource types of the config APIs.
 pub(crate) const TOPIC_RESOURCE: i8 = 2;
@@ -51,7 +50,7 @@ pub(crate) async fn handle(
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
         let configs = match resource.resource_type {
-            TOPIC_RESOURCE => match broker.topics.get(resource.resource_name.as_str()) {
+            TOPIC_RESOURCE => match broker.topic_config(resource.resource_name.as_str()) {
                 None => Err(BrokerError::UnknownTopicOrPartition(
                     resource.resource_name.to_string(),
                 )),
@@ -88,14 +87,14 @@ pub(crate) async fn handle(
 
 /// One topic config: the override, else the broker setting's value in effect.
 fn topic_entry(
-    topic: &Topic,
+    topic: &TopicConfig,
     def: &TopicConfigDef,
     config: &BrokerConfig,
     typed: bool,
     synonyms: bool,
 ) -> DescribeConfigsResourceResult {
     let (default, broker_name) = TopicConfig::default_value(def.name, config);
-    let override_value = topic.config.overrides().get(def.name).cloned();
+    let override_value = topic.overrides().get(def.name).cloned();
     // The broker setting behind the default, when it was given explicitly.
     let static_value = broker_name
         .and_then(|name| config.setting_value(name))

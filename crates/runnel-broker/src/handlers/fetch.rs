@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use tokio::runtime::RuntimeFlavor;
 use tokio::time::Instant;
 
-use super::cluster::named_leader;
+use super::cluster::{broker_endpoint, named_leader};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
@@ -107,7 +107,8 @@ pub(crate) async fn handle(
         if bytes >= min_bytes || any_error || Instant::now() >= deadline {
             return Ok(FetchResponse::default()
                 .with_session_id(0)
-                .with_responses(topics));
+                .with_responses(topics)
+                .with_node_endpoints(leader_endpoints(broker, &reads, &context.listener)));
         }
         tokio::select! {
             changed = advances.changed() => {
@@ -119,6 +120,31 @@ pub(crate) async fn handle(
             () = tokio::time::sleep_until(deadline) => {}
         }
     }
+}
+
+/// Fetch v16+: the endpoints of the leaders named in NOT_LEADER_OR_FOLLOWER answers.
+fn leader_endpoints(broker: &Broker, reads: &[TopicRead], listener: &str) -> Vec<NodeEndpoint> {
+    let leaders: std::collections::BTreeSet<i32> = reads
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .filter_map(|read| read.partition.as_ref().err().and_then(named_leader))
+        .map(|(leader, _)| leader)
+        .collect();
+    if leaders.is_empty() {
+        return Vec::new();
+    }
+    let image = broker.metadata.image();
+    leaders
+        .into_iter()
+        .filter_map(|leader| broker_endpoint(&image, leader, listener))
+        .map(|e| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(e.id))
+                .with_host(e.host.into())
+                .with_port(e.port)
+                .with_rack(e.rack.map(Into::into))
+        })
+        .collect()
 }
 
 /// The response size a read may have when it runs on its worker thread (under

@@ -66,7 +66,9 @@ async fn coordinator(
     let id = if key_type == GROUP_KEY {
         match crate::group::store::coordinator_of(broker, key).await {
             Ok(Some(leader)) => leader,
-            Ok(None) | Err(BrokerError::ControllerUnavailable(_)) => return Err(not_available()),
+            Ok(None) | Err(BrokerError::ControllerUnavailable(_) | BrokerError::Controller(_)) => {
+                return Err(not_available())
+            }
             Err(error) => return Err(error),
         }
     } else {

@@ -109,9 +109,11 @@ async fn by_name(
         Ok(Some(topic)) => describe(broker, &broker.metadata.image(), &topic),
         Ok(None) => error_topic(BrokerError::UnknownTopicOrPartition(name.to_string())),
         // No controller answered: the client retries, as while a new topic has no leader.
-        Err(BrokerError::ControllerUnavailable(_)) => MetadataResponseTopic::default()
-            .with_name(Some(name.clone()))
-            .with_error_code(ResponseError::LeaderNotAvailable.code()),
+        Err(BrokerError::ControllerUnavailable(_) | BrokerError::Controller(_)) => {
+            MetadataResponseTopic::default()
+                .with_name(Some(name.clone()))
+                .with_error_code(ResponseError::LeaderNotAvailable.code())
+        }
         Err(error) => error_topic(error),
     }
 }

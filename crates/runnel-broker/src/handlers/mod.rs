@@ -28,6 +28,7 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_quorum;
+mod describe_topic_partitions;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -153,6 +154,7 @@ pub static HANDLERS: &[ApiHandler] = &[
     api!(OffsetDelete, 0..=0, offset_delete),
     api!(DescribeQuorum, 0..=1, describe_quorum),
     api!(DescribeCluster, 0..=2, describe_cluster),
+    api!(DescribeTopicPartitions, 0..=0, describe_topic_partitions),
 ];
 
 /// The handler for `api_key` if `version` is within its served range.
