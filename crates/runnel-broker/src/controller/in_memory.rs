@@ -1,6 +1,6 @@
 //! [`InMemoryLog`]: a metadata log of one node, in memory: always the leader, a batch commits
-//! the moment it is proposed. For unit tests, and as the interim driver of a broker until the
-//! Raft quorum (`metadata::raft`) is wired in; nothing survives a restart. [`NoForwarder`]: the
+//! the moment it is proposed; nothing survives a restart. For unit tests of the controller and
+//! of code above it (brokers run the Raft quorum, `metadata::raft`, even alone). [`NoForwarder`]: the
 //! forwarder of a node that is the only controller. [`start_in_memory`] wires them up.
 
 use std::sync::Arc;

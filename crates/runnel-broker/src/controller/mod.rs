@@ -7,7 +7,7 @@
 //! - `heartbeats.rs`: [`HeartbeatTracker`], which sessions expired.
 //! - `service.rs`: [`ControllerService`], serialises decisions, proposes them to the
 //!   [`MetadataLog`](crate::metadata::MetadataLog), forwards to the leader, fences.
-//! - `in_memory.rs`: [`InMemoryLog`], a one-node log in memory (tests, interim wiring).
+//! - `in_memory.rs`: [`InMemoryLog`], a one-node log in memory, for unit tests.
 //! - `lifecycle.rs`: [`BrokerLifecycle`], every broker's registration and heartbeats.
 
 pub mod decide;
