@@ -9,11 +9,13 @@
 //! `TestBroker` is alive prints the log from `Drop`.
 
 pub mod client;
+pub mod cluster;
 pub mod hostile;
 pub mod log_file;
 pub mod wire;
 
 pub use client::*;
+pub use cluster::TestCluster;
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -91,6 +93,9 @@ macro_rules! ensure_eq {
 pub struct TestBroker {
     child: Option<Child>,
     addr: SocketAddr,
+    /// The arguments that say where the broker listens: `--listen addr --advertise addr` for a
+    /// lone broker, named listeners and the quorum for a [`TestCluster`] node.
+    listener_args: Vec<String>,
     extra_args: Vec<String>,
     temp_dir: tempfile::TempDir,
     starts: u32,
@@ -123,9 +128,25 @@ impl TestBroker {
     }
 
     fn unstarted(addr: SocketAddr, extra_args: &[&str]) -> Result<TestBroker> {
+        let listener_args = ["--listen", "--advertise"]
+            .into_iter()
+            .flat_map(|flag| [flag.to_owned(), addr.to_string()])
+            .collect();
+        TestBroker::unstarted_with(addr, listener_args, extra_args)
+    }
+
+    /// A broker not started yet that serves clients on `addr` and listens as `listener_args`
+    /// say; [`TestCluster`] starts its nodes with [`spawn_process`](Self::spawn_process) and
+    /// then [`wait_ready`](Self::wait_ready), so that all of them run before any is waited for.
+    pub(crate) fn unstarted_with(
+        addr: SocketAddr,
+        listener_args: Vec<String>,
+        extra_args: &[&str],
+    ) -> Result<TestBroker> {
         Ok(TestBroker {
             child: None,
             addr,
+            listener_args,
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             temp_dir: tempfile::Builder::new().prefix("runnel-e2e-").tempdir()?,
             starts: 0,
@@ -181,7 +202,7 @@ impl TestBroker {
         result.map_err(|e| Failure::from(Error::from(self.failure_text(&e.to_string()))))
     }
 
-    fn failure_text(&self, error: &str) -> String {
+    pub(crate) fn failure_text(&self, error: &str) -> String {
         format!(
             "{error}\n--- broker log ({}) ---\n{}\n--- end of broker log ---",
             self.log_path().display(),
@@ -298,7 +319,7 @@ impl TestBroker {
         self.wait_ready()
     }
 
-    fn spawn_process(&mut self) -> Result<()> {
+    pub(crate) fn spawn_process(&mut self) -> Result<()> {
         let bin = runnel_bin()?;
         std::fs::create_dir_all(self.data_dir())?;
         self.starts += 1;
@@ -306,16 +327,9 @@ impl TestBroker {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let addr = self.addr.to_string();
-        let data_dir = self.data_dir();
-        let mut args: Vec<String> = vec![
-            "--listen".into(),
-            addr.clone(),
-            "--advertise".into(),
-            addr,
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-        ];
+        let mut args = self.listener_args.clone();
+        args.push("--data-dir".into());
+        args.push(self.data_dir().display().to_string());
         args.extend(self.extra_args.iter().cloned());
         writeln!(
             log,
@@ -347,7 +361,7 @@ impl TestBroker {
         Ok(())
     }
 
-    fn wait_ready(&mut self) -> Result<()> {
+    pub(crate) fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Some(child) = self.child.as_mut() {
