@@ -71,7 +71,7 @@ impl TestCluster {
             .join(",");
         let mut nodes = Vec::new();
         for ((client_addr, controller_addr), id) in ports.into_iter().zip(1..) {
-            let listener_args = [
+            let mut args: Vec<String> = [
                 format!("node.id={id}"),
                 "process.roles=broker,controller".to_owned(),
                 format!("controller.quorum.voters={voters}"),
@@ -83,16 +83,18 @@ impl TestCluster {
             .into_iter()
             .flat_map(|setting| ["--set".to_owned(), setting])
             .collect();
+            args.extend(extra_args.iter().map(|a| (*a).to_owned()));
             nodes.push(Node {
                 id,
-                broker: TestBroker::unstarted_with(client_addr, listener_args, extra_args)?,
+                broker: TestBroker::unstarted_node(client_addr, &args)?,
                 controller_addr,
             });
         }
         let mut cluster = TestCluster { nodes };
-        let started = cluster.spawn_all();
-        cluster.check(started).map_err(failure_to_error)?;
-        Ok(cluster)
+        match cluster.spawn_all() {
+            Ok(()) => Ok(cluster),
+            Err(e) => Err(cluster.with_logs(&e.to_string()).into()),
+        }
     }
 
     fn spawn_all(&mut self) -> Result<()> {
@@ -301,20 +303,19 @@ impl TestCluster {
 
     /// Passes `result` through, appending every node's log to an error.
     pub fn check<T>(&self, result: Result<T>) -> Result<T, Failure> {
-        result.map_err(|e| {
-            let mut text = e.to_string();
-            for node in &self.nodes {
-                text = node
-                    .broker
-                    .failure_text(&format!("{text}\n=== node {} ===", node.id));
-            }
-            Failure::from(Error::from(text))
-        })
+        result.map_err(|e| Failure::from(Error::from(self.with_logs(&e.to_string()))))
     }
-}
 
-fn failure_to_error(failure: Failure) -> Error {
-    format!("{failure:?}").into()
+    /// `error` followed by every node's log.
+    fn with_logs(&self, error: &str) -> String {
+        let mut text = error.to_owned();
+        for node in &self.nodes {
+            text = node
+                .broker
+                .failure_text(&format!("{text}\n=== node {} ===", node.id));
+        }
+        text
+    }
 }
 
 /// What one node says in a Metadata response.

@@ -93,12 +93,12 @@ macro_rules! ensure_eq {
 pub struct TestBroker {
     child: Option<Child>,
     addr: SocketAddr,
-    /// The arguments that say where the broker listens: `--listen addr --advertise addr` for a
-    /// lone broker, named listeners and the quorum for a [`TestCluster`] node.
-    listener_args: Vec<String>,
     extra_args: Vec<String>,
     temp_dir: tempfile::TempDir,
     starts: u32,
+    /// Whether the harness passes `--listen`/`--advertise` (off when a test names the
+    /// listeners itself: setting both a shorthand and `listeners` is an error).
+    shorthands: bool,
 }
 
 impl TestBroker {
@@ -128,29 +128,37 @@ impl TestBroker {
     }
 
     fn unstarted(addr: SocketAddr, extra_args: &[&str]) -> Result<TestBroker> {
-        let listener_args = ["--listen", "--advertise"]
-            .into_iter()
-            .flat_map(|flag| [flag.to_owned(), addr.to_string()])
-            .collect();
-        TestBroker::unstarted_with(addr, listener_args, extra_args)
-    }
-
-    /// A broker not started yet that serves clients on `addr` and listens as `listener_args`
-    /// say; [`TestCluster`] starts its nodes with [`spawn_process`](Self::spawn_process) and
-    /// then [`wait_ready`](Self::wait_ready), so that all of them run before any is waited for.
-    pub(crate) fn unstarted_with(
-        addr: SocketAddr,
-        listener_args: Vec<String>,
-        extra_args: &[&str],
-    ) -> Result<TestBroker> {
         Ok(TestBroker {
             child: None,
             addr,
-            listener_args,
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             temp_dir: tempfile::Builder::new().prefix("runnel-e2e-").tempdir()?,
             starts: 0,
+            shorthands: true,
         })
+    }
+
+    /// As [`start`](Self::start), but without the harness's `--listen`/`--advertise`: the test
+    /// names the listeners in `extra_args` (`--set listeners=…`), and `addr` (one of them) is
+    /// where the harness waits for the broker and clients bootstrap.
+    pub fn start_with_listeners(addr: SocketAddr, extra_args: &[&str]) -> Result<TestBroker> {
+        let mut broker = TestBroker::unstarted(addr, extra_args)?;
+        broker.shorthands = false;
+        broker
+            .spawn()
+            .map_err(|e| broker.failure_text(&e.to_string()))?;
+        Ok(broker)
+    }
+
+    /// As [`expect_start_failure`](Self::expect_start_failure), but without the harness's
+    /// `--listen`/`--advertise` (only `--data-dir` and `extra_args`).
+    pub fn expect_start_failure_with_listeners(
+        extra_args: &[&str],
+    ) -> Result<(ExitStatus, String)> {
+        let mut broker = TestBroker::unstarted(free_addr()?, extra_args)?;
+        broker.shorthands = false;
+        let status = broker.spawn_expecting_exit()?;
+        Ok((status, broker.log()))
     }
 
     /// `127.0.0.1:<port>`, for `bootstrap.servers`.
@@ -306,6 +314,17 @@ impl TestBroker {
         }
     }
 
+    /// A broker not started yet, serving clients on `addr`, whose listeners `extra_args` name
+    /// (no `--listen`/`--advertise`): a [`TestCluster`] node. The cluster spawns every node
+    /// ([`spawn_process`](Self::spawn_process)) before it waits for any
+    /// ([`wait_ready`](Self::wait_ready)): a node may wait for its quorum before serving.
+    pub(crate) fn unstarted_node(addr: SocketAddr, extra_args: &[String]) -> Result<TestBroker> {
+        let args: Vec<&str> = extra_args.iter().map(String::as_str).collect();
+        let mut broker = TestBroker::unstarted(addr, &args)?;
+        broker.shorthands = false;
+        Ok(broker)
+    }
+
     /// Whether the process is still running (not exited).
     pub fn is_running(&mut self) -> Result<bool> {
         match self.child.as_mut() {
@@ -327,9 +346,13 @@ impl TestBroker {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let mut args = self.listener_args.clone();
-        args.push("--data-dir".into());
-        args.push(self.data_dir().display().to_string());
+        let addr = self.addr.to_string();
+        let data_dir = self.data_dir();
+        let mut args: Vec<String> = Vec::new();
+        if self.shorthands {
+            args.extend(["--listen".into(), addr.clone(), "--advertise".into(), addr]);
+        }
+        args.extend(["--data-dir".into(), data_dir.display().to_string()]);
         args.extend(self.extra_args.iter().cloned());
         writeln!(
             log,
