@@ -127,6 +127,41 @@ async fn create_topic_retrying(
     }
 }
 
+/// Calls `attempt` until it returns `Ok` (returned) or [`WAIT_TIMEOUT`] passes (an error naming
+/// `what` and the last error): for what the other brokers learn a moment after the one that
+/// answered.
+async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + WAIT_TIMEOUT;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("timed out after {WAIT_TIMEOUT:?}: {what}; last: {e}").into())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// `retention.ms` of `topic` as DescribeConfigs through `broker` reports it.
+async fn retention_ms(broker: &TestBroker, topic: &str) -> Result<Option<String>> {
+    let described = admin(broker)?
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &admin_options())
+        .await?;
+    let resource = described
+        .into_iter()
+        .next()
+        .ok_or("DescribeConfigs returned nothing")?
+        .map_err(|e| format!("DescribeConfigs {topic}: {e}"))?;
+    Ok(resource
+        .get("retention.ms")
+        .and_then(|entry| entry.value.clone()))
+}
+
 /// Whether node `id` says `topic` does not exist (absent, or listed with an error).
 fn topic_absent(cluster: &TestCluster, id: i32, topic: &str) -> Result<()> {
     let metadata = cluster.metadata_from(id, Some(&[topic]))?;
@@ -470,33 +505,31 @@ async fn restarting_all_three_keeps_topics_configs_and_committed_offsets() -> Te
                 "{topic} as node {id} lists it"
             );
         }
-        let described = admin(cluster.node(3)?)?
-            .describe_configs(&[ResourceSpecifier::Topic(topic)], &admin_options())
-            .await?;
-        let resource = described
-            .into_iter()
-            .next()
-            .ok_or("DescribeConfigs returned nothing")?
-            .map_err(|e| format!("DescribeConfigs {topic}: {e}"))?;
-        let retention = resource
-            .get("retention.ms")
-            .and_then(|entry| entry.value.clone());
-        ensure_eq!(
-            retention.as_deref(),
-            Some("86400123"),
-            "retention.ms of {topic}"
-        );
+        let node3 = cluster.node(3)?;
+        eventually(
+            &format!("retention.ms of {topic} through node 3"),
+            || async {
+                let retention = retention_ms(node3, topic).await?;
+                ensure_eq!(
+                    retention.as_deref(),
+                    Some("86400123"),
+                    "retention.ms of {topic}"
+                );
+                Ok(())
+            },
+        )
+        .await?;
 
-        let offset = cluster
-            .poll("the committed offset of durable-group", |cluster| {
-                committed_offset(&committer(cluster.node(1)?, "durable-group")?, topic)
-            })
-            .await?;
-        ensure_eq!(
-            offset,
-            rdkafka::Offset::Offset(7),
-            "committed offset after the restart"
-        );
+        let node1 = cluster.node(1)?;
+        eventually(
+            "the committed offset of durable-group through node 1",
+            || async {
+                let offset = committed_offset(&committer(node1, "durable-group")?, topic)?;
+                ensure_eq!(offset, rdkafka::Offset::Offset(7), "committed offset");
+                Ok(())
+            },
+        )
+        .await?;
 
         let read = read_all(cluster.node(1)?, topic, 3).await?;
         check_acknowledged(topic, &acked, &read)?;
@@ -512,8 +545,8 @@ async fn a_non_leader_answers_not_leader_and_rdkafka_moves_to_the_new_leader() -
     let result = async {
         cluster.wait_for_brokers(3).await?;
         let topic = "moving";
-        create_topic(cluster.node(1)?, topic, 3).await?;
-        let before = cluster.wait_for_leaders(1, topic, 3).await?;
+        create_topic(cluster.node(1)?, topic, 1).await?;
+        let before = cluster.wait_for_leaders(1, topic, 1).await?;
         let leader = before.partition(0)?.leader;
         let other = cluster
             .node_ids()
@@ -560,9 +593,9 @@ async fn a_non_leader_answers_not_leader_and_rdkafka_moves_to_the_new_leader() -
                     topic_absent(cluster, other, topic)
                 })
                 .await?;
-            create_topic(cluster.node(other)?, topic, 3).await?;
+            create_topic(cluster.node(other)?, topic, 1).await?;
             moved_to = cluster
-                .wait_for_leaders(other, topic, 3)
+                .wait_for_leaders(other, topic, 1)
                 .await?
                 .partition(0)?
                 .leader;
@@ -647,21 +680,16 @@ async fn admin_operations_work_from_every_broker() -> TestResult {
             // Every broker sees the grown topic and its config.
             for other in cluster.node_ids() {
                 cluster.wait_for_leaders(other, &topic, 5).await?;
-                let described = admin(cluster.node(other)?)?
-                    .describe_configs(&[ResourceSpecifier::Topic(&topic)], &admin_options())
-                    .await?;
-                let retention = described
-                    .into_iter()
-                    .next()
-                    .ok_or("DescribeConfigs returned nothing")?
-                    .map_err(|e| format!("DescribeConfigs {topic} on node {other}: {e}"))?
-                    .get("retention.ms")
-                    .and_then(|entry| entry.value.clone());
-                ensure_eq!(
-                    retention.as_deref(),
-                    Some("3600000"),
-                    "retention.ms of {topic} on node {other}"
-                );
+                let broker = cluster.node(other)?;
+                eventually(
+                    &format!("retention.ms of {topic} through node {other}"),
+                    || async {
+                        let retention = retention_ms(broker, &topic).await?;
+                        ensure_eq!(retention.as_deref(), Some("3600000"), "retention.ms");
+                        Ok(())
+                    },
+                )
+                .await?;
             }
 
             let deleted = client
