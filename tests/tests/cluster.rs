@@ -713,3 +713,42 @@ async fn admin_operations_work_from_every_broker() -> TestResult {
     .await;
     cluster.check(result)
 }
+
+#[tokio::test]
+async fn a_lone_node_is_broker_and_controller_of_its_own_cluster() -> TestResult {
+    let broker = TestBroker::start(&[])?;
+    let result = async {
+        create_topic(&broker, "alone", 3).await?;
+        let metadata = runnel_e2e::cluster::metadata(&broker, Some(&["alone"]))?;
+        ensure_eq!(metadata.broker_ids(), vec![0], "brokers");
+        ensure_eq!(metadata.controller_id, 0, "controller");
+        let topic = metadata.topic("alone")?;
+        ensure_eq!(topic.error_code, 0, "error of alone");
+        ensure_eq!(topic.partitions.len(), 3, "partitions of alone");
+        for partition in &topic.partitions {
+            ensure_eq!(
+                partition.leader,
+                0,
+                "leader of alone-{}",
+                partition.partition
+            );
+            ensure!(
+                partition.leader_epoch >= 0,
+                "leader epoch {}",
+                partition.leader_epoch
+            );
+            ensure_eq!(partition.replicas, vec![0], "replicas");
+            ensure_eq!(partition.isr, vec![0], "ISR");
+            ensure!(
+                partition.offline_replicas.is_empty(),
+                "offline replicas {:?}",
+                partition.offline_replicas
+            );
+        }
+        let all = runnel_e2e::cluster::metadata(&broker, None)?;
+        ensure!(all.topic("alone").is_ok(), "all topics: {:?}", all.topics);
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
