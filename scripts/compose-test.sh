@@ -3,7 +3,8 @@
 # (scripts/docker-build.sh), starts docker-compose.yml, waits until Metadata lists three
 # brokers, produces keyed records through one broker and reads them back through another, stops
 # runnel-2, waits until the others list two brokers, produces to a new topic and reads it back,
-# and always tears the cluster down with its volumes. Every wait has a deadline.
+# starts runnel-2 again and reads the first topic back whole through it, and always tears the
+# cluster down with its volumes. Every wait has a deadline.
 #
 # Needs Docker with Compose (`docker compose` or `docker-compose`) and kcat; without them it
 # says so and fails: scripts/test.sh runs it where Docker is expected (CI), never silently.
@@ -98,5 +99,10 @@ wait_brokers 2 19092 39092
 # A topic created now is placed on the two brokers left.
 produce 39092 compose-after 300
 check_consumed 19092 compose-after 300
+
+# Back: three brokers again, and the first topic (some of it on runnel-2) reads back whole.
+"${compose[@]}" start runnel-2
+wait_brokers 3 19092 29092 39092
+check_consumed 29092 compose-before 300
 
 echo "compose-test: passed"

@@ -172,11 +172,21 @@ impl TestCluster {
         self.node_mut(id)?.restart()
     }
 
-    /// SIGTERM every running node (each must exit with 0), then start all of them again,
-    /// spawning all before waiting for any (a node may wait for its quorum).
+    /// SIGTERM every running node at once, as `docker compose down` does (each must exit with
+    /// 0), then start all of them again, spawning all before waiting for any (a node may wait
+    /// for its quorum).
     pub fn restart_all(&mut self) -> Result<()> {
         for node in &mut self.nodes {
-            if node.broker.is_running()? {
+            if let Some(pid) = node.broker.pid() {
+                // `terminate` below sends SIGTERM again and waits; this one lets every node
+                // start shutting down before the first is waited for.
+                std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()?;
+            }
+        }
+        for node in &mut self.nodes {
+            if node.broker.pid().is_some() {
                 let status = node.broker.terminate()?;
                 ensure!(
                     status.success(),
