@@ -90,6 +90,12 @@ check_consumed() {
 "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
 "${compose[@]}" up -d
 wait_brokers 3 19092 29092 39092
+# Asked on the EXTERNAL listener, every broker is advertised as the host reaches it.
+metadata="$(timeout 15 kcat -b localhost:29092 -L -m 5)" || fail "Metadata from localhost:29092"
+for n in 1 2 3; do
+    grep -q "broker $n at localhost:${n}9092" <<<"$metadata" ||
+        fail "Metadata from localhost:29092 does not list broker $n at localhost:${n}9092: $metadata"
+done
 
 produce 19092 compose-before 300
 check_consumed 39092 compose-before 300
