@@ -15,7 +15,8 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use runnel_e2e::cluster::TopicMetadata;
 use runnel_e2e::wire::{
-    api_key, parse_produce_v3, produce_v3, record_batch, ProducerIdentity, RawConnection,
+    api_key, parse_produce_v3, produce_v3, put_string, record_batch, ProducerIdentity,
+    RawConnection, Reader,
 };
 use runnel_e2e::{
     admin, admin_options, commit_offset, committed_offset, committer, create_topic,
@@ -27,6 +28,8 @@ use runnel_e2e::{
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 /// LEADER_NOT_AVAILABLE.
 const LEADER_NOT_AVAILABLE: i16 = 5;
+/// FindCoordinator API key.
+const FIND_COORDINATOR: i16 = 10;
 /// Partitions of the topics whose leaders must cover every broker.
 const SPREAD_PARTITIONS: i32 = 12;
 
@@ -81,6 +84,34 @@ fn check_acknowledged(
         );
     }
     Ok(())
+}
+
+/// The `__consumer_offsets` partition of `group`: `abs(hashCode(group)) % partitions`, with
+/// Java's `String.hashCode` (over UTF-16 code units, wrapping) and Kafka's `Utils.abs`.
+fn offsets_partition_for(group: &str, partitions: i32) -> i32 {
+    let hash = group.encode_utf16().fold(0i32, |hash, unit| {
+        hash.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    abs % partitions
+}
+
+/// The coordinator node id a FindCoordinator v0 to `broker` names for `group` (errors on an
+/// error code).
+fn find_coordinator(broker: &TestBroker, group: &str) -> Result<i32> {
+    let mut body = Vec::new();
+    put_string(&mut body, group);
+    let mut connection = RawConnection::connect(broker, Duration::from_secs(10))?;
+    let response = connection.round_trip(FIND_COORDINATOR, 0, &body)?;
+    let mut reader = Reader::new(&response);
+    let error_code = reader.i16()?;
+    let node_id = reader.i32()?;
+    ensure_eq!(
+        error_code,
+        0,
+        "FindCoordinator {group} error (node {node_id})"
+    );
+    Ok(node_id)
 }
 
 /// Leader of each partition, as `topic` says.
@@ -305,6 +336,21 @@ async fn produce_through_one_broker_reaches_all_and_a_group_reads_everything() -
         }
         check_acknowledged(topic, &acked, &read)?;
         consumer.commit_consumer_state(CommitMode::Sync)?;
+
+        // Every broker names as the group's coordinator the leader of its __consumer_offsets
+        // partition (Kafka's: abs(Java hashCode of the group id) % 50).
+        let offsets_partition = offsets_partition_for("everywhere-readers", 50);
+        let offsets = cluster
+            .wait_for_leaders(1, "__consumer_offsets", 50)
+            .await?;
+        let coordinator = offsets.partition(offsets_partition)?.leader;
+        for id in cluster.node_ids() {
+            ensure_eq!(
+                find_coordinator(cluster.node(id)?, "everywhere-readers")?,
+                coordinator,
+                "coordinator node {id} names (leader of __consumer_offsets-{offsets_partition})"
+            );
+        }
 
         // The committed offsets are there for a second member of the group, through node 3.
         let checker = committer(cluster.node(3)?, "everywhere-readers")?;
