@@ -11,6 +11,7 @@
 #   scripts/cluster.sh start N      start node N
 #   scripts/cluster.sh restart N    SIGTERM node N if it runs, then start it
 #   scripts/cluster.sh status       which nodes run, and (with kcat) the brokers Metadata lists
+#   scripts/cluster.sh logs N       follow node N's log
 #
 # The binary is target/release/runnel, built first (cargo build --release); RUNNEL_BIN=path
 # uses another. RUNNEL_CLUSTER_DIR moves ./cluster-data. Extra settings for every node:
@@ -184,6 +185,10 @@ case "$command" in
         ;;
     status)
         status
+        ;;
+    logs)
+        check_node "${2:-}"
+        exec tail -n 50 -F "$(node_dir "$2")/runnel.log"
         ;;
     *)
         usage
