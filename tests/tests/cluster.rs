@@ -618,8 +618,8 @@ async fn a_non_leader_answers_not_leader_and_rdkafka_moves_to_the_new_leader() -
             "produce to node {other} for {topic}-0 (led by {leader})"
         );
 
-        // A producer that knows the old leader: the topic is deleted and created again until
-        // partition 0's leader moves; the producer's cached metadata is then stale, and it must
+        // A producer that knows the old leader: the topic is deleted and created again (after
+        // a filler topic) until partition 0's leader moves; the producer's cached metadata is then stale, and it must
         // find the new leader by itself.
         let producer = producer(
             cluster.node(other)?,
@@ -630,7 +630,7 @@ async fn a_non_leader_answers_not_leader_and_rdkafka_moves_to_the_new_leader() -
             .map_err(|e| format!("first produce: {e}"))?;
         let admin_client = admin(cluster.node(other)?)?;
         let mut moved_to = leader;
-        for _ in 0..6 {
+        for attempt in 0..6 {
             admin_client
                 .delete_topics(&[topic], &admin_options())
                 .await?;
@@ -639,6 +639,9 @@ async fn a_non_leader_answers_not_leader_and_rdkafka_moves_to_the_new_leader() -
                     topic_absent(cluster, other, topic)
                 })
                 .await?;
+            // Another topic first, so that round-robin placement (which goes on from where the
+            // previous topic stopped) does not start at the same broker again.
+            create_topic(cluster.node(other)?, &format!("filler-{attempt}"), 1).await?;
             create_topic(cluster.node(other)?, topic, 1).await?;
             moved_to = cluster
                 .wait_for_leaders(other, topic, 1)
