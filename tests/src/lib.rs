@@ -9,11 +9,13 @@
 //! `TestBroker` is alive prints the log from `Drop`.
 
 pub mod client;
+pub mod cluster;
 pub mod hostile;
 pub mod log_file;
 pub mod wire;
 
 pub use client::*;
+pub use cluster::TestCluster;
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -208,7 +210,7 @@ impl TestBroker {
         result.map_err(|e| Failure::from(Error::from(self.failure_text(&e.to_string()))))
     }
 
-    fn failure_text(&self, error: &str) -> String {
+    pub(crate) fn failure_text(&self, error: &str) -> String {
         format!(
             "{error}\n--- broker log ({}) ---\n{}\n--- end of broker log ---",
             self.log_path().display(),
@@ -312,6 +314,17 @@ impl TestBroker {
         }
     }
 
+    /// A broker not started yet, serving clients on `addr`, whose listeners `extra_args` name
+    /// (no `--listen`/`--advertise`): a [`TestCluster`] node. The cluster spawns every node
+    /// ([`spawn_process`](Self::spawn_process)) before it waits for any
+    /// ([`wait_ready`](Self::wait_ready)): a node may wait for its quorum before serving.
+    pub(crate) fn unstarted_node(addr: SocketAddr, extra_args: &[String]) -> Result<TestBroker> {
+        let args: Vec<&str> = extra_args.iter().map(String::as_str).collect();
+        let mut broker = TestBroker::unstarted(addr, &args)?;
+        broker.shorthands = false;
+        Ok(broker)
+    }
+
     /// Whether the process is still running (not exited).
     pub fn is_running(&mut self) -> Result<bool> {
         match self.child.as_mut() {
@@ -325,7 +338,7 @@ impl TestBroker {
         self.wait_ready()
     }
 
-    fn spawn_process(&mut self) -> Result<()> {
+    pub(crate) fn spawn_process(&mut self) -> Result<()> {
         let bin = runnel_bin()?;
         std::fs::create_dir_all(self.data_dir())?;
         self.starts += 1;
@@ -371,7 +384,7 @@ impl TestBroker {
         Ok(())
     }
 
-    fn wait_ready(&mut self) -> Result<()> {
+    pub(crate) fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Some(child) = self.child.as_mut() {

@@ -1,0 +1,154 @@
+//! Figures of a three-node cluster for scripts/bench/cluster-figures.sh (docs/performance.md),
+//! measured on real processes started by the test harness's [`TestCluster`]:
+//!
+//! - start-up: from spawning three fresh nodes to every node listing three brokers and a
+//!   controller;
+//! - controller failover, `--rounds` times: from kill -9 of the active controller to the first
+//!   CreateTopics that succeeds through a surviving node (and to a new controller being named);
+//! - 1,000 topics: created with one CreateTopics request each, one after the other through one
+//!   node, then 1,000 more in a single request, each until every node lists them.
+//!
+//! ```text
+//! cluster_figures [--rounds 3] [--topics 1000]
+//! ```
+//! Output: one `name=value` line per figure, times in milliseconds.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::types::RDKafkaErrorCode;
+use runnel_e2e::{admin, admin_options, Result, TestCluster, WAIT_TIMEOUT};
+
+fn ms(duration: Duration) -> String {
+    format!("{:.0}", duration.as_secs_f64() * 1000.0)
+}
+
+fn arg(name: &str, default: usize) -> Result<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(index) => Ok(args
+            .get(index + 1)
+            .ok_or_else(|| format!("{name} needs a value"))?
+            .parse()?),
+    }
+}
+
+/// Creates `names` (one partition each) through node `from` in one request, retrying while
+/// no controller answers; a retry that finds a topic already there counts it as created.
+async fn create(cluster: &TestCluster, from: i32, names: &[String]) -> Result<()> {
+    let client = admin(cluster.node(from)?)?;
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| NewTopic::new(name, 1, TopicReplication::Fixed(1)))
+        .collect();
+    let deadline = Instant::now() + WAIT_TIMEOUT;
+    let mut retry = false;
+    loop {
+        let error = match client.create_topics(topics.iter(), &admin_options()).await {
+            Err(e) => e.to_string(),
+            Ok(results) => {
+                let failed: Vec<String> = results
+                    .into_iter()
+                    .filter_map(|result| match result {
+                        Ok(_) => None,
+                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) if retry => None,
+                        Err((name, code)) => Some(format!("{name}: {code:?}")),
+                    })
+                    .collect();
+                if failed.is_empty() {
+                    return Ok(());
+                }
+                failed.join(", ")
+            }
+        };
+        if Instant::now() >= deadline {
+            return Err(format!("CreateTopics through node {from}: {error}").into());
+        }
+        retry = true;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every running node lists at least `count` topics.
+async fn wait_topics(cluster: &mut TestCluster, count: usize) -> Result<()> {
+    let running = cluster.running_ids()?;
+    cluster
+        .poll(&format!("every node lists {count} topics"), |cluster| {
+            for &id in &running {
+                let listed = cluster.metadata_from(id, None)?.topics.len();
+                if listed < count {
+                    return Err(format!("node {id} lists {listed}").into());
+                }
+            }
+            Ok(())
+        })
+        .await
+}
+
+async fn run(cluster: &mut TestCluster, started: Instant) -> Result<()> {
+    let rounds = arg("--rounds", 3)?;
+    let topics = arg("--topics", 1000)?;
+    let serving = started.elapsed();
+    cluster.wait_for_brokers(3).await?;
+    let ready = started.elapsed();
+    println!("startup_serving_ms={}", ms(serving));
+    println!("startup_three_brokers_ms={}", ms(ready));
+
+    for round in 1..=rounds {
+        let old = cluster.controller_id().await?;
+        let survivor = cluster
+            .node_ids()
+            .into_iter()
+            .find(|id| *id != old)
+            .ok_or("no survivor")?;
+        let killed = Instant::now();
+        cluster.kill9(old)?;
+        let new = cluster.controller_id().await?;
+        let elected = killed.elapsed();
+        create(cluster, survivor, &[format!("failover-{round}")]).await?;
+        let created = killed.elapsed();
+        println!(
+            "failover_round={round} killed={old} new_controller={new} \
+             new_controller_named_ms={} first_create_topics_ms={}",
+            ms(elected),
+            ms(created)
+        );
+        cluster.start_again(old)?;
+        cluster.wait_for_brokers(3).await?;
+    }
+
+    let before = cluster.metadata_from(1, None)?.topics.len();
+    let names: Vec<String> = (0..topics).map(|i| format!("many-{i}")).collect();
+    let sequential = Instant::now();
+    for name in &names {
+        create(cluster, 1, std::slice::from_ref(name)).await?;
+    }
+    let answered = sequential.elapsed();
+    wait_topics(cluster, before + topics).await?;
+    println!(
+        "create_{topics}_topics_one_request_each_ms={} listed_by_all_ms={}",
+        ms(answered),
+        ms(sequential.elapsed())
+    );
+
+    let names: Vec<String> = (0..topics).map(|i| format!("batch-{i}")).collect();
+    let batch = Instant::now();
+    create(cluster, 2, &names).await?;
+    let answered = batch.elapsed();
+    wait_topics(cluster, before + 2 * topics).await?;
+    println!(
+        "create_{topics}_topics_one_request_ms={} listed_by_all_ms={}",
+        ms(answered),
+        ms(batch.elapsed())
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::result::Result<(), runnel_e2e::Failure> {
+    let started = Instant::now();
+    let mut cluster = TestCluster::start(3)?;
+    let result = run(&mut cluster, started).await;
+    cluster.check(result)
+}
