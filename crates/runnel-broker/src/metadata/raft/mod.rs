@@ -604,8 +604,15 @@ impl MetadataLog for RaftQuorum {
         let checked =
             tokio::time::timeout(LEADERSHIP_TIMEOUT, self.inner.raft.ensure_linearizable()).await;
         match checked {
-            // Everything committed up to this term's first entry is applied to the image.
-            Ok(Ok(_)) => Leadership::Leader,
+            // Everything committed up to this term's first entry is applied to the image. The
+            // controller decides on the image, so it must also hold the entries this leader
+            // appended but has not committed yet (a leader that restarted with a tail of its
+            // own term, e.g. a controlled shutdown no quorum heard): deciding without them
+            // would decide on a state that they then overwrite.
+            Ok(Ok(_)) => match self.wait_for_own_log_applied().await {
+                true => Leadership::Leader,
+                false => Leadership::Follower { leader: None },
+            },
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
                 Leadership::Follower {
                     leader: forward.leader_id.and_then(broker_id),
@@ -617,6 +624,24 @@ impl MetadataLog for RaftQuorum {
 
     fn image(&self) -> Arc<MetadataImage> {
         Arc::clone(&self.inner.image.borrow())
+    }
+}
+
+impl RaftQuorum {
+    /// Waits (up to `LEADERSHIP_TIMEOUT`) until the image has applied every entry in this
+    /// node's log as it stands now; `false` on timeout or if this node stopped leading.
+    async fn wait_for_own_log_applied(&self) -> bool {
+        let mut metrics = self.inner.raft.metrics();
+        let target = metrics.borrow().last_log_index;
+        let caught_up = tokio::time::timeout(
+            LEADERSHIP_TIMEOUT,
+            metrics.wait_for(|m| {
+                m.state != openraft::ServerState::Leader
+                    || m.last_applied.map(|id| id.index) >= target
+            }),
+        )
+        .await;
+        matches!(caught_up, Ok(Ok(m)) if m.state == openraft::ServerState::Leader)
     }
 }
 
