@@ -13,15 +13,14 @@ use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::BrokerConfig;
-use crate::controller::lifecycle::BrokerLifecycle;
 use crate::control_plane::{controller_settings, ControlPlane};
+use crate::controller::lifecycle::BrokerLifecycle;
 use crate::error::BrokerError;
 use crate::flusher::{FlushPolicy, Flusher};
 use crate::group::{self, GroupConfig, GroupCoordinator};
 use crate::metadata::requests::{NewTopic, TopicOutcome};
 use crate::metadata::{
-    BrokerId, ControllerReply, ControllerRequest, MetadataHandle, MetadataImage,
-    TopicImage,
+    BrokerId, ControllerReply, ControllerRequest, MetadataHandle, MetadataImage, TopicImage,
 };
 use crate::producer_ids::ProducerIdAllocator;
 use crate::topics::{is_internal_name, Partition, Topic, TopicRegistry};

@@ -38,12 +38,13 @@ impl ControlPlane {
         cluster_id: &str,
     ) -> Result<ControlPlane, BrokerError> {
         let quorum_config = quorum_config(config, cluster_id)?;
-        let quorum = RaftQuorum::start(quorum_config)
-            .await
-            .map_err(|error| BrokerError::Metadata {
-                path: config.data_dir.join("__cluster_metadata"),
-                source: std::io::Error::other(error.to_string()),
-            })?;
+        let quorum =
+            RaftQuorum::start(quorum_config)
+                .await
+                .map_err(|error| BrokerError::Metadata {
+                    path: config.data_dir.join("__cluster_metadata"),
+                    source: std::io::Error::other(error.to_string()),
+                })?;
         let service = Arc::new(ControllerService::new(
             config.node_id,
             Arc::new(quorum.clone()),

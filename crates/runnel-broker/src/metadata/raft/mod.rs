@@ -14,6 +14,7 @@
 //! timeout (9 s), and a slow heartbeat or two does not start an election.
 
 pub mod log_store;
+mod reserve;
 pub mod state_machine;
 #[cfg(test)]
 mod tests;
@@ -677,8 +678,24 @@ async fn publish_quorum_state(
     quorum: watch::Sender<QuorumState>,
 ) {
     let mut times = ReplicaTimes::default();
+    let mut stopped_reported = false;
     loop {
-        let state = quorum_state(&metrics.borrow_and_update(), &mut times);
+        let state = {
+            let current = metrics.borrow_and_update();
+            if let Err(fatal) = &current.running_state {
+                // A storage error (or a panic) stops openraft for good; say so loudly, once.
+                if !stopped_reported && !matches!(fatal, Fatal::Stopped) {
+                    tracing::error!(
+                        error = %fatal,
+                        "the metadata quorum stopped on a fatal error: this node no longer \
+                         takes part in the metadata log (admin requests time out) until it \
+                         is restarted"
+                    );
+                }
+                stopped_reported = true;
+            }
+            quorum_state(&current, &mut times)
+        };
         quorum.send_if_modified(|current| {
             let changed = *current != state;
             *current = state;
