@@ -14,9 +14,10 @@
 //!
 //! A full disk: every write that must be durable (an append, a truncation, the purge rewrite,
 //! the vote) leaves nothing behind when it fails, and one that fails for lack of space is
-//! retried once in the space of the [`Reserve`] (see `reserve.rs`): a storage error stops the
-//! Raft node for good, and freeing space (DeleteTopics) itself needs an append. The
-//! `committed` hint is best effort: failing to write it is a warning, never an error.
+//! retried in space taken from the [`Reserve`] (see `reserve.rs`; the snapshot shares it): a
+//! storage error stops the Raft node for good, and freeing space (DeleteTopics) itself needs
+//! an append. The `committed` hint is best effort: failing to write it is a warning, never an
+//! error.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -30,7 +31,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, StorageError, StorageIOError, Vote};
 use serde::{Deserialize, Serialize};
 
-use super::reserve::{with_context, Reserve, RESERVE_BYTES};
+use super::reserve::{with_context, write_atomically, Reserve, RESERVE_BYTES};
 use super::TypeConfig;
 
 /// The Raft vote file.
@@ -66,8 +67,8 @@ struct LogFile {
     len_bytes: u64,
     /// File position of each entry, by index (for truncation).
     positions: BTreeMap<u64, u64>,
-    /// The space reserve of the directory (the vote's writes use it too).
-    reserve: Reserve,
+    /// The space reserve of the directory (shared with the vote and the snapshot).
+    reserve: Arc<Mutex<Reserve>>,
 }
 
 /// The in-memory copy of the log, shared with readers.
@@ -92,6 +93,7 @@ pub struct LogStore {
     dir: PathBuf,
     log: Arc<Mutex<LogEntries>>,
     file: Arc<Mutex<LogFile>>,
+    reserve: Arc<Mutex<Reserve>>,
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId<NodeId>>,
 }
@@ -171,26 +173,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     runnel_storage::sync_dir(dir).map_err(|e| io_error(format!("{}: {e}", dir.display())))
 }
 
-/// Replaces `path` with `bytes` durably (write a temporary file, fsync, rename, fsync the
-/// directory). On failure the temporary file is removed, and the error keeps its kind (a full
-/// disk stays recognisable).
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".tmp");
-    let temp = PathBuf::from(temp);
-    let written = File::create(&temp)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&temp, path));
-    if let Err(error) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(with_context(path.display(), error));
-    }
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
 /// Writes `bytes` at `at` of `file` and fsyncs them; on failure cuts the file back to `at`, so
 /// that no torn record stays behind (if even that fails, the error says so, and open cuts the
 /// tail anyway).
@@ -230,10 +212,10 @@ impl LogFile {
             reserve,
             ..
         } = self;
-        reserve.write_with(len_of(&bytes), || write_at(file, path, at, &bytes))?;
+        lock(reserve).write_with(len_of(&bytes), || write_at(file, path, at, &bytes))?;
         self.len_bytes = position;
         self.positions.extend(positions);
-        self.reserve.replenish();
+        lock(&self.reserve).replenish();
         Ok(())
     }
 }
@@ -304,7 +286,7 @@ impl LogStore {
             file.set_len(len_bytes)?;
             file.sync_all()?;
         }
-        let reserve = Reserve::open(dir, reserve_bytes);
+        let reserve = Arc::new(Mutex::new(Reserve::open(dir, reserve_bytes)));
         let store = LogStore {
             dir: dir.to_path_buf(),
             log: Arc::new(Mutex::new(log)),
@@ -313,8 +295,9 @@ impl LogStore {
                 file,
                 len_bytes,
                 positions,
-                reserve,
+                reserve: Arc::clone(&reserve),
             })),
+            reserve,
             vote,
             committed,
         };
@@ -322,6 +305,11 @@ impl LogStore {
             store,
             truncated_bytes,
         })
+    }
+
+    /// The space reserve, for the snapshot's writes.
+    pub(crate) fn reserve(&self) -> Arc<Mutex<Reserve>> {
+        Arc::clone(&self.reserve)
     }
 
     fn last_log_id(&self) -> Option<LogId<NodeId>> {
@@ -400,11 +388,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let bytes = serde_json::to_vec(vote).map_err(|e| StorageIOError::write_vote(&e))?;
         let path = self.dir.join(VOTE_FILE);
-        let file = Arc::clone(&self.file);
+        let reserve = Arc::clone(&self.reserve);
         blocking(move || {
-            lock(&file)
-                .reserve
-                .write_with(len_of(&bytes), || write_atomically(&path, &bytes))
+            lock(&reserve).write_with(len_of(&bytes), || write_atomically(&path, &bytes))
         })
         .await
         .map_err(|e| StorageIOError::write_vote(&e))?;
@@ -501,7 +487,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 reserve,
                 ..
             } = file;
-            reserve.write_with(0, || {
+            lock(reserve).write_with(0, || {
                 log.set_len(position)
                     .and_then(|()| log.sync_all())
                     .map_err(|e| with_context(path.display(), e))
@@ -544,8 +530,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         blocking(move || {
             let mut file = lock(&file);
             let path = file.path.clone();
-            file.reserve
-                .write_with(len_of(&bytes), || write_atomically(&path, &bytes))?;
+            let reserve = Arc::clone(&file.reserve);
+            lock(&reserve).write_with(len_of(&bytes), || write_atomically(&path, &bytes))?;
             let reopened = OpenOptions::new().read(true).write(true).open(&path)?;
             file.file = reopened;
             file.len_bytes = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
@@ -712,7 +698,7 @@ mod tests {
         const RESERVE: u64 = 256 * 1024;
         let tmpfs = Tmpfs::mount("1m");
         let dir = tmpfs.path().join(crate::metadata::raft::METADATA_DIR_NAME);
-        let reserve_len = |store: &LogStore| lock(&store.file).reserve.len();
+        let reserve_len = |store: &LogStore| lock(&store.reserve).len();
         let reserve_file = dir.join(crate::metadata::raft::reserve::RESERVE_FILE);
         let store = LogStore::open_with_reserve(&dir, RESERVE).unwrap().store;
         assert_eq!(reserve_len(&store), RESERVE);

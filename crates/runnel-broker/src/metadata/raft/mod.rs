@@ -255,7 +255,7 @@ impl RaftQuorum {
                     "metadata log: a torn tail was cut off at open"
                 );
             }
-            let state_machine = StateMachine::open(&open_dir, image_tx)?;
+            let state_machine = StateMachine::open(&open_dir, image_tx, opened.store.reserve())?;
             Ok::<_, std::io::Error>((opened.store, state_machine))
         })
         .await

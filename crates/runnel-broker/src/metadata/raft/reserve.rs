@@ -17,7 +17,7 @@
 //! filesystem has room for the whole reserve twice over — checked with `statvfs` (one cheap
 //! syscall) first, so that growing it never fills a nearly full disk for the partition logs.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -204,6 +204,27 @@ impl Reserve {
             );
         }
     }
+}
+
+/// Replaces `path` with `bytes` durably (write a temporary file, fsync, rename, fsync the
+/// directory). On failure the temporary file is removed, and the error keeps its kind (a full
+/// disk stays recognisable).
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    let written = File::create(&temp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(with_context(path.display(), error));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    runnel_storage::sync_dir(dir).map_err(|e| io::Error::other(format!("{}: {e}", dir.display())))
 }
 
 /// Bytes an unprivileged writer may still allocate on the filesystem of `dir`.
