@@ -602,6 +602,11 @@ impl MetadataLog for RaftQuorum {
     }
 
     async fn leadership(&self) -> Leadership {
+        // Stopped on a fatal error (logged once by the quorum-state publisher): no leader
+        // here, and no call into openraft, which would log an error for every check.
+        if self.inner.raft.metrics().borrow().running_state.is_err() {
+            return Leadership::Follower { leader: None };
+        }
         let checked =
             tokio::time::timeout(LEADERSHIP_TIMEOUT, self.inner.raft.ensure_linearizable()).await;
         match checked {
