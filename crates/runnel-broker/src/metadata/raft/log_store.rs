@@ -766,6 +766,24 @@ mod tests {
         assert_eq!(reopened.store.last_log_id(), Some(big_entry(index).log_id));
     }
 
+    #[test]
+    fn a_reserve_lost_behind_the_stores_back_reports_the_full_disk() {
+        let tmpfs = Tmpfs::mount("1m");
+        let dir = tmpfs.path().join(crate::metadata::raft::METADATA_DIR_NAME);
+        let store = LogStore::open_with_reserve(&dir, 256 * 1024).unwrap().store;
+        append(&store, &[entry(1, 0)]).unwrap();
+        std::fs::remove_file(dir.join(crate::metadata::raft::reserve::RESERVE_FILE)).unwrap();
+        fill_filesystem(tmpfs.path(), "ballast");
+        let before = log_len(&dir);
+        let error = append(&store, &[big_entry(1)]).unwrap_err();
+        assert!(
+            crate::metadata::raft::reserve::is_disk_full(&error),
+            "{error}"
+        );
+        assert_eq!(lock(&store.reserve).len(), 0);
+        assert_eq!(log_len(&dir), before);
+    }
+
     #[tokio::test]
     async fn a_committed_hint_that_cannot_be_written_is_no_error() {
         let dir = tempfile::tempdir().unwrap();

@@ -165,7 +165,13 @@ impl Reserve {
             match &result {
                 Err(error) if is_disk_full(error) && self.len > 0 => {
                     let freed = free.min(self.len);
-                    self.shrink(freed)?;
+                    if let Err(shrink) = self.shrink(freed) {
+                        // The reserve file is gone or unusable: no reserve; the full disk is
+                        // the error to report.
+                        tracing::warn!(error = %shrink, "metadata log: the space reserve is unusable");
+                        self.len = 0;
+                        break;
+                    }
                     tracing::error!(
                         dir = %self.dir.display(),
                         %error,
