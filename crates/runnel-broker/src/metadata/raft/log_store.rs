@@ -11,6 +11,13 @@
 //! Every entry of the file is also held in memory (the log stays small: it is purged behind
 //! every snapshot), so readers never touch the disk. File I/O runs on the blocking pool, never
 //! on an async worker; openraft serialises the writes (`&mut self`).
+//!
+//! A full disk: every write that must be durable (an append, a truncation, the purge rewrite,
+//! the vote) leaves nothing behind when it fails, and one that fails for lack of space is
+//! retried in space taken from the [`Reserve`] (see `reserve.rs`; the snapshot shares it): a
+//! storage error stops the Raft node for good, and freeing space (DeleteTopics) itself needs
+//! an append. The `committed` hint is best effort: failing to write it is a warning, never an
+//! error.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -24,6 +31,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, StorageError, StorageIOError, Vote};
 use serde::{Deserialize, Serialize};
 
+use super::reserve::{with_context, write_atomically, Reserve, RESERVE_BYTES};
 use super::TypeConfig;
 
 /// The Raft vote file.
@@ -59,6 +67,8 @@ struct LogFile {
     len_bytes: u64,
     /// File position of each entry, by index (for truncation).
     positions: BTreeMap<u64, u64>,
+    /// The space reserve of the directory (shared with the vote and the snapshot).
+    reserve: Arc<Mutex<Reserve>>,
 }
 
 /// The in-memory copy of the log, shared with readers.
@@ -83,6 +93,7 @@ pub struct LogStore {
     dir: PathBuf,
     log: Arc<Mutex<LogEntries>>,
     file: Arc<Mutex<LogFile>>,
+    reserve: Arc<Mutex<Reserve>>,
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId<NodeId>>,
 }
@@ -131,6 +142,10 @@ fn decode_record(bytes: &[u8]) -> Option<(LogRecord, usize)> {
     Some((record, end))
 }
 
+fn len_of(bytes: &[u8]) -> u64 {
+    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
+}
+
 fn io_error(what: String) -> io::Error {
     io::Error::other(what)
 }
@@ -158,14 +173,61 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     runnel_storage::sync_dir(dir).map_err(|e| io_error(format!("{}: {e}", dir.display())))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    runnel_storage::write_file_atomically(path, bytes)
-        .map_err(|e| io_error(format!("{}: {e}", path.display())))
+/// Writes `bytes` at `at` of `file` and fsyncs them; on failure cuts the file back to `at`, so
+/// that no torn record stays behind (if even that fails, the error says so, and open cuts the
+/// tail anyway).
+fn write_at(file: &mut File, path: &Path, at: u64, bytes: &[u8]) -> io::Result<()> {
+    let written = file
+        .seek(SeekFrom::Start(at))
+        .and_then(|_| file.write_all(bytes))
+        .and_then(|()| file.sync_data());
+    match written {
+        Ok(()) => Ok(()),
+        Err(error) => match file.set_len(at) {
+            Ok(()) => Err(with_context(path.display(), error)),
+            Err(cut) => Err(io_error(format!(
+                "{}: {error}; cutting the partial write off failed too: {cut}",
+                path.display()
+            ))),
+        },
+    }
+}
+
+impl LogFile {
+    /// Appends encoded records (`(index, bytes)`) at the end and fsyncs them. Blocking.
+    fn append_records(&mut self, records: &[(u64, Vec<u8>)]) -> io::Result<()> {
+        let mut bytes = Vec::new();
+        let mut position = self.len_bytes;
+        let mut positions = Vec::with_capacity(records.len());
+        for (index, record) in records {
+            positions.push((*index, position));
+            position = position.saturating_add(u64::try_from(record.len()).unwrap_or(0));
+            bytes.extend_from_slice(record);
+        }
+        let at = self.len_bytes;
+        // Durable before openraft is told: an entry is acknowledged only once on disk.
+        let LogFile {
+            path,
+            file,
+            reserve,
+            ..
+        } = self;
+        lock(reserve).write_with(len_of(&bytes), || write_at(file, path, at, &bytes))?;
+        self.len_bytes = position;
+        self.positions.extend(positions);
+        lock(&self.reserve).replenish();
+        Ok(())
+    }
 }
 
 impl LogStore {
     /// Opens (creating if needed) the log in `dir`, cutting a torn or corrupt tail. Blocking.
     pub(crate) fn open(dir: &Path) -> io::Result<Opened> {
+        LogStore::open_with_reserve(dir, RESERVE_BYTES)
+    }
+
+    /// [`LogStore::open`] with a reserve of `reserve_bytes`.
+    pub(crate) fn open_with_reserve(dir: &Path, reserve_bytes: u64) -> io::Result<Opened> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(LOG_FILE);
         let created = !path.exists();
@@ -224,6 +286,7 @@ impl LogStore {
             file.set_len(len_bytes)?;
             file.sync_all()?;
         }
+        let reserve = Arc::new(Mutex::new(Reserve::open(dir, reserve_bytes)));
         let store = LogStore {
             dir: dir.to_path_buf(),
             log: Arc::new(Mutex::new(log)),
@@ -232,7 +295,9 @@ impl LogStore {
                 file,
                 len_bytes,
                 positions,
+                reserve: Arc::clone(&reserve),
             })),
+            reserve,
             vote,
             committed,
         };
@@ -240,6 +305,11 @@ impl LogStore {
             store,
             truncated_bytes,
         })
+    }
+
+    /// The space reserve, for the snapshot's writes.
+    pub(crate) fn reserve(&self) -> Arc<Mutex<Reserve>> {
+        Arc::clone(&self.reserve)
     }
 
     fn last_log_id(&self) -> Option<LogId<NodeId>> {
@@ -318,9 +388,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let bytes = serde_json::to_vec(vote).map_err(|e| StorageIOError::write_vote(&e))?;
         let path = self.dir.join(VOTE_FILE);
-        blocking(move || write_atomically(&path, &bytes))
-            .await
-            .map_err(|e| StorageIOError::write_vote(&e))?;
+        let reserve = Arc::clone(&self.reserve);
+        blocking(move || {
+            lock(&reserve).write_with(len_of(&bytes), || write_atomically(&path, &bytes))
+        })
+        .await
+        .map_err(|e| StorageIOError::write_vote(&e))?;
         self.vote = Some(*vote);
         Ok(())
     }
@@ -335,18 +408,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ) -> Result<(), StorageError<NodeId>> {
         // A hint for a fast restart, not a safety property: written atomically (rename) but not
         // fsynced, so commits do not pay two more fsyncs. A lost hint only means a restarted
-        // node waits for the leader before re-applying.
-        let bytes = serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(&e))?;
+        // node waits for the leader before re-applying — so a failure to write it (a full
+        // disk) is a warning, never an error that would stop the Raft node.
+        self.committed = committed;
+        let bytes = match serde_json::to_vec(&committed) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(%error, "metadata log: the committed hint is not written");
+                return Ok(());
+            }
+        };
         let path = self.dir.join(COMMITTED_FILE);
-        blocking(move || {
+        let written = blocking(move || {
             let mut temp = path.as_os_str().to_owned();
             temp.push(".tmp");
-            std::fs::write(&temp, &bytes)?;
-            std::fs::rename(&temp, &path)
+            let written =
+                std::fs::write(&temp, &bytes).and_then(|()| std::fs::rename(&temp, &path));
+            if written.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+            written
         })
-        .await
-        .map_err(|e| StorageIOError::write(&e))?;
-        self.committed = committed;
+        .await;
+        if let Err(error) = written {
+            tracing::warn!(%error, "metadata log: the committed hint is not written");
+        }
         Ok(())
     }
 
@@ -373,27 +459,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             ));
         }
         let file = Arc::clone(&self.file);
-        blocking(move || {
-            let mut file = lock(&file);
-            let mut bytes = Vec::new();
-            let mut position = file.len_bytes;
-            let mut positions = Vec::with_capacity(records.len());
-            for (index, record) in &records {
-                positions.push((*index, position));
-                position = position.saturating_add(u64::try_from(record.len()).unwrap_or(0));
-                bytes.extend_from_slice(record);
-            }
-            let at = file.len_bytes;
-            file.file.seek(SeekFrom::Start(at))?;
-            file.file.write_all(&bytes)?;
-            // Durable before openraft is told: an entry is acknowledged only once on disk.
-            file.file.sync_data()?;
-            file.len_bytes = position;
-            file.positions.extend(positions);
-            Ok(())
-        })
-        .await
-        .map_err(|e| StorageIOError::write_logs(&e))?;
+        blocking(move || lock(&file).append_records(&records))
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e))?;
         {
             let mut log = lock(&self.log);
             for entry in entries {
@@ -408,12 +476,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let index = log_id.index;
         let file = Arc::clone(&self.file);
         blocking(move || {
-            let mut file = lock(&file);
+            let mut guard = lock(&file);
+            let file = &mut *guard;
             let Some(&position) = file.positions.get(&index) else {
                 return Ok(());
             };
-            file.file.set_len(position)?;
-            file.file.sync_all()?;
+            let LogFile {
+                path,
+                file: log,
+                reserve,
+                ..
+            } = file;
+            lock(reserve).write_with(0, || {
+                log.set_len(position)
+                    .and_then(|()| log.sync_all())
+                    .map_err(|e| with_context(path.display(), e))
+            })?;
             file.len_bytes = position;
             file.positions.retain(|i, _| *i < index);
             Ok(())
@@ -452,7 +530,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         blocking(move || {
             let mut file = lock(&file);
             let path = file.path.clone();
-            write_atomically(&path, &bytes)?;
+            let reserve = Arc::clone(&file.reserve);
+            lock(&reserve).write_with(len_of(&bytes), || write_atomically(&path, &bytes))?;
             let reopened = OpenOptions::new().read(true).write(true).open(&path)?;
             file.file = reopened;
             file.len_bytes = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
@@ -469,7 +548,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
 
@@ -529,6 +608,192 @@ mod tests {
         let opened = LogStore::open(dir.path()).unwrap();
         assert!(opened.truncated_bytes > 0);
         assert_eq!(opened.store.last_log_id(), Some(entries[1].log_id));
+    }
+
+    /// A tmpfs of `size` on a fresh directory, unmounted on drop. Needs root (as the e2e
+    /// disk_full tests do): a real full filesystem, not a simulated error.
+    struct Tmpfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Tmpfs {
+            let dir = tempfile::tempdir().unwrap();
+            let status = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(
+                status.success(),
+                "mount -t tmpfs failed: this test needs root"
+            );
+            Tmpfs { dir }
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    /// Fills the filesystem of `dir` to the last byte with a new file `name`.
+    fn fill_filesystem(dir: &Path, name: &str) {
+        let mut file = File::create(dir.join(name)).unwrap();
+        for size in [64 * 1024, 1] {
+            let chunk = vec![b'b'; size];
+            loop {
+                match file.write(&chunk) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if crate::metadata::raft::reserve::is_disk_full(&e) => break,
+                    Err(e) => panic!("filling {}: {e}", dir.display()),
+                }
+            }
+        }
+    }
+
+    /// An entry of about 16 KiB (a topic with a long name): more than a page of new space.
+    fn big_entry(index: u64) -> RaftEntry {
+        let batch = MetadataBatch {
+            records: vec![crate::metadata::MetadataRecord::CreateTopic {
+                name: "t".repeat(16 * 1024),
+                topic_id: uuid::Uuid::nil(),
+                configs: BTreeMap::new(),
+                partitions: Vec::new(),
+            }],
+            ..MetadataBatch::default()
+        };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(batch),
+        }
+    }
+
+    fn append(store: &LogStore, entries: &[RaftEntry]) -> io::Result<()> {
+        let records: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                let record = LogRecord::Entry(e.clone());
+                (e.log_id.index, encode_record(&record).unwrap())
+            })
+            .collect();
+        lock(&store.file).append_records(&records)
+    }
+
+    fn log_len(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join(LOG_FILE)).unwrap().len()
+    }
+
+    #[test]
+    fn a_full_disk_spends_the_reserve_and_tears_nothing() {
+        const RESERVE: u64 = 256 * 1024;
+        let tmpfs = Tmpfs::mount("1m");
+        let dir = tmpfs.path().join(crate::metadata::raft::METADATA_DIR_NAME);
+        let reserve_len = |store: &LogStore| lock(&store.reserve).len();
+        let reserve_file = dir.join(crate::metadata::raft::reserve::RESERVE_FILE);
+        let store = LogStore::open_with_reserve(&dir, RESERVE).unwrap().store;
+        assert_eq!(reserve_len(&store), RESERVE);
+        assert_eq!(std::fs::metadata(&reserve_file).unwrap().len(), RESERVE);
+        append(&store, &[entry(1, 0), entry(1, 1)]).unwrap();
+
+        // The disk is full: the append goes into part of the reserve's space.
+        fill_filesystem(tmpfs.path(), "ballast-2");
+        append(&store, &[big_entry(2)]).unwrap();
+        let left = reserve_len(&store);
+        assert!(0 < left && left < RESERVE, "reserve left: {left}");
+        assert_eq!(std::fs::metadata(&reserve_file).unwrap().len(), left);
+
+        // Appends on a full disk (any space freed beyond their need is taken again) use up
+        // the reserve; then one fails as a full disk, leaving no torn record behind.
+        let mut index = 3;
+        let (error, before) = loop {
+            assert!(index < 100, "the reserve never ran out");
+            fill_filesystem(tmpfs.path(), &format!("ballast-{index}"));
+            let before = log_len(&dir);
+            match append(&store, &[big_entry(index)]) {
+                Ok(()) => index += 1,
+                Err(error) => break (error, before),
+            }
+        };
+        assert!(index > 3, "a reserve of {left} bytes took no 16 KiB entry");
+        assert!(
+            crate::metadata::raft::reserve::is_disk_full(&error),
+            "{error}"
+        );
+        assert_eq!(reserve_len(&store), 0);
+        assert_eq!(log_len(&dir), before);
+        assert_eq!(lock(&store.file).len_bytes, before);
+
+        // Reopened on the full disk: nothing to cut, the last good entry is the last; no room
+        // to grow the reserve (and nothing half-written left in its file).
+        drop(store);
+        let opened = LogStore::open_with_reserve(&dir, RESERVE).unwrap();
+        assert_eq!(opened.truncated_bytes, 0);
+        assert_eq!(
+            opened.store.last_log_id(),
+            Some(big_entry(index - 1).log_id)
+        );
+        assert_eq!(reserve_len(&opened.store), 0);
+        assert_eq!(std::fs::metadata(&reserve_file).unwrap().len(), 0);
+
+        // Space returns: the next append succeeds and grows the reserve back.
+        for file in std::fs::read_dir(tmpfs.path()).unwrap() {
+            let path = file.unwrap().path();
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("ballast-")
+            {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        append(&opened.store, &[big_entry(index)]).unwrap();
+        assert_eq!(reserve_len(&opened.store), RESERVE);
+        assert_eq!(std::fs::metadata(&reserve_file).unwrap().len(), RESERVE);
+        drop(opened);
+        let reopened = LogStore::open_with_reserve(&dir, RESERVE).unwrap();
+        assert_eq!(reopened.truncated_bytes, 0);
+        assert_eq!(reopened.store.last_log_id(), Some(big_entry(index).log_id));
+    }
+
+    #[test]
+    fn a_reserve_lost_behind_the_stores_back_reports_the_full_disk() {
+        let tmpfs = Tmpfs::mount("1m");
+        let dir = tmpfs.path().join(crate::metadata::raft::METADATA_DIR_NAME);
+        let store = LogStore::open_with_reserve(&dir, 256 * 1024).unwrap().store;
+        append(&store, &[entry(1, 0)]).unwrap();
+        std::fs::remove_file(dir.join(crate::metadata::raft::reserve::RESERVE_FILE)).unwrap();
+        fill_filesystem(tmpfs.path(), "ballast");
+        let before = log_len(&dir);
+        let error = append(&store, &[big_entry(1)]).unwrap_err();
+        assert!(
+            crate::metadata::raft::reserve::is_disk_full(&error),
+            "{error}"
+        );
+        assert_eq!(lock(&store.reserve).len(), 0);
+        assert_eq!(log_len(&dir), before);
+    }
+
+    #[tokio::test]
+    async fn a_committed_hint_that_cannot_be_written_is_no_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap().store;
+        // The hint's temporary file cannot be created: a directory is in its place.
+        std::fs::create_dir(dir.path().join(format!("{COMMITTED_FILE}.tmp"))).unwrap();
+        let committed = Some(entry(1, 4).log_id);
+        store.save_committed(committed).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), committed);
+        assert!(!dir.path().join(COMMITTED_FILE).exists());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! timeout (9 s), and a slow heartbeat or two does not start an election.
 
 pub mod log_store;
+mod reserve;
 pub mod state_machine;
 #[cfg(test)]
 mod tests;
@@ -254,7 +255,7 @@ impl RaftQuorum {
                     "metadata log: a torn tail was cut off at open"
                 );
             }
-            let state_machine = StateMachine::open(&open_dir, image_tx)?;
+            let state_machine = StateMachine::open(&open_dir, image_tx, opened.store.reserve())?;
             Ok::<_, std::io::Error>((opened.store, state_machine))
         })
         .await
@@ -601,6 +602,11 @@ impl MetadataLog for RaftQuorum {
     }
 
     async fn leadership(&self) -> Leadership {
+        // Stopped on a fatal error (logged once by the quorum-state publisher): no leader
+        // here, and no call into openraft, which would log an error for every check.
+        if self.inner.raft.metrics().borrow().running_state.is_err() {
+            return Leadership::Follower { leader: None };
+        }
         let checked =
             tokio::time::timeout(LEADERSHIP_TIMEOUT, self.inner.raft.ensure_linearizable()).await;
         match checked {
@@ -702,8 +708,24 @@ async fn publish_quorum_state(
     quorum: watch::Sender<QuorumState>,
 ) {
     let mut times = ReplicaTimes::default();
+    let mut stopped_reported = false;
     loop {
-        let state = quorum_state(&metrics.borrow_and_update(), &mut times);
+        let state = {
+            let current = metrics.borrow_and_update();
+            if let Err(fatal) = &current.running_state {
+                // A storage error (or a panic) stops openraft for good; say so loudly, once.
+                if !stopped_reported && !matches!(fatal, Fatal::Stopped) {
+                    tracing::error!(
+                        error = %fatal,
+                        "the metadata quorum stopped on a fatal error: this node no longer \
+                         takes part in the metadata log (admin requests time out) until it \
+                         is restarted"
+                    );
+                }
+                stopped_reported = true;
+            }
+            quorum_state(&current, &mut times)
+        };
         quorum.send_if_modified(|current| {
             let changed = *current != state;
             *current = state;

@@ -3,6 +3,8 @@
 //! `<data.dir>/__cluster_metadata/snapshot` (JSON `{"meta": …, "image": …}`, atomically
 //! replaced). The image itself is not persisted on apply: a restart rebuilds it from the
 //! snapshot plus the committed log tail (openraft re-applies up to the `committed` hint).
+//! A snapshot write that fails for lack of space uses the metadata log's space reserve
+//! (`reserve.rs`): a failed snapshot stops the Raft node for good.
 
 use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::reserve::{write_atomically, Reserve};
 use super::TypeConfig;
 use crate::metadata::MetadataImage;
 
@@ -47,6 +50,7 @@ pub struct StateMachine {
     last_membership: StoredMembership<NodeId, BasicNode>,
     publisher: watch::Sender<Arc<MetadataImage>>,
     snapshot_file: Arc<Mutex<SnapshotFile>>,
+    reserve: Arc<Mutex<Reserve>>,
 }
 
 /// Builds a snapshot of the image as it was when the builder was made.
@@ -57,6 +61,7 @@ pub struct SnapshotBuilder {
     last_applied: Option<LogId<NodeId>>,
     last_membership: StoredMembership<NodeId, BasicNode>,
     snapshot_file: Arc<Mutex<SnapshotFile>>,
+    reserve: Arc<Mutex<Reserve>>,
 }
 
 fn io_error(what: String) -> io::Error {
@@ -86,6 +91,7 @@ fn read_snapshot_file(dir: &Path) -> io::Result<Option<StoredSnapshot>> {
 fn write_snapshot_file(
     dir: &Path,
     lock: &Mutex<SnapshotFile>,
+    reserve: &Mutex<Reserve>,
     meta: &SnapshotMeta<NodeId, BasicNode>,
     image: &MetadataImage,
 ) -> io::Result<()> {
@@ -100,8 +106,11 @@ fn write_snapshot_file(
     }
     let bytes = serde_json::to_vec(&Borrowed { meta, image })?;
     let path = dir.join(SNAPSHOT_FILE);
-    runnel_storage::write_file_atomically(&path, &bytes)
-        .map_err(|e| io_error(format!("{}: {e}", path.display())))?;
+    let needed = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    reserve
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .write_with(needed, || write_atomically(&path, &bytes))?;
     current.last_log_id = meta.last_log_id;
     Ok(())
 }
@@ -111,6 +120,7 @@ impl StateMachine {
     pub(crate) fn open(
         dir: &Path,
         publisher: watch::Sender<Arc<MetadataImage>>,
+        reserve: Arc<Mutex<Reserve>>,
     ) -> io::Result<StateMachine> {
         let stored = read_snapshot_file(dir)?;
         let (image, last_applied, last_membership) = match stored {
@@ -128,6 +138,7 @@ impl StateMachine {
             snapshot_file: Arc::new(Mutex::new(SnapshotFile {
                 last_log_id: last_applied,
             })),
+            reserve,
         })
     }
 }
@@ -149,9 +160,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let image = Arc::clone(&self.image);
         let dir = self.dir.clone();
         let lock = Arc::clone(&self.snapshot_file);
+        let reserve = Arc::clone(&self.reserve);
         let written_meta = meta.clone();
         let data = blocking(move || {
-            write_snapshot_file(&dir, &lock, &written_meta, &image)?;
+            write_snapshot_file(&dir, &lock, &reserve, &written_meta, &image)?;
             Ok(serde_json::to_vec(image.as_ref())?)
         })
         .await
@@ -206,6 +218,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             snapshot_file: Arc::clone(&self.snapshot_file),
+            reserve: Arc::clone(&self.reserve),
         }
     }
 
@@ -226,9 +239,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let image = Arc::new(image);
         let dir = self.dir.clone();
         let lock = Arc::clone(&self.snapshot_file);
+        let reserve = Arc::clone(&self.reserve);
         let written_meta = meta.clone();
         let written_image = Arc::clone(&image);
-        blocking(move || write_snapshot_file(&dir, &lock, &written_meta, &written_image))
+        blocking(move || write_snapshot_file(&dir, &lock, &reserve, &written_meta, &written_image))
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         tracing::info!(snapshot = %meta, "metadata snapshot installed");
