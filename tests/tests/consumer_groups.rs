@@ -548,9 +548,12 @@ async fn admin_lists_describes_and_deletes_groups_and_offsets_and_lag_is_compute
         let topic = "admin-groups";
         create_topic(&broker, topic, PARTITIONS).await?;
         produce_round(&broker, topic, "r", 20).await?;
-        // Internal topics are not auto-created by a client's metadata request.
-        let client = metadata_client(&broker, &[])?;
-        let internal = client.fetch_metadata(Some("__consumer_offsets"), REQUEST_TIMEOUT)?;
+        // Internal topics are not auto-created by a client's metadata request. (An admin
+        // client: a consumer with a group id looks up its coordinator, and FindCoordinator
+        // creates `__consumer_offsets`, as Kafka's does.)
+        let internal = admin(&broker)?
+            .inner()
+            .fetch_metadata(Some("__consumer_offsets"), REQUEST_TIMEOUT)?;
         ensure!(
             internal
                 .topics()
@@ -590,6 +593,7 @@ async fn admin_lists_describes_and_deletes_groups_and_offsets_and_lag_is_compute
             "lag through the admin API"
         );
 
+        let client = metadata_client(&broker, &[])?;
         let groups = client.fetch_group_list(None, REQUEST_TIMEOUT)?;
         let listed = groups
             .groups()

@@ -69,7 +69,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "group.min.session.timeout.ms", default: "6000", doc: "Smallest `session.timeout.ms` a group member may ask for; below it JoinGroup fails with INVALID_SESSION_TIMEOUT." },
     Setting { name: "group.max.session.timeout.ms", default: "1800000", doc: "Largest `session.timeout.ms` a group member may ask for; above it JoinGroup fails with INVALID_SESSION_TIMEOUT." },
     Setting { name: "group.max.size", default: "2147483647", doc: "Members allowed in one consumer group; further joins fail with GROUP_MAX_SIZE_REACHED." },
-    Setting { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of the internal `__consumer_offsets` topic, created on the first commit or group write." },
+    Setting { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of the internal `__consumer_offsets` topic, created (through the controller, its partitions spread over the brokers) by the first FindCoordinator for a group, as Kafka does." },
     Setting { name: "offset.metadata.max.bytes", default: "4096", doc: "Longest metadata string of a committed offset; longer ones get OFFSET_METADATA_TOO_LARGE." },
     Setting { name: "offsets.retention.minutes", default: "10080", doc: "Committed offsets of a group that has been empty this long are deleted." },
     Setting { name: "offsets.retention.check.interval.ms", default: "600000", doc: "How often expired committed offsets are looked for." },
