@@ -3,8 +3,11 @@
 //!
 //! - start-up: from spawning three fresh nodes to every node listing three brokers and a
 //!   controller;
-//! - controller failover, `--rounds` times: from kill -9 of the active controller to the first
-//!   CreateTopics that succeeds through a surviving node (and to a new controller being named);
+//! - controller failover, `--rounds` times: from kill -9 of the active controller to a new
+//!   controller being named, to the first CreateTopics that succeeds through a surviving node
+//!   with an admin client started then, and to the first that succeeds with an admin client
+//!   started before the kill (librdkafka sends CreateTopics to the controller it last heard
+//!   of; given 20 s more);
 //! - 1,000 topics: created with one CreateTopics request each, one after the other, through
 //!   the controller and then through a follower, then 1,000 more in a single request; each
 //!   until every node lists them. Admin clients connect before the clock starts.
@@ -20,6 +23,9 @@ use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use runnel_e2e::{admin, admin_options, Result, TestCluster, WAIT_TIMEOUT};
+
+/// How long an admin client created before the failover is given to create a topic after it.
+const LONG_LIVED_WAIT: Duration = Duration::from_secs(20);
 
 fn ms(duration: Duration) -> String {
     format!("{:.0}", duration.as_secs_f64() * 1000.0)
@@ -105,16 +111,32 @@ async fn run(cluster: &mut TestCluster, started: Instant) -> Result<()> {
             .into_iter()
             .find(|id| *id != old)
             .ok_or("no survivor")?;
-        let client = admin(cluster.node(survivor)?)?;
+        // A client that learned the old controller before the kill, as a long-running
+        // application's admin client has.
+        let long_lived = admin(cluster.node(survivor)?)?;
+        create(&long_lived, &[format!("before-failover-{round}")]).await?;
         let killed = Instant::now();
         cluster.kill9(old)?;
         let new = cluster.controller_id().await?;
         let elected = killed.elapsed();
-        create(&client, &[format!("failover-{round}")]).await?;
+        // A client started once the new controller is named.
+        let fresh = admin(cluster.node(survivor)?)?;
+        create(&fresh, &[format!("failover-{round}")]).await?;
         let created = killed.elapsed();
+        let long_lived_result = tokio::time::timeout(
+            LONG_LIVED_WAIT,
+            create(&long_lived, &[format!("failover-long-lived-{round}")]),
+        )
+        .await;
+        let long_lived_ms = match long_lived_result {
+            Ok(Ok(())) => ms(killed.elapsed()),
+            Ok(Err(e)) => format!("failed({e})"),
+            Err(_) => format!("none_within_{}", ms(LONG_LIVED_WAIT + created)),
+        };
         println!(
             "failover_round={round} killed={old} new_controller={new} \
-             new_controller_named_ms={} first_create_topics_ms={}",
+             new_controller_named_ms={} first_create_topics_ms={} \
+             long_lived_client_create_topics_ms={long_lived_ms}",
             ms(elected),
             ms(created)
         );
