@@ -7,11 +7,14 @@
 #
 #   scripts/bench/cluster-figures.sh                 # 3 failover rounds, 1,000 topics
 #   ROUNDS=5 TOPICS=200 scripts/bench/cluster-figures.sh
+#   RUNNEL_BIN=/path/to/runnel scripts/bench/cluster-figures.sh    # measure another build
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
-cargo build --release -p runnel-broker --bin runnel
+if [ -z "${RUNNEL_BIN:-}" ]; then
+    cargo build --release -p runnel-broker --bin runnel
+fi
 cargo build --release -p runnel-e2e --example cluster_figures
-echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD) $(nproc) cores"
+echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD) $(nproc) cores ${RUNNEL_BIN:-target/release/runnel}"
 RUST_LOG="${RUST_LOG:-warn}" target/release/examples/cluster_figures \
     --rounds "${ROUNDS:-3}" --topics "${TOPICS:-1000}"

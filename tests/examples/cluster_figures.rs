@@ -3,10 +3,14 @@
 //!
 //! - start-up: from spawning three fresh nodes to every node listing three brokers and a
 //!   controller;
-//! - controller failover, `--rounds` times: from kill -9 of the active controller to the first
-//!   CreateTopics that succeeds through a surviving node (and to a new controller being named);
-//! - 1,000 topics: created with one CreateTopics request each, one after the other through one
-//!   node, then 1,000 more in a single request, each until every node lists them.
+//! - controller failover, `--rounds` times: from kill -9 of the active controller to a new
+//!   controller being named, to the first CreateTopics that succeeds through a surviving node
+//!   with an admin client started then, and to the first that succeeds with an admin client
+//!   started before the kill (librdkafka sends CreateTopics to the controller it last heard
+//!   of; given 20 s more);
+//! - 1,000 topics: created with one CreateTopics request each, one after the other, through
+//!   the controller and then through a follower, then 1,000 more in a single request; each
+//!   until every node lists them. Admin clients connect before the clock starts.
 //!
 //! ```text
 //! cluster_figures [--rounds 3] [--topics 1000]
@@ -15,9 +19,13 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use runnel_e2e::{admin, admin_options, Result, TestCluster, WAIT_TIMEOUT};
+
+/// How long an admin client created before the failover is given to create a topic after it.
+const LONG_LIVED_WAIT: Duration = Duration::from_secs(20);
 
 fn ms(duration: Duration) -> String {
     format!("{:.0}", duration.as_secs_f64() * 1000.0)
@@ -34,10 +42,11 @@ fn arg(name: &str, default: usize) -> Result<usize> {
     }
 }
 
-/// Creates `names` (one partition each) through node `from` in one request, retrying while
-/// no controller answers; a retry that finds a topic already there counts it as created.
-async fn create(cluster: &TestCluster, from: i32, names: &[String]) -> Result<()> {
-    let client = admin(cluster.node(from)?)?;
+type Admin = AdminClient<DefaultClientContext>;
+
+/// Creates `names` (one partition each) with `client` in one request, retrying while no
+/// controller answers; a retry that finds a topic already there counts it as created.
+async fn create(client: &Admin, names: &[String]) -> Result<()> {
     let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|name| NewTopic::new(name, 1, TopicReplication::Fixed(1)))
@@ -63,7 +72,7 @@ async fn create(cluster: &TestCluster, from: i32, names: &[String]) -> Result<()
             }
         };
         if Instant::now() >= deadline {
-            return Err(format!("CreateTopics through node {from}: {error}").into());
+            return Err(format!("CreateTopics: {error}").into());
         }
         retry = true;
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -102,15 +111,32 @@ async fn run(cluster: &mut TestCluster, started: Instant) -> Result<()> {
             .into_iter()
             .find(|id| *id != old)
             .ok_or("no survivor")?;
+        // A client that learned the old controller before the kill, as a long-running
+        // application's admin client has.
+        let long_lived = admin(cluster.node(survivor)?)?;
+        create(&long_lived, &[format!("before-failover-{round}")]).await?;
         let killed = Instant::now();
         cluster.kill9(old)?;
         let new = cluster.controller_id().await?;
         let elected = killed.elapsed();
-        create(cluster, survivor, &[format!("failover-{round}")]).await?;
+        // A client started once the new controller is named.
+        let fresh = admin(cluster.node(survivor)?)?;
+        create(&fresh, &[format!("failover-{round}")]).await?;
         let created = killed.elapsed();
+        let long_lived_result = tokio::time::timeout(
+            LONG_LIVED_WAIT,
+            create(&long_lived, &[format!("failover-long-lived-{round}")]),
+        )
+        .await;
+        let long_lived_ms = match long_lived_result {
+            Ok(Ok(())) => ms(killed.elapsed()),
+            Ok(Err(e)) => format!("failed({e})"),
+            Err(_) => format!("none_within_{}", ms(LONG_LIVED_WAIT + created)),
+        };
         println!(
             "failover_round={round} killed={old} new_controller={new} \
-             new_controller_named_ms={} first_create_topics_ms={}",
+             new_controller_named_ms={} first_create_topics_ms={} \
+             long_lived_client_create_topics_ms={long_lived_ms}",
             ms(elected),
             ms(created)
         );
@@ -118,27 +144,45 @@ async fn run(cluster: &mut TestCluster, started: Instant) -> Result<()> {
         cluster.wait_for_brokers(3).await?;
     }
 
-    let before = cluster.metadata_from(1, None)?.topics.len();
-    let names: Vec<String> = (0..topics).map(|i| format!("many-{i}")).collect();
-    let sequential = Instant::now();
-    for name in &names {
-        create(cluster, 1, std::slice::from_ref(name)).await?;
+    // One admin client per node, connected before the clock starts: the figures are the
+    // brokers' and the controller's, not librdkafka's start-up.
+    let controller = cluster.controller_id().await?;
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|id| *id != controller)
+        .ok_or("no follower")?;
+    let mut listed = cluster.metadata_from(controller, None)?.topics.len();
+    for (label, node) in [("controller", controller), ("follower", follower)] {
+        let client = admin(cluster.node(node)?)?;
+        create(&client, &[format!("warm-up-{label}")]).await?;
+        listed += 1;
+        let names: Vec<String> = (0..topics).map(|i| format!("{label}-{i}")).collect();
+        let sequential = Instant::now();
+        for name in &names {
+            create(&client, std::slice::from_ref(name)).await?;
+        }
+        let answered = sequential.elapsed();
+        listed += topics;
+        wait_topics(cluster, listed).await?;
+        println!(
+            "create_{topics}_topics_one_request_each_through_{label}_ms={} listed_by_all_ms={}",
+            ms(answered),
+            ms(sequential.elapsed())
+        );
     }
-    let answered = sequential.elapsed();
-    wait_topics(cluster, before + topics).await?;
-    println!(
-        "create_{topics}_topics_one_request_each_ms={} listed_by_all_ms={}",
-        ms(answered),
-        ms(sequential.elapsed())
-    );
 
+    let client = admin(cluster.node(follower)?)?;
+    create(&client, &["warm-up-batch".to_owned()]).await?;
+    listed += 1;
     let names: Vec<String> = (0..topics).map(|i| format!("batch-{i}")).collect();
     let batch = Instant::now();
-    create(cluster, 2, &names).await?;
+    create(&client, &names).await?;
     let answered = batch.elapsed();
-    wait_topics(cluster, before + 2 * topics).await?;
+    listed += topics;
+    wait_topics(cluster, listed).await?;
     println!(
-        "create_{topics}_topics_one_request_ms={} listed_by_all_ms={}",
+        "create_{topics}_topics_one_request_through_follower_ms={} listed_by_all_ms={}",
         ms(answered),
         ms(batch.elapsed())
     );
