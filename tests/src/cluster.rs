@@ -58,23 +58,42 @@ impl TestCluster {
     /// [`start`](Self::start) with `extra_args` given to every node (such as
     /// `--set num.partitions=3`).
     pub fn start_with(count: usize, extra_args: &[&str]) -> Result<TestCluster> {
-        ensure!(count >= 1, "a cluster needs at least one node");
+        let extra: Vec<String> = extra_args.iter().map(|a| (*a).to_owned()).collect();
+        TestCluster::start_custom(count, 0, |_| extra.clone())
+    }
+
+    /// `voters` combined nodes (ids `1..=voters`) forming the quorum, plus `observers`
+    /// broker-only nodes (`process.roles=broker`, ids after the voters) that join it; node `id`
+    /// gets `extra_args(id)` after the common settings (a later `--set` of a name wins).
+    pub fn start_custom(
+        voters: usize,
+        observers: usize,
+        extra_args: impl Fn(i32) -> Vec<String>,
+    ) -> Result<TestCluster> {
+        ensure!(voters >= 1, "a cluster needs at least one voter");
         let mut ports = Vec::new();
-        for _ in 0..count {
+        for _ in 0..voters + observers {
             ports.push((free_addr()?, free_addr()?));
         }
-        let voters = ports
+        let voter_list = ports
             .iter()
+            .take(voters)
             .zip(1..)
             .map(|((_, controller), id)| format!("{id}@{controller}"))
             .collect::<Vec<_>>()
             .join(",");
+        let voter_count = i32::try_from(voters)?;
         let mut nodes = Vec::new();
         for ((client_addr, controller_addr), id) in ports.into_iter().zip(1..) {
+            let roles = if id <= voter_count {
+                "broker,controller"
+            } else {
+                "broker"
+            };
             let mut args: Vec<String> = [
                 format!("node.id={id}"),
-                "process.roles=broker,controller".to_owned(),
-                format!("controller.quorum.voters={voters}"),
+                format!("process.roles={roles}"),
+                format!("controller.quorum.voters={voter_list}"),
                 format!("listeners=PLAINTEXT://{client_addr},CONTROLLER://{controller_addr}"),
                 format!("advertised.listeners=PLAINTEXT://{client_addr}"),
                 "controller.listener.names=CONTROLLER".to_owned(),
@@ -83,7 +102,7 @@ impl TestCluster {
             .into_iter()
             .flat_map(|setting| ["--set".to_owned(), setting])
             .collect();
-            args.extend(extra_args.iter().map(|a| (*a).to_owned()));
+            args.extend(extra_args(id));
             nodes.push(Node {
                 id,
                 broker: TestBroker::unstarted_node(client_addr, &args)?,
