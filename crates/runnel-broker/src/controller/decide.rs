@@ -84,7 +84,37 @@ impl Decision {
     fn new(records: Vec<MetadataRecord>, reply: ControllerReply) -> Decision {
         Decision { records, reply }
     }
+
+    /// The decision for a topic request whose records would take `bytes` in the metadata
+    /// log, more than one entry may ([`METADATA_BATCH_BYTES_MAX`]): nothing is committed, and
+    /// every topic gets POLICY_VIOLATION saying why (the client splits it into smaller
+    /// requests). `None` for other requests: their batches are small unless a broker leads
+    /// tens of thousands of partitions (docs/cluster.md, "Known limits").
+    pub fn refused(reply: &ControllerReply, bytes: usize) -> Option<Decision> {
+        let ControllerReply::Topics(outcomes) = reply else {
+            return None;
+        };
+        let message = format!(
+            "the request's metadata change takes {bytes} bytes, more than one metadata log \
+             entry may ({METADATA_BATCH_BYTES_MAX}); send fewer topics or partitions per request"
+        );
+        let outcomes = outcomes
+            .iter()
+            .map(|outcome| TopicOutcome {
+                error: Some(AdminError {
+                    code: ResponseError::PolicyViolation.code(),
+                    message: message.clone(),
+                }),
+                ..outcome.clone()
+            })
+            .collect();
+        Some(Decision::new(Vec::new(), ControllerReply::Topics(outcomes)))
+    }
 }
+
+/// Largest encoding of one decision's records: a metadata log entry must fit a node-to-node
+/// frame (16 MiB) with room to spare, or it could never be replicated.
+pub const METADATA_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// The active controller's decision rules.
 #[derive(Debug, Clone, Default)]
@@ -384,6 +414,16 @@ fn add_partitions(
     let topic = image
         .topic(&request.name)
         .ok_or_else(|| admin(BrokerError::UnknownTopicOrPartition(request.name.clone())))?;
+    if crate::topics::is_internal_name(&topic.name) {
+        // The group (or transaction) → partition mapping depends on the partition count.
+        return Err(AdminError {
+            code: ResponseError::InvalidRequest.code(),
+            message: format!(
+                "the partitions of internal topic '{}' cannot be changed",
+                topic.name
+            ),
+        });
+    }
     let current = topic.partition_count();
     if request.count <= current {
         return Err(AdminError {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, Mutex, Semaphore};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::decide::{Controller, ControllerSettings};
+use super::decide::{Controller, ControllerSettings, Decision, METADATA_BATCH_BYTES_MAX};
 use super::elections::fence;
 use super::heartbeats::HeartbeatTracker;
 use crate::metadata::handle::SUBMIT_TIMEOUT;
@@ -105,6 +105,12 @@ impl<L: MetadataLog, F: Forwarder> ControllerService<L, F> {
                             last_error = error;
                             None
                         }
+                        // Deposed between deciding and committing: the same request id goes to
+                        // the new leader, which answers from the image if the batch committed.
+                        Err(SubmitError::NotController { leader }) => {
+                            last_error = SubmitError::NotController { leader };
+                            leader.filter(|id| *id != self.node_id)
+                        }
                         answer => return answer,
                     }
                 }
@@ -176,7 +182,14 @@ impl<L: MetadataLog, F: Forwarder> ControllerService<L, F> {
                 index: image.applied_index,
             });
         }
-        let decision = self.controller.decide(&image, request);
+        let mut decision = self.controller.decide(&image, request);
+        let batch_bytes = serde_json::to_vec(&decision.records).map_or(usize::MAX, |b| b.len());
+        if batch_bytes > METADATA_BATCH_BYTES_MAX {
+            // One entry of the metadata log must fit a node-to-node frame to be replicated.
+            if let Some(refused) = Decision::refused(&decision.reply, batch_bytes) {
+                decision = refused;
+            }
+        }
         self.track(request, &decision.reply);
         if decision.records.is_empty() {
             return Ok(Committed {
@@ -323,6 +336,7 @@ mod tests {
     use crate::controller::start_in_memory;
     use crate::metadata::requests::NewTopic;
     use crate::metadata::MetadataImage;
+    use kafka_protocol::error::ResponseError;
 
     fn create(name: &str) -> ControllerRequest {
         ControllerRequest::CreateTopics {
@@ -374,6 +388,78 @@ mod tests {
             .unwrap();
         assert_eq!(heartbeat.reply, ControllerReply::Heartbeat { fenced: true });
         assert_eq!(heartbeat.index, handle.image().applied_index);
+    }
+
+    /// A decision too large for one metadata log entry commits nothing and says why; the
+    /// partitions of an internal topic cannot be changed.
+    #[tokio::test]
+    async fn a_metadata_change_too_large_for_one_entry_is_refused() {
+        let (handle, service) = start_in_memory(1, ControllerSettings::default());
+        handle.submit(register(1)).await.unwrap();
+        let topics = (0..20)
+            .map(|i| NewTopic {
+                name: format!("big-{i}"),
+                partitions: 10_000,
+                replication_factor: -1,
+                assignment: None,
+                configs: BTreeMap::new(),
+                topic_id: None,
+            })
+            .collect();
+        let before = handle.image().applied_index;
+        let answer = service
+            .handle(
+                Uuid::new_v4(),
+                ControllerRequest::CreateTopics {
+                    topics,
+                    validate_only: false,
+                },
+            )
+            .await
+            .unwrap();
+        let ControllerReply::Topics(outcomes) = &answer.reply else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(outcomes.len(), 20);
+        for outcome in outcomes {
+            let error = outcome.error.as_ref().unwrap();
+            assert_eq!(
+                error.code,
+                ResponseError::PolicyViolation.code(),
+                "{error:?}"
+            );
+        }
+        assert_eq!(handle.image().applied_index, before, "nothing committed");
+        assert!(handle.image().topics.is_empty());
+
+        let offsets = ControllerRequest::CreateTopics {
+            topics: vec![NewTopic {
+                name: "__consumer_offsets".into(),
+                partitions: 3,
+                replication_factor: -1,
+                assignment: None,
+                configs: BTreeMap::new(),
+                topic_id: None,
+            }],
+            validate_only: false,
+        };
+        service.handle(Uuid::new_v4(), offsets).await.unwrap();
+        let grow = ControllerRequest::CreatePartitions {
+            topics: vec![crate::metadata::requests::NewPartitions {
+                name: "__consumer_offsets".into(),
+                count: 5,
+                assignment: None,
+            }],
+            validate_only: false,
+        };
+        let answer = service.handle(Uuid::new_v4(), grow).await.unwrap();
+        let ControllerReply::Topics(outcomes) = &answer.reply else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(
+            outcomes[0].error.as_ref().map(|e| e.code),
+            Some(ResponseError::InvalidRequest.code())
+        );
     }
 
     /// A log led by another node (or by nobody).

@@ -114,6 +114,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn encode_record(record: &LogRecord) -> io::Result<Vec<u8>> {
     let json = serde_json::to_vec(record)?;
+    // Never write what `decode_record` would refuse to read back.
+    if json.len() > RECORD_BYTES_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "metadata log record too large",
+        ));
+    }
     let len = u32::try_from(json.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "log record too large"))?;
     let mut out = Vec::with_capacity(RECORD_HEADER_BYTES + json.len());
@@ -121,6 +128,22 @@ fn encode_record(record: &LogRecord) -> io::Result<Vec<u8>> {
     out.extend_from_slice(&crc32c::crc32c(&json).to_be_bytes());
     out.extend_from_slice(&json);
     Ok(out)
+}
+
+/// Whether `rest`, which does not start with an intact record, is what a crash in the middle
+/// of the last append leaves: shorter than a header, zeros (an extended but unwritten tail),
+/// or one record whose claimed length reaches the end of the file.
+fn is_torn_tail(rest: &[u8]) -> bool {
+    let Some(len) = rest
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+    else {
+        return true;
+    };
+    let claimed_end =
+        usize::try_from(len).map_or(usize::MAX, |len| len.saturating_add(RECORD_HEADER_BYTES));
+    rest.len() < RECORD_HEADER_BYTES || rest.iter().all(|b| *b == 0) || claimed_end >= rest.len()
 }
 
 /// Decodes the record at the start of `bytes`: the record and its encoded length, or `None`
@@ -258,7 +281,20 @@ impl LogStore {
         let mut position = 0usize;
         while let Some(rest) = bytes.get(position..).filter(|rest| !rest.is_empty()) {
             let Some((record, len)) = decode_record(rest) else {
-                break;
+                // Only the last append can be torn by a crash: a bad record with intact data
+                // after it is damage to acknowledged entries, which must not be cut silently.
+                if is_torn_tail(rest) {
+                    break;
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "metadata log {} is damaged at byte {position} with data after it; \
+                         refusing to cut entries that may have been acknowledged (restore the \
+                         node's data directory, or remove it to rejoin from the other voters)",
+                        path.display()
+                    ),
+                ));
             };
             let at = u64::try_from(position).unwrap_or(u64::MAX);
             match record {
@@ -268,8 +304,13 @@ impl LogStore {
                     log.entries.insert(entry.log_id.index, entry);
                 }
                 other => {
-                    tracing::warn!(?other, at, "metadata log: out-of-place record");
-                    break;
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "metadata log {}: out-of-place record at byte {position}: {other:?}",
+                            path.display()
+                        ),
+                    ));
                 }
             }
             position = position.saturating_add(len);
@@ -595,7 +636,7 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_record_ends_the_log() {
+    fn a_corrupt_last_record_is_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let entries: Vec<_> = (0..3).map(|i| entry(1, i)).collect();
         write_entries(dir.path(), &entries);
@@ -607,6 +648,36 @@ mod tests {
 
         let opened = LogStore::open(dir.path()).unwrap();
         assert!(opened.truncated_bytes > 0);
+        assert_eq!(opened.store.last_log_id(), Some(entries[1].log_id));
+    }
+
+    #[test]
+    fn a_damaged_record_with_entries_after_it_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<_> = (0..3).map(|i| entry(1, i)).collect();
+        write_entries(dir.path(), &entries);
+        let mut bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+        // Flip a bit in the first record's JSON: two intact records follow it.
+        bytes[RECORD_HEADER_BYTES + 2] ^= 0x01;
+        std::fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+
+        let error = LogStore::open(dir.path()).err().unwrap();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(error.to_string().contains("damaged at byte 0"), "{error}");
+        // Nothing was cut.
+        assert_eq!(std::fs::read(dir.path().join(LOG_FILE)).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<_> = (0..2).map(|i| entry(1, i)).collect();
+        write_entries(dir.path(), &entries);
+        let mut bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+        bytes.extend_from_slice(&[0u8; 100]);
+        std::fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+        let opened = LogStore::open(dir.path()).unwrap();
+        assert_eq!(opened.truncated_bytes, 100);
         assert_eq!(opened.store.last_log_id(), Some(entries[1].log_id));
     }
 

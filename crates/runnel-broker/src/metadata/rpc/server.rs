@@ -150,6 +150,10 @@ fn decode(frame: &RequestFrame, cluster_id: &str) -> Result<Incoming, Disconnect
     }
 }
 
+/// Largest metadata snapshot a peer may send: the image of a very large cluster (a million
+/// partitions is ~100 MB of JSON) with room to spare.
+const SNAPSHOT_BYTES_MAX: u64 = 512 * 1024 * 1024;
+
 fn reply_bytes<T: Serialize>(reply: &Reply<T>) -> Vec<u8> {
     serde_json::to_vec(reply).unwrap_or_else(|e| {
         // Our own types always serialise; should one not, the peer gets a refusal, not a hang.
@@ -165,6 +169,14 @@ async fn answer(incoming: Incoming, context: &ServerContext) -> Vec<u8> {
             reply_bytes(&Reply::Ok(context.raft.append_entries(request).await))
         }
         Incoming::InstallSnapshot(request) => {
+            // openraft writes each chunk at the offset the sender names, into memory: an
+            // offset far beyond any snapshot would make it allocate without bound.
+            if request.offset > SNAPSHOT_BYTES_MAX {
+                return reply_bytes(&Reply::<()>::Refused(format!(
+                    "snapshot chunk at offset {} is beyond the largest snapshot ({SNAPSHOT_BYTES_MAX} bytes)",
+                    request.offset
+                )));
+            }
             reply_bytes(&Reply::Ok(context.raft.install_snapshot(request).await))
         }
         Incoming::Controller(call) => {
