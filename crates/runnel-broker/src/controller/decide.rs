@@ -171,7 +171,7 @@ impl Controller {
                 broker_id,
                 incarnation,
             } => match image.brokers.get(broker_id) {
-                Some(broker) if broker.incarnation == *incarnation => {
+                Some(broker) if broker.incarnation == *incarnation && !broker.shut_down => {
                     let records = if broker.fenced {
                         let mut scratch = Scratch::new(image);
                         scratch.apply(vec![MetadataRecord::UnfenceBroker {
@@ -185,7 +185,8 @@ impl Controller {
                     };
                     Decision::new(records, ControllerReply::Heartbeat { fenced: false })
                 }
-                // Unknown, or an earlier incarnation: it must register (again).
+                // Unknown, an earlier incarnation, or one that shut down: it must register
+                // (again); a heartbeat that outlived its broker's shutdown unfences nothing.
                 _ => Decision::new(Vec::new(), ControllerReply::Heartbeat { fenced: true }),
             },
             ControllerRequest::BrokerShutdown {
@@ -197,7 +198,11 @@ impl Controller {
                     .get(broker_id)
                     .is_some_and(|b| b.incarnation == *incarnation);
                 let records = if current {
-                    fence(image, *broker_id)
+                    let mut records = fence(image, *broker_id);
+                    records.push(MetadataRecord::ShutDownBroker {
+                        broker_id: *broker_id,
+                    });
+                    records
                 } else {
                     Vec::new()
                 };
@@ -1126,9 +1131,19 @@ mod tests {
             .partitions
             .iter()
             .all(|p| p.leader == NO_LEADER && p.leader_epoch == 1));
-        // A heartbeat of the current incarnation unfences and re-elects.
-        let reply = run(&c, &mut image, &heartbeat(incarnation));
-        assert_eq!(reply, ControllerReply::Heartbeat { fenced: false });
+        // A heartbeat of the incarnation that shut down (one still in flight) unfences
+        // nothing: the broker is gone.
+        let late = c.decide(&image, &heartbeat(incarnation));
+        assert!(late.records.is_empty(), "{:?}", late.records);
+        assert_eq!(late.reply, ControllerReply::Heartbeat { fenced: true });
+        // A registration (the restart) unfences and re-elects.
+        let restart = ControllerRequest::RegisterBroker {
+            broker_id: 1,
+            incarnation,
+            endpoints: Vec::new(),
+            rack: None,
+        };
+        run(&c, &mut image, &restart);
         assert!(image.is_unfenced(1));
         assert!(image
             .topic("t")
@@ -1136,7 +1151,22 @@ mod tests {
             .partitions
             .iter()
             .all(|p| p.leader == 1 && p.leader_epoch == 2));
-        // So does a registration (a restart) after fencing.
+        // A broker fenced for silence (not shut down) is unfenced by its next heartbeat.
+        let silent = fence(&image, 1);
+        let index = image.applied_index + 1;
+        image.apply(
+            index,
+            &MetadataBatch {
+                request_id: None,
+                reply: None,
+                records: silent,
+            },
+        );
+        assert!(!image.is_unfenced(1));
+        let reply = run(&c, &mut image, &heartbeat(incarnation));
+        assert_eq!(reply, ControllerReply::Heartbeat { fenced: false });
+        assert!(image.is_unfenced(1));
+        // And a registration (a restart) after a shutdown.
         run(&c, &mut image, &shutdown(incarnation));
         let restart = ControllerRequest::RegisterBroker {
             broker_id: 1,
@@ -1150,7 +1180,7 @@ mod tests {
             .unwrap()
             .partitions
             .iter()
-            .all(|p| p.leader == 1 && p.leader_epoch == 4));
+            .all(|p| p.leader == 1 && p.leader_epoch == 6));
         assert_eq!(
             c.decide(&image, &heartbeat(incarnation)).reply,
             ControllerReply::Heartbeat { fenced: true },

@@ -33,6 +33,9 @@ pub struct BrokerRegistration {
     pub rack: Option<String>,
     /// Fenced brokers lead nothing and are not listed to clients.
     pub fenced: bool,
+    /// This incarnation shut down (controlled shutdown): it is never unfenced again.
+    #[serde(default)]
+    pub shut_down: bool,
 }
 
 impl BrokerRegistration {
@@ -151,11 +154,16 @@ impl MetadataImage {
                         endpoints: endpoints.clone(),
                         rack: rack.clone(),
                         fenced: false,
+                        shut_down: false,
                     },
                 );
             }
             MetadataRecord::FenceBroker { broker_id } => self.set_fenced(*broker_id, true),
             MetadataRecord::UnfenceBroker { broker_id } => self.set_fenced(*broker_id, false),
+            MetadataRecord::ShutDownBroker { broker_id } => match self.brokers.get_mut(broker_id) {
+                Some(registration) => registration.shut_down = true,
+                None => skipped(record, "no such broker"),
+            },
             MetadataRecord::CreateTopic {
                 name,
                 topic_id,

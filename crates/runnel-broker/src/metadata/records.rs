@@ -67,6 +67,13 @@ pub enum MetadataRecord {
         /// The fenced broker.
         broker_id: BrokerId,
     },
+    /// The broker's current incarnation shut down (controlled shutdown, after its fence):
+    /// a heartbeat of that incarnation still in flight must not unfence it; only a new
+    /// registration does.
+    ShutDownBroker {
+        /// The broker.
+        broker_id: BrokerId,
+    },
     /// A fenced broker is back (a heartbeat from its current incarnation).
     UnfenceBroker {
         /// The broker.
