@@ -19,6 +19,8 @@ pub mod api_key {
     pub const FETCH: i16 = 1;
     /// ListOffsets.
     pub const LIST_OFFSETS: i16 = 2;
+    /// CreateTopics.
+    pub const CREATE_TOPICS: i16 = 19;
     /// ApiVersions.
     pub const API_VERSIONS: i16 = 18;
     /// InitProducerId.
@@ -219,6 +221,36 @@ pub fn parse_init_producer_id_v0(body: &[u8]) -> Result<(i16, i64, i16)> {
     let mut reader = Reader::new(body);
     let _throttle_time_ms = reader.i32()?;
     Ok((reader.i16()?, reader.i64()?, reader.i16()?))
+}
+
+/// CreateTopics v4 body for one topic with `partitions` partitions of replication factor
+/// `replication_factor` (no explicit assignment, no configs).
+pub fn create_topics_v4(topic: &str, partitions: i32, replication_factor: i16) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_i32(&mut body, 1); // one topic
+    put_string(&mut body, topic);
+    put_i32(&mut body, partitions);
+    put_i16(&mut body, replication_factor);
+    put_i32(&mut body, 0); // no assignments
+    put_i32(&mut body, 0); // no configs
+    put_i32(&mut body, 30_000); // timeout_ms
+    body.push(0); // validate_only: false
+    body
+}
+
+/// Parses a CreateTopics v4 response: (topic, error code) per topic.
+pub fn parse_create_topics_v4(body: &[u8]) -> Result<Vec<(String, i16)>> {
+    let mut reader = Reader::new(body);
+    let _throttle_time_ms = reader.i32()?;
+    let count = reader.i32()?;
+    let mut topics = Vec::new();
+    for _ in 0..count {
+        let name = reader.string()?;
+        let error_code = reader.i16()?;
+        let _error_message = reader.nullable_string()?;
+        topics.push((name, error_code));
+    }
+    Ok(topics)
 }
 
 /// Produce v3 body with one batch for one partition.

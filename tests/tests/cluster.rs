@@ -15,8 +15,8 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use runnel_e2e::cluster::TopicMetadata;
 use runnel_e2e::wire::{
-    api_key, parse_produce_v3, produce_v3, put_string, record_batch, ProducerIdentity,
-    RawConnection, Reader,
+    api_key, create_topics_v4, parse_create_topics_v4, parse_produce_v3, produce_v3, put_string,
+    record_batch, ProducerIdentity, RawConnection, Reader,
 };
 use runnel_e2e::{
     admin, admin_options, commit_offset, committed_offset, committer, create_topic,
@@ -687,16 +687,19 @@ async fn admin_operations_work_from_every_broker() -> TestResult {
             let topic = format!("admin-from-{id}");
             let client = admin(cluster.node(id)?)?;
 
-            let created = client
-                .create_topics(
-                    [&NewTopic::new(&topic, 2, TopicReplication::Fixed(1))],
-                    &admin_options(),
-                )
-                .await?;
-            for result in created {
-                result
-                    .map_err(|(name, code)| format!("node {id}: CreateTopics {name}: {code:?}"))?;
-            }
+            // Raw, so the request goes to node `id` itself: an admin client would send it to
+            // the controller, and a non-controller broker must forward it.
+            let mut connection = RawConnection::connect(cluster.node(id)?, WAIT_TIMEOUT)?;
+            let response = connection.round_trip(
+                api_key::CREATE_TOPICS,
+                4,
+                &create_topics_v4(&topic, 2, 1),
+            )?;
+            ensure_eq!(
+                parse_create_topics_v4(&response)?,
+                vec![(topic.clone(), 0)],
+                "node {id}: CreateTopics {topic}"
+            );
             // Answered once committed, so the broker that answered knows it at once.
             let metadata = cluster.metadata_from(id, Some(&[topic.as_str()]))?;
             ensure_eq!(
