@@ -17,6 +17,7 @@ pub mod meta_properties;
 pub mod metadata;
 pub mod partition_dir;
 pub mod producer_ids;
+pub mod replication;
 pub mod server;
 pub mod topic_config;
 pub mod topics;
