@@ -122,6 +122,16 @@ pub enum StorageError {
         #[source]
         cause: std::sync::Arc<StorageError>,
     },
+    /// The leader-epoch checkpoint (`leader-epoch-checkpoint`) cannot be parsed. Not repaired
+    /// by guessing: a wrong epoch history could make a follower keep records its leader does
+    /// not have.
+    #[error("leader epoch checkpoint {path} is damaged: {reason}")]
+    CorruptLeaderEpochCheckpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// `append` was called with no bytes.
     #[error("append of zero bytes")]
     EmptyAppend,

@@ -11,6 +11,7 @@ mod error;
 mod group_flush;
 mod index_file;
 mod io;
+mod leader_epoch;
 mod offset_index;
 mod partition_log;
 mod producer_state;
@@ -40,6 +41,7 @@ pub use cleaner::{CleanStats, CompactionPolicy, DEDUPE_BUFFER_BYTES_DEFAULT};
 pub use error::{BatchDefect, StorageError};
 pub use group_flush::flush_logs;
 pub use io::{FaultInjection, FaultKind, InvalidFaultInjection, SimDisk, Storage};
+pub use leader_epoch::{EpochEntry, LeaderEpochCache};
 pub use partition_log::{
     AppendOutcome, CrcCheck, LogConfig, PartitionLog, RetentionPolicy, TimestampOffset,
 };
