@@ -26,12 +26,15 @@ mod time_index;
 #[cfg(test)]
 mod crash_matrix_tests;
 #[cfg(test)]
+mod replica_log_tests;
+#[cfg(test)]
 mod sim_crash_tests;
 #[cfg(test)]
 mod sim_fault_tests;
 #[cfg(test)]
 mod test_support;
 
+pub use batch_header::set_partition_leader_epoch;
 pub use batch_header::{increment_sequence, set_base_offset, verify_crc, BatchHeader};
 pub use batch_header::{rewrite_crc, set_log_append_time};
 pub use batch_header::{HEADER_SIZE_BYTES, LOG_OVERHEAD_BYTES, NO_PRODUCER_ID};

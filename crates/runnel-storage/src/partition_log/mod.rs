@@ -188,6 +188,8 @@ pub struct PartitionLog {
 #[derive(Debug)]
 struct WriterState {
     producers: ProducerStateManager,
+    /// Stamped into every batch a client append writes, once `set_leader_epoch` was called.
+    leader_epoch: Option<i32>,
     /// The last segment of `segments`, where appends go.
     active: Arc<LogSegment>,
 }
@@ -273,7 +275,11 @@ impl PartitionLog {
             storage,
             config: RwLock::new(config),
             segments: RwLock::new(segments),
-            writer: Mutex::new(WriterState { producers, active }),
+            writer: Mutex::new(WriterState {
+                producers,
+                leader_epoch: None,
+                active,
+            }),
             flush_lock: Mutex::new(()),
             pending_roll: Mutex::new(None),
             // Recovery wrote a checkpoint naming the active segment.
@@ -366,6 +372,17 @@ impl PartitionLog {
     /// The leader-epoch cache's entries, oldest epoch first.
     pub fn epoch_entries(&self) -> Vec<EpochEntry> {
         self.read_leader_epochs().entries().to_vec()
+    }
+
+    /// Persists `updated` as the epoch cache, then publishes it. Called with the writer lock
+    /// held.
+    fn replace_leader_epochs(&self, updated: LeaderEpochCache) -> Result<(), StorageError> {
+        updated.write(&self.storage, &self.dir)?;
+        *self
+            .leader_epochs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = updated;
+        Ok(())
     }
 
     fn read_leader_epochs(&self) -> std::sync::RwLockReadGuard<'_, LeaderEpochCache> {
