@@ -7,7 +7,8 @@
 //!   either the log is as it was or it ends at the cut (never a mix with a hole);
 //! - every record below the cut that was flushed reads back byte for byte;
 //! - the record appended and flushed after the truncation reads back;
-//! - the epoch cache holds no epoch starting at or past the log end;
+//! - the epoch cache holds no epoch starting at or past the log end, and the replicated batch,
+//!   if it survived, has its epoch in the cache (persisted before the batch is written);
 //! - after a reset, the log starts at the reset offset, or is as it was if `reset_to` had not
 //!   returned.
 #![allow(
@@ -22,7 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::batch_header::testing::{build_batch, ProducerFields};
-use crate::batch_header::{verify_crc, BatchHeader};
+use crate::batch_header::{set_base_offset, set_partition_leader_epoch, verify_crc, BatchHeader};
 use crate::io::{SimDisk, Storage};
 use crate::partition_log::{LogConfig, PartitionLog};
 use crate::test_support::{TestError, TestResult};
@@ -103,9 +104,16 @@ fn build_fixture(storage: &Storage, dir: &Path) -> Result<BTreeMap<i64, Vec<u8>>
     Ok(stored)
 }
 
-/// The batch a run appends after its operation (no producer id: never refused).
+/// The leader epoch of the batch a run replicates after its operation: newer than the
+/// fixture's, so the replicated append starts it in the epoch cache.
+const REPLICATED_EPOCH: i32 = 7;
+
+/// The batch a run appends after its operation, as a follower would (no producer id: never
+/// refused), with base offset 0 until placed.
 fn appended_after_batch() -> Vec<u8> {
-    build_batch(2, 3, ProducerFields::NONE)
+    let mut batch = build_batch(2, 3, ProducerFields::NONE);
+    set_partition_leader_epoch(&mut batch, REPLICATED_EPOCH).unwrap();
+    batch
 }
 
 /// Whether `stored` is [`appended_after_batch`] at some offset: it may survive a crash even
@@ -149,7 +157,9 @@ fn run(
     let mut outcome = Run::default();
     if operation(&log).is_ok() {
         outcome.operation_done = true;
-        let appended = log.append(&appended_after_batch());
+        let mut replicated = appended_after_batch();
+        set_base_offset(&mut replicated, log.log_end_offset())?;
+        let appended = log.append_replicated(&replicated);
         if let Ok(crate::AppendOutcome::Appended { base_offset, .. }) = appended {
             let stored = log.read(base_offset, 1 << 20, i64::MAX)?;
             outcome.appended_after = Some((base_offset, stored.to_vec()));
@@ -214,12 +224,33 @@ fn check_truncation(
             );
         }
     }
+    check_replicated_epoch(log, &after)?;
     if log.epoch_entries().iter().any(|e| e.start_offset >= end) {
         return Err(format!(
             "epoch entries {:?} start past the log end {end}",
             log.epoch_entries()
         )
         .into());
+    }
+    Ok(())
+}
+
+/// A replicated batch that survived the crash has its epoch in the cache, starting at it: the
+/// epoch is persisted before the batch is written.
+fn check_replicated_epoch(log: &PartitionLog, after: &Batches) -> TestResult {
+    for (offset, _) in after.iter().filter(|(_, b)| is_appended_after(b)) {
+        let start = log
+            .epoch_entries()
+            .iter()
+            .find(|e| e.epoch == REPLICATED_EPOCH)
+            .map(|e| e.start_offset);
+        if start != Some(*offset) {
+            return Err(format!(
+                "the replicated batch at {offset} is back but the epoch cache is {:?}",
+                log.epoch_entries()
+            )
+            .into());
+        }
     }
     Ok(())
 }
@@ -233,8 +264,17 @@ fn check_reset(log: &PartitionLog, before: &BTreeMap<i64, Vec<u8>>, run: &Run) -
         if unexpected || lost {
             return Err(format!("after the reset the log holds {:?}", after.keys()).into());
         }
-        if !log.epoch_entries().is_empty() {
-            return Err("the epoch cache survived the reset".into());
+        check_replicated_epoch(log, &after)?;
+        if log
+            .epoch_entries()
+            .iter()
+            .any(|e| e.epoch != REPLICATED_EPOCH)
+        {
+            return Err(format!(
+                "the epoch cache survived the reset: {:?}",
+                log.epoch_entries()
+            )
+            .into());
         }
         return Ok(());
     }
