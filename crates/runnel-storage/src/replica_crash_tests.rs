@@ -1,12 +1,12 @@
 //! Crash sweeps of what a follower does to its log on the simulated disk
-//! (`crate::io::SimDisk`): `truncate_to` and `reset_to`, each followed by an append and a
-//! flush, with the power lost at every disk operation of the run (and a few torn variants of
-//! each). After recovery:
+//! (`crate::io::SimDisk`): `truncate_to` and `reset_to`, each followed by a replicated append
+//! (`append_replicated`, a batch of a newer leader epoch) and a flush, with the power lost at
+//! every disk operation of the run (and a few torn variants of each). After recovery:
 //!
 //! - no record the truncation cut is served once `truncate_to` returned, and before that
 //!   either the log is as it was or it ends at the cut (never a mix with a hole);
 //! - every record below the cut that was flushed reads back byte for byte;
-//! - the record appended and flushed after the truncation reads back;
+//! - the record replicated and flushed after the truncation reads back;
 //! - the epoch cache holds no epoch starting at or past the log end, and the replicated batch,
 //!   if it survived, has its epoch in the cache (persisted before the batch is written);
 //! - after a reset, the log starts at the reset offset, or is as it was if `reset_to` had not
