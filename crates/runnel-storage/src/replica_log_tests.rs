@@ -100,6 +100,7 @@ fn appends_keep_the_clients_epoch_until_a_leader_epoch_is_set() -> TestResult {
         crate::batch_header::verify_crc(b)?;
     }
     assert_eq!(log.epoch_entries(), entries(&[(3, 2), (5, 5)]));
+    assert_eq!(log.leader_epoch_cache().entries(), log.epoch_entries());
     assert_eq!(log.end_offset_for_epoch(3), (3, 5));
     assert_eq!(log.end_offset_for_epoch(5), (5, 8));
     assert_eq!(log.end_offset_for_epoch(4), (3, 5));

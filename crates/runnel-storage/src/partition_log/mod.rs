@@ -376,6 +376,14 @@ impl PartitionLog {
         cache.end_offset_for(epoch, self.log_end_offset())
     }
 
+    /// A copy of the leader-epoch cache (a few entries), for code that works on a
+    /// `LeaderEpochCache` (the replication state machine). The cache is updated before the
+    /// appends it describes are published, so pairing it with a `log_end_offset` read before
+    /// or after never reports an epoch ending past records of a newer one.
+    pub fn leader_epoch_cache(&self) -> LeaderEpochCache {
+        self.read_leader_epochs().clone()
+    }
+
     /// The leader-epoch cache's entries, oldest epoch first.
     pub fn epoch_entries(&self) -> Vec<EpochEntry> {
         self.read_leader_epochs().entries().to_vec()
