@@ -15,7 +15,7 @@ use crate::batch_header::{set_base_offset, set_partition_leader_epoch, BatchHead
 use crate::error::{BatchDefect, StorageError};
 use crate::leader_epoch::EpochEntry;
 use crate::partition_log::{AppendOutcome, LogConfig, PartitionLog};
-use crate::test_support::TestResult;
+use crate::test_support::{TestError, TestResult};
 
 fn config() -> LogConfig {
     LogConfig {
@@ -431,4 +431,160 @@ fn moving_the_log_start_moves_the_first_epoch_start() -> TestResult {
     drop(log);
     assert_eq!(open(dir.path()).epoch_entries(), entries(&[(4, 10)]));
     Ok(())
+}
+
+/// A step of the random leader/follower workload.
+#[derive(Debug, Clone)]
+enum Step {
+    /// The leader appends a batch of `records` records with `value_bytes`-byte values.
+    Append { records: i32, value_bytes: usize },
+    /// The leader moves to a new epoch.
+    NewEpoch,
+    /// The leader's log is truncated at the batch `pick` chooses (inside it when odd).
+    Truncate { pick: u8 },
+    /// The leader is reopened (and told its epoch again).
+    Reopen,
+    /// The follower catches up: truncates to where it agrees with the leader, then appends
+    /// the rest replicated.
+    Replicate,
+}
+
+fn steps() -> impl proptest::strategy::Strategy<Value = Vec<Step>> {
+    use proptest::prelude::*;
+    let step = prop_oneof![
+        6 => (1i32..4, 0usize..60).prop_map(|(records, value_bytes)| Step::Append { records, value_bytes }),
+        1 => Just(Step::NewEpoch),
+        2 => any::<u8>().prop_map(|pick| Step::Truncate { pick }),
+        1 => Just(Step::Reopen),
+        2 => Just(Step::Replicate),
+    ];
+    proptest::collection::vec(step, 1..50)
+}
+
+/// The epoch cache a log holding exactly `batches` (in order) has when every epoch was
+/// started by its first batch.
+fn epochs_of(batches: &[Vec<u8>]) -> Vec<EpochEntry> {
+    let mut cache = crate::leader_epoch::LeaderEpochCache::new();
+    for b in batches {
+        let h = BatchHeader::parse(b).unwrap();
+        cache.assign(h.partition_leader_epoch, h.base_offset);
+    }
+    cache.entries().to_vec()
+}
+
+/// Runs `steps`, checking the leader against a model after each, and the follower against
+/// the leader after each catch-up.
+fn run_replica_workload(steps: &[Step]) -> Result<(), TestError> {
+    let (leader_dir, follower_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let mut leader = open(leader_dir.path());
+    let follower = open(follower_dir.path());
+    let mut epoch = 0;
+    leader.set_leader_epoch(epoch)?;
+    let mut model: Vec<Vec<u8>> = Vec::new();
+    let mut model_epochs = crate::leader_epoch::LeaderEpochCache::new();
+    model_epochs.assign(epoch, 0);
+    let end_of = |model: &[Vec<u8>]| {
+        model
+            .last()
+            .map_or(0, |b| BatchHeader::parse(b).unwrap().last_offset() + 1)
+    };
+    for step in steps {
+        match step {
+            Step::Append {
+                records,
+                value_bytes,
+            } => {
+                let mut bytes = build_batch(*records, *value_bytes, ProducerFields::NONE);
+                let base = end_of(&model);
+                assert_eq!(
+                    leader.append(&bytes)?,
+                    AppendOutcome::Appended {
+                        base_offset: base,
+                        last_offset: base + i64::from(*records) - 1
+                    }
+                );
+                set_base_offset(&mut bytes, base)?;
+                set_partition_leader_epoch(&mut bytes, epoch)?;
+                model_epochs.assign(epoch, base);
+                model.push(bytes);
+            }
+            Step::NewEpoch => {
+                epoch += 1;
+                leader.set_leader_epoch(epoch)?;
+                model_epochs.assign(epoch, end_of(&model));
+            }
+            Step::Truncate { pick } => {
+                let index = usize::from(*pick / 2) % (model.len() + 1);
+                let (offset, keep) = match model.get(index) {
+                    Some(b) => {
+                        let h = BatchHeader::parse(b)?;
+                        let inside = pick % 2 == 1 && h.last_offset() > h.base_offset;
+                        (h.base_offset + i64::from(inside), index)
+                    }
+                    None => (end_of(&model), model.len()),
+                };
+                leader.truncate_to(offset)?;
+                if offset < end_of(&model) {
+                    model.truncate(keep);
+                    model_epochs.truncate_from_end(end_of(&model));
+                }
+            }
+            Step::Reopen => {
+                drop(leader);
+                leader = open(leader_dir.path());
+                leader.set_leader_epoch(epoch)?;
+                model_epochs.assign(epoch, end_of(&model));
+            }
+            Step::Replicate => {
+                let theirs = batches_from(&follower, 0);
+                let agreed = theirs
+                    .iter()
+                    .zip(&model)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                let agreed_end = end_of(&model[..agreed]);
+                follower.truncate_to(agreed_end)?;
+                if let Some(rest) = model.get(agreed..).filter(|r| !r.is_empty()) {
+                    follower.append_replicated(&rest.concat())?;
+                }
+                if batches_from(&follower, 0) != model {
+                    return Err("the follower's log differs from the leader's".into());
+                }
+                if follower.epoch_entries() != epochs_of(&model) {
+                    return Err(format!(
+                        "follower epochs {:?}, batches say {:?}",
+                        follower.epoch_entries(),
+                        epochs_of(&model)
+                    )
+                    .into());
+                }
+            }
+        }
+        if batches_from(&leader, 0) != model {
+            return Err(format!("after {step:?} the leader's log differs from the model").into());
+        }
+        if leader.epoch_entries() != model_epochs.entries() {
+            return Err(format!(
+                "after {step:?} leader epochs {:?}, model {:?}",
+                leader.epoch_entries(),
+                model_epochs.entries()
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 16, ..proptest::prelude::ProptestConfig::default() })]
+
+    /// Random appends, epochs, truncations and reopens of a leader, with a follower catching up
+    /// by truncation and replicated appends: the leader matches a model, the follower matches
+    /// the leader byte for byte, and its epoch cache is what the batches say.
+    #[test]
+    fn a_follower_converges_on_its_leader(steps in steps()) {
+        if let Err(error) = run_replica_workload(&steps) {
+            proptest::prop_assert!(false, "{}", error);
+        }
+    }
 }
