@@ -32,8 +32,6 @@ use crate::test_support::{TestError, TestResult};
 const TEARS_PER_POINT: u64 = 3;
 /// Where the sweep truncates: a batch boundary inside the second of several segments.
 const CUT_OFFSET: i64 = 12;
-/// Where the reset sweep starts the log afresh.
-const RESET_OFFSET: i64 = 500;
 
 fn config() -> LogConfig {
     LogConfig {
@@ -255,13 +253,26 @@ fn check_replicated_epoch(log: &PartitionLog, after: &Batches) -> TestResult {
     Ok(())
 }
 
-/// The checks after a crashed reset.
-fn check_reset(log: &PartitionLog, before: &BTreeMap<i64, Vec<u8>>, run: &Run) -> TestResult {
+/// The checks after a crashed run of resets to `reset_offsets` (in order): the fixture's
+/// flushed batches are all there (no reset happened) or none is, and the log then starts at
+/// one of the offsets (the last once the run's operation returned).
+fn check_reset(
+    log: &PartitionLog,
+    before: &Batches,
+    run: &Run,
+    reset_offsets: &[i64],
+) -> TestResult {
     let after = stored_batches(log)?;
-    if log.log_start_offset() == RESET_OFFSET {
-        let unexpected = after.values().any(|b| !is_appended_after(b));
+    let reset = after.values().all(|b| is_appended_after(b));
+    if reset {
         let lost = run.must_keep().is_some_and(|(o, _)| !after.contains_key(o));
-        if unexpected || lost {
+        let start = log.log_start_offset();
+        let start_ok = if run.operation_done {
+            reset_offsets.last() == Some(&start)
+        } else {
+            reset_offsets.contains(&start)
+        };
+        if !start_ok || lost {
             return Err(format!("after the reset the log holds {:?}", after.keys()).into());
         }
         check_replicated_epoch(log, &after)?;
@@ -362,7 +373,16 @@ fn a_crash_during_truncation_never_brings_cut_records_back_nor_loses_kept_ones()
 
 #[test]
 fn a_crash_during_a_reset_leaves_the_old_log_or_the_new_one() -> TestResult {
-    let points = sweep("reset_to", &|log| log.reset_to(RESET_OFFSET), &check_reset)?;
-    println!("reset_to: {points} crash points, {TEARS_PER_POINT} tears each");
+    // Past the log end (a follower behind its leader's retention); at the first segment's own
+    // base offset (the new segment replaces a file of the same name); and below the first
+    // segment's base offset (the old recovery checkpoint must never name a missing segment).
+    for resets in [&[500][..], &[0], &[700, 600]] {
+        let points = sweep(
+            "reset_to",
+            &|log| resets.iter().try_for_each(|&offset| log.reset_to(offset)),
+            &|log, before, run| check_reset(log, before, run, resets),
+        )?;
+        println!("reset_to {resets:?}: {points} crash points, {TEARS_PER_POINT} tears each");
+    }
     Ok(())
 }

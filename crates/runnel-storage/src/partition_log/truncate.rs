@@ -183,16 +183,10 @@ impl PartitionLog {
         self.truncations.fetch_add(1, Ordering::AcqRel);
         PendingTruncation::ResetTo(offset).write(&self.storage, &self.dir)?;
         let old: Vec<Arc<LogSegment>> = self.segments_snapshot();
-        // Trust nothing from here on: a checkpoint naming the first segment at its start stays
-        // valid whichever segments go (one before the first remaining segment is ignored).
-        if let Some(first) = old.first() {
-            RecoveryCheckpoint {
-                recovery_point_offset: first.base_offset(),
-                segment_base_offset: first.base_offset(),
-                position_bytes: 0,
-            }
-            .write(&self.storage, &self.dir)?;
-        }
+        // No checkpoint until the new one: whichever segments go, and wherever the new segment
+        // lands (below the old first one, even), none can name a missing segment. Recovery
+        // meanwhile verifies everything, which is safe.
+        RecoveryCheckpoint::remove(&self.storage, &self.dir)?;
         for segment in old.iter().rev() {
             segment.delete_files()?;
         }
