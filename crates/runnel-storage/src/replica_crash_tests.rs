@@ -30,8 +30,6 @@ use crate::test_support::{TestError, TestResult};
 
 /// Tear variants tried at each crash point.
 const TEARS_PER_POINT: u64 = 3;
-/// Where the sweep truncates: a batch boundary inside the second of several segments.
-const CUT_OFFSET: i64 = 12;
 
 fn config() -> LogConfig {
     LogConfig {
@@ -173,14 +171,15 @@ fn check_truncation(
     before: &BTreeMap<i64, Vec<u8>>,
     flushed_end: i64,
     run: &Run,
+    cut_offset: i64,
 ) -> TestResult {
     let after = stored_batches(log)?;
     let end = log.log_end_offset();
-    if end < CUT_OFFSET {
+    if end < cut_offset {
         return Err(format!("log end {end} is below the cut: flushed records lost").into());
     }
     for (offset, batch) in &after {
-        if *offset >= CUT_OFFSET && is_appended_after(batch) {
+        if *offset >= cut_offset && is_appended_after(batch) {
             continue;
         }
         let expected = before
@@ -196,13 +195,13 @@ fn check_truncation(
         }
     }
     let kept_below_cut = before
-        .range(..CUT_OFFSET)
+        .range(..cut_offset)
         .all(|(o, b)| after.get(o) == Some(b));
     if !kept_below_cut {
         return Err("a flushed batch below the cut is lost or changed".into());
     }
     let old_above_cut = before
-        .range(CUT_OFFSET..)
+        .range(cut_offset..)
         .filter(|(o, b)| after.get(o) == Some(b))
         .count();
     if run.operation_done && old_above_cut > 0 {
@@ -210,7 +209,7 @@ fn check_truncation(
     }
     if old_above_cut > 0
         && before
-            .range(CUT_OFFSET..flushed_end)
+            .range(cut_offset..flushed_end)
             .any(|(o, _)| !after.contains_key(o))
     {
         return Err("a half-undone truncation: flushed records above the cut partly gone".into());
@@ -355,19 +354,24 @@ fn sweep(
 
 #[test]
 fn a_crash_during_truncation_never_brings_cut_records_back_nor_loses_kept_ones() -> TestResult {
-    let points = sweep(
-        "truncate_to",
-        &|log| log.truncate_to(CUT_OFFSET),
-        &|log, before, run| {
-            let flushed_end = before
-                .values()
-                .map(|b| BatchHeader::parse(b).unwrap().last_offset() + 1)
-                .max()
-                .unwrap_or(0);
-            check_truncation(log, before, flushed_end, run)
-        },
-    )?;
-    println!("truncate_to: {points} crash points, {TEARS_PER_POINT} tears each");
+    // (offset asked, where the cut lands): a batch boundary inside the second of several
+    // segments; the log start (everything goes); inside the last flushed batch (18..=19),
+    // which goes whole.
+    for (offset, cut_offset) in [(12, 12), (0, 0), (19, 18)] {
+        let points = sweep(
+            "truncate_to",
+            &|log| log.truncate_to(offset),
+            &|log, before, run| {
+                let flushed_end = before
+                    .values()
+                    .map(|b| BatchHeader::parse(b).unwrap().last_offset() + 1)
+                    .max()
+                    .unwrap_or(0);
+                check_truncation(log, before, flushed_end, run, cut_offset)
+            },
+        )?;
+        println!("truncate_to({offset}): {points} crash points, {TEARS_PER_POINT} tears each");
+    }
     Ok(())
 }
 
