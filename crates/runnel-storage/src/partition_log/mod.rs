@@ -1,7 +1,9 @@
 //! `PartitionLog`: one partition's log as a list of segments with a log start offset, a log end
 //! offset and a flushed offset. It assigns offsets, enforces idempotent-producer rules, rolls
-//! segments, serves reads and group-commits fsyncs. It is synchronous and knows nothing of
-//! Kafka requests, sockets or the high watermark (`read` takes the bound from the caller).
+//! segments, serves reads and group-commits fsyncs; for replication it keeps the leader-epoch
+//! cache, appends a leader's batches as they are and truncates. It is synchronous and knows
+//! nothing of Kafka requests, sockets or who leads; the high watermark is the caller's (`read`
+//! takes the bound from it; the log only stores its checkpoint file).
 //!
 //! A roll fsyncs only the sealed segment's data, then starts the new segment. The rest of its
 //! durability work (the sealed time index, the producer snapshot and the recovery checkpoint at
@@ -9,15 +11,18 @@
 //! for acks=all, the periodic flush otherwise); only then do retention and the cleaner treat
 //! the sealed segment as closed. So appends wait for one fsync at a roll, not five.
 //!
-//! Locking, in acquisition order: `writer` (one append, roll or close at a time) then
-//! `flush_lock` then `pending_roll` then `segments` (held only to push or clone `Arc`s). Readers
+//! Locking, in acquisition order: `cleaner_lock` (one clean, truncation or reset at a time),
+//! then `writer` (one append, roll or close at a time) then `flush_lock` then `pending_roll`
+//! then `segments` (held only to push or clone `Arc`s); `leader_epochs` is taken last and
+//! alone, briefly, by whoever updates or reads the epoch cache. Readers
 //! take only a brief `segments` read lock and the per-index lock for a binary search; they
 //! never wait for a write or an fsync in progress.
 //!
 //! The work is split by job, one `impl PartitionLog` block per file: `append` (offset
 //! assignment, producer checks, rolls), `flush` (group commit, directory durability, the failed
-//! state), `read` (reads and lookups by timestamp) and `maintenance` (retention, DeleteRecords,
-//! compaction, producer expiry). This file holds the struct, its settings and result types,
+//! state), `read` (reads and lookups by timestamp), `maintenance` (retention, DeleteRecords,
+//! compaction, producer expiry) and `truncate` (a replica's truncation and reset, and the
+//! high-watermark checkpoint). This file holds the struct, its settings and result types,
 //! open and close, and the accessors.
 
 mod append;
