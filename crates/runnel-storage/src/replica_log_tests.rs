@@ -588,3 +588,27 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn truncating_at_a_log_start_inside_a_batch_keeps_the_end_at_the_start() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = leader_log(dir.path())?;
+    // Batch 8..=10 straddles the new start.
+    assert_eq!(log.delete_records(9, 20)?, 9);
+    log.truncate_to(9)?;
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (9, 9));
+    assert_eq!(log.read(9, 1 << 20, i64::MAX)?.len(), 0);
+    let outcome = log.append(&batch(1))?;
+    assert_eq!(
+        outcome,
+        AppendOutcome::Appended {
+            base_offset: 9,
+            last_offset: 9
+        }
+    );
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (9, 10));
+    assert_eq!(offsets(&log), vec![(9, 9)]);
+    Ok(())
+}

@@ -133,10 +133,16 @@ impl PartitionLog {
             return PendingTruncation::remove(&self.storage, &self.dir);
         };
         let (position, cut_offset) = match containing.find_batch(offset, containing.size_bytes())? {
-            Some((position, header)) => (position, header.base_offset.min(offset)),
+            // A batch straddling the log start (DeleteRecords may move it inside one) goes
+            // whole too; what it held below the start was deleted already, so the log end
+            // stays at the start.
+            Some((position, header)) => (
+                position,
+                header.base_offset.min(offset).max(self.log_start_offset()),
+            ),
             None => (containing.size_bytes(), offset),
         };
-        if cut_offset < offset {
+        if position < containing.size_bytes() && cut_offset < offset {
             tracing::warn!(dir = %self.dir.display(), offset, cut_offset,
                 "truncation inside a batch: the whole batch is cut");
         }
