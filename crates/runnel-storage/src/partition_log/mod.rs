@@ -170,6 +170,11 @@ pub struct PartitionLog {
     /// appends it describes are published: a reader never sees an epoch end past records of a
     /// newer one.
     leader_epochs: RwLock<LeaderEpochCache>,
+    /// The last checkpointed high watermark (`i64::MAX` when none is known): the cleaner
+    /// compacts only segments wholly below it, since a replica may truncate what is above, and
+    /// a record compacted away because a later one of its key existed must not lose that later
+    /// one to a truncation.
+    clean_bound_offset: AtomicI64,
     /// One cleaner at a time per log.
     cleaner_lock: Mutex<()>,
     /// Offsets from here on have not been compacted since this log was opened.
@@ -279,6 +284,8 @@ impl PartitionLog {
         }
         let leader_epochs =
             open_leader_epochs(&storage, dir, log_start_offset, recovered.log_end_offset)?;
+        let clean_bound_offset =
+            crate::checkpoint::read_high_watermark(&storage, dir).unwrap_or(i64::MAX);
         let log = PartitionLog {
             dir: dir.to_path_buf(),
             storage,
@@ -299,6 +306,7 @@ impl PartitionLog {
             flushed_offset: AtomicI64::new(recovered.log_end_offset),
             truncations: AtomicU64::new(0),
             leader_epochs: RwLock::new(leader_epochs),
+            clean_bound_offset: AtomicI64::new(clean_bound_offset),
             cleaner_lock: Mutex::new(()),
             first_dirty_offset: AtomicI64::new(log_start_offset),
             kept_tombstone_ms: AtomicI64::new(i64::MAX),

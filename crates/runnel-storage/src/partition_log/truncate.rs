@@ -81,11 +81,16 @@ impl PartitionLog {
 
     /// Persists `high_watermark` as this partition's high-watermark checkpoint (file
     /// `high-watermark`), atomically and durably. Storage does not check it against the log:
-    /// the caller owns the high watermark.
+    /// the caller owns the high watermark. From then on the cleaner compacts only segments
+    /// wholly below it (records above it may still be truncated; see `clean`); a log whose
+    /// high watermark was never checkpointed is compacted up to its active segment.
     ///
     /// Errors: `Io`.
     pub fn write_high_watermark(&self, high_watermark: i64) -> Result<(), StorageError> {
-        write_high_watermark(&self.storage, &self.dir, high_watermark)
+        write_high_watermark(&self.storage, &self.dir, high_watermark)?;
+        self.clean_bound_offset
+            .store(high_watermark, Ordering::Release);
+        Ok(())
     }
 
     /// The last checkpointed high watermark, or `None` if there is none or it is unreadable.
