@@ -176,6 +176,9 @@ impl PartitionLog {
             .fetch_min(containing.base_offset(), Ordering::AcqRel);
         self.first_dirty_offset
             .fetch_min(cut_offset, Ordering::AcqRel);
+        // Records appended after the cut may be cut again until a high watermark covers them.
+        self.clean_bound_offset
+            .fetch_min(cut_offset, Ordering::AcqRel);
         let kept = self.segments_snapshot();
         let mut producers = rebuild_producer_state(&self.storage, &self.dir, &kept, cut_offset)?;
         producers.set_expiration_ms(self.config().producer_id_expiration_ms);
@@ -235,6 +238,7 @@ impl PartitionLog {
         self.flushed_offset.store(offset, Ordering::Release);
         self.sealed_offset.store(offset, Ordering::Release);
         self.first_dirty_offset.store(offset, Ordering::Release);
+        self.clean_bound_offset.store(offset, Ordering::Release);
         self.update_leader_epochs(|epochs| {
             let emptied = !epochs.entries().is_empty();
             *epochs = LeaderEpochCache::new();
