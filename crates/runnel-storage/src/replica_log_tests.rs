@@ -612,3 +612,52 @@ fn truncating_at_a_log_start_inside_a_batch_keeps_the_end_at_the_start() -> Test
     assert_eq!(offsets(&log), vec![(9, 9)]);
     Ok(())
 }
+
+#[test]
+fn the_cleaner_stays_below_the_checkpointed_high_watermark() -> TestResult {
+    use crate::test_support::{new_batch, TestReader};
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path());
+    // The same key over and over, across several segments.
+    for n in 0..30 {
+        let value = format!("value-{n:04}");
+        log.append(&new_batch(&[(1_000 + n, Some("key"), Some(&value))]))?;
+    }
+    log.flush(i64::MAX)?;
+    assert!(log.segment_count() > 2);
+    let policy = crate::CompactionPolicy {
+        min_cleanable_dirty_ratio: 0.0,
+        ..crate::CompactionPolicy::default()
+    };
+    log.write_high_watermark(0)?;
+    assert_eq!(
+        log.clean(&policy, &TestReader, 1_000_000)?,
+        None,
+        "nothing below 0"
+    );
+    assert_eq!(
+        log.size_bytes(),
+        batches_from(&log, 0).concat().len() as u64
+    );
+    // Reopened, the bound is the checkpoint's.
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.clean(&policy, &TestReader, 1_000_000)?, None);
+    log.write_high_watermark(log.log_end_offset())?;
+    let stats = log
+        .clean(&policy, &TestReader, 1_000_000)?
+        .expect("cleaned");
+    assert!(stats.records_removed > 0);
+    // A truncation lowers the bound to the cut again.
+    log.truncate_to(log.log_end_offset() - 1)?;
+    for n in 30..60 {
+        let value = format!("value-{n:04}");
+        log.append(&new_batch(&[(1_000 + n, Some("key"), Some(&value))]))?;
+    }
+    let before = log.size_bytes();
+    if let Some(stats) = log.clean(&policy, &TestReader, 1_000_000)? {
+        assert_eq!(stats.records_removed, 0, "nothing past the cut is cleaned");
+    }
+    assert_eq!(log.size_bytes(), before);
+    Ok(())
+}
