@@ -4,6 +4,9 @@
 
 pub mod state;
 
+#[cfg(test)]
+mod sim;
+
 use std::sync::Arc;
 
 use uuid::Uuid;
