@@ -95,6 +95,13 @@ fn simulate_many_seeds() {
     }
 }
 
+#[test]
+fn a_seed_replays_exactly() {
+    let first = run_seed(7, Variant::Correct);
+    assert!(first.is_ok(), "{first:?}");
+    assert_eq!(first, run_seed(7, Variant::Correct));
+}
+
 /// The first seed below `limit` on which `variant` breaks an invariant.
 fn first_failure(variant: Variant, limit: u64) -> Option<String> {
     (0..limit).find_map(|seed| run_seed(seed, variant).err())

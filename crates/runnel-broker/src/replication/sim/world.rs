@@ -95,7 +95,7 @@ enum Message {
 }
 
 /// What a run saw, to show the simulation is not vacuous.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Stats {
     pub(super) acked: u64,
     pub(super) crashes: u64,
@@ -557,11 +557,14 @@ impl World {
     fn act_as_follower(&mut self, index: usize, leader: BrokerId, leader_epoch: i32) {
         let step = self.step;
         let fsync_now = self.rng.chance(400);
+        // The fsync and the next fetch may take a few steps: a crash can come between the
+        // append and its fsync.
+        let ready = self.rng.chance(600);
         let node = &mut self.nodes[index];
-        if node
+        let waiting = node
             .fetch_sent
-            .is_some_and(|sent| step < sent + FETCH_RETRY_STEPS)
-        {
+            .is_some_and(|sent| step < sent + FETCH_RETRY_STEPS);
+        if waiting || !ready {
             return;
         }
         // replica.fsync.before.fetch: the fetch offset is always durable here.
