@@ -48,6 +48,7 @@ fn config_for(seed: u64, variant: Variant) -> SimConfig {
 fn run_seed(seed: u64, variant: Variant) -> Result<Stats, String> {
     let config = config_for(seed, variant);
     let mut world = World::new(seed, config);
+    world.trace = std::env::var("RUNNEL_SIM_TRACE").is_ok();
     match world.run() {
         Ok(()) => Ok(world.stats),
         Err(violation) => Err(format!(
