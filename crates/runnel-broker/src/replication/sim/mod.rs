@@ -144,3 +144,13 @@ fn the_checker_catches_a_restarted_leader_keeping_its_epoch() {
     );
     eprintln!("caught: {}", failure.unwrap_or_default());
 }
+
+#[test]
+fn the_checker_catches_a_truncation_at_the_log_end_that_keeps_an_empty_epoch() {
+    let failure = first_failure(Variant::TruncateAtLogEndKeepsEpochs, 2_000);
+    assert!(
+        failure.is_some(),
+        "an empty epoch kept at the log end went unnoticed"
+    );
+    eprintln!("caught: {}", failure.unwrap_or_default());
+}

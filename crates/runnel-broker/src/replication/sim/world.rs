@@ -42,6 +42,9 @@ pub(super) enum Variant {
     /// Registering a new incarnation does not fence the old one: a restarted leader keeps its
     /// leader epoch although it lost its unfsynced tail.
     KeepLeaderEpochOnRestart,
+    /// A truncation at or past the log end leaves the epoch cache alone, so the entry of an
+    /// epoch this node led without writing stays at its log end.
+    TruncateAtLogEndKeepsEpochs,
 }
 
 /// How one run is shaped.
@@ -162,11 +165,37 @@ impl World {
         for _ in 0..self.config.heal_steps {
             self.step()?;
         }
-        if let Some(leader) = self.current_leader() {
-            self.checker.on_leader(&self.nodes[leader])?;
-        }
         self.stats.acked = self.checker.acked_count() as u64;
-        Ok(())
+        let Some(leader) = self.current_leader() else {
+            return Err(Violation {
+                invariant: "liveness (a healed cluster settles)",
+                detail: format!("no leader: {:?}", self.controller.partition()),
+            });
+        };
+        self.checker.on_leader(&self.nodes[leader])?;
+        self.check_settled(leader)
+    }
+
+    /// After healing, with producers stopped: every replica is in the ISR and holds the
+    /// leader's log, and the HW covers it all.
+    fn check_settled(&self, leader: usize) -> Result<(), Violation> {
+        let leader = &self.nodes[leader];
+        let isr = self
+            .controller
+            .partition()
+            .map(|p| p.isr.len())
+            .unwrap_or(0);
+        let settled = isr == self.nodes.len()
+            && leader.high_watermark == leader.log_end_offset()
+            && self.nodes.iter().all(|n| n.log == leader.log);
+        if settled {
+            return Ok(());
+        }
+        let nodes: Vec<String> = self.nodes.iter().map(Replica::describe).collect();
+        Err(Violation {
+            invariant: "liveness (a healed cluster settles)",
+            detail: format!("{:?}\n{}", self.controller.partition(), nodes.join("\n")),
+        })
     }
 
     fn trace(&self, event: impl FnOnce() -> String) {
@@ -572,7 +601,10 @@ impl World {
                 if cut < node.log_end_offset() {
                     self.stats.divergence_truncations += 1;
                 }
-                node.truncate_to(cut);
+                let keeps_epochs = self.config.variant == Variant::TruncateAtLogEndKeepsEpochs;
+                if !(keeps_epochs && cut >= node.log_end_offset()) {
+                    node.truncate_to(cut);
+                }
             }
             FetchOutcome::Error => {}
         }
@@ -658,7 +690,9 @@ impl World {
     /// A producer sends one acks=all record, usually to the leader the controller names,
     /// sometimes to any node (stale metadata).
     fn produce(&mut self) {
-        if !self.rng.chance(600) {
+        // Producers stop half-way through healing, so that the cluster can settle.
+        let quiet_from = self.config.fault_steps + self.config.heal_steps / 2;
+        if !self.rng.chance(600) || self.step > quiet_from {
             return;
         }
         let named = self
