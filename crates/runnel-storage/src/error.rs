@@ -122,6 +122,35 @@ pub enum StorageError {
         #[source]
         cause: std::sync::Arc<StorageError>,
     },
+    /// The leader-epoch checkpoint (`leader-epoch-checkpoint`) cannot be parsed. Not repaired
+    /// by guessing: a wrong epoch history could make a follower keep records its leader does
+    /// not have.
+    #[error("leader epoch checkpoint {path} is damaged: {reason}")]
+    CorruptLeaderEpochCheckpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A replicated append's first batch starts below the log end offset: this replica's log
+    /// and the leader's disagree about where it ends (the follower truncates or refetches).
+    #[error(
+        "replicated batch at offset {base_offset} is below the log end offset {log_end_offset}"
+    )]
+    ReplicaAppendBehindLogEnd {
+        /// The log end offset the append had to start at or after.
+        log_end_offset: i64,
+        /// The first batch's base offset.
+        base_offset: i64,
+    },
+    /// `set_leader_epoch` was given an epoch older than the newest in the epoch cache.
+    #[error("leader epoch {epoch} is older than the latest epoch {latest} of this log")]
+    StaleLeaderEpoch {
+        /// The epoch given.
+        epoch: i32,
+        /// The newest epoch in the cache.
+        latest: i32,
+    },
     /// `append` was called with no bytes.
     #[error("append of zero bytes")]
     EmptyAppend,

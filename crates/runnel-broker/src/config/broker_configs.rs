@@ -469,4 +469,29 @@ mod tests {
             ConfigType::Int
         );
     }
+
+    #[test]
+    fn replication_settings_are_acted_on_with_their_values() {
+        let config = load(&[("min.insync.replicas", "2")]);
+        let entries = broker_config_entries(&config);
+        for (name, value, explicit) in [
+            ("min.insync.replicas", "2", true),
+            ("default.replication.factor", "1", false),
+            ("offsets.topic.replication.factor", "3", false),
+            ("replica.lag.time.max.ms", "30000", false),
+            ("replica.fetch.max.bytes", "1048576", false),
+            ("replica.fetch.wait.max.ms", "500", false),
+            ("replica.fsync.before.fetch", "true", false),
+            ("unclean.leader.election.enable", "false", false),
+            ("auto.leader.rebalance.enable", "true", false),
+            ("leader.imbalance.check.interval.seconds", "300", false),
+        ] {
+            let entry = find(&entries, name);
+            assert_eq!(
+                (entry.value.as_deref(), entry.explicit, entry.acted_on),
+                (Some(value), explicit, true),
+                "{name}"
+            );
+        }
+    }
 }
