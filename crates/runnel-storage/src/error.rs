@@ -151,6 +151,13 @@ pub enum StorageError {
         /// The newest epoch in the cache.
         latest: i32,
     },
+    /// The marker of a truncation in progress (`truncation-in-progress`) is damaged, so what
+    /// the interrupted truncation was to cut is unknown.
+    #[error("truncation marker {path} is damaged: the log cannot tell which records were cut")]
+    CorruptTruncationMarker {
+        /// The marker file.
+        path: PathBuf,
+    },
     /// `append` was called with no bytes.
     #[error("append of zero bytes")]
     EmptyAppend,

@@ -486,6 +486,22 @@ pub(crate) fn prune_snapshots(storage: &Storage, dir: &Path) -> Result<(), Stora
     Ok(())
 }
 
+/// Deletes the snapshots of `dir` taken after `offset` (they describe records a truncation
+/// cut). The caller fsyncs the directory.
+pub(crate) fn remove_snapshots_above(
+    storage: &Storage,
+    dir: &Path,
+    offset: i64,
+) -> Result<(), StorageError> {
+    for (_, path) in list_snapshots(storage, dir)?
+        .into_iter()
+        .filter(|(at, _)| *at > offset)
+    {
+        storage.remove_file(&path).at(&path)?;
+    }
+    Ok(())
+}
+
 /// Snapshot files of `dir` as `(offset, path)`, oldest first.
 fn list_snapshots(storage: &Storage, dir: &Path) -> Result<Vec<(i64, PathBuf)>, StorageError> {
     let mut found = Vec::new();

@@ -281,3 +281,141 @@ fn replicated_appends_accept_gaps_and_refuse_offsets_going_back() -> TestResult 
     assert_eq!(follower.log_end_offset(), 11, "nothing refused was written");
     Ok(())
 }
+
+/// `(base offset, last offset)` of every batch of the log.
+fn offsets(log: &PartitionLog) -> Vec<(i64, i64)> {
+    batches_from(log, log.log_start_offset())
+        .iter()
+        .map(|b| {
+            let h = BatchHeader::parse(b).unwrap();
+            (h.base_offset, h.last_offset())
+        })
+        .collect()
+}
+
+#[test]
+fn truncation_cuts_records_indexes_producer_state_and_epochs() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // Offsets: producer 9 at 0-1, 2-3, 4-5, 6-7 (epoch 1); 8-10, 11-13, 14-16, 17-19 (epoch 4).
+    let log = leader_log(dir.path())?;
+    let segments_before = log.segment_count();
+    log.flush(i64::MAX)?;
+    log.truncate_to(20)?;
+    log.truncate_to(25)?;
+    assert_eq!(
+        log.log_end_offset(),
+        20,
+        "at or past the end: nothing to cut"
+    );
+
+    log.truncate_to(14)?;
+    assert_eq!(log.log_end_offset(), 14);
+    assert_eq!(log.flushed_offset(), 14);
+    assert_eq!(offsets(&log).last(), Some(&(11, 13)));
+    assert_eq!(log.epoch_entries(), entries(&[(1, 0), (4, 8)]));
+    assert_eq!(log.end_offset_for_epoch(4), (4, 14));
+
+    // Inside a batch, the whole batch goes.
+    log.truncate_to(12)?;
+    assert_eq!(log.log_end_offset(), 11);
+    log.truncate_to(8)?;
+    assert_eq!(log.epoch_entries(), entries(&[(1, 0)]));
+    log.truncate_to(4)?;
+    assert_eq!(offsets(&log), vec![(0, 1), (2, 3)]);
+    assert!(segments_before > 1);
+    assert_eq!(log.segment_count(), 1, "later segments are deleted");
+    // Producer state is as of offset 4: its batch 2-3 is a duplicate, 4-5 is new again.
+    assert_eq!(
+        log.append(&producer_batch(9, 2, 2))?,
+        AppendOutcome::Duplicate {
+            base_offset: 2,
+            last_offset: 3
+        }
+    );
+    log.set_leader_epoch(6)?;
+    assert_eq!(
+        log.append(&producer_batch(9, 4, 2))?,
+        AppendOutcome::Appended {
+            base_offset: 4,
+            last_offset: 5
+        }
+    );
+    assert_eq!(log.epoch_entries(), entries(&[(1, 0), (6, 4)]));
+    assert!(!dir
+        .path()
+        .join(crate::checkpoint::TRUNCATION_FILE_NAME)
+        .exists());
+    log.close()?;
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(offsets(&log), vec![(0, 1), (2, 3), (4, 5)]);
+    assert_eq!(log.epoch_entries(), entries(&[(1, 0), (6, 4)]));
+    Ok(())
+}
+
+#[test]
+fn a_reset_starts_the_log_afresh_and_truncation_stays_above_its_start() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = leader_log(dir.path())?;
+    log.reset_to(1_000)?;
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.segment_count()
+        ),
+        (1_000, 1_000, 1)
+    );
+    assert!(log.epoch_entries().is_empty());
+    assert_eq!(log.read(1_000, 1 << 20, i64::MAX)?.len(), 0);
+    // Producer 9 is forgotten: its old sequence is appended, not a duplicate.
+    assert_eq!(
+        log.append(&producer_batch(9, 0, 2))?,
+        AppendOutcome::Appended {
+            base_offset: 1_000,
+            last_offset: 1_001
+        }
+    );
+    match log.truncate_to(999) {
+        Err(StorageError::OffsetOutOfRange { offset: 999, .. }) => {}
+        other => panic!("expected OffsetOutOfRange, got {other:?}"),
+    }
+    assert!(matches!(
+        log.reset_to(-1),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    // A reset below the current end is allowed too (the log is emptied either way).
+    log.reset_to(500)?;
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
+    log.append(&batch(2))?;
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 502));
+    assert_eq!(offsets(&log), vec![(500, 501)]);
+    let names: Vec<String> = std::fs::read_dir(dir.path())?
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    assert_eq!(names, vec![crate::segment::offset_file_name(500, "log")]);
+    Ok(())
+}
+
+#[test]
+fn the_high_watermark_checkpoint_round_trips_and_ignores_damage() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path());
+    assert_eq!(log.read_high_watermark(), None);
+    log.write_high_watermark(42)?;
+    assert_eq!(log.read_high_watermark(), Some(42));
+    log.write_high_watermark(7)?;
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.read_high_watermark(), Some(7));
+    let path = dir.path().join(crate::checkpoint::HIGH_WATERMARK_FILE_NAME);
+    let mut bytes = std::fs::read(&path)?;
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x10;
+    std::fs::write(&path, bytes)?;
+    assert_eq!(log.read_high_watermark(), None);
+    Ok(())
+}

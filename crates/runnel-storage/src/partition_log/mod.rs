@@ -24,6 +24,7 @@ mod append;
 mod flush;
 mod maintenance;
 mod read;
+mod truncate;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -157,6 +158,9 @@ pub struct PartitionLog {
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
     flushed_offset: AtomicI64,
+    /// Truncations and resets so far, bumped under the flush lock: a write-out planned before
+    /// one must not publish its (older, larger) log end as flushed after it.
+    truncations: AtomicU64,
     /// Where each leader epoch starts. Updated (and persisted) by the writer before the
     /// appends it describes are published: a reader never sees an epoch end past records of a
     /// newer one.
@@ -270,7 +274,7 @@ impl PartitionLog {
         }
         let leader_epochs =
             open_leader_epochs(&storage, dir, log_start_offset, recovered.log_end_offset)?;
-        Ok(PartitionLog {
+        let log = PartitionLog {
             dir: dir.to_path_buf(),
             storage,
             config: RwLock::new(config),
@@ -288,6 +292,7 @@ impl PartitionLog {
             log_end_offset: AtomicI64::new(recovered.log_end_offset),
             // Recovery fsyncs whatever it verified.
             flushed_offset: AtomicI64::new(recovered.log_end_offset),
+            truncations: AtomicU64::new(0),
             leader_epochs: RwLock::new(leader_epochs),
             cleaner_lock: Mutex::new(()),
             first_dirty_offset: AtomicI64::new(log_start_offset),
@@ -300,7 +305,9 @@ impl PartitionLog {
             zero_tail: AtomicBool::new(false),
             directory_durable: AtomicBool::new(false),
             failure: OnceLock::new(),
-        })
+        };
+        log.finish_interrupted_truncation()?;
+        Ok(log)
     }
 
     /// First offset in the log.
