@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+pub mod client;
+pub mod fetcher;
+
 use crate::metadata::records::BrokerId;
 use crate::topics::Partition;
 
