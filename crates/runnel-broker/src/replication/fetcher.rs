@@ -14,8 +14,8 @@
 //! Fencing: a partition's log is changed only under its `FollowState::active` lock, and only
 //! while it is set; `set_followed` clears it for every partition it drops (or moves to a new
 //! leader or epoch), waiting for a change in progress. So once `set_followed` returns, the
-//! fetchers never again touch a log this node no longer follows at that epoch — the replica
-//! manager may make it leader at once.
+//! fetchers never again append to, truncate or reset a log this node no longer follows at that
+//! epoch (a flush may still finish: harmless) — the replica manager may make it leader at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -40,8 +40,10 @@ use crate::metadata::image::MetadataImage;
 use crate::metadata::records::BrokerId;
 
 /// Called with `(topic id, partition, high watermark)` when a followed partition's high
-/// watermark changes: the leader's, capped by this replica's durable offset. Never called for
-/// a partition after [`Fetchers::set_followed`] has dropped it (or changed its epoch).
+/// watermark changes: the leader's, capped by this replica's durable offset. Called from the
+/// blocking pool, with no fetcher lock held; it should be quick. A report races with
+/// [`Fetchers::set_followed`]: one may arrive just after the call that dropped the partition
+/// returned, so the receiver ignores reports for partitions it does not consider followed.
 pub type OnHighWatermark = Arc<dyn Fn(Uuid, i32, i64) + Send + Sync>;
 
 /// Room in an answer frame beyond `replica.fetch.max.bytes` and `message.max.bytes`: headers
@@ -175,7 +177,7 @@ impl Fetchers {
     }
 
     /// Replaces the followed set with `partitions` (all of them: one missing is no longer
-    /// fetched). A partition whose leader or leader epoch changed starts afresh (a paused one
+    /// fetched; one led by this node or by nobody is ignored). A partition whose leader or leader epoch changed starts afresh (a paused one
     /// fetches again); a leader left with nothing to fetch loses its task, a new one gets one.
     ///
     /// When this returns, no fetcher changes (appends, truncates, resets) the log of a
@@ -188,6 +190,11 @@ impl Fetchers {
         }
         let mut next: HashMap<(Uuid, i32), Arc<FollowState>> = HashMap::new();
         for followed in partitions {
+            if followed.leader == self.shared.node_id || followed.leader < 0 {
+                tracing::debug!(topic = %followed.topic, partition = followed.partition.index,
+                    leader = followed.leader, "not followed: no other leader to fetch from");
+                continue;
+            }
             let key = (followed.topic_id, followed.partition.index);
             let kept = set.partitions.get(&key).filter(|current| {
                 current.followed.leader == followed.leader
@@ -396,12 +403,7 @@ async fn run_leader_fetcher(
             None => connect(&shared, leader).await,
         };
         let mut live = match live {
-            Ok(live) => {
-                if connection_problem.take().is_some() {
-                    tracing::info!(leader, addr = live.addr(), "follower fetcher reconnected");
-                }
-                live
-            }
+            Ok(live) => live,
             Err(problem) => {
                 if connection_problem.as_ref() != Some(&problem) {
                     tracing::warn!(leader, %problem, "follower fetcher cannot reach its leader");
@@ -435,6 +437,13 @@ async fn run_leader_fetcher(
                 continue;
             }
         };
+        if connection_problem.take().is_some() {
+            tracing::info!(
+                leader,
+                addr = live.addr(),
+                "follower fetcher reaches its leader again"
+            );
+        }
         connection = Some(live);
         connection_backoff = Backoff::new();
         if response.error_code != 0 {
@@ -665,8 +674,7 @@ fn apply_response(
 
 /// Applies one partition's answer: the log changes under its `active` lock (see the module
 /// doc); the fsync runs outside it (harmless whoever leads, and `set_followed` must not wait for
-/// it); the high watermark is reported under it again, so never for a partition dropped
-/// meanwhile. Blocking.
+/// it); the high watermark is reported if the partition is still followed. Blocking.
 fn apply_partition(
     shared: &Shared,
     partition: &FetchedPartition,
@@ -692,19 +700,18 @@ fn apply_partition(
     }
     let high_watermark =
         follower_high_watermark(leader_high_watermark, partition.log.flushed_offset());
-    let active = partition.state.lock_active();
-    if !*active {
-        return PartitionOutcome::Skipped;
+    // Not under the `active` lock: the replica manager may hold its own lock while calling
+    // `set_followed`, and take it again in this callback.
+    if *partition.state.lock_active() {
+        let reported = partition
+            .state
+            .reported_high_watermark
+            .swap(high_watermark, Ordering::SeqCst);
+        if reported != high_watermark {
+            let followed = &partition.state.followed;
+            (shared.on_high_watermark)(followed.topic_id, followed.partition.index, high_watermark);
+        }
     }
-    let reported = partition
-        .state
-        .reported_high_watermark
-        .swap(high_watermark, Ordering::SeqCst);
-    if reported != high_watermark {
-        let followed = &partition.state.followed;
-        (shared.on_high_watermark)(followed.topic_id, followed.partition.index, high_watermark);
-    }
-    drop(active);
     PartitionOutcome::Applied
 }
 

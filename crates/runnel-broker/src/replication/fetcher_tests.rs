@@ -262,6 +262,139 @@ fn register(image: &mut MetadataImage, broker_id: BrokerId, listeners: &[(&str, 
     );
 }
 
+/// Creates topic "t" with one partition led by broker 1 at epoch 2 and followed by broker 0.
+fn create_followed_topic(image: &mut MetadataImage) -> Uuid {
+    let topic_id = Uuid::new_v4();
+    apply_metadata(
+        image,
+        vec![MetadataRecord::CreateTopic {
+            name: "t".into(),
+            topic_id,
+            configs: BTreeMap::new(),
+            partitions: vec![PartitionState {
+                replicas: vec![1, 0],
+                isr: vec![1, 0],
+                leader: 1,
+                leader_epoch: 2,
+                partition_epoch: 0,
+            }],
+        }],
+    );
+    topic_id
+}
+
+/// Node 0's topic registry in `data_dir`, synced with `image`.
+fn registry(data_dir: &Path, image: &MetadataImage) -> TopicRegistry {
+    let overrides = [("data.dir".to_string(), data_dir.display().to_string())];
+    let topics = TopicRegistry::new(Arc::new(BrokerConfig::load(None, &overrides).unwrap()), 0);
+    topics.sync(image);
+    topics
+}
+
+fn follow_state(topics: &TopicRegistry, active: bool) -> Arc<FollowState> {
+    let topic = topics.get("t").unwrap();
+    Arc::new(FollowState {
+        followed: FollowedPartition {
+            topic: "t".into(),
+            topic_id: topic.id,
+            partition: Arc::clone(&topic.partitions[&0]),
+            leader: 1,
+            leader_epoch: 2,
+        },
+        active: Mutex::new(active),
+        reported_high_watermark: AtomicI64::new(-1),
+    })
+}
+
+/// A partition dropped from the followed set is neither changed nor reported, even by an answer
+/// already in flight; a followed one is, once per new high watermark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_followed_partitions_are_changed_and_reported() {
+    let (data, leader_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = open_log(leader_dir.path());
+    lead(&leader, 2, &[&["a"], &["b"]]);
+    let mut image = MetadataImage::default();
+    create_followed_topic(&mut image);
+    let topics = registry(data.path(), &image);
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&reports);
+    let (_image_tx, image_rx) = watch::channel(Arc::new(image));
+    let shared = Shared {
+        node_id: 0,
+        config: fetcher_config("PLAINTEXT"),
+        image: image_rx,
+        on_high_watermark: Arc::new(move |topic, index, hw| {
+            sink.lock().unwrap().push((topic, index, hw));
+        }),
+    };
+    for active in [false, true, true] {
+        let state = follow_state(&topics, active);
+        let log = Arc::clone(state.followed.partition.log().await.unwrap());
+        let fetched = FetchedPartition {
+            state: Arc::clone(&state),
+            log: Arc::clone(&log),
+            fetch_offset: log.log_end_offset(),
+        };
+        let data = answer(read_from(&leader, log.log_end_offset()), 1);
+        let outcome = apply_partition(&shared, &fetched, &data);
+        if active {
+            assert_eq!(outcome, PartitionOutcome::Applied);
+            assert_eq!(log.log_end_offset(), 2);
+        } else {
+            assert_eq!(outcome, PartitionOutcome::Skipped);
+            assert_eq!(
+                log.log_end_offset(),
+                0,
+                "a dropped partition was appended to"
+            );
+        }
+        // Reported again with the same value: not reported twice.
+        apply_partition(&shared, &fetched, &data);
+    }
+    let topic_id = topics.get("t").unwrap().id;
+    // One report per followed state (each new epoch starts afresh), none for the dropped one.
+    assert_eq!(
+        *reports.lock().unwrap(),
+        vec![(topic_id, 0, 1), (topic_id, 0, 1)]
+    );
+}
+
+#[test]
+fn a_fenced_partition_waits_for_a_new_epoch_and_a_refused_one_retries() {
+    let data = tempfile::tempdir().unwrap();
+    let mut image = MetadataImage::default();
+    create_followed_topic(&mut image);
+    let topics = registry(data.path(), &image);
+    let (fenced, refused) = (follow_state(&topics, true), follow_state(&topics, true));
+    let mut partitions = vec![
+        PartitionFetch::new(Arc::clone(&fenced)),
+        PartitionFetch::new(Arc::clone(&refused)),
+    ];
+    record_outcomes(
+        &mut partitions,
+        vec![
+            (fenced, PartitionOutcome::Fenced),
+            (refused, PartitionOutcome::Retry("not leader yet".into())),
+        ],
+    );
+    let later = Instant::now() + BACKOFF_MAX;
+    assert!(partitions[0].paused && !partitions[0].fetchable(later));
+    assert!(!partitions[1].paused && partitions[1].fetchable(later));
+    assert!(
+        !partitions[1].fetchable(Instant::now()),
+        "retried only after a pause"
+    );
+
+    // The same set keeps what was learnt; a new epoch (a new state) starts afresh.
+    partitions.truncate(1);
+    let set = vec![Arc::clone(&partitions[0].state)];
+    refresh_partitions(&mut partitions, &set);
+    assert!(partitions[0].paused);
+    refresh_partitions(&mut partitions, &[follow_state(&topics, true)]);
+    assert_eq!(partitions.len(), 1);
+    assert!(!partitions[0].paused);
+}
+
 /// A leader that serves its log to replica 0 at `epoch`, one request per connection (so the
 /// fetcher has to reconnect every time), waiting up to the request's long poll for records.
 async fn serve_fake_leader(
@@ -330,25 +463,8 @@ async fn a_fetcher_copies_its_leaders_log_and_reports_the_high_watermark() {
     let mut image = MetadataImage::default();
     register(&mut image, 1, &[("PLAINTEXT", port)]);
     register(&mut image, 0, &[("PLAINTEXT", 1)]);
-    let topic_id = Uuid::new_v4();
-    apply_metadata(
-        &mut image,
-        vec![MetadataRecord::CreateTopic {
-            name: "t".into(),
-            topic_id,
-            configs: BTreeMap::new(),
-            partitions: vec![PartitionState {
-                replicas: vec![1, 0],
-                isr: vec![1, 0],
-                leader: 1,
-                leader_epoch: 2,
-                partition_epoch: 0,
-            }],
-        }],
-    );
-    let overrides = [("data.dir".to_string(), data.path().display().to_string())];
-    let topics = TopicRegistry::new(Arc::new(BrokerConfig::load(None, &overrides).unwrap()), 0);
-    topics.sync(&image);
+    let topic_id = create_followed_topic(&mut image);
+    let topics = registry(data.path(), &image);
     let partition = Arc::clone(&topics.get("t").unwrap().partitions[&0]);
     tokio::spawn(serve_fake_leader(
         listener,
