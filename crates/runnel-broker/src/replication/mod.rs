@@ -2,6 +2,11 @@
 //! (follower progress, high watermark, ISR proposals, waiting produces) and the follower's side
 //! (one fetcher per source broker) meet here.
 
+pub mod state;
+
+#[cfg(test)]
+mod sim;
+
 use std::sync::Arc;
 
 use uuid::Uuid;
