@@ -5,9 +5,15 @@
 pub mod manager;
 pub mod state;
 
+#[cfg(test)]
+mod sim;
+
 use std::sync::Arc;
 
 use uuid::Uuid;
+
+pub mod client;
+pub mod fetcher;
 
 use crate::metadata::records::BrokerId;
 use crate::topics::Partition;
