@@ -183,6 +183,16 @@ pub trait FollowerSide: Send + Sync {
     fn shutdown(&self);
 }
 
+impl FollowerSide for super::fetcher::Fetchers {
+    fn set_followed(&self, partitions: Vec<FollowedPartition>) {
+        super::fetcher::Fetchers::set_followed(self, partitions);
+    }
+
+    fn shutdown(&self) {
+        super::fetcher::Fetchers::shutdown(self);
+    }
+}
+
 /// Every partition this node holds, its role, and the waits on it.
 pub struct ReplicaManager {
     node_id: BrokerId,
