@@ -49,7 +49,16 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "broker.heartbeat.interval.ms", default: "2000", doc: "How often a broker heartbeats the active controller; must be below `broker.session.timeout.ms`." },
     Setting { name: "num.partitions", default: "1", doc: "Partitions of an auto-created topic, and of CreateTopics with -1." },
     Setting { name: "auto.create.topics.enable", default: "true", doc: "Create an unknown topic when a Metadata request names it and allows auto-creation (producers and consumers do)." },
-    Setting { name: "default.replication.factor", default: "1", doc: "Replication factor of auto-created topics; a single node only accepts 1." },
+    Setting { name: "default.replication.factor", default: "1", doc: "Replication factor of auto-created topics and of CreateTopics with -1; checked against the unfenced brokers when the topic is created (more: INVALID_REPLICATION_FACTOR)." },
+    Setting { name: "offsets.topic.replication.factor", default: "3", doc: "Replication factor of the internal `__consumer_offsets` topic; in effect min(this, unfenced brokers when it is created), so a smaller cluster still gets its group coordinators." },
+    Setting { name: "min.insync.replicas", default: "1", doc: "Default of the topic config `min.insync.replicas`: the ISR size a partition needs to answer acks=all produces and to move its high watermark (fewer: NOT_ENOUGH_REPLICAS)." },
+    Setting { name: "replica.lag.time.max.ms", default: "30000", doc: "A follower in the ISR that has not caught up with its leader's log end for this long is removed from the ISR." },
+    Setting { name: "replica.fetch.max.bytes", default: "1048576", doc: "Bytes a follower asks for per partition in one replica fetch (at least one batch is returned, however large)." },
+    Setting { name: "replica.fetch.wait.max.ms", default: "500", doc: "How long a follower's fetch waits at the leader for new records (its long poll)." },
+    Setting { name: "replica.fsync.before.fetch", default: "true", doc: "Runnel: a follower fsyncs what it copied before fetching on, so acks=all means fsynced on every ISR member. false fetches on from the written log end as Kafka does (acks=all then means written on every ISR member)." },
+    Setting { name: "unclean.leader.election.enable", default: "false", doc: "Default of the topic config of the same name: a partition whose in-sync replicas are all fenced may elect an out-of-sync replica, losing the records it lacks (logged as a WARN). false waits for an in-sync replica." },
+    Setting { name: "auto.leader.rebalance.enable", default: "true", doc: "The active controller moves leadership back to each partition's preferred (first) replica when it is in sync and unfenced, every `leader.imbalance.check.interval.seconds`." },
+    Setting { name: "leader.imbalance.check.interval.seconds", default: "300", doc: "How often the preferred-leader check of `auto.leader.rebalance.enable` runs." },
     Setting { name: "socket.request.max.bytes", default: "104857600", doc: "Largest request frame accepted; larger frames close the connection before their body is read." },
     Setting { name: "message.max.bytes", default: "1048588", doc: "Largest record batch accepted (topic override `max.message.bytes`)." },
     Setting { name: "log.segment.bytes", default: "1073741824", doc: "Roll a new segment when the active one would exceed this size (topic `segment.bytes`)." },
@@ -126,8 +135,29 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// Whether unknown topics are created on use.
     pub auto_create_topics_enable: bool,
-    /// Replication factor of auto-created topics.
+    /// `default.replication.factor`: of auto-created topics and CreateTopics with -1 (checked
+    /// against the unfenced brokers at creation, not here).
     pub default_replication_factor: i16,
+    /// `offsets.topic.replication.factor`: of `__consumer_offsets`; in effect min(this,
+    /// unfenced brokers at creation).
+    pub offsets_topic_replication_factor: i16,
+    /// `min.insync.replicas`: broker default of the topic config.
+    pub min_insync_replicas: i32,
+    /// `replica.lag.time.max.ms`: an ISR member not caught up this long is removed.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.max.bytes`: per partition of a follower's fetch.
+    pub replica_fetch_max_bytes: i32,
+    /// `replica.fetch.wait.max.ms`: a follower fetch's long poll.
+    pub replica_fetch_wait_max_ms: i32,
+    /// `replica.fsync.before.fetch`: a follower fsyncs what it copied before fetching on.
+    pub replica_fsync_before_fetch: bool,
+    /// `unclean.leader.election.enable`: broker default of the topic config.
+    pub unclean_leader_election_enable: bool,
+    /// `auto.leader.rebalance.enable`: the controller moves leadership back to preferred
+    /// replicas.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`: period of that check.
+    pub leader_imbalance_check_interval_seconds: u64,
     /// Largest request frame in bytes.
     pub socket_request_max_bytes: usize,
     /// Largest record batch in bytes.
@@ -306,7 +336,23 @@ impl BrokerConfig {
             node_id,
             num_partitions: settings.get_in("num.partitions", 1..=100_000)?,
             auto_create_topics_enable: settings.get("auto.create.topics.enable")?,
-            default_replication_factor: settings.get_in("default.replication.factor", 1..=1)?,
+            default_replication_factor: settings
+                .get_in("default.replication.factor", 1..=i16::MAX)?,
+            offsets_topic_replication_factor: settings
+                .get_in("offsets.topic.replication.factor", 1..=i16::MAX)?,
+            min_insync_replicas: settings.get_in("min.insync.replicas", 1..=i32::MAX)?,
+            replica_lag_time_max_ms: settings
+                .get_in("replica.lag.time.max.ms", 1..=i32::MAX as u64)?,
+            replica_fetch_max_bytes: settings.get_in("replica.fetch.max.bytes", 0..=i32::MAX)?,
+            replica_fetch_wait_max_ms: settings
+                .get_in("replica.fetch.wait.max.ms", 0..=i32::MAX)?,
+            replica_fsync_before_fetch: settings.get("replica.fsync.before.fetch")?,
+            unclean_leader_election_enable: settings.get("unclean.leader.election.enable")?,
+            auto_leader_rebalance_enable: settings.get("auto.leader.rebalance.enable")?,
+            leader_imbalance_check_interval_seconds: settings.get_in(
+                "leader.imbalance.check.interval.seconds",
+                1..=i32::MAX as u64,
+            )?,
             socket_request_max_bytes: settings
                 .get_in("socket.request.max.bytes", 64..=i32::MAX as usize)?,
             message_max_bytes: settings.get_in("message.max.bytes", 0..=i32::MAX as usize)?,
@@ -531,6 +577,47 @@ mod tests {
         assert_eq!(config.num_partitions, 6);
         assert!(!config.auto_create_topics_enable);
         assert_eq!(config.log_segment_bytes, 1000);
+    }
+
+    #[test]
+    fn replication_settings_have_kafka_defaults_and_bounds() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.default_replication_factor, 1);
+        assert_eq!(config.offsets_topic_replication_factor, 3);
+        assert_eq!(config.min_insync_replicas, 1);
+        assert_eq!(config.replica_lag_time_max_ms, 30_000);
+        assert_eq!(config.replica_fetch_max_bytes, 1_048_576);
+        assert_eq!(config.replica_fetch_wait_max_ms, 500);
+        assert!(config.replica_fsync_before_fetch);
+        assert!(!config.unclean_leader_election_enable);
+        assert!(config.auto_leader_rebalance_enable);
+        assert_eq!(config.leader_imbalance_check_interval_seconds, 300);
+        let config = load(&[
+            ("default.replication.factor", "3"),
+            ("unclean.leader.election.enable", "true"),
+            ("replica.fsync.before.fetch", "false"),
+        ])
+        .unwrap();
+        assert_eq!(config.default_replication_factor, 3);
+        assert!(config.unclean_leader_election_enable);
+        assert!(!config.replica_fsync_before_fetch);
+        for (name, value) in [
+            ("default.replication.factor", "0"),
+            ("default.replication.factor", "32768"),
+            ("offsets.topic.replication.factor", "0"),
+            ("min.insync.replicas", "0"),
+            ("replica.lag.time.max.ms", "0"),
+            ("leader.imbalance.check.interval.seconds", "0"),
+            ("auto.leader.rebalance.enable", "yes"),
+        ] {
+            assert!(
+                matches!(
+                    load(&[(name, value)]),
+                    Err(ConfigError::InvalidValue { .. })
+                ),
+                "{name}={value}"
+            );
+        }
     }
 
     #[test]

@@ -179,6 +179,20 @@ impl TopicConfig {
         self.get("max.message.bytes", broker.message_max_bytes)
     }
 
+    /// `min.insync.replicas` (default the broker's): the ISR size acks=all and the high
+    /// watermark need.
+    pub fn min_insync_replicas(&self, broker: &BrokerConfig) -> i32 {
+        self.get("min.insync.replicas", broker.min_insync_replicas)
+    }
+
+    /// `unclean.leader.election.enable` (default the broker's): may an out-of-sync replica lead.
+    pub fn unclean_leader_election_enable(&self, broker: &BrokerConfig) -> bool {
+        self.get(
+            "unclean.leader.election.enable",
+            broker.unclean_leader_election_enable,
+        )
+    }
+
     /// The storage settings for this topic's partitions.
     pub fn log_config(&self, broker: &BrokerConfig) -> LogConfig {
         LogConfig {
@@ -395,8 +409,15 @@ impl TopicConfig {
             "message.timestamp.type" => ("CreateTime".into(), None),
             "min.cleanable.dirty.ratio" => (d.min_cleanable_dirty_ratio.to_string(), None),
             "min.compaction.lag.ms" => ("0".into(), None),
-            "min.insync.replicas" => ("1".into(), None),
-            "preallocate" | "unclean.leader.election.enable" => ("false".into(), None),
+            "min.insync.replicas" => (
+                broker.min_insync_replicas.to_string(),
+                Some("min.insync.replicas"),
+            ),
+            "unclean.leader.election.enable" => (
+                broker.unclean_leader_election_enable.to_string(),
+                Some("unclean.leader.election.enable"),
+            ),
+            "preallocate" => ("false".into(), None),
             "retention.bytes" => (
                 broker.log_retention_bytes.to_string(),
                 Some("log.retention.bytes"),

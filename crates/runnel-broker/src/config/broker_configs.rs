@@ -301,7 +301,7 @@ pub fn broker_config_entries(config: &BrokerConfig) -> Vec<BrokerConfigEntry> {
                 setting.name,
                 setting.default,
                 setting.doc,
-                ConfigType::String,
+                runnel_type(setting.default),
                 Some(""),
             );
             entries.insert(setting.name, entry);
@@ -362,6 +362,17 @@ fn runnel_entry(
         config_type,
         acted_on: true,
         documentation,
+    }
+}
+
+/// The type of a Runnel-only setting, as its default reads: BOOLEAN, LONG or STRING.
+fn runnel_type(default: &str) -> ConfigType {
+    if default.parse::<bool>().is_ok() {
+        ConfigType::Boolean
+    } else if default.parse::<i64>().is_ok() {
+        ConfigType::Long
+    } else {
+        ConfigType::String
     }
 }
 
@@ -468,5 +479,42 @@ mod tests {
             find(&entries, "min.insync.replicas").config_type,
             ConfigType::Int
         );
+    }
+
+    #[test]
+    fn runnel_only_settings_are_typed_by_their_default() {
+        let entries = broker_config_entries(&load(&[]));
+        for (name, config_type) in [
+            ("replica.fsync.before.fetch", ConfigType::Boolean),
+            ("log.flush.commit.delay.ms", ConfigType::Long),
+            ("produce.batch.validation", ConfigType::String),
+        ] {
+            assert_eq!(find(&entries, name).config_type, config_type, "{name}");
+        }
+    }
+
+    #[test]
+    fn replication_settings_are_acted_on_with_their_values() {
+        let config = load(&[("min.insync.replicas", "2")]);
+        let entries = broker_config_entries(&config);
+        for (name, value, explicit) in [
+            ("min.insync.replicas", "2", true),
+            ("default.replication.factor", "1", false),
+            ("offsets.topic.replication.factor", "3", false),
+            ("replica.lag.time.max.ms", "30000", false),
+            ("replica.fetch.max.bytes", "1048576", false),
+            ("replica.fetch.wait.max.ms", "500", false),
+            ("replica.fsync.before.fetch", "true", false),
+            ("unclean.leader.election.enable", "false", false),
+            ("auto.leader.rebalance.enable", "true", false),
+            ("leader.imbalance.check.interval.seconds", "300", false),
+        ] {
+            let entry = find(&entries, name);
+            assert_eq!(
+                (entry.value.as_deref(), entry.explicit, entry.acted_on),
+                (Some(value), explicit, true),
+                "{name}"
+            );
+        }
     }
 }

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::decide::{Controller, ControllerSettings, Decision, METADATA_BATCH_BYTES_MAX};
+use super::elect_leaders::preferred_leader_moves;
 use super::elections::fence;
 use super::heartbeats::HeartbeatTracker;
 use crate::metadata::handle::SUBMIT_TIMEOUT;
@@ -253,7 +254,11 @@ impl<L: MetadataLog, F: Forwarder> ControllerService<L, F> {
         let expired = self.tracker().expired(&self.log.image(), now());
         let mut fenced = Vec::new();
         for broker in expired {
-            let records = fence(&self.log.image(), broker);
+            let records = fence(
+                &self.log.image(),
+                broker,
+                self.controller.settings().unclean_leader_election_enable,
+            );
             if records.is_empty() {
                 continue;
             }
@@ -282,6 +287,38 @@ impl<L: MetadataLog, F: Forwarder> ControllerService<L, F> {
 }
 
 impl<L: MetadataLog, F: Forwarder> ControllerService<L, F> {
+    /// On the leader: moves leadership back to every preferred replica that is in sync and
+    /// unfenced (`auto.leader.rebalance.enable`), in one batch. Returns the partitions moved.
+    pub async fn rebalance_leaders(&self) -> usize {
+        if self.log.leadership().await != Leadership::Leader {
+            return 0;
+        }
+        let _turn = self.decisions.lock().await;
+        let records = preferred_leader_moves(&self.log.image());
+        if records.is_empty() {
+            return 0;
+        }
+        let moved = records.len();
+        let batch = MetadataBatch {
+            request_id: None,
+            reply: None,
+            records,
+        };
+        match self.log.propose(batch).await {
+            Ok(_) => {
+                tracing::info!(
+                    partitions = moved,
+                    "leadership moved back to preferred replicas"
+                );
+                moved
+            }
+            Err(error) => {
+                tracing::warn!(%error, "moving leadership to preferred replicas failed; retried at the next check");
+                0
+            }
+        }
+    }
+
     /// Serves a [`MetadataHandle`](crate::metadata::MetadataHandle)'s submissions until every
     /// handle is dropped: each is handled on its own task (at most
     /// `SUBMISSIONS_IN_FLIGHT_MAX` at once) and answered on its reply channel.
@@ -303,20 +340,55 @@ impl<L: MetadataLog, F: Forwarder> ControllerService<L, F> {
         }
     }
 
-    /// Starts the fencing task: every `heartbeat_interval`, on the leader, fences brokers
-    /// whose session expired. Ends once the service is dropped.
+    /// Starts the controller's timers on one task: every `heartbeat_interval`, on the leader,
+    /// fence brokers whose session expired; with `auto.leader.rebalance.enable`, every
+    /// `leader.imbalance.check.interval.seconds`, move leadership back to preferred replicas.
+    /// Ends once the service is dropped.
     pub fn spawn_fencing(self: &Arc<Self>) -> JoinHandle<()> {
-        let service: Weak<Self> = Arc::downgrade(self);
-        let interval = self.controller.settings().heartbeat_interval;
+        let settings = self.controller.settings();
+        let fencing = every(
+            Arc::downgrade(self),
+            settings.heartbeat_interval,
+            |service| {
+                Box::pin(async move {
+                    service.fence_expired().await;
+                })
+            },
+        );
+        let rebalance = settings.auto_leader_rebalance_enable.then(|| {
+            every(
+                Arc::downgrade(self),
+                settings.leader_imbalance_check_interval,
+                |service| {
+                    Box::pin(async move {
+                        service.rebalance_leaders().await;
+                    })
+                },
+            )
+        });
         tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(interval).await;
-                let Some(service) = service.upgrade() else {
-                    return;
-                };
-                service.fence_expired().await;
+            match rebalance {
+                Some(rebalance) => {
+                    tokio::join!(fencing, rebalance);
+                }
+                None => fencing.await,
             }
         })
+    }
+}
+
+/// Runs `tick` on the service every `interval` until the service is dropped.
+async fn every<S>(
+    service: Weak<S>,
+    interval: Duration,
+    tick: impl Fn(Arc<S>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        tick(service).await;
     }
 }
 
@@ -584,5 +656,67 @@ mod tests {
         assert_eq!(offline, 1, "2's partition (RF 1) is offline");
         lifecycle.shutdown().await;
         assert!(!handle.image().is_unfenced(1), "controlled shutdown fences");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_periodic_check_moves_leadership_back_to_an_in_sync_preferred_replica() {
+        for enabled in [true, false] {
+            let settings = ControllerSettings {
+                auto_leader_rebalance_enable: enabled,
+                leader_imbalance_check_interval: Duration::from_secs(1),
+                ..ControllerSettings::default()
+            };
+            let (handle, _service) = start_in_memory(1, settings);
+            let first = register(1);
+            let ControllerRequest::RegisterBroker { incarnation, .. } = first else {
+                unreachable!()
+            };
+            handle.submit(first).await.unwrap();
+            handle.submit(register(2)).await.unwrap();
+            let topic = NewTopic {
+                name: "t".into(),
+                partitions: -1,
+                replication_factor: -1,
+                assignment: Some(vec![vec![1, 2]]),
+                configs: BTreeMap::new(),
+                topic_id: None,
+            };
+            handle
+                .submit(ControllerRequest::CreateTopics {
+                    topics: vec![topic],
+                    validate_only: false,
+                })
+                .await
+                .unwrap();
+            handle
+                .submit(ControllerRequest::BrokerShutdown {
+                    broker_id: 1,
+                    incarnation,
+                })
+                .await
+                .unwrap();
+            handle.submit(register(1)).await.unwrap();
+            let image = handle.image();
+            let state = image.partition("t", 0).unwrap().clone();
+            assert_eq!((state.leader, state.isr.clone()), (2, vec![2]));
+            let committed = handle
+                .submit(ControllerRequest::AlterPartition {
+                    broker_id: 2,
+                    topic_id: image.topic("t").unwrap().id,
+                    partition: 0,
+                    leader_epoch: state.leader_epoch,
+                    partition_epoch: state.partition_epoch,
+                    isr: vec![2, 1],
+                })
+                .await
+                .unwrap();
+            assert!(matches!(
+                committed.reply,
+                ControllerReply::AlterPartition(Ok(_))
+            ));
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let leader = handle.image().partition("t", 0).unwrap().leader;
+            assert_eq!(leader, if enabled { 1 } else { 2 }, "enabled: {enabled}");
+        }
     }
 }
