@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod batch_builder;
+pub mod client;
 pub mod compression;
 mod error;
 pub mod frame;

@@ -212,14 +212,26 @@ pub fn verify_crc(batch: &[u8]) -> Result<(), BatchDefect> {
 ///
 /// Errors: `Truncated` if `buf` is shorter than 8 bytes.
 pub fn set_base_offset(buf: &mut [u8], base_offset: i64) -> Result<(), BatchDefect> {
+    write_field(buf, BASE_OFFSET_AT, &base_offset.to_be_bytes())
+}
+
+/// Overwrites the partition leader epoch of the batch starting at `buf[0]`. The CRC does not
+/// cover it (it starts at `attributes`), so the batch stays valid.
+///
+/// Errors: `Truncated` if `buf` is shorter than 16 bytes.
+pub fn set_partition_leader_epoch(buf: &mut [u8], epoch: i32) -> Result<(), BatchDefect> {
+    write_field(buf, PARTITION_LEADER_EPOCH_AT, &epoch.to_be_bytes())
+}
+
+/// Overwrites the bytes at `at..` of `buf` with `value`.
+fn write_field(buf: &mut [u8], at: usize, value: &[u8]) -> Result<(), BatchDefect> {
     let available_bytes = buf.len() as u64;
-    let field = buf
-        .get_mut(BASE_OFFSET_AT..BASE_OFFSET_AT + 8)
-        .ok_or(BatchDefect::Truncated {
-            needed_bytes: 8,
-            available_bytes,
-        })?;
-    field.copy_from_slice(&base_offset.to_be_bytes());
+    let end = at.saturating_add(value.len());
+    let field = buf.get_mut(at..end).ok_or(BatchDefect::Truncated {
+        needed_bytes: end as u64,
+        available_bytes,
+    })?;
+    field.copy_from_slice(value);
     Ok(())
 }
 

@@ -194,6 +194,129 @@ pub(crate) fn write_log_start_offset(
     )
 }
 
+/// File name of the marker of a truncation or reset in progress inside a partition directory.
+pub(crate) const TRUNCATION_FILE_NAME: &str = "truncation-in-progress";
+const TRUNCATION_MAGIC: [u8; 4] = *b"RNTR";
+const TRUNCATION_VERSION: u16 = 1;
+
+/// A truncation or reset of the log, recorded durably before any file changes and removed once
+/// it is complete: a crash in between is finished by the next open, so no cut record is ever
+/// seen again (recovery alone would keep the intact batches of a half-cut tail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PendingTruncation {
+    /// Every record at and after this offset goes (`PartitionLog::truncate_to`).
+    CutFrom(i64),
+    /// Every record goes and the log starts afresh at this offset (`PartitionLog::reset_to`).
+    ResetTo(i64),
+}
+
+impl PendingTruncation {
+    fn encode(self) -> Vec<u8> {
+        let (kind, offset) = match self {
+            PendingTruncation::CutFrom(offset) => (0u8, offset),
+            PendingTruncation::ResetTo(offset) => (1u8, offset),
+        };
+        let mut payload = vec![kind];
+        payload.extend_from_slice(&offset.to_be_bytes());
+        seal(TRUNCATION_MAGIC, TRUNCATION_VERSION, &payload)
+    }
+
+    fn decode(sealed: &[u8]) -> Option<PendingTruncation> {
+        let payload = unseal(TRUNCATION_MAGIC, TRUNCATION_VERSION, sealed)?;
+        let (kind, offset) = payload.split_first()?;
+        let offset = i64::from_be_bytes(offset.try_into().ok()?);
+        match kind {
+            0 => Some(PendingTruncation::CutFrom(offset)),
+            1 => Some(PendingTruncation::ResetTo(offset)),
+            _ => None,
+        }
+    }
+
+    /// The marker of `dir`, if a truncation was in progress. A damaged marker cannot have been
+    /// renamed into place (the write is atomic), so it is reported, not guessed at.
+    ///
+    /// Errors: `Io`; `CorruptTruncationMarker`.
+    pub(crate) fn read(
+        storage: &Storage,
+        dir: &Path,
+    ) -> Result<Option<PendingTruncation>, StorageError> {
+        let path = dir.join(TRUNCATION_FILE_NAME);
+        let bytes = match storage.read_file(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).at(&path),
+        };
+        match Self::decode(&bytes) {
+            Some(pending) => Ok(Some(pending)),
+            None => Err(StorageError::CorruptTruncationMarker { path }),
+        }
+    }
+
+    /// Writes the marker of `dir` atomically and durably.
+    pub(crate) fn write(self, storage: &Storage, dir: &Path) -> Result<(), StorageError> {
+        write_all_atomically(
+            storage,
+            &[(&dir.join(TRUNCATION_FILE_NAME), &self.encode())],
+        )
+    }
+
+    /// Removes the marker of `dir` durably (the truncation is complete).
+    pub(crate) fn remove(storage: &Storage, dir: &Path) -> Result<(), StorageError> {
+        let path = dir.join(TRUNCATION_FILE_NAME);
+        match storage.remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&path),
+            _ => {}
+        }
+        storage.sync_dir(dir)
+    }
+}
+
+/// File name of the high-watermark checkpoint inside a partition directory.
+pub(crate) const HIGH_WATERMARK_FILE_NAME: &str = "high-watermark";
+const HIGH_WATERMARK_MAGIC: [u8; 4] = *b"RNHW";
+const HIGH_WATERMARK_VERSION: u16 = 1;
+
+/// The high watermark last checkpointed in `dir`; `None` if the file is missing, damaged or
+/// unreadable (the caller starts from what it can prove, and clamps what it gets by the log).
+pub(crate) fn read_high_watermark(storage: &Storage, dir: &Path) -> Option<i64> {
+    let path = dir.join(HIGH_WATERMARK_FILE_NAME);
+    let bytes = match storage.read_file(&path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), error = %e, "high watermark checkpoint unreadable");
+            }
+            return None;
+        }
+    };
+    let decoded = unseal(HIGH_WATERMARK_MAGIC, HIGH_WATERMARK_VERSION, &bytes)
+        .and_then(|payload| payload.try_into().ok())
+        .map(i64::from_be_bytes);
+    if decoded.is_none() {
+        tracing::warn!(path = %path.display(), "high watermark checkpoint damaged; ignored");
+    }
+    decoded
+}
+
+/// Writes the high-watermark checkpoint of `dir` atomically and durably.
+pub(crate) fn write_high_watermark(
+    storage: &Storage,
+    dir: &Path,
+    high_watermark: i64,
+) -> Result<(), StorageError> {
+    write_all_atomically(
+        storage,
+        &[(
+            &dir.join(HIGH_WATERMARK_FILE_NAME),
+            &seal(
+                HIGH_WATERMARK_MAGIC,
+                HIGH_WATERMARK_VERSION,
+                &high_watermark.to_be_bytes(),
+            ),
+        )],
+    )
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {

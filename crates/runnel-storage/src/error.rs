@@ -122,6 +122,42 @@ pub enum StorageError {
         #[source]
         cause: std::sync::Arc<StorageError>,
     },
+    /// The leader-epoch checkpoint (`leader-epoch-checkpoint`) cannot be parsed. Not repaired
+    /// by guessing: a wrong epoch history could make a follower keep records its leader does
+    /// not have.
+    #[error("leader epoch checkpoint {path} is damaged: {reason}")]
+    CorruptLeaderEpochCheckpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A replicated append's first batch starts below the log end offset: this replica's log
+    /// and the leader's disagree about where it ends (the follower truncates or refetches).
+    #[error(
+        "replicated batch at offset {base_offset} is below the log end offset {log_end_offset}"
+    )]
+    ReplicaAppendBehindLogEnd {
+        /// The log end offset the append had to start at or after.
+        log_end_offset: i64,
+        /// The first batch's base offset.
+        base_offset: i64,
+    },
+    /// `set_leader_epoch` was given an epoch older than the newest in the epoch cache.
+    #[error("leader epoch {epoch} is older than the latest epoch {latest} of this log")]
+    StaleLeaderEpoch {
+        /// The epoch given.
+        epoch: i32,
+        /// The newest epoch in the cache.
+        latest: i32,
+    },
+    /// The marker of a truncation in progress (`truncation-in-progress`) is damaged, so what
+    /// the interrupted truncation was to cut is unknown.
+    #[error("truncation marker {path} is damaged: the log cannot tell which records were cut")]
+    CorruptTruncationMarker {
+        /// The marker file.
+        path: PathBuf,
+    },
     /// `append` was called with no bytes.
     #[error("append of zero bytes")]
     EmptyAppend,

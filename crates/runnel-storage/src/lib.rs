@@ -11,6 +11,7 @@ mod error;
 mod group_flush;
 mod index_file;
 mod io;
+mod leader_epoch;
 mod offset_index;
 mod partition_log;
 mod producer_state;
@@ -25,12 +26,17 @@ mod time_index;
 #[cfg(test)]
 mod crash_matrix_tests;
 #[cfg(test)]
+mod replica_crash_tests;
+#[cfg(test)]
+mod replica_log_tests;
+#[cfg(test)]
 mod sim_crash_tests;
 #[cfg(test)]
 mod sim_fault_tests;
 #[cfg(test)]
 mod test_support;
 
+pub use batch_header::set_partition_leader_epoch;
 pub use batch_header::{increment_sequence, set_base_offset, verify_crc, BatchHeader};
 pub use batch_header::{rewrite_crc, set_log_append_time};
 pub use batch_header::{HEADER_SIZE_BYTES, LOG_OVERHEAD_BYTES, NO_PRODUCER_ID};
@@ -40,6 +46,7 @@ pub use cleaner::{CleanStats, CompactionPolicy, DEDUPE_BUFFER_BYTES_DEFAULT};
 pub use error::{BatchDefect, StorageError};
 pub use group_flush::flush_logs;
 pub use io::{FaultInjection, FaultKind, InvalidFaultInjection, SimDisk, Storage};
+pub use leader_epoch::{EpochEntry, LeaderEpochCache};
 pub use partition_log::{
     AppendOutcome, CrcCheck, LogConfig, PartitionLog, RetentionPolicy, TimestampOffset,
 };

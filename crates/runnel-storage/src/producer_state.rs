@@ -262,6 +262,28 @@ impl ProducerStateManager {
         Ok(check)
     }
 
+    /// Stages `header` (a batch replicated from the leader, at the leader's offsets) in
+    /// `pending` without checking it: the leader validated it, and a follower that refused a
+    /// batch its leader has would diverge from it for good.
+    pub(crate) fn stage_replicated(
+        &self,
+        pending: &mut PendingProducerUpdates,
+        header: &BatchHeader,
+    ) {
+        if !header.has_producer_id() {
+            return;
+        }
+        let now_ms = (self.clock)();
+        let mut entry = pending
+            .entries
+            .get(&header.producer_id)
+            .or_else(|| self.producers.get(&header.producer_id))
+            .copied()
+            .unwrap_or_else(|| ProducerEntry::new(header.producer_epoch, now_ms));
+        entry.record(header, now_ms);
+        pending.entries.insert(header.producer_id, entry);
+    }
+
     /// Applies staged updates after a successful write.
     pub(crate) fn commit(&mut self, pending: PendingProducerUpdates) {
         if !pending.entries.is_empty() {
@@ -460,6 +482,22 @@ pub(crate) fn prune_snapshots(storage: &Storage, dir: &Path) -> Result<(), Stora
     let excess = snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
     for (_, old) in snapshots.iter().take(excess) {
         storage.remove_file(old).at(old)?;
+    }
+    Ok(())
+}
+
+/// Deletes the snapshots of `dir` taken after `offset` (they describe records a truncation
+/// cut). The caller fsyncs the directory.
+pub(crate) fn remove_snapshots_above(
+    storage: &Storage,
+    dir: &Path,
+    offset: i64,
+) -> Result<(), StorageError> {
+    for (_, path) in list_snapshots(storage, dir)?
+        .into_iter()
+        .filter(|(at, _)| *at > offset)
+    {
+        storage.remove_file(&path).at(&path)?;
     }
     Ok(())
 }

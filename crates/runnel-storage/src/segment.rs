@@ -554,6 +554,23 @@ impl LogSegment {
         Ok(())
     }
 
+    /// Cuts the segment at `position` (a batch boundary) durably: the size is published
+    /// first (readers stop before the cut), then the `.log` file is cut and fsynced, and both
+    /// indexes are cut or rebuilt. `next_offset` is the segment's new end offset.
+    pub(crate) fn truncate_to(
+        &self,
+        position: u64,
+        next_offset: i64,
+        index_interval_bytes: u32,
+    ) -> Result<(), StorageError> {
+        self.size_bytes.store(position, Ordering::Release);
+        self.next_offset.store(next_offset, Ordering::Release);
+        self.cut_file(position).at(&self.log_path)?;
+        self.sync()?;
+        self.index.truncate_to_position(position)?;
+        self.ensure_time_index(position, index_interval_bytes, false)
+    }
+
     /// Rebuilds the index from the headers of `[0, end_bytes)`.
     pub(crate) fn rebuild_index(
         &self,

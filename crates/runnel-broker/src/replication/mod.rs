@@ -2,9 +2,18 @@
 //! (follower progress, high watermark, ISR proposals, waiting produces) and the follower's side
 //! (one fetcher per source broker) meet here.
 
+pub mod manager;
+pub mod state;
+
+#[cfg(test)]
+mod sim;
+
 use std::sync::Arc;
 
 use uuid::Uuid;
+
+pub mod client;
+pub mod fetcher;
 
 use crate::metadata::records::BrokerId;
 use crate::topics::Partition;

@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use crate::batch_header::{
-    set_base_offset, set_log_append_time_split, verify_crc, BatchHeader, HEADER_SIZE_BYTES,
+    set_base_offset, set_log_append_time_split, set_partition_leader_epoch, verify_crc,
+    BatchHeader, HEADER_SIZE_BYTES,
 };
-use crate::error::StorageError;
+use crate::error::{BatchDefect, StorageError};
 use crate::producer_state::{PendingProducerUpdates, ProducerStateManager, SequenceCheck};
 use crate::segment::{lock, now_ms, LogSegment};
 
@@ -27,6 +28,9 @@ struct PreparedAppend<'a> {
     size_bytes: u64,
     headers: Vec<BatchHeader>,
     producers: PendingProducerUpdates,
+    /// `(epoch, base offset)` of the batches that may start a leader epoch: all of a
+    /// replicated append, the first of a stamped one.
+    epoch_starts: Vec<(i32, i64)>,
 }
 
 impl PreparedAppend<'_> {
@@ -37,6 +41,19 @@ impl PreparedAppend<'_> {
             .flat_map(|(head, body)| [head.as_slice(), body])
             .collect()
     }
+}
+
+/// Who wrote the batches of an append: it decides what is checked and rewritten.
+#[derive(Debug, Clone, Copy)]
+enum AppendOrigin {
+    /// A producer: offsets are assigned from the log end offset, idempotence rules enforced,
+    /// LogAppendTime and the leader epoch (when set) stamped.
+    Client {
+        log_append_time_ms: Option<i64>,
+        crc: CrcCheck,
+    },
+    /// The leader: its offsets and bytes are kept, producer state follows without checks.
+    Replication,
 }
 
 enum Prepared<'a> {
@@ -70,6 +87,77 @@ impl PartitionLog {
         log_append_time_ms: Option<i64>,
         crc: CrcCheck,
     ) -> Result<AppendOutcome, StorageError> {
+        self.append_from(
+            batches,
+            AppendOrigin::Client {
+                log_append_time_ms,
+                crc,
+            },
+        )
+    }
+
+    /// Appends batches replicated from the leader, at the leader's offsets and byte for byte:
+    /// nothing is rewritten. Each batch's header and CRC32C are verified; the first base offset
+    /// must be at or after the log end offset, each later batch after the one before (gaps are
+    /// accepted, as Kafka does: a compacted leader log has them). Producer state is updated
+    /// from the batches without sequence or epoch refusal (the leader checked them), and each
+    /// batch whose `partition_leader_epoch` is newer than the epoch cache's latest starts that
+    /// epoch at its base offset (persisted before the batches are written).
+    ///
+    /// Errors: `EmptyAppend`; `CorruptBatch` for a malformed batch or one not after the one
+    /// before it; `ReplicaAppendBehindLogEnd` when the first batch starts below the log end
+    /// offset (the follower must truncate or refetch); `Io`. All or nothing, like `append`.
+    pub fn append_replicated(&self, batches: &[u8]) -> Result<AppendOutcome, StorageError> {
+        self.append_from(batches, AppendOrigin::Replication)
+    }
+
+    /// From now on, stamps `epoch` into the `partition_leader_epoch` of every batch
+    /// [`PartitionLog::append`] writes, and starts `epoch` at the log end offset in the epoch
+    /// cache (persisted before this returns). The broker calls it when this replica becomes
+    /// leader of the partition at `epoch`. Until it is called, appends keep the field as the
+    /// client sent it.
+    ///
+    /// Errors: `StaleLeaderEpoch` when the cache already holds a newer epoch (nothing changes);
+    /// `Io` writing the cache; `LogFailed`.
+    pub fn set_leader_epoch(&self, epoch: i32) -> Result<(), StorageError> {
+        let mut writer = lock(&self.writer);
+        self.check_healthy()?;
+        if let Some(latest) = self.latest_epoch().filter(|&latest| latest > epoch) {
+            return Err(StorageError::StaleLeaderEpoch { epoch, latest });
+        }
+        self.start_epochs(&[(epoch, self.log_end_offset())])?;
+        writer.leader_epoch = Some(epoch);
+        Ok(())
+    }
+
+    /// Starts each `(epoch, start_offset)` newer than the cache's latest epoch, persisting the
+    /// cache first if that changes it. Called with the writer lock held, before the records
+    /// are written: a crash between leaves an epoch starting at the log end, which the next
+    /// open drops.
+    pub(super) fn start_epochs(&self, starts: &[(i32, i64)]) -> Result<(), StorageError> {
+        let latest = self.latest_epoch();
+        if starts
+            .iter()
+            .all(|&(epoch, _)| latest.is_some_and(|latest| epoch <= latest))
+        {
+            return Ok(());
+        }
+        self.update_leader_epochs(|epochs| {
+            starts
+                .iter()
+                .fold(false, |changed, &(epoch, start_offset)| {
+                    epochs.assign(epoch, start_offset) | changed
+                })
+        })
+    }
+
+    /// The shared append path: checks and prepares `batches` as `origin` requires, starts new
+    /// leader epochs, rolls if needed, writes, then publishes the new log end offset.
+    fn append_from(
+        &self,
+        batches: &[u8],
+        origin: AppendOrigin,
+    ) -> Result<AppendOutcome, StorageError> {
         if batches.is_empty() {
             return Err(StorageError::EmptyAppend);
         }
@@ -79,13 +167,13 @@ impl PartitionLog {
         writer
             .producers
             .set_expiration_ms(config.producer_id_expiration_ms);
-        let base_offset = self.log_end_offset();
+        let log_end_offset = self.log_end_offset();
         let prepared = match prepare_append(
             batches,
-            base_offset,
+            log_end_offset,
             &writer.producers,
-            log_append_time_ms,
-            crc,
+            origin,
+            writer.leader_epoch,
         )? {
             Prepared::Write(prepared) => prepared,
             Prepared::Duplicate {
@@ -98,10 +186,15 @@ impl PartitionLog {
                 })
             }
         };
+        let base_offset = prepared
+            .headers
+            .first()
+            .map_or(log_end_offset, |h| h.base_offset);
         let next_offset = prepared
             .headers
             .last()
-            .map_or(base_offset, |h| h.last_offset().saturating_add(1));
+            .map_or(log_end_offset, |h| h.last_offset().saturating_add(1));
+        self.start_epochs(&prepared.epoch_starts)?;
         let segment = self
             .segment_for_append(&mut writer, &config, prepared.size_bytes, next_offset)
             .map_err(|error| self.fail(error))?;
@@ -232,19 +325,21 @@ fn keep_zero_tail(segment: &LogSegment, config: &LogConfig) {
     }
 }
 
-/// Parses and checks every batch of `input`, copying only its header to assign offsets from
-/// `base_offset` (and stamp LogAppendTime), and stages producer updates. Writes nothing.
+/// Parses and checks every batch of `input` as `origin` requires, copying only its header to
+/// assign offsets from `log_end_offset` (and stamp LogAppendTime and `leader_epoch`) for a
+/// client's append, and stages producer updates. Writes nothing.
 fn prepare_append<'a>(
     input: &'a [u8],
-    base_offset: i64,
+    log_end_offset: i64,
     producers: &ProducerStateManager,
-    log_append_time_ms: Option<i64>,
-    crc: CrcCheck,
+    origin: AppendOrigin,
+    leader_epoch: Option<i32>,
 ) -> Result<Prepared<'a>, StorageError> {
     let mut batches = Vec::new();
     let mut headers = Vec::new();
+    let mut epoch_starts = Vec::new();
     let mut pending = PendingProducerUpdates::default();
-    let mut next_offset = base_offset;
+    let mut next_offset = log_end_offset;
     let mut position = 0usize;
     while position < input.len() {
         let corrupt = |defect| StorageError::CorruptBatch {
@@ -262,7 +357,11 @@ fn prepare_append<'a>(
             .get(..size)
             .ok_or(truncated(header.size_bytes()))
             .map_err(corrupt)?;
-        if crc == CrcCheck::Verify {
+        let verify = match origin {
+            AppendOrigin::Client { crc, .. } => crc == CrcCheck::Verify,
+            AppendOrigin::Replication => true,
+        };
+        if verify {
             verify_crc(batch).map_err(corrupt)?;
         }
         let (head, body) = batch
@@ -270,27 +369,57 @@ fn prepare_append<'a>(
             .ok_or(truncated(HEADER_SIZE_BYTES as u64))
             .map_err(corrupt)?;
         let mut head = *head;
-        set_base_offset(&mut head, next_offset).map_err(corrupt)?;
-        header.base_offset = next_offset;
-        if let Some(timestamp_ms) = log_append_time_ms {
-            set_log_append_time_split(&mut head, body, timestamp_ms).map_err(corrupt)?;
-            header = BatchHeader::parse(&head).map_err(corrupt)?;
-        }
-        match producers.validate(&mut pending, &header)? {
-            SequenceCheck::Append => {}
-            SequenceCheck::Duplicate {
-                base_offset,
-                last_offset,
-            } if size == input.len() => {
-                return Ok(Prepared::Duplicate {
-                    base_offset,
-                    last_offset,
-                })
+        match origin {
+            AppendOrigin::Client {
+                log_append_time_ms, ..
+            } => {
+                set_base_offset(&mut head, next_offset).map_err(corrupt)?;
+                header.base_offset = next_offset;
+                if let Some(epoch) = leader_epoch {
+                    set_partition_leader_epoch(&mut head, epoch).map_err(corrupt)?;
+                    header.partition_leader_epoch = epoch;
+                    if headers.is_empty() {
+                        epoch_starts.push((epoch, next_offset));
+                    }
+                }
+                if let Some(timestamp_ms) = log_append_time_ms {
+                    set_log_append_time_split(&mut head, body, timestamp_ms).map_err(corrupt)?;
+                    header = BatchHeader::parse(&head).map_err(corrupt)?;
+                }
+                match producers.validate(&mut pending, &header)? {
+                    SequenceCheck::Append => {}
+                    SequenceCheck::Duplicate {
+                        base_offset,
+                        last_offset,
+                    } if size == input.len() => {
+                        return Ok(Prepared::Duplicate {
+                            base_offset,
+                            last_offset,
+                        })
+                    }
+                    SequenceCheck::Duplicate { .. } => {
+                        return Err(StorageError::DuplicateInMultiBatchAppend {
+                            producer_id: header.producer_id,
+                        })
+                    }
+                }
             }
-            SequenceCheck::Duplicate { .. } => {
-                return Err(StorageError::DuplicateInMultiBatchAppend {
-                    producer_id: header.producer_id,
-                })
+            AppendOrigin::Replication => {
+                if header.base_offset < next_offset {
+                    return Err(if headers.is_empty() {
+                        StorageError::ReplicaAppendBehindLogEnd {
+                            log_end_offset,
+                            base_offset: header.base_offset,
+                        }
+                    } else {
+                        corrupt(BatchDefect::OffsetNotIncreasing {
+                            found: header.base_offset,
+                            expected_min: next_offset,
+                        })
+                    });
+                }
+                epoch_starts.push((header.partition_leader_epoch, header.base_offset));
+                producers.stage_replicated(&mut pending, &header);
             }
         }
         next_offset = header.last_offset().saturating_add(1);
@@ -303,5 +432,6 @@ fn prepare_append<'a>(
         size_bytes: input.len() as u64,
         headers,
         producers: pending,
+        epoch_starts,
     }))
 }

@@ -31,6 +31,8 @@ pub(crate) struct WriteOut {
     /// The log end offset when planned: flushed once the write-out and device flush are done.
     target: i64,
     pub(crate) device: u64,
+    /// The log's truncation count when planned (see `PartitionLog::truncations`).
+    truncations: u64,
 }
 
 impl PartitionLog {
@@ -170,6 +172,7 @@ impl PartitionLog {
                 segment: Arc::clone(segment),
                 target,
                 device,
+                truncations: self.truncations.load(Ordering::Acquire),
             }),
             None => FlushPlan::Fsync,
         }
@@ -180,6 +183,11 @@ impl PartitionLog {
     pub(crate) fn finish_write_out(&self, write_out: &WriteOut) -> Result<(), StorageError> {
         let _flushing = lock(&self.flush_lock);
         self.check_healthy()?;
+        if self.truncations.load(Ordering::Acquire) != write_out.truncations {
+            // The log was cut since: `target` may count offsets written after the cut, which
+            // this write-out never covered. The next flush does the work.
+            return Ok(());
+        }
         self.flushed_offset
             .fetch_max(write_out.target, Ordering::AcqRel);
         self.note_flushed_bytes();

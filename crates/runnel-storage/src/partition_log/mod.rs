@@ -24,6 +24,7 @@ mod append;
 mod flush;
 mod maintenance;
 mod read;
+mod truncate;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -32,6 +33,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use crate::checkpoint::{read_log_start_offset, write_log_start_offset, RecoveryCheckpoint};
 use crate::error::StorageError;
 use crate::io::Storage;
+use crate::leader_epoch::{EpochEntry, LeaderEpochCache};
 use crate::producer_state::{ProducerSnapshot, ProducerStateManager};
 use crate::recovery::{rebuild_producer_state, recover};
 use crate::segment::{lock, LogSegment};
@@ -156,6 +158,13 @@ pub struct PartitionLog {
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
     flushed_offset: AtomicI64,
+    /// Truncations and resets so far, bumped under the flush lock: a write-out planned before
+    /// one must not publish its (older, larger) log end as flushed after it.
+    truncations: AtomicU64,
+    /// Where each leader epoch starts. Updated (and persisted) by the writer before the
+    /// appends it describes are published: a reader never sees an epoch end past records of a
+    /// newer one.
+    leader_epochs: RwLock<LeaderEpochCache>,
     /// One cleaner at a time per log.
     cleaner_lock: Mutex<()>,
     /// Offsets from here on have not been compacted since this log was opened.
@@ -183,6 +192,8 @@ pub struct PartitionLog {
 #[derive(Debug)]
 struct WriterState {
     producers: ProducerStateManager,
+    /// Stamped into every batch a client append writes, once `set_leader_epoch` was called.
+    leader_epoch: Option<i32>,
     /// The last segment of `segments`, where appends go.
     active: Arc<LogSegment>,
 }
@@ -261,12 +272,18 @@ impl PartitionLog {
             tracing::info!(path = %doomed.log_path().display(), "deleting a segment below the log start offset");
             doomed.delete_files()?;
         }
-        Ok(PartitionLog {
+        let leader_epochs =
+            open_leader_epochs(&storage, dir, log_start_offset, recovered.log_end_offset)?;
+        let log = PartitionLog {
             dir: dir.to_path_buf(),
             storage,
             config: RwLock::new(config),
             segments: RwLock::new(segments),
-            writer: Mutex::new(WriterState { producers, active }),
+            writer: Mutex::new(WriterState {
+                producers,
+                leader_epoch: None,
+                active,
+            }),
             flush_lock: Mutex::new(()),
             pending_roll: Mutex::new(None),
             // Recovery wrote a checkpoint naming the active segment.
@@ -275,6 +292,8 @@ impl PartitionLog {
             log_end_offset: AtomicI64::new(recovered.log_end_offset),
             // Recovery fsyncs whatever it verified.
             flushed_offset: AtomicI64::new(recovered.log_end_offset),
+            truncations: AtomicU64::new(0),
+            leader_epochs: RwLock::new(leader_epochs),
             cleaner_lock: Mutex::new(()),
             first_dirty_offset: AtomicI64::new(log_start_offset),
             kept_tombstone_ms: AtomicI64::new(i64::MAX),
@@ -286,7 +305,9 @@ impl PartitionLog {
             zero_tail: AtomicBool::new(false),
             directory_durable: AtomicBool::new(false),
             failure: OnceLock::new(),
-        })
+        };
+        log.finish_interrupted_truncation()?;
+        Ok(log)
     }
 
     /// First offset in the log.
@@ -342,6 +363,48 @@ impl PartitionLog {
         )
     }
 
+    /// The newest leader epoch in the epoch cache, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.read_leader_epochs().latest_epoch()
+    }
+
+    /// Where `epoch` ends in this log, as `(epoch, end_offset)`: the answer to
+    /// OffsetForLeaderEpoch (see [`LeaderEpochCache::end_offset_for`]); `(-1, -1)` when unknown.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let cache = self.read_leader_epochs();
+        // Read under the cache lock: appends update the cache before publishing the log end.
+        cache.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The leader-epoch cache's entries, oldest epoch first.
+    pub fn epoch_entries(&self) -> Vec<EpochEntry> {
+        self.read_leader_epochs().entries().to_vec()
+    }
+
+    /// Applies `change` to a copy of the epoch cache and, if it says it changed something,
+    /// persists the copy and then publishes it (a failed write leaves the cache as it was).
+    /// Called with the writer lock held.
+    fn update_leader_epochs(
+        &self,
+        change: impl FnOnce(&mut LeaderEpochCache) -> bool,
+    ) -> Result<(), StorageError> {
+        let mut updated = self.read_leader_epochs().clone();
+        if change(&mut updated) {
+            updated.write(&self.storage, &self.dir)?;
+            *self
+                .leader_epochs
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = updated;
+        }
+        Ok(())
+    }
+
+    fn read_leader_epochs(&self) -> std::sync::RwLockReadGuard<'_, LeaderEpochCache> {
+        self.leader_epochs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Size of the whole log in bytes (committed data of all segments; indexes excluded).
     pub fn size_bytes(&self) -> u64 {
         self.read_segments().iter().map(|s| s.size_bytes()).sum()
@@ -375,6 +438,25 @@ impl PartitionLog {
     fn read_segments(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<LogSegment>>> {
         self.segments.read().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Reads the leader-epoch cache of `dir` and fits it to the recovered log: epochs starting at
+/// or after the log end (their records were a torn tail) are dropped, and the first kept epoch
+/// starts no earlier than the log. Persisted if that changed anything.
+fn open_leader_epochs(
+    storage: &Storage,
+    dir: &Path,
+    log_start_offset: i64,
+    log_end_offset: i64,
+) -> Result<LeaderEpochCache, StorageError> {
+    let mut cache = LeaderEpochCache::read(storage, dir)?;
+    let cut_end = cache.truncate_from_end(log_end_offset);
+    let cut_start = cache.truncate_from_start(log_start_offset);
+    if cut_end || cut_start {
+        tracing::info!(dir = %dir.display(), log_end_offset, "leader epoch cache fitted to the recovered log");
+        cache.write(storage, dir)?;
+    }
+    Ok(cache)
 }
 
 #[cfg(test)]
