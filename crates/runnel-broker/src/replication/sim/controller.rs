@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use crate::controller::elections::{elect_returning, fence};
+use crate::controller::elections::{elect_leaderless, fence};
 use crate::metadata::records::{BrokerId, MetadataBatch, MetadataRecord, PartitionState};
 use crate::metadata::MetadataImage;
 use crate::replication::state::IsrChange;
@@ -93,7 +93,7 @@ impl ControllerModel {
 
     /// The broker missed its heartbeats (or its process died): fence it.
     pub(super) fn fence(&mut self, broker: BrokerId) {
-        let records = fence(&self.image, broker);
+        let records = fence(&self.image, broker, false);
         self.commit(records);
     }
 
@@ -101,7 +101,7 @@ impl ControllerModel {
     /// a partition waits for it.
     pub(super) fn unfence(&mut self, broker: BrokerId) {
         self.commit(vec![MetadataRecord::UnfenceBroker { broker_id: broker }]);
-        let elections = elect_returning(&self.image, broker);
+        let elections = elect_leaderless(&self.image, false);
         self.commit(elections);
     }
 
@@ -118,7 +118,7 @@ impl ControllerModel {
             endpoints: Vec::new(),
             rack: None,
         }]);
-        let elections = elect_returning(&self.image, broker);
+        let elections = elect_leaderless(&self.image, false);
         self.commit(elections);
     }
 
