@@ -27,13 +27,14 @@ use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{BrokerId as WireBrokerId, FetchRequest, FetchResponse};
-use runnel_storage::{PartitionLog, StorageError};
+use runnel_storage::{LeaderEpochCache, PartitionLog, StorageError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::client::{LeaderConnection, LeaderConnectionError};
+use super::state::{self, follower_high_watermark};
 use super::FollowedPartition;
 use crate::config::BrokerConfig;
 use crate::metadata::image::MetadataImage;
@@ -789,18 +790,15 @@ fn append(log: &PartitionLog, records: &Bytes) -> Result<(), StorageError> {
     log.append_replicated(records).map(|_| ())
 }
 
-/// Where to truncate on `diverging_epoch = (epoch, end_offset)`: min(end, our own end offset
-/// for that epoch), never past our log end.
+/// Where to truncate on `diverging_epoch = (epoch, end_offset)`: [`state::follower_truncation_offset`]
+/// over this log's epoch cache. The caller holds the partition's `active` lock, so nothing
+/// changes the log between reading its cache and its end.
 fn follower_truncation_offset(epoch: i32, end_offset: i64, log: &PartitionLog) -> i64 {
-    let log_end = log.log_end_offset();
-    let (own_epoch, own_end) = log.end_offset_for_epoch(epoch);
-    let own_end = if own_epoch < 0 { log_end } else { own_end };
-    end_offset.min(own_end).min(log_end)
-}
-
-/// The follower's high watermark: the leader's, never above what is durable here.
-fn follower_high_watermark(leader_high_watermark: i64, durable_offset: i64) -> i64 {
-    leader_high_watermark.min(durable_offset)
+    let mut own = LeaderEpochCache::new();
+    for entry in log.epoch_entries() {
+        own.assign(entry.epoch, entry.start_offset);
+    }
+    state::follower_truncation_offset(epoch, end_offset, &own, log.log_end_offset())
 }
 
 /// Takes each partition's outcome into the task's view.

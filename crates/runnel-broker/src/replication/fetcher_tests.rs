@@ -199,12 +199,6 @@ fn leader_refusals_change_nothing() {
 }
 
 #[test]
-fn the_high_watermark_never_passes_the_durable_offset() {
-    assert_eq!(follower_high_watermark(10, 7), 7);
-    assert_eq!(follower_high_watermark(5, 7), 5);
-}
-
-#[test]
 fn leader_endpoints_prefer_the_inter_broker_listener() {
     let mut image = MetadataImage::default();
     register(
