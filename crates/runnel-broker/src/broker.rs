@@ -23,6 +23,7 @@ use crate::metadata::{
     BrokerId, ControllerReply, ControllerRequest, MetadataHandle, MetadataImage, TopicImage,
 };
 use crate::producer_ids::ProducerIdAllocator;
+use crate::replication::manager::ReplicaManager;
 use crate::topics::{is_internal_name, Partition, Topic, TopicRegistry};
 
 /// Shared broker state. Cheap to share behind an `Arc`; no lock is held across an `.await`.
@@ -34,6 +35,9 @@ pub struct Broker {
     pub metadata: MetadataHandle,
     /// This node's partition logs, following the image.
     pub topics: Arc<TopicRegistry>,
+    /// Per local partition, this node's replication role (leader or follower), HWs, and the
+    /// produces waiting for a commit (docs/replication.md).
+    pub replicas: Arc<ReplicaManager>,
     /// Idempotent producer ids.
     pub producer_ids: ProducerIdAllocator,
     /// Consumer groups and committed offsets (rebuilt from `__consumer_offsets` on open).
@@ -56,6 +60,9 @@ pub struct Broker {
     /// Bumped whenever a partition's high watermark may have moved (a flush, or a roll, made
     /// more records durable and so visible); long-polling fetches wait on it.
     high_watermark_moved: watch::Sender<u64>,
+    /// Bumped whenever a leader appended: replica fetches, which read up to the log end, wait
+    /// on it (a consumer's fetch waits for the high watermark only).
+    appended: watch::Sender<u64>,
 }
 
 /// See [`Broker::validation_slots`]: two batches per core, so every core stays busy while
@@ -119,6 +126,18 @@ impl Broker {
         crate::partition_dir::reconcile(&config.data_dir, &crate::topics::live_topics(&image))?;
         let topics = Arc::new(TopicRegistry::new(Arc::clone(&config), config.node_id));
         topics.sync(&image);
+        let (high_watermark_moved, _) = watch::channel(0);
+        let replicas = Arc::new(ReplicaManager::new(
+            Arc::clone(&config),
+            metadata.clone(),
+            HighWatermarkSignal(high_watermark_moved.clone()),
+        ));
+        replicas.set_fetchers(Box::new(follower_fetchers(&config, &metadata, &replicas)));
+        {
+            // The fetchers spawn their tasks on this runtime.
+            let _runtime = runtime.enter();
+            replicas.apply(&image, &topics);
+        }
         tracing::info!(topics = image.topics.len(), data_dir = %config.data_dir.display(), "topics loaded");
         let groups = Arc::new(GroupCoordinator::new(group_config(&config)));
         if let Some(offsets) = image.topic(group::OFFSETS_TOPIC) {
@@ -126,7 +145,6 @@ impl Broker {
             group::store::load(&topics, &groups, offsets.partition_count(), &led)?;
             groups.set_ownership(offsets.partition_count(), led);
         }
-        let (high_watermark_moved, _) = watch::channel(0);
         let flusher = Flusher::start(FlushPolicy {
             commit_delay: std::time::Duration::from_millis(config.log_flush_commit_delay_ms),
             device_flush_shared: config.log_flush_device_flush_shared,
@@ -138,20 +156,24 @@ impl Broker {
         runtime.spawn(follow_image(
             metadata.clone(),
             Arc::clone(&topics),
+            Arc::clone(&replicas),
             Arc::clone(&groups),
         ));
+        replicas.start_periodic(&runtime);
         Ok(Broker {
             flusher,
             validation_slots: Arc::new(Semaphore::new(validation_slot_count())),
             config,
             metadata,
             topics,
+            replicas,
             groups,
             producer_ids,
             cluster_id,
             lifecycle: std::sync::Mutex::new(None),
             control_plane: None,
             high_watermark_moved,
+            appended: watch::channel(0).0,
         })
     }
 
@@ -233,6 +255,25 @@ impl Broker {
         self.high_watermark_moved.subscribe()
     }
 
+    /// Wakes replica fetches waiting for records: call after a leader's append.
+    pub fn notify_appended(&self) {
+        notify(&self.appended);
+    }
+
+    /// A receiver that changes whenever this node appended as a leader.
+    pub fn subscribe_appended(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// The high watermark of `partition`, whose log is `log`: offsets below it are committed
+    /// and visible to consumers (Fetch, ListOffsets latest, DeleteRecords -1). On a leader,
+    /// min(its durable offset, the fetch offsets of the ISR) once the ISR has
+    /// `min.insync.replicas` members; on a lone replica, its durable offset — never what is
+    /// only written: a record a consumer has read must survive a crash at its offset.
+    pub fn high_watermark(&self, partition: &Partition, log: &runnel_storage::PartitionLog) -> i64 {
+        self.replicas.high_watermark(partition, log)
+    }
+
     /// The config overrides of topic `name` as the image has them (`None`: no such topic).
     pub fn topic_config(&self, name: &str) -> Option<crate::topic_config::TopicConfig> {
         let image = self.metadata.image();
@@ -304,8 +345,10 @@ impl Broker {
         }
     }
 
-    /// Flushes and checkpoints all logs (graceful shutdown).
+    /// Flushes and checkpoints all logs and high watermarks (graceful shutdown).
     pub fn close(&self) {
+        self.replicas.shutdown_fetchers();
+        self.replicas.checkpoint_all();
         self.topics.close_all();
     }
 }
@@ -332,6 +375,7 @@ fn notify(moved: &watch::Sender<u64>) {
 async fn follow_image(
     metadata: MetadataHandle,
     topics: Arc<TopicRegistry>,
+    replicas: Arc<ReplicaManager>,
     groups: Arc<GroupCoordinator>,
 ) {
     let mut images = metadata.subscribe();
@@ -340,8 +384,10 @@ async fn follow_image(
         if image.applied_index > topics.synced_index() {
             let registry = Arc::clone(&topics);
             let groups = Arc::clone(&groups);
+            let replicas = Arc::clone(&replicas);
             let synced = tokio::task::spawn_blocking(move || {
                 registry.apply(&image);
+                replicas.apply(&image, &registry);
                 follow_group_leadership(&image, &registry, &groups);
                 registry.publish_synced(image.applied_index);
             })
@@ -354,6 +400,26 @@ async fn follow_image(
             return;
         }
     }
+}
+
+/// The follower side: one fetcher per leader this node copies from, reporting follower high
+/// watermarks to `replicas` (held weakly: the fetchers live inside it).
+fn follower_fetchers(
+    config: &BrokerConfig,
+    metadata: &MetadataHandle,
+    replicas: &Arc<ReplicaManager>,
+) -> crate::replication::fetcher::Fetchers {
+    let manager = Arc::downgrade(replicas);
+    crate::replication::fetcher::Fetchers::start(
+        config.node_id,
+        crate::replication::fetcher::FetcherConfig::from_broker(config),
+        metadata.subscribe(),
+        Arc::new(move |topic_id, partition, high_watermark| {
+            if let Some(manager) = manager.upgrade() {
+                manager.set_follower_high_watermark(topic_id, partition, high_watermark);
+            }
+        }),
+    )
 }
 
 /// The `__consumer_offsets` partitions `node` leads.

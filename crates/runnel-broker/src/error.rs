@@ -145,6 +145,53 @@ pub enum BrokerError {
         /// Its leader epoch (-1 unknown).
         leader_epoch: i32,
     },
+    /// acks=all refused before the append: the ISR is smaller than `min.insync.replicas`.
+    #[error("{topic}-{partition}: {isr} in-sync replicas, {min_insync} required")]
+    NotEnoughReplicas {
+        /// The topic.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+        /// ISR size now.
+        isr: usize,
+        /// `min.insync.replicas`.
+        min_insync: usize,
+    },
+    /// acks=all appended, then the ISR fell below `min.insync.replicas` before the records
+    /// were committed: the client retries (an idempotent producer's retry is a duplicate).
+    #[error("{topic}-{partition}: the ISR fell below min.insync.replicas after the append")]
+    NotEnoughReplicasAfterAppend {
+        /// The topic.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+    },
+    /// A request naming a leader epoch older than this leader's.
+    #[error("leader epoch {requested} is fenced: the current one is {current}")]
+    FencedLeaderEpoch {
+        /// The epoch the request named.
+        requested: i32,
+        /// This leader's.
+        current: i32,
+    },
+    /// A request naming a leader epoch newer than this node knows.
+    #[error("leader epoch {requested} is unknown: the current one is {current}")]
+    UnknownLeaderEpoch {
+        /// The epoch the request named.
+        requested: i32,
+        /// This node's.
+        current: i32,
+    },
+    /// acks=all: the records were not committed within the request's timeout.
+    #[error("{topic}-{partition}: not replicated within {timeout_ms} ms")]
+    ReplicationTimedOut {
+        /// The topic.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+        /// The produce request's timeout.
+        timeout_ms: i64,
+    },
     /// The controller did not carry a request out (no controller known, a timeout, shutting
     /// down): retriable.
     #[error("the controller is not available: {0}")]
@@ -229,6 +276,13 @@ impl BrokerError {
             BrokerError::Metadata { .. } => ResponseError::KafkaStorageError,
             BrokerError::Listen { .. } => ResponseError::UnknownServerError,
             BrokerError::NotLeaderOrFollower { .. } => ResponseError::NotLeaderOrFollower,
+            BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+            BrokerError::NotEnoughReplicasAfterAppend { .. } => {
+                ResponseError::NotEnoughReplicasAfterAppend
+            }
+            BrokerError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            BrokerError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
+            BrokerError::ReplicationTimedOut { .. } => ResponseError::RequestTimedOut,
             BrokerError::ControllerUnavailable(_) => ResponseError::RequestTimedOut,
             BrokerError::Admin { code, .. } => {
                 ResponseError::try_from_code(*code).unwrap_or(ResponseError::UnknownServerError)

@@ -92,6 +92,11 @@ impl Partition {
         }
     }
 
+    /// The id of the topic this partition belongs to.
+    pub fn topic_id(&self) -> Uuid {
+        self.topic_id
+    }
+
     /// The directory holding this partition's log.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -195,11 +200,6 @@ impl Partition {
             Some(LogState::Open(log)) => Some(log),
             _ => None,
         }
-    }
-
-    /// Offsets below this are visible to consumers: see [`high_watermark`].
-    pub async fn high_watermark(self: &Arc<Self>) -> Result<i64, BrokerError> {
-        Ok(high_watermark(self.log().await?))
     }
 
     /// Applies new storage settings, now if the log is open, else when it opens.
@@ -652,18 +652,6 @@ fn read_topic_file(path: &Path) -> Result<LegacyTopic, BrokerError> {
         partitions,
         configs,
     })
-}
-
-/// The high watermark of a partition's log: offsets below it are visible to consumers (Fetch
-/// serves records below it, ListOffsets latest and DeleteRecords' -1 name it). On a single
-/// node it is the durably flushed offset, never the log end: a record a consumer has read must
-/// survive a crash at its offset, or recovery would hand that offset to another record. So
-/// acks=0/1 records become visible once a background flush covers them (`handlers/produce.rs`),
-/// and long-polling fetches are woken when a flush moves it (`Broker::notify_high_watermark`).
-/// Keep this rule when replication arrives: the high watermark then follows what the in-sync
-/// replicas hold, and never passes what this node has flushed.
-pub fn high_watermark(log: &PartitionLog) -> i64 {
-    log.flushed_offset()
 }
 
 #[cfg(test)]

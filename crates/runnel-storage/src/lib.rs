@@ -26,6 +26,8 @@ mod time_index;
 #[cfg(test)]
 mod crash_matrix_tests;
 #[cfg(test)]
+mod replica_crash_tests;
+#[cfg(test)]
 mod replica_log_tests;
 #[cfg(test)]
 mod sim_crash_tests;

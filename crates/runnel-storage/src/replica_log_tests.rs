@@ -419,3 +419,15 @@ fn the_high_watermark_checkpoint_round_trips_and_ignores_damage() -> TestResult 
     assert_eq!(log.read_high_watermark(), None);
     Ok(())
 }
+
+#[test]
+fn moving_the_log_start_moves_the_first_epoch_start() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = leader_log(dir.path())?;
+    assert_eq!(log.delete_records(10, 20)?, 10);
+    assert_eq!(log.epoch_entries(), entries(&[(4, 10)]));
+    assert_eq!(log.end_offset_for_epoch(1), (1, 10));
+    drop(log);
+    assert_eq!(open(dir.path()).epoch_entries(), entries(&[(4, 10)]));
+    Ok(())
+}

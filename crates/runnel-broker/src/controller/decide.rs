@@ -13,12 +13,15 @@ use std::time::Duration;
 use kafka_protocol::error::ResponseError;
 use uuid::Uuid;
 
-use super::elections::{elect_returning, fence};
+use super::alter_partition::{decide_isr_change, IsrChange};
+use super::elect_leaders::decide_elections;
+use super::elections::{elect_leaderless, fence};
 use super::placement::{
     new_partition, place, placement_order, placement_start, validate_assignment,
 };
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::group::OFFSETS_TOPIC;
 use crate::metadata::records::{MetadataBatch, MetadataRecord};
 use crate::metadata::requests::{
     AdminError, ConfigChange, ControllerReply, ControllerRequest, NewPartitions, NewTopic,
@@ -31,9 +34,6 @@ use crate::topics::{collides, is_internal_name, validate_topic_name, PARTITIONS_
 /// Producer ids per `AllocateProducerIds` block.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
-/// The largest replication factor served until partition data is replicated (issue 23).
-const REPLICATION_FACTOR_SERVED_MAX: usize = 1;
-
 /// What the controller needs from the broker configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerSettings {
@@ -41,6 +41,15 @@ pub struct ControllerSettings {
     pub num_partitions: i32,
     /// `default.replication.factor`: a CreateTopics with replication factor -1 gets this.
     pub default_replication_factor: i16,
+    /// `offsets.topic.replication.factor`: `__consumer_offsets` gets min(this, unfenced
+    /// brokers).
+    pub offsets_topic_replication_factor: i16,
+    /// `unclean.leader.election.enable`: the default of topics without the override.
+    pub unclean_leader_election_enable: bool,
+    /// `auto.leader.rebalance.enable`: move leadership back to preferred replicas.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`: how often.
+    pub leader_imbalance_check_interval: Duration,
     /// `broker.session.timeout.ms`: a broker silent this long is fenced.
     pub session_timeout: Duration,
     /// `broker.heartbeat.interval.ms`: how often brokers heartbeat; the controller checks for
@@ -53,6 +62,10 @@ impl Default for ControllerSettings {
         ControllerSettings {
             num_partitions: 1,
             default_replication_factor: 1,
+            offsets_topic_replication_factor: 3,
+            unclean_leader_election_enable: false,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval: Duration::from_secs(300),
             session_timeout: Duration::from_millis(9000),
             heartbeat_interval: Duration::from_millis(2000),
         }
@@ -66,6 +79,12 @@ impl ControllerSettings {
         ControllerSettings {
             num_partitions: config.num_partitions,
             default_replication_factor: config.default_replication_factor,
+            offsets_topic_replication_factor: config.offsets_topic_replication_factor,
+            unclean_leader_election_enable: config.unclean_leader_election_enable,
+            auto_leader_rebalance_enable: config.auto_leader_rebalance_enable,
+            leader_imbalance_check_interval: Duration::from_secs(
+                config.leader_imbalance_check_interval_seconds,
+            ),
             ..ControllerSettings::default()
         }
     }
@@ -149,7 +168,12 @@ impl Controller {
             ControllerRequest::AlterTopicConfigs {
                 topics,
                 validate_only,
-            } => alter_configs(image, topics, *validate_only),
+            } => alter_configs(
+                image,
+                topics,
+                *validate_only,
+                self.settings.unclean_leader_election_enable,
+            ),
             ControllerRequest::RegisterBroker {
                 broker_id,
                 incarnation,
@@ -163,7 +187,8 @@ impl Controller {
                     endpoints: endpoints.clone(),
                     rack: rack.clone(),
                 }]);
-                let elections = elect_returning(&scratch.image, *broker_id);
+                let elections =
+                    elect_leaderless(&scratch.image, self.settings.unclean_leader_election_enable);
                 scratch.apply(elections);
                 Decision::new(scratch.records, ControllerReply::Done)
             }
@@ -177,7 +202,10 @@ impl Controller {
                         scratch.apply(vec![MetadataRecord::UnfenceBroker {
                             broker_id: *broker_id,
                         }]);
-                        let elections = elect_returning(&scratch.image, *broker_id);
+                        let elections = elect_leaderless(
+                            &scratch.image,
+                            self.settings.unclean_leader_election_enable,
+                        );
                         scratch.apply(elections);
                         scratch.records
                     } else {
@@ -198,7 +226,11 @@ impl Controller {
                     .get(broker_id)
                     .is_some_and(|b| b.incarnation == *incarnation);
                 let records = if current {
-                    let mut records = fence(image, *broker_id);
+                    let mut records = fence(
+                        image,
+                        *broker_id,
+                        self.settings.unclean_leader_election_enable,
+                    );
                     records.push(MetadataRecord::ShutDownBroker {
                         broker_id: *broker_id,
                     });
@@ -207,6 +239,43 @@ impl Controller {
                     Vec::new()
                 };
                 Decision::new(records, ControllerReply::Done)
+            }
+            ControllerRequest::AlterPartition {
+                broker_id,
+                topic_id,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let change = IsrChange {
+                    broker_id: *broker_id,
+                    topic_id: *topic_id,
+                    partition: *partition,
+                    leader_epoch: *leader_epoch,
+                    partition_epoch: *partition_epoch,
+                    isr,
+                };
+                let decided = decide_isr_change(image, &change);
+                let records = match &decided {
+                    Ok(state) if Some(state) != image.partition_by_id(*topic_id, *partition) => {
+                        vec![MetadataRecord::ChangePartition {
+                            topic_id: *topic_id,
+                            partition: *partition,
+                            state: state.clone(),
+                        }]
+                    }
+                    _ => Vec::new(),
+                };
+                Decision::new(records, ControllerReply::AlterPartition(decided))
+            }
+            ControllerRequest::ElectLeaders {
+                election_type,
+                partitions,
+            } => {
+                let (records, outcomes) =
+                    decide_elections(image, *election_type, partitions.as_deref());
+                Decision::new(records, ControllerReply::Elections(outcomes))
             }
             ControllerRequest::AllocateProducerIds { broker_id } => {
                 let first = image.next_producer_id.max(0);
@@ -307,8 +376,7 @@ impl Controller {
                     });
                 }
                 check_partition_count(assignment.len())?;
-                let replication_factor = validate_assignment(image, assignment)?;
-                check_replication_served(replication_factor)?;
+                validate_assignment(image, assignment)?;
                 assignment.clone()
             }
             None => {
@@ -319,18 +387,23 @@ impl Controller {
                 if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
                     return Err(admin(BrokerError::InvalidPartitions(partitions)));
                 }
+                let order = placement_order(image);
                 let replication_factor = match topic.replication_factor {
+                    -1 if topic.name == OFFSETS_TOPIC => {
+                        let brokers = i16::try_from(order.len()).unwrap_or(i16::MAX);
+                        self.settings
+                            .offsets_topic_replication_factor
+                            .min(brokers.max(1))
+                    }
                     -1 => self.settings.default_replication_factor,
                     n => n,
                 };
-                let placed = place(
-                    &placement_order(image),
+                place(
+                    &order,
                     placement_start(image),
                     usize::try_from(partitions).unwrap_or(0),
                     replication_factor,
-                )?;
-                check_replication_served(usize::try_from(replication_factor).unwrap_or(0))?;
-                placed
+                )?
             }
         };
         let topic_id = topic.topic_id.unwrap_or_else(Uuid::new_v4);
@@ -482,10 +555,12 @@ fn add_partitions(
     ))
 }
 
+/// Config changes, then the elections a newly allowed unclean election makes possible.
 fn alter_configs(
     image: &MetadataImage,
     topics: &[TopicConfigChange],
     validate_only: bool,
+    unclean_default: bool,
 ) -> Decision {
     let duplicates = duplicate_names(topics.iter().map(|t| t.name.as_str()));
     let mut scratch = Scratch::new(image);
@@ -504,6 +579,8 @@ fn alter_configs(
             Err(error) => failure(&change.name, Uuid::nil(), error),
         });
     }
+    let elections = elect_leaderless(&scratch.image, unclean_default);
+    scratch.apply(elections);
     let records = if validate_only {
         Vec::new()
     } else {
@@ -594,19 +671,6 @@ fn check_partition_count(count: usize) -> Result<(), AdminError> {
     }
 }
 
-fn check_replication_served(replication_factor: usize) -> Result<(), AdminError> {
-    if replication_factor <= REPLICATION_FACTOR_SERVED_MAX {
-        return Ok(());
-    }
-    Err(AdminError {
-        code: ResponseError::InvalidReplicationFactor.code(),
-        message: format!(
-            "replication factor {replication_factor} is not served yet: partition data is not \
-             replicated until a later release, so every partition has 1 replica"
-        ),
-    })
-}
-
 /// The Kafka error a broker error is answered with.
 pub fn admin(error: BrokerError) -> AdminError {
     AdminError {
@@ -639,7 +703,7 @@ mod tests {
     use super::*;
     use crate::controller::placement::tests::image_with;
     use crate::metadata::records::BrokerId;
-    use crate::metadata::requests::ConfigOp;
+    use crate::metadata::requests::{AlterPartitionError, ConfigOp, ElectionType};
     use crate::metadata::NO_LEADER;
 
     fn controller() -> Controller {
@@ -789,13 +853,17 @@ mod tests {
             &mut image,
             &create(vec![
                 new_topic("three", 1, 3),
-                new_topic("two", 1, 2),
+                new_topic("two", 4, 2),
                 new_topic("zero", 1, 0),
             ]),
         );
         assert_eq!(
             errors(&reply),
-            vec![code(ResponseError::InvalidReplicationFactor); 3]
+            vec![
+                code(ResponseError::InvalidReplicationFactor),
+                None,
+                code(ResponseError::InvalidReplicationFactor)
+            ]
         );
         let ControllerReply::Topics(outcomes) = &reply else {
             unreachable!()
@@ -805,14 +873,12 @@ mod tests {
             .as_ref()
             .unwrap()
             .message
-            .contains("2 broker(s)"));
-        assert!(outcomes[1]
-            .error
-            .as_ref()
-            .unwrap()
-            .message
-            .contains("not served yet"));
-        assert!(image.topics.is_empty());
+            .contains("only 2 broker(s) are registered and unfenced"));
+        for p in &image.topic("two").unwrap().partitions {
+            assert_eq!(p.replicas.len(), 2);
+            assert_eq!(p.isr, p.replicas, "all replicas start in sync");
+            assert_eq!(p.leader, p.replicas[0], "the preferred replica leads");
+        }
         // No broker at all.
         let mut empty = MetadataImage::default();
         let reply = run(&c, &mut empty, &create(vec![new_topic("t", 1, 1)]));
@@ -820,6 +886,142 @@ mod tests {
             errors(&reply),
             vec![code(ResponseError::InvalidReplicationFactor)]
         );
+    }
+
+    #[test]
+    fn default_and_offsets_topic_replication_factors() {
+        let c = Controller::new(ControllerSettings {
+            default_replication_factor: 3,
+            ..ControllerSettings::default()
+        });
+        let mut image = image_with(&[(1, None), (2, None)]);
+        // -1: default.replication.factor 3, above the 2 brokers.
+        let reply = run(&c, &mut image, &create(vec![new_topic("d", 1, -1)]));
+        assert_eq!(
+            errors(&reply),
+            vec![code(ResponseError::InvalidReplicationFactor)]
+        );
+        // __consumer_offsets: min(offsets.topic.replication.factor 3, 2 brokers).
+        let reply = run(
+            &c,
+            &mut image,
+            &create(vec![new_topic(OFFSETS_TOPIC, 4, -1)]),
+        );
+        assert_eq!(errors(&reply), vec![None]);
+        let offsets = image.topic(OFFSETS_TOPIC).unwrap();
+        assert!(offsets.partitions.iter().all(|p| p.replicas.len() == 2));
+        let mut image = image_with(&[(1, None), (2, None), (3, None), (4, None)]);
+        run(&c, &mut image, &create(vec![new_topic("d", 2, -1)]));
+        run(
+            &c,
+            &mut image,
+            &create(vec![new_topic(OFFSETS_TOPIC, 2, -1)]),
+        );
+        for name in ["d", OFFSETS_TOPIC] {
+            let topic = image.topic(name).unwrap();
+            assert!(
+                topic.partitions.iter().all(|p| p.replicas.len() == 3),
+                "{name}"
+            );
+        }
+        // CreatePartitions keeps the topic's replication factor.
+        let grow = ControllerRequest::CreatePartitions {
+            topics: vec![NewPartitions {
+                name: "d".into(),
+                count: 5,
+                assignment: None,
+            }],
+            validate_only: false,
+        };
+        assert_eq!(errors(&run(&c, &mut image, &grow)), vec![None]);
+        let d = image.topic("d").unwrap();
+        assert_eq!(d.partition_count(), 5);
+        assert!(d
+            .partitions
+            .iter()
+            .all(|p| p.replicas.len() == 3 && p.isr == p.replicas));
+    }
+
+    #[test]
+    fn controlled_shutdown_moves_leadership_and_shrinks_isrs_then_preferred_election_returns_it() {
+        let c = controller();
+        let mut image = image_with(&[(1, None), (2, None), (3, None)]);
+        run(&c, &mut image, &create(vec![new_topic("t", 3, 3)]));
+        let incarnation = image.brokers[&1].incarnation;
+        let before = image.topic("t").unwrap().clone();
+        let shutdown = ControllerRequest::BrokerShutdown {
+            broker_id: 1,
+            incarnation,
+        };
+        assert_eq!(run(&c, &mut image, &shutdown), ControllerReply::Done);
+        let after = image.topic("t").unwrap().clone();
+        for (old, new) in before.partitions.iter().zip(&after.partitions) {
+            assert!(!new.isr.contains(&1), "{new:?}");
+            assert_ne!(new.leader, 1);
+            assert!(new.isr.contains(&new.leader));
+            if old.leader == 1 {
+                assert_eq!(new.leader_epoch, old.leader_epoch + 1);
+            }
+        }
+        // Back (a new incarnation), then its leader adds it to the ISR with AlterPartition.
+        run(
+            &c,
+            &mut image,
+            &ControllerRequest::RegisterBroker {
+                broker_id: 1,
+                incarnation: Uuid::new_v4(),
+                endpoints: Vec::new(),
+                rack: None,
+            },
+        );
+        let topic = image.topic("t").unwrap().clone();
+        for (index, state) in topic.partitions.iter().enumerate() {
+            let mut isr = state.isr.clone();
+            isr.push(1);
+            let alter = ControllerRequest::AlterPartition {
+                broker_id: state.leader,
+                topic_id: topic.id,
+                partition: i32::try_from(index).unwrap(),
+                leader_epoch: state.leader_epoch,
+                partition_epoch: state.partition_epoch,
+                isr,
+            };
+            let ControllerReply::AlterPartition(Ok(committed)) = run(&c, &mut image, &alter) else {
+                panic!("AlterPartition refused");
+            };
+            assert_eq!(
+                &committed,
+                image.partition("t", i32::try_from(index).unwrap()).unwrap()
+            );
+            assert_eq!(committed.isr.len(), 3);
+            // The same request again: the state as it is, nothing committed.
+            let again = c.decide(&image, &alter);
+            assert!(again.records.is_empty());
+            assert!(matches!(
+                again.reply,
+                ControllerReply::AlterPartition(Err(
+                    AlterPartitionError::InvalidUpdateVersion { .. }
+                ))
+            ));
+        }
+        let elect = ControllerRequest::ElectLeaders {
+            election_type: ElectionType::Preferred,
+            partitions: None,
+        };
+        let ControllerReply::Elections(outcomes) = run(&c, &mut image, &elect) else {
+            panic!("not an elections reply");
+        };
+        assert!(outcomes.iter().all(|o| o.error.is_none()), "{outcomes:?}");
+        for (old, new) in before
+            .partitions
+            .iter()
+            .zip(&image.topic("t").unwrap().partitions)
+        {
+            assert_eq!(
+                new.leader, old.leader,
+                "every partition led by its preferred replica"
+            );
+        }
     }
 
     #[test]
@@ -849,7 +1051,7 @@ mod tests {
                 None,
                 code(ResponseError::InvalidReplicaAssignment),
                 code(ResponseError::InvalidRequest),
-                code(ResponseError::InvalidReplicationFactor),
+                None,
                 code(ResponseError::TopicAlreadyExists),
             ]
         );
@@ -857,6 +1059,11 @@ mod tests {
         assert_eq!(m.id, id);
         let leaders: Vec<_> = m.partitions.iter().map(|p| p.leader).collect();
         assert_eq!(leaders, vec![2, 2, 1]);
+        let w = &image.topic("w").unwrap().partitions[0];
+        assert_eq!(
+            (w.replicas.clone(), w.isr.clone(), w.leader),
+            (vec![1, 2], vec![1, 2], 1)
+        );
     }
 
     #[test]
@@ -1152,7 +1359,7 @@ mod tests {
             .iter()
             .all(|p| p.leader == 1 && p.leader_epoch == 2));
         // A broker fenced for silence (not shut down) is unfenced by its next heartbeat.
-        let silent = fence(&image, 1);
+        let silent = fence(&image, 1, false);
         let index = image.applied_index + 1;
         image.apply(
             index,

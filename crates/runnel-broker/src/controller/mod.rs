@@ -3,14 +3,20 @@
 //! and proposes the records lives in `service.rs`. Design: docs/cluster.md, "The controller".
 //!
 //! - `decide.rs`: [`Controller::decide`], one request → records + reply.
-//! - `placement.rs`, `elections.rs`: replica placement; fencing and leader elections.
+//! - `placement.rs`, `elections.rs`: replica placement; fencing and leader elections (clean,
+//!   unclean, preferred).
+//! - `alter_partition.rs`: a leader's ISR change (AlterPartition).
+//! - `elect_leaders.rs`: ElectLeaders, and the preferred-leader check of
+//!   `auto.leader.rebalance.enable`.
 //! - `heartbeats.rs`: [`HeartbeatTracker`], which sessions expired.
 //! - `service.rs`: [`ControllerService`], serialises decisions, proposes them to the
 //!   [`MetadataLog`](crate::metadata::MetadataLog), forwards to the leader, fences.
 //! - `in_memory.rs`: [`InMemoryLog`], a one-node log in memory, for unit tests.
 //! - `lifecycle.rs`: [`BrokerLifecycle`], every broker's registration and heartbeats.
 
+pub mod alter_partition;
 pub mod decide;
+pub mod elect_leaders;
 pub mod elections;
 pub mod heartbeats;
 pub mod in_memory;

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::decide::{Controller, ControllerSettings, Decision, METADATA_BATCH_BYTES_MAX};
+use super::elect_leaders::preferred_leader_moves;
 use super::elections::fence;
 use super::heartbeats::HeartbeatTracker;
 use crate::metadata::handle::SUBMIT_TIMEOUT;
@@ -253,7 +254,11 @@ impl<L: MetadataLog, F: Forwarder> ControllerService<L, F> {
         let expired = self.tracker().expired(&self.log.image(), now());
         let mut fenced = Vec::new();
         for broker in expired {
-            let records = fence(&self.log.image(), broker);
+            let records = fence(
+                &self.log.image(),
+                broker,
+                self.controller.settings().unclean_leader_election_enable,
+            );
             if records.is_empty() {
                 continue;
             }
@@ -282,6 +287,38 @@ impl<L: MetadataLog, F: Forwarder> ControllerService<L, F> {
 }
 
 impl<L: MetadataLog, F: Forwarder> ControllerService<L, F> {
+    /// On the leader: moves leadership back to every preferred replica that is in sync and
+    /// unfenced (`auto.leader.rebalance.enable`), in one batch. Returns the partitions moved.
+    pub async fn rebalance_leaders(&self) -> usize {
+        if self.log.leadership().await != Leadership::Leader {
+            return 0;
+        }
+        let _turn = self.decisions.lock().await;
+        let records = preferred_leader_moves(&self.log.image());
+        if records.is_empty() {
+            return 0;
+        }
+        let moved = records.len();
+        let batch = MetadataBatch {
+            request_id: None,
+            reply: None,
+            records,
+        };
+        match self.log.propose(batch).await {
+            Ok(_) => {
+                tracing::info!(
+                    partitions = moved,
+                    "leadership moved back to preferred replicas"
+                );
+                moved
+            }
+            Err(error) => {
+                tracing::warn!(%error, "moving leadership to preferred replicas failed; retried at the next check");
+                0
+            }
+        }
+    }
+
     /// Serves a [`MetadataHandle`](crate::metadata::MetadataHandle)'s submissions until every
     /// handle is dropped: each is handled on its own task (at most
     /// `SUBMISSIONS_IN_FLIGHT_MAX` at once) and answered on its reply channel.
@@ -303,20 +340,55 @@ impl<L: MetadataLog, F: Forwarder> ControllerService<L, F> {
         }
     }
 
-    /// Starts the fencing task: every `heartbeat_interval`, on the leader, fences brokers
-    /// whose session expired. Ends once the service is dropped.
+    /// Starts the controller's timers on one task: every `heartbeat_interval`, on the leader,
+    /// fence brokers whose session expired; with `auto.leader.rebalance.enable`, every
+    /// `leader.imbalance.check.interval.seconds`, move leadership back to preferred replicas.
+    /// Ends once the service is dropped.
     pub fn spawn_fencing(self: &Arc<Self>) -> JoinHandle<()> {
-        let service: Weak<Self> = Arc::downgrade(self);
-        let interval = self.controller.settings().heartbeat_interval;
+        let settings = self.controller.settings();
+        let fencing = every(
+            Arc::downgrade(self),
+            settings.heartbeat_interval,
+            |service| {
+                Box::pin(async move {
+                    service.fence_expired().await;
+                })
+            },
+        );
+        let rebalance = settings.auto_leader_rebalance_enable.then(|| {
+            every(
+                Arc::downgrade(self),
+                settings.leader_imbalance_check_interval,
+                |service| {
+                    Box::pin(async move {
+                        service.rebalance_leaders().await;
+                    })
+                },
+            )
+        });
         tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(interval).await;
-                let Some(service) = service.upgrade() else {
-                    return;
-                };
-                service.fence_expired().await;
+            match rebalance {
+                Some(rebalance) => {
+                    tokio::join!(fencing, rebalance);
+                }
+                None => fencing.await,
             }
         })
+    }
+}
+
+/// Runs `tick` on the service every `interval` until the service is dropped.
+async fn every<S>(
+    service: Weak<S>,
+    interval: Duration,
+    tick: impl Fn(Arc<S>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        tick(service).await;
     }
 }
 

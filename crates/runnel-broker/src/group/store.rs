@@ -4,7 +4,10 @@
 //! coordinator from the topic on start, and the timer task that drives session, rebalance and
 //! retention timeouts.
 //!
-//! Writes are fsynced before they are acknowledged. Storage calls run on the blocking pool.
+//! Writes are acknowledged once committed: fsynced here and, on a replicated
+//! `__consumer_offsets`, on every in-sync replica (the partition's high watermark past them),
+//! so the coordinator that takes over after a failover loads every acknowledged commit.
+//! Storage calls run on the blocking pool.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -65,9 +68,15 @@ pub async fn coordinator_of(
         .filter(|leader| *leader != crate::metadata::NO_LEADER))
 }
 
-/// Appends `records` for `group_id` to its partition and waits until they are fsynced.
-/// Errors with NOT_LEADER_OR_FOLLOWER (which groups answer as NOT_COORDINATOR) when this node
-/// does not lead the group's partition.
+/// How long a group write waits for its replicas (Kafka's `offsets.commit.timeout.ms`
+/// default); then the client is told to retry.
+const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Appends `records` for `group_id` to its partition and waits until they are committed
+/// (fsynced here and on the ISR, as a produce with acks=all). Errors with
+/// NOT_LEADER_OR_FOLLOWER (which groups answer as NOT_COORDINATOR) when this node does not
+/// lead the group's partition, NOT_ENOUGH_REPLICAS / REQUEST_TIMED_OUT (answered as
+/// COORDINATOR_NOT_AVAILABLE) when the ISR cannot take it.
 async fn append_durably(
     broker: &Broker,
     group_id: &str,
@@ -78,15 +87,37 @@ async fn append_durably(
     }
     let topic = offsets_topic(broker).await?;
     let index = partition_for(group_id, topic.partition_count());
-    let (local, _) = broker.led_partition(&broker.metadata.image(), OFFSETS_TOPIC, index)?;
-    tokio::task::spawn_blocking(move || append_and_flush(&local, index, &records)).await??;
+    let (local, partition) =
+        broker.led_partition(&broker.metadata.image(), OFFSETS_TOPIC, index)?;
+    let leader_epoch = broker.replicas.check_acks_all(&partition)?;
+    let log = Arc::clone(partition.log().await?);
+    let deadline = Instant::now() + COMMIT_TIMEOUT;
+    let replicas = Arc::clone(&broker.replicas);
+    let appending = Arc::clone(&partition);
+    let last_offset = tokio::task::spawn_blocking(move || {
+        replicas.prepare_leader_append(&appending, appending.log_blocking()?)?;
+        append_and_flush(&local, index, &records)
+    })
+    .await??;
+    broker.notify_appended();
+    let committed = broker
+        .replicas
+        .wait_committed(
+            &partition,
+            &log,
+            leader_epoch,
+            last_offset,
+            deadline,
+            i64::try_from(COMMIT_TIMEOUT.as_millis()).unwrap_or(i64::MAX),
+        )
+        .await;
     broker.notify_high_watermark();
-    Ok(())
+    committed
 }
 
-/// Appends `records` as one batch to partition `index` of `__consumer_offsets` and fsyncs it.
-/// Blocking.
-fn append_and_flush(topic: &Topic, index: i32, records: &[NewRecord]) -> Result<(), BrokerError> {
+/// Appends `records` as one batch to partition `index` of `__consumer_offsets` and fsyncs it;
+/// returns the batch's last offset. Blocking.
+fn append_and_flush(topic: &Topic, index: i32, records: &[NewRecord]) -> Result<i64, BrokerError> {
     let partition = topic
         .partition(index)
         .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{OFFSETS_TOPIC}-{index}")))?;
@@ -98,7 +129,7 @@ fn append_and_flush(topic: &Topic, index: i32, records: &[NewRecord]) -> Result<
         | AppendOutcome::Duplicate { last_offset, .. } => last_offset,
     };
     log.flush(last_offset)?;
-    Ok(())
+    Ok(last_offset)
 }
 
 /// Writes committed offsets of one group durably (one batch), then records them in the

@@ -20,7 +20,7 @@ use super::RequestContext;
 use crate::broker::testing::{self, FakeControlPlane};
 use crate::broker::Broker;
 use crate::metadata::handle::QuorumReplica;
-use crate::metadata::{MetadataBatch, MetadataImage, MetadataRecord, QuorumState};
+use crate::metadata::{MetadataBatch, MetadataImage, MetadataRecord, PartitionState, QuorumState};
 
 fn context(api_version: i16) -> RequestContext {
     RequestContext {
@@ -337,7 +337,12 @@ async fn describe_cluster_and_quorum_report_the_image_and_the_quorum() {
 async fn groups_follow_the_leadership_of_their_offsets_partition() {
     use crate::group::{partition_for, store, CommittedOffset, GroupError};
     let dir = tempfile::tempdir().unwrap();
-    let partitions: Vec<_> = (0..50).map(|_| testing::partition(&[0, 1], 0)).collect();
+    // Two replicas, the leader alone in sync: a commit is committed once the leader has it.
+    let led_alone = |leader: i32| PartitionState {
+        isr: vec![leader],
+        ..testing::partition(&[0, 1], leader)
+    };
+    let partitions: Vec<_> = (0..50).map(|_| led_alone(0)).collect();
     let image = testing::image(
         &[0, 1],
         &[
@@ -363,7 +368,7 @@ async fn groups_follow_the_leadership_of_their_offsets_partition() {
     let move_leader = |leader: i32, index: u64| {
         let mut image = MetadataImage::clone(&broker.metadata.image());
         let topic_id = image.topic("__consumer_offsets").unwrap().id;
-        let mut state = testing::partition(&[0, 1], leader);
+        let mut state = led_alone(leader);
         state.leader_epoch = i32::try_from(index).unwrap() + 3;
         image.apply(
             index,

@@ -13,7 +13,6 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::topics::high_watermark;
 
 pub(crate) async fn handle(
     broker: &Broker,
@@ -34,7 +33,7 @@ pub(crate) async fn handle(
                     Err(offline) => Err(offline),
                     Ok(log) => {
                         let log = Arc::clone(log);
-                        let high_watermark = high_watermark(&log);
+                        let high_watermark = broker.high_watermark(&partition, &log);
                         let offset = if p.offset == -1 {
                             high_watermark
                         } else {

@@ -1,7 +1,12 @@
-//! Fetch (key 1), v4–16: read whole batches from each partition up to the high watermark (the
-//! durably flushed offset, `topics::high_watermark`) within the partition and response byte
+//! Fetch (key 1), v4–16: read whole batches from each partition up to the high watermark
+//! (`Broker::high_watermark`: committed and durable) within the partition and response byte
 //! limits; long-poll until `min_bytes` are available or `max_wait_ms` passes, woken when a
-//! flush moves a high watermark rather than by polling.
+//! high watermark moves rather than by polling.
+//!
+//! A fetch from a follower (`replica_id` >= 0, in `replica_state` from v15) is checked by the
+//! replica manager (leader epochs, a diverging log: docs/replication.md "Leader" 1–3), records
+//! the follower's progress, and reads up to the log end; its long-poll is also woken by
+//! appends. A consumer's `current_leader_epoch` fences a stale or too-new leader.
 //!
 //! Fetch sessions (KIP-227) are not kept: every response carries session id 0, which tells the
 //! client to send full fetch requests — always legal.
@@ -11,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use tokio::runtime::RuntimeFlavor;
@@ -21,7 +26,8 @@ use super::cluster::{broker_endpoint, named_leader};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::topics::{high_watermark, Partition};
+use crate::replication::manager::{check_leader_epoch, ReplicaManager, ReplicaRead};
+use crate::topics::Partition;
 
 /// Longest long-poll we honour, whatever the client asks: a waiting fetch holds its connection.
 const MAX_WAIT_MS_CAP: i32 = 30_000;
@@ -39,7 +45,19 @@ struct PartitionRead {
     index: i32,
     fetch_offset: i64,
     max_bytes: usize,
+    /// A follower's `last_fetched_epoch` (-1: none).
+    last_fetched_epoch: i32,
+    /// The request's `current_leader_epoch` (-1: none).
+    current_leader_epoch: i32,
     partition: Result<Arc<Partition>, BrokerError>,
+}
+
+/// Who is fetching.
+#[derive(Debug, Clone, Copy)]
+enum Fetcher {
+    Consumer,
+    /// A follower replica, by broker id.
+    Replica(i32),
 }
 
 /// One topic of the request, resolved.
@@ -60,13 +78,12 @@ pub(crate) async fn handle(
     } else {
         request.replica_id.0
     };
-    let mut reads = resolve(broker, &request, context.api_version);
-    if replica_id >= 0 {
-        for read in reads.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
-            read.partition = Err(BrokerError::NotAReplica(replica_id));
-        }
-    }
-    let reads = Arc::new(reads);
+    let fetcher = if replica_id >= 0 {
+        Fetcher::Replica(replica_id)
+    } else {
+        Fetcher::Consumer
+    };
+    let reads = Arc::new(resolve(broker, &request, context.api_version, fetcher));
     let response_bytes_max = usize::try_from(request.max_bytes)
         .unwrap_or(0)
         .min(broker.config.fetch_max_bytes);
@@ -76,6 +93,7 @@ pub(crate) async fn handle(
     );
     let deadline = Instant::now() + max_wait;
     let mut advances = broker.subscribe_high_watermark();
+    let mut appends = broker.subscribe_appended();
     let mut woken = false;
     // `block_in_place` needs the multi-threaded runtime the broker runs on.
     let can_block_in_place =
@@ -84,6 +102,7 @@ pub(crate) async fn handle(
         // Mark the current count of high watermark moves as seen *before* reading, so a flush
         // that lands while we read still wakes the wait below.
         advances.borrow_and_update();
+        appends.borrow_and_update();
         // The first read may touch any part of the log, so it runs on the blocking pool. A
         // re-read after a wake-up finds only what it read before plus what was just flushed
         // (appended moments ago), both in the page cache: it runs on this thread under `block_in_place` (the runtime
@@ -94,13 +113,16 @@ pub(crate) async fn handle(
         // full.
         let (topics, bytes, any_error) =
             match woken_read_bytes_max(woken, min_bytes, response_bytes_max) {
-                Some(bytes_max) if can_block_in_place => {
-                    tokio::task::block_in_place(|| read_all(&reads, bytes_max))
-                }
+                Some(bytes_max) if can_block_in_place => tokio::task::block_in_place(|| {
+                    read_all(&broker.replicas, fetcher, &reads, bytes_max)
+                }),
                 _ => {
                     let batch = Arc::clone(&reads);
-                    tokio::task::spawn_blocking(move || read_all(&batch, response_bytes_max))
-                        .await?
+                    let replicas = Arc::clone(&broker.replicas);
+                    tokio::task::spawn_blocking(move || {
+                        read_all(&replicas, fetcher, &batch, response_bytes_max)
+                    })
+                    .await?
                 }
             };
         woken = true;
@@ -114,6 +136,12 @@ pub(crate) async fn handle(
             changed = advances.changed() => {
                 if changed.is_err() {
                     // The broker is going away: answer with what we have.
+                    return Ok(FetchResponse::default().with_responses(topics));
+                }
+            }
+            // Followers read past the high watermark: an append is news to them.
+            changed = appends.changed(), if matches!(fetcher, Fetcher::Replica(_)) => {
+                if changed.is_err() {
                     return Ok(FetchResponse::default().with_responses(topics));
                 }
             }
@@ -155,7 +183,12 @@ fn woken_read_bytes_max(woken: bool, min_bytes: usize, response_bytes_max: usize
         .then(|| response_bytes_max.min(WOKEN_READ_BYTES_MAX))
 }
 
-fn resolve(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<TopicRead> {
+fn resolve(
+    broker: &Broker,
+    request: &FetchRequest,
+    version: i16,
+    fetcher: Fetcher,
+) -> Vec<TopicRead> {
     let image = broker.metadata.image();
     request
         .topics
@@ -176,10 +209,23 @@ fn resolve(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<TopicRe
                     index: p.partition,
                     fetch_offset: p.fetch_offset,
                     max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                    last_fetched_epoch: p.last_fetched_epoch,
+                    current_leader_epoch: p.current_leader_epoch,
                     partition: match &name {
-                        Ok(name) => broker
-                            .led_partition(&image, name, p.partition)
-                            .map(|(_, partition)| partition),
+                        Ok(name) => broker.led_partition(&image, name, p.partition).and_then(
+                            |(_, partition)| match fetcher {
+                                // The replica manager checks a follower's epochs.
+                                Fetcher::Replica(_) => Ok(partition),
+                                Fetcher::Consumer => check_leader_epoch(
+                                    p.current_leader_epoch,
+                                    image
+                                        .topic(name)
+                                        .and_then(|t| t.partition(p.partition))
+                                        .map_or(-1, |s| s.leader_epoch),
+                                )
+                                .map(|()| partition),
+                            },
+                        ),
                         Err(BrokerError::UnknownTopicId(id)) => {
                             Err(BrokerError::UnknownTopicId(*id))
                         }
@@ -200,6 +246,8 @@ fn resolve(broker: &Broker, request: &FetchRequest, version: i16) -> Vec<TopicRe
 
 /// Reads every partition in request order within the response budget. Blocking.
 fn read_all(
+    replicas: &ReplicaManager,
+    fetcher: Fetcher,
     reads: &[TopicRead],
     response_bytes_max: usize,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
@@ -217,9 +265,9 @@ fn read_all(
                         .with_partition_index(read.index)
                         .with_aborted_transactions(Some(Vec::new()))
                         .with_records(Some(Bytes::new()));
-                    let log = match read.partition.as_ref() {
+                    let (partition, log) = match read.partition.as_ref() {
                         Ok(partition) => match partition.log_blocking() {
-                            Ok(log) => log,
+                            Ok(log) => (partition, log),
                             Err(error) => {
                                 any_error = true;
                                 return data.with_error_code(error.code());
@@ -241,8 +289,47 @@ fn read_all(
                                 .with_current_leader(current_leader);
                         }
                     };
-                    // Visible means durable: nothing at or past the flushed offset is served.
-                    let high_watermark = high_watermark(log);
+                    // A consumer reads what is committed (and durable here), a follower up to
+                    // the log end once its fetch is checked and its progress recorded.
+                    let (high_watermark, read_up_to) = match fetcher {
+                        Fetcher::Consumer => {
+                            let hw = replicas.high_watermark(partition, log);
+                            (hw, hw)
+                        }
+                        Fetcher::Replica(follower) => match replicas.replica_fetch(
+                            partition,
+                            log,
+                            follower,
+                            read.current_leader_epoch,
+                            read.fetch_offset,
+                            read.last_fetched_epoch,
+                        ) {
+                            Ok(ReplicaRead::Serve { high_watermark }) => {
+                                (high_watermark, log.log_end_offset())
+                            }
+                            Ok(ReplicaRead::Diverging {
+                                epoch,
+                                end_offset,
+                                high_watermark,
+                            }) => {
+                                // KIP-320: the follower truncates, then fetches again.
+                                any_error = true;
+                                return data
+                                    .with_high_watermark(high_watermark)
+                                    .with_last_stable_offset(high_watermark)
+                                    .with_log_start_offset(log.log_start_offset())
+                                    .with_diverging_epoch(
+                                        EpochEndOffset::default()
+                                            .with_epoch(epoch)
+                                            .with_end_offset(end_offset),
+                                    );
+                            }
+                            Err(error) => {
+                                any_error = true;
+                                return data.with_error_code(error.code());
+                            }
+                        },
+                    };
                     let log_start_offset = log.log_start_offset();
                     let data = data
                         .with_high_watermark(high_watermark)
@@ -253,11 +340,11 @@ fn read_all(
                     // the partition's or the response's remaining bytes.
                     let limit = read.max_bytes.min(budget);
                     let records = if total == 0 {
-                        log.read(read.fetch_offset, limit.max(1), high_watermark)
+                        log.read(read.fetch_offset, limit.max(1), read_up_to)
                     } else if limit == 0 {
                         return data;
                     } else {
-                        log.read_at_most(read.fetch_offset, limit, high_watermark)
+                        log.read_at_most(read.fetch_offset, limit, read_up_to)
                     };
                     match records {
                         Ok(records) => {

@@ -14,7 +14,7 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::log_manager::ProtocolRecordReader;
-use crate::topics::high_watermark;
+use crate::replication::manager::check_leader_epoch;
 
 /// The special timestamps of ListOffsets.
 const LATEST_TIMESTAMP: i64 = -1;
@@ -34,22 +34,31 @@ pub(crate) async fn handle(
             let response = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
                 .with_leader_epoch(-1);
+            let leader_epoch = image
+                .topic(&list_topic.name)
+                .and_then(|t| t.partition(p.partition_index))
+                .map_or(-1, |s| s.leader_epoch);
             let partition = broker
                 .led_partition(&image, &list_topic.name, p.partition_index)
-                .map(|(_, partition)| partition);
+                .and_then(|(_, partition)| {
+                    check_leader_epoch(p.current_leader_epoch, leader_epoch).map(|()| partition)
+                });
             let timestamp = p.timestamp;
             let log = match partition {
-                Ok(p) => p.log().await.map(Arc::clone),
+                Ok(p) => match p.log().await {
+                    Ok(log) => Ok((Arc::clone(&p), Arc::clone(log))),
+                    Err(error) => Err(error),
+                },
                 Err(error) => Err(error),
             };
             let found: Result<(i64, i64), BrokerError> = match log {
                 Err(error) => Err(error),
-                Ok(log) => match timestamp {
+                Ok((partition, log)) => match timestamp {
                     EARLIEST_TIMESTAMP => Ok((log.log_start_offset(), -1)),
-                    LATEST_TIMESTAMP => Ok((high_watermark(&log), -1)),
+                    LATEST_TIMESTAMP => Ok((broker.high_watermark(&partition, &log), -1)),
                     _ => {
-                        // Only visible (durable) records are found by timestamp.
-                        let high_watermark = high_watermark(&log);
+                        // Only visible (committed) records are found by timestamp.
+                        let high_watermark = broker.high_watermark(&partition, &log);
                         // A lookup may walk a stored batch's records: it takes one of the
                         // slots produce validation takes, so that however many lookups
                         // arrive, at most that many batches are being walked at once.

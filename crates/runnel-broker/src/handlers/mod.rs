@@ -42,6 +42,7 @@ mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 
@@ -155,6 +156,7 @@ pub static HANDLERS: &[ApiHandler] = &[
     api!(DescribeQuorum, 0..=1, describe_quorum),
     api!(DescribeCluster, 0..=2, describe_cluster),
     api!(DescribeTopicPartitions, 0..=0, describe_topic_partitions),
+    api!(OffsetForLeaderEpoch, 2..=4, offset_for_leader_epoch),
 ];
 
 /// The handler for `api_key` if `version` is within its served range.

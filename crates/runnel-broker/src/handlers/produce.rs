@@ -1,8 +1,11 @@
 //! Produce (key 0), v3–11: validate each partition's batches, append them, and acknowledge by
-//! `acks` — 0 and 1 after the write, -1 only once the batch is fsynced (group commit in the log).
-//! Whatever `acks`, records become visible to consumers only once fsynced (the high watermark
-//! is the flushed offset, `topics::high_watermark`): acks=0/1 appends queue a flush on the
-//! flusher without waiting for it, which fsyncs at once or, for a request of at least
+//! `acks` — 0 and 1 after the write, -1 only once the batch is committed: fsynced here (group
+//! commit in the log) and on every in-sync replica, the high watermark past it
+//! (docs/replication.md "Produce acks=all"). acks=-1 is refused before the append with
+//! NOT_ENOUGH_REPLICAS while the ISR is below `min.insync.replicas`.
+//! Whatever `acks`, records become visible to consumers only once committed
+//! (`Broker::high_watermark`, never past the flushed offset): acks=0/1 appends queue a flush on
+//! the flusher without waiting for it, which fsyncs at once or, for a request of at least
 //! `flusher::BULK_RECORDS_MIN` records, within `log.flush.commit.delay.ms`.
 //!
 //! Partitions are appended concurrently on the blocking pool; a bad partition gets its error
@@ -29,11 +32,14 @@ use runnel_protocol::batch::{records_without_key, validate_batches, BatchLimits,
 use runnel_protocol::ProtocolError;
 use runnel_storage::{AppendOutcome, CrcCheck, PartitionLog};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Duration, Instant};
 
 use super::cluster::{broker_endpoint, named_leader};
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
+use crate::replication::manager::ReplicaManager;
+use crate::topics::Partition;
 
 /// Decompressed size allowed for one batch at least; raised to 4 × `max.message.bytes` for
 /// topics that allow bigger batches. Decompression stops at this cap (compression bombs).
@@ -46,6 +52,9 @@ pub(crate) async fn handle(
 ) -> Result<impl Future<Output = Result<ProduceResponse, BrokerError>> + Send + 'static, BrokerError>
 {
     let acks = request.acks;
+    let timeout_ms = i64::from(request.timeout_ms.max(0));
+    let commit_deadline =
+        Instant::now() + Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
     let transactional = request.transactional_id.is_some();
     let mut pending = Vec::new();
     let image = broker.metadata.image();
@@ -64,19 +73,30 @@ pub(crate) async fn handle(
                     }
                     Ok((topic, partition)) => match partition.log().await {
                         Err(offline) => Err(offline),
-                        Ok(log) => {
-                            let limits =
-                                batch_limits(topic.config.max_message_bytes(&broker.config));
-                            let policy = TopicPolicy::of(&topic.config, &broker.config);
-                            // Waits while the broker validates its maximum number of batches;
-                            // never closed, so `None` cannot happen.
-                            let slot = Arc::clone(&broker.validation_slots)
-                                .acquire_owned()
-                                .await
-                                .ok();
-                            let append = start_append(Arc::clone(log), data, limits, policy, slot);
-                            Ok((Arc::clone(log), append))
-                        }
+                        Ok(log) => match acks_all_epoch(&broker.replicas, acks, &partition) {
+                            Err(refused) => Err(refused),
+                            Ok(leader_epoch) => {
+                                let limits =
+                                    batch_limits(topic.config.max_message_bytes(&broker.config));
+                                let policy = TopicPolicy::of(&topic.config, &broker.config);
+                                // Waits while the broker validates its maximum number of batches;
+                                // never closed, so `None` cannot happen.
+                                let slot = Arc::clone(&broker.validation_slots)
+                                    .acquire_owned()
+                                    .await
+                                    .ok();
+                                let append = start_append(
+                                    Arc::clone(&broker.replicas),
+                                    Arc::clone(&partition),
+                                    Arc::clone(log),
+                                    data,
+                                    limits,
+                                    policy,
+                                    slot,
+                                );
+                                Ok((Arc::clone(log), partition, leader_epoch, append))
+                            }
+                        },
                     },
                 },
             };
@@ -87,20 +107,22 @@ pub(crate) async fn handle(
 
     // Phase 1: every append finishes (in request order per connection).
     let mut high_watermark_moved = false;
+    let mut any_appended = false;
     let mut topics = Vec::with_capacity(pending.len());
     for (name, partitions) in pending {
         let mut results = Vec::with_capacity(partitions.len());
         for (index, started) in partitions {
             let outcome = match started {
-                Ok((log, task)) => match task.await {
-                    Ok(Ok(appended_batch)) => Ok((log, appended_batch)),
+                Ok((log, partition, leader_epoch, task)) => match task.await {
+                    Ok(Ok(appended_batch)) => Ok((log, partition, leader_epoch, appended_batch)),
                     Ok(Err(error)) => Err(error),
                     Err(join) => Err(BrokerError::from(join)),
                 },
                 Err(error) => Err(error),
             };
-            if let Ok((_, appended_batch)) = &outcome {
+            if let Ok((_, _, _, appended_batch)) = &outcome {
                 high_watermark_moved |= appended_batch.high_watermark_moved;
+                any_appended = true;
             }
             results.push((index, outcome));
         }
@@ -109,11 +131,16 @@ pub(crate) async fn handle(
     if high_watermark_moved {
         broker.notify_high_watermark();
     }
+    if any_appended {
+        // Followers long-poll for records past the high watermark.
+        broker.notify_appended();
+    }
 
     // Phase 2: an fsync must cover each partition's last offset, for the records to become
     // visible; acks=-1 waits for it before answering, acks=0/1 answer at once and leave it to
     // a background task, which wakes waiting fetches once the fsyncs are done.
     let flusher = broker.flusher.clone();
+    let replicas = Arc::clone(&broker.replicas);
     let signal = broker.high_watermark_signal();
     let listener = Arc::clone(&context.listener);
     Ok(async move {
@@ -126,7 +153,7 @@ pub(crate) async fn handle(
             let mut waits = Vec::with_capacity(results.len());
             for (index, outcome) in results {
                 let wait = match &outcome {
-                    Ok((log, appended_batch)) => Some(
+                    Ok((log, _, _, appended_batch)) => Some(
                         flusher
                             .submit(
                                 Arc::clone(log),
@@ -148,10 +175,26 @@ pub(crate) async fn handle(
             for (index, outcome, wait) in waits {
                 any_appended |= outcome.is_ok();
                 let durable = match (outcome, wait) {
-                    (Ok((_, appended_batch)), Some(wait)) if acks == -1 => {
-                        wait.wait().await.map(|()| appended_batch)
+                    (Ok((log, partition, Some(leader_epoch), appended_batch)), Some(wait))
+                        if acks == -1 =>
+                    {
+                        // Durable here first, then committed: on the ISR, the HW past it.
+                        match wait.wait().await {
+                            Ok(()) => replicas
+                                .wait_committed(
+                                    &partition,
+                                    &log,
+                                    leader_epoch,
+                                    appended_batch.last_offset(),
+                                    commit_deadline,
+                                    timeout_ms,
+                                )
+                                .await
+                                .map(|()| appended_batch),
+                            Err(error) => Err(error),
+                        }
                     }
-                    (Ok((_, appended_batch)), wait) => {
+                    (Ok((_, _, _, appended_batch)), wait) => {
                         background.extend(wait);
                         Ok(appended_batch)
                     }
@@ -358,9 +401,26 @@ impl TopicPolicy {
     }
 }
 
+/// acks=-1: the leader epoch its wait for the commit is bound to, once the ISR is checked
+/// (NOT_ENOUGH_REPLICAS before the append); `None` for acks 0 and 1.
+fn acks_all_epoch(
+    replicas: &ReplicaManager,
+    acks: i16,
+    partition: &Partition,
+) -> Result<Option<i32>, BrokerError> {
+    if acks == -1 {
+        replicas.check_acks_all(partition).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Validates and appends on the blocking pool; flushes when `flush.messages` asks for it
-/// (the acks=-1 fsync is the caller's second phase).
+/// (the acks=-1 fsync is the caller's second phase). The append carries this node's leader
+/// epoch ([`ReplicaManager::prepare_leader_append`]).
 fn start_append(
+    replicas: Arc<ReplicaManager>,
+    partition: Arc<Partition>,
     log: Arc<PartitionLog>,
     data: PartitionProduceData,
     limits: BatchLimits,
@@ -377,6 +437,7 @@ fn start_append(
         let now_ms = crate::log_manager::now_ms();
         policy.check(&records, &batches, &limits, now_ms)?;
         let log_append_time_ms = policy.log_append_time.then_some(now_ms);
+        replicas.prepare_leader_append(&partition, &log)?;
         let flushed_before = log.flushed_offset();
         // `validate_batches` verified every batch's CRC32C over these bytes.
         let outcome =

@@ -105,6 +105,11 @@ impl MetadataImage {
         self.topic(name).and_then(|t| t.partition(index))
     }
 
+    /// The state of partition `index` of the topic with id `topic_id`.
+    pub fn partition_by_id(&self, topic_id: Uuid, index: i32) -> Option<&PartitionState> {
+        self.topic_by_id(topic_id).and_then(|t| t.partition(index))
+    }
+
     /// Brokers that are registered and not fenced, by id.
     pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
         self.brokers.values().filter(|b| !b.fenced)

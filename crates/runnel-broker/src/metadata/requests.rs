@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::records::{BrokerId, Endpoint};
+use super::records::{BrokerId, Endpoint, PartitionState};
 
 /// A request to the active controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +70,33 @@ pub enum ControllerRequest {
         /// `node.id`.
         broker_id: BrokerId,
     },
+    /// A partition's leader asks to change its ISR (docs/replication.md, "AlterPartition"):
+    /// applied only if the sender leads at `leader_epoch` and the partition is at
+    /// `partition_epoch`; answered [`ControllerReply::AlterPartition`].
+    AlterPartition {
+        /// The sender, the partition's leader.
+        broker_id: BrokerId,
+        /// The topic.
+        topic_id: Uuid,
+        /// Partition index.
+        partition: i32,
+        /// The leader epoch the sender leads at.
+        leader_epoch: i32,
+        /// The partition epoch the proposal is based on.
+        partition_epoch: i32,
+        /// The proposed ISR, the leader among it.
+        isr: Vec<BrokerId>,
+    },
+    /// ElectLeaders (key 43): move leadership to the preferred replica, or elect a leader
+    /// for leaderless partitions even out of the ISR. Answered
+    /// [`ControllerReply::Elections`].
+    ElectLeaders {
+        /// Preferred or unclean.
+        election_type: ElectionType,
+        /// Topic name → partition indexes; `None`: every partition (then partitions that
+        /// need no election are left out of the reply, as Kafka does).
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    },
     /// The import of a pre-cluster data directory: producer ids below `floor` were handed out
     /// by the single node (its `producer-id-block` file), so the next block starts at or
     /// above it. Answered `Done`; nothing changes when the image is already past `floor`.
@@ -79,6 +106,97 @@ pub enum ControllerRequest {
         /// The first id the old allocator never handed out.
         floor: i64,
     },
+}
+
+/// ElectLeaders' `election_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionType {
+    /// 0: the first replica leads again, if it is in sync and unfenced.
+    Preferred,
+    /// 1: a leaderless partition gets a leader, from out of the ISR if none is left (may
+    /// lose records).
+    Unclean,
+}
+
+impl ElectionType {
+    /// Kafka's code: 0 preferred, 1 unclean; `None` for another.
+    pub fn from_code(code: i8) -> Option<ElectionType> {
+        match code {
+            0 => Some(ElectionType::Preferred),
+            1 => Some(ElectionType::Unclean),
+            _ => None,
+        }
+    }
+}
+
+/// Why the controller refused an AlterPartition (Kafka's codes by [`code`](Self::code)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AlterPartitionError {
+    /// No such topic or partition (deleted meanwhile).
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    /// The sender's leader epoch is not the partition's: it was deposed (or is ahead).
+    #[error("leader epoch {sent} is not the partition's {current}")]
+    FencedLeaderEpoch {
+        /// The epoch sent.
+        sent: i32,
+        /// The partition's.
+        current: i32,
+    },
+    /// The sender does not lead the partition.
+    #[error("broker {sender} does not lead the partition (leader {leader})")]
+    NotLeader {
+        /// The sender.
+        sender: BrokerId,
+        /// The partition's leader (-1: none).
+        leader: BrokerId,
+    },
+    /// The partition changed since the state the proposal is based on.
+    #[error("partition epoch {sent} is not the partition's {current}")]
+    InvalidUpdateVersion {
+        /// The epoch sent.
+        sent: i32,
+        /// The partition's.
+        current: i32,
+    },
+    /// A member to add is not a replica, or is fenced or shutting down.
+    #[error("broker {0} cannot join the ISR: not an unfenced replica of the partition")]
+    IneligibleReplica(BrokerId),
+    /// The ISR is empty, lacks the leader, or names a broker twice.
+    #[error("invalid ISR: {0}")]
+    InvalidIsr(String),
+}
+
+impl AlterPartitionError {
+    /// Kafka's error code for it.
+    pub fn code(&self) -> i16 {
+        use kafka_protocol::error::ResponseError;
+        match self {
+            AlterPartitionError::UnknownTopicOrPartition => {
+                ResponseError::UnknownTopicOrPartition.code()
+            }
+            AlterPartitionError::FencedLeaderEpoch { .. } => {
+                ResponseError::FencedLeaderEpoch.code()
+            }
+            AlterPartitionError::NotLeader { .. } => ResponseError::NotLeaderOrFollower.code(),
+            AlterPartitionError::InvalidUpdateVersion { .. } => {
+                ResponseError::InvalidUpdateVersion.code()
+            }
+            AlterPartitionError::IneligibleReplica(_) => ResponseError::IneligibleReplica.code(),
+            AlterPartitionError::InvalidIsr(_) => ResponseError::InvalidRequest.code(),
+        }
+    }
+}
+
+/// The outcome of ElectLeaders for one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionOutcome {
+    /// The topic.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// `None`: elected.
+    pub error: Option<AdminError>,
 }
 
 /// A topic to create.
@@ -179,6 +297,11 @@ pub enum ControllerReply {
         /// The sender's incarnation is fenced or unknown.
         fenced: bool,
     },
+    /// AlterPartition: the partition's state as committed (unchanged if the ISR was already
+    /// the one asked for), or why the change was refused.
+    AlterPartition(Result<PartitionState, AlterPartitionError>),
+    /// ElectLeaders: one outcome per partition.
+    Elections(Vec<ElectionOutcome>),
     /// AllocateProducerIds: ids `[first, first + count)` are this broker's.
     ProducerIds {
         /// First id.

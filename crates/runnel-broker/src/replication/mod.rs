@@ -2,6 +2,7 @@
 //! (follower progress, high watermark, ISR proposals, waiting produces) and the follower's side
 //! (one fetcher per source broker) meet here.
 
+pub mod manager;
 pub mod state;
 
 #[cfg(test)]

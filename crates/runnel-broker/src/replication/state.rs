@@ -364,6 +364,17 @@ pub fn follower_truncation_offset(
     cut.min(own_log_end_offset).max(0)
 }
 
+/// The `last_fetched_epoch` a follower sends: the latest epoch of its epoch cache (Kafka's
+/// `log.latestEpoch`), not the epoch of its last batch. They differ after this node led an
+/// epoch in which it wrote nothing: the cache then says that epoch starts at the log end, and
+/// batches of older epochs appended there from the new leader would sit under it unnoticed —
+/// the cache would then misplace where those epochs end, and a follower asking this node
+/// later could cut below its HW. Sending the cache's epoch makes the leader answer
+/// `diverging_epoch`, and the truncation drops the empty epoch first.
+pub fn follower_last_fetched_epoch(own: &LeaderEpochCache) -> i32 {
+    own.latest_epoch().unwrap_or(NO_EPOCH)
+}
+
 /// A follower's high watermark: the leader's, but never past what it has fsynced itself.
 pub fn follower_high_watermark(leader_high_watermark: i64, own_durable_offset: i64) -> i64 {
     leader_high_watermark.min(own_durable_offset)
@@ -614,6 +625,30 @@ mod tests {
             follower_truncation_offset(1, 40, &LeaderEpochCache::new(), 30),
             30
         );
+    }
+
+    #[test]
+    fn a_follower_that_led_an_empty_epoch_sends_that_epoch_and_is_told_to_cut_it() {
+        // We led epoch 5 from 16 and wrote nothing; the new leader (epochs 4 from 8, 6 from 19)
+        // has epoch-4 batches up to 19.
+        let own = cache(&[(1, 0), (4, 8), (5, 16)]);
+        assert_eq!(follower_last_fetched_epoch(&own), 5);
+        assert_eq!(
+            follower_last_fetched_epoch(&LeaderEpochCache::new()),
+            NO_EPOCH
+        );
+        let leader = LeaderState::new(2, 6, membership(9, &[2, 3], &[2, 3]), 8, 1, 0);
+        let leaders = cache(&[(1, 0), (4, 8), (6, 19)]);
+        let check = leader.check_replica_fetch(6, 16, 5, &leaders, 25);
+        assert_eq!(
+            check,
+            ReplicaFetchCheck::Diverging {
+                epoch: 4,
+                end_offset: 19
+            }
+        );
+        // Our epoch 4 ends at 16 (where our empty epoch 5 starts): cut there, which drops it.
+        assert_eq!(follower_truncation_offset(4, 19, &own, 16), 16);
     }
 
     #[test]

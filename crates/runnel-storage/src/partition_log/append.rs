@@ -142,15 +142,13 @@ impl PartitionLog {
         {
             return Ok(());
         }
-        let mut updated = self.read_leader_epochs().clone();
-        let mut changed = false;
-        for &(epoch, start_offset) in starts {
-            changed |= updated.assign(epoch, start_offset);
-        }
-        if changed {
-            self.replace_leader_epochs(updated)?;
-        }
-        Ok(())
+        self.update_leader_epochs(|epochs| {
+            starts
+                .iter()
+                .fold(false, |changed, &(epoch, start_offset)| {
+                    epochs.assign(epoch, start_offset) | changed
+                })
+        })
     }
 
     /// The shared append path: checks and prepares `batches` as `origin` requires, starts new

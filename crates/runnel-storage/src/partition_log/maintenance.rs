@@ -224,14 +224,17 @@ impl PartitionLog {
         Ok(Some(stats))
     }
 
-    /// Persists and publishes a larger log start offset. Called with the writer lock held.
+    /// Persists and publishes a larger log start offset, and moves the epoch cache's first
+    /// entry up to it. Called with the writer lock held.
     fn advance_log_start_offset(&self, offset: i64) -> Result<(), StorageError> {
         if offset <= self.log_start_offset() {
             return Ok(());
         }
         write_log_start_offset(&self.storage, &self.dir, offset)?;
         self.log_start_offset.store(offset, Ordering::Release);
-        Ok(())
+        // The epoch holding the new start now starts there (Kafka's truncateFromStart). A
+        // crash before this is fixed at open, which fits the cache to the log start too.
+        self.update_leader_epochs(|epochs| epochs.truncate_from_start(offset))
     }
 
     /// Deletes closed segments whose every offset is below the log start offset. Called with

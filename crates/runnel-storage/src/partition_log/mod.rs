@@ -381,14 +381,21 @@ impl PartitionLog {
         self.read_leader_epochs().entries().to_vec()
     }
 
-    /// Persists `updated` as the epoch cache, then publishes it. Called with the writer lock
-    /// held.
-    fn replace_leader_epochs(&self, updated: LeaderEpochCache) -> Result<(), StorageError> {
-        updated.write(&self.storage, &self.dir)?;
-        *self
-            .leader_epochs
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = updated;
+    /// Applies `change` to a copy of the epoch cache and, if it says it changed something,
+    /// persists the copy and then publishes it (a failed write leaves the cache as it was).
+    /// Called with the writer lock held.
+    fn update_leader_epochs(
+        &self,
+        change: impl FnOnce(&mut LeaderEpochCache) -> bool,
+    ) -> Result<(), StorageError> {
+        let mut updated = self.read_leader_epochs().clone();
+        if change(&mut updated) {
+            updated.write(&self.storage, &self.dir)?;
+            *self
+                .leader_epochs
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = updated;
+        }
         Ok(())
     }
 

@@ -169,14 +169,7 @@ impl PartitionLog {
         let mut producers = rebuild_producer_state(&self.storage, &self.dir, &kept, cut_offset)?;
         producers.set_expiration_ms(self.config().producer_id_expiration_ms);
         writer.producers = producers;
-        let mut epochs = self
-            .leader_epochs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if epochs.truncate_from_end(cut_offset) {
-            self.replace_leader_epochs(epochs)?;
-        }
+        self.update_leader_epochs(|epochs| epochs.truncate_from_end(cut_offset))?;
         self.finish_truncation(cut_offset)
     }
 
@@ -237,7 +230,11 @@ impl PartitionLog {
         self.flushed_offset.store(offset, Ordering::Release);
         self.sealed_offset.store(offset, Ordering::Release);
         self.first_dirty_offset.store(offset, Ordering::Release);
-        self.replace_leader_epochs(LeaderEpochCache::new())?;
+        self.update_leader_epochs(|epochs| {
+            let emptied = !epochs.entries().is_empty();
+            *epochs = LeaderEpochCache::new();
+            emptied
+        })?;
         self.finish_truncation(offset)
     }
 

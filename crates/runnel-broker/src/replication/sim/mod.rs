@@ -48,6 +48,7 @@ fn config_for(seed: u64, variant: Variant) -> SimConfig {
 fn run_seed(seed: u64, variant: Variant) -> Result<Stats, String> {
     let config = config_for(seed, variant);
     let mut world = World::new(seed, config);
+    world.trace = std::env::var("RUNNEL_SIM_TRACE").is_ok();
     match world.run() {
         Ok(()) => Ok(world.stats),
         Err(violation) => Err(format!(
@@ -140,6 +141,16 @@ fn the_checker_catches_a_restarted_leader_keeping_its_epoch() {
     assert!(
         failure.is_some(),
         "a restarted leader keeping its epoch went unnoticed"
+    );
+    eprintln!("caught: {}", failure.unwrap_or_default());
+}
+
+#[test]
+fn the_checker_catches_a_truncation_at_the_log_end_that_keeps_an_empty_epoch() {
+    let failure = first_failure(Variant::TruncateAtLogEndKeepsEpochs, 2_000);
+    assert!(
+        failure.is_some(),
+        "an empty epoch kept at the log end went unnoticed"
     );
     eprintln!("caught: {}", failure.unwrap_or_default());
 }

@@ -6,7 +6,7 @@ use runnel_storage::LeaderEpochCache;
 
 use crate::metadata::records::BrokerId;
 use crate::metadata::MetadataImage;
-use crate::replication::state::{IsrChange, LeaderState, NO_EPOCH};
+use crate::replication::state::{IsrChange, LeaderState};
 
 /// One batch of one record: its offset, the leader epoch stamped in it, and a payload id
 /// unique in the whole run (the record's "bytes").
@@ -72,11 +72,6 @@ impl Replica {
         self.log.len() as i64
     }
 
-    /// The epoch of the last batch (`last_fetched_epoch`).
-    pub(super) fn last_epoch(&self) -> i32 {
-        self.log.last().map_or(NO_EPOCH, |b| b.epoch)
-    }
-
     pub(super) fn fsync(&mut self) {
         self.durable = self.log_end_offset();
     }
@@ -128,6 +123,29 @@ impl Replica {
         self.up = true;
         self.incarnation = incarnation;
         self.image = MetadataImage::default();
+    }
+
+    /// One line for traces.
+    pub(super) fn describe(&self) -> String {
+        let tail: Vec<(i64, i32, u64)> = self
+            .log
+            .iter()
+            .rev()
+            .take(6)
+            .rev()
+            .map(|b| (b.offset, b.epoch, b.payload))
+            .collect();
+        format!(
+            "node {} up {} LEO {} durable {} HW {} epochs {:?} tail {:?} role {:?}",
+            self.id,
+            self.up,
+            self.log_end_offset(),
+            self.durable,
+            self.high_watermark,
+            self.epochs.entries(),
+            tail,
+            self.role
+        )
     }
 
     /// The leader state, if this node leads.

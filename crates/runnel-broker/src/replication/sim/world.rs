@@ -5,8 +5,8 @@
 
 use crate::metadata::records::{BrokerId, NO_LEADER};
 use crate::replication::state::{
-    follower_high_watermark, follower_truncation_offset, IsrChange, LeaderState, Membership,
-    ReplicaFetchCheck,
+    follower_high_watermark, follower_last_fetched_epoch, follower_truncation_offset, IsrChange,
+    LeaderState, Membership, ReplicaFetchCheck,
 };
 
 use super::check::{Checker, Violation};
@@ -42,6 +42,9 @@ pub(super) enum Variant {
     /// Registering a new incarnation does not fence the old one: a restarted leader keeps its
     /// leader epoch although it lost its unfsynced tail.
     KeepLeaderEpochOnRestart,
+    /// A truncation at or past the log end leaves the epoch cache alone, so the entry of an
+    /// epoch this node led without writing stays at its log end.
+    TruncateAtLogEndKeepsEpochs,
 }
 
 /// How one run is shaped.
@@ -116,6 +119,8 @@ pub(super) struct World {
     next_payload: u64,
     incarnations: u128,
     pub(super) stats: Stats,
+    /// Print every event (`RUNNEL_SIM_TRACE=1`, for one seed).
+    pub(super) trace: bool,
 }
 
 impl World {
@@ -142,6 +147,7 @@ impl World {
             next_payload: 1,
             incarnations: 1_000,
             stats: Stats::default(),
+            trace: false,
         }
     }
 
@@ -159,11 +165,43 @@ impl World {
         for _ in 0..self.config.heal_steps {
             self.step()?;
         }
-        if let Some(leader) = self.current_leader() {
-            self.checker.on_leader(&self.nodes[leader])?;
-        }
         self.stats.acked = self.checker.acked_count() as u64;
-        Ok(())
+        let Some(leader) = self.current_leader() else {
+            return Err(Violation {
+                invariant: "liveness (a healed cluster settles)",
+                detail: format!("no leader: {:?}", self.controller.partition()),
+            });
+        };
+        self.checker.on_leader(&self.nodes[leader])?;
+        self.check_settled(leader)
+    }
+
+    /// After healing, with producers stopped: every replica is in the ISR and holds the
+    /// leader's log, and the HW covers it all.
+    fn check_settled(&self, leader: usize) -> Result<(), Violation> {
+        let leader = &self.nodes[leader];
+        let isr = self
+            .controller
+            .partition()
+            .map(|p| p.isr.len())
+            .unwrap_or(0);
+        let settled = isr == self.nodes.len()
+            && leader.high_watermark == leader.log_end_offset()
+            && self.nodes.iter().all(|n| n.log == leader.log);
+        if settled {
+            return Ok(());
+        }
+        let nodes: Vec<String> = self.nodes.iter().map(Replica::describe).collect();
+        Err(Violation {
+            invariant: "liveness (a healed cluster settles)",
+            detail: format!("{:?}\n{}", self.controller.partition(), nodes.join("\n")),
+        })
+    }
+
+    fn trace(&self, event: impl FnOnce() -> String) {
+        if self.trace {
+            eprintln!("step {}: {}", self.step, event());
+        }
     }
 
     fn now_ms(&self) -> i64 {
@@ -210,6 +248,7 @@ impl World {
             if let Some(index) = self.rng.pick(&up) {
                 self.nodes[index].crash();
                 self.stats.crashes += 1;
+                self.trace(|| format!("crash {}", self.nodes[index].describe()));
             }
         }
         // Rarely, every node at once (power loss).
@@ -217,6 +256,7 @@ impl World {
             for index in up.iter().copied() {
                 self.nodes[index].crash();
                 self.stats.crashes += 1;
+                self.trace(|| format!("crash (all) {}", self.nodes[index].describe()));
             }
         }
         if self.rng.chance(60) {
@@ -229,6 +269,7 @@ impl World {
             if let Some(index) = self.rng.pick(&up) {
                 let id = self.nodes[index].id;
                 self.controller.fence(id);
+                self.trace(|| format!("fence live {id}: {:?}", self.controller.partition()));
             }
         }
     }
@@ -242,7 +283,9 @@ impl World {
             node.truncate_to(high_watermark);
         }
         node.restart(incarnation);
-        self.controller.register(node.id, incarnation);
+        let id = node.id;
+        self.controller.register(id, incarnation);
+        self.trace(|| format!("restart {id}: {:?}", self.controller.partition()));
     }
 
     /// Session timeouts fence dead nodes; heartbeats of live, registered, fenced ones unfence
@@ -256,8 +299,10 @@ impl World {
             let id = node.id;
             if !node.up && !fenced && self.rng.chance(100) {
                 self.controller.fence(id);
+                self.trace(|| format!("fence dead {id}: {:?}", self.controller.partition()));
             } else if node.up && fenced && current && self.rng.chance(100) {
                 self.controller.unfence(id);
+                self.trace(|| format!("unfence {id}: {:?}", self.controller.partition()));
             }
         }
     }
@@ -327,23 +372,31 @@ impl World {
             node.pending_acks.clear();
             node.alter_sent = None;
             self.stats.leader_changes += 1;
+            self.trace(|| {
+                format!(
+                    "leads epoch {}: {}",
+                    state.leader_epoch,
+                    self.nodes[index].describe()
+                )
+            });
             return self.checker.on_leader(&self.nodes[index]);
         }
         let follows = state.leader != NO_LEADER && state.replicas.contains(&node.id);
         let same = matches!(node.role, Role::Follower { leader, leader_epoch }
             if leader == state.leader && leader_epoch == state.leader_epoch);
+        // Not (or no longer) leading: waiting produces get NOT_LEADER_OR_FOLLOWER.
+        node.pending_acks.clear();
+        node.alter_sent = None;
         if follows && !same {
             node.role = Role::Follower {
                 leader: state.leader,
                 leader_epoch: state.leader_epoch,
             };
             node.fetch_sent = None;
+            let id = node.id;
+            self.trace(|| format!("{id} follows {} epoch {}", state.leader, state.leader_epoch));
         } else if !follows {
             node.role = Role::Idle;
-        }
-        if !matches!(node.role, Role::Leader(_)) {
-            node.pending_acks.clear();
-            node.alter_sent = None;
         }
         Ok(())
     }
@@ -455,6 +508,7 @@ impl World {
             } => self.on_fetch_reply(to, from, leader_epoch, fetch_offset, outcome),
             Message::AlterPartition { from, change } => {
                 let outcome = self.controller.alter_partition(from, &change);
+                self.trace(|| format!("alter from {from} {change:?}: {outcome:?}"));
                 if outcome == AlterOutcome::Committed {
                     self.stats.isr_changes += 1;
                 }
@@ -522,6 +576,12 @@ impl World {
                 }
                 let durable = node.durable;
                 node.set_high_watermark(follower_high_watermark(high_watermark, durable));
+                self.trace(|| {
+                    format!(
+                        "fetched from {from} (HW {high_watermark}): {}",
+                        self.nodes[index].describe()
+                    )
+                });
             }
             FetchOutcome::Diverging { epoch, end_offset } => {
                 let cut = follower_truncation_offset(
@@ -530,11 +590,21 @@ impl World {
                     &node.epochs,
                     node.log_end_offset(),
                 );
+                self.trace(|| {
+                    format!(
+                        "diverging ({epoch}, {end_offset}) from {from}: cut to {cut}: {}",
+                        self.nodes[index].describe()
+                    )
+                });
+                let node = &mut self.nodes[index];
                 self.checker.on_truncate(node, cut)?;
                 if cut < node.log_end_offset() {
                     self.stats.divergence_truncations += 1;
                 }
-                node.truncate_to(cut);
+                let keeps_epochs = self.config.variant == Variant::TruncateAtLogEndKeepsEpochs;
+                if !(keeps_epochs && cut >= node.log_end_offset()) {
+                    node.truncate_to(cut);
+                }
             }
             FetchOutcome::Error => {}
         }
@@ -577,7 +647,7 @@ impl World {
             to: leader,
             current_leader_epoch: leader_epoch,
             fetch_offset: node.log_end_offset(),
-            last_fetched_epoch: node.last_epoch(),
+            last_fetched_epoch: follower_last_fetched_epoch(&node.epochs),
         };
         self.send(fetch);
     }
@@ -620,7 +690,9 @@ impl World {
     /// A producer sends one acks=all record, usually to the leader the controller names,
     /// sometimes to any node (stale metadata).
     fn produce(&mut self) {
-        if !self.rng.chance(600) {
+        // Producers stop half-way through healing, so that the cluster can settle.
+        let quiet_from = self.config.fault_steps + self.config.heal_steps / 2;
+        if !self.rng.chance(600) || self.step > quiet_from {
             return;
         }
         let named = self

@@ -1,0 +1,831 @@
+//! `ReplicaManager`: per local partition, this node's role — leader (with the pure
+//! [`LeaderState`]: follower progress, HW, ISR proposals) or follower (the HW its fetcher
+//! reports) — driven by image changes and fetches (docs/replication.md).
+//!
+//! Every high-watermark read goes through [`ReplicaManager::high_watermark`], which advances a
+//! leader's HW from its durable offset first: a flush needs no hook to become visible, and the
+//! events that can move a HW (a flush finishing, a follower fetch, an ISR change) wake the
+//! waiters of that partition ([`Replica::changed`]) and the broker's long-polling fetches.
+//!
+//! A leader's state is built lazily, the first time a request needs it with the log open
+//! (stamping the new epoch into the log's epoch cache and reading the HW checkpoint): start-up
+//! opens no log for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use runnel_storage::{LeaderEpochCache, PartitionLog};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::state::{LeaderState, Membership, ReplicaFetchCheck};
+use super::FollowedPartition;
+use crate::broker::HighWatermarkSignal;
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::metadata::requests::AlterPartitionError;
+use crate::metadata::{
+    BrokerId, ControllerReply, ControllerRequest, MetadataHandle, MetadataImage, PartitionState,
+};
+use crate::topics::{Partition, TopicRegistry};
+
+/// A partition is named by its topic id and index.
+type PartitionKey = (Uuid, i32);
+
+/// What this node is for one of its partitions.
+#[derive(Debug)]
+enum Role {
+    /// The image names this node leader.
+    Leader(Leadership),
+    /// Another broker leads it (or none does: `leader` -1).
+    Follower {
+        leader: BrokerId,
+        leader_epoch: i32,
+        /// What the fetcher reported (the leader's HW capped by our durable offset).
+        high_watermark: i64,
+    },
+}
+
+/// The leader role at one leader epoch.
+#[derive(Debug)]
+struct Leadership {
+    leader_epoch: i32,
+    partition: PartitionState,
+    min_insync: usize,
+    /// Built on first use with the log open ([`Replica::leader_state`]).
+    state: Option<LeaderState>,
+}
+
+/// One local partition's replication state.
+#[derive(Debug)]
+pub struct Replica {
+    /// Topic name.
+    pub topic: String,
+    /// Topic id.
+    pub topic_id: Uuid,
+    /// Partition index.
+    pub index: i32,
+    /// The local log.
+    pub partition: Arc<Partition>,
+    role: StdMutex<Role>,
+    /// Bumped when the HW moves or the role changes: waiting produces watch it.
+    changed: watch::Sender<u64>,
+    /// The HW last written to the checkpoint file.
+    checkpointed: StdMutex<Option<i64>>,
+}
+
+impl Replica {
+    fn lock(&self) -> MutexGuard<'_, Role> {
+        self.role.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn not_leader(&self, leader: BrokerId, leader_epoch: i32) -> BrokerError {
+        BrokerError::NotLeaderOrFollower {
+            topic: self.topic.clone(),
+            partition: self.index,
+            leader,
+            leader_epoch,
+        }
+    }
+}
+
+/// The leader state of `leadership`, built now if this is its first use: the log's epoch
+/// cache gets the epoch at the current LEO (fsynced), the HW comes from the checkpoint, never
+/// above what this node holds durably.
+fn leader_state<'a>(
+    node: BrokerId,
+    leadership: &'a mut Leadership,
+    log: &PartitionLog,
+    now_ms: i64,
+) -> Result<&'a mut LeaderState, BrokerError> {
+    if leadership.state.is_none() {
+        log.set_leader_epoch(leadership.leader_epoch)?;
+        let durable = log.flushed_offset().min(log.log_end_offset());
+        let high_watermark = log
+            .read_high_watermark()
+            .unwrap_or(0)
+            .clamp(log.log_start_offset().min(durable), durable);
+        leadership.state = Some(LeaderState::new(
+            node,
+            leadership.leader_epoch,
+            membership(&leadership.partition),
+            high_watermark,
+            leadership.min_insync,
+            now_ms,
+        ));
+    }
+    leadership
+        .state
+        .as_mut()
+        .ok_or_else(|| BrokerError::InvalidRequest("leader state missing".into()))
+}
+
+/// The part of a partition's state the leader state follows.
+fn membership(state: &PartitionState) -> Membership {
+    Membership {
+        partition_epoch: state.partition_epoch,
+        replicas: state.replicas.clone(),
+        isr: state.isr.clone(),
+    }
+}
+
+/// The log's leader-epoch cache, as the pure state machine reads it.
+fn epoch_cache(log: &PartitionLog) -> LeaderEpochCache {
+    let mut cache = LeaderEpochCache::new();
+    for entry in log.epoch_entries() {
+        cache.assign(entry.epoch, entry.start_offset);
+    }
+    cache
+}
+
+/// What a replica fetch may read, once checked (docs/replication.md "Leader" 1–3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaRead {
+    /// Serve records from the fetch offset up to the LEO; the HW to report.
+    Serve {
+        /// The leader's HW after recording the follower's progress.
+        high_watermark: i64,
+    },
+    /// The follower's log diverged: answer `diverging_epoch` and no records.
+    Diverging {
+        /// The epoch the follower must truncate in.
+        epoch: i32,
+        /// Its end offset here.
+        end_offset: i64,
+        /// The leader's HW.
+        high_watermark: i64,
+    },
+}
+
+/// `current_leader_epoch` of a request (-1: none given) against the epoch `current` of this
+/// node: older → FENCED_LEADER_EPOCH, newer → UNKNOWN_LEADER_EPOCH.
+pub fn check_leader_epoch(requested: i32, current: i32) -> Result<(), BrokerError> {
+    if requested < 0 || requested == current {
+        Ok(())
+    } else if requested < current {
+        Err(BrokerError::FencedLeaderEpoch { requested, current })
+    } else {
+        Err(BrokerError::UnknownLeaderEpoch { requested, current })
+    }
+}
+
+/// The follower side as the manager drives it (the fetchers, `replication/fetcher.rs`).
+pub trait FollowerSide: Send + Sync {
+    /// The full set of partitions to follow now (replaces the previous set).
+    fn set_followed(&self, partitions: Vec<FollowedPartition>);
+    /// Stops every fetcher: none writes a log after this returns.
+    fn shutdown(&self);
+}
+
+impl FollowerSide for super::fetcher::Fetchers {
+    fn set_followed(&self, partitions: Vec<FollowedPartition>) {
+        super::fetcher::Fetchers::set_followed(self, partitions);
+    }
+
+    fn shutdown(&self) {
+        super::fetcher::Fetchers::shutdown(self);
+    }
+}
+
+/// Every partition this node holds, its role, and the waits on it.
+pub struct ReplicaManager {
+    node_id: BrokerId,
+    config: Arc<BrokerConfig>,
+    metadata: MetadataHandle,
+    replicas: StdMutex<HashMap<PartitionKey, Arc<Replica>>>,
+    /// The broker-wide signal long-polling fetches wait on.
+    high_watermark_signal: HighWatermarkSignal,
+    /// The follower side, started by the broker after the manager exists.
+    fetchers: std::sync::OnceLock<Box<dyn FollowerSide>>,
+    started: std::time::Instant,
+}
+
+impl std::fmt::Debug for ReplicaManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaManager")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplicaManager {
+    /// An empty manager; [`ReplicaManager::apply`] fills it from the image.
+    pub fn new(
+        config: Arc<BrokerConfig>,
+        metadata: MetadataHandle,
+        high_watermark_signal: HighWatermarkSignal,
+    ) -> ReplicaManager {
+        ReplicaManager {
+            node_id: config.node_id,
+            config,
+            metadata,
+            replicas: StdMutex::new(HashMap::new()),
+            high_watermark_signal,
+            fetchers: std::sync::OnceLock::new(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Hands the follower side to the manager (once, at start-up).
+    pub fn set_fetchers(&self, fetchers: Box<dyn FollowerSide>) {
+        if self.fetchers.set(fetchers).is_err() {
+            tracing::warn!("replica fetchers started twice; keeping the first");
+        }
+    }
+
+    /// Stops the follower side (graceful shutdown): no fetcher writes a log after this.
+    pub fn shutdown_fetchers(&self) {
+        if let Some(fetchers) = self.fetchers.get() {
+            fetchers.shutdown();
+        }
+    }
+
+    /// Milliseconds since the manager started: the clock of [`LeaderState`].
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<PartitionKey, Arc<Replica>>> {
+        self.replicas.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The replica of partition `index` of topic `topic_id`, if this node holds it.
+    pub fn replica(&self, topic_id: Uuid, index: i32) -> Option<Arc<Replica>> {
+        self.lock().get(&(topic_id, index)).cloned()
+    }
+
+    /// Follows a new image (after the topic registry synced it): every local partition gets
+    /// its role; a new leader epoch here starts a new leadership (built on first use); a new
+    /// ISR at the same epoch reaches the leader state; a lost leadership fails the produces
+    /// waiting on it; the fetchers get the full set of followed partitions. Blocking only in
+    /// the fetchers' hand-over (none of it does I/O).
+    pub fn apply(&self, image: &MetadataImage, topics: &TopicRegistry) {
+        let mut followed = Vec::new();
+        let mut next = HashMap::new();
+        let mut woken = Vec::new();
+        let previous = std::mem::take(&mut *self.lock());
+        for topic in topics.all() {
+            let Some(topic_image) = image.topic_by_id(topic.id) else {
+                continue;
+            };
+            let min_insync =
+                usize::try_from(topic.config.min_insync_replicas(&self.config).max(1)).unwrap_or(1);
+            for (index, partition) in &topic.partitions {
+                let Some(state) = topic_image.partition(*index) else {
+                    continue;
+                };
+                let key = (topic.id, *index);
+                let replica = match previous.get(&key) {
+                    Some(existing) if Arc::ptr_eq(&existing.partition, partition) => {
+                        Arc::clone(existing)
+                    }
+                    _ => Arc::new(Replica {
+                        topic: topic.name.clone(),
+                        topic_id: topic.id,
+                        index: *index,
+                        partition: Arc::clone(partition),
+                        role: StdMutex::new(Role::Follower {
+                            leader: -1,
+                            leader_epoch: -1,
+                            high_watermark: 0,
+                        }),
+                        changed: watch::channel(0).0,
+                        checkpointed: StdMutex::new(None),
+                    }),
+                };
+                if self.follow_state(&replica, state, min_insync) {
+                    woken.push(Arc::clone(&replica));
+                }
+                if state.leader != self.node_id && state.leader >= 0 {
+                    followed.push(FollowedPartition {
+                        topic: topic.name.clone(),
+                        topic_id: topic.id,
+                        partition: Arc::clone(partition),
+                        leader: state.leader,
+                        leader_epoch: state.leader_epoch,
+                    });
+                }
+                next.insert(key, replica);
+            }
+        }
+        *self.lock() = next;
+        // Replicas gone (topic deleted, reassigned) wake their waiters: they are not leaders.
+        for (key, replica) in previous {
+            if !self.lock().contains_key(&key) {
+                *replica.lock() = Role::Follower {
+                    leader: -1,
+                    leader_epoch: -1,
+                    high_watermark: 0,
+                };
+                woken.push(replica);
+            }
+        }
+        for replica in &woken {
+            replica.bump();
+        }
+        if !woken.is_empty() {
+            self.high_watermark_signal.notify();
+        }
+        if let Some(fetchers) = self.fetchers.get() {
+            fetchers.set_followed(followed);
+        }
+    }
+
+    /// Moves `replica` to what `state` says; true when its waiters must look again.
+    fn follow_state(&self, replica: &Replica, state: &PartitionState, min_insync: usize) -> bool {
+        let mut role = replica.lock();
+        let leads = state.leader == self.node_id;
+        match &mut *role {
+            Role::Leader(leadership) if leads && leadership.leader_epoch == state.leader_epoch => {
+                let changed = leadership.partition != *state || leadership.min_insync != min_insync;
+                if changed {
+                    leadership.partition = state.clone();
+                    leadership.min_insync = min_insync;
+                    if let Some(leader) = leadership.state.as_mut() {
+                        leader.apply_partition_change(membership(state), self.now_ms());
+                    }
+                }
+                changed
+            }
+            Role::Follower {
+                leader,
+                leader_epoch,
+                ..
+            } if !leads && *leader == state.leader && *leader_epoch == state.leader_epoch => false,
+            current => {
+                let high_watermark = match current {
+                    Role::Leader(Leadership {
+                        state: Some(leader),
+                        ..
+                    }) => leader.high_watermark(),
+                    Role::Leader(_) => 0,
+                    Role::Follower { high_watermark, .. } => *high_watermark,
+                };
+                *current = if leads {
+                    tracing::info!(topic = %replica.topic, partition = replica.index,
+                        leader_epoch = state.leader_epoch, "leading");
+                    Role::Leader(Leadership {
+                        leader_epoch: state.leader_epoch,
+                        partition: state.clone(),
+                        min_insync,
+                        state: None,
+                    })
+                } else {
+                    Role::Follower {
+                        leader: state.leader,
+                        leader_epoch: state.leader_epoch,
+                        high_watermark,
+                    }
+                };
+                true
+            }
+        }
+    }
+
+    /// The high watermark of `partition` (whose log is `log`): offsets below it are
+    /// committed and visible. A leader's is first advanced from its durable offset; a
+    /// follower's is what its fetcher reported; a partition the manager does not know (a
+    /// moment between a registry sync and the manager's) has its durable offset, the rule of
+    /// a single replica.
+    pub fn high_watermark(&self, partition: &Partition, log: &PartitionLog) -> i64 {
+        let Some(replica) = self.replica(partition.topic_id(), partition.index) else {
+            return log.flushed_offset();
+        };
+        self.advance(&replica, log)
+            // The leadership could not start (its log failed): nothing more is visible.
+            .unwrap_or_else(|_| log.log_start_offset())
+    }
+
+    /// Advances a leader's HW from its durable offset (waking waiters when it moved) and
+    /// returns the replica's HW.
+    fn advance(&self, replica: &Replica, log: &PartitionLog) -> Result<i64, BrokerError> {
+        let (high_watermark, moved) = {
+            let mut role = replica.lock();
+            match &mut *role {
+                Role::Leader(leadership) => {
+                    let leader = leader_state(self.node_id, leadership, log, self.now_ms())?;
+                    let moved = leader.advance_high_watermark(log.flushed_offset());
+                    (leader.high_watermark(), moved.is_some())
+                }
+                Role::Follower { high_watermark, .. } => {
+                    ((*high_watermark).min(log.flushed_offset()), false)
+                }
+            }
+        };
+        if moved {
+            replica.bump();
+            self.high_watermark_signal.notify();
+        }
+        Ok(high_watermark)
+    }
+
+    /// The follower side's report: the HW of a followed partition (the leader's, capped by
+    /// our durable offset). Ignored for a partition this node leads or does not hold.
+    pub fn set_follower_high_watermark(&self, topic_id: Uuid, partition: i32, hw: i64) {
+        let Some(replica) = self.replica(topic_id, partition) else {
+            return;
+        };
+        let mut role = replica.lock();
+        if let Role::Follower { high_watermark, .. } = &mut *role {
+            // A follower's HW follows the leader's, which only moves forward during an epoch;
+            // a new leader may start lower, and the follower follows it.
+            *high_watermark = hw;
+        }
+    }
+
+    /// Before an acks=all append: this node leads the partition, and its ISR has
+    /// `min.insync.replicas` members (else NOT_ENOUGH_REPLICAS). Returns the leader epoch the
+    /// wait for the commit is bound to.
+    pub fn check_acks_all(&self, partition: &Partition) -> Result<i32, BrokerError> {
+        let replica = self
+            .replica(partition.topic_id(), partition.index)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{}", partition.index)))?;
+        let role = replica.lock();
+        match &*role {
+            Role::Leader(leadership) => {
+                let isr = leadership.partition.isr.len();
+                if isr < leadership.min_insync {
+                    return Err(BrokerError::NotEnoughReplicas {
+                        topic: replica.topic.clone(),
+                        partition: replica.index,
+                        isr,
+                        min_insync: leadership.min_insync,
+                    });
+                }
+                Ok(leadership.leader_epoch)
+            }
+            Role::Follower {
+                leader,
+                leader_epoch,
+                ..
+            } => Err(replica.not_leader(*leader, *leader_epoch)),
+        }
+    }
+
+    /// Makes sure the leader state of `partition` exists (stamping the leader epoch into the
+    /// log's epoch cache), so that the next append carries the epoch. Blocking (an fsync on
+    /// the first use of a leadership). Errors: NOT_LEADER_OR_FOLLOWER, storage errors.
+    pub fn prepare_leader_append(
+        &self,
+        partition: &Partition,
+        log: &PartitionLog,
+    ) -> Result<(), BrokerError> {
+        let Some(replica) = self.replica(partition.topic_id(), partition.index) else {
+            return Ok(());
+        };
+        let mut role = replica.lock();
+        match &mut *role {
+            Role::Leader(leadership) => {
+                leader_state(self.node_id, leadership, log, self.now_ms()).map(|_| ())
+            }
+            Role::Follower {
+                leader,
+                leader_epoch,
+                ..
+            } => Err(replica.not_leader(*leader, *leader_epoch)),
+        }
+    }
+
+    /// Waits until offsets up to `last_offset` are committed (HW > `last_offset`) under the
+    /// leadership of `leader_epoch`. The caller has waited for this node's own fsync of them.
+    ///
+    /// Errors: NOT_LEADER_OR_FOLLOWER when leadership moved; NOT_ENOUGH_REPLICAS_AFTER_APPEND
+    /// when the ISR fell below `min.insync.replicas`; REQUEST_TIMED_OUT at `deadline`.
+    pub async fn wait_committed(
+        &self,
+        partition: &Partition,
+        log: &PartitionLog,
+        leader_epoch: i32,
+        last_offset: i64,
+        deadline: Instant,
+        timeout_ms: i64,
+    ) -> Result<(), BrokerError> {
+        let Some(replica) = self.replica(partition.topic_id(), partition.index) else {
+            return Err(BrokerError::UnknownTopicOrPartition(format!(
+                "{}",
+                partition.index
+            )));
+        };
+        let mut changes = replica.changed.subscribe();
+        loop {
+            changes.borrow_and_update();
+            let high_watermark = self.advance(&replica, log)?;
+            {
+                let role = replica.lock();
+                match &*role {
+                    Role::Leader(leadership) if leadership.leader_epoch == leader_epoch => {
+                        if high_watermark > last_offset {
+                            return Ok(());
+                        }
+                        if leadership.partition.isr.len() < leadership.min_insync {
+                            return Err(BrokerError::NotEnoughReplicasAfterAppend {
+                                topic: replica.topic.clone(),
+                                partition: replica.index,
+                            });
+                        }
+                    }
+                    Role::Leader(leadership) => {
+                        return Err(replica.not_leader(self.node_id, leadership.leader_epoch))
+                    }
+                    Role::Follower {
+                        leader,
+                        leader_epoch,
+                        ..
+                    } => return Err(replica.not_leader(*leader, *leader_epoch)),
+                }
+            }
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Err(replica.not_leader(-1, -1));
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(BrokerError::ReplicationTimedOut {
+                        topic: replica.topic.clone(),
+                        partition: replica.index,
+                        timeout_ms,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A replica fetch from `follower` (docs/replication.md "Leader" 1–3): the epoch checks,
+    /// the divergence check, and — when it may be served — the follower's progress recorded
+    /// and the HW advanced (waking waiters). Blocking (it may build the leader state).
+    ///
+    /// Errors: NOT_LEADER_OR_FOLLOWER (not the leader, or `follower` is not a replica),
+    /// FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH.
+    pub fn replica_fetch(
+        &self,
+        partition: &Partition,
+        log: &PartitionLog,
+        follower: BrokerId,
+        current_leader_epoch: i32,
+        fetch_offset: i64,
+        last_fetched_epoch: i32,
+    ) -> Result<ReplicaRead, BrokerError> {
+        let replica = self
+            .replica(partition.topic_id(), partition.index)
+            .ok_or(BrokerError::NotAReplica(follower))?;
+        let now_ms = self.now_ms();
+        let (read, moved, proposal) = {
+            let mut role = replica.lock();
+            let Role::Leader(leadership) = &mut *role else {
+                let (leader, epoch) = match &*role {
+                    Role::Follower {
+                        leader,
+                        leader_epoch,
+                        ..
+                    } => (*leader, *leader_epoch),
+                    Role::Leader(l) => (self.node_id, l.leader_epoch),
+                };
+                return Err(replica.not_leader(leader, epoch));
+            };
+            if !leadership.partition.replicas.contains(&follower) {
+                return Err(BrokerError::NotAReplica(follower));
+            }
+            check_leader_epoch(current_leader_epoch, leadership.leader_epoch)?;
+            let leader = leader_state(self.node_id, leadership, log, self.now_ms())?;
+            match leader.check_replica_fetch(
+                current_leader_epoch,
+                fetch_offset,
+                last_fetched_epoch,
+                &epoch_cache(log),
+                log.log_end_offset(),
+            ) {
+                ReplicaFetchCheck::Serve => {
+                    leader.record_follower_fetch(
+                        follower,
+                        fetch_offset,
+                        log.log_end_offset(),
+                        now_ms,
+                    );
+                    let moved = leader
+                        .advance_high_watermark(log.flushed_offset())
+                        .is_some();
+                    let proposal = self.propose(&replica, leader, log, now_ms);
+                    (
+                        ReplicaRead::Serve {
+                            high_watermark: leader.high_watermark(),
+                        },
+                        moved,
+                        proposal,
+                    )
+                }
+                ReplicaFetchCheck::Diverging { epoch, end_offset } => (
+                    ReplicaRead::Diverging {
+                        epoch,
+                        end_offset,
+                        high_watermark: leader.high_watermark(),
+                    },
+                    false,
+                    None,
+                ),
+                ReplicaFetchCheck::FencedLeaderEpoch => {
+                    return Err(BrokerError::FencedLeaderEpoch {
+                        requested: current_leader_epoch,
+                        current: leadership.leader_epoch,
+                    })
+                }
+                ReplicaFetchCheck::UnknownLeaderEpoch => {
+                    return Err(BrokerError::UnknownLeaderEpoch {
+                        requested: current_leader_epoch,
+                        current: leadership.leader_epoch,
+                    })
+                }
+                ReplicaFetchCheck::UnknownFetchedEpoch => {
+                    return Err(BrokerError::Storage(
+                        runnel_storage::StorageError::OffsetOutOfRange {
+                            offset: fetch_offset,
+                            log_start_offset: log.log_start_offset(),
+                            log_end_offset: log.log_end_offset(),
+                        },
+                    ))
+                }
+            }
+        };
+        if moved {
+            replica.bump();
+            self.high_watermark_signal.notify();
+        }
+        if let Some(request) = proposal {
+            self.submit_alter(&replica, request);
+        }
+        Ok(read)
+    }
+
+    /// The ISR change `leader` proposes now (none while one is in flight), as the request
+    /// for the controller.
+    fn propose(
+        &self,
+        replica: &Replica,
+        leader: &mut LeaderState,
+        log: &PartitionLog,
+        now_ms: i64,
+    ) -> Option<ControllerRequest> {
+        // Where our epoch starts: a joining follower must have passed it (so it truncated any
+        // diverging tail).
+        let epoch_start = log
+            .epoch_entries()
+            .iter()
+            .rev()
+            .find(|e| e.epoch == leader.leader_epoch())
+            .map_or(0, |e| e.start_offset);
+        let lag_max_ms = i64::try_from(self.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
+        let change = leader.propose_isr_change(now_ms, lag_max_ms, epoch_start)?;
+        Some(ControllerRequest::AlterPartition {
+            broker_id: self.node_id,
+            topic_id: replica.topic_id,
+            partition: replica.index,
+            leader_epoch: change.leader_epoch,
+            partition_epoch: change.partition_epoch,
+            isr: change.isr,
+        })
+    }
+
+    /// Sends an `AlterPartition` to the controller in the background. The leader acts on the
+    /// committed image only (`apply`); a refusal of a proposal whose base is still current
+    /// (an added member fenced, say), or a request that was not carried out, frees the
+    /// partition for the next proposal. A refusal for stale epochs waits for the newer state,
+    /// which the image brings.
+    fn submit_alter(&self, replica: &Arc<Replica>, request: ControllerRequest) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let ControllerRequest::AlterPartition {
+            leader_epoch,
+            partition_epoch,
+            ..
+        } = &request
+        else {
+            return;
+        };
+        let (leader_epoch, partition_epoch) = (*leader_epoch, *partition_epoch);
+        tracing::info!(topic = %replica.topic, partition = replica.index, ?request, "proposing an ISR change");
+        let metadata = self.metadata.clone();
+        let replica = Arc::clone(replica);
+        drop(runtime.spawn(async move {
+            let settled = match metadata.submit(request).await {
+                Ok(committed) => match committed.reply {
+                    ControllerReply::AlterPartition(Ok(_)) => return,
+                    ControllerReply::AlterPartition(Err(
+                        AlterPartitionError::FencedLeaderEpoch { .. }
+                        | AlterPartitionError::InvalidUpdateVersion { .. },
+                    )) => return,
+                    other => format!("{other:?}"),
+                },
+                Err(error) => error.to_string(),
+            };
+            tracing::info!(topic = %replica.topic, partition = replica.index, reason = %settled, "ISR change not made");
+            if let Role::Leader(Leadership {
+                state: Some(leader),
+                ..
+            }) = &mut *replica.lock()
+            {
+                if leader.leader_epoch() == leader_epoch
+                    && leader.partition_epoch() == partition_epoch
+                {
+                    leader.isr_change_failed();
+                }
+            }
+        }));
+    }
+
+    /// One pass of the periodic work (blocking): every leader proposes the ISR change it
+    /// needs (a laggard out), and HWs that moved are checkpointed.
+    pub fn tick(&self) {
+        let now_ms = self.now_ms();
+        let replicas: Vec<Arc<Replica>> = self.lock().values().cloned().collect();
+        for replica in replicas {
+            let Some(log) = replica.partition.opened_log() else {
+                continue;
+            };
+            let (high_watermark, proposal) = {
+                let mut role = replica.lock();
+                match &mut *role {
+                    Role::Leader(Leadership {
+                        state: Some(leader),
+                        ..
+                    }) => {
+                        let proposal = self.propose(&replica, leader, log, now_ms);
+                        (leader.high_watermark(), proposal)
+                    }
+                    Role::Leader(_) => continue,
+                    Role::Follower { high_watermark, .. } => (*high_watermark, None),
+                }
+            };
+            if let Some(request) = proposal {
+                self.submit_alter(&replica, request);
+            }
+            checkpoint(&replica, log, high_watermark);
+        }
+    }
+
+    /// Writes every known HW to its checkpoint (graceful shutdown). Blocking.
+    pub fn checkpoint_all(&self) {
+        let replicas: Vec<Arc<Replica>> = self.lock().values().cloned().collect();
+        for replica in replicas {
+            let Some(log) = replica.partition.opened_log() else {
+                continue;
+            };
+            let high_watermark = match &*replica.lock() {
+                Role::Leader(Leadership {
+                    state: Some(leader),
+                    ..
+                }) => leader.high_watermark(),
+                Role::Leader(_) => continue,
+                Role::Follower { high_watermark, .. } => *high_watermark,
+            };
+            checkpoint(&replica, log, high_watermark);
+        }
+    }
+
+    /// Runs [`ReplicaManager::tick`] every `replica.lag.time.max.ms / 2` (at least every
+    /// 100 ms, at most every 5 s so that checkpoints stay fresh) until the manager is dropped.
+    pub fn start_periodic(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
+        let period =
+            Duration::from_millis((self.config.replica_lag_time_max_ms / 2).clamp(100, 5_000));
+        let manager = Arc::downgrade(self);
+        drop(runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(manager) = manager.upgrade() else {
+                    return;
+                };
+                if tokio::task::spawn_blocking(move || manager.tick())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }));
+    }
+}
+
+/// Writes `high_watermark` to the replica's checkpoint if it changed since the last write.
+fn checkpoint(replica: &Replica, log: &PartitionLog, high_watermark: i64) {
+    let mut last = replica
+        .checkpointed
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if *last == Some(high_watermark) {
+        return;
+    }
+    match log.write_high_watermark(high_watermark) {
+        Ok(()) => *last = Some(high_watermark),
+        Err(error) => {
+            tracing::warn!(topic = %replica.topic, partition = replica.index, %error, "high-watermark checkpoint failed");
+        }
+    }
+}
