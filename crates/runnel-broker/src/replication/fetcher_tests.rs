@@ -21,6 +21,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use kafka_protocol::error::ResponseError;
+use tokio::time::Instant;
+
+use super::apply::*;
+use super::task::*;
 use super::*;
 use crate::config::BrokerConfig;
 use crate::metadata::{Endpoint, MetadataBatch, MetadataRecord, PartitionState};
