@@ -253,6 +253,63 @@ pub fn parse_create_topics_v4(body: &[u8]) -> Result<Vec<(String, i16)>> {
     Ok(topics)
 }
 
+/// ElectLeaders API key.
+pub const ELECT_LEADERS: i16 = 43;
+
+/// ElectLeaders v1 body: `election_type` (0 preferred, 1 unclean) for `partitions` (topic,
+/// indexes); `None` asks for every partition.
+pub fn elect_leaders_v1(election_type: i8, partitions: Option<&[(&str, &[i32])]>) -> Vec<u8> {
+    let mut body = vec![election_type.to_be_bytes()[0]];
+    match partitions {
+        None => put_i32(&mut body, -1),
+        Some(topics) => {
+            put_i32(&mut body, i32::try_from(topics.len()).unwrap_or(i32::MAX));
+            for (topic, indexes) in topics {
+                put_string(&mut body, topic);
+                put_i32(&mut body, i32::try_from(indexes.len()).unwrap_or(i32::MAX));
+                for index in *indexes {
+                    put_i32(&mut body, *index);
+                }
+            }
+        }
+    }
+    put_i32(&mut body, 30_000); // timeout_ms
+    body
+}
+
+/// One partition's ElectLeaders result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionResult {
+    /// Topic.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// Error code (0: elected).
+    pub error_code: i16,
+}
+
+/// Parses an ElectLeaders v1 response: the top-level error code and every partition's result.
+pub fn parse_elect_leaders_v1(body: &[u8]) -> Result<(i16, Vec<ElectionResult>)> {
+    let mut reader = Reader::new(body);
+    let _throttle_time_ms = reader.i32()?;
+    let error_code = reader.i16()?;
+    let mut results = Vec::new();
+    for _ in 0..reader.i32()? {
+        let topic = reader.string()?;
+        for _ in 0..reader.i32()? {
+            let partition = reader.i32()?;
+            let partition_error = reader.i16()?;
+            let _message = reader.nullable_string()?;
+            results.push(ElectionResult {
+                topic: topic.clone(),
+                partition,
+                error_code: partition_error,
+            });
+        }
+    }
+    Ok((error_code, results))
+}
+
 /// Produce v3 body with one batch for one partition.
 pub fn produce_v3(acks: i16, topic: &str, partition: i32, batch: &[u8]) -> Result<Vec<u8>> {
     let mut body = Vec::new();

@@ -301,7 +301,7 @@ pub fn broker_config_entries(config: &BrokerConfig) -> Vec<BrokerConfigEntry> {
                 setting.name,
                 setting.default,
                 setting.doc,
-                ConfigType::String,
+                runnel_type(setting.default),
                 Some(""),
             );
             entries.insert(setting.name, entry);
@@ -362,6 +362,17 @@ fn runnel_entry(
         config_type,
         acted_on: true,
         documentation,
+    }
+}
+
+/// The type of a Runnel-only setting, as its default reads: BOOLEAN, LONG or STRING.
+fn runnel_type(default: &str) -> ConfigType {
+    if default.parse::<bool>().is_ok() {
+        ConfigType::Boolean
+    } else if default.parse::<i64>().is_ok() {
+        ConfigType::Long
+    } else {
+        ConfigType::String
     }
 }
 
@@ -468,6 +479,18 @@ mod tests {
             find(&entries, "min.insync.replicas").config_type,
             ConfigType::Int
         );
+    }
+
+    #[test]
+    fn runnel_only_settings_are_typed_by_their_default() {
+        let entries = broker_config_entries(&load(&[]));
+        for (name, config_type) in [
+            ("replica.fsync.before.fetch", ConfigType::Boolean),
+            ("log.flush.commit.delay.ms", ConfigType::Long),
+            ("produce.batch.validation", ConfigType::String),
+        ] {
+            assert_eq!(find(&entries, name).config_type, config_type, "{name}");
+        }
     }
 
     #[test]

@@ -657,4 +657,66 @@ mod tests {
         lifecycle.shutdown().await;
         assert!(!handle.image().is_unfenced(1), "controlled shutdown fences");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_periodic_check_moves_leadership_back_to_an_in_sync_preferred_replica() {
+        for enabled in [true, false] {
+            let settings = ControllerSettings {
+                auto_leader_rebalance_enable: enabled,
+                leader_imbalance_check_interval: Duration::from_secs(1),
+                ..ControllerSettings::default()
+            };
+            let (handle, _service) = start_in_memory(1, settings);
+            let first = register(1);
+            let ControllerRequest::RegisterBroker { incarnation, .. } = first else {
+                unreachable!()
+            };
+            handle.submit(first).await.unwrap();
+            handle.submit(register(2)).await.unwrap();
+            let topic = NewTopic {
+                name: "t".into(),
+                partitions: -1,
+                replication_factor: -1,
+                assignment: Some(vec![vec![1, 2]]),
+                configs: BTreeMap::new(),
+                topic_id: None,
+            };
+            handle
+                .submit(ControllerRequest::CreateTopics {
+                    topics: vec![topic],
+                    validate_only: false,
+                })
+                .await
+                .unwrap();
+            handle
+                .submit(ControllerRequest::BrokerShutdown {
+                    broker_id: 1,
+                    incarnation,
+                })
+                .await
+                .unwrap();
+            handle.submit(register(1)).await.unwrap();
+            let image = handle.image();
+            let state = image.partition("t", 0).unwrap().clone();
+            assert_eq!((state.leader, state.isr.clone()), (2, vec![2]));
+            let committed = handle
+                .submit(ControllerRequest::AlterPartition {
+                    broker_id: 2,
+                    topic_id: image.topic("t").unwrap().id,
+                    partition: 0,
+                    leader_epoch: state.leader_epoch,
+                    partition_epoch: state.partition_epoch,
+                    isr: vec![2, 1],
+                })
+                .await
+                .unwrap();
+            assert!(matches!(
+                committed.reply,
+                ControllerReply::AlterPartition(Ok(_))
+            ));
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let leader = handle.image().partition("t", 0).unwrap().leader;
+            assert_eq!(leader, if enabled { 1 } else { 2 }, "enabled: {enabled}");
+        }
+    }
 }

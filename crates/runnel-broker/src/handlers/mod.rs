@@ -29,6 +29,7 @@ mod describe_configs;
 mod describe_groups;
 mod describe_quorum;
 mod describe_topic_partitions;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -157,6 +158,7 @@ pub static HANDLERS: &[ApiHandler] = &[
     api!(DescribeCluster, 0..=2, describe_cluster),
     api!(DescribeTopicPartitions, 0..=0, describe_topic_partitions),
     api!(OffsetForLeaderEpoch, 2..=4, offset_for_leader_epoch),
+    api!(ElectLeaders, 0..=2, elect_leaders),
 ];
 
 /// The handler for `api_key` if `version` is within its served range.
