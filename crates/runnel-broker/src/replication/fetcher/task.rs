@@ -39,18 +39,18 @@ impl Backoff {
 
 /// What a fetcher task knows of one partition, beyond what the set says.
 pub(super) struct PartitionFetch {
-    state: Arc<FollowState>,
+    pub(super) state: Arc<FollowState>,
     /// The leader fenced our epoch: wait for the image to name a newer one.
-    paused: bool,
+    pub(super) paused: bool,
     /// Refused or failed: not fetched before this instant.
-    retry_at: Option<Instant>,
-    backoff: Backoff,
+    pub(super) retry_at: Option<Instant>,
+    pub(super) backoff: Backoff,
     /// The last problem logged, so each is logged once, not once per fetch.
-    problem: Option<String>,
+    pub(super) problem: Option<String>,
 }
 
 impl PartitionFetch {
-    fn new(state: Arc<FollowState>) -> PartitionFetch {
+    pub(super) fn new(state: Arc<FollowState>) -> PartitionFetch {
         PartitionFetch {
             state,
             paused: false,
@@ -67,7 +67,7 @@ impl PartitionFetch {
         )
     }
 
-    fn fetchable(&self, now: Instant) -> bool {
+    pub(super) fn fetchable(&self, now: Instant) -> bool {
         !self.paused && self.retry_at.is_none_or(|at| at <= now)
     }
 
