@@ -13,7 +13,8 @@ use std::path::Path;
 use crate::batch_header::testing::{build_batch, ProducerFields};
 use crate::batch_header::{set_base_offset, set_partition_leader_epoch, BatchHeader};
 use crate::error::{BatchDefect, StorageError};
-use crate::leader_epoch::EpochEntry;
+use crate::io::Storage;
+use crate::leader_epoch::{EpochEntry, LeaderEpochCache};
 use crate::partition_log::{AppendOutcome, LogConfig, PartitionLog};
 use crate::test_support::{TestError, TestResult};
 
@@ -280,6 +281,34 @@ fn replicated_appends_accept_gaps_and_refuse_offsets_going_back() -> TestResult 
         Err(StorageError::EmptyAppend)
     ));
     assert_eq!(follower.log_end_offset(), 11, "nothing refused was written");
+    Ok(())
+}
+
+#[test]
+fn truncation_at_the_log_end_still_drops_an_epoch_started_there() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = leader_log(dir.path())?;
+    // Led epoch 6 without writing: it starts at the log end, 20.
+    log.set_leader_epoch(6)?;
+    assert_eq!(log.epoch_entries(), entries(&[(1, 0), (4, 8), (6, 20)]));
+    log.truncate_to(25)?;
+    assert_eq!(
+        log.epoch_entries(),
+        entries(&[(1, 0), (4, 8), (6, 20)]),
+        "past the end: no epoch starts there"
+    );
+    log.truncate_to(20)?;
+    assert_eq!(log.log_end_offset(), 20, "no record is cut");
+    assert_eq!(log.epoch_entries(), entries(&[(1, 0), (4, 8)]));
+    assert_eq!(log.latest_epoch(), Some(4));
+    assert_eq!(log.end_offset_for_epoch(4), (4, 20));
+    // Read from its file, not by reopening: open fits the cache to the log end itself.
+    let persisted = LeaderEpochCache::read(&Storage::real(), dir.path())?;
+    assert_eq!(
+        persisted.entries(),
+        entries(&[(1, 0), (4, 8)]),
+        "the cut epoch cache is persisted"
+    );
     Ok(())
 }
 
