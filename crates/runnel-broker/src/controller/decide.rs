@@ -19,6 +19,7 @@ use super::elections::{elect_leaderless, fence};
 use super::placement::{
     new_partition, place, placement_order, placement_start, validate_assignment,
 };
+use super::registration::fence_previous_incarnation;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::group::OFFSETS_TOPIC;
@@ -181,6 +182,13 @@ impl Controller {
                 rack,
             } => {
                 let mut scratch = Scratch::new(image);
+                let unclean = self.settings.unclean_leader_election_enable;
+                scratch.apply(fence_previous_incarnation(
+                    image,
+                    *broker_id,
+                    *incarnation,
+                    unclean,
+                ));
                 scratch.apply(vec![MetadataRecord::RegisterBroker {
                     broker_id: *broker_id,
                     incarnation: *incarnation,
