@@ -27,6 +27,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
 mod describe_quorum;
 mod describe_topic_partitions;
 mod elect_leaders;
@@ -138,6 +139,7 @@ pub static HANDLERS: &[ApiHandler] = &[
     api!(AlterConfigs, 0..=2, alter_configs),
     api!(IncrementalAlterConfigs, 0..=1, incremental_alter_configs),
     api!(CreatePartitions, 0..=3, create_partitions),
+    api!(DescribeLogDirs, 1..=4, describe_log_dirs),
     api!(Metadata, 0..=13, metadata),
     api!(OffsetCommit, 2..=9, offset_commit),
     api!(OffsetFetch, 1..=9, offset_fetch),
