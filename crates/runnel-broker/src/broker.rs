@@ -132,6 +132,7 @@ impl Broker {
             metadata.clone(),
             HighWatermarkSignal(high_watermark_moved.clone()),
         ));
+        replicas.set_fetchers(Box::new(follower_fetchers(&config, &metadata, &replicas)));
         {
             // The fetchers spawn their tasks on this runtime.
             let _runtime = runtime.enter();
@@ -399,6 +400,26 @@ async fn follow_image(
             return;
         }
     }
+}
+
+/// The follower side: one fetcher per leader this node copies from, reporting follower high
+/// watermarks to `replicas` (held weakly: the fetchers live inside it).
+fn follower_fetchers(
+    config: &BrokerConfig,
+    metadata: &MetadataHandle,
+    replicas: &Arc<ReplicaManager>,
+) -> crate::replication::fetcher::Fetchers {
+    let manager = Arc::downgrade(replicas);
+    crate::replication::fetcher::Fetchers::start(
+        config.node_id,
+        crate::replication::fetcher::FetcherConfig::from_broker(config),
+        metadata.subscribe(),
+        Arc::new(move |topic_id, partition, high_watermark| {
+            if let Some(manager) = manager.upgrade() {
+                manager.set_follower_high_watermark(topic_id, partition, high_watermark);
+            }
+        }),
+    )
 }
 
 /// The `__consumer_offsets` partitions `node` leads.

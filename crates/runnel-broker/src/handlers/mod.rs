@@ -27,6 +27,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
 mod describe_quorum;
 mod describe_topic_partitions;
 mod elect_leaders;
@@ -138,6 +139,7 @@ pub static HANDLERS: &[ApiHandler] = &[
     api!(AlterConfigs, 0..=2, alter_configs),
     api!(IncrementalAlterConfigs, 0..=1, incremental_alter_configs),
     api!(CreatePartitions, 0..=3, create_partitions),
+    api!(DescribeLogDirs, 1..=4, describe_log_dirs),
     api!(Metadata, 0..=13, metadata),
     api!(OffsetCommit, 2..=9, offset_commit),
     api!(OffsetFetch, 1..=9, offset_fetch),
@@ -157,8 +159,8 @@ pub static HANDLERS: &[ApiHandler] = &[
     api!(DescribeQuorum, 0..=1, describe_quorum),
     api!(DescribeCluster, 0..=2, describe_cluster),
     api!(DescribeTopicPartitions, 0..=0, describe_topic_partitions),
-    api!(ElectLeaders, 0..=2, elect_leaders),
     api!(OffsetForLeaderEpoch, 2..=4, offset_for_leader_epoch),
+    api!(ElectLeaders, 0..=2, elect_leaders),
 ];
 
 /// The handler for `api_key` if `version` is within its served range.

@@ -1,0 +1,161 @@
+//! DescribeLogDirs (key 35), v1–4 (v0 is gone from the codec, as from Kafka 4): the broker's one
+//! log directory — the data dir, as an absolute path — with every local partition (led or
+//! followed) of the requested topics (`null`: all) and its size in bytes. Requested topics and
+//! partitions this node does not hold are left out, as Kafka does. v4 adds the volume's total
+//! and usable bytes (`statvfs`; -1 when it fails).
+//!
+//! Offline logs: Kafka fails a whole directory at once and then reports it with
+//! KAFKA_STORAGE_ERROR and no partitions, never listing its partitions elsewhere. Here a log
+//! goes offline on its own (a failed open, fsync or write), so an offline partition is left out,
+//! and the directory is reported as Kafka reports an offline one only when every local
+//! partition is offline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::error::BrokerError;
+use crate::topics::{Partition, Topic};
+
+/// What a volume field holds when it is not known (Kafka's `UNKNOWN_VOLUME_BYTES`).
+const UNKNOWN_VOLUME_BYTES: i64 = -1;
+
+pub(crate) async fn handle(
+    broker: &Broker,
+    _context: &RequestContext,
+    request: DescribeLogDirsRequest,
+) -> Result<DescribeLogDirsResponse, BrokerError> {
+    let local = broker.topics.all();
+    let selected = select(&local, request.topics);
+    let data_dir = broker.config.data_dir.clone();
+    // Opening a log not yet opened, and statvfs, are blocking I/O.
+    let result =
+        tokio::task::spawn_blocking(move || describe_data_dir(&data_dir, &local, selected)).await?;
+    Ok(DescribeLogDirsResponse::default().with_results(vec![result]))
+}
+
+/// The local partitions asked for, by topic (sorted, each once): every one for `None`.
+fn select(
+    local: &[Arc<Topic>],
+    requested: Option<Vec<DescribableLogDirTopic>>,
+) -> Vec<(TopicName, Vec<Arc<Partition>>)> {
+    let Some(requested) = requested else {
+        return local
+            .iter()
+            .map(|topic| {
+                let name = TopicName(StrBytes::from_string(topic.name.clone()));
+                (name, topic.partitions.values().cloned().collect())
+            })
+            .collect();
+    };
+    // A topic or partition named twice is described once (Kafka takes a set).
+    let mut wanted: BTreeMap<TopicName, BTreeSet<i32>> = BTreeMap::new();
+    for topic in requested {
+        wanted
+            .entry(topic.topic)
+            .or_default()
+            .extend(topic.partitions);
+    }
+    wanted
+        .into_iter()
+        .filter_map(|(name, indexes)| {
+            let topic = local.iter().find(|t| t.name == name.as_str())?;
+            let partitions = indexes
+                .into_iter()
+                .filter_map(|index| topic.partition(index).cloned())
+                .collect();
+            Some((name, partitions))
+        })
+        .collect()
+}
+
+/// The data dir's entry. Blocking: it may open logs and calls `statvfs`.
+fn describe_data_dir(
+    data_dir: &Path,
+    local: &[Arc<Topic>],
+    selected: Vec<(TopicName, Vec<Arc<Partition>>)>,
+) -> DescribeLogDirsResult {
+    let mut topics = Vec::with_capacity(selected.len());
+    for (name, partitions) in selected {
+        let mut described = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            // An offline log is left out (see the module comment); a log whose topic was
+            // deleted meanwhile is no longer local.
+            let Ok(log) = partition.log_blocking() else {
+                continue;
+            };
+            described.push(
+                DescribeLogDirsPartition::default()
+                    .with_partition_index(partition.index)
+                    .with_partition_size(i64::try_from(log.size_bytes()).unwrap_or(i64::MAX))
+                    // Kafka's lag is that of a future replica (a log being moved to another
+                    // directory) behind the current one; current replicas report 0.
+                    .with_offset_lag(0)
+                    .with_is_future_key(false),
+            );
+        }
+        if !described.is_empty() {
+            topics.push(
+                DescribeLogDirsTopic::default()
+                    .with_name(name)
+                    .with_partitions(described),
+            );
+        }
+    }
+    let (total_bytes, usable_bytes) = volume_bytes(data_dir);
+    let result = DescribeLogDirsResult::default()
+        .with_log_dir(StrBytes::from_string(
+            absolute(data_dir).display().to_string(),
+        ))
+        .with_total_bytes(total_bytes)
+        .with_usable_bytes(usable_bytes);
+    match data_dir_offline(local) {
+        Some(error) => result.with_error_code(error.code()),
+        None => result.with_topics(topics),
+    }
+}
+
+/// Why the data dir counts as offline: every local partition's log is (and there is one).
+fn data_dir_offline(local: &[Arc<Topic>]) -> Option<BrokerError> {
+    let mut reason = None;
+    for partition in local.iter().flat_map(|t| t.partitions.values()) {
+        if !partition.is_offline() {
+            return None;
+        }
+        // The log is known offline, so this opens nothing: it only reads why.
+        reason = reason.or_else(|| partition.log_blocking().err());
+    }
+    reason
+}
+
+/// The data dir as an absolute path (relative to the working directory if it was given
+/// relative); as configured if even that fails.
+fn absolute(data_dir: &Path) -> PathBuf {
+    std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf())
+}
+
+/// (total, usable) bytes of the volume holding `dir`, as Kafka's `getTotalSpace` and
+/// `getUsableSpace` (what an unprivileged writer may still allocate).
+fn volume_bytes(dir: &Path) -> (i64, i64) {
+    match rustix::fs::statvfs(dir) {
+        Ok(stat) => {
+            let bytes = |blocks: u64| {
+                i64::try_from(blocks.saturating_mul(stat.f_frsize)).unwrap_or(i64::MAX)
+            };
+            (bytes(stat.f_blocks), bytes(stat.f_bavail))
+        }
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "DescribeLogDirs: statvfs failed");
+            (UNKNOWN_VOLUME_BYTES, UNKNOWN_VOLUME_BYTES)
+        }
+    }
+}
