@@ -19,7 +19,6 @@ use super::elections::{elect_leaderless, fence};
 use super::placement::{
     new_partition, place, placement_order, placement_start, validate_assignment,
 };
-use super::registration::fence_previous_incarnation;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::group::OFFSETS_TOPIC;
@@ -182,13 +181,21 @@ impl Controller {
                 rack,
             } => {
                 let mut scratch = Scratch::new(image);
-                let unclean = self.settings.unclean_leader_election_enable;
-                scratch.apply(fence_previous_incarnation(
-                    image,
-                    *broker_id,
-                    *incarnation,
-                    unclean,
-                ));
+                // A new incarnation of a broker still registered (restarted within its session
+                // timeout) is fenced first: what it led moves to a new leader epoch, so the new
+                // process never writes at an epoch whose tail the old one may have lost, and it
+                // leaves the ISRs until its leaders add it back.
+                let restarted = image
+                    .brokers
+                    .get(broker_id)
+                    .is_some_and(|b| b.incarnation != *incarnation);
+                if restarted {
+                    scratch.apply(fence(
+                        image,
+                        *broker_id,
+                        self.settings.unclean_leader_election_enable,
+                    ));
+                }
                 scratch.apply(vec![MetadataRecord::RegisterBroker {
                     broker_id: *broker_id,
                     incarnation: *incarnation,
@@ -1030,6 +1037,39 @@ mod tests {
                 "every partition led by its preferred replica"
             );
         }
+    }
+
+    #[test]
+    fn a_new_incarnation_of_a_registered_broker_is_fenced_first() {
+        let c = controller();
+        let mut image = image_with(&[(1, None), (2, None)]);
+        let mut replicated = new_topic("t", -1, -1);
+        replicated.assignment = Some(vec![vec![1, 2]]);
+        let mut single = new_topic("u", -1, -1);
+        single.assignment = Some(vec![vec![1]]);
+        run(&c, &mut image, &create(vec![replicated, single]));
+        let register = |incarnation| ControllerRequest::RegisterBroker {
+            broker_id: 1,
+            incarnation,
+            endpoints: Vec::new(),
+            rack: None,
+        };
+        // The same incarnation again (a retry) changes nothing.
+        let same = image.brokers[&1].incarnation;
+        assert_eq!(c.decide(&image, &register(same)).records.len(), 1);
+        run(&c, &mut image, &register(Uuid::new_v4()));
+        assert!(image.is_unfenced(1));
+        let p0 = image.partition("t", 0).unwrap();
+        assert_eq!(
+            (p0.leader, p0.isr.clone(), p0.leader_epoch),
+            (2, vec![2], 1)
+        );
+        // Its only replica: offline for the fence, then led again at a new epoch.
+        let p1 = image.partition("u", 0).unwrap();
+        assert_eq!(
+            (p1.leader, p1.isr.clone(), p1.leader_epoch),
+            (1, vec![1], 2)
+        );
     }
 
     #[test]

@@ -22,7 +22,6 @@ pub mod heartbeats;
 pub mod in_memory;
 pub mod lifecycle;
 pub mod placement;
-pub mod registration;
 pub mod service;
 
 pub use decide::{Controller, ControllerSettings, Decision, PRODUCER_ID_BLOCK_SIZE};

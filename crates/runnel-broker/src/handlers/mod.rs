@@ -159,7 +159,6 @@ pub static HANDLERS: &[ApiHandler] = &[
     api!(DescribeQuorum, 0..=1, describe_quorum),
     api!(DescribeCluster, 0..=2, describe_cluster),
     api!(DescribeTopicPartitions, 0..=0, describe_topic_partitions),
-    api!(ElectLeaders, 0..=2, elect_leaders),
     api!(OffsetForLeaderEpoch, 2..=4, offset_for_leader_epoch),
     api!(ElectLeaders, 0..=2, elect_leaders),
 ];

@@ -21,6 +21,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use kafka_protocol::error::ResponseError;
+use tokio::time::Instant;
+
+use super::apply::*;
+use super::task::*;
 use super::*;
 use crate::config::BrokerConfig;
 use crate::metadata::{Endpoint, MetadataBatch, MetadataRecord, PartitionState};
@@ -196,12 +201,6 @@ fn leader_refusals_change_nothing() {
         );
     }
     assert_eq!(follower.log_end_offset(), 1);
-}
-
-#[test]
-fn the_high_watermark_never_passes_the_durable_offset() {
-    assert_eq!(follower_high_watermark(10, 7), 7);
-    assert_eq!(follower_high_watermark(5, 7), 5);
 }
 
 #[test]

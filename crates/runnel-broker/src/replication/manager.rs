@@ -833,3 +833,260 @@ fn checkpoint(replica: &Replica, log: &PartitionLog, high_watermark: i64) {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use runnel_protocol::batch_builder::{build_batch, NewRecord};
+    use tokio::time::{Duration, Instant};
+
+    use super::{check_leader_epoch, ReplicaRead};
+    use crate::broker::{testing, Broker};
+    use crate::error::BrokerError;
+    use crate::metadata::{MetadataBatch, MetadataImage, MetadataRecord, PartitionState};
+
+    /// Guards against a hang only; never a performance threshold.
+    const HANG_DEADLINE: Duration = Duration::from_secs(60);
+
+    /// Applies `record` to the image of `control` as the next batch; waits for the broker.
+    async fn change(broker: &Broker, control: &testing::FakeControlPlane, record: MetadataRecord) {
+        let mut image = MetadataImage::clone(&broker.metadata.image());
+        let index = image.applied_index + 1;
+        image.apply(
+            index,
+            &MetadataBatch {
+                request_id: None,
+                reply: None,
+                records: vec![record],
+            },
+        );
+        control.image.send_replace(Arc::new(image));
+        broker.topics.wait_synced(index).await.unwrap();
+    }
+
+    /// Node 0 leads `t-0` at epoch 3, node 1 follows, both in sync.
+    async fn two_replicas(dir: &std::path::Path) -> (Broker, testing::FakeControlPlane) {
+        let image = testing::image(&[0, 1], &[("t", vec![testing::partition(&[0, 1], 0)])]);
+        let (metadata, control) = testing::fake(image, 0);
+        (testing::open(dir, metadata).await, control)
+    }
+
+    /// Appends two records as the leader and flushes them; returns the last offset.
+    async fn append_two(broker: &Broker) -> i64 {
+        let partition = Arc::clone(broker.topics.get("t").unwrap().partition(0).unwrap());
+        let log = Arc::clone(partition.log().await.unwrap());
+        let replicas = Arc::clone(&broker.replicas);
+        tokio::task::spawn_blocking(move || {
+            replicas.prepare_leader_append(&partition, &log).unwrap();
+            let record = NewRecord {
+                key: None,
+                value: Some(b"v".to_vec()),
+                headers: Vec::new(),
+            };
+            log.append(&build_batch(&[record.clone(), record], 0).unwrap())
+                .unwrap();
+            log.flush(1).unwrap();
+            1
+        })
+        .await
+        .unwrap()
+    }
+
+    #[test]
+    fn a_request_epoch_older_is_fenced_newer_unknown_none_or_equal_passes() {
+        assert!(check_leader_epoch(-1, 5).is_ok());
+        assert!(check_leader_epoch(5, 5).is_ok());
+        assert!(matches!(
+            check_leader_epoch(4, 5),
+            Err(BrokerError::FencedLeaderEpoch { .. })
+        ));
+        assert!(matches!(
+            check_leader_epoch(6, 5),
+            Err(BrokerError::UnknownLeaderEpoch { .. })
+        ));
+    }
+
+    /// An acks=all wait ends only when the in-sync follower has fetched past the batch: the
+    /// leader's own fsync is not enough, and the HW consumers see stays behind until then.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acks_all_waits_for_the_in_sync_follower() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _control) = two_replicas(dir.path()).await;
+        let partition = Arc::clone(broker.topics.get("t").unwrap().partition(0).unwrap());
+        let log = Arc::clone(partition.log().await.unwrap());
+        let epoch = broker.replicas.check_acks_all(&partition).unwrap();
+        assert_eq!(epoch, 3);
+        let last = append_two(&broker).await;
+        assert_eq!(
+            log.end_offset_for_epoch(3),
+            (3, 2),
+            "appends carry the epoch"
+        );
+        assert_eq!(
+            broker.high_watermark(&partition, &log),
+            0,
+            "follower unknown"
+        );
+
+        let waiting = {
+            let (replicas, partition, log) = (
+                Arc::clone(&broker.replicas),
+                Arc::clone(&partition),
+                Arc::clone(&log),
+            );
+            tokio::spawn(async move {
+                let deadline = Instant::now() + HANG_DEADLINE;
+                replicas
+                    .wait_committed(&partition, &log, epoch, last, deadline, 60_000)
+                    .await
+            })
+        };
+        // Stale and future epochs are refused and record nothing; a non-replica too.
+        for (current, fenced) in [(2, true), (4, false)] {
+            let refused = broker
+                .replicas
+                .replica_fetch(&partition, &log, 1, current, 2, 3);
+            assert!(
+                matches!(
+                    (&refused, fenced),
+                    (Err(BrokerError::FencedLeaderEpoch { .. }), true)
+                        | (Err(BrokerError::UnknownLeaderEpoch { .. }), false)
+                ),
+                "{refused:?}"
+            );
+        }
+        assert!(matches!(
+            broker.replicas.replica_fetch(&partition, &log, 7, 3, 2, 3),
+            Err(BrokerError::NotAReplica(7))
+        ));
+        assert_eq!(broker.high_watermark(&partition, &log), 0);
+
+        // The follower fetches from offset 2: it holds both records durably.
+        assert_eq!(
+            broker
+                .replicas
+                .replica_fetch(&partition, &log, 1, 3, 2, 3)
+                .unwrap(),
+            ReplicaRead::Serve { high_watermark: 2 }
+        );
+        tokio::time::timeout(HANG_DEADLINE, waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(broker.high_watermark(&partition, &log), 2);
+
+        // A follower whose last batch is of an epoch this leader never had diverges.
+        assert_eq!(
+            broker
+                .replicas
+                .replica_fetch(&partition, &log, 1, 3, 5, 2)
+                .unwrap(),
+            ReplicaRead::Diverging {
+                epoch: 2,
+                end_offset: 0,
+                high_watermark: 2
+            }
+        );
+    }
+
+    /// acks=all is refused before the append below `min.insync.replicas`, and a produce
+    /// waiting for its commit is told NOT_LEADER_OR_FOLLOWER when leadership moves.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acks_all_is_refused_below_the_minimum_and_fails_when_leadership_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, control) = two_replicas(dir.path()).await;
+        let topic_id = broker.topics.get("t").unwrap().id;
+        let partition = Arc::clone(broker.topics.get("t").unwrap().partition(0).unwrap());
+        let log = Arc::clone(partition.log().await.unwrap());
+        change(
+            &broker,
+            &control,
+            MetadataRecord::SetTopicConfigs {
+                topic_id,
+                configs: BTreeMap::from([("min.insync.replicas".into(), "2".into())]),
+            },
+        )
+        .await;
+        let epoch = broker.replicas.check_acks_all(&partition).unwrap();
+        let last = append_two(&broker).await;
+        let waiting = {
+            let (replicas, partition, log) = (
+                Arc::clone(&broker.replicas),
+                Arc::clone(&partition),
+                Arc::clone(&log),
+            );
+            tokio::spawn(async move {
+                let deadline = Instant::now() + HANG_DEADLINE;
+                replicas
+                    .wait_committed(&partition, &log, epoch, last, deadline, 60_000)
+                    .await
+            })
+        };
+
+        // Node 1 leaves the ISR: below the minimum, the waiter and new produces are refused.
+        let shrunk = PartitionState {
+            isr: vec![0],
+            partition_epoch: 4,
+            ..testing::partition(&[0, 1], 0)
+        };
+        change(
+            &broker,
+            &control,
+            MetadataRecord::ChangePartition {
+                topic_id,
+                partition: 0,
+                state: shrunk.clone(),
+            },
+        )
+        .await;
+        let outcome = tokio::time::timeout(HANG_DEADLINE, waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(
+                outcome,
+                Err(BrokerError::NotEnoughReplicasAfterAppend { .. })
+            ),
+            "{outcome:?}"
+        );
+        assert!(matches!(
+            broker.replicas.check_acks_all(&partition),
+            Err(BrokerError::NotEnoughReplicas {
+                isr: 1,
+                min_insync: 2,
+                ..
+            })
+        ));
+
+        // Leadership moves to node 1: a new acks=all wait is answered NOT_LEADER_OR_FOLLOWER.
+        change(
+            &broker,
+            &control,
+            MetadataRecord::ChangePartition {
+                topic_id,
+                partition: 0,
+                state: PartitionState {
+                    isr: vec![0, 1],
+                    leader: 1,
+                    leader_epoch: 4,
+                    partition_epoch: 5,
+                    ..shrunk
+                },
+            },
+        )
+        .await;
+        let deadline = Instant::now() + HANG_DEADLINE;
+        assert!(matches!(
+            broker
+                .replicas
+                .wait_committed(&partition, &log, epoch, last, deadline, 60_000)
+                .await,
+            Err(BrokerError::NotLeaderOrFollower { leader: 1, .. })
+        ));
+    }
+}
