@@ -21,8 +21,8 @@ use runnel_e2e::wire::{
 };
 use runnel_e2e::{
     admin, admin_options, commit_offset, committed_offset, committer, consume_n, consumer_assigned,
-    ensure, ensure_eq, produce_all, producer, read_all, Consumed, Record, Result, TestCluster,
-    TestResult, WAIT_TIMEOUT,
+    ensure, ensure_eq, produce_all, producer, read_all, watermarks, Consumed, Record, Result,
+    TestCluster, TestResult, WAIT_TIMEOUT,
 };
 
 /// NOT_ENOUGH_REPLICAS.
@@ -120,6 +120,24 @@ async fn wait_for_new_leader(
                 "node {from} says {found:?}"
             );
             Ok(found)
+        })
+        .await
+}
+
+/// Waits until node `node`'s high watermark of `topic-0` reaches `at_least` (a new leader's
+/// moves once its in-sync followers have fetched from it).
+async fn wait_for_high_watermark(
+    cluster: &mut TestCluster,
+    node: i32,
+    topic: &str,
+    at_least: i64,
+) -> Result<()> {
+    let what = format!("node {node}'s high watermark of {topic}-0 reaches {at_least}");
+    cluster
+        .poll(&what, |cluster| {
+            let (_, high) = watermarks(cluster.node(node)?, topic, 0)?;
+            ensure!(high >= at_least, "it is {high}");
+            Ok(())
         })
         .await
 }
@@ -260,6 +278,13 @@ async fn acks_all_records_survive_the_leaders_kill9() -> TestResult {
         cluster.kill9(leader)?;
         let survivor = other_than(&cluster, &[leader])?;
         let moved = wait_for_new_leader(&mut cluster, survivor, topic, 0, leader).await?;
+        wait_for_high_watermark(
+            &mut cluster,
+            moved.leader,
+            topic,
+            i64::try_from(acked.len())?,
+        )
+        .await?;
         let read = read_all(cluster.node(moved.leader)?, topic, 1).await?;
         let read = read.get(&0).cloned().unwrap_or_default();
         ensure_eq!(read.len(), acked.len(), "records read from the new leader");
@@ -293,6 +318,8 @@ async fn every_acknowledged_record_survives_kill9_of_every_node() -> TestResult 
         }
         cluster.wait_for_brokers(3).await?;
         let led = wait_for_isr(&mut cluster, 1, topic, 0, 3).await?;
+        let last = acked.iter().map(|(offset, _)| *offset).max().unwrap_or(-1);
+        wait_for_high_watermark(&mut cluster, led.leader, topic, last + 1).await?;
         let read = read_all(cluster.node(led.leader)?, topic, 1).await?;
         let read = read.get(&0).cloned().unwrap_or_default();
         check_acknowledged(topic, &acked, &read)

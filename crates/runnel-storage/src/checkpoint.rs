@@ -83,6 +83,15 @@ pub(crate) fn write_durably(
     file.sync_all().at(path)
 }
 
+/// Removes `path` if present, then fsyncs its directory so the removal survives a crash.
+pub(crate) fn remove_durably(storage: &Storage, path: &Path) -> Result<(), StorageError> {
+    match storage.remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(path),
+        _ => {}
+    }
+    storage.sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
 /// fsync of a directory on the real file system, making renames and deletions in it durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     Storage::real().sync_dir(dir)
@@ -142,6 +151,11 @@ impl RecoveryCheckpoint {
             storage,
             &[(&dir.join(CHECKPOINT_FILE_NAME), &self.encode())],
         )
+    }
+
+    /// Removes the checkpoint of `dir` durably (recovery then verifies the whole log).
+    pub(crate) fn remove(storage: &Storage, dir: &Path) -> Result<(), StorageError> {
+        remove_durably(storage, &dir.join(CHECKPOINT_FILE_NAME))
     }
 
     /// The checkpoint file's path in `dir` and its contents, for [`write_all_atomically`].
@@ -262,12 +276,7 @@ impl PendingTruncation {
 
     /// Removes the marker of `dir` durably (the truncation is complete).
     pub(crate) fn remove(storage: &Storage, dir: &Path) -> Result<(), StorageError> {
-        let path = dir.join(TRUNCATION_FILE_NAME);
-        match storage.remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&path),
-            _ => {}
-        }
-        storage.sync_dir(dir)
+        remove_durably(storage, &dir.join(TRUNCATION_FILE_NAME))
     }
 }
 

@@ -1,13 +1,14 @@
 //! Crash sweeps of what a follower does to its log on the simulated disk
-//! (`crate::io::SimDisk`): `truncate_to` and `reset_to`, each followed by an append and a
-//! flush, with the power lost at every disk operation of the run (and a few torn variants of
-//! each). After recovery:
+//! (`crate::io::SimDisk`): `truncate_to` and `reset_to`, each followed by a replicated append
+//! (`append_replicated`, a batch of a newer leader epoch) and a flush, with the power lost at
+//! every disk operation of the run (and a few torn variants of each). After recovery:
 //!
 //! - no record the truncation cut is served once `truncate_to` returned, and before that
 //!   either the log is as it was or it ends at the cut (never a mix with a hole);
 //! - every record below the cut that was flushed reads back byte for byte;
-//! - the record appended and flushed after the truncation reads back;
-//! - the epoch cache holds no epoch starting at or past the log end;
+//! - the record replicated and flushed after the truncation reads back;
+//! - the epoch cache holds no epoch starting at or past the log end, and the replicated batch,
+//!   if it survived, has its epoch in the cache (persisted before the batch is written);
 //! - after a reset, the log starts at the reset offset, or is as it was if `reset_to` had not
 //!   returned.
 #![allow(
@@ -22,17 +23,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::batch_header::testing::{build_batch, ProducerFields};
-use crate::batch_header::{verify_crc, BatchHeader};
+use crate::batch_header::{set_base_offset, set_partition_leader_epoch, verify_crc, BatchHeader};
 use crate::io::{SimDisk, Storage};
 use crate::partition_log::{LogConfig, PartitionLog};
 use crate::test_support::{TestError, TestResult};
 
 /// Tear variants tried at each crash point.
 const TEARS_PER_POINT: u64 = 3;
-/// Where the sweep truncates: a batch boundary inside the second of several segments.
-const CUT_OFFSET: i64 = 12;
-/// Where the reset sweep starts the log afresh.
-const RESET_OFFSET: i64 = 500;
 
 fn config() -> LogConfig {
     LogConfig {
@@ -103,9 +100,16 @@ fn build_fixture(storage: &Storage, dir: &Path) -> Result<BTreeMap<i64, Vec<u8>>
     Ok(stored)
 }
 
-/// The batch a run appends after its operation (no producer id: never refused).
+/// The leader epoch of the batch a run replicates after its operation: newer than the
+/// fixture's, so the replicated append starts it in the epoch cache.
+const REPLICATED_EPOCH: i32 = 7;
+
+/// The batch a run appends after its operation, as a follower would (no producer id: never
+/// refused), with base offset 0 until placed.
 fn appended_after_batch() -> Vec<u8> {
-    build_batch(2, 3, ProducerFields::NONE)
+    let mut batch = build_batch(2, 3, ProducerFields::NONE);
+    set_partition_leader_epoch(&mut batch, REPLICATED_EPOCH).unwrap();
+    batch
 }
 
 /// Whether `stored` is [`appended_after_batch`] at some offset: it may survive a crash even
@@ -149,7 +153,9 @@ fn run(
     let mut outcome = Run::default();
     if operation(&log).is_ok() {
         outcome.operation_done = true;
-        let appended = log.append(&appended_after_batch());
+        let mut replicated = appended_after_batch();
+        set_base_offset(&mut replicated, log.log_end_offset())?;
+        let appended = log.append_replicated(&replicated);
         if let Ok(crate::AppendOutcome::Appended { base_offset, .. }) = appended {
             let stored = log.read(base_offset, 1 << 20, i64::MAX)?;
             outcome.appended_after = Some((base_offset, stored.to_vec()));
@@ -165,14 +171,15 @@ fn check_truncation(
     before: &BTreeMap<i64, Vec<u8>>,
     flushed_end: i64,
     run: &Run,
+    cut_offset: i64,
 ) -> TestResult {
     let after = stored_batches(log)?;
     let end = log.log_end_offset();
-    if end < CUT_OFFSET {
+    if end < cut_offset {
         return Err(format!("log end {end} is below the cut: flushed records lost").into());
     }
     for (offset, batch) in &after {
-        if *offset >= CUT_OFFSET && is_appended_after(batch) {
+        if *offset >= cut_offset && is_appended_after(batch) {
             continue;
         }
         let expected = before
@@ -188,13 +195,13 @@ fn check_truncation(
         }
     }
     let kept_below_cut = before
-        .range(..CUT_OFFSET)
+        .range(..cut_offset)
         .all(|(o, b)| after.get(o) == Some(b));
     if !kept_below_cut {
         return Err("a flushed batch below the cut is lost or changed".into());
     }
     let old_above_cut = before
-        .range(CUT_OFFSET..)
+        .range(cut_offset..)
         .filter(|(o, b)| after.get(o) == Some(b))
         .count();
     if run.operation_done && old_above_cut > 0 {
@@ -202,7 +209,7 @@ fn check_truncation(
     }
     if old_above_cut > 0
         && before
-            .range(CUT_OFFSET..flushed_end)
+            .range(cut_offset..flushed_end)
             .any(|(o, _)| !after.contains_key(o))
     {
         return Err("a half-undone truncation: flushed records above the cut partly gone".into());
@@ -214,6 +221,7 @@ fn check_truncation(
             );
         }
     }
+    check_replicated_epoch(log, &after)?;
     if log.epoch_entries().iter().any(|e| e.start_offset >= end) {
         return Err(format!(
             "epoch entries {:?} start past the log end {end}",
@@ -224,17 +232,59 @@ fn check_truncation(
     Ok(())
 }
 
-/// The checks after a crashed reset.
-fn check_reset(log: &PartitionLog, before: &BTreeMap<i64, Vec<u8>>, run: &Run) -> TestResult {
+/// A replicated batch that survived the crash has its epoch in the cache, starting at it: the
+/// epoch is persisted before the batch is written.
+fn check_replicated_epoch(log: &PartitionLog, after: &Batches) -> TestResult {
+    for (offset, _) in after.iter().filter(|(_, b)| is_appended_after(b)) {
+        let start = log
+            .epoch_entries()
+            .iter()
+            .find(|e| e.epoch == REPLICATED_EPOCH)
+            .map(|e| e.start_offset);
+        if start != Some(*offset) {
+            return Err(format!(
+                "the replicated batch at {offset} is back but the epoch cache is {:?}",
+                log.epoch_entries()
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The checks after a crashed run of resets to `reset_offsets` (in order): the fixture's
+/// flushed batches are all there (no reset happened) or none is, and the log then starts at
+/// one of the offsets (the last once the run's operation returned).
+fn check_reset(
+    log: &PartitionLog,
+    before: &Batches,
+    run: &Run,
+    reset_offsets: &[i64],
+) -> TestResult {
     let after = stored_batches(log)?;
-    if log.log_start_offset() == RESET_OFFSET {
-        let unexpected = after.values().any(|b| !is_appended_after(b));
+    let reset = after.values().all(|b| is_appended_after(b));
+    if reset {
         let lost = run.must_keep().is_some_and(|(o, _)| !after.contains_key(o));
-        if unexpected || lost {
+        let start = log.log_start_offset();
+        let start_ok = if run.operation_done {
+            reset_offsets.last() == Some(&start)
+        } else {
+            reset_offsets.contains(&start)
+        };
+        if !start_ok || lost {
             return Err(format!("after the reset the log holds {:?}", after.keys()).into());
         }
-        if !log.epoch_entries().is_empty() {
-            return Err("the epoch cache survived the reset".into());
+        check_replicated_epoch(log, &after)?;
+        if log
+            .epoch_entries()
+            .iter()
+            .any(|e| e.epoch != REPLICATED_EPOCH)
+        {
+            return Err(format!(
+                "the epoch cache survived the reset: {:?}",
+                log.epoch_entries()
+            )
+            .into());
         }
         return Ok(());
     }
@@ -304,25 +354,39 @@ fn sweep(
 
 #[test]
 fn a_crash_during_truncation_never_brings_cut_records_back_nor_loses_kept_ones() -> TestResult {
-    let points = sweep(
-        "truncate_to",
-        &|log| log.truncate_to(CUT_OFFSET),
-        &|log, before, run| {
-            let flushed_end = before
-                .values()
-                .map(|b| BatchHeader::parse(b).unwrap().last_offset() + 1)
-                .max()
-                .unwrap_or(0);
-            check_truncation(log, before, flushed_end, run)
-        },
-    )?;
-    println!("truncate_to: {points} crash points, {TEARS_PER_POINT} tears each");
+    // (offset asked, where the cut lands): a batch boundary inside the second of several
+    // segments; the log start (everything goes); inside the last flushed batch (18..=19),
+    // which goes whole.
+    for (offset, cut_offset) in [(12, 12), (0, 0), (19, 18)] {
+        let points = sweep(
+            "truncate_to",
+            &|log| log.truncate_to(offset),
+            &|log, before, run| {
+                let flushed_end = before
+                    .values()
+                    .map(|b| BatchHeader::parse(b).unwrap().last_offset() + 1)
+                    .max()
+                    .unwrap_or(0);
+                check_truncation(log, before, flushed_end, run, cut_offset)
+            },
+        )?;
+        println!("truncate_to({offset}): {points} crash points, {TEARS_PER_POINT} tears each");
+    }
     Ok(())
 }
 
 #[test]
 fn a_crash_during_a_reset_leaves_the_old_log_or_the_new_one() -> TestResult {
-    let points = sweep("reset_to", &|log| log.reset_to(RESET_OFFSET), &check_reset)?;
-    println!("reset_to: {points} crash points, {TEARS_PER_POINT} tears each");
+    // Past the log end (a follower behind its leader's retention); at the first segment's own
+    // base offset (the new segment replaces a file of the same name); and below the first
+    // segment's base offset (the old recovery checkpoint must never name a missing segment).
+    for resets in [&[500][..], &[0], &[700, 600]] {
+        let points = sweep(
+            "reset_to",
+            &|log| resets.iter().try_for_each(|&offset| log.reset_to(offset)),
+            &|log, before, run| check_reset(log, before, run, resets),
+        )?;
+        println!("reset_to {resets:?}: {points} crash points, {TEARS_PER_POINT} tears each");
+    }
     Ok(())
 }

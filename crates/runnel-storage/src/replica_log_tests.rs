@@ -13,9 +13,10 @@ use std::path::Path;
 use crate::batch_header::testing::{build_batch, ProducerFields};
 use crate::batch_header::{set_base_offset, set_partition_leader_epoch, BatchHeader};
 use crate::error::{BatchDefect, StorageError};
-use crate::leader_epoch::EpochEntry;
+use crate::io::Storage;
+use crate::leader_epoch::{EpochEntry, LeaderEpochCache};
 use crate::partition_log::{AppendOutcome, LogConfig, PartitionLog};
-use crate::test_support::TestResult;
+use crate::test_support::{TestError, TestResult};
 
 fn config() -> LogConfig {
     LogConfig {
@@ -100,6 +101,7 @@ fn appends_keep_the_clients_epoch_until_a_leader_epoch_is_set() -> TestResult {
         crate::batch_header::verify_crc(b)?;
     }
     assert_eq!(log.epoch_entries(), entries(&[(3, 2), (5, 5)]));
+    assert_eq!(log.leader_epoch_cache().entries(), log.epoch_entries());
     assert_eq!(log.end_offset_for_epoch(3), (3, 5));
     assert_eq!(log.end_offset_for_epoch(5), (5, 8));
     assert_eq!(log.end_offset_for_epoch(4), (3, 5));
@@ -282,6 +284,34 @@ fn replicated_appends_accept_gaps_and_refuse_offsets_going_back() -> TestResult 
     Ok(())
 }
 
+#[test]
+fn truncation_at_the_log_end_still_drops_an_epoch_started_there() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = leader_log(dir.path())?;
+    // Led epoch 6 without writing: it starts at the log end, 20.
+    log.set_leader_epoch(6)?;
+    assert_eq!(log.epoch_entries(), entries(&[(1, 0), (4, 8), (6, 20)]));
+    log.truncate_to(25)?;
+    assert_eq!(
+        log.epoch_entries(),
+        entries(&[(1, 0), (4, 8), (6, 20)]),
+        "past the end: no epoch starts there"
+    );
+    log.truncate_to(20)?;
+    assert_eq!(log.log_end_offset(), 20, "no record is cut");
+    assert_eq!(log.epoch_entries(), entries(&[(1, 0), (4, 8)]));
+    assert_eq!(log.latest_epoch(), Some(4));
+    assert_eq!(log.end_offset_for_epoch(4), (4, 20));
+    // Read from its file, not by reopening: open fits the cache to the log end itself.
+    let persisted = LeaderEpochCache::read(&Storage::real(), dir.path())?;
+    assert_eq!(
+        persisted.entries(),
+        entries(&[(1, 0), (4, 8)]),
+        "the cut epoch cache is persisted"
+    );
+    Ok(())
+}
+
 /// `(base offset, last offset)` of every batch of the log.
 fn offsets(log: &PartitionLog) -> Vec<(i64, i64)> {
     batches_from(log, log.log_start_offset())
@@ -429,5 +459,234 @@ fn moving_the_log_start_moves_the_first_epoch_start() -> TestResult {
     assert_eq!(log.end_offset_for_epoch(1), (1, 10));
     drop(log);
     assert_eq!(open(dir.path()).epoch_entries(), entries(&[(4, 10)]));
+    Ok(())
+}
+
+/// A step of the random leader/follower workload.
+#[derive(Debug, Clone)]
+enum Step {
+    /// The leader appends a batch of `records` records with `value_bytes`-byte values.
+    Append { records: i32, value_bytes: usize },
+    /// The leader moves to a new epoch.
+    NewEpoch,
+    /// The leader's log is truncated at the batch `pick` chooses (inside it when odd).
+    Truncate { pick: u8 },
+    /// The leader is reopened (and told its epoch again).
+    Reopen,
+    /// The follower catches up: truncates to where it agrees with the leader, then appends
+    /// the rest replicated.
+    Replicate,
+}
+
+fn steps() -> impl proptest::strategy::Strategy<Value = Vec<Step>> {
+    use proptest::prelude::*;
+    let step = prop_oneof![
+        6 => (1i32..4, 0usize..60).prop_map(|(records, value_bytes)| Step::Append { records, value_bytes }),
+        1 => Just(Step::NewEpoch),
+        2 => any::<u8>().prop_map(|pick| Step::Truncate { pick }),
+        1 => Just(Step::Reopen),
+        2 => Just(Step::Replicate),
+    ];
+    proptest::collection::vec(step, 1..50)
+}
+
+/// The epoch cache a log holding exactly `batches` (in order) has when every epoch was
+/// started by its first batch.
+fn epochs_of(batches: &[Vec<u8>]) -> Vec<EpochEntry> {
+    let mut cache = crate::leader_epoch::LeaderEpochCache::new();
+    for b in batches {
+        let h = BatchHeader::parse(b).unwrap();
+        cache.assign(h.partition_leader_epoch, h.base_offset);
+    }
+    cache.entries().to_vec()
+}
+
+/// Runs `steps`, checking the leader against a model after each, and the follower against
+/// the leader after each catch-up.
+fn run_replica_workload(steps: &[Step]) -> Result<(), TestError> {
+    let (leader_dir, follower_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let mut leader = open(leader_dir.path());
+    let follower = open(follower_dir.path());
+    let mut epoch = 0;
+    leader.set_leader_epoch(epoch)?;
+    let mut model: Vec<Vec<u8>> = Vec::new();
+    let mut model_epochs = crate::leader_epoch::LeaderEpochCache::new();
+    model_epochs.assign(epoch, 0);
+    let end_of = |model: &[Vec<u8>]| {
+        model
+            .last()
+            .map_or(0, |b| BatchHeader::parse(b).unwrap().last_offset() + 1)
+    };
+    for step in steps {
+        match step {
+            Step::Append {
+                records,
+                value_bytes,
+            } => {
+                let mut bytes = build_batch(*records, *value_bytes, ProducerFields::NONE);
+                let base = end_of(&model);
+                assert_eq!(
+                    leader.append(&bytes)?,
+                    AppendOutcome::Appended {
+                        base_offset: base,
+                        last_offset: base + i64::from(*records) - 1
+                    }
+                );
+                set_base_offset(&mut bytes, base)?;
+                set_partition_leader_epoch(&mut bytes, epoch)?;
+                model_epochs.assign(epoch, base);
+                model.push(bytes);
+            }
+            Step::NewEpoch => {
+                epoch += 1;
+                leader.set_leader_epoch(epoch)?;
+                model_epochs.assign(epoch, end_of(&model));
+            }
+            Step::Truncate { pick } => {
+                let index = usize::from(*pick / 2) % (model.len() + 1);
+                let (offset, keep) = match model.get(index) {
+                    Some(b) => {
+                        let h = BatchHeader::parse(b)?;
+                        let inside = pick % 2 == 1 && h.last_offset() > h.base_offset;
+                        (h.base_offset + i64::from(inside), index)
+                    }
+                    None => (end_of(&model), model.len()),
+                };
+                leader.truncate_to(offset)?;
+                if offset < end_of(&model) {
+                    model.truncate(keep);
+                    model_epochs.truncate_from_end(end_of(&model));
+                }
+            }
+            Step::Reopen => {
+                drop(leader);
+                leader = open(leader_dir.path());
+                leader.set_leader_epoch(epoch)?;
+                model_epochs.assign(epoch, end_of(&model));
+            }
+            Step::Replicate => {
+                let theirs = batches_from(&follower, 0);
+                let agreed = theirs
+                    .iter()
+                    .zip(&model)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                let agreed_end = end_of(&model[..agreed]);
+                follower.truncate_to(agreed_end)?;
+                if let Some(rest) = model.get(agreed..).filter(|r| !r.is_empty()) {
+                    follower.append_replicated(&rest.concat())?;
+                }
+                if batches_from(&follower, 0) != model {
+                    return Err("the follower's log differs from the leader's".into());
+                }
+                if follower.epoch_entries() != epochs_of(&model) {
+                    return Err(format!(
+                        "follower epochs {:?}, batches say {:?}",
+                        follower.epoch_entries(),
+                        epochs_of(&model)
+                    )
+                    .into());
+                }
+            }
+        }
+        if batches_from(&leader, 0) != model {
+            return Err(format!("after {step:?} the leader's log differs from the model").into());
+        }
+        if leader.epoch_entries() != model_epochs.entries() {
+            return Err(format!(
+                "after {step:?} leader epochs {:?}, model {:?}",
+                leader.epoch_entries(),
+                model_epochs.entries()
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 16, ..proptest::prelude::ProptestConfig::default() })]
+
+    /// Random appends, epochs, truncations and reopens of a leader, with a follower catching up
+    /// by truncation and replicated appends: the leader matches a model, the follower matches
+    /// the leader byte for byte, and its epoch cache is what the batches say.
+    #[test]
+    fn a_follower_converges_on_its_leader(steps in steps()) {
+        if let Err(error) = run_replica_workload(&steps) {
+            proptest::prop_assert!(false, "{}", error);
+        }
+    }
+}
+
+#[test]
+fn truncating_at_a_log_start_inside_a_batch_keeps_the_end_at_the_start() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = leader_log(dir.path())?;
+    // Batch 8..=10 straddles the new start.
+    assert_eq!(log.delete_records(9, 20)?, 9);
+    log.truncate_to(9)?;
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (9, 9));
+    assert_eq!(log.read(9, 1 << 20, i64::MAX)?.len(), 0);
+    let outcome = log.append(&batch(1))?;
+    assert_eq!(
+        outcome,
+        AppendOutcome::Appended {
+            base_offset: 9,
+            last_offset: 9
+        }
+    );
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (9, 10));
+    assert_eq!(offsets(&log), vec![(9, 9)]);
+    Ok(())
+}
+
+#[test]
+fn the_cleaner_stays_below_the_checkpointed_high_watermark() -> TestResult {
+    use crate::test_support::{new_batch, TestReader};
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path());
+    // The same key over and over, across several segments.
+    for n in 0..30 {
+        let value = format!("value-{n:04}");
+        log.append(&new_batch(&[(1_000 + n, Some("key"), Some(&value))]))?;
+    }
+    log.flush(i64::MAX)?;
+    assert!(log.segment_count() > 2);
+    let policy = crate::CompactionPolicy {
+        min_cleanable_dirty_ratio: 0.0,
+        ..crate::CompactionPolicy::default()
+    };
+    log.write_high_watermark(0)?;
+    assert_eq!(
+        log.clean(&policy, &TestReader, 1_000_000)?,
+        None,
+        "nothing below 0"
+    );
+    assert_eq!(
+        log.size_bytes(),
+        batches_from(&log, 0).concat().len() as u64
+    );
+    // Reopened, the bound is the checkpoint's.
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.clean(&policy, &TestReader, 1_000_000)?, None);
+    log.write_high_watermark(log.log_end_offset())?;
+    let stats = log
+        .clean(&policy, &TestReader, 1_000_000)?
+        .expect("cleaned");
+    assert!(stats.records_removed > 0);
+    // A truncation lowers the bound to the cut again.
+    log.truncate_to(log.log_end_offset() - 1)?;
+    for n in 30..60 {
+        let value = format!("value-{n:04}");
+        log.append(&new_batch(&[(1_000 + n, Some("key"), Some(&value))]))?;
+    }
+    let before = log.size_bytes();
+    if let Some(stats) = log.clean(&policy, &TestReader, 1_000_000)? {
+        assert_eq!(stats.records_removed, 0, "nothing past the cut is cleaned");
+    }
+    assert_eq!(log.size_bytes(), before);
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! The crash sweep on the simulated disk (`crate::io::SimDisk`): a seeded workload of appends
-//! (some from an idempotent producer), flushes, rolls, retention, DeleteRecords, cleaning,
+//! (some from an idempotent producer), flushes (each checkpointing a lagging high watermark),
+//! rolls, retention, DeleteRecords, cleaning, follower truncations (above the high watermark),
 //! closes and clean reopens runs until the disk loses power at a chosen operation; the crash
 //! keeps only what was fsynced plus a seeded, possibly torn, prefix of the rest; the log is
 //! reopened through recovery and checked:
 //!
 //! - every offset the log reported flushed (`flushed_offset`, what acks=-1 answers on) reads
 //!   back with the record that was written there, unless below the log start offset that
-//!   DeleteRecords or retention asked for, or compacted away by a later record of its key;
+//!   DeleteRecords or retention asked for, cut by a truncation that was asked for, or
+//!   compacted away by a later record of its key (which no truncation may then cut);
 //! - every batch served is intact (CRC) and holds exactly what was written at its offsets:
 //!   nothing torn, nothing from a different write;
 //! - the log takes and flushes appends again.
@@ -70,19 +72,24 @@ impl Rng {
 
 #[derive(Debug, Clone, Copy)]
 enum Step {
-    Append { records: u64, idempotent: bool },
+    Append {
+        records: u64,
+        idempotent: bool,
+    },
     Flush,
     Retention,
     DeleteRecords,
     Clean,
     Close,
     Reopen,
+    /// A follower's truncation, two thirds of the way from the log start to its end.
+    Truncate,
 }
 
 fn workload(seed: u64) -> Vec<Step> {
     let mut rng = Rng(SplitMix64(seed));
     (0..WORKLOAD_STEPS)
-        .map(|_| match rng.below(20) {
+        .map(|_| match rng.below(21) {
             0..=8 => Step::Append {
                 records: 1 + rng.below(4),
                 idempotent: rng.below(3) == 0,
@@ -92,7 +99,8 @@ fn workload(seed: u64) -> Vec<Step> {
             14 => Step::DeleteRecords,
             15 | 16 => Step::Clean,
             17 => Step::Close,
-            _ => Step::Reopen,
+            18 | 19 => Step::Reopen,
+            _ => Step::Truncate,
         })
         .collect()
 }
@@ -112,11 +120,17 @@ struct Model {
     generated: u64,
     /// The idempotent producer's next sequence number.
     next_sequence: i32,
+    /// The high watermark last checkpointed: a truncation never goes below it.
+    high_watermark: i64,
+    /// A truncation ran: appends are no longer idempotent (which sequence the rebuilt producer
+    /// state expects depends on what the cleaner kept; the producer rules have their own tests).
+    truncated: bool,
     /// What the maintenance steps did: segments cleaned, deleted by retention, and
     /// DeleteRecords calls that moved the log start; rolls (segments created).
     segments_cleaned: usize,
     segments_expired: usize,
     starts_moved: usize,
+    truncations: usize,
 }
 
 const PRODUCER_ID: i64 = 7;
@@ -168,6 +182,7 @@ fn run_step(
             records,
             idempotent,
         } => {
+            let idempotent = idempotent && !model.truncated;
             let (batch, contents) = make_batch(model, records, idempotent);
             model.generated += records;
             // A failed append may still reach the disk: its records may be served later, at
@@ -186,7 +201,14 @@ fn run_step(
                 model.next_sequence += records as i32;
             }
         }
-        Step::Flush => log.flush(log.log_end_offset())?,
+        Step::Flush => {
+            log.flush(log.log_end_offset())?;
+            // A high watermark lagging the flushed offset, as a follower's does: truncations
+            // stay above it and the cleaner below it.
+            let start = log.log_start_offset();
+            model.high_watermark = start + (log.flushed_offset() - start) / 2;
+            log.write_high_watermark(model.high_watermark)?;
+        }
         Step::Retention => {
             let last_base = log
                 .segments_snapshot()
@@ -219,6 +241,30 @@ fn run_step(
                 model.segments_cleaned += stats.segments;
             }
         }
+        Step::Truncate => {
+            let start = log.log_start_offset();
+            let target = (start + (log.log_end_offset() - start) * 2 / 3).max(model.high_watermark);
+            if target >= log.log_end_offset() {
+                return Ok(());
+            }
+            // Where the cut lands: the start of the batch holding the target, or the log start.
+            let bytes = log.read(target, 1, i64::MAX)?;
+            let cut = BatchHeader::parse(&bytes)?.base_offset.max(start);
+            model.truncated = true;
+            // Records from the cut on are no longer promised, whether or not the truncation
+            // finishes before the crash (the next open finishes it if its marker is durable).
+            model.durable_end = model.durable_end.min(cut);
+            log.truncate_to(target)?;
+            if log.log_end_offset() != cut {
+                return Err(format!(
+                    "truncate_to({target}) ended the log at {}, not {cut}",
+                    log.log_end_offset()
+                )
+                .into());
+            }
+            model.records.retain(|at, _| *at < cut);
+            model.truncations += 1;
+        }
         Step::Close => log.close()?,
         Step::Reopen => {
             log.close()?;
@@ -242,7 +288,11 @@ fn run_until_crash(disk: &Arc<SimDisk>, dir: &Path, seed: u64, crash_point: Opti
     for step in workload(seed) {
         let result = run_step(step, &mut log, &storage, dir, &mut model);
         // Read even after a failure: a concurrent acks=-1 waiter would be answered from it.
-        model.durable_end = model.durable_end.max(log.flushed_offset());
+        // Not after a failed truncation: what it was cutting is no longer promised (the
+        // flushed offset comes down only once the cut is made).
+        if !(matches!(step, Step::Truncate) && result.is_err()) {
+            model.durable_end = model.durable_end.max(log.flushed_offset());
+        }
         model.start_bound = model.start_bound.max(log.log_start_offset());
         if let Err(error) = result {
             if std::env::var("RUNNEL_CRASH_DEBUG").is_ok() {
@@ -348,7 +398,7 @@ fn no_flushed_offset_is_lost_at_any_crash_point() -> TestResult {
     let base = base_seed();
     let seeds = seed_count();
     let mut crash_points = 0u64;
-    let (mut cleaned, mut expired, mut moved) = (0, 0, 0);
+    let (mut cleaned, mut expired, mut moved, mut truncated) = (0, 0, 0, 0);
     for seed in base..base + seeds {
         let disk = SimDisk::new(Path::new("/data"));
         let model = run_until_crash(&disk, &Path::new("/data").join("topic-0"), seed, None);
@@ -359,6 +409,7 @@ fn no_flushed_offset_is_lost_at_any_crash_point() -> TestResult {
         cleaned += model.segments_cleaned;
         expired += model.segments_expired;
         moved += model.starts_moved;
+        truncated += model.truncations;
         let operations = disk.operations();
         for crash_point in 0..=operations {
             let tear_seed = seed.wrapping_mul(1_000_003).wrapping_add(crash_point);
@@ -374,12 +425,14 @@ fn no_flushed_offset_is_lost_at_any_crash_point() -> TestResult {
     println!(
         "crash sweep: {seeds} seeds from RUNNEL_SEED={base}, {crash_points} crash points, all \
          recovered every flushed offset (uncrashed workloads: {cleaned} segments cleaned, \
-         {expired} deleted by retention, {moved} DeleteRecords that moved the log start)"
+         {expired} deleted by retention, {moved} DeleteRecords that moved the log start, \
+         {truncated} truncations)"
     );
     // A sweep whose workloads stopped exercising maintenance would prove less than it says.
     assert!(
-        cleaned > 0 && expired > 0 && moved > 0,
-        "the workloads never cleaned ({cleaned}), expired ({expired}) or deleted records ({moved})"
+        cleaned > 0 && expired > 0 && moved > 0 && truncated > 0,
+        "the workloads never cleaned ({cleaned}), expired ({expired}), deleted records ({moved}) \
+         or truncated ({truncated})"
     );
     Ok(())
 }

@@ -54,8 +54,10 @@ struct Leadership {
     leader_epoch: i32,
     partition: PartitionState,
     min_insync: usize,
-    /// Built on first use with the log open ([`Replica::leader_state`]).
+    /// Built on first use with the log open ([`leader_state`]).
     state: Option<LeaderState>,
+    /// The HW this node knew when it became leader (a follower's, from its leader).
+    inherited_high_watermark: i64,
 }
 
 /// One local partition's replication state.
@@ -96,8 +98,8 @@ impl Replica {
 }
 
 /// The leader state of `leadership`, built now if this is its first use: the log's epoch
-/// cache gets the epoch at the current LEO (fsynced), the HW comes from the checkpoint, never
-/// above what this node holds durably.
+/// cache gets the epoch at the current LEO (fsynced), the HW is the larger of the checkpoint
+/// and what this node knew as a follower, never above what it holds durably.
 fn leader_state<'a>(
     node: BrokerId,
     leadership: &'a mut Leadership,
@@ -110,6 +112,7 @@ fn leader_state<'a>(
         let high_watermark = log
             .read_high_watermark()
             .unwrap_or(0)
+            .max(leadership.inherited_high_watermark)
             .clamp(log.log_start_offset().min(durable), durable);
         leadership.state = Some(LeaderState::new(
             node,
@@ -368,13 +371,14 @@ impl ReplicaManager {
                     Role::Follower { high_watermark, .. } => *high_watermark,
                 };
                 *current = if leads {
-                    tracing::info!(topic = %replica.topic, partition = replica.index,
+                    tracing::debug!(topic = %replica.topic, partition = replica.index,
                         leader_epoch = state.leader_epoch, "leading");
                     Role::Leader(Leadership {
                         leader_epoch: state.leader_epoch,
                         partition: state.clone(),
                         min_insync,
                         state: None,
+                        inherited_high_watermark: high_watermark,
                     })
                 } else {
                     Role::Follower {

@@ -111,8 +111,10 @@ impl PartitionLog {
     /// Compacts the closed segments if `policy` says they are due (see the `cleaner` module):
     /// keeps the last record per key with its offset, drops expired tombstones, swaps each
     /// rewritten segment in atomically. The dirty records whose keys fit in
-    /// `policy.dedupe_buffer_bytes` are cleaned now, the rest at the next call (Kafka's rule). Appends and reads go on meanwhile; the writer lock is
-    /// taken only for each swap. `None` when nothing was due.
+    /// `policy.dedupe_buffer_bytes` are cleaned now, the rest at the next call (Kafka's rule).
+    /// Only segments wholly below the last checkpointed high watermark are cleaned (see
+    /// [`PartitionLog::write_high_watermark`]). Appends and reads go on meanwhile; the writer
+    /// lock is taken only for each swap. `None` when nothing was due.
     ///
     /// Errors: `Io`, `CorruptSegment`, `UnreadableRecords` (the log is left as it was, or
     /// with some segments cleaned: both are valid logs).
@@ -141,7 +143,14 @@ impl PartitionLog {
     ) -> Result<Option<CleanStats>, StorageError> {
         let first_dirty = self.first_dirty_offset.load(Ordering::Acquire);
         let mut segments = self.segments_snapshot();
-        segments.truncate(self.sealed_count(&segments));
+        // Only below the high watermark: a replica may truncate what is above it, and a record
+        // compacted away for a later one of its key must never lose that later one to a cut.
+        let bound = self.clean_bound_offset.load(Ordering::Acquire);
+        let below_bound = segments
+            .iter()
+            .take_while(|s| s.next_offset() <= bound)
+            .count();
+        segments.truncate(self.sealed_count(&segments).min(below_bound));
         let tombstones_expired = now_ms
             .saturating_sub(self.kept_tombstone_ms.load(Ordering::Acquire))
             > policy.delete_retention_ms;

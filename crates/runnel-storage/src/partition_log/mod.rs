@@ -1,7 +1,9 @@
 //! `PartitionLog`: one partition's log as a list of segments with a log start offset, a log end
 //! offset and a flushed offset. It assigns offsets, enforces idempotent-producer rules, rolls
-//! segments, serves reads and group-commits fsyncs. It is synchronous and knows nothing of
-//! Kafka requests, sockets or the high watermark (`read` takes the bound from the caller).
+//! segments, serves reads and group-commits fsyncs; for replication it keeps the leader-epoch
+//! cache, appends a leader's batches as they are and truncates. It is synchronous and knows
+//! nothing of Kafka requests, sockets or who leads; the high watermark is the caller's (`read`
+//! takes the bound from it; the log only stores its checkpoint file).
 //!
 //! A roll fsyncs only the sealed segment's data, then starts the new segment. The rest of its
 //! durability work (the sealed time index, the producer snapshot and the recovery checkpoint at
@@ -9,15 +11,18 @@
 //! for acks=all, the periodic flush otherwise); only then do retention and the cleaner treat
 //! the sealed segment as closed. So appends wait for one fsync at a roll, not five.
 //!
-//! Locking, in acquisition order: `writer` (one append, roll or close at a time) then
-//! `flush_lock` then `pending_roll` then `segments` (held only to push or clone `Arc`s). Readers
+//! Locking, in acquisition order: `cleaner_lock` (one clean, truncation or reset at a time),
+//! then `writer` (one append, roll or close at a time) then `flush_lock` then `pending_roll`
+//! then `segments` (held only to push or clone `Arc`s); `leader_epochs` is taken last and
+//! alone, briefly, by whoever updates or reads the epoch cache. Readers
 //! take only a brief `segments` read lock and the per-index lock for a binary search; they
 //! never wait for a write or an fsync in progress.
 //!
 //! The work is split by job, one `impl PartitionLog` block per file: `append` (offset
 //! assignment, producer checks, rolls), `flush` (group commit, directory durability, the failed
-//! state), `read` (reads and lookups by timestamp) and `maintenance` (retention, DeleteRecords,
-//! compaction, producer expiry). This file holds the struct, its settings and result types,
+//! state), `read` (reads and lookups by timestamp), `maintenance` (retention, DeleteRecords,
+//! compaction, producer expiry) and `truncate` (a replica's truncation and reset, and the
+//! high-watermark checkpoint). This file holds the struct, its settings and result types,
 //! open and close, and the accessors.
 
 mod append;
@@ -165,6 +170,11 @@ pub struct PartitionLog {
     /// appends it describes are published: a reader never sees an epoch end past records of a
     /// newer one.
     leader_epochs: RwLock<LeaderEpochCache>,
+    /// The last checkpointed high watermark (`i64::MAX` when none is known): the cleaner
+    /// compacts only segments wholly below it, since a replica may truncate what is above, and
+    /// a record compacted away because a later one of its key existed must not lose that later
+    /// one to a truncation.
+    clean_bound_offset: AtomicI64,
     /// One cleaner at a time per log.
     cleaner_lock: Mutex<()>,
     /// Offsets from here on have not been compacted since this log was opened.
@@ -274,6 +284,8 @@ impl PartitionLog {
         }
         let leader_epochs =
             open_leader_epochs(&storage, dir, log_start_offset, recovered.log_end_offset)?;
+        let clean_bound_offset =
+            crate::checkpoint::read_high_watermark(&storage, dir).unwrap_or(i64::MAX);
         let log = PartitionLog {
             dir: dir.to_path_buf(),
             storage,
@@ -294,6 +306,7 @@ impl PartitionLog {
             flushed_offset: AtomicI64::new(recovered.log_end_offset),
             truncations: AtomicU64::new(0),
             leader_epochs: RwLock::new(leader_epochs),
+            clean_bound_offset: AtomicI64::new(clean_bound_offset),
             cleaner_lock: Mutex::new(()),
             first_dirty_offset: AtomicI64::new(log_start_offset),
             kept_tombstone_ms: AtomicI64::new(i64::MAX),
@@ -374,6 +387,14 @@ impl PartitionLog {
         let cache = self.read_leader_epochs();
         // Read under the cache lock: appends update the cache before publishing the log end.
         cache.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// A copy of the leader-epoch cache (a few entries), for code that works on a
+    /// `LeaderEpochCache` (the replication state machine). The cache is updated before the
+    /// appends it describes are published, so pairing it with a `log_end_offset` read before
+    /// or after never reports an epoch ending past records of a newer one.
+    pub fn leader_epoch_cache(&self) -> LeaderEpochCache {
+        self.read_leader_epochs().clone()
     }
 
     /// The leader-epoch cache's entries, oldest epoch first.

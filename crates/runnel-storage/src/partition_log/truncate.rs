@@ -31,7 +31,8 @@ impl PartitionLog {
     /// holding `offset` is cut (file and indexes), producer state is rebuilt as of the cut, the
     /// epoch cache drops the epochs starting at or after it, and the log end offset (and the
     /// flushed offset, if higher) becomes the cut. Durable before it returns, whether or not
-    /// the records were flushed. A no-op when `offset` is at or past the log end.
+    /// the records were flushed. When `offset` is at or past the log end no record goes, but
+    /// the epoch cache still drops the epochs starting at or after `offset` (persisted).
     ///
     /// `offset` should be a batch boundary (replicas truncate to their own epoch ends and
     /// high watermarks, which are). Inside a batch, the whole batch goes: a batch cannot be
@@ -44,7 +45,11 @@ impl PartitionLog {
         let mut writer = lock(&self.writer);
         self.check_healthy()?;
         if offset >= self.log_end_offset() {
-            return Ok(());
+            // No record to cut, but an epoch this replica led without writing starts at the
+            // log end: kept, it would answer OffsetsForLeaderEpoch for an epoch the leader's
+            // log does not have, and the follower would never find where it diverged (Kafka's
+            // UnifiedLog.truncateTo does the same).
+            return self.update_leader_epochs(|epochs| epochs.truncate_from_end(offset));
         }
         if offset < self.log_start_offset() {
             return Err(StorageError::OffsetOutOfRange {
@@ -81,11 +86,16 @@ impl PartitionLog {
 
     /// Persists `high_watermark` as this partition's high-watermark checkpoint (file
     /// `high-watermark`), atomically and durably. Storage does not check it against the log:
-    /// the caller owns the high watermark.
+    /// the caller owns the high watermark. From then on the cleaner compacts only segments
+    /// wholly below it (records above it may still be truncated; see `clean`); a log whose
+    /// high watermark was never checkpointed is compacted up to its active segment.
     ///
     /// Errors: `Io`.
     pub fn write_high_watermark(&self, high_watermark: i64) -> Result<(), StorageError> {
-        write_high_watermark(&self.storage, &self.dir, high_watermark)
+        write_high_watermark(&self.storage, &self.dir, high_watermark)?;
+        self.clean_bound_offset
+            .store(high_watermark, Ordering::Release);
+        Ok(())
     }
 
     /// The last checkpointed high watermark, or `None` if there is none or it is unreadable.
@@ -133,10 +143,16 @@ impl PartitionLog {
             return PendingTruncation::remove(&self.storage, &self.dir);
         };
         let (position, cut_offset) = match containing.find_batch(offset, containing.size_bytes())? {
-            Some((position, header)) => (position, header.base_offset.min(offset)),
+            // A batch straddling the log start (DeleteRecords may move it inside one) goes
+            // whole too; what it held below the start was deleted already, so the log end
+            // stays at the start.
+            Some((position, header)) => (
+                position,
+                header.base_offset.min(offset).max(self.log_start_offset()),
+            ),
             None => (containing.size_bytes(), offset),
         };
-        if cut_offset < offset {
+        if position < containing.size_bytes() && cut_offset < offset {
             tracing::warn!(dir = %self.dir.display(), offset, cut_offset,
                 "truncation inside a batch: the whole batch is cut");
         }
@@ -165,6 +181,9 @@ impl PartitionLog {
             .fetch_min(containing.base_offset(), Ordering::AcqRel);
         self.first_dirty_offset
             .fetch_min(cut_offset, Ordering::AcqRel);
+        // Records appended after the cut may be cut again until a high watermark covers them.
+        self.clean_bound_offset
+            .fetch_min(cut_offset, Ordering::AcqRel);
         let kept = self.segments_snapshot();
         let mut producers = rebuild_producer_state(&self.storage, &self.dir, &kept, cut_offset)?;
         producers.set_expiration_ms(self.config().producer_id_expiration_ms);
@@ -183,16 +202,10 @@ impl PartitionLog {
         self.truncations.fetch_add(1, Ordering::AcqRel);
         PendingTruncation::ResetTo(offset).write(&self.storage, &self.dir)?;
         let old: Vec<Arc<LogSegment>> = self.segments_snapshot();
-        // Trust nothing from here on: a checkpoint naming the first segment at its start stays
-        // valid whichever segments go (one before the first remaining segment is ignored).
-        if let Some(first) = old.first() {
-            RecoveryCheckpoint {
-                recovery_point_offset: first.base_offset(),
-                segment_base_offset: first.base_offset(),
-                position_bytes: 0,
-            }
-            .write(&self.storage, &self.dir)?;
-        }
+        // No checkpoint until the new one: whichever segments go, and wherever the new segment
+        // lands (below the old first one, even), none can name a missing segment. Recovery
+        // meanwhile verifies everything, which is safe.
+        RecoveryCheckpoint::remove(&self.storage, &self.dir)?;
         for segment in old.iter().rev() {
             segment.delete_files()?;
         }
@@ -230,6 +243,7 @@ impl PartitionLog {
         self.flushed_offset.store(offset, Ordering::Release);
         self.sealed_offset.store(offset, Ordering::Release);
         self.first_dirty_offset.store(offset, Ordering::Release);
+        self.clean_bound_offset.store(offset, Ordering::Release);
         self.update_leader_epochs(|epochs| {
             let emptied = !epochs.entries().is_empty();
             *epochs = LeaderEpochCache::new();

@@ -1,17 +1,22 @@
-//! The simulated controller: the real metadata image and the real election functions
-//! (`controller::elections`), plus a minimal AlterPartition that follows docs/replication.md
-//! ("Controller"): applied only if the sender leads at the same leader and partition epochs,
-//! the new ISR holds the leader, lies within the replicas, and adds only unfenced brokers.
-//! Every decision is a committed batch in `log`, which nodes apply to their own images later.
+//! The simulated controller: the real metadata image, the real election functions
+//! (`controller::elections`, clean elections only) and the real AlterPartition decision
+//! (`controller::alter_partition`). Every decision is a committed batch in `log`, which nodes
+//! apply to their own images later. What it adds is the schedule (when a broker is fenced,
+//! unfenced, registers) and one rule of its own: see [`ControllerModel::register`].
 
 use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use crate::controller::elections::{elect_returning, fence};
+use crate::controller::alter_partition::{self, decide_isr_change};
+use crate::controller::elections::{elect_leaderless, fence};
 use crate::metadata::records::{BrokerId, MetadataBatch, MetadataRecord, PartitionState};
+use crate::metadata::requests::AlterPartitionError;
 use crate::metadata::MetadataImage;
 use crate::replication::state::IsrChange;
+
+/// `unclean.leader.election.enable`: off (the simulator checks the clean protocol).
+const UNCLEAN: bool = false;
 
 /// The one simulated topic.
 pub(super) const TOPIC: &str = "t";
@@ -93,7 +98,7 @@ impl ControllerModel {
 
     /// The broker missed its heartbeats (or its process died): fence it.
     pub(super) fn fence(&mut self, broker: BrokerId) {
-        let records = fence(&self.image, broker);
+        let records = fence(&self.image, broker, UNCLEAN);
         self.commit(records);
     }
 
@@ -101,7 +106,7 @@ impl ControllerModel {
     /// a partition waits for it.
     pub(super) fn unfence(&mut self, broker: BrokerId) {
         self.commit(vec![MetadataRecord::UnfenceBroker { broker_id: broker }]);
-        let elections = elect_returning(&self.image, broker);
+        let elections = elect_leaderless(&self.image, UNCLEAN);
         self.commit(elections);
     }
 
@@ -118,37 +123,36 @@ impl ControllerModel {
             endpoints: Vec::new(),
             rack: None,
         }]);
-        let elections = elect_returning(&self.image, broker);
+        let elections = elect_leaderless(&self.image, UNCLEAN);
         self.commit(elections);
     }
 
     pub(super) fn alter_partition(&mut self, from: BrokerId, change: &IsrChange) -> AlterOutcome {
-        let Some(state) = self.partition().cloned() else {
-            return AlterOutcome::Refused;
-        };
-        if state.leader != from
-            || state.leader_epoch != change.leader_epoch
-            || state.partition_epoch != change.partition_epoch
-        {
-            return AlterOutcome::Stale;
-        }
-        let valid = change.isr.contains(&from)
-            && change.isr.iter().all(|m| state.replicas.contains(m))
-            && change
-                .isr
-                .iter()
-                .all(|m| state.isr.contains(m) || self.image.is_unfenced(*m));
-        if !valid {
-            return AlterOutcome::Refused;
-        }
-        let mut next = state;
-        next.isr = change.isr.clone();
-        next.partition_epoch = next.partition_epoch.saturating_add(1);
-        self.commit(vec![MetadataRecord::ChangePartition {
+        let request = alter_partition::IsrChange {
+            broker_id: from,
             topic_id: self.topic_id,
             partition: 0,
-            state: next,
-        }]);
-        AlterOutcome::Committed
+            leader_epoch: change.leader_epoch,
+            partition_epoch: change.partition_epoch,
+            isr: &change.isr,
+        };
+        match decide_isr_change(&self.image, &request) {
+            Ok(state) => {
+                if self.partition() != Some(&state) {
+                    self.commit(vec![MetadataRecord::ChangePartition {
+                        topic_id: self.topic_id,
+                        partition: 0,
+                        state,
+                    }]);
+                }
+                AlterOutcome::Committed
+            }
+            Err(
+                AlterPartitionError::FencedLeaderEpoch { .. }
+                | AlterPartitionError::NotLeader { .. }
+                | AlterPartitionError::InvalidUpdateVersion { .. },
+            ) => AlterOutcome::Stale,
+            Err(_) => AlterOutcome::Refused,
+        }
     }
 }
