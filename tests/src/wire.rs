@@ -27,6 +27,8 @@ pub mod api_key {
     pub const INIT_PRODUCER_ID: i16 = 22;
     /// DescribeConfigs.
     pub const DESCRIBE_CONFIGS: i16 = 32;
+    /// DescribeLogDirs.
+    pub const DESCRIBE_LOG_DIRS: i16 = 35;
     /// IncrementalAlterConfigs.
     pub const INCREMENTAL_ALTER_CONFIGS: i16 = 44;
 }
@@ -155,6 +157,21 @@ impl RawConnection {
             got == correlation_id,
             "response correlation id {got}, expected {correlation_id}"
         );
+        Ok(reader.rest().to_vec())
+    }
+
+    /// Sends a flexible-version request (header v2) and reads its response body, after the
+    /// response header's tagged fields.
+    pub fn flexible_round_trip(
+        &mut self,
+        api_key: i16,
+        api_version: i16,
+        body: &[u8],
+    ) -> Result<Vec<u8>> {
+        let correlation_id = self.send_flexible_request(api_key, api_version, body)?;
+        let response = self.read_response(correlation_id)?;
+        let mut reader = Reader::new(&response);
+        reader.skip_tagged_fields()?;
         Ok(reader.rest().to_vec())
     }
 
@@ -308,6 +325,99 @@ pub fn parse_elect_leaders_v1(body: &[u8]) -> Result<(i16, Vec<ElectionResult>)>
         }
     }
     Ok((error_code, results))
+}
+
+/// DescribeLogDirs v4 body (flexible): `topics` as (topic, partition indexes); `None` asks
+/// for every partition.
+pub fn describe_log_dirs_v4(topics: Option<&[(&str, &[i32])]>) -> Vec<u8> {
+    let mut body = Vec::new();
+    match topics {
+        None => put_uvarint(&mut body, 0),
+        Some(topics) => {
+            put_uvarint(&mut body, topics.len() as u64 + 1);
+            for (topic, indexes) in topics {
+                put_compact_string(&mut body, topic);
+                put_uvarint(&mut body, indexes.len() as u64 + 1);
+                for index in *indexes {
+                    put_i32(&mut body, *index);
+                }
+                put_uvarint(&mut body, 0); // no tagged fields
+            }
+        }
+    }
+    put_uvarint(&mut body, 0); // no tagged fields
+    body
+}
+
+/// One log directory of a DescribeLogDirs response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDirDescription {
+    /// Error code (0: online).
+    pub error_code: i16,
+    /// The directory's path.
+    pub log_dir: String,
+    /// Its partitions as (topic, partition index) → replica.
+    pub replicas: std::collections::BTreeMap<(String, i32), LogDirReplica>,
+    /// Bytes of the volume holding it (-1: unknown).
+    pub total_bytes: i64,
+    /// Bytes an unprivileged writer may still allocate there (-1: unknown).
+    pub usable_bytes: i64,
+}
+
+/// One partition of a log directory in a DescribeLogDirs response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDirReplica {
+    /// Size of the partition's log in bytes.
+    pub size: i64,
+    /// How far a future replica lags behind the current one (0 for a current replica).
+    pub offset_lag: i64,
+    /// Whether this is a future replica (a log being moved between directories).
+    pub is_future: bool,
+}
+
+/// Parses a DescribeLogDirs v4 response body (as [`RawConnection::flexible_round_trip`]
+/// returns it): the top-level error code and every log directory.
+pub fn parse_describe_log_dirs_v4(body: &[u8]) -> Result<(i16, Vec<LogDirDescription>)> {
+    let mut reader = Reader::new(body);
+    let _throttle_time_ms = reader.i32()?;
+    let error_code = reader.i16()?;
+    let mut log_dirs = Vec::new();
+    for _ in 0..reader.compact_array_len()? {
+        let dir_error_code = reader.i16()?;
+        let log_dir = reader.compact_string()?;
+        let mut replicas = std::collections::BTreeMap::new();
+        for _ in 0..reader.compact_array_len()? {
+            let topic = reader.compact_string()?;
+            for _ in 0..reader.compact_array_len()? {
+                let partition = reader.i32()?;
+                let replica = LogDirReplica {
+                    size: reader.i64()?,
+                    offset_lag: reader.i64()?,
+                    is_future: reader.bool()?,
+                };
+                reader.skip_tagged_fields()?;
+                replicas.insert((topic.clone(), partition), replica);
+            }
+            reader.skip_tagged_fields()?;
+        }
+        let total_bytes = reader.i64()?;
+        let usable_bytes = reader.i64()?;
+        reader.skip_tagged_fields()?;
+        log_dirs.push(LogDirDescription {
+            error_code: dir_error_code,
+            log_dir,
+            replicas,
+            total_bytes,
+            usable_bytes,
+        });
+    }
+    reader.skip_tagged_fields()?;
+    ensure!(
+        reader.rest().is_empty(),
+        "{} bytes after the response",
+        reader.rest().len()
+    );
+    Ok((error_code, log_dirs))
 }
 
 /// Produce v3 body with one batch for one partition.
@@ -535,6 +645,21 @@ pub fn put_string(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
+/// Appends an unsigned varint (flexible versions' lengths and tag counts).
+pub fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Appends a compact (flexible-version) string: uvarint length + 1, bytes.
+pub fn put_compact_string(buf: &mut Vec<u8>, s: &str) {
+    put_uvarint(buf, s.len() as u64 + 1);
+    buf.extend_from_slice(s.as_bytes());
+}
+
 /// Appends a zigzag varint (as used inside record batches).
 pub fn put_varint(buf: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
@@ -617,6 +742,51 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         self.string().map(Some)
+    }
+
+    /// Reads an unsigned varint.
+    pub fn uvarint(&mut self) -> Result<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let [byte] = self.take::<1>()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("unsigned varint longer than 64 bits".into())
+    }
+
+    /// Reads a compact (flexible-version) non-null string.
+    pub fn compact_string(&mut self) -> Result<String> {
+        let len = self.uvarint()?;
+        ensure!(len > 0, "null compact string where a string was expected");
+        let len = usize::try_from(len - 1)?;
+        let slice = self
+            .bytes
+            .get(self.position..self.position + len)
+            .ok_or("compact string runs past the end")?;
+        self.position += len;
+        Ok(String::from_utf8(slice.to_vec())?)
+    }
+
+    /// Reads a compact (flexible-version) array's length; null reads as empty.
+    pub fn compact_array_len(&mut self) -> Result<usize> {
+        Ok(usize::try_from(self.uvarint()?.saturating_sub(1))?)
+    }
+
+    /// Skips a tagged-fields section.
+    pub fn skip_tagged_fields(&mut self) -> Result<()> {
+        for _ in 0..self.uvarint()? {
+            let _tag = self.uvarint()?;
+            let size = usize::try_from(self.uvarint()?)?;
+            ensure!(
+                self.position + size <= self.bytes.len(),
+                "tagged field runs past the end"
+            );
+            self.position += size;
+        }
+        Ok(())
     }
 
     /// The bytes not read yet.

@@ -159,3 +159,98 @@ fn volume_bytes(dir: &Path) -> (i64, i64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+    use kafka_protocol::error::ResponseError;
+
+    use super::*;
+    use crate::broker::testing;
+    use crate::partition_dir::partition_dir;
+
+    fn context() -> RequestContext {
+        RequestContext {
+            api_version: 4,
+            client_id: None,
+            client_host: Arc::from("/127.0.0.1"),
+            listener: Arc::from("PLAINTEXT"),
+        }
+    }
+
+    /// Node 0 on `data_dir`, holding partitions `local` of topic `t` (whose log directories in
+    /// `offline` are plain files, so those logs fail to open); partition `local.len()` lives on
+    /// node 1.
+    async fn broker(data_dir: &Path, local: i32, offline: &[i32]) -> Broker {
+        let mut partitions: Vec<_> = (0..local).map(|_| testing::partition(&[0], 0)).collect();
+        partitions.push(testing::partition(&[1], 1));
+        let image = testing::image(&[0, 1], &[("t", partitions)]);
+        let topic_id = image.topic("t").unwrap().id;
+        for index in offline {
+            std::fs::write(partition_dir(data_dir, "t", *index, topic_id), b"not a dir").unwrap();
+        }
+        let (metadata, _control) = testing::fake(image, 0);
+        testing::open(data_dir, metadata).await
+    }
+
+    async fn describe(
+        broker: &Broker,
+        topics: Option<Vec<DescribableLogDirTopic>>,
+    ) -> DescribeLogDirsResult {
+        let request = DescribeLogDirsRequest::default().with_topics(topics);
+        let mut response = handle(broker, &context(), request).await.unwrap();
+        assert_eq!(response.results.len(), 1);
+        response.results.remove(0)
+    }
+
+    fn described(result: &DescribeLogDirsResult) -> Vec<(String, i32)> {
+        result
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.to_string(), p.partition_index))
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_offline_partition_is_left_out_of_an_online_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), 2, &[1]).await;
+
+        let all = describe(&broker, None).await;
+        assert_eq!(all.error_code, 0);
+        assert_eq!(described(&all), [("t".to_string(), 0)]);
+        assert!(Path::new(all.log_dir.as_str()).is_absolute());
+        assert!(all.total_bytes > 0 && all.usable_bytes >= 0);
+
+        // Duplicates once; a remote, unknown or offline partition and an unknown topic: left out.
+        let asked = vec![
+            DescribableLogDirTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![0, 0, 1, 2, 9]),
+            DescribableLogDirTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![0]),
+            DescribableLogDirTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("absent")))
+                .with_partitions(vec![0]),
+        ];
+        let some = describe(&broker, Some(asked)).await;
+        assert_eq!(some.error_code, 0);
+        assert_eq!(described(&some), [("t".to_string(), 0)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_data_dir_is_offline_when_every_local_partition_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker(dir.path(), 2, &[0, 1]).await;
+
+        let result = describe(&broker, None).await;
+        assert_eq!(result.error_code, ResponseError::KafkaStorageError.code());
+        assert!(result.topics.is_empty());
+    }
+}
