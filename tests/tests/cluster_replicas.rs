@@ -276,7 +276,6 @@ async fn a_terminated_leader_hands_its_partitions_to_in_sync_replicas() -> TestR
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the leader's ISR expansion (replication/manager.rs, issue 23): run with --ignored once it is merged"]
 async fn preferred_election_returns_leadership_once_the_replica_is_back_in_sync() -> TestResult {
     let mut cluster = TestCluster::start(3)?;
     let result = async {

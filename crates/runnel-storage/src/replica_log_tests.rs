@@ -13,7 +13,8 @@ use std::path::Path;
 use crate::batch_header::testing::{build_batch, ProducerFields};
 use crate::batch_header::{set_base_offset, set_partition_leader_epoch, BatchHeader};
 use crate::error::{BatchDefect, StorageError};
-use crate::leader_epoch::EpochEntry;
+use crate::io::Storage;
+use crate::leader_epoch::{EpochEntry, LeaderEpochCache};
 use crate::partition_log::{AppendOutcome, LogConfig, PartitionLog};
 use crate::test_support::{TestError, TestResult};
 
@@ -283,6 +284,34 @@ fn replicated_appends_accept_gaps_and_refuse_offsets_going_back() -> TestResult 
     Ok(())
 }
 
+#[test]
+fn truncation_at_the_log_end_still_drops_an_epoch_started_there() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = leader_log(dir.path())?;
+    // Led epoch 6 without writing: it starts at the log end, 20.
+    log.set_leader_epoch(6)?;
+    assert_eq!(log.epoch_entries(), entries(&[(1, 0), (4, 8), (6, 20)]));
+    log.truncate_to(25)?;
+    assert_eq!(
+        log.epoch_entries(),
+        entries(&[(1, 0), (4, 8), (6, 20)]),
+        "past the end: no epoch starts there"
+    );
+    log.truncate_to(20)?;
+    assert_eq!(log.log_end_offset(), 20, "no record is cut");
+    assert_eq!(log.epoch_entries(), entries(&[(1, 0), (4, 8)]));
+    assert_eq!(log.latest_epoch(), Some(4));
+    assert_eq!(log.end_offset_for_epoch(4), (4, 20));
+    // Read from its file, not by reopening: open fits the cache to the log end itself.
+    let persisted = LeaderEpochCache::read(&Storage::real(), dir.path())?;
+    assert_eq!(
+        persisted.entries(),
+        entries(&[(1, 0), (4, 8)]),
+        "the cut epoch cache is persisted"
+    );
+    Ok(())
+}
+
 /// `(base offset, last offset)` of every batch of the log.
 fn offsets(log: &PartitionLog) -> Vec<(i64, i64)> {
     batches_from(log, log.log_start_offset())
@@ -526,8 +555,9 @@ fn run_replica_workload(steps: &[Step]) -> Result<(), TestError> {
                 leader.truncate_to(offset)?;
                 if offset < end_of(&model) {
                     model.truncate(keep);
-                    model_epochs.truncate_from_end(end_of(&model));
                 }
+                // Even at the log end: an epoch starting there goes (Kafka's truncateTo).
+                model_epochs.truncate_from_end(end_of(&model));
             }
             Step::Reopen => {
                 drop(leader);

@@ -180,3 +180,83 @@ impl LeaderConnection {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use kafka_protocol::messages::{ApiKey, ResponseKind};
+    use runnel_protocol::request::encode_response;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server that reads one request frame and answers with `answer(correlation id)`.
+    async fn answering(answer: fn(i32) -> Vec<u8>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let size = stream.read_i32().await.unwrap();
+            let mut frame = vec![0u8; usize::try_from(size).unwrap()];
+            stream.read_exact(&mut frame).await.unwrap();
+            let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            stream.write_all(&answer(correlation_id)).await.unwrap();
+        });
+        addr
+    }
+
+    fn fetch_answer(correlation_id: i32) -> Vec<u8> {
+        let response = ResponseKind::Fetch(FetchResponse::default().with_throttle_time_ms(7));
+        encode_response(ApiKey::Fetch, correlation_id, FETCH_VERSION, &response)
+            .unwrap()
+            .to_bytes()
+            .to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_fetch_gets_its_answer() {
+        let addr = answering(fetch_answer).await;
+        let mut connection = LeaderConnection::connect(addr, 1 << 20).await.unwrap();
+        let response = connection.fetch(&FetchRequest::default()).await.unwrap();
+        assert_eq!(response.throttle_time_ms, 7);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_is_refused_before_its_body_is_read() {
+        let addr = answering(|_| i32::MAX.to_be_bytes().to_vec()).await;
+        let mut connection = LeaderConnection::connect(addr, 1 << 20).await.unwrap();
+        let error = connection
+            .fetch(&FetchRequest::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, LeaderConnectionError::Protocol { .. }),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_to_another_request_is_refused() {
+        let addr = answering(|correlation_id| fetch_answer(correlation_id + 1)).await;
+        let mut connection = LeaderConnection::connect(addr, 1 << 20).await.unwrap();
+        let error = connection
+            .fetch(&FetchRequest::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, LeaderConnectionError::CorrelationMismatch { .. }),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_is_an_error() {
+        let addr = answering(|_| Vec::new()).await;
+        let mut connection = LeaderConnection::connect(addr, 1 << 20).await.unwrap();
+        let error = connection
+            .fetch(&FetchRequest::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, LeaderConnectionError::Io { .. }), "{error}");
+    }
+}

@@ -62,7 +62,8 @@ pub struct FetcherConfig {
     /// `replica.fsync.before.fetch`: fsync what was appended before fetching on, so the fetch
     /// offset the leader sees is durable here.
     pub fsync_before_fetch: bool,
-    /// Largest answer frame read; a larger one closes the connection.
+    /// Largest answer frame read; a larger one closes the connection (and is retried, logged
+    /// once: raise `socket.request.max.bytes` or `replica.fetch.max.bytes`).
     pub frame_bytes_max: usize,
 }
 
@@ -78,7 +79,11 @@ impl FetcherConfig {
             max_wait_ms: config.replica_fetch_wait_max_ms,
             max_bytes: config.replica_fetch_max_bytes,
             fsync_before_fetch: config.replica_fsync_before_fetch,
-            frame_bytes_max: records_bytes_max.saturating_add(FRAME_SLACK_BYTES),
+            // A topic's `max.message.bytes` may exceed the broker's: a batch that large is still
+            // served whole (KIP-74), so the cap is at least what this broker accepts itself.
+            frame_bytes_max: records_bytes_max
+                .saturating_add(FRAME_SLACK_BYTES)
+                .max(config.socket_request_max_bytes),
         }
     }
 }

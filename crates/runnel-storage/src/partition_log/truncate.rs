@@ -31,7 +31,8 @@ impl PartitionLog {
     /// holding `offset` is cut (file and indexes), producer state is rebuilt as of the cut, the
     /// epoch cache drops the epochs starting at or after it, and the log end offset (and the
     /// flushed offset, if higher) becomes the cut. Durable before it returns, whether or not
-    /// the records were flushed. A no-op when `offset` is at or past the log end.
+    /// the records were flushed. When `offset` is at or past the log end no record goes, but
+    /// the epoch cache still drops the epochs starting at or after `offset` (persisted).
     ///
     /// `offset` should be a batch boundary (replicas truncate to their own epoch ends and
     /// high watermarks, which are). Inside a batch, the whole batch goes: a batch cannot be
@@ -44,7 +45,11 @@ impl PartitionLog {
         let mut writer = lock(&self.writer);
         self.check_healthy()?;
         if offset >= self.log_end_offset() {
-            return Ok(());
+            // No record to cut, but an epoch this replica led without writing starts at the
+            // log end: kept, it would answer OffsetsForLeaderEpoch for an epoch the leader's
+            // log does not have, and the follower would never find where it diverged (Kafka's
+            // UnifiedLog.truncateTo does the same).
+            return self.update_leader_epochs(|epochs| epochs.truncate_from_end(offset));
         }
         if offset < self.log_start_offset() {
             return Err(StorageError::OffsetOutOfRange {

@@ -2,7 +2,7 @@
 //! (`controller::elections`, clean elections only) and the real AlterPartition decision
 //! (`controller::alter_partition`). Every decision is a committed batch in `log`, which nodes
 //! apply to their own images later. What it adds is the schedule (when a broker is fenced,
-//! unfenced, registers) and one rule of its own: see [`ControllerModel::register`].
+//! unfenced, registers); a registration is the real `Controller::decide`.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use crate::controller::alter_partition::{self, decide_isr_change};
 use crate::controller::elections::{elect_leaderless, fence};
+use crate::controller::{Controller, ControllerSettings};
 use crate::metadata::records::{BrokerId, MetadataBatch, MetadataRecord, PartitionState};
-use crate::metadata::requests::AlterPartitionError;
+use crate::metadata::requests::{AlterPartitionError, ControllerRequest};
 use crate::metadata::MetadataImage;
 use crate::replication::state::IsrChange;
 
@@ -110,12 +111,25 @@ impl ControllerModel {
         self.commit(elections);
     }
 
-    /// A new process registers. Its previous incarnation is fenced first: whatever it led
-    /// moves to a new leader epoch, so what the old process wrote and lost can never be
-    /// rewritten at the same epoch.
+    /// A new process registers, decided by the real controller (`Controller::decide`), which
+    /// fences its previous incarnation in the same batch: whatever it led moves to a new
+    /// leader epoch, so what the old process wrote and lost can never be rewritten at the
+    /// same epoch. The bug variant registers without that fence.
     pub(super) fn register(&mut self, broker: BrokerId, incarnation: u128) {
+        let request = ControllerRequest::RegisterBroker {
+            broker_id: broker,
+            incarnation: Uuid::from_u128(incarnation),
+            endpoints: Vec::new(),
+            rack: None,
+        };
         if self.fence_on_register {
-            self.fence(broker);
+            let decision = Controller::new(ControllerSettings {
+                unclean_leader_election_enable: UNCLEAN,
+                ..ControllerSettings::default()
+            })
+            .decide(&self.image, &request);
+            self.commit(decision.records);
+            return;
         }
         self.commit(vec![MetadataRecord::RegisterBroker {
             broker_id: broker,
