@@ -338,3 +338,52 @@ async fn preferred_election_returns_leadership_once_the_replica_is_back_in_sync(
     cluster.check(result)?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_leader_rebalance_returns_leadership_to_the_preferred_replica() -> TestResult {
+    let mut cluster =
+        TestCluster::start_with(3, &["--set", "leader.imbalance.check.interval.seconds=1"])?;
+    let result = async {
+        cluster.wait_for_brokers(3).await?;
+        let assignment: &[&[i32]] = &[&[2, 3, 1]];
+        let created = create(
+            &cluster,
+            &[NewTopic::new(
+                "rebalanced",
+                1,
+                TopicReplication::Variable(assignment),
+            )],
+        )
+        .await?;
+        ensure_eq!(
+            created,
+            vec![("rebalanced".to_string(), None)],
+            "CreateTopics"
+        );
+        poll_topic(&mut cluster, &[1, 3], "rebalanced", "is led by 2", |t| {
+            led_by_preferred_with_all_in_sync(&t.partitions[0])
+        })
+        .await?;
+        let status = cluster.terminate(2)?;
+        ensure!(status.success(), "node 2 exited with {status}");
+        poll_topic(&mut cluster, &[1, 3], "rebalanced", "is led by 3", |t| {
+            ensure_eq!(t.partitions[0].leader, 3, "leader");
+            Ok(())
+        })
+        .await?;
+        // Back in sync, the periodic check (every second here) hands leadership back to 2
+        // without any request.
+        cluster.start_again(2)?;
+        poll_topic(
+            &mut cluster,
+            &[1, 2, 3],
+            "rebalanced",
+            "is led by 2 again",
+            |t| led_by_preferred_with_all_in_sync(&t.partitions[0]),
+        )
+        .await
+    }
+    .await;
+    cluster.check(result)?;
+    Ok(())
+}

@@ -272,7 +272,9 @@ impl ReplicaManager {
         let mut followed = Vec::new();
         let mut next = HashMap::new();
         let mut woken = Vec::new();
-        let previous = std::mem::take(&mut *self.lock());
+        // A copy: lookups meanwhile still find every replica (an empty map would expose a
+        // leader's uncommitted records through the fallback HW).
+        let previous = self.lock().clone();
         for topic in topics.all() {
             let Some(topic_image) = image.topic_by_id(topic.id) else {
                 continue;
