@@ -456,11 +456,13 @@ async fn undecodable_compressed_records_are_refused_when_strict_or_compacted() -
             Some((0, 1, batch.len())),
             "fetch of the stored batch (error, high watermark, bytes)"
         );
+        // The leader rewrites the base offset and stamps its leader epoch into
+        // `partition_leader_epoch` (bytes 12..16, outside the CRC); the rest is as produced.
         ensure!(
             response
                 .windows(batch.len())
-                .any(|window| window.get(12..) == batch.get(12..)),
-            "the fetched batch differs from the one produced (after its base offset and length)"
+                .any(|window| window.get(16..) == batch.get(16..)),
+            "the fetched batch differs from the one produced (after its base offset, length and leader epoch)"
         );
         drop(connection);
         check_survived(&mut broker, baseline, "undecodable lz4 records, relaxed").await

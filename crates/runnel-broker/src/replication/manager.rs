@@ -217,6 +217,16 @@ impl std::fmt::Debug for ReplicaManager {
     }
 }
 
+/// Pause before asking the controller again about an ISR change whose outcome is unknown.
+const ALTER_PARTITION_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Whether `replica` still leads at `leader_epoch` with partition epoch `partition_epoch`: the
+/// base an ISR proposal was made on.
+fn proposal_base_is_current(replica: &Replica, leader_epoch: i32, partition_epoch: i32) -> bool {
+    matches!(&*replica.lock(), Role::Leader(Leadership { state: Some(leader), .. })
+        if leader.leader_epoch() == leader_epoch && leader.partition_epoch() == partition_epoch)
+}
+
 impl ReplicaManager {
     /// An empty manager; [`ReplicaManager::apply`] fills it from the image.
     pub fn new(
@@ -272,6 +282,7 @@ impl ReplicaManager {
         let mut followed = Vec::new();
         let mut next = HashMap::new();
         let mut woken = Vec::new();
+        let mut roles = Vec::new();
         // A copy: lookups meanwhile still find every replica (an empty map would expose a
         // leader's uncommitted records through the fallback HW).
         let previous = self.lock().clone();
@@ -304,9 +315,7 @@ impl ReplicaManager {
                         checkpointed: StdMutex::new(None),
                     }),
                 };
-                if self.follow_state(&replica, state, min_insync) {
-                    woken.push(Arc::clone(&replica));
-                }
+                roles.push((Arc::clone(&replica), state.clone(), min_insync));
                 if state.leader != self.node_id && state.leader >= 0 {
                     followed.push(FollowedPartition {
                         topic: topic.name.clone(),
@@ -317,6 +326,17 @@ impl ReplicaManager {
                     });
                 }
                 next.insert(key, replica);
+            }
+        }
+        // The fetchers drop what this node no longer follows before any role changes: once
+        // `set_followed` returns no fetcher appends to those logs, so a new leader never sees
+        // an old leader's batch land after its own epoch started.
+        if let Some(fetchers) = self.fetchers.get() {
+            fetchers.set_followed(followed);
+        }
+        for (replica, state, min_insync) in roles {
+            if self.follow_state(&replica, &state, min_insync) {
+                woken.push(replica);
             }
         }
         *self.lock() = next;
@@ -336,9 +356,6 @@ impl ReplicaManager {
         }
         if !woken.is_empty() {
             self.high_watermark_signal.notify();
-        }
-        if let Some(fetchers) = self.fetchers.get() {
-            fetchers.set_followed(followed);
         }
     }
 
@@ -595,7 +612,9 @@ impl ReplicaManager {
                 };
                 return Err(replica.not_leader(leader, epoch));
             };
-            if !leadership.partition.replicas.contains(&follower) {
+            // A leader is not its own follower: a fetch under its own id is as foreign as one
+            // from a broker outside the replica set (Kafka: NOT_LEADER_OR_FOLLOWER).
+            if follower == self.node_id || !leadership.partition.replicas.contains(&follower) {
                 return Err(BrokerError::NotAReplica(follower));
             }
             check_leader_epoch(current_leader_epoch, leadership.leader_epoch)?;
@@ -699,9 +718,9 @@ impl ReplicaManager {
 
     /// Sends an `AlterPartition` to the controller in the background. The leader acts on the
     /// committed image only (`apply`); a refusal of a proposal whose base is still current
-    /// (an added member fenced, say), or a request that was not carried out, frees the
-    /// partition for the next proposal. A refusal for stale epochs waits for the newer state,
-    /// which the image brings.
+    /// (an added member fenced, say) frees the partition for the next proposal; an unknown
+    /// outcome is asked again; a refusal for stale epochs waits for the newer state, which the
+    /// image brings.
     fn submit_alter(&self, replica: &Arc<Replica>, request: ControllerRequest) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -719,18 +738,32 @@ impl ReplicaManager {
         let metadata = self.metadata.clone();
         let replica = Arc::clone(replica);
         drop(runtime.spawn(async move {
-            let settled = match metadata.submit(request).await {
-                Ok(committed) => match committed.reply {
-                    ControllerReply::AlterPartition(Ok(_)) => return,
-                    ControllerReply::AlterPartition(Err(
-                        AlterPartitionError::FencedLeaderEpoch { .. }
-                        | AlterPartitionError::InvalidUpdateVersion { .. },
-                    )) => return,
-                    other => format!("{other:?}"),
-                },
-                Err(error) => error.to_string(),
+            let refusal = loop {
+                match metadata.submit(request.clone()).await {
+                    Ok(committed) => match committed.reply {
+                        ControllerReply::AlterPartition(Ok(_)) => return,
+                        ControllerReply::AlterPartition(Err(
+                            AlterPartitionError::FencedLeaderEpoch { .. }
+                            | AlterPartitionError::InvalidUpdateVersion { .. },
+                        )) => return,
+                        other => break format!("{other:?}"),
+                    },
+                    // The outcome is unknown: the change may have been committed. Dropping the
+                    // pending change now could let the HW pass a member the controller already
+                    // added (KIP-497's maximal ISR), so ask again while the proposal's base is
+                    // current; a committed first attempt makes the retry stale, and the image
+                    // brings the result.
+                    Err(error) => {
+                        tracing::info!(topic = %replica.topic, partition = replica.index, %error,
+                            "ISR change outcome unknown; asking again");
+                        tokio::time::sleep(ALTER_PARTITION_RETRY).await;
+                        if !proposal_base_is_current(&replica, leader_epoch, partition_epoch) {
+                            return;
+                        }
+                    }
+                }
             };
-            tracing::info!(topic = %replica.topic, partition = replica.index, reason = %settled, "ISR change not made");
+            tracing::info!(topic = %replica.topic, partition = replica.index, reason = %refusal, "ISR change refused");
             if let Role::Leader(Leadership {
                 state: Some(leader),
                 ..
