@@ -86,6 +86,35 @@ fn result(topic: &str, partition: i32, error_code: i16) -> ElectionResult {
     }
 }
 
+/// Creates `topic` (one partition on replicas [2, 3, 1], so 2 is the preferred leader), waits
+/// until 2 leads with every replica in sync, then stops node 2 (SIGTERM) and waits until 3
+/// leads.
+async fn lead_away_from_preferred_replica(cluster: &mut TestCluster, topic: &str) -> Result<()> {
+    cluster.wait_for_brokers(3).await?;
+    let assignment: &[&[i32]] = &[&[2, 3, 1]];
+    let created = create(
+        cluster,
+        &[NewTopic::new(
+            topic,
+            1,
+            TopicReplication::Variable(assignment),
+        )],
+    )
+    .await?;
+    ensure_eq!(created, vec![(topic.to_string(), None)], "CreateTopics");
+    poll_topic(cluster, &[1, 3], topic, "is led by 2", |t| {
+        led_by_preferred_with_all_in_sync(&t.partitions[0])
+    })
+    .await?;
+    let status = cluster.terminate(2)?;
+    ensure!(status.success(), "node 2 exited with {status}");
+    poll_topic(cluster, &[1, 3], topic, "is led by 3", |t| {
+        ensure_eq!(t.partitions[0].leader, 3, "leader");
+        Ok(())
+    })
+    .await
+}
+
 fn led_by_preferred_with_all_in_sync(p: &PartitionMetadata) -> Result<()> {
     ensure!(
         p.leader == p.replicas[0] && set(&p.isr) == set(&p.replicas),
@@ -279,33 +308,7 @@ async fn a_terminated_leader_hands_its_partitions_to_in_sync_replicas() -> TestR
 async fn preferred_election_returns_leadership_once_the_replica_is_back_in_sync() -> TestResult {
     let mut cluster = TestCluster::start(3)?;
     let result = async {
-        cluster.wait_for_brokers(3).await?;
-        let assignment: &[&[i32]] = &[&[2, 3, 1]];
-        let created = create(
-            &cluster,
-            &[NewTopic::new(
-                "returning",
-                1,
-                TopicReplication::Variable(assignment),
-            )],
-        )
-        .await?;
-        ensure_eq!(
-            created,
-            vec![("returning".to_string(), None)],
-            "CreateTopics"
-        );
-        poll_topic(&mut cluster, &[1, 3], "returning", "is led by 2", |t| {
-            led_by_preferred_with_all_in_sync(&t.partitions[0])
-        })
-        .await?;
-        let status = cluster.terminate(2)?;
-        ensure!(status.success(), "node 2 exited with {status}");
-        poll_topic(&mut cluster, &[1, 3], "returning", "is led by 3", |t| {
-            ensure_eq!(t.partitions[0].leader, 3, "leader");
-            Ok(())
-        })
-        .await?;
+        lead_away_from_preferred_replica(&mut cluster, "returning").await?;
         cluster.start_again(2)?;
         // Its leader (3) adds it back to the ISR once it has fetched up to the log end.
         poll_topic(
@@ -344,33 +347,7 @@ async fn auto_leader_rebalance_returns_leadership_to_the_preferred_replica() -> 
     let mut cluster =
         TestCluster::start_with(3, &["--set", "leader.imbalance.check.interval.seconds=1"])?;
     let result = async {
-        cluster.wait_for_brokers(3).await?;
-        let assignment: &[&[i32]] = &[&[2, 3, 1]];
-        let created = create(
-            &cluster,
-            &[NewTopic::new(
-                "rebalanced",
-                1,
-                TopicReplication::Variable(assignment),
-            )],
-        )
-        .await?;
-        ensure_eq!(
-            created,
-            vec![("rebalanced".to_string(), None)],
-            "CreateTopics"
-        );
-        poll_topic(&mut cluster, &[1, 3], "rebalanced", "is led by 2", |t| {
-            led_by_preferred_with_all_in_sync(&t.partitions[0])
-        })
-        .await?;
-        let status = cluster.terminate(2)?;
-        ensure!(status.success(), "node 2 exited with {status}");
-        poll_topic(&mut cluster, &[1, 3], "rebalanced", "is led by 3", |t| {
-            ensure_eq!(t.partitions[0].leader, 3, "leader");
-            Ok(())
-        })
-        .await?;
+        lead_away_from_preferred_replica(&mut cluster, "rebalanced").await?;
         // Back in sync, the periodic check (every second here) hands leadership back to 2
         // without any request.
         cluster.start_again(2)?;
