@@ -316,6 +316,8 @@ impl From<crate::metadata::requests::AdminError> for BrokerError {
 fn storage_error_code(error: &StorageError) -> ResponseError {
     match error {
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        // The leadership the produce was checked against ended before it could append.
+        StorageError::NotLeaderAtEpoch { .. } => ResponseError::NotLeaderOrFollower,
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         StorageError::CorruptBatch { .. } => ResponseError::CorruptMessage,

@@ -92,7 +92,13 @@ impl Partition {
         }
     }
 
+    /// The topic's name.
     /// The id of the topic this partition belongs to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The topic's id.
     pub fn topic_id(&self) -> Uuid {
         self.topic_id
     }

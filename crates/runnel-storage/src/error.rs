@@ -143,6 +143,15 @@ pub enum StorageError {
         /// The first batch's base offset.
         base_offset: i64,
     },
+    /// A leader's append for `epoch` while the log stamps `current`: the leadership ended
+    /// (replicated data or a truncation came since) or never started here.
+    #[error("append as leader of epoch {epoch} refused: the log now stamps {current:?}")]
+    NotLeaderAtEpoch {
+        /// The epoch the caller leads at.
+        epoch: i32,
+        /// The epoch the log stamps now, if any.
+        current: Option<i32>,
+    },
     /// `set_leader_epoch` was given an epoch older than the newest in the epoch cache.
     #[error("leader epoch {epoch} is older than the latest epoch {latest} of this log")]
     StaleLeaderEpoch {

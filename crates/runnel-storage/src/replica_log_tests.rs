@@ -15,7 +15,7 @@ use crate::batch_header::{set_base_offset, set_partition_leader_epoch, BatchHead
 use crate::error::{BatchDefect, StorageError};
 use crate::io::Storage;
 use crate::leader_epoch::{EpochEntry, LeaderEpochCache};
-use crate::partition_log::{AppendOutcome, LogConfig, PartitionLog};
+use crate::partition_log::{AppendOutcome, CrcCheck, LogConfig, PartitionLog};
 use crate::test_support::{TestError, TestResult};
 
 fn config() -> LogConfig {
@@ -558,6 +558,10 @@ fn run_replica_workload(steps: &[Step]) -> Result<(), TestError> {
                 }
                 // Even at the log end: an epoch starting there goes (Kafka's truncateTo).
                 model_epochs.truncate_from_end(end_of(&model));
+                // A truncated log stamps no epoch (only followers truncate): leading on takes
+                // a `set_leader_epoch`, as a broker's new leadership does.
+                leader.set_leader_epoch(epoch)?;
+                model_epochs.assign(epoch, end_of(&model));
             }
             Step::Reopen => {
                 drop(leader);
@@ -689,5 +693,44 @@ fn the_cleaner_stays_below_the_checkpointed_high_watermark() -> TestResult {
         assert_eq!(stats.records_removed, 0, "nothing past the cut is cleaned");
     }
     assert_eq!(log.size_bytes(), before);
+    Ok(())
+}
+
+/// A leader's append is bound to its epoch: once the log takes a replicated batch or a
+/// truncation (it follows another leader now), an append checked against the old leadership
+/// is refused instead of landing between the new leader's batches.
+#[test]
+fn a_leader_append_is_refused_once_the_log_follows_another_leader() -> TestResult {
+    let (leader_dir, follower_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let leader = leader_log(leader_dir.path())?;
+    let replica = open(follower_dir.path());
+    replica.set_leader_epoch(3)?;
+    replica.append_as_leader(&batch(2), None, CrcCheck::Verify, 3)?;
+    // Another epoch than the one the log stamps is refused outright.
+    assert!(matches!(
+        replica.append_as_leader(&batch(2), None, CrcCheck::Verify, 2),
+        Err(StorageError::NotLeaderAtEpoch {
+            epoch: 2,
+            current: Some(3)
+        })
+    ));
+    replica.truncate_to(0)?;
+    assert!(matches!(
+        replica.append_as_leader(&batch(2), None, CrcCheck::Verify, 3),
+        Err(StorageError::NotLeaderAtEpoch {
+            epoch: 3,
+            current: None
+        })
+    ));
+    replica.append_replicated(&batches_from(&leader, 0).concat())?;
+    assert!(matches!(
+        replica.append_as_leader(&batch(2), None, CrcCheck::Verify, 4),
+        Err(StorageError::NotLeaderAtEpoch { current: None, .. })
+    ));
+    assert_eq!(batches_from(&replica, 0), batches_from(&leader, 0));
+    // Leading again (a new epoch) allows appends under it.
+    replica.set_leader_epoch(5)?;
+    replica.append_as_leader(&batch(2), None, CrcCheck::Verify, 5)?;
+    assert_eq!(replica.log_end_offset(), leader.log_end_offset() + 2);
     Ok(())
 }

@@ -437,11 +437,15 @@ fn start_append(
         let now_ms = crate::log_manager::now_ms();
         policy.check(&records, &batches, &limits, now_ms)?;
         let log_append_time_ms = policy.log_append_time.then_some(now_ms);
-        replicas.prepare_leader_append(&partition, &log)?;
+        let leader_epoch = replicas.prepare_leader_append(&partition, &log)?;
         let flushed_before = log.flushed_offset();
         // `validate_batches` verified every batch's CRC32C over these bytes.
-        let outcome =
-            log.append_with_time(&records, log_append_time_ms, CrcCheck::VerifiedByCaller)?;
+        let outcome = log.append_as_leader(
+            &records,
+            log_append_time_ms,
+            CrcCheck::VerifiedByCaller,
+            leader_epoch,
+        )?;
         let mut appended = AppendedBatch {
             outcome,
             log_start_offset: log.log_start_offset(),

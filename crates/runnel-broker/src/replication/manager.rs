@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use runnel_storage::StorageError;
 use runnel_storage::{LeaderEpochCache, PartitionLog};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -370,6 +371,7 @@ impl ReplicaManager {
                     leadership.partition = state.clone();
                     leadership.min_insync = min_insync;
                     if let Some(leader) = leadership.state.as_mut() {
+                        leader.set_min_insync_replicas(min_insync);
                         leader.apply_partition_change(membership(state), self.now_ms());
                     }
                 }
@@ -492,20 +494,29 @@ impl ReplicaManager {
     }
 
     /// Makes sure the leader state of `partition` exists (stamping the leader epoch into the
-    /// log's epoch cache), so that the next append carries the epoch. Blocking (an fsync on
-    /// the first use of a leadership). Errors: NOT_LEADER_OR_FOLLOWER, storage errors.
+    /// log's epoch cache) and returns its leader epoch, which the append must be made under
+    /// (`PartitionLog::append_as_leader`). Blocking (an fsync on the first use of a
+    /// leadership). Errors: NOT_LEADER_OR_FOLLOWER, storage errors.
     pub fn prepare_leader_append(
         &self,
         partition: &Partition,
         log: &PartitionLog,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<i32, BrokerError> {
         let Some(replica) = self.replica(partition.topic_id(), partition.index) else {
-            return Ok(());
+            // Between the registry's sync and this manager's: no role yet, so no append (its
+            // epoch would be unknown and its records above any HW this node could vouch for).
+            return Err(BrokerError::NotLeaderOrFollower {
+                topic: partition.topic().to_owned(),
+                partition: partition.index,
+                leader: -1,
+                leader_epoch: -1,
+            });
         };
         let mut role = replica.lock();
         match &mut *role {
             Role::Leader(leadership) => {
-                leader_state(self.node_id, leadership, log, self.now_ms()).map(|_| ())
+                let epoch = leadership.leader_epoch;
+                leader_state(self.node_id, leadership, log, self.now_ms()).map(|_| epoch)
             }
             Role::Follower {
                 leader,
@@ -627,6 +638,20 @@ impl ReplicaManager {
                 log.log_end_offset(),
             ) {
                 ReplicaFetchCheck::Serve => {
+                    // After the divergence check (a follower ahead of us with an older epoch
+                    // must learn where it diverged), progress is recorded only for an offset
+                    // this log has, as Kafka updates a follower's state only after a read in
+                    // range: a follower claiming more could otherwise count as caught up and
+                    // join the ISR with a log that diverges.
+                    let (log_start_offset, log_end_offset) =
+                        (log.log_start_offset(), log.log_end_offset());
+                    if fetch_offset < log_start_offset || fetch_offset > log_end_offset {
+                        return Err(BrokerError::Storage(StorageError::OffsetOutOfRange {
+                            offset: fetch_offset,
+                            log_start_offset,
+                            log_end_offset,
+                        }));
+                    }
                     leader.record_follower_fetch(
                         follower,
                         fetch_offset,

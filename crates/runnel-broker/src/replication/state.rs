@@ -154,6 +154,12 @@ impl LeaderState {
         self.isr.len() >= self.min_insync_replicas
     }
 
+    /// A new `min.insync.replicas` (a config change): the HW rule and acks=all use it from now
+    /// on, so lowering it lets a HW held by the old minimum move again.
+    pub fn set_min_insync_replicas(&mut self, min_insync_replicas: usize) {
+        self.min_insync_replicas = min_insync_replicas;
+    }
+
     /// Whether an ISR change is in flight.
     pub fn has_pending_isr_change(&self) -> bool {
         self.pending_isr.is_some()

@@ -51,6 +51,9 @@ enum AppendOrigin {
     Client {
         log_append_time_ms: Option<i64>,
         crc: CrcCheck,
+        /// The leader epoch the caller leads at: the append is refused unless the log still
+        /// stamps that epoch (a replicated append or a truncation since clears it).
+        leader_epoch: Option<i32>,
     },
     /// The leader: its offsets and bytes are kept, producer state follows without checks.
     Replication,
@@ -92,6 +95,31 @@ impl PartitionLog {
             AppendOrigin::Client {
                 log_append_time_ms,
                 crc,
+                leader_epoch: None,
+            },
+        )
+    }
+
+    /// [`PartitionLog::append_with_time`] by the leader of `leader_epoch`: refused with
+    /// `NotLeaderAtEpoch` unless the log stamps that epoch now ([`PartitionLog::set_leader_epoch`]
+    /// and nothing replicated or truncated since). This closes the window in which a produce
+    /// checked against a leadership that has just ended would write into what is now a
+    /// follower's log, between the follower's own replicated batches.
+    ///
+    /// Errors: as for `append_with_time`, and `NotLeaderAtEpoch`.
+    pub fn append_as_leader(
+        &self,
+        batches: &[u8],
+        log_append_time_ms: Option<i64>,
+        crc: CrcCheck,
+        leader_epoch: i32,
+    ) -> Result<AppendOutcome, StorageError> {
+        self.append_from(
+            batches,
+            AppendOrigin::Client {
+                log_append_time_ms,
+                crc,
+                leader_epoch: Some(leader_epoch),
             },
         )
     }
@@ -164,6 +192,21 @@ impl PartitionLog {
         let config = self.config();
         let mut writer = lock(&self.writer);
         self.check_healthy()?;
+        match &origin {
+            AppendOrigin::Client {
+                leader_epoch: Some(epoch),
+                ..
+            } if writer.leader_epoch != Some(*epoch) => {
+                return Err(StorageError::NotLeaderAtEpoch {
+                    epoch: *epoch,
+                    current: writer.leader_epoch,
+                });
+            }
+            // Replicated data means another replica leads: this log stamps no epoch of its
+            // own until `set_leader_epoch` is called again.
+            AppendOrigin::Replication => writer.leader_epoch = None,
+            AppendOrigin::Client { .. } => {}
+        }
         writer
             .producers
             .set_expiration_ms(config.producer_id_expiration_ms);
@@ -418,7 +461,10 @@ fn prepare_append<'a>(
                         })
                     });
                 }
-                epoch_starts.push((header.partition_leader_epoch, header.base_offset));
+                // A negative epoch is "none" (a batch a leader never stamped): it starts nothing.
+                if header.partition_leader_epoch >= 0 {
+                    epoch_starts.push((header.partition_leader_epoch, header.base_offset));
+                }
                 producers.stage_replicated(&mut pending, &header);
             }
         }

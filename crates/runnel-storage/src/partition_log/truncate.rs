@@ -44,6 +44,8 @@ impl PartitionLog {
         let _cleaning = lock(&self.cleaner_lock);
         let mut writer = lock(&self.writer);
         self.check_healthy()?;
+        // Only a follower truncates: no leader append may follow until the next leadership.
+        writer.leader_epoch = None;
         if offset >= self.log_end_offset() {
             // No record to cut, but an epoch this replica led without writing starts at the
             // log end: kept, it would answer OffsetsForLeaderEpoch for an epoch the leader's
@@ -80,6 +82,7 @@ impl PartitionLog {
         let _cleaning = lock(&self.cleaner_lock);
         let mut writer = lock(&self.writer);
         self.check_healthy()?;
+        writer.leader_epoch = None;
         self.reset_locked(&mut writer, offset)
             .map_err(|error| self.fail(error))
     }
