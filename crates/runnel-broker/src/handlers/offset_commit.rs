@@ -82,7 +82,12 @@ pub(crate) async fn handle(
     if let Err(error) = &written {
         tracing::error!(group = %group_id, %error, "offset commit failed");
     }
-    let write_error_code = written.as_ref().err().map(BrokerError::code);
+    // As Kafka's storeOffsets maps its append errors: a produce error (NOT_ENOUGH_REPLICAS,
+    // a timeout) would make a client give up; these make it find its coordinator again.
+    let write_error_code = written
+        .as_ref()
+        .err()
+        .map(|error| BrokerError::Group(error.as_group_store_error()).code());
     let topics = outcomes
         .into_iter()
         .map(|(name, partitions)| {
