@@ -657,6 +657,8 @@ pub(crate) mod testing {
             leader,
             leader_epoch: 3,
             partition_epoch: 3,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 

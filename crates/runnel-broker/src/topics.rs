@@ -515,6 +515,14 @@ impl TopicRegistry {
             if current.is_none() {
                 tracing::info!(topic = %topic_image.name, partitions = partitions.len(), "topic hosted here");
             }
+            // Partitions no longer assigned here while the topic keeps others (reassigned
+            // away): their logs are retired and removed like a deleted topic's.
+            let moved_away: Vec<Arc<Partition>> = current
+                .iter()
+                .flat_map(|c| c.partitions.values())
+                .filter(|p| !partitions.contains_key(&p.index))
+                .cloned()
+                .collect();
             self.topics.insert(
                 topic_image.name.clone(),
                 Arc::new(Topic {
@@ -524,24 +532,34 @@ impl TopicRegistry {
                     partitions,
                 }),
             );
+            if !moved_away.is_empty() {
+                self.retire_partitions(&topic_image.name, &moved_away);
+            }
         }
     }
 
     /// Retires a topic's local logs (never opened again), renames their directories away
     /// (durably) and removes them in the background. Blocking.
     fn retire(&self, topic: &Topic) {
-        for partition in topic.partitions.values() {
+        let partitions: Vec<Arc<Partition>> = topic.partitions.values().cloned().collect();
+        self.retire_partitions(&topic.name, &partitions);
+    }
+
+    /// [`TopicRegistry::retire`] for some partitions of `topic`.
+    fn retire_partitions(&self, topic: &str, partitions: &[Arc<Partition>]) {
+        for partition in partitions {
             partition.retire();
         }
-        let dirs: Vec<PathBuf> = topic.partitions.values().map(|p| p.dir.clone()).collect();
+        let dirs: Vec<PathBuf> = partitions.iter().map(|p| p.dir.clone()).collect();
         let renamed = partition_dir::rename_for_deletion(&self.data_dir, &dirs).unwrap_or_else(
             |error| {
-                tracing::warn!(topic = %topic.name, %error,
-                    "could not rename the deleted topic's directories; the next start removes them");
+                tracing::warn!(%topic, %error,
+                    "could not rename the removed partitions' directories; the next start removes them");
                 Vec::new()
             },
         );
-        tracing::info!(topic = %topic.name, "topic deleted here");
+        let indexes: Vec<i32> = partitions.iter().map(|p| p.index).collect();
+        tracing::info!(%topic, partitions = ?indexes, "partitions deleted here");
         // Removing a large log takes a while: not in the sync.
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn_blocking(move || {
@@ -728,6 +746,8 @@ mod tests {
             leader: replicas.first().copied().unwrap_or(-1),
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 
@@ -888,6 +908,35 @@ mod tests {
                 .get("retention.ms")
                 .map(String::as_str),
             Some("1000")
+        );
+    }
+
+    #[test]
+    fn a_partition_reassigned_away_is_retired_while_the_topic_stays() {
+        let data = tempfile::tempdir().unwrap();
+        let topics = registry(data.path());
+        let mut image = MetadataImage::default();
+        let id = create(&mut image, "t", vec![led_by(&[0]), led_by(&[0, 1])]);
+        topics.sync(&image);
+        let before = topics.get("t").unwrap();
+        let (kept, moved) = (before.partitions[&0].clone(), before.partitions[&1].clone());
+        assert!(moved.dir().exists());
+        apply(
+            &mut image,
+            vec![MetadataRecord::ChangePartition {
+                topic_id: id,
+                partition: 1,
+                state: led_by(&[1]),
+            }],
+        );
+        topics.sync(&image);
+        let after = topics.get("t").unwrap();
+        assert_eq!(after.partitions.keys().copied().collect::<Vec<_>>(), [0]);
+        assert!(Arc::ptr_eq(&after.partitions[&0], &kept));
+        assert!(kept.dir().exists());
+        assert!(
+            !moved.dir().exists(),
+            "the moved partition's directory is gone"
         );
     }
 

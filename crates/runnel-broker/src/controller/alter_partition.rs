@@ -131,6 +131,8 @@ mod tests {
                             leader: 1,
                             leader_epoch: 5,
                             partition_epoch: 9,
+                            adding_replicas: Vec::new(),
+                            removing_replicas: Vec::new(),
                         }],
                     },
                 ],

@@ -19,6 +19,7 @@ use super::elections::{elect_leaderless, fence};
 use super::placement::{
     new_partition, place, placement_order, placement_start, validate_assignment,
 };
+use super::reassign::{complete_if_caught_up, decide_reassignments};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::group::OFFSETS_TOPIC;
@@ -271,7 +272,9 @@ impl Controller {
                     partition_epoch: *partition_epoch,
                     isr,
                 };
-                let decided = decide_isr_change(image, &change);
+                // The ISR change may be the one that completes a reassignment.
+                let decided = decide_isr_change(image, &change)
+                    .map(|state| complete_if_caught_up(image, state));
                 let records = match &decided {
                     Ok(state) if Some(state) != image.partition_by_id(*topic_id, *partition) => {
                         vec![MetadataRecord::ChangePartition {
@@ -291,6 +294,14 @@ impl Controller {
                 let (records, outcomes) =
                     decide_elections(image, *election_type, partitions.as_deref());
                 Decision::new(records, ControllerReply::Elections(outcomes))
+            }
+            ControllerRequest::AlterPartitionReassignments {
+                partitions,
+                allow_replication_factor_change,
+            } => {
+                let (records, outcomes) =
+                    decide_reassignments(image, partitions, *allow_replication_factor_change);
+                Decision::new(records, ControllerReply::Reassignments(outcomes))
             }
             ControllerRequest::AllocateProducerIds { broker_id } => {
                 let first = image.next_producer_id.max(0);
@@ -630,20 +641,20 @@ fn alter_config(
 }
 
 /// The image as a decision's records so far leave it, and those records.
-struct Scratch {
-    image: MetadataImage,
-    records: Vec<MetadataRecord>,
+pub(super) struct Scratch {
+    pub(super) image: MetadataImage,
+    pub(super) records: Vec<MetadataRecord>,
 }
 
 impl Scratch {
-    fn new(image: &MetadataImage) -> Scratch {
+    pub(super) fn new(image: &MetadataImage) -> Scratch {
         Scratch {
             image: image.clone(),
             records: Vec::new(),
         }
     }
 
-    fn apply(&mut self, records: Vec<MetadataRecord>) {
+    pub(super) fn apply(&mut self, records: Vec<MetadataRecord>) {
         if records.is_empty() {
             return;
         }

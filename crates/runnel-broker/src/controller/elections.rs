@@ -200,16 +200,22 @@ pub fn change(topic: &TopicImage, index: usize, state: PartitionState) -> Metada
     }
 }
 
-/// The first ISR member, in replica order, that `eligible` accepts.
-fn clean_candidate(
+/// The first ISR member, in replica order, that `eligible` accepts; during a reassignment a
+/// replica being removed only if no other can lead (it is in sync, so it holds every
+/// acknowledged record: an offline partition would be worse, and completing the reassignment
+/// moves leadership to a target replica).
+pub fn clean_candidate(
     state: &PartitionState,
     eligible: impl Fn(BrokerId) -> bool,
 ) -> Option<BrokerId> {
-    state
+    let in_sync = |b: &BrokerId| state.isr.contains(b) && eligible(*b);
+    let staying = state
         .replicas
         .iter()
         .copied()
-        .find(|b| state.isr.contains(b) && eligible(*b))
+        .filter(|b| !state.removing_replicas.contains(b))
+        .find(in_sync);
+    staying.or_else(|| state.replicas.iter().copied().find(in_sync))
 }
 
 /// The first replica out of the ISR that `eligible` accepts.
@@ -262,6 +268,8 @@ mod tests {
             leader,
             leader_epoch: 3,
             partition_epoch: 5,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 

@@ -8,6 +8,8 @@
 //! - `alter_partition.rs`: a leader's ISR change (AlterPartition).
 //! - `elect_leaders.rs`: ElectLeaders, and the preferred-leader check of
 //!   `auto.leader.rebalance.enable`.
+//! - `reassign.rs`: AlterPartitionReassignments, and completing a reassignment once every
+//!   target replica is in sync.
 //! - `heartbeats.rs`: [`HeartbeatTracker`], which sessions expired.
 //! - `service.rs`: [`ControllerService`], serialises decisions, proposes them to the
 //!   [`MetadataLog`](crate::metadata::MetadataLog), forwards to the leader, fences.
@@ -22,6 +24,7 @@ pub mod heartbeats;
 pub mod in_memory;
 pub mod lifecycle;
 pub mod placement;
+pub mod reassign;
 pub mod service;
 
 pub use decide::{Controller, ControllerSettings, Decision, PRODUCER_ID_BLOCK_SIZE};

@@ -103,30 +103,35 @@ pub fn validate_assignment(
     };
     let rf = first.len();
     for (index, replicas) in assignment.iter().enumerate() {
-        if replicas.is_empty() {
-            return Err(invalid(format!(
-                "partition {index} has an empty replica list"
-            )));
-        }
-        if replicas.len() != rf {
+        if replicas.len() != rf && !replicas.is_empty() {
             return Err(invalid(
                 "all partitions in the manual assignment must have the same number of replicas"
                     .into(),
             ));
         }
-        let distinct: BTreeSet<_> = replicas.iter().collect();
-        if distinct.len() != replicas.len() {
-            return Err(invalid(format!(
-                "partition {index} lists a broker more than once"
-            )));
-        }
-        if let Some(unknown) = replicas.iter().find(|b| !image.is_unfenced(**b)) {
-            return Err(invalid(format!(
-                "partition {index} names broker {unknown}, which is not registered and unfenced"
-            )));
-        }
+        check_replica_list(image, replicas)
+            .map_err(|reason| invalid(format!("partition {index} {reason}")))?;
     }
     Ok(rf)
+}
+
+/// Checks one partition's replica list: non-empty, without duplicates, naming only
+/// registered unfenced brokers. The error says what is wrong with it ("lists a broker more
+/// than once"), for the caller to name the partition.
+pub fn check_replica_list(image: &MetadataImage, replicas: &[BrokerId]) -> Result<(), String> {
+    if replicas.is_empty() {
+        return Err("has an empty replica list".into());
+    }
+    let distinct: BTreeSet<_> = replicas.iter().collect();
+    if distinct.len() != replicas.len() {
+        return Err("lists a broker more than once".into());
+    }
+    if let Some(unknown) = replicas.iter().find(|b| !image.is_unfenced(**b)) {
+        return Err(format!(
+            "names broker {unknown}, which is not registered and unfenced"
+        ));
+    }
+    Ok(())
 }
 
 /// A new partition's state: all replicas in sync, the first one leads, epochs 0.
@@ -140,6 +145,8 @@ pub fn new_partition(replicas: Vec<BrokerId>) -> PartitionState {
         replicas,
         leader_epoch: 0,
         partition_epoch: 0,
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::broker::Broker;
 use crate::error::BrokerError;
 
 mod alter_configs;
+mod alter_partition_reassignments;
 pub mod api_versions;
 mod cluster;
 #[cfg(test)]
@@ -40,6 +41,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_partition_reassignments;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -161,6 +163,16 @@ pub static HANDLERS: &[ApiHandler] = &[
     api!(DescribeTopicPartitions, 0..=0, describe_topic_partitions),
     api!(OffsetForLeaderEpoch, 2..=4, offset_for_leader_epoch),
     api!(ElectLeaders, 0..=2, elect_leaders),
+    api!(
+        AlterPartitionReassignments,
+        0..=1,
+        alter_partition_reassignments
+    ),
+    api!(
+        ListPartitionReassignments,
+        0..=0,
+        list_partition_reassignments
+    ),
 ];
 
 /// The handler for `api_key` if `version` is within its served range.

@@ -33,7 +33,8 @@ pub struct Endpoint {
 /// Who holds a partition and who leads it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
-    /// Assigned replicas, preferred leader first.
+    /// Assigned replicas, preferred leader first. During a reassignment the union of the
+    /// target replicas (first, in their order) and the original ones being removed.
     pub replicas: Vec<BrokerId>,
     /// In-sync replicas.
     pub isr: Vec<BrokerId>,
@@ -43,6 +44,39 @@ pub struct PartitionState {
     pub leader_epoch: i32,
     /// Bumped at every change of this state (ISR, replicas or leader).
     pub partition_epoch: i32,
+    /// Replicas a reassignment adds (target − original); empty when none is in progress.
+    /// Defaulted so that metadata logs and snapshots written before reassignments load.
+    #[serde(default)]
+    pub adding_replicas: Vec<BrokerId>,
+    /// Replicas a reassignment removes (original − target); empty when none is in progress.
+    #[serde(default)]
+    pub removing_replicas: Vec<BrokerId>,
+}
+
+impl PartitionState {
+    /// Whether a reassignment is in progress (KIP-455).
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas a reassignment moves to: `replicas` without those being removed (all of
+    /// them when none is in progress).
+    pub fn target_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.removing_replicas.contains(b))
+            .collect()
+    }
+
+    /// The replicas before the reassignment: `replicas` without those being added.
+    pub fn original_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.adding_replicas.contains(b))
+            .collect()
+    }
 }
 
 /// One fact of the metadata log.

@@ -97,6 +97,16 @@ pub enum ControllerRequest {
         /// need no election are left out of the reply, as Kafka does).
         partitions: Option<Vec<(String, Vec<i32>)>>,
     },
+    /// AlterPartitionReassignments (key 45): move partitions to target replicas, or cancel
+    /// (`replicas: None`) a reassignment in progress. Answered
+    /// [`ControllerReply::Reassignments`].
+    AlterPartitionReassignments {
+        /// The partitions, in request order.
+        partitions: Vec<PartitionReassignment>,
+        /// v1's `allow_replication_factor_change` (always true in v0): false refuses a target
+        /// with another replica count than the original.
+        allow_replication_factor_change: bool,
+    },
     /// The import of a pre-cluster data directory: producer ids below `floor` were handed out
     /// by the single node (its `producer-id-block` file), so the next block starts at or
     /// above it. Answered `Done`; nothing changes when the image is already past `floor`.
@@ -188,15 +198,31 @@ impl AlterPartitionError {
     }
 }
 
-/// The outcome of ElectLeaders for one partition.
+/// The outcome of a partition request (ElectLeaders, AlterPartitionReassignments) for one
+/// partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ElectionOutcome {
+pub struct PartitionOutcome {
     /// The topic.
     pub topic: String,
     /// Partition index.
     pub partition: i32,
-    /// `None`: elected.
+    /// `None`: done.
     pub error: Option<AdminError>,
+}
+
+/// The outcome of ElectLeaders for one partition (`None`: elected).
+pub type ElectionOutcome = PartitionOutcome;
+
+/// One partition of an AlterPartitionReassignments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionReassignment {
+    /// The topic.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The target replicas, preferred leader first; `None` cancels the reassignment in
+    /// progress.
+    pub replicas: Option<Vec<BrokerId>>,
 }
 
 /// A topic to create.
@@ -302,6 +328,8 @@ pub enum ControllerReply {
     AlterPartition(Result<PartitionState, AlterPartitionError>),
     /// ElectLeaders: one outcome per partition.
     Elections(Vec<ElectionOutcome>),
+    /// AlterPartitionReassignments: one outcome per partition, in request order.
+    Reassignments(Vec<PartitionOutcome>),
     /// AllocateProducerIds: ids `[first, first + count)` are this broker's.
     ProducerIds {
         /// First id.

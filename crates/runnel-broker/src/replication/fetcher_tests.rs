@@ -276,6 +276,8 @@ fn create_followed_topic(image: &mut MetadataImage) -> Uuid {
                 leader: 1,
                 leader_epoch: 2,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             }],
         }],
     );

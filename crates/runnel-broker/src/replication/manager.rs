@@ -53,7 +53,7 @@ enum Role {
 #[derive(Debug)]
 struct Leadership {
     leader_epoch: i32,
-    partition: PartitionState,
+    partition: Box<PartitionState>,
     min_insync: usize,
     /// Built on first use with the log open ([`leader_state`]).
     state: Option<LeaderState>,
@@ -366,9 +366,10 @@ impl ReplicaManager {
         let leads = state.leader == self.node_id;
         match &mut *role {
             Role::Leader(leadership) if leads && leadership.leader_epoch == state.leader_epoch => {
-                let changed = leadership.partition != *state || leadership.min_insync != min_insync;
+                let changed =
+                    *leadership.partition != *state || leadership.min_insync != min_insync;
                 if changed {
-                    leadership.partition = state.clone();
+                    *leadership.partition = state.clone();
                     leadership.min_insync = min_insync;
                     if let Some(leader) = leadership.state.as_mut() {
                         leader.set_min_insync_replicas(min_insync);
@@ -396,7 +397,7 @@ impl ReplicaManager {
                         leader_epoch = state.leader_epoch, "leading");
                     Role::Leader(Leadership {
                         leader_epoch: state.leader_epoch,
-                        partition: state.clone(),
+                        partition: Box::new(state.clone()),
                         min_insync,
                         state: None,
                         inherited_high_watermark: high_watermark,

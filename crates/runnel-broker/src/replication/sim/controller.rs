@@ -75,6 +75,8 @@ impl ControllerModel {
                 leader: ids.first().copied().unwrap_or(-1),
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             }],
         });
         controller.commit(records);
