@@ -420,6 +420,162 @@ pub fn parse_describe_log_dirs_v4(body: &[u8]) -> Result<(i16, Vec<LogDirDescrip
     Ok((error_code, log_dirs))
 }
 
+/// AlterPartitionReassignments API key.
+pub const ALTER_PARTITION_REASSIGNMENTS: i16 = 45;
+/// ListPartitionReassignments API key.
+pub const LIST_PARTITION_REASSIGNMENTS: i16 = 46;
+
+/// One partition of an AlterPartitionReassignments: topic, partition, target replicas (`None`
+/// cancels the reassignment in progress).
+pub type ReassignmentRequest<'a> = (&'a str, i32, Option<&'a [i32]>);
+
+/// AlterPartitionReassignments v0 body (flexible), one topic entry per partition given.
+pub fn alter_partition_reassignments_v0(partitions: &[ReassignmentRequest<'_>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_i32(&mut body, 30_000); // timeout_ms
+    put_uvarint(&mut body, partitions.len() as u64 + 1);
+    for (topic, partition, replicas) in partitions {
+        put_compact_string(&mut body, topic);
+        put_uvarint(&mut body, 2); // one partition
+        put_i32(&mut body, *partition);
+        match replicas {
+            None => put_uvarint(&mut body, 0),
+            Some(replicas) => {
+                put_uvarint(&mut body, replicas.len() as u64 + 1);
+                for replica in *replicas {
+                    put_i32(&mut body, *replica);
+                }
+            }
+        }
+        put_uvarint(&mut body, 0); // partition: no tagged fields
+        put_uvarint(&mut body, 0); // topic: no tagged fields
+    }
+    put_uvarint(&mut body, 0); // no tagged fields
+    body
+}
+
+/// One partition's result in an AlterPartitionReassignments response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReassignmentResult {
+    /// Topic.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// Error code (0: started, or cancelled).
+    pub error_code: i16,
+}
+
+/// Parses an AlterPartitionReassignments v0 response body (as
+/// [`RawConnection::flexible_round_trip`] returns it): the top-level error code and every
+/// partition's result.
+pub fn parse_alter_partition_reassignments_v0(
+    body: &[u8],
+) -> Result<(i16, Vec<ReassignmentResult>)> {
+    let mut reader = Reader::new(body);
+    let _throttle_time_ms = reader.i32()?;
+    let error_code = reader.i16()?;
+    let _message = reader.compact_nullable_string()?;
+    let mut results = Vec::new();
+    for _ in 0..reader.compact_array_len()? {
+        let topic = reader.compact_string()?;
+        for _ in 0..reader.compact_array_len()? {
+            let partition = reader.i32()?;
+            let partition_error = reader.i16()?;
+            let _message = reader.compact_nullable_string()?;
+            reader.skip_tagged_fields()?;
+            results.push(ReassignmentResult {
+                topic: topic.clone(),
+                partition,
+                error_code: partition_error,
+            });
+        }
+        reader.skip_tagged_fields()?;
+    }
+    reader.skip_tagged_fields()?;
+    ensure!(
+        reader.rest().is_empty(),
+        "{} bytes after the response",
+        reader.rest().len()
+    );
+    Ok((error_code, results))
+}
+
+/// ListPartitionReassignments v0 body (flexible): `topics` as (topic, partition indexes);
+/// `None` asks for every reassignment in progress.
+pub fn list_partition_reassignments_v0(topics: Option<&[(&str, &[i32])]>) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_i32(&mut body, 30_000); // timeout_ms
+    match topics {
+        None => put_uvarint(&mut body, 0),
+        Some(topics) => {
+            put_uvarint(&mut body, topics.len() as u64 + 1);
+            for (topic, indexes) in topics {
+                put_compact_string(&mut body, topic);
+                put_uvarint(&mut body, indexes.len() as u64 + 1);
+                for index in *indexes {
+                    put_i32(&mut body, *index);
+                }
+                put_uvarint(&mut body, 0); // no tagged fields
+            }
+        }
+    }
+    put_uvarint(&mut body, 0); // no tagged fields
+    body
+}
+
+/// A reassignment in progress, as ListPartitionReassignments reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OngoingReassignment {
+    /// Topic.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The replicas now: target and original.
+    pub replicas: Vec<i32>,
+    /// Replicas being added.
+    pub adding: Vec<i32>,
+    /// Replicas being removed.
+    pub removing: Vec<i32>,
+}
+
+/// Parses a ListPartitionReassignments v0 response body (as
+/// [`RawConnection::flexible_round_trip`] returns it): the top-level error code and every
+/// reassignment in progress.
+pub fn parse_list_partition_reassignments_v0(
+    body: &[u8],
+) -> Result<(i16, Vec<OngoingReassignment>)> {
+    let mut reader = Reader::new(body);
+    let _throttle_time_ms = reader.i32()?;
+    let error_code = reader.i16()?;
+    let _message = reader.compact_nullable_string()?;
+    let mut ongoing = Vec::new();
+    for _ in 0..reader.compact_array_len()? {
+        let topic = reader.compact_string()?;
+        for _ in 0..reader.compact_array_len()? {
+            let partition = reader.i32()?;
+            let replicas = reader.compact_i32_array()?;
+            let adding = reader.compact_i32_array()?;
+            let removing = reader.compact_i32_array()?;
+            reader.skip_tagged_fields()?;
+            ongoing.push(OngoingReassignment {
+                topic: topic.clone(),
+                partition,
+                replicas,
+                adding,
+                removing,
+            });
+        }
+        reader.skip_tagged_fields()?;
+    }
+    reader.skip_tagged_fields()?;
+    ensure!(
+        reader.rest().is_empty(),
+        "{} bytes after the response",
+        reader.rest().len()
+    );
+    Ok((error_code, ongoing))
+}
+
 /// Produce v3 body with one batch for one partition.
 pub fn produce_v3(acks: i16, topic: &str, partition: i32, batch: &[u8]) -> Result<Vec<u8>> {
     let mut body = Vec::new();
@@ -759,15 +915,28 @@ impl<'a> Reader<'a> {
 
     /// Reads a compact (flexible-version) non-null string.
     pub fn compact_string(&mut self) -> Result<String> {
+        self.compact_nullable_string()?
+            .ok_or_else(|| "null compact string where a string was expected".into())
+    }
+
+    /// Reads a compact (flexible-version) nullable string (length 0 is null).
+    pub fn compact_nullable_string(&mut self) -> Result<Option<String>> {
         let len = self.uvarint()?;
-        ensure!(len > 0, "null compact string where a string was expected");
+        if len == 0 {
+            return Ok(None);
+        }
         let len = usize::try_from(len - 1)?;
         let slice = self
             .bytes
             .get(self.position..self.position + len)
             .ok_or("compact string runs past the end")?;
         self.position += len;
-        Ok(String::from_utf8(slice.to_vec())?)
+        Ok(Some(String::from_utf8(slice.to_vec())?))
+    }
+
+    /// Reads a compact (flexible-version) array of i32.
+    pub fn compact_i32_array(&mut self) -> Result<Vec<i32>> {
+        (0..self.compact_array_len()?).map(|_| self.i32()).collect()
     }
 
     /// Reads a compact (flexible-version) array's length; null reads as empty.
