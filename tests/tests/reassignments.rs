@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +38,9 @@ const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
 const LOAD_BATCH: usize = 100;
 /// Batches per partition the load sends at most.
 const LOAD_BATCHES_MAX: usize = 30;
+/// Records the load acknowledges before the move, while the new replica is paused, and after
+/// the move completed (two batches per partition each).
+const LOAD_PHASE: usize = 4 * LOAD_BATCH;
 
 /// AlterPartitionReassignments v0 through node `via`: the top-level error and every
 /// partition's result.
@@ -185,6 +188,7 @@ type AckedRecord = (i32, i64, Vec<u8>);
 /// A failed delivery ends it with that error.
 struct Load {
     stop: Arc<AtomicBool>,
+    acked_count: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<Result<Vec<AckedRecord>>>,
 }
 
@@ -195,9 +199,10 @@ impl Load {
             &[("acks", "all"), ("enable.idempotence", "true")],
         )?;
         let stop = Arc::new(AtomicBool::new(false));
+        let acked_count = Arc::new(AtomicUsize::new(0));
         let topic = topic.to_owned();
         let task = tokio::spawn({
-            let stop = Arc::clone(&stop);
+            let (stop, acked_count) = (Arc::clone(&stop), Arc::clone(&acked_count));
             async move {
                 let mut acked = Vec::new();
                 for batch in 0..LOAD_BATCHES_MAX {
@@ -213,12 +218,32 @@ impl Load {
                         for (ack, (_, value)) in delivered.into_iter().zip(records) {
                             acked.push((ack.partition, ack.offset, value));
                         }
+                        acked_count.store(acked.len(), Ordering::SeqCst);
                     }
                 }
                 Ok(acked)
             }
         });
-        Ok(Load { stop, task })
+        Ok(Load {
+            stop,
+            acked_count,
+            task,
+        })
+    }
+
+    /// Waits until `more` records beyond those acknowledged now are acknowledged (bounded by
+    /// [`WAIT_TIMEOUT`]).
+    async fn wait_for_more(&self, more: usize) -> Result<()> {
+        let target = self.acked_count.load(Ordering::SeqCst) + more;
+        runnel_e2e::wait_until(
+            &format!("{target} records acknowledged"),
+            WAIT_TIMEOUT,
+            || {
+                let done = self.acked_count.load(Ordering::SeqCst) >= target;
+                async move { Ok(done) }
+            },
+        )
+        .await
     }
 
     /// Stops the load and returns every acknowledged record.
@@ -243,17 +268,24 @@ async fn partitions_move_to_other_brokers_under_load_losing_nothing() -> TestRes
         let (new, a, b) = roles(&mut cluster).await?;
         create(&mut cluster, a, topic, &[&[a, b], &[a, b]]).await?;
         let load = Load::start(&cluster, b, topic, 2)?;
+        load.wait_for_more(LOAD_PHASE).await?;
 
         signal(&cluster, new, true)?;
-        let started = alter(
-            &cluster,
-            b,
-            &[(topic, 0, Some(&[b, new])), (topic, 1, Some(&[new]))],
-        );
-        let listed = list(&cluster, a);
+        let paused = async {
+            let started = alter(
+                &cluster,
+                b,
+                &[(topic, 0, Some(&[b, new])), (topic, 1, Some(&[new]))],
+            )?;
+            let listed = list(&cluster, a)?;
+            // Records the new replica must catch up on.
+            load.wait_for_more(LOAD_PHASE).await?;
+            Ok::<_, runnel_e2e::Error>((started, listed))
+        }
+        .await;
         signal(&cluster, new, false)?;
-        ensure_accepted(&started?, 2)?;
-        let listed = listed?;
+        let (started, listed) = paused?;
+        ensure_accepted(&started, 2)?;
         ensure_eq!(
             listed,
             vec![
