@@ -80,3 +80,76 @@ fn describe(index: i32, state: &PartitionState) -> OngoingPartitionReassignment 
         .with_adding_replicas(ids(&state.adding_replicas))
         .with_removing_replicas(ids(&state.removing_replicas))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+
+    use super::*;
+    use crate::broker::testing;
+
+    fn request(topics: Option<&[(&str, &[i32])]>) -> ListPartitionReassignmentsRequest {
+        ListPartitionReassignmentsRequest::default().with_topics(topics.map(|topics| {
+            topics
+                .iter()
+                .map(|(name, indexes)| {
+                    ListPartitionReassignmentsTopics::default()
+                        .with_name(TopicName(StrBytes::from_string((*name).to_string())))
+                        .with_partition_indexes(indexes.to_vec())
+                })
+                .collect()
+        }))
+    }
+
+    /// (topic, partition, replicas, adding, removing) of one listed reassignment.
+    type Listed = (String, i32, Vec<i32>, Vec<i32>, Vec<i32>);
+
+    /// Every listed reassignment.
+    fn shape(topics: &[OngoingTopicReassignment]) -> Vec<Listed> {
+        let ids = |b: &[BrokerId]| b.iter().map(|b| b.0).collect::<Vec<_>>();
+        topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| {
+                    (
+                        t.name.to_string(),
+                        p.partition_index,
+                        ids(&p.replicas),
+                        ids(&p.adding_replicas),
+                        ids(&p.removing_replicas),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_partitions_being_reassigned_are_listed() {
+        let moving = PartitionState {
+            replicas: vec![2, 3, 1],
+            adding_replicas: vec![3],
+            removing_replicas: vec![1],
+            ..testing::partition(&[1, 2], 1)
+        };
+        let image = testing::image(
+            &[1, 2, 3],
+            &[
+                ("a", vec![testing::partition(&[1], 1), moving]),
+                ("b", vec![testing::partition(&[2], 2)]),
+            ],
+        );
+        let expected = vec![("a".to_string(), 1, vec![2, 3, 1], vec![3], vec![1])];
+        assert_eq!(shape(&ongoing(&image, &request(None)).unwrap()), expected);
+        let named: &[(&str, &[i32])] = &[("a", &[0, 1]), ("b", &[0])];
+        assert_eq!(
+            shape(&ongoing(&image, &request(Some(named))).unwrap()),
+            expected
+        );
+        let unknown: &[(&str, &[i32])] = &[("a", &[5])];
+        assert!(matches!(
+            ongoing(&image, &request(Some(unknown))),
+            Err(BrokerError::UnknownTopicOrPartition(_))
+        ));
+    }
+}
