@@ -406,3 +406,284 @@ fn remove_marker(dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::broker::testing;
+    use crate::config::BrokerConfig;
+    use crate::metadata::MetadataImage;
+    use crate::topics::{Topic, TopicRegistry};
+
+    /// A registry of node 0 over `log_dirs`, with segments small enough that a few records
+    /// make several.
+    fn registry(log_dirs: &[PathBuf]) -> TopicRegistry {
+        let listed: Vec<String> = log_dirs.iter().map(|d| d.display().to_string()).collect();
+        let overrides = [
+            ("log.dirs".to_string(), listed.join(",")),
+            ("log.segment.bytes".to_string(), "300".to_string()),
+        ];
+        TopicRegistry::new(Arc::new(BrokerConfig::load(None, &overrides).unwrap()), 0)
+    }
+
+    fn two_log_dirs() -> (tempfile::TempDir, Vec<PathBuf>) {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = vec![root.path().join("a"), root.path().join("b")];
+        for dir in &dirs {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        (root, dirs)
+    }
+
+    /// Topic `t` with `count` partitions, all on node 0.
+    fn image_with(count: usize) -> MetadataImage {
+        testing::image(&[0], &[("t", vec![testing::partition(&[0], 0); count])])
+    }
+
+    fn batch(value: &[u8]) -> bytes::Bytes {
+        let record = runnel_protocol::batch_builder::NewRecord {
+            key: None,
+            value: Some(value.to_vec()),
+            headers: Vec::new(),
+        };
+        runnel_protocol::batch_builder::build_batch(&[record], 0).unwrap()
+    }
+
+    /// Appends `count` records to partition 0 of `t` and flushes.
+    fn append(topic: &Topic, count: usize) {
+        let log = topic.partitions[&0].log_blocking().unwrap();
+        for i in 0..count {
+            log.append(&batch(format!("record {i}").as_bytes()))
+                .unwrap();
+        }
+        log.flush(log.log_end_offset()).unwrap();
+    }
+
+    /// Everything partition 0's log holds, as read bytes.
+    fn contents(topic: &Topic) -> (i64, bytes::Bytes) {
+        let log = topic.partitions[&0].log_blocking().unwrap();
+        let end = log.log_end_offset();
+        (end, log.read(0, 1 << 20, end).unwrap())
+    }
+
+    #[test]
+    fn a_new_partition_goes_to_the_log_dir_with_the_fewest_ties_to_the_first() {
+        let dirs = vec![
+            PathBuf::from("/a"),
+            PathBuf::from("/b"),
+            PathBuf::from("/c"),
+        ];
+        let mut placed = HashMap::new();
+        assert_eq!(least_loaded(&dirs, &placed), dirs[0]);
+        placed.insert(dirs[0].clone(), 2);
+        placed.insert(dirs[1].clone(), 1);
+        assert_eq!(least_loaded(&dirs, &placed), dirs[2]);
+        placed.insert(dirs[2].clone(), 1);
+        assert_eq!(least_loaded(&dirs, &placed), dirs[1]);
+
+        let (_root, dirs) = two_log_dirs();
+        let topics = registry(&dirs);
+        topics.sync(&image_with(4));
+        let topic = topics.get("t").unwrap();
+        for (index, partition) in &topic.partitions {
+            let expected = &dirs[usize::try_from(*index).unwrap() % 2];
+            assert_eq!(&partition.log_dir(), expected, "partition {index}");
+            assert!(partition.dir().is_dir());
+        }
+    }
+
+    /// At start a partition is found in whichever log dir holds it, whatever placement would
+    /// choose now.
+    #[test]
+    fn an_existing_partition_is_found_in_any_log_dir() {
+        let (_root, dirs) = two_log_dirs();
+        let image = image_with(1);
+        let id = image.topic("t").unwrap().id;
+        let in_second = partition_dir::partition_dir(&dirs[1], "t", 0, id);
+        partition_dir::prepare(&in_second, "t", id).unwrap();
+        assert_eq!(find_existing(&dirs, "t", 0, id), Some(dirs[1].clone()));
+        let topics = registry(&dirs);
+        topics.sync(&image);
+        assert_eq!(topics.get("t").unwrap().partitions[&0].dir(), in_second);
+        assert!(!partition_dir::partition_dir(&dirs[0], "t", 0, id).exists());
+    }
+
+    /// A move keeps every record at its offset, retires the old handle, removes the old copy,
+    /// takes appends in its new place, and a restart finds it there.
+    #[test]
+    fn a_move_keeps_every_record_and_the_old_handle_takes_none() {
+        let (_root, dirs) = two_log_dirs();
+        let image = image_with(1);
+        let topics = registry(&dirs);
+        topics.sync(&image);
+        let topic = topics.get("t").unwrap();
+        append(&topic, 20);
+        let partition = Arc::clone(&topic.partitions[&0]);
+        let old_log = partition.log_blocking().unwrap();
+        assert!(old_log.segment_count() > 2, "several segments to copy");
+        let old_dir = partition.dir();
+        let before = contents(&topic);
+
+        move_partition(&topics.moves, &partition, &dirs[1]).unwrap();
+        assert_eq!(partition.log_dir(), dirs[1]);
+        assert!(!old_dir.exists());
+        assert!(!partition.dir().join(MOVED_MARKER_FILE_NAME).exists());
+        assert_eq!(contents(&topic), before);
+        assert!(topics
+            .moves
+            .future_replica(partition.topic_id(), 0)
+            .is_none());
+        // The old handle takes nothing more, and says the log moved.
+        let refused = old_log.append(&batch(b"late")).unwrap_err();
+        assert!(old_log.is_moved(), "{refused}");
+        // The moved log takes appends.
+        append(&topic, 3);
+        let after = contents(&topic);
+        assert_eq!(after.0, before.0 + 3);
+        // Moving to where it is changes nothing.
+        move_partition(&topics.moves, &partition, &dirs[1]).unwrap();
+        assert_eq!(partition.log_dir(), dirs[1]);
+
+        // A restart finds it in its new dir.
+        topics.close_all();
+        drop((topic, partition, old_log, topics));
+        let topics = registry(&dirs);
+        resolve_interrupted_moves(&dirs).unwrap();
+        topics.sync(&image);
+        let topic = topics.get("t").unwrap();
+        assert_eq!(topic.partitions[&0].log_dir(), dirs[1]);
+        assert_eq!(contents(&topic), after);
+    }
+
+    /// A crash at each step of a move (the states a move passes through on disk) restarts with
+    /// exactly one copy of the partition holding every record.
+    #[test]
+    fn a_crash_at_any_step_of_a_move_leaves_one_complete_copy() {
+        // Each step's state, built from a closed log in `a` (a copy in `b`).
+        #[derive(Debug, Clone, Copy)]
+        enum Crash {
+            PartOfTheSealedSegmentsCopied,
+            EverythingCopiedNotPublished,
+            PublishedOldCopyStillThere,
+            OldCopyRenamedForDeletion,
+            MarkerNotRemoved,
+        }
+        for crash in [
+            Crash::PartOfTheSealedSegmentsCopied,
+            Crash::EverythingCopiedNotPublished,
+            Crash::PublishedOldCopyStillThere,
+            Crash::OldCopyRenamedForDeletion,
+            Crash::MarkerNotRemoved,
+        ] {
+            let (_root, dirs) = two_log_dirs();
+            let image = image_with(1);
+            let topics = registry(&dirs);
+            topics.sync(&image);
+            let topic = topics.get("t").unwrap();
+            append(&topic, 20);
+            let expected = contents(&topic);
+            topics.close_all();
+            let source = topic.partitions[&0].dir();
+            drop((topic, topics));
+            let target =
+                partition_dir::partition_dir(&dirs[1], "t", 0, image.topic("t").unwrap().id);
+            let future = with_suffix(&target, FUTURE_SUFFIX);
+            create_dir(&future).unwrap();
+            let sealed = sealed_segments(&source).unwrap();
+            let expected_dir = match crash {
+                Crash::PartOfTheSealedSegmentsCopied => {
+                    copy_file(&source, &future, &sealed.files[0].0).unwrap();
+                    &dirs[0]
+                }
+                Crash::EverythingCopiedNotPublished => {
+                    copy_rest(&source, &future, &HashMap::new()).unwrap();
+                    std::fs::write(future.join(MOVED_MARKER_FILE_NAME), b"").unwrap();
+                    &dirs[0]
+                }
+                Crash::PublishedOldCopyStillThere
+                | Crash::OldCopyRenamedForDeletion
+                | Crash::MarkerNotRemoved => {
+                    copy_rest(&source, &future, &HashMap::new()).unwrap();
+                    std::fs::write(future.join(MOVED_MARKER_FILE_NAME), b"").unwrap();
+                    rename(&future, &target).unwrap();
+                    if !matches!(crash, Crash::PublishedOldCopyStillThere) {
+                        let renamed =
+                            partition_dir::rename_for_deletion(std::slice::from_ref(&source))
+                                .unwrap();
+                        if matches!(crash, Crash::MarkerNotRemoved) {
+                            partition_dir::remove_deleted(&renamed);
+                        }
+                    }
+                    &dirs[1]
+                }
+            };
+
+            resolve_interrupted_moves(&dirs).unwrap();
+            let live = crate::topics::live_topics(&image);
+            for log_dir in &dirs {
+                partition_dir::reconcile(log_dir, &live).unwrap();
+            }
+            let topics = registry(&dirs);
+            topics.sync(&image);
+            let topic = topics.get("t").unwrap();
+            assert_eq!(&topic.partitions[&0].log_dir(), expected_dir, "{crash:?}");
+            assert_eq!(contents(&topic), expected, "{crash:?}");
+            for log_dir in &dirs {
+                let left: Vec<_> = std::fs::read_dir(log_dir)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with("t-"))
+                    .collect();
+                let expected_count = usize::from(log_dir == expected_dir);
+                assert_eq!(
+                    left.len(),
+                    expected_count,
+                    "{crash:?}: {left:?} in {}",
+                    log_dir.display()
+                );
+            }
+            assert!(!topic.partitions[&0]
+                .dir()
+                .join(MOVED_MARKER_FILE_NAME)
+                .exists());
+        }
+    }
+
+    /// Two copies and no single marker is not what a move leaves: start-up refuses to guess.
+    #[test]
+    fn two_unmarked_copies_are_refused() {
+        let (_root, dirs) = two_log_dirs();
+        let id = Uuid::new_v4();
+        for log_dir in &dirs {
+            partition_dir::prepare(&partition_dir::partition_dir(log_dir, "t", 0, id), "t", id)
+                .unwrap();
+        }
+        assert!(resolve_interrupted_moves(&dirs).is_err());
+    }
+
+    /// A copy that cannot be published (the target name is taken by a file) leaves the log
+    /// where it was, serving, and no partial copy behind.
+    #[test]
+    fn a_failed_move_leaves_the_log_serving_where_it_was() {
+        let (_root, dirs) = two_log_dirs();
+        let image = image_with(1);
+        let topics = registry(&dirs);
+        topics.sync(&image);
+        let topic = topics.get("t").unwrap();
+        append(&topic, 5);
+        let partition = Arc::clone(&topic.partitions[&0]);
+        let target = partition_dir::partition_dir(&dirs[1], "t", 0, partition.topic_id());
+        std::fs::write(&target, b"in the way").unwrap();
+        let before = contents(&topic);
+        assert!(move_partition(&topics.moves, &partition, &dirs[1]).is_err());
+        assert_eq!(partition.log_dir(), dirs[0]);
+        assert!(!with_suffix(&target, FUTURE_SUFFIX).exists());
+        append(&topic, 1);
+        assert_eq!(contents(&topic).0, before.0 + 1);
+    }
+}
