@@ -153,7 +153,8 @@ impl LogDirMoves {
         self.lock_in_progress().get(&(topic_id, index)).cloned()
     }
 
-    fn record(&self, partition: &Partition, future: Option<FutureReplica>) {
+    /// Records `partition`'s future replica (`None`: no move in progress any more).
+    pub(crate) fn record(&self, partition: &Partition, future: Option<FutureReplica>) {
         let key = (partition.topic_id(), partition.index);
         let mut in_progress = self.lock_in_progress();
         match future {

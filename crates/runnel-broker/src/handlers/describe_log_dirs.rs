@@ -273,6 +273,55 @@ mod tests {
         assert_eq!(described(&some), [("t".to_string(), 0)]);
     }
 
+    /// With two log dirs each lists the partitions it holds; a partition being moved is also
+    /// listed in its target dir as a future replica lagging by what is not copied yet.
+    #[test]
+    fn each_log_dir_lists_its_partitions_and_future_replicas() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = [root.path().join("a"), root.path().join("b")];
+        let listed = format!("{},{}", dirs[0].display(), dirs[1].display());
+        let config = crate::config::BrokerConfig::load(None, &[("log.dirs".into(), listed)]);
+        let topics = crate::topics::TopicRegistry::new(Arc::new(config.unwrap()), 0);
+        topics.sync(&testing::image(
+            &[0],
+            &[("t", vec![testing::partition(&[0], 0); 2])],
+        ));
+        let local = topics.all();
+        let partition = Arc::clone(&local[0].partitions[&0]);
+        let log = partition.log_blocking().unwrap();
+        for _ in 0..3 {
+            let record = runnel_protocol::batch_builder::NewRecord {
+                key: None,
+                value: Some(b"v".to_vec()),
+                headers: Vec::new(),
+            };
+            log.append(&runnel_protocol::batch_builder::build_batch(&[record], 0).unwrap())
+                .unwrap();
+        }
+        topics.moves.record(
+            &partition,
+            Some(crate::log_dirs::FutureReplica {
+                log_dir: dirs[1].clone(),
+                copied_end_offset: 1,
+                copied_bytes: 70,
+            }),
+        );
+        let selected = select(&local, None);
+        let in_a = describe_log_dir(&dirs[0], &topics.moves, &local, &selected);
+        let in_b = describe_log_dir(&dirs[1], &topics.moves, &local, &selected);
+        assert_eq!(described(&in_a), [("t".to_string(), 0)]);
+        assert_eq!(
+            described(&in_b),
+            [("t".to_string(), 0), ("t".to_string(), 1)]
+        );
+        let current = &in_a.topics[0].partitions[0];
+        assert!(!current.is_future_key && current.offset_lag == 0 && current.partition_size > 0);
+        let future = &in_b.topics[0].partitions[0];
+        assert!(future.is_future_key);
+        assert_eq!((future.offset_lag, future.partition_size), (2, 70));
+        assert!(!in_b.topics[0].partitions[1].is_future_key);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_data_dir_is_offline_when_every_local_partition_is() {
         let dir = tempfile::tempdir().unwrap();
