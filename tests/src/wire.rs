@@ -27,6 +27,8 @@ pub mod api_key {
     pub const INIT_PRODUCER_ID: i16 = 22;
     /// DescribeConfigs.
     pub const DESCRIBE_CONFIGS: i16 = 32;
+    /// AlterReplicaLogDirs.
+    pub const ALTER_REPLICA_LOG_DIRS: i16 = 34;
     /// DescribeLogDirs.
     pub const DESCRIBE_LOG_DIRS: i16 = 35;
     /// IncrementalAlterConfigs.
@@ -329,24 +331,70 @@ pub fn parse_elect_leaders_v1(body: &[u8]) -> Result<(i16, Vec<ElectionResult>)>
 
 /// DescribeLogDirs v4 body (flexible): `topics` as (topic, partition indexes); `None` asks
 /// for every partition.
-pub fn describe_log_dirs_v4(topics: Option<&[(&str, &[i32])]>) -> Vec<u8> {
+pub fn describe_log_dirs_v4(topics: Option<&[TopicPartitions<'_>]>) -> Vec<u8> {
     let mut body = Vec::new();
     match topics {
         None => put_uvarint(&mut body, 0),
-        Some(topics) => {
-            put_uvarint(&mut body, topics.len() as u64 + 1);
-            for (topic, indexes) in topics {
-                put_compact_string(&mut body, topic);
-                put_uvarint(&mut body, indexes.len() as u64 + 1);
-                for index in *indexes {
-                    put_i32(&mut body, *index);
-                }
-                put_uvarint(&mut body, 0); // no tagged fields
-            }
-        }
+        Some(topics) => put_compact_topic_partitions(&mut body, topics),
     }
     put_uvarint(&mut body, 0); // no tagged fields
     body
+}
+
+/// A topic and some of its partition indexes, as requests name them.
+pub type TopicPartitions<'a> = (&'a str, &'a [i32]);
+
+/// A compact array of (topic, partition indexes), each entry with no tagged fields (the
+/// shape DescribeLogDirs and AlterReplicaLogDirs share).
+fn put_compact_topic_partitions(body: &mut Vec<u8>, topics: &[TopicPartitions<'_>]) {
+    put_uvarint(body, topics.len() as u64 + 1);
+    for (topic, indexes) in topics {
+        put_compact_string(body, topic);
+        put_uvarint(body, indexes.len() as u64 + 1);
+        for index in *indexes {
+            put_i32(body, *index);
+        }
+        put_uvarint(body, 0); // no tagged fields
+    }
+}
+
+/// AlterReplicaLogDirs v2 body (flexible): per target directory, the (topic, partition
+/// indexes) to move there.
+pub fn alter_replica_log_dirs_v2(dirs: &[(&str, &[TopicPartitions<'_>])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_uvarint(&mut body, dirs.len() as u64 + 1);
+    for (path, topics) in dirs {
+        put_compact_string(&mut body, path);
+        put_compact_topic_partitions(&mut body, topics);
+        put_uvarint(&mut body, 0); // no tagged fields
+    }
+    put_uvarint(&mut body, 0); // no tagged fields
+    body
+}
+
+/// Parses an AlterReplicaLogDirs v2 response body: (topic, partition, error code) for every
+/// partition answered.
+pub fn parse_alter_replica_log_dirs_v2(body: &[u8]) -> Result<Vec<(String, i32, i16)>> {
+    let mut reader = Reader::new(body);
+    let _throttle_time_ms = reader.i32()?;
+    let mut results = Vec::new();
+    for _ in 0..reader.compact_array_len()? {
+        let topic = reader.compact_string()?;
+        for _ in 0..reader.compact_array_len()? {
+            let partition = reader.i32()?;
+            let error_code = reader.i16()?;
+            reader.skip_tagged_fields()?;
+            results.push((topic.clone(), partition, error_code));
+        }
+        reader.skip_tagged_fields()?;
+    }
+    reader.skip_tagged_fields()?;
+    ensure!(
+        reader.rest().is_empty(),
+        "{} bytes after the response",
+        reader.rest().len()
+    );
+    Ok(results)
 }
 
 /// One log directory of a DescribeLogDirs response.

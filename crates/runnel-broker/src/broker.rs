@@ -87,6 +87,15 @@ impl Broker {
             config.node_id,
             config.cluster_id.as_deref(),
         )?;
+        // Every other log dir records (or is checked against) the same cluster and node: a
+        // directory of another node or cluster is never served.
+        for log_dir in config.log_dirs.iter().filter(|d| **d != config.data_dir) {
+            std::fs::create_dir_all(log_dir).map_err(|source| BrokerError::Metadata {
+                path: log_dir.clone(),
+                source,
+            })?;
+            crate::meta_properties::load_or_format(log_dir, config.node_id, Some(&cluster_id))?;
+        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             BrokerError::ControllerUnavailable("Broker::open needs a Tokio runtime".into())
         })?;
@@ -123,7 +132,11 @@ impl Broker {
         runtime.block_on(import_legacy_topics(&config, &metadata))?;
         let image = metadata.image();
         // Before any log opens: upgrade old directories, remove what deletes left behind.
-        crate::partition_dir::reconcile(&config.data_dir, &crate::topics::live_topics(&image))?;
+        crate::log_dirs::resolve_interrupted_moves(&config.log_dirs)?;
+        let live = crate::topics::live_topics(&image);
+        for log_dir in &config.log_dirs {
+            crate::partition_dir::reconcile(log_dir, &live)?;
+        }
         let topics = Arc::new(TopicRegistry::new(Arc::clone(&config), config.node_id));
         topics.sync(&image);
         let (high_watermark_moved, _) = watch::channel(0);

@@ -34,7 +34,8 @@ pub struct Setting {
 pub const SETTINGS: &[Setting] = &[
     Setting { name: "listen", default: "0.0.0.0:9092", doc: "Shorthand (flag `--listen`): `listen=ADDR` is `listeners=PLAINTEXT://ADDR`. Setting both is an error." },
     Setting { name: "advertise", default: "localhost:9092", doc: "Shorthand (flag `--advertise`): `advertise=HOST:PORT` is `advertised.listeners=PLAINTEXT://HOST:PORT`. Setting both is an error." },
-    Setting { name: "data.dir", default: "./data", doc: "Directory holding the partition logs (flag `--data-dir`)." },
+    Setting { name: "data.dir", default: "./data", doc: "Directory holding the partition logs, the metadata log and `meta.properties` (flag `--data-dir`)." },
+    Setting { name: "log.dirs", default: "", doc: "Several log directories (JBOD), `DIR,DIR,…`: new partitions go to the one holding the fewest, AlterReplicaLogDirs moves them; the first also holds the metadata log and producer-id state. Overrides `data.dir`. Empty: `data.dir` alone." },
     Setting { name: "node.id", default: "0", doc: "This node's id: its broker id in Metadata and its voter id in the metadata quorum (flag `--node-id`)." },
     Setting { name: "process.roles", default: "broker,controller", doc: "`broker,controller` (combined: serves clients and votes in the metadata quorum) or `broker` (serves clients only; needs `controller.quorum.voters`). Controller-only nodes are not supported yet." },
     Setting { name: "controller.quorum.voters", default: "", doc: "The metadata quorum: `ID@HOST:PORT,…`, each voter's node id and controller listener. Empty: this node alone is the quorum. A controller's `node.id` must be among them." },
@@ -127,8 +128,11 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`: below the session timeout.
     pub broker_heartbeat_interval_ms: u64,
-    /// Root of the partition directories.
+    /// The first log directory: the metadata log, `meta.properties`, producer-id state.
     pub data_dir: PathBuf,
+    /// Every log directory partitions are placed in (`log.dirs`, else `data.dir` alone):
+    /// never empty, no two alike, `data_dir` first.
+    pub log_dirs: Vec<PathBuf>,
     /// This broker's id.
     pub node_id: i32,
     /// Partitions of auto-created topics.
@@ -313,6 +317,7 @@ impl BrokerConfig {
             broker_session_timeout_ms,
             broker_heartbeat_interval_ms,
         )?;
+        let log_dirs = settings.log_dirs()?;
         let (advertise_host, advertise_port) = cluster
             .advertised_listeners
             .first()
@@ -332,7 +337,8 @@ impl BrokerConfig {
             cluster_id: cluster.cluster_id,
             broker_session_timeout_ms,
             broker_heartbeat_interval_ms,
-            data_dir: PathBuf::from(settings.get::<String>("data.dir")?),
+            data_dir: log_dirs.first().cloned().unwrap_or_default(),
+            log_dirs,
             node_id,
             num_partitions: settings.get_in("num.partitions", 1..=100_000)?,
             auto_create_topics_enable: settings.get("auto.create.topics.enable")?,
@@ -470,6 +476,35 @@ impl Settings {
                 value: value.clone(),
                 reason: e.to_string(),
             })
+    }
+
+    /// `log.dirs` as a list, or `data.dir` alone when it is empty. Paths are taken as given
+    /// (relative to the working directory when relative).
+    ///
+    /// Errors: `InvalidValue` for an empty entry or a directory named twice.
+    fn log_dirs(&self) -> Result<Vec<PathBuf>, ConfigError> {
+        let listed = self.raw("log.dirs");
+        if listed.trim().is_empty() {
+            return Ok(vec![PathBuf::from(self.get::<String>("data.dir")?)]);
+        }
+        let invalid = |reason: &str| ConfigError::InvalidValue {
+            name: "log.dirs".to_string(),
+            value: listed.clone(),
+            reason: reason.to_string(),
+        };
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for entry in listed.split(',').map(str::trim) {
+            if entry.is_empty() {
+                return Err(invalid("an empty directory name"));
+            }
+            let dir = PathBuf::from(entry);
+            let absolute = |d: &Path| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf());
+            if dirs.iter().any(|d| absolute(d) == absolute(&dir)) {
+                return Err(invalid("a directory is named twice"));
+            }
+            dirs.push(dir);
+        }
+        Ok(dirs)
     }
 
     /// The storage of `storage.fault.injection`: the real file system, with its fault if set.

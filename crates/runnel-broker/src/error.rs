@@ -28,6 +28,9 @@ pub enum BrokerError {
     /// The topic or partition does not exist here.
     #[error("unknown topic or partition {0}")]
     UnknownTopicOrPartition(String),
+    /// AlterReplicaLogDirs names a directory that is not one of `log.dirs`.
+    #[error("{0} is not one of this broker's log dirs")]
+    LogDirNotFound(String),
     /// A topic id that no topic has.
     #[error("unknown topic id {0}")]
     UnknownTopicId(uuid::Uuid),
@@ -242,6 +245,7 @@ impl BrokerError {
             },
             BrokerError::Storage(e) => storage_error_code(e),
             BrokerError::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
+            BrokerError::LogDirNotFound(_) => ResponseError::LogDirNotFound,
             BrokerError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
             BrokerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
             BrokerError::InvalidTopic { .. } | BrokerError::InternalTopic(_) => {
@@ -321,6 +325,12 @@ fn storage_error_code(error: &StorageError) -> ResponseError {
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         StorageError::CorruptBatch { .. } => ResponseError::CorruptMessage,
+        // The log moved to another log directory after the request found it: retry there.
+        StorageError::LogFailed { cause, .. }
+            if matches!(**cause, StorageError::LogMoved { .. }) =>
+        {
+            ResponseError::NotLeaderOrFollower
+        }
         // A failed fsync or write took the log offline until a restart reopens it.
         StorageError::LogFailed { .. } => ResponseError::KafkaStorageError,
         _ => ResponseError::KafkaStorageError,

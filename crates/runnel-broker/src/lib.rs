@@ -12,6 +12,7 @@ pub mod error;
 pub mod flusher;
 pub mod group;
 pub mod handlers;
+pub mod log_dirs;
 pub mod log_manager;
 pub mod meta_properties;
 pub mod metadata;

@@ -158,7 +158,7 @@ pub async fn run_periodic_flush(broker: Arc<Broker>) {
             let interval_ms = flush_ms(topic).filter(|ms| *ms < i64::MAX as u64);
             for partition in topic.partitions.values() {
                 // A log not opened since start-up has nothing unflushed.
-                let Some(log) = partition.opened_log().map(Arc::clone) else {
+                let Some(log) = partition.opened_log() else {
                     continue;
                 };
                 // A failed log (said so once) flushes nothing more until a restart.

@@ -76,21 +76,20 @@ pub fn prepare(dir: &Path, topic: &str, id: Uuid) -> Result<(), StorageError> {
     }
 }
 
-/// Renames the directories of a deleted topic's partitions to `<name>-delete` (one directory
-/// fsync for all) and returns the new paths, to be removed with [`remove_deleted`]. A
-/// directory that does not exist (never opened) is skipped. Blocking.
+/// Renames partition directories (of a deleted topic, or a moved partition's old copy) to
+/// `<name>-delete` (one fsync per log dir holding them) and returns the new paths, to be
+/// removed with [`remove_deleted`]. A directory that does not exist (never opened) is skipped.
+/// Blocking.
 ///
-/// Errors: `StorageError::Io` if a rename or the fsync fails.
-pub fn rename_for_deletion(
-    data_dir: &Path,
-    dirs: &[PathBuf],
-) -> Result<Vec<PathBuf>, StorageError> {
+/// Errors: `StorageError::Io` if a rename or an fsync fails.
+pub fn rename_for_deletion(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, StorageError> {
     let mut renamed = Vec::with_capacity(dirs.len());
+    let mut log_dirs: Vec<&Path> = Vec::new();
     for dir in dirs {
         let target = delete_name(dir);
         match std::fs::rename(dir, &target) {
             Ok(()) => renamed.push(target),
-            Err(error) if error.kind() == ErrorKind::NotFound => {}
+            Err(error) if error.kind() == ErrorKind::NotFound => continue,
             Err(source) => {
                 return Err(StorageError::Io {
                     path: dir.clone(),
@@ -98,9 +97,13 @@ pub fn rename_for_deletion(
                 })
             }
         }
+        let log_dir = dir.parent().unwrap_or(Path::new("."));
+        if !log_dirs.contains(&log_dir) {
+            log_dirs.push(log_dir);
+        }
     }
-    if !renamed.is_empty() {
-        runnel_storage::sync_dir(data_dir)?;
+    for log_dir in log_dirs {
+        runnel_storage::sync_dir(log_dir)?;
     }
     Ok(renamed)
 }

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex as StdMutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError, RwLock};
 
 use dashmap::DashMap;
 use runnel_storage::{LogConfig, PartitionLog, Storage, StorageError};
@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::log_dirs::{self, LogDirMoves};
 use crate::metadata::{BrokerId, MetadataImage, TopicImage};
 use crate::partition_dir::{self, LiveTopic};
 use crate::topic_config::TopicConfig;
@@ -50,18 +51,22 @@ pub struct Partition {
     /// The topic's name and id, which the directory's `partition.metadata` must name.
     topic: String,
     topic_id: Uuid,
-    /// `<data>/<topic>-<index>.<topic id>`: one topic id's, never reused by another topic.
-    dir: PathBuf,
+    /// `<log dir>/<topic>-<index>.<topic id>`: one topic id's, never reused by another topic.
+    /// Changes only when AlterReplicaLogDirs moves the log (`log_dirs::move_partition`).
+    dir: RwLock<PathBuf>,
     /// The storage settings the log opens with, and any change since. Held while the log is
-    /// being opened, so a config change cannot slip between reading it and the log existing.
+    /// being opened or moved, so a config change, a delete or another open cannot slip between
+    /// reading it and the log existing.
     log_config: StdMutex<LogConfig>,
-    log: OnceLock<LogState>,
+    /// `None` until the first open; then set, and replaced only by a move to another log dir.
+    log: RwLock<Option<LogState>>,
     /// Where the log keeps its files (the broker's `storage`).
     storage: Storage,
 }
 
-/// What became of a partition's log; set once, never changed.
-#[derive(Debug)]
+/// What became of a partition's log: set by the first open (or a delete before it), replaced
+/// only by a move's newly opened log.
+#[derive(Debug, Clone)]
 enum LogState {
     /// Open (it may have failed since: `PartitionLog::check_healthy`).
     Open(Arc<PartitionLog>),
@@ -74,7 +79,7 @@ enum LogState {
 
 impl Partition {
     fn new(
-        data_dir: &Path,
+        log_dir: &Path,
         topic: &str,
         topic_id: Uuid,
         index: i32,
@@ -85,9 +90,11 @@ impl Partition {
             index,
             topic: topic.to_string(),
             topic_id,
-            dir: partition_dir::partition_dir(data_dir, topic, index, topic_id),
+            dir: RwLock::new(partition_dir::partition_dir(
+                log_dir, topic, index, topic_id,
+            )),
             log_config: StdMutex::new(log_config),
-            log: OnceLock::new(),
+            log: RwLock::new(None),
             storage,
         }
     }
@@ -103,9 +110,18 @@ impl Partition {
         self.topic_id
     }
 
-    /// The directory holding this partition's log.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The directory holding this partition's log (it changes when the log is moved).
+    pub fn dir(&self) -> PathBuf {
+        self.dir
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The log directory (one of `log.dirs`) holding this partition's directory.
+    pub fn log_dir(&self) -> PathBuf {
+        let dir = self.dir();
+        dir.parent().map_or_else(PathBuf::new, Path::to_path_buf)
     }
 
     /// The partition's log, opening (recovering) it on first use. The open runs on the
@@ -115,8 +131,8 @@ impl Partition {
     ///
     /// Errors: `PartitionOffline` when the log could not be opened (then or earlier);
     /// `TaskFailed` if the blocking task died.
-    pub async fn log(self: &Arc<Self>) -> Result<&Arc<PartitionLog>, BrokerError> {
-        if self.log.get().is_none() {
+    pub async fn log(self: &Arc<Self>) -> Result<Arc<PartitionLog>, BrokerError> {
+        if self.state().is_none() {
             let partition = Arc::clone(self);
             tokio::task::spawn_blocking(move || {
                 partition.open_once();
@@ -134,13 +150,13 @@ impl Partition {
     /// Errors: `PartitionOffline` when the log could not be opened (then or earlier), or a
     /// failed fsync or write took it offline since; `UnknownTopicOrPartition` when its topic
     /// was deleted.
-    pub fn log_blocking(&self) -> Result<&Arc<PartitionLog>, BrokerError> {
+    pub fn log_blocking(&self) -> Result<Arc<PartitionLog>, BrokerError> {
         let log = match self.open_once() {
             LogState::Open(log) => log,
             LogState::Offline(reason) => {
                 return Err(BrokerError::PartitionOffline {
-                    dir: self.dir.clone(),
-                    reason: Arc::clone(reason),
+                    dir: self.dir(),
+                    reason,
                 })
             }
             LogState::Deleted => {
@@ -153,32 +169,79 @@ impl Partition {
         // A log whose fsync or write failed is offline too, until a restart reopens it.
         log.check_healthy()
             .map_err(|reason| BrokerError::PartitionOffline {
-                dir: self.dir.clone(),
+                dir: self.dir(),
                 reason: Arc::new(reason),
             })?;
         Ok(log)
     }
 
+    /// What became of the log so far (`None`: not opened yet).
+    fn state(&self) -> Option<LogState> {
+        self.log
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_state(&self, state: LogState) {
+        *self.log.write().unwrap_or_else(PoisonError::into_inner) = Some(state);
+    }
+
     /// Opens the log unless that was done (or tried) before; a second caller blocks until the
     /// first one's open finished. The config lock is held while opening, so a config change
     /// cannot slip between reading it and the log existing.
-    fn open_once(&self) -> &LogState {
-        if let Some(opened) = self.log.get() {
+    fn open_once(&self) -> LogState {
+        if let Some(opened) = self.state() {
             return opened;
         }
         let config = self.lock_config();
-        self.log.get_or_init(|| {
-            partition_dir::prepare(&self.dir, &self.topic, self.topic_id)
-                .and_then(|()| PartitionLog::open_on(self.storage.clone(), &self.dir, *config))
-                .map_or_else(
-                    |error| {
-                        tracing::error!(dir = %self.dir.display(), %error,
-                            "partition log could not be opened; the partition is offline");
-                        LogState::Offline(Arc::new(error))
-                    },
-                    |log| LogState::Open(Arc::new(log)),
-                )
-        })
+        if let Some(opened) = self.state() {
+            return opened;
+        }
+        let dir = self.dir();
+        let state = partition_dir::prepare(&dir, &self.topic, self.topic_id)
+            .and_then(|()| PartitionLog::open_on(self.storage.clone(), &dir, *config))
+            .map_or_else(
+                |error| {
+                    tracing::error!(dir = %dir.display(), %error,
+                        "partition log could not be opened; the partition is offline");
+                    LogState::Offline(Arc::new(error))
+                },
+                |log| LogState::Open(Arc::new(log)),
+            );
+        self.set_state(state.clone());
+        state
+    }
+
+    /// Runs `relocate` with opens, deletes and config changes held off, on the open log (it
+    /// is opened first if it was not), and on success makes `(dir, log)` it returns this
+    /// partition's directory and log. Used by a move between log directories. Blocking.
+    ///
+    /// Errors: as [`Partition::log_blocking`] for a log that cannot be opened or was deleted;
+    /// else what `relocate` returned.
+    pub(crate) fn relocate(
+        &self,
+        relocate: impl FnOnce(
+            &Arc<PartitionLog>,
+            &LogConfig,
+        ) -> Result<(PathBuf, PartitionLog), BrokerError>,
+    ) -> Result<(), BrokerError> {
+        // Opened outside the config lock (the open takes it).
+        self.log_blocking()?;
+        let config = self.lock_config();
+        let log = match self.state() {
+            Some(LogState::Open(log)) => log,
+            _ => return self.log_blocking().map(drop),
+        };
+        let (dir, moved) = relocate(&log, &config)?;
+        *self.dir.write().unwrap_or_else(PoisonError::into_inner) = dir;
+        self.set_state(LogState::Open(Arc::new(moved)));
+        Ok(())
+    }
+
+    /// The partition's storage (real or fault-injecting), for a move to open the copy with.
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Called when the topic is deleted, before its directory is renamed away: a log never
@@ -187,13 +250,15 @@ impl Partition {
     /// an open in progress. Blocking.
     fn retire(&self) {
         let _config = self.lock_config();
-        self.log.get_or_init(|| LogState::Deleted);
+        if self.state().is_none() {
+            self.set_state(LogState::Deleted);
+        }
     }
 
     /// Whether the partition is offline: its log failed to open, or a failed fsync or write
     /// took it offline since. Nothing is opened.
     pub fn is_offline(&self) -> bool {
-        match self.log.get() {
+        match self.state() {
             Some(LogState::Offline(_)) => true,
             Some(LogState::Open(log)) => log.check_healthy().is_err(),
             Some(LogState::Deleted) | None => false,
@@ -201,8 +266,8 @@ impl Partition {
     }
 
     /// The log if it is open (nothing is opened).
-    pub fn opened_log(&self) -> Option<&Arc<PartitionLog>> {
-        match self.log.get() {
+    pub fn opened_log(&self) -> Option<Arc<PartitionLog>> {
+        match self.state() {
             Some(LogState::Open(log)) => Some(log),
             _ => None,
         }
@@ -341,7 +406,10 @@ fn assigned(topic: &TopicImage, node: BrokerId) -> impl Iterator<Item = i32> + '
 /// This node's topics and partition logs, following the metadata image.
 #[derive(Debug)]
 pub struct TopicRegistry {
-    data_dir: PathBuf,
+    /// `log.dirs`: where partition directories are placed.
+    log_dirs: Vec<PathBuf>,
+    /// Moves between log dirs in progress (AlterReplicaLogDirs).
+    pub moves: LogDirMoves,
     config: Arc<BrokerConfig>,
     node_id: BrokerId,
     topics: DashMap<String, Arc<Topic>>,
@@ -355,7 +423,8 @@ impl TopicRegistry {
     /// An empty registry for node `node_id`; [`TopicRegistry::sync`] fills it.
     pub fn new(config: Arc<BrokerConfig>, node_id: BrokerId) -> TopicRegistry {
         TopicRegistry {
-            data_dir: config.data_dir.clone(),
+            log_dirs: config.log_dirs.clone(),
+            moves: LogDirMoves::default(),
             config,
             node_id,
             topics: DashMap::new(),
@@ -486,6 +555,7 @@ impl TopicRegistry {
                 continue;
             }
             let log_config = config.log_config(&self.config);
+            let mut placed = self.partitions_per_log_dir();
             let mut partitions = BTreeMap::new();
             for index in indexes {
                 let existing = current.as_ref().and_then(|c| c.partition(index)).cloned();
@@ -495,8 +565,16 @@ impl TopicRegistry {
                         partition
                     }
                     None => {
+                        let log_dir = log_dirs::find_existing(
+                            &self.log_dirs,
+                            &topic_image.name,
+                            index,
+                            topic_image.id,
+                        )
+                        .unwrap_or_else(|| log_dirs::least_loaded(&self.log_dirs, &placed));
+                        *placed.entry(log_dir.clone()).or_default() += 1;
                         let partition = Arc::new(Partition::new(
-                            &self.data_dir,
+                            &log_dir,
                             &topic_image.name,
                             topic_image.id,
                             index,
@@ -550,8 +628,8 @@ impl TopicRegistry {
         for partition in partitions {
             partition.retire();
         }
-        let dirs: Vec<PathBuf> = partitions.iter().map(|p| p.dir.clone()).collect();
-        let renamed = partition_dir::rename_for_deletion(&self.data_dir, &dirs).unwrap_or_else(
+        let dirs: Vec<PathBuf> = partitions.iter().map(|p| p.dir()).collect();
+        let renamed = partition_dir::rename_for_deletion(&dirs).unwrap_or_else(
             |error| {
                 tracing::warn!(%topic, %error,
                     "could not rename the removed partitions' directories; the next start removes them");
@@ -567,6 +645,22 @@ impl TopicRegistry {
             })),
             Err(_) => partition_dir::remove_deleted(&renamed),
         }
+    }
+
+    /// This node's log dirs (`log.dirs`), the first holding the metadata log.
+    pub fn log_dirs(&self) -> &[PathBuf] {
+        &self.log_dirs
+    }
+
+    /// How many of this node's partitions each log dir holds (placement's measure).
+    fn partitions_per_log_dir(&self) -> std::collections::HashMap<PathBuf, usize> {
+        let mut placed = std::collections::HashMap::new();
+        for topic in self.all() {
+            for partition in topic.partitions.values() {
+                *placed.entry(partition.log_dir()).or_default() += 1;
+            }
+        }
+        placed
     }
 
     /// Flushes and checkpoints every open partition log (graceful shutdown).
@@ -811,7 +905,7 @@ mod tests {
         let old_id = create(&mut image, "t", vec![led_by(&[0])]);
         topics.sync(&image);
         let old = topics.get("t").unwrap();
-        let stale = Arc::clone(old.partitions[&0].log().await.unwrap());
+        let stale = old.partitions[&0].log().await.unwrap();
         stale.append(&batch(b"old")).unwrap();
         delete(&mut image, old_id);
         create(&mut image, "t", vec![led_by(&[0])]);
@@ -819,14 +913,14 @@ mod tests {
         let new = topics.get("t").unwrap();
         let new_partition = Arc::clone(&new.partitions[&0]);
         assert_ne!(new_partition.dir(), old.partitions[&0].dir());
-        let before = snapshot(new_partition.dir());
+        let before = snapshot(&new_partition.dir());
 
         // Whatever the stale handle does may fail (its directory is gone), but lands nowhere
         // near the new topic.
         let _ = stale.append(&batch(b"stale"));
         let _ = stale.flush(stale.log_end_offset());
         let _ = stale.close();
-        assert_eq!(snapshot(new_partition.dir()), before);
+        assert_eq!(snapshot(&new_partition.dir()), before);
         let _ = old.partitions[&0].log().await;
         assert_eq!(new_partition.log().await.unwrap().log_end_offset(), 0);
 

@@ -122,6 +122,15 @@ pub enum StorageError {
         #[source]
         cause: std::sync::Arc<StorageError>,
     },
+    /// The log was copied to another directory and this handle retired (a move between log
+    /// directories): it takes no appends and serves no reads; the partition's new log does.
+    #[error("log {dir} moved to {to}")]
+    LogMoved {
+        /// The directory the log left.
+        dir: PathBuf,
+        /// The directory now holding it.
+        to: PathBuf,
+    },
     /// The leader-epoch checkpoint (`leader-epoch-checkpoint`) cannot be parsed. Not repaired
     /// by guessing: a wrong epoch history could make a follower keep records its leader does
     /// not have.

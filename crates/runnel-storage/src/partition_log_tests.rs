@@ -919,3 +919,38 @@ fn closing_a_never_written_log_writes_no_file() -> TestResult {
     );
     Ok(())
 }
+
+/// `close_for_move` runs the caller's copy with the log closed and appends held, then retires
+/// the handle: appends and reads fail (`LogMoved`), a flush of what was already flushed still
+/// succeeds; a failed copy leaves the log as it was, taking appends.
+#[test]
+fn close_for_move_retires_the_handle_only_once_the_copy_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), small_config()).unwrap();
+    log.append(&batch(3, 10)).unwrap();
+    log.set_leader_epoch(4).unwrap();
+
+    let refused: Result<(), StorageError> =
+        log.close_for_move(Path::new("/elsewhere"), |_| Err(StorageError::EmptyAppend));
+    assert!(refused.is_err());
+    assert!(!log.is_moved());
+    log.append(&batch(2, 10)).unwrap();
+
+    let epoch = log
+        .close_for_move(Path::new("/elsewhere"), |epoch| {
+            // The log is closed: everything is flushed before the copy.
+            assert_eq!(log.flushed_offset(), log.log_end_offset());
+            Ok(epoch)
+        })
+        .unwrap();
+    assert_eq!(
+        epoch,
+        Some(4),
+        "the stamped leader epoch is handed to the copy"
+    );
+    assert!(log.is_moved());
+    assert!(log.append(&batch(1, 10)).is_err());
+    assert!(log.read(0, 1 << 20, log.log_end_offset()).is_err());
+    log.flush(log.log_end_offset() - 1).unwrap();
+    assert_eq!(log.log_end_offset(), 5);
+}

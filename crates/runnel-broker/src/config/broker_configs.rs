@@ -233,11 +233,7 @@ pub static KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
 ];
 
 /// Kafka names whose value is a Runnel setting under another name.
-const ALIASES: &[(&str, &str)] = &[
-    ("broker.id", "node.id"),
-    ("log.dirs", "data.dir"),
-    ("log.dir", "data.dir"),
-];
+const ALIASES: &[(&str, &str)] = &[("broker.id", "node.id"), ("log.dir", "data.dir")];
 
 /// One broker setting as DescribeConfigs reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,6 +334,16 @@ fn runnel_entry(
         "advertised.listeners" => (
             render(&config.advertised_listeners),
             given(&["advertised.listeners", "advertise"]),
+        ),
+        // The log dirs in effect: `data.dir` alone unless `log.dirs` is given.
+        "log.dirs" => (
+            config
+                .log_dirs
+                .iter()
+                .map(|dir| dir.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            given(&["log.dirs", "data.dir"]),
         ),
         "inter.broker.listener.name" => (
             config.inter_broker_listener_name.clone(),

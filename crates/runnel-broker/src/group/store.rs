@@ -90,12 +90,13 @@ async fn append_durably(
     let (local, partition) =
         broker.led_partition(&broker.metadata.image(), OFFSETS_TOPIC, index)?;
     let leader_epoch = broker.replicas.check_acks_all(&partition)?;
-    let log = Arc::clone(partition.log().await?);
+    let log = partition.log().await?;
     let deadline = Instant::now() + COMMIT_TIMEOUT;
     let replicas = Arc::clone(&broker.replicas);
     let appending = Arc::clone(&partition);
     let last_offset = tokio::task::spawn_blocking(move || {
-        replicas.prepare_leader_append(&appending, appending.log_blocking()?)?;
+        let appending_log = appending.log_blocking()?;
+        replicas.prepare_leader_append(&appending, &appending_log)?;
         append_and_flush(&local, index, &records)
     })
     .await??;

@@ -32,7 +32,7 @@ pub(crate) async fn handle(
                 Ok((_, partition)) => match partition.log().await {
                     Err(offline) => Err(offline),
                     Ok(log) => {
-                        let log = Arc::clone(log);
+                        let log = Arc::clone(&log);
                         let high_watermark = broker.high_watermark(&partition, &log);
                         let offset = if p.offset == -1 {
                             high_watermark

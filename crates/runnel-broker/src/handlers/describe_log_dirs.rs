@@ -1,14 +1,19 @@
-//! DescribeLogDirs (key 35), v1–4 (v0 is gone from the codec, as from Kafka 4): the broker's one
-//! log directory — the data dir, as an absolute path — with every local partition (led or
-//! followed) of the requested topics (`null`: all) and its size in bytes. Requested topics and
-//! partitions this node does not hold are left out, as Kafka does. v4 adds the volume's total
-//! and usable bytes (`statvfs`; -1 when it fails).
+//! DescribeLogDirs (key 35), v1–4 (v0 is gone from the codec, as from Kafka 4): one result per
+//! log dir of `log.dirs` (the data dir alone by default), as an absolute path, with every local
+//! partition (led or followed) of the requested topics (`null`: all) it holds and its size in
+//! bytes. Requested topics and partitions this node does not hold are left out, as Kafka does.
+//! v4 adds the volume's total and usable bytes (`statvfs`; -1 when it fails).
+//!
+//! A partition being moved to another log dir (AlterReplicaLogDirs) is listed in its current
+//! dir and, in the target dir, as a future replica (`is_future_key`) whose `offset_lag` is the
+//! current log end minus the offset its copy reaches and whose size is the bytes copied so far
+//! (Kafka's meaning). Current replicas report a lag of 0.
 //!
 //! Offline logs: Kafka fails a whole directory at once and then reports it with
 //! KAFKA_STORAGE_ERROR and no partitions, never listing its partitions elsewhere. Here a log
 //! goes offline on its own (a failed open, fsync or write), so an offline partition is left out,
-//! and the directory is reported as Kafka reports an offline one only when every local
-//! partition is offline.
+//! and a log dir is reported as Kafka reports an offline one only when every local partition
+//! in it is offline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,6 +29,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
+use crate::log_dirs::LogDirMoves;
 use crate::topics::{Partition, Topic};
 
 /// What a volume field holds when it is not known (Kafka's `UNKNOWN_VOLUME_BYTES`).
@@ -36,11 +42,17 @@ pub(crate) async fn handle(
 ) -> Result<DescribeLogDirsResponse, BrokerError> {
     let local = broker.topics.all();
     let selected = select(&local, request.topics);
-    let data_dir = broker.config.data_dir.clone();
+    let topics = Arc::clone(&broker.topics);
     // Opening a log not yet opened, and statvfs, are blocking I/O.
-    let result =
-        tokio::task::spawn_blocking(move || describe_data_dir(&data_dir, &local, selected)).await?;
-    Ok(DescribeLogDirsResponse::default().with_results(vec![result]))
+    let results = tokio::task::spawn_blocking(move || {
+        topics
+            .log_dirs()
+            .iter()
+            .map(|log_dir| describe_log_dir(log_dir, &topics.moves, &local, &selected))
+            .collect()
+    })
+    .await?;
+    Ok(DescribeLogDirsResponse::default().with_results(results))
 }
 
 /// The local partitions asked for, by topic (sorted, each once): every one for `None`.
@@ -78,56 +90,73 @@ fn select(
         .collect()
 }
 
-/// The data dir's entry. Blocking: it may open logs and calls `statvfs`.
-fn describe_data_dir(
-    data_dir: &Path,
+/// One log dir's entry. Blocking: it may open logs and calls `statvfs`.
+fn describe_log_dir(
+    log_dir: &Path,
+    moves: &LogDirMoves,
     local: &[Arc<Topic>],
-    selected: Vec<(TopicName, Vec<Arc<Partition>>)>,
+    selected: &[(TopicName, Vec<Arc<Partition>>)],
 ) -> DescribeLogDirsResult {
     let mut topics = Vec::with_capacity(selected.len());
     for (name, partitions) in selected {
         let mut described = Vec::with_capacity(partitions.len());
         for partition in partitions {
+            let future = moves
+                .future_replica(partition.topic_id(), partition.index)
+                .filter(|future| future.log_dir == log_dir);
+            if partition.log_dir() != log_dir && future.is_none() {
+                continue;
+            }
             // An offline log is left out (see the module comment); a log whose topic was
             // deleted meanwhile is no longer local.
             let Ok(log) = partition.log_blocking() else {
                 continue;
             };
-            described.push(
-                DescribeLogDirsPartition::default()
-                    .with_partition_index(partition.index)
+            let entry = DescribeLogDirsPartition::default().with_partition_index(partition.index);
+            described.push(match future {
+                Some(future) => entry
+                    .with_partition_size(i64::try_from(future.copied_bytes).unwrap_or(i64::MAX))
+                    .with_offset_lag(
+                        log.log_end_offset()
+                            .saturating_sub(future.copied_end_offset)
+                            .max(0),
+                    )
+                    .with_is_future_key(true),
+                None => entry
                     .with_partition_size(i64::try_from(log.size_bytes()).unwrap_or(i64::MAX))
-                    // Kafka's lag is that of a future replica (a log being moved to another
-                    // directory) behind the current one; current replicas report 0.
                     .with_offset_lag(0)
                     .with_is_future_key(false),
-            );
+            });
         }
         if !described.is_empty() {
             topics.push(
                 DescribeLogDirsTopic::default()
-                    .with_name(name)
+                    .with_name(name.clone())
                     .with_partitions(described),
             );
         }
     }
-    let (total_bytes, usable_bytes) = volume_bytes(data_dir);
+    let (total_bytes, usable_bytes) = volume_bytes(log_dir);
     let result = DescribeLogDirsResult::default()
         .with_log_dir(StrBytes::from_string(
-            absolute(data_dir).display().to_string(),
+            absolute(log_dir).display().to_string(),
         ))
         .with_total_bytes(total_bytes)
         .with_usable_bytes(usable_bytes);
-    match data_dir_offline(local) {
+    match log_dir_offline(log_dir, local) {
         Some(error) => result.with_error_code(error.code()),
         None => result.with_topics(topics),
     }
 }
 
-/// Why the data dir counts as offline: every local partition's log is (and there is one).
-fn data_dir_offline(local: &[Arc<Topic>]) -> Option<BrokerError> {
+/// Why `log_dir` counts as offline: every local partition's log in it is (and there is one).
+fn log_dir_offline(log_dir: &Path, local: &[Arc<Topic>]) -> Option<BrokerError> {
     let mut reason = None;
-    for partition in local.iter().flat_map(|t| t.partitions.values()) {
+    for partition in local
+        .iter()
+        .flat_map(|t| t.partitions.values())
+        .filter(|p| p.log_dir() == log_dir)
+    {
         if !partition.is_offline() {
             return None;
         }
@@ -137,10 +166,10 @@ fn data_dir_offline(local: &[Arc<Topic>]) -> Option<BrokerError> {
     reason
 }
 
-/// The data dir as an absolute path (relative to the working directory if it was given
+/// A log dir as an absolute path (relative to the working directory if it was given
 /// relative); as configured if even that fails.
-fn absolute(data_dir: &Path) -> PathBuf {
-    std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf())
+fn absolute(log_dir: &Path) -> PathBuf {
+    std::path::absolute(log_dir).unwrap_or_else(|_| log_dir.to_path_buf())
 }
 
 /// (total, usable) bytes of the volume holding `dir`, as Kafka's `getTotalSpace` and
@@ -242,6 +271,55 @@ mod tests {
         let some = describe(&broker, Some(asked)).await;
         assert_eq!(some.error_code, 0);
         assert_eq!(described(&some), [("t".to_string(), 0)]);
+    }
+
+    /// With two log dirs each lists the partitions it holds; a partition being moved is also
+    /// listed in its target dir as a future replica lagging by what is not copied yet.
+    #[test]
+    fn each_log_dir_lists_its_partitions_and_future_replicas() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = [root.path().join("a"), root.path().join("b")];
+        let listed = format!("{},{}", dirs[0].display(), dirs[1].display());
+        let config = crate::config::BrokerConfig::load(None, &[("log.dirs".into(), listed)]);
+        let topics = crate::topics::TopicRegistry::new(Arc::new(config.unwrap()), 0);
+        topics.sync(&testing::image(
+            &[0],
+            &[("t", vec![testing::partition(&[0], 0); 2])],
+        ));
+        let local = topics.all();
+        let partition = Arc::clone(&local[0].partitions[&0]);
+        let log = partition.log_blocking().unwrap();
+        for _ in 0..3 {
+            let record = runnel_protocol::batch_builder::NewRecord {
+                key: None,
+                value: Some(b"v".to_vec()),
+                headers: Vec::new(),
+            };
+            log.append(&runnel_protocol::batch_builder::build_batch(&[record], 0).unwrap())
+                .unwrap();
+        }
+        topics.moves.record(
+            &partition,
+            Some(crate::log_dirs::FutureReplica {
+                log_dir: dirs[1].clone(),
+                copied_end_offset: 1,
+                copied_bytes: 70,
+            }),
+        );
+        let selected = select(&local, None);
+        let in_a = describe_log_dir(&dirs[0], &topics.moves, &local, &selected);
+        let in_b = describe_log_dir(&dirs[1], &topics.moves, &local, &selected);
+        assert_eq!(described(&in_a), [("t".to_string(), 0)]);
+        assert_eq!(
+            described(&in_b),
+            [("t".to_string(), 0), ("t".to_string(), 1)]
+        );
+        let current = &in_a.topics[0].partitions[0];
+        assert!(!current.is_future_key && current.offset_lag == 0 && current.partition_size > 0);
+        let future = &in_b.topics[0].partitions[0];
+        assert!(future.is_future_key);
+        assert_eq!((future.offset_lag, future.partition_size), (2, 70));
+        assert!(!in_b.topics[0].partitions[1].is_future_key);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

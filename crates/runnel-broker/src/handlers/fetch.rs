@@ -293,12 +293,12 @@ fn read_all(
                     // the log end once its fetch is checked and its progress recorded.
                     let (high_watermark, read_up_to) = match fetcher {
                         Fetcher::Consumer => {
-                            let hw = replicas.high_watermark(partition, log);
+                            let hw = replicas.high_watermark(partition, &log);
                             (hw, hw)
                         }
                         Fetcher::Replica(follower) => match replicas.replica_fetch(
                             partition,
-                            log,
+                            &log,
                             follower,
                             read.current_leader_epoch,
                             read.fetch_offset,
@@ -417,7 +417,7 @@ mod tests {
         let (metadata, _control) = testing::fake(image, 0);
         let broker = testing::open(dir.path(), metadata).await;
         let topic = broker.topics.get("t").unwrap();
-        let log = Arc::clone(topic.partition(0).unwrap().log().await.unwrap());
+        let log = topic.partition(0).unwrap().log().await.unwrap();
         let record = NewRecord {
             key: None,
             value: Some(b"v".to_vec()),

@@ -46,7 +46,7 @@ pub(crate) async fn handle(
             let timestamp = p.timestamp;
             let log = match partition {
                 Ok(p) => match p.log().await {
-                    Ok(log) => Ok((Arc::clone(&p), Arc::clone(log))),
+                    Ok(log) => Ok((Arc::clone(&p), Arc::clone(&log))),
                     Err(error) => Err(error),
                 },
                 Err(error) => Err(error),

@@ -16,6 +16,7 @@ use crate::error::BrokerError;
 
 mod alter_configs;
 mod alter_partition_reassignments;
+mod alter_replica_log_dirs;
 pub mod api_versions;
 mod cluster;
 #[cfg(test)]
@@ -142,6 +143,7 @@ pub static HANDLERS: &[ApiHandler] = &[
     api!(IncrementalAlterConfigs, 0..=1, incremental_alter_configs),
     api!(CreatePartitions, 0..=3, create_partitions),
     api!(DescribeLogDirs, 1..=4, describe_log_dirs),
+    api!(AlterReplicaLogDirs, 1..=2, alter_replica_log_dirs),
     api!(Metadata, 0..=13, metadata),
     api!(OffsetCommit, 2..=9, offset_commit),
     api!(OffsetFetch, 1..=9, offset_fetch),

@@ -60,7 +60,7 @@ async fn end_offset(
         .and_then(|t| t.partition(p.partition))
         .map_or(-1, |s| s.leader_epoch);
     check_leader_epoch(p.current_leader_epoch, current)?;
-    let log = Arc::clone(partition.log().await?);
+    let log = partition.log().await?;
     let replicas = Arc::clone(&broker.replicas);
     let requested = p.leader_epoch;
     tokio::task::spawn_blocking(move || {

@@ -88,13 +88,13 @@ pub(crate) async fn handle(
                                 let append = start_append(
                                     Arc::clone(&broker.replicas),
                                     Arc::clone(&partition),
-                                    Arc::clone(log),
+                                    Arc::clone(&log),
                                     data,
                                     limits,
                                     policy,
                                     slot,
                                 );
-                                Ok((Arc::clone(log), partition, leader_epoch, append))
+                                Ok((Arc::clone(&log), partition, leader_epoch, append))
                             }
                         },
                     },

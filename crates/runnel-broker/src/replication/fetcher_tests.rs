@@ -330,7 +330,7 @@ async fn only_followed_partitions_are_changed_and_reported() {
     };
     for active in [false, true, true] {
         let state = follow_state(&topics, active);
-        let log = Arc::clone(state.followed.partition.log().await.unwrap());
+        let log = state.followed.partition.log().await.unwrap();
         let fetched = FetchedPartition {
             state: Arc::clone(&state),
             log: Arc::clone(&log),
@@ -497,7 +497,7 @@ async fn a_fetcher_copies_its_leaders_log_and_reports_the_high_watermark() {
         .await
         .expect("the follower high watermark never reached 3")
         .unwrap();
-    let follower_log = Arc::clone(partition.log().await.unwrap());
+    let follower_log = partition.log().await.unwrap();
     assert_eq!(read_from(&follower_log, 0), read_from(&leader_log, 0));
     assert!(
         follower_log.flushed_offset() >= 3,

@@ -820,7 +820,7 @@ impl ReplicaManager {
                         state: Some(leader),
                         ..
                     }) => {
-                        let proposal = self.propose(&replica, leader, log, now_ms);
+                        let proposal = self.propose(&replica, leader, &log, now_ms);
                         (leader.high_watermark(), proposal)
                     }
                     Role::Leader(_) => continue,
@@ -830,7 +830,7 @@ impl ReplicaManager {
             if let Some(request) = proposal {
                 self.submit_alter(&replica, request);
             }
-            checkpoint(&replica, log, high_watermark);
+            checkpoint(&replica, &log, high_watermark);
         }
     }
 
@@ -849,7 +849,7 @@ impl ReplicaManager {
                 Role::Leader(_) => continue,
                 Role::Follower { high_watermark, .. } => *high_watermark,
             };
-            checkpoint(&replica, log, high_watermark);
+            checkpoint(&replica, &log, high_watermark);
         }
     }
 
@@ -938,7 +938,7 @@ mod tests {
     /// Appends two records as the leader and flushes them; returns the last offset.
     async fn append_two(broker: &Broker) -> i64 {
         let partition = Arc::clone(broker.topics.get("t").unwrap().partition(0).unwrap());
-        let log = Arc::clone(partition.log().await.unwrap());
+        let log = partition.log().await.unwrap();
         let replicas = Arc::clone(&broker.replicas);
         tokio::task::spawn_blocking(move || {
             replicas.prepare_leader_append(&partition, &log).unwrap();
@@ -977,7 +977,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (broker, _control) = two_replicas(dir.path()).await;
         let partition = Arc::clone(broker.topics.get("t").unwrap().partition(0).unwrap());
-        let log = Arc::clone(partition.log().await.unwrap());
+        let log = partition.log().await.unwrap();
         let epoch = broker.replicas.check_acks_all(&partition).unwrap();
         assert_eq!(epoch, 3);
         let last = append_two(&broker).await;
@@ -1062,7 +1062,7 @@ mod tests {
         let (broker, control) = two_replicas(dir.path()).await;
         let topic_id = broker.topics.get("t").unwrap().id;
         let partition = Arc::clone(broker.topics.get("t").unwrap().partition(0).unwrap());
-        let log = Arc::clone(partition.log().await.unwrap());
+        let log = partition.log().await.unwrap();
         change(
             &broker,
             &control,

@@ -61,7 +61,14 @@ impl PartitionLog {
     /// Errors: `Io` if an fsync fails (the log should then be taken offline).
     pub fn flush(&self, offset: i64) -> Result<(), StorageError> {
         let _flushing = lock(&self.flush_lock);
-        self.check_healthy()?;
+        if let Err(error) = self.check_healthy() {
+            // A log moved away was flushed to its end before it was copied: an offset below
+            // that is durable (in the copy), and the append waiting for it is not failed.
+            if self.is_moved() && self.flushed_offset() > offset {
+                return Ok(());
+            }
+            return Err(error);
+        }
         // A roll recorded after this waits for the next flush; the segments it sealed were
         // synced by the roll itself.
         let pending = lock(&self.pending_roll).take();
@@ -107,6 +114,14 @@ impl PartitionLog {
             dir: self.dir.clone(),
             cause: Arc::clone(cause),
         }
+    }
+
+    /// Whether this handle was retired by [`PartitionLog::close_for_move`].
+    pub fn is_moved(&self) -> bool {
+        matches!(
+            self.failure.get().map(|cause| &**cause),
+            Some(StorageError::LogMoved { .. })
+        )
     }
 
     /// Whether a failed write or fsync took the log offline (see [`StorageError::LogFailed`]).

@@ -349,6 +349,35 @@ impl PartitionLog {
         self.close_locked(&writer).map_err(|error| self.fail(error))
     }
 
+    /// Ends this handle's life for a move to another directory: with appends, truncations and
+    /// cleans held off, closes the log (everything flushed, a recovery checkpoint at the log
+    /// end, so the files are a clean-shutdown image), runs `copy_rest` with the leader epoch
+    /// appends are stamped with (see [`PartitionLog::set_leader_epoch`]; the copy must be
+    /// given it too), where the caller copies what it has not copied yet and publishes the
+    /// copy at `to`, and if that succeeds retires this
+    /// handle: every later append, read or flush fails with `LogMoved`, so nothing can be
+    /// acknowledged into a log that is about to be deleted. If `copy_rest` fails, the log stays
+    /// as it was and the error is returned.
+    ///
+    /// Errors: `Io` (closing), or what `copy_rest` returned.
+    pub fn close_for_move<T>(
+        &self,
+        to: &Path,
+        copy_rest: impl FnOnce(Option<i32>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let _cleaning = lock(&self.cleaner_lock);
+        let writer = lock(&self.writer);
+        self.check_healthy()?;
+        self.close_locked(&writer)
+            .map_err(|error| self.fail(error))?;
+        let copied = copy_rest(writer.leader_epoch)?;
+        let _ = self.failure.set(Arc::new(StorageError::LogMoved {
+            dir: self.dir.clone(),
+            to: to.to_path_buf(),
+        }));
+        Ok(copied)
+    }
+
     fn close_locked(&self, writer: &WriterState) -> Result<(), StorageError> {
         let log_end_offset = self.log_end_offset();
         // A log that never held a record (offsets are never reused, so a log end of 0 means

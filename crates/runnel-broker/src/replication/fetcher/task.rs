@@ -261,7 +261,7 @@ pub(super) async fn prepare_fetch(
         match partition.state.followed.partition.log().await {
             Ok(log) => fetched.push(FetchedPartition {
                 state: Arc::clone(&partition.state),
-                log: Arc::clone(log),
+                log: Arc::clone(&log),
                 fetch_offset: log.log_end_offset(),
             }),
             Err(error) => partition.delay(format!("log unavailable: {error}")),
