@@ -12,23 +12,14 @@
 use std::io::Read;
 use std::time::Duration;
 
-use runnel_e2e::{Result, TestCluster};
-
-fn arg(name: &str, default: u64) -> Result<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(index) => Ok(args
-            .get(index + 1)
-            .ok_or_else(|| format!("{name} needs a value"))?
-            .parse()?),
-    }
-}
+use runnel_e2e::{flag, Result, TestCluster};
 
 /// `--nodes` and `--seconds`.
 fn settings() -> Result<(usize, Duration)> {
-    let nodes = usize::try_from(arg("--nodes", 3)?)?;
-    Ok((nodes, Duration::from_secs(arg("--seconds", 300)?)))
+    Ok((
+        flag("--nodes", 3)?,
+        Duration::from_secs(flag("--seconds", 300)?),
+    ))
 }
 
 async fn run(cluster: &mut TestCluster, nodes: usize) -> Result<()> {

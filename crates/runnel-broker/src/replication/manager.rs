@@ -950,11 +950,14 @@ mod tests {
     use runnel_protocol::batch_builder::{build_batch, NewRecord};
     use tokio::time::{Duration, Instant};
 
+    use runnel_storage::PartitionLog;
+
     use super::{check_leader_epoch, FollowerSide, ReplicaManager, ReplicaRead};
     use crate::broker::{testing, Broker};
     use crate::error::BrokerError;
     use crate::metadata::{BrokerId, MetadataBatch, MetadataImage, MetadataRecord, PartitionState};
     use crate::replication::FollowedPartition;
+    use crate::topics::Partition;
 
     /// Guards against a hang only; never a performance threshold.
     const HANG_DEADLINE: Duration = Duration::from_secs(60);
@@ -982,11 +985,11 @@ mod tests {
         (testing::open(dir, metadata).await, control)
     }
 
-    /// Appends two records as the leader and flushes them; returns the last offset.
-    async fn append_two(broker: &Broker) -> i64 {
-        let partition = Arc::clone(broker.topics.get("t").unwrap().partition(0).unwrap());
+    /// Appends two records to `partition` as the leader `replicas` knows and flushes them;
+    /// returns the last offset.
+    async fn append_two(replicas: &Arc<ReplicaManager>, partition: &Arc<Partition>) -> i64 {
         let log = Arc::clone(partition.log().await.unwrap());
-        let replicas = Arc::clone(&broker.replicas);
+        let (replicas, partition) = (Arc::clone(replicas), Arc::clone(partition));
         tokio::task::spawn_blocking(move || {
             replicas.prepare_leader_append(&partition, &log).unwrap();
             let record = NewRecord {
@@ -1001,6 +1004,25 @@ mod tests {
         })
         .await
         .unwrap()
+    }
+
+    /// Waits, on a task of its own, until offsets up to `last` of `partition` are committed
+    /// at `epoch` (or the hang deadline).
+    fn spawn_wait_committed(
+        replicas: &Arc<ReplicaManager>,
+        partition: &Arc<Partition>,
+        log: &Arc<PartitionLog>,
+        epoch: i32,
+        last: i64,
+    ) -> tokio::task::JoinHandle<Result<(), BrokerError>> {
+        let (replicas, partition, log) =
+            (Arc::clone(replicas), Arc::clone(partition), Arc::clone(log));
+        tokio::spawn(async move {
+            let deadline = Instant::now() + HANG_DEADLINE;
+            replicas
+                .wait_committed(&partition, &log, epoch, last, deadline, 60_000)
+                .await
+        })
     }
 
     #[test]
@@ -1027,7 +1049,7 @@ mod tests {
         let log = Arc::clone(partition.log().await.unwrap());
         let epoch = broker.replicas.check_acks_all(&partition).unwrap();
         assert_eq!(epoch, 3);
-        let last = append_two(&broker).await;
+        let last = append_two(&broker.replicas, &partition).await;
         assert_eq!(
             log.end_offset_for_epoch(3),
             (3, 2),
@@ -1039,19 +1061,7 @@ mod tests {
             "follower unknown"
         );
 
-        let waiting = {
-            let (replicas, partition, log) = (
-                Arc::clone(&broker.replicas),
-                Arc::clone(&partition),
-                Arc::clone(&log),
-            );
-            tokio::spawn(async move {
-                let deadline = Instant::now() + HANG_DEADLINE;
-                replicas
-                    .wait_committed(&partition, &log, epoch, last, deadline, 60_000)
-                    .await
-            })
-        };
+        let waiting = spawn_wait_committed(&broker.replicas, &partition, &log, epoch, last);
         // Stale and future epochs are refused and record nothing; a non-replica too.
         for (current, fenced) in [(2, true), (4, false)] {
             let refused = broker
@@ -1120,20 +1130,8 @@ mod tests {
         )
         .await;
         let epoch = broker.replicas.check_acks_all(&partition).unwrap();
-        let last = append_two(&broker).await;
-        let waiting = {
-            let (replicas, partition, log) = (
-                Arc::clone(&broker.replicas),
-                Arc::clone(&partition),
-                Arc::clone(&log),
-            );
-            tokio::spawn(async move {
-                let deadline = Instant::now() + HANG_DEADLINE;
-                replicas
-                    .wait_committed(&partition, &log, epoch, last, deadline, 60_000)
-                    .await
-            })
-        };
+        let last = append_two(&broker.replicas, &partition).await;
+        let waiting = spawn_wait_committed(&broker.replicas, &partition, &log, epoch, last);
 
         // Node 1 leaves the ISR: below the minimum, the waiter and new produces are refused.
         let shrunk = PartitionState {
@@ -1270,42 +1268,9 @@ mod tests {
         let partition = Arc::clone(broker.topics.get("led").unwrap().partition(0).unwrap());
         let log = Arc::clone(partition.log().await.unwrap());
         let epoch = manager.check_acks_all(&partition).unwrap();
-        let last = {
-            let (manager, partition, log) = (
-                Arc::clone(&manager),
-                Arc::clone(&partition),
-                Arc::clone(&log),
-            );
-            tokio::task::spawn_blocking(move || {
-                let epoch = manager.prepare_leader_append(&partition, &log).unwrap();
-                let record = NewRecord {
-                    key: None,
-                    value: Some(b"v".to_vec()),
-                    headers: Vec::new(),
-                };
-                let batch = build_batch(&[record], 0).unwrap();
-                log.append_as_leader(&batch, None, runnel_storage::CrcCheck::Verify, epoch)
-                    .unwrap();
-                log.flush(0).unwrap();
-                0
-            })
-            .await
-            .unwrap()
-        };
+        let last = append_two(&manager, &partition).await;
         // Node 1 has not fetched: the commit waits.
-        let waiting = {
-            let (manager, partition, log) = (
-                Arc::clone(&manager),
-                Arc::clone(&partition),
-                Arc::clone(&log),
-            );
-            tokio::spawn(async move {
-                let deadline = Instant::now() + HANG_DEADLINE;
-                manager
-                    .wait_committed(&partition, &log, epoch, last, deadline, 60_000)
-                    .await
-            })
-        };
+        let waiting = spawn_wait_committed(&manager, &partition, &log, epoch, last);
 
         // Another process registers as node 0; the controller has not moved anything yet.
         let superseded = next_image(
