@@ -8,7 +8,7 @@
 # Prints a markdown table with the RF3/RF1 ratios. The cluster is tests/examples/bench_cluster.rs
 # (the test harness's TestCluster). Not part of the test command; every step is bounded.
 #
-#   scripts/bench/replication.sh                      # 200k x 100 B, 50k x 1 KiB, 10 s per rate
+#   scripts/bench/replication.sh                      # 1M x 100 B, 300k x 1 KiB, 10 s per rate
 #   RECORDS_SMALL=20000 RECORDS_LARGE=5000 LATENCY_SECONDS=2 scripts/bench/replication.sh  # quick
 #   RUNNEL_BIN=/path/to/runnel scripts/bench/replication.sh    # measure another build
 #
@@ -18,8 +18,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 
-records_small="${RECORDS_SMALL:-200000}"
-records_large="${RECORDS_LARGE:-50000}"
+records_small="${RECORDS_SMALL:-1000000}"
+records_large="${RECORDS_LARGE:-300000}"
 latency_seconds="${LATENCY_SECONDS:-10}"
 timeout_s="${TIMEOUT_S:-60}"
 cluster_s="${CLUSTER_S:-290}"
