@@ -22,24 +22,13 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
-use runnel_e2e::{admin, admin_options, Result, TestCluster, WAIT_TIMEOUT};
+use runnel_e2e::{admin, admin_options, flag, Result, TestCluster, WAIT_TIMEOUT};
 
 /// How long an admin client created before the failover is given to create a topic after it.
 const LONG_LIVED_WAIT: Duration = Duration::from_secs(20);
 
 fn ms(duration: Duration) -> String {
     format!("{:.0}", duration.as_secs_f64() * 1000.0)
-}
-
-fn arg(name: &str, default: usize) -> Result<usize> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(index) => Ok(args
-            .get(index + 1)
-            .ok_or_else(|| format!("{name} needs a value"))?
-            .parse()?),
-    }
 }
 
 type Admin = AdminClient<DefaultClientContext>;
@@ -96,8 +85,8 @@ async fn wait_topics(cluster: &mut TestCluster, count: usize) -> Result<()> {
 }
 
 async fn run(cluster: &mut TestCluster, started: Instant) -> Result<()> {
-    let rounds = arg("--rounds", 3)?;
-    let topics = arg("--topics", 1000)?;
+    let rounds = flag("--rounds", 3)?;
+    let topics = flag("--topics", 1000)?;
     let serving = started.elapsed();
     cluster.wait_for_brokers(3).await?;
     let ready = started.elapsed();

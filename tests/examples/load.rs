@@ -11,8 +11,9 @@
 //! `produce` also `produce_requests=N`, the requests librdkafka sent), and for
 //! `latency` the end-to-end (send → consumed) and ack (send → delivery report) percentiles in
 //! milliseconds: `e2e_p50_ms=.. e2e_p99_ms=.. e2e_p999_ms=.. ack_p50_ms=.. ack_p99_ms=..`.
-//! `--partitions N` creates the topic with N partitions first (CreateTopics); `load create`
-//! does only that.
+//! `--partitions N` creates the topic with N partitions first (CreateTopics), with
+//! `--replication-factor R` replicas each (default 1) and the `--topic-config name=value`
+//! settings; `load create` does only that.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,7 @@ struct Args {
     timeout: Duration,
     compression: String,
     partitions: i32,
+    replication_factor: i32,
     rate: u64,
     seconds: u64,
     /// `name=value` topic configs for the topic this run creates.
@@ -59,6 +61,7 @@ fn parse_args() -> Result<Args> {
         timeout: Duration::from_secs(300),
         compression: "none".into(),
         partitions: 0,
+        replication_factor: 1,
         rate: 1000,
         seconds: 10,
         topic_configs: Vec::new(),
@@ -74,6 +77,7 @@ fn parse_args() -> Result<Args> {
             "--timeout-s" => parsed.timeout = Duration::from_secs(value.parse()?),
             "--compression" => parsed.compression = value,
             "--partitions" => parsed.partitions = value.parse()?,
+            "--replication-factor" => parsed.replication_factor = value.parse()?,
             "--rate" => parsed.rate = value.parse()?,
             "--seconds" => parsed.seconds = value.parse()?,
             "--topic-config" => {
@@ -146,7 +150,11 @@ fn create_topic(args: &Args) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut topic = NewTopic::new(&args.topic, args.partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(
+        &args.topic,
+        args.partitions,
+        TopicReplication::Fixed(args.replication_factor),
+    );
     for (name, value) in &args.topic_configs {
         topic = topic.set(name, value);
     }

@@ -495,6 +495,23 @@ fn locate_or_build_runnel() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The value after `name` on this process's command line (`--rounds 3`), parsed, or `default`
+/// when the flag is absent: the benchmark examples' flags.
+pub fn flag<T>(name: &str, default: T) -> Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(index) => Ok(args
+            .get(index + 1)
+            .ok_or_else(|| format!("{name} needs a value"))?
+            .parse()?),
+    }
+}
+
 /// The seed of this test process's randomness: `$RUNNEL_SEED` if set, else from the clock.
 /// Printed with every failure so a run can be replayed.
 pub fn seed() -> u64 {

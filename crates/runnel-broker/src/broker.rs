@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tokio::sync::{watch, Semaphore};
+use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::control_plane::{controller_settings, ControlPlane};
@@ -112,18 +113,22 @@ impl Broker {
             );
             lifecycle.wait_registered().await.map(|()| lifecycle)
         })?;
-        let mut broker = Broker::open_with(config, cluster_id, metadata)?;
+        let incarnation = lifecycle.incarnation();
+        let mut broker = Broker::open_with(config, cluster_id, metadata, Some(incarnation))?;
         broker.lifecycle = std::sync::Mutex::new(Some(lifecycle));
         broker.control_plane = Some(control_plane);
         Ok(broker)
     }
 
-    /// [`Broker::open`] over a control plane already started (tests drive one of their own).
-    /// Blocking, as `open`.
+    /// [`Broker::open`] over a control plane already started (tests drive one of their own),
+    /// for the process registered as `incarnation` (`None`: nothing registered, as under a
+    /// test's control plane; the process then never considers itself superseded). Blocking,
+    /// as `open`.
     pub fn open_with(
         config: Arc<BrokerConfig>,
         cluster_id: String,
         metadata: MetadataHandle,
+        incarnation: Option<Uuid>,
     ) -> Result<Broker, BrokerError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             BrokerError::ControllerUnavailable("Broker::open needs a Tokio runtime".into())
@@ -142,6 +147,7 @@ impl Broker {
         let (high_watermark_moved, _) = watch::channel(0);
         let replicas = Arc::new(ReplicaManager::new(
             Arc::clone(&config),
+            incarnation,
             metadata.clone(),
             HighWatermarkSignal(high_watermark_moved.clone()),
         ));
@@ -675,13 +681,15 @@ pub(crate) mod testing {
         }
     }
 
-    /// A broker (node 0) on `data_dir` over `metadata`.
+    /// A broker (node 0) on `data_dir` over `metadata`, registered as no incarnation.
     pub(crate) async fn open(data_dir: &std::path::Path, metadata: MetadataHandle) -> Broker {
         let overrides = [("data.dir".to_string(), data_dir.display().to_string())];
         let config = Arc::new(BrokerConfig::load(None, &overrides).unwrap());
-        tokio::task::spawn_blocking(move || Broker::open_with(config, "cluster".into(), metadata))
-            .await
-            .unwrap()
-            .unwrap()
+        tokio::task::spawn_blocking(move || {
+            Broker::open_with(config, "cluster".into(), metadata, None)
+        })
+        .await
+        .unwrap()
+        .unwrap()
     }
 }

@@ -7,7 +7,11 @@
 //! Writes are acknowledged once committed: fsynced here and, on a replicated
 //! `__consumer_offsets`, on every in-sync replica (the partition's high watermark past them),
 //! so the coordinator that takes over after a failover loads every acknowledged commit.
-//! Storage calls run on the blocking pool.
+//! They are appended as the leader of the partition's current leader epoch, as produce
+//! appends (`PartitionLog::append_as_leader`): a write of a leadership that has just ended is
+//! refused by storage instead of landing between the new leader's batches. Group-metadata
+//! appends keep the order of the changes (the coordinator's write order); the wait for their
+//! commit happens after that order is released. Storage calls run on the blocking pool.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -15,10 +19,12 @@ use std::time::Duration;
 
 use runnel_protocol::batch::{next_offset_after, read_records};
 use runnel_protocol::batch_builder::{build_batch, NewRecord};
-use runnel_storage::AppendOutcome;
+use runnel_storage::{AppendOutcome, CrcCheck, PartitionLog};
 use tokio::time::Instant;
 
-use super::coordinator::{AssignmentToStore, CommittedOffset, GroupCoordinator, Now};
+use super::coordinator::{
+    AssignmentToStore, CommittedOffset, DescribedGroup, GroupCoordinator, Now,
+};
 use super::records::{
     decode_group_metadata_value, decode_key, decode_offset_commit_value, group_metadata_key,
     group_metadata_value, offset_commit_key, offset_commit_value, OffsetsKey,
@@ -27,7 +33,7 @@ use super::{partition_for, OFFSETS_TOPIC};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::metadata::TopicImage;
-use crate::topics::{Topic, TopicRegistry};
+use crate::topics::{Partition, Topic, TopicRegistry};
 
 /// Bytes read from `__consumer_offsets` per step while loading.
 const LOAD_READ_BYTES: usize = 1 << 20;
@@ -72,43 +78,81 @@ pub async fn coordinator_of(
 /// default); then the client is told to retry.
 const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Appends `records` for `group_id` to its partition and waits until they are committed
-/// (fsynced here and on the ISR, as a produce with acks=all). Errors with
-/// NOT_LEADER_OR_FOLLOWER (which groups answer as NOT_COORDINATOR) when this node does not
-/// lead the group's partition, NOT_ENOUGH_REPLICAS / REQUEST_TIMED_OUT (answered as
-/// COORDINATOR_NOT_AVAILABLE) when the ISR cannot take it.
-async fn append_durably(
+/// A group write appended (and fsynced here) by the leader of its `__consumer_offsets`
+/// partition, not yet known to be committed: [`wait_committed`] waits for that.
+#[derive(Debug)]
+struct AppendedGroupWrite {
+    partition: Arc<Partition>,
+    log: Arc<PartitionLog>,
+    /// The leader epoch the append was made under; the commit must happen in it.
+    leader_epoch: i32,
+    last_offset: i64,
+    /// [`COMMIT_TIMEOUT`] after the append started.
+    deadline: Instant,
+}
+
+/// Appends `records` for `group_id` as one batch to its partition and fsyncs it, as the
+/// leader at the leader epoch the replica manager knows (`PartitionLog::append_as_leader`,
+/// as produce does): an append of a leadership that has just ended is refused in storage.
+/// `None` when there is nothing to write. Returns once appended; [`wait_committed`] waits for
+/// the commit, so callers that order appends (the group-metadata writes) need not hold their
+/// order across that wait.
+///
+/// Errors: NOT_LEADER_OR_FOLLOWER (which groups answer as NOT_COORDINATOR) when this node does
+/// not lead the group's partition, or stopped leading it; NOT_ENOUGH_REPLICAS (answered as
+/// COORDINATOR_NOT_AVAILABLE) when the ISR is below `min.insync.replicas`.
+async fn append_group_records(
     broker: &Broker,
     group_id: &str,
     records: Vec<NewRecord>,
-) -> Result<(), BrokerError> {
+) -> Result<Option<AppendedGroupWrite>, BrokerError> {
     if records.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let topic = offsets_topic(broker).await?;
     let index = partition_for(group_id, topic.partition_count());
-    let (local, partition) =
-        broker.led_partition(&broker.metadata.image(), OFFSETS_TOPIC, index)?;
-    let leader_epoch = broker.replicas.check_acks_all(&partition)?;
+    let (_, partition) = broker.led_partition(&broker.metadata.image(), OFFSETS_TOPIC, index)?;
+    broker.replicas.check_acks_all(&partition)?;
     let log = partition.log().await?;
     let deadline = Instant::now() + COMMIT_TIMEOUT;
     let replicas = Arc::clone(&broker.replicas);
-    let appending = Arc::clone(&partition);
-    let last_offset = tokio::task::spawn_blocking(move || {
-        let appending_log = appending.log_blocking()?;
-        replicas.prepare_leader_append(&appending, &appending_log)?;
-        append_and_flush(&local, index, &records)
+    let (appending, appending_log) = (Arc::clone(&partition), Arc::clone(&log));
+    let (leader_epoch, last_offset) = tokio::task::spawn_blocking(move || {
+        let leader_epoch = replicas.prepare_leader_append(&appending, &appending_log)?;
+        append_and_flush(&appending_log, &records, Some(leader_epoch))
+            .map(|last_offset| (leader_epoch, last_offset))
     })
     .await??;
     broker.notify_appended();
+    Ok(Some(AppendedGroupWrite {
+        partition,
+        log,
+        leader_epoch,
+        last_offset,
+        deadline,
+    }))
+}
+
+/// Waits until `appended` is committed (on every in-sync replica, the HW past it) in the
+/// leader epoch it was appended under.
+///
+/// Errors: NOT_LEADER_OR_FOLLOWER when leadership moved; NOT_ENOUGH_REPLICAS_AFTER_APPEND or
+/// REQUEST_TIMED_OUT (both answered as COORDINATOR_NOT_AVAILABLE) when the ISR cannot take it.
+async fn wait_committed(
+    broker: &Broker,
+    appended: Option<AppendedGroupWrite>,
+) -> Result<(), BrokerError> {
+    let Some(appended) = appended else {
+        return Ok(());
+    };
     let committed = broker
         .replicas
         .wait_committed(
-            &partition,
-            &log,
-            leader_epoch,
-            last_offset,
-            deadline,
+            &appended.partition,
+            &appended.log,
+            appended.leader_epoch,
+            appended.last_offset,
+            appended.deadline,
             i64::try_from(COMMIT_TIMEOUT.as_millis()).unwrap_or(i64::MAX),
         )
         .await;
@@ -116,21 +160,48 @@ async fn append_durably(
     committed
 }
 
-/// Appends `records` as one batch to partition `index` of `__consumer_offsets` and fsyncs it;
-/// returns the batch's last offset. Blocking.
-fn append_and_flush(topic: &Topic, index: i32, records: &[NewRecord]) -> Result<i64, BrokerError> {
-    let partition = topic
-        .partition(index)
-        .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{OFFSETS_TOPIC}-{index}")))?;
+/// Appends `records` for `group_id` and waits until they are committed (fsynced here and on
+/// the ISR, as a produce with acks=all). Errors as [`append_group_records`] and
+/// [`wait_committed`].
+async fn append_durably(
+    broker: &Broker,
+    group_id: &str,
+    records: Vec<NewRecord>,
+) -> Result<(), BrokerError> {
+    let appended = append_group_records(broker, group_id, records).await?;
+    wait_committed(broker, appended).await
+}
+
+/// Appends `records` as one batch to `log` and fsyncs it; returns the batch's last offset.
+/// With `leader_epoch`, as the leader of that epoch (refused once it is no longer stamped in
+/// the log); without, as a plain append (re-homing at load, before any client is served).
+/// Blocking.
+fn append_and_flush(
+    log: &PartitionLog,
+    records: &[NewRecord],
+    leader_epoch: Option<i32>,
+) -> Result<i64, BrokerError> {
     let batch = build_batch(records, Now::current().wall_ms)
         .ok_or_else(|| BrokerError::InvalidRequest("group record too large".into()))?;
-    let log = partition.log_blocking()?;
-    let last_offset = match log.append(&batch)? {
+    let outcome = match leader_epoch {
+        // Built here, so its CRC is ours; storage still verifies it (it is cheap).
+        Some(epoch) => log.append_as_leader(&batch, None, CrcCheck::Verify, epoch)?,
+        None => log.append(&batch)?,
+    };
+    let last_offset = match outcome {
         AppendOutcome::Appended { last_offset, .. }
         | AppendOutcome::Duplicate { last_offset, .. } => last_offset,
     };
     log.flush(last_offset)?;
     Ok(last_offset)
+}
+
+/// The log of partition `index` of the local `__consumer_offsets`. Blocking (it may open it).
+fn offsets_log(topic: &Topic, index: i32) -> Result<Arc<PartitionLog>, BrokerError> {
+    topic
+        .partition(index)
+        .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{OFFSETS_TOPIC}-{index}")))?
+        .log_blocking()
 }
 
 /// Writes committed offsets of one group durably (one batch), then records them in the
@@ -174,38 +245,68 @@ pub async fn tombstone_offsets(
 }
 
 /// Writes the metadata of every group that changed since the last call (tombstones for groups
-/// that are gone). Serialised so that records reach the log in the order of the changes. A
-/// failed write is logged; the group stays as it is in memory.
+/// that are gone). The appends are serialised so that records reach the log in the order of
+/// the changes; the waits for their commits are not (a group write stalled on its replicas
+/// holds no other group's write). A failed write is logged; the group stays as it is in
+/// memory.
 pub async fn write_group_metadata(broker: &Broker) {
-    let _order = broker.groups.write_order().lock().await;
-    for (group_id, snapshot) in broker.groups.take_dirty() {
-        let record = NewRecord {
-            key: Some(group_metadata_key(&group_id)),
-            value: snapshot.as_ref().map(group_metadata_value),
-            headers: Vec::new(),
-        };
-        if snapshot.is_none() && broker.metadata.image().topic(OFFSETS_TOPIC).is_none() {
-            continue;
+    let appended = {
+        let _order = broker.groups.write_order().lock().await;
+        let mut appended = Vec::new();
+        for (group_id, snapshot) in broker.groups.take_dirty() {
+            if snapshot.is_none() && broker.metadata.image().topic(OFFSETS_TOPIC).is_none() {
+                continue;
+            }
+            let record = group_metadata_record(&group_id, snapshot.as_ref());
+            let outcome = append_group_records(broker, &group_id, vec![record]).await;
+            appended.push((group_id, outcome));
         }
-        if let Err(error) = append_durably(broker, &group_id, vec![record]).await {
+        appended
+    };
+    for (group_id, outcome) in appended {
+        let written = match outcome {
+            Ok(appended) => wait_committed(broker, appended).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
             tracing::error!(group = %group_id, %error, "writing group metadata failed");
         }
     }
+}
+
+/// The group-metadata record of `group_id`: its `snapshot`, or a tombstone.
+fn group_metadata_record(group_id: &str, snapshot: Option<&DescribedGroup>) -> NewRecord {
+    NewRecord {
+        key: Some(group_metadata_key(group_id)),
+        value: snapshot.map(group_metadata_value),
+        headers: Vec::new(),
+    }
+}
+
+/// Writes `snapshot` as the metadata of `group_id`: appended in the order of other group
+/// writes, then waited for (committed on the ISR) without holding that order.
+async fn write_group_snapshot(
+    broker: &Broker,
+    group_id: &str,
+    snapshot: &DescribedGroup,
+) -> Result<(), BrokerError> {
+    let appended = {
+        let _order = broker.groups.write_order().lock().await;
+        append_group_records(
+            broker,
+            group_id,
+            vec![group_metadata_record(group_id, Some(snapshot))],
+        )
+        .await?
+    };
+    wait_committed(broker, appended).await
 }
 
 /// Writes the metadata of a generation whose leader handed in the assignment (in the order of
 /// other group writes), and reports the outcome to the coordinator, which only then answers
 /// the members' SyncGroups: with their assignments, or with the error.
 pub async fn store_assignment(broker: &Broker, stored: &AssignmentToStore) {
-    let written = {
-        let _order = broker.groups.write_order().lock().await;
-        let record = NewRecord {
-            key: Some(group_metadata_key(&stored.group_id)),
-            value: Some(group_metadata_value(&stored.snapshot)),
-            headers: Vec::new(),
-        };
-        append_durably(broker, &stored.group_id, vec![record]).await
-    };
+    let written = write_group_snapshot(broker, &stored.group_id, &stored.snapshot).await;
     if let Err(error) = &written {
         tracing::error!(group = %stored.group_id, %error, "writing the group assignment failed");
     }
@@ -359,10 +460,10 @@ fn rehome(
         });
     }
     if !current.is_empty() {
-        append_and_flush(topic, home, &current)?;
+        append_and_flush(&*offsets_log(topic, home)?, &current, None)?;
     }
     for (index, records) in &tombstones {
-        append_and_flush(topic, *index, records)?;
+        append_and_flush(&*offsets_log(topic, *index)?, records, None)?;
     }
     tracing::info!(
         group = %group_id,
@@ -475,3 +576,7 @@ pub async fn run_timers(broker: Arc<Broker>) {
         write_group_metadata(&broker).await;
     }
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

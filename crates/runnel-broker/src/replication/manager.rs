@@ -200,6 +200,12 @@ impl FollowerSide for super::fetcher::Fetchers {
 /// Every partition this node holds, its role, and the waits on it.
 pub struct ReplicaManager {
     node_id: BrokerId,
+    /// This process's registration (`None` under a test's own control plane, which registers
+    /// nothing): while the image names another incarnation of `node_id`, this process is a
+    /// stale one and acts on no partition ([`ReplicaManager::apply`]).
+    incarnation: Option<Uuid>,
+    /// Whether the last image applied named another incarnation (to log the change once).
+    superseded: std::sync::atomic::AtomicBool,
     config: Arc<BrokerConfig>,
     metadata: MetadataHandle,
     replicas: StdMutex<HashMap<PartitionKey, Arc<Replica>>>,
@@ -229,14 +235,18 @@ fn proposal_base_is_current(replica: &Replica, leader_epoch: i32, partition_epoc
 }
 
 impl ReplicaManager {
-    /// An empty manager; [`ReplicaManager::apply`] fills it from the image.
+    /// An empty manager for the process registered as `incarnation` of `config.node_id`;
+    /// [`ReplicaManager::apply`] fills it from the image.
     pub fn new(
         config: Arc<BrokerConfig>,
+        incarnation: Option<Uuid>,
         metadata: MetadataHandle,
         high_watermark_signal: HighWatermarkSignal,
     ) -> ReplicaManager {
         ReplicaManager {
             node_id: config.node_id,
+            incarnation,
+            superseded: std::sync::atomic::AtomicBool::new(false),
             config,
             metadata,
             replicas: StdMutex::new(HashMap::new()),
@@ -279,7 +289,27 @@ impl ReplicaManager {
     /// ISR at the same epoch reaches the leader state; a lost leadership fails the produces
     /// waiting on it; the fetchers get the full set of followed partitions. Blocking only in
     /// the fetchers' hand-over (none of it does I/O).
+    ///
+    /// While the image names another incarnation of this node id (a newer process registered
+    /// with it, and this one still runs), every partition is treated as led by nobody: this
+    /// process leads nothing (produces get NOT_LEADER_OR_FOLLOWER, waiters are woken) and
+    /// follows nothing, so two processes of one id never both write a partition's log.
     pub fn apply(&self, image: &MetadataImage, topics: &TopicRegistry) {
+        let superseded = self.superseded_by(image);
+        let was_superseded = self
+            .superseded
+            .swap(superseded.is_some(), std::sync::atomic::Ordering::Relaxed);
+        match superseded {
+            Some(current) if !was_superseded => {
+                tracing::warn!(node = self.node_id, incarnation = ?self.incarnation, %current,
+                    "another process registered with this node id: acting on no partition");
+            }
+            None if was_superseded => {
+                tracing::warn!(node = self.node_id, incarnation = ?self.incarnation,
+                    "this process is the registered one again");
+            }
+            _ => {}
+        }
         let mut followed = Vec::new();
         let mut next = HashMap::new();
         let mut woken = Vec::new();
@@ -296,6 +326,13 @@ impl ReplicaManager {
             for (index, partition) in &topic.partitions {
                 let Some(state) = topic_image.partition(*index) else {
                     continue;
+                };
+                let state = match superseded {
+                    None => state.clone(),
+                    Some(_) => PartitionState {
+                        leader: crate::metadata::NO_LEADER,
+                        ..state.clone()
+                    },
                 };
                 let key = (topic.id, *index);
                 let replica = match previous.get(&key) {
@@ -358,6 +395,16 @@ impl ReplicaManager {
         if !woken.is_empty() {
             self.high_watermark_signal.notify();
         }
+    }
+
+    /// The incarnation the image registers for this node id, when it is not this process's.
+    fn superseded_by(&self, image: &MetadataImage) -> Option<Uuid> {
+        let mine = self.incarnation?;
+        image
+            .brokers
+            .get(&self.node_id)
+            .map(|registration| registration.incarnation)
+            .filter(|current| *current != mine)
     }
 
     /// Moves `replica` to what `state` says; true when its waiters must look again.
@@ -904,10 +951,14 @@ mod tests {
     use runnel_protocol::batch_builder::{build_batch, NewRecord};
     use tokio::time::{Duration, Instant};
 
-    use super::{check_leader_epoch, ReplicaRead};
+    use runnel_storage::PartitionLog;
+
+    use super::{check_leader_epoch, FollowerSide, ReplicaManager, ReplicaRead};
     use crate::broker::{testing, Broker};
     use crate::error::BrokerError;
-    use crate::metadata::{MetadataBatch, MetadataImage, MetadataRecord, PartitionState};
+    use crate::metadata::{BrokerId, MetadataBatch, MetadataImage, MetadataRecord, PartitionState};
+    use crate::replication::FollowedPartition;
+    use crate::topics::Partition;
 
     /// Guards against a hang only; never a performance threshold.
     const HANG_DEADLINE: Duration = Duration::from_secs(60);
@@ -935,11 +986,11 @@ mod tests {
         (testing::open(dir, metadata).await, control)
     }
 
-    /// Appends two records as the leader and flushes them; returns the last offset.
-    async fn append_two(broker: &Broker) -> i64 {
-        let partition = Arc::clone(broker.topics.get("t").unwrap().partition(0).unwrap());
+    /// Appends two records to `partition` as the leader `replicas` knows and flushes them;
+    /// returns the last offset.
+    async fn append_two(replicas: &Arc<ReplicaManager>, partition: &Arc<Partition>) -> i64 {
         let log = partition.log().await.unwrap();
-        let replicas = Arc::clone(&broker.replicas);
+        let (replicas, partition) = (Arc::clone(replicas), Arc::clone(partition));
         tokio::task::spawn_blocking(move || {
             replicas.prepare_leader_append(&partition, &log).unwrap();
             let record = NewRecord {
@@ -954,6 +1005,25 @@ mod tests {
         })
         .await
         .unwrap()
+    }
+
+    /// Waits, on a task of its own, until offsets up to `last` of `partition` are committed
+    /// at `epoch` (or the hang deadline).
+    fn spawn_wait_committed(
+        replicas: &Arc<ReplicaManager>,
+        partition: &Arc<Partition>,
+        log: &Arc<PartitionLog>,
+        epoch: i32,
+        last: i64,
+    ) -> tokio::task::JoinHandle<Result<(), BrokerError>> {
+        let (replicas, partition, log) =
+            (Arc::clone(replicas), Arc::clone(partition), Arc::clone(log));
+        tokio::spawn(async move {
+            let deadline = Instant::now() + HANG_DEADLINE;
+            replicas
+                .wait_committed(&partition, &log, epoch, last, deadline, 60_000)
+                .await
+        })
     }
 
     #[test]
@@ -980,7 +1050,7 @@ mod tests {
         let log = partition.log().await.unwrap();
         let epoch = broker.replicas.check_acks_all(&partition).unwrap();
         assert_eq!(epoch, 3);
-        let last = append_two(&broker).await;
+        let last = append_two(&broker.replicas, &partition).await;
         assert_eq!(
             log.end_offset_for_epoch(3),
             (3, 2),
@@ -992,19 +1062,7 @@ mod tests {
             "follower unknown"
         );
 
-        let waiting = {
-            let (replicas, partition, log) = (
-                Arc::clone(&broker.replicas),
-                Arc::clone(&partition),
-                Arc::clone(&log),
-            );
-            tokio::spawn(async move {
-                let deadline = Instant::now() + HANG_DEADLINE;
-                replicas
-                    .wait_committed(&partition, &log, epoch, last, deadline, 60_000)
-                    .await
-            })
-        };
+        let waiting = spawn_wait_committed(&broker.replicas, &partition, &log, epoch, last);
         // Stale and future epochs are refused and record nothing; a non-replica too.
         for (current, fenced) in [(2, true), (4, false)] {
             let refused = broker
@@ -1073,20 +1131,8 @@ mod tests {
         )
         .await;
         let epoch = broker.replicas.check_acks_all(&partition).unwrap();
-        let last = append_two(&broker).await;
-        let waiting = {
-            let (replicas, partition, log) = (
-                Arc::clone(&broker.replicas),
-                Arc::clone(&partition),
-                Arc::clone(&log),
-            );
-            tokio::spawn(async move {
-                let deadline = Instant::now() + HANG_DEADLINE;
-                replicas
-                    .wait_committed(&partition, &log, epoch, last, deadline, 60_000)
-                    .await
-            })
-        };
+        let last = append_two(&broker.replicas, &partition).await;
+        let waiting = spawn_wait_committed(&broker.replicas, &partition, &log, epoch, last);
 
         // Node 1 leaves the ISR: below the minimum, the waiter and new produces are refused.
         let shrunk = PartitionState {
@@ -1149,5 +1195,149 @@ mod tests {
                 .await,
             Err(BrokerError::NotLeaderOrFollower { leader: 1, .. })
         ));
+    }
+
+    /// A followed set as (topic, leader) pairs.
+    type Followed = Vec<(String, BrokerId)>;
+
+    /// The follower side of a test: every followed set handed over.
+    #[derive(Clone, Default)]
+    struct RecordedFollowed(Arc<std::sync::Mutex<Vec<Followed>>>);
+
+    impl RecordedFollowed {
+        fn last(&self) -> Followed {
+            self.0.lock().unwrap().last().cloned().unwrap_or_default()
+        }
+    }
+
+    impl FollowerSide for RecordedFollowed {
+        fn set_followed(&self, partitions: Vec<FollowedPartition>) {
+            let followed = partitions
+                .into_iter()
+                .map(|p| (p.topic, p.leader))
+                .collect();
+            self.0.lock().unwrap().push(followed);
+        }
+
+        fn shutdown(&self) {}
+    }
+
+    /// `image` with `records` applied as its next batch.
+    fn next_image(image: &MetadataImage, records: Vec<MetadataRecord>) -> MetadataImage {
+        let mut next = image.clone();
+        next.apply(
+            image.applied_index + 1,
+            &MetadataBatch {
+                request_id: None,
+                reply: None,
+                records,
+            },
+        );
+        next
+    }
+
+    /// A process whose node id another process registered with since (a newer incarnation in
+    /// the image) leads nothing and follows nothing, even while the image still names node 0
+    /// leader: its waiting acks=all produce is told NOT_LEADER_OR_FOLLOWER, a new one and a
+    /// leader append are refused, a replica fetch is not served. Registered again, it acts
+    /// again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_superseded_incarnation_leads_and_follows_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = testing::image(
+            &[0, 1],
+            &[
+                ("led", vec![testing::partition(&[0, 1], 0)]),
+                ("followed", vec![testing::partition(&[1, 0], 1)]),
+            ],
+        );
+        let mine = image.brokers[&0].incarnation;
+        let (metadata, _control) = testing::fake(image.clone(), 0);
+        let broker = testing::open(dir.path(), metadata).await;
+        // A manager of its own, registered as `mine`, over the broker's logs.
+        let manager = Arc::new(ReplicaManager::new(
+            Arc::clone(&broker.config),
+            Some(mine),
+            broker.metadata.clone(),
+            broker.high_watermark_signal(),
+        ));
+        let followed = RecordedFollowed::default();
+        manager.set_fetchers(Box::new(followed.clone()));
+        manager.apply(&image, &broker.topics);
+        assert_eq!(followed.last(), vec![("followed".to_string(), 1)]);
+
+        let partition = Arc::clone(broker.topics.get("led").unwrap().partition(0).unwrap());
+        let log = partition.log().await.unwrap();
+        let epoch = manager.check_acks_all(&partition).unwrap();
+        let last = append_two(&manager, &partition).await;
+        // Node 1 has not fetched: the commit waits.
+        let waiting = spawn_wait_committed(&manager, &partition, &log, epoch, last);
+
+        // Another process registers as node 0; the controller has not moved anything yet.
+        let superseded = next_image(
+            &image,
+            vec![MetadataRecord::RegisterBroker {
+                broker_id: 0,
+                incarnation: uuid::Uuid::new_v4(),
+                endpoints: image.brokers[&0].endpoints.clone(),
+                rack: None,
+            }],
+        );
+        assert_eq!(
+            superseded
+                .topic("led")
+                .unwrap()
+                .partition(0)
+                .unwrap()
+                .leader,
+            0
+        );
+        manager.apply(&superseded, &broker.topics);
+        assert_eq!(followed.last(), Vec::new(), "follows nothing");
+        let outcome = tokio::time::timeout(HANG_DEADLINE, waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(
+                outcome,
+                Err(BrokerError::NotLeaderOrFollower { leader: -1, .. })
+            ),
+            "{outcome:?}"
+        );
+        assert!(matches!(
+            manager.check_acks_all(&partition),
+            Err(BrokerError::NotLeaderOrFollower { .. })
+        ));
+        let (appending, appending_log) = (Arc::clone(&partition), Arc::clone(&log));
+        let manager_for_append = Arc::clone(&manager);
+        let refused = tokio::task::spawn_blocking(move || {
+            manager_for_append.prepare_leader_append(&appending, &appending_log)
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(refused, Err(BrokerError::NotLeaderOrFollower { .. })),
+            "{refused:?}"
+        );
+        let fetch = manager.replica_fetch(&partition, &log, 1, epoch, 1, epoch);
+        assert!(
+            matches!(fetch, Err(BrokerError::NotLeaderOrFollower { .. })),
+            "{fetch:?}"
+        );
+
+        // This process registers again (its lifecycle does when told it is fenced).
+        let registered_again = next_image(
+            &superseded,
+            vec![MetadataRecord::RegisterBroker {
+                broker_id: 0,
+                incarnation: mine,
+                endpoints: image.brokers[&0].endpoints.clone(),
+                rack: None,
+            }],
+        );
+        manager.apply(&registered_again, &broker.topics);
+        assert_eq!(followed.last(), vec![("followed".to_string(), 1)]);
+        assert_eq!(manager.check_acks_all(&partition).unwrap(), epoch);
     }
 }
