@@ -331,20 +331,7 @@ pub fn parse_elect_leaders_v1(body: &[u8]) -> Result<(i16, Vec<ElectionResult>)>
 /// for every partition.
 pub fn describe_log_dirs_v4(topics: Option<&[(&str, &[i32])]>) -> Vec<u8> {
     let mut body = Vec::new();
-    match topics {
-        None => put_uvarint(&mut body, 0),
-        Some(topics) => {
-            put_uvarint(&mut body, topics.len() as u64 + 1);
-            for (topic, indexes) in topics {
-                put_compact_string(&mut body, topic);
-                put_uvarint(&mut body, indexes.len() as u64 + 1);
-                for index in *indexes {
-                    put_i32(&mut body, *index);
-                }
-                put_uvarint(&mut body, 0); // no tagged fields
-            }
-        }
-    }
+    put_compact_topic_partitions(&mut body, topics);
     put_uvarint(&mut body, 0); // no tagged fields
     body
 }
@@ -471,6 +458,25 @@ pub struct ReassignmentResult {
 pub fn parse_alter_partition_reassignments_v0(
     body: &[u8],
 ) -> Result<(i16, Vec<ReassignmentResult>)> {
+    parse_flexible_partition_results(body, |topic, reader| {
+        let partition = reader.i32()?;
+        let error_code = reader.i16()?;
+        let _message = reader.compact_nullable_string()?;
+        Ok(ReassignmentResult {
+            topic: topic.to_owned(),
+            partition,
+            error_code,
+        })
+    })
+}
+
+/// Parses the flexible response shape `throttle_time_ms`, `error_code`, `error_message`, then
+/// topics (name, partitions), each partition read by `partition` (tagged fields skipped after
+/// each level), nothing after: the top-level error code and every partition.
+fn parse_flexible_partition_results<T>(
+    body: &[u8],
+    mut partition: impl FnMut(&str, &mut Reader<'_>) -> Result<T>,
+) -> Result<(i16, Vec<T>)> {
     let mut reader = Reader::new(body);
     let _throttle_time_ms = reader.i32()?;
     let error_code = reader.i16()?;
@@ -479,15 +485,8 @@ pub fn parse_alter_partition_reassignments_v0(
     for _ in 0..reader.compact_array_len()? {
         let topic = reader.compact_string()?;
         for _ in 0..reader.compact_array_len()? {
-            let partition = reader.i32()?;
-            let partition_error = reader.i16()?;
-            let _message = reader.compact_nullable_string()?;
+            results.push(partition(&topic, &mut reader)?);
             reader.skip_tagged_fields()?;
-            results.push(ReassignmentResult {
-                topic: topic.clone(),
-                partition,
-                error_code: partition_error,
-            });
         }
         reader.skip_tagged_fields()?;
     }
@@ -505,20 +504,7 @@ pub fn parse_alter_partition_reassignments_v0(
 pub fn list_partition_reassignments_v0(topics: Option<&[(&str, &[i32])]>) -> Vec<u8> {
     let mut body = Vec::new();
     put_i32(&mut body, 30_000); // timeout_ms
-    match topics {
-        None => put_uvarint(&mut body, 0),
-        Some(topics) => {
-            put_uvarint(&mut body, topics.len() as u64 + 1);
-            for (topic, indexes) in topics {
-                put_compact_string(&mut body, topic);
-                put_uvarint(&mut body, indexes.len() as u64 + 1);
-                for index in *indexes {
-                    put_i32(&mut body, *index);
-                }
-                put_uvarint(&mut body, 0); // no tagged fields
-            }
-        }
-    }
+    put_compact_topic_partitions(&mut body, topics);
     put_uvarint(&mut body, 0); // no tagged fields
     body
 }
@@ -544,36 +530,15 @@ pub struct OngoingReassignment {
 pub fn parse_list_partition_reassignments_v0(
     body: &[u8],
 ) -> Result<(i16, Vec<OngoingReassignment>)> {
-    let mut reader = Reader::new(body);
-    let _throttle_time_ms = reader.i32()?;
-    let error_code = reader.i16()?;
-    let _message = reader.compact_nullable_string()?;
-    let mut ongoing = Vec::new();
-    for _ in 0..reader.compact_array_len()? {
-        let topic = reader.compact_string()?;
-        for _ in 0..reader.compact_array_len()? {
-            let partition = reader.i32()?;
-            let replicas = reader.compact_i32_array()?;
-            let adding = reader.compact_i32_array()?;
-            let removing = reader.compact_i32_array()?;
-            reader.skip_tagged_fields()?;
-            ongoing.push(OngoingReassignment {
-                topic: topic.clone(),
-                partition,
-                replicas,
-                adding,
-                removing,
-            });
-        }
-        reader.skip_tagged_fields()?;
-    }
-    reader.skip_tagged_fields()?;
-    ensure!(
-        reader.rest().is_empty(),
-        "{} bytes after the response",
-        reader.rest().len()
-    );
-    Ok((error_code, ongoing))
+    parse_flexible_partition_results(body, |topic, reader| {
+        Ok(OngoingReassignment {
+            topic: topic.to_owned(),
+            partition: reader.i32()?,
+            replicas: reader.compact_i32_array()?,
+            adding: reader.compact_i32_array()?,
+            removing: reader.compact_i32_array()?,
+        })
+    })
 }
 
 /// Produce v3 body with one batch for one partition.
@@ -824,6 +789,24 @@ pub fn put_varint(buf: &mut Vec<u8>, v: i64) {
         z >>= 7;
     }
     buf.push(z as u8);
+}
+
+/// Appends a compact nullable array of (topic, partition indexes), each entry with empty
+/// tagged fields, as flexible requests name partitions; `None` is the null array.
+pub fn put_compact_topic_partitions(buf: &mut Vec<u8>, topics: Option<&[(&str, &[i32])]>) {
+    let Some(topics) = topics else {
+        put_uvarint(buf, 0);
+        return;
+    };
+    put_uvarint(buf, topics.len() as u64 + 1);
+    for (topic, indexes) in topics {
+        put_compact_string(buf, topic);
+        put_uvarint(buf, indexes.len() as u64 + 1);
+        for index in *indexes {
+            put_i32(buf, *index);
+        }
+        put_uvarint(buf, 0); // no tagged fields
+    }
 }
 
 /// A bounds-checked big-endian reader.

@@ -205,8 +205,7 @@ mod tests {
 
     use super::*;
     use crate::controller::alter_partition::{decide_isr_change, IsrChange};
-    use crate::controller::placement::tests::image_with;
-    use crate::metadata::records::MetadataBatch;
+    use crate::controller::placement::tests::{apply, image_with};
 
     const TOPIC: Uuid = Uuid::from_u128(45);
 
@@ -235,17 +234,6 @@ mod tests {
             ],
         );
         image
-    }
-
-    fn apply(image: &mut MetadataImage, records: Vec<MetadataRecord>) {
-        let index = image.applied_index + 1;
-        image.apply(
-            index,
-            &MetadataBatch {
-                records,
-                ..MetadataBatch::default()
-            },
-        );
     }
 
     fn asked(topic: &str, partition: i32, replicas: Option<&[BrokerId]>) -> PartitionReassignment {
