@@ -407,6 +407,30 @@ mod tests {
     }
 
     #[test]
+    fn new_partitions_take_the_target_replication_factor_during_a_move() {
+        let mut image = image();
+        reassign(&mut image, &[asked("t", 0, Some(&[2, 3]))], true);
+        assert_eq!(
+            state(&image).replicas.len(),
+            3,
+            "the union while in progress"
+        );
+        let request = crate::metadata::ControllerRequest::CreatePartitions {
+            topics: vec![crate::metadata::requests::NewPartitions {
+                name: "t".into(),
+                count: 2,
+                assignment: None,
+            }],
+            validate_only: false,
+        };
+        let decision = crate::controller::Controller::default().decide(&image, &request);
+        let [MetadataRecord::AddPartitions { partitions, .. }] = decision.records.as_slice() else {
+            panic!("one AddPartitions expected: {decision:?}");
+        };
+        assert_eq!(partitions[0].replicas.len(), 2);
+    }
+
+    #[test]
     fn bad_requests_get_kafkas_codes_and_change_nothing() {
         let mut image = image();
         let before = image.clone();
