@@ -416,10 +416,18 @@ pub const LIST_PARTITION_REASSIGNMENTS: i16 = 46;
 /// cancels the reassignment in progress).
 pub type ReassignmentRequest<'a> = (&'a str, i32, Option<&'a [i32]>);
 
-/// AlterPartitionReassignments v0 body (flexible), one topic entry per partition given.
-pub fn alter_partition_reassignments_v0(partitions: &[ReassignmentRequest<'_>]) -> Vec<u8> {
+/// AlterPartitionReassignments body (flexible) at `version` (0 or 1; v1 carries
+/// `allow_replication_factor_change`), one topic entry per partition given.
+pub fn alter_partition_reassignments(
+    version: i16,
+    allow_replication_factor_change: bool,
+    partitions: &[ReassignmentRequest<'_>],
+) -> Vec<u8> {
     let mut body = Vec::new();
     put_i32(&mut body, 30_000); // timeout_ms
+    if version >= 1 {
+        body.push(u8::from(allow_replication_factor_change));
+    }
     put_uvarint(&mut body, partitions.len() as u64 + 1);
     for (topic, partition, replicas) in partitions {
         put_compact_string(&mut body, topic);
@@ -452,13 +460,15 @@ pub struct ReassignmentResult {
     pub error_code: i16,
 }
 
-/// Parses an AlterPartitionReassignments v0 response body (as
+/// Parses an AlterPartitionReassignments response body at `version` (as
 /// [`RawConnection::flexible_round_trip`] returns it): the top-level error code and every
-/// partition's result.
-pub fn parse_alter_partition_reassignments_v0(
+/// partition's result. v1's `allow_replication_factor_change` is checked to be `echoed`.
+pub fn parse_alter_partition_reassignments(
+    version: i16,
+    echoed: bool,
     body: &[u8],
 ) -> Result<(i16, Vec<ReassignmentResult>)> {
-    parse_flexible_partition_results(body, |topic, reader| {
+    parse_flexible_partition_results(version >= 1, echoed, body, |topic, reader| {
         let partition = reader.i32()?;
         let error_code = reader.i16()?;
         let _message = reader.compact_nullable_string()?;
@@ -470,15 +480,22 @@ pub fn parse_alter_partition_reassignments_v0(
     })
 }
 
-/// Parses the flexible response shape `throttle_time_ms`, `error_code`, `error_message`, then
-/// topics (name, partitions), each partition read by `partition` (tagged fields skipped after
-/// each level), nothing after: the top-level error code and every partition.
+/// Parses the flexible response shape `throttle_time_ms`, (if `has_flag`: a boolean that must
+/// be `flag`), `error_code`, `error_message`, then topics (name, partitions), each partition
+/// read by `partition` (tagged fields skipped after each level), nothing after: the top-level
+/// error code and every partition.
 fn parse_flexible_partition_results<T>(
+    has_flag: bool,
+    flag: bool,
     body: &[u8],
     mut partition: impl FnMut(&str, &mut Reader<'_>) -> Result<T>,
 ) -> Result<(i16, Vec<T>)> {
     let mut reader = Reader::new(body);
     let _throttle_time_ms = reader.i32()?;
+    if has_flag {
+        let got = reader.bool()?;
+        ensure!(got == flag, "the response's flag is {got}, expected {flag}");
+    }
     let error_code = reader.i16()?;
     let _message = reader.compact_nullable_string()?;
     let mut results = Vec::new();
@@ -530,7 +547,7 @@ pub struct OngoingReassignment {
 pub fn parse_list_partition_reassignments_v0(
     body: &[u8],
 ) -> Result<(i16, Vec<OngoingReassignment>)> {
-    parse_flexible_partition_results(body, |topic, reader| {
+    parse_flexible_partition_results(false, false, body, |topic, reader| {
         Ok(OngoingReassignment {
             topic: topic.to_owned(),
             partition: reader.i32()?,
