@@ -72,8 +72,18 @@ fn alter_at(
 
 /// ListPartitionReassignments v0 of every reassignment in progress, through node `via`.
 fn list(cluster: &TestCluster, via: i32) -> Result<Vec<OngoingReassignment>> {
+    list_of(cluster, via, None)
+}
+
+/// ListPartitionReassignments v0 of the reassignments of `partitions` (topic, indexes) in
+/// progress (all if `None`), through node `via`.
+fn list_of(
+    cluster: &TestCluster,
+    via: i32,
+    partitions: Option<&[(&str, &[i32])]>,
+) -> Result<Vec<OngoingReassignment>> {
     let mut connection = RawConnection::connect(cluster.node(via)?, Duration::from_secs(10))?;
-    let body = list_partition_reassignments_v0(None);
+    let body = list_partition_reassignments_v0(partitions);
     let (error_code, ongoing) = parse_list_partition_reassignments_v0(
         &connection.flexible_round_trip(LIST_PARTITION_REASSIGNMENTS, 0, &body)?,
     )?;
@@ -397,6 +407,9 @@ async fn a_reassignment_that_cannot_finish_is_cancelled_back_to_the_original_rep
                 vec![(vec![a, new, b], vec![new], vec![b])],
                 "the reassignment in progress"
             );
+            // Named partitions: those not being moved, or unknown, are left out.
+            let named: &[(&str, &[i32])] = &[(topic, &[0, 9]), ("no-such-topic", &[0])];
+            ensure_eq!(list_of(&cluster, a, Some(named))?, listed, "named");
             ensure_accepted(&alter(&cluster, a, &[(topic, 0, None)])?, 1)?;
             ensure_eq!(list(&cluster, a)?, Vec::new(), "after the cancellation");
             Ok::<(), runnel_e2e::Error>(())
