@@ -333,30 +333,13 @@ pub fn parse_elect_leaders_v1(body: &[u8]) -> Result<(i16, Vec<ElectionResult>)>
 /// for every partition.
 pub fn describe_log_dirs_v4(topics: Option<&[TopicPartitions<'_>]>) -> Vec<u8> {
     let mut body = Vec::new();
-    match topics {
-        None => put_uvarint(&mut body, 0),
-        Some(topics) => put_compact_topic_partitions(&mut body, topics),
-    }
+    put_compact_topic_partitions(&mut body, topics);
     put_uvarint(&mut body, 0); // no tagged fields
     body
 }
 
 /// A topic and some of its partition indexes, as requests name them.
 pub type TopicPartitions<'a> = (&'a str, &'a [i32]);
-
-/// A compact array of (topic, partition indexes), each entry with no tagged fields (the
-/// shape DescribeLogDirs and AlterReplicaLogDirs share).
-fn put_compact_topic_partitions(body: &mut Vec<u8>, topics: &[TopicPartitions<'_>]) {
-    put_uvarint(body, topics.len() as u64 + 1);
-    for (topic, indexes) in topics {
-        put_compact_string(body, topic);
-        put_uvarint(body, indexes.len() as u64 + 1);
-        for index in *indexes {
-            put_i32(body, *index);
-        }
-        put_uvarint(body, 0); // no tagged fields
-    }
-}
 
 /// AlterReplicaLogDirs v2 body (flexible): per target directory, the (topic, partition
 /// indexes) to move there.
@@ -365,7 +348,7 @@ pub fn alter_replica_log_dirs_v2(dirs: &[(&str, &[TopicPartitions<'_>])]) -> Vec
     put_uvarint(&mut body, dirs.len() as u64 + 1);
     for (path, topics) in dirs {
         put_compact_string(&mut body, path);
-        put_compact_topic_partitions(&mut body, topics);
+        put_compact_topic_partitions(&mut body, Some(topics));
         put_uvarint(&mut body, 0); // no tagged fields
     }
     put_uvarint(&mut body, 0); // no tagged fields
@@ -477,10 +460,18 @@ pub const LIST_PARTITION_REASSIGNMENTS: i16 = 46;
 /// cancels the reassignment in progress).
 pub type ReassignmentRequest<'a> = (&'a str, i32, Option<&'a [i32]>);
 
-/// AlterPartitionReassignments v0 body (flexible), one topic entry per partition given.
-pub fn alter_partition_reassignments_v0(partitions: &[ReassignmentRequest<'_>]) -> Vec<u8> {
+/// AlterPartitionReassignments body (flexible) at `version` (0 or 1; v1 carries
+/// `allow_replication_factor_change`), one topic entry per partition given.
+pub fn alter_partition_reassignments(
+    version: i16,
+    allow_replication_factor_change: bool,
+    partitions: &[ReassignmentRequest<'_>],
+) -> Vec<u8> {
     let mut body = Vec::new();
     put_i32(&mut body, 30_000); // timeout_ms
+    if version >= 1 {
+        body.push(u8::from(allow_replication_factor_change));
+    }
     put_uvarint(&mut body, partitions.len() as u64 + 1);
     for (topic, partition, replicas) in partitions {
         put_compact_string(&mut body, topic);
@@ -513,29 +504,50 @@ pub struct ReassignmentResult {
     pub error_code: i16,
 }
 
-/// Parses an AlterPartitionReassignments v0 response body (as
+/// Parses an AlterPartitionReassignments response body at `version` (as
 /// [`RawConnection::flexible_round_trip`] returns it): the top-level error code and every
-/// partition's result.
-pub fn parse_alter_partition_reassignments_v0(
+/// partition's result. v1's `allow_replication_factor_change` is checked to be `echoed`.
+pub fn parse_alter_partition_reassignments(
+    version: i16,
+    echoed: bool,
     body: &[u8],
 ) -> Result<(i16, Vec<ReassignmentResult>)> {
+    parse_flexible_partition_results(version >= 1, echoed, body, |topic, reader| {
+        let partition = reader.i32()?;
+        let error_code = reader.i16()?;
+        let _message = reader.compact_nullable_string()?;
+        Ok(ReassignmentResult {
+            topic: topic.to_owned(),
+            partition,
+            error_code,
+        })
+    })
+}
+
+/// Parses the flexible response shape `throttle_time_ms`, (if `has_flag`: a boolean that must
+/// be `flag`), `error_code`, `error_message`, then topics (name, partitions), each partition
+/// read by `partition` (tagged fields skipped after each level), nothing after: the top-level
+/// error code and every partition.
+fn parse_flexible_partition_results<T>(
+    has_flag: bool,
+    flag: bool,
+    body: &[u8],
+    mut partition: impl FnMut(&str, &mut Reader<'_>) -> Result<T>,
+) -> Result<(i16, Vec<T>)> {
     let mut reader = Reader::new(body);
     let _throttle_time_ms = reader.i32()?;
+    if has_flag {
+        let got = reader.bool()?;
+        ensure!(got == flag, "the response's flag is {got}, expected {flag}");
+    }
     let error_code = reader.i16()?;
     let _message = reader.compact_nullable_string()?;
     let mut results = Vec::new();
     for _ in 0..reader.compact_array_len()? {
         let topic = reader.compact_string()?;
         for _ in 0..reader.compact_array_len()? {
-            let partition = reader.i32()?;
-            let partition_error = reader.i16()?;
-            let _message = reader.compact_nullable_string()?;
+            results.push(partition(&topic, &mut reader)?);
             reader.skip_tagged_fields()?;
-            results.push(ReassignmentResult {
-                topic: topic.clone(),
-                partition,
-                error_code: partition_error,
-            });
         }
         reader.skip_tagged_fields()?;
     }
@@ -553,20 +565,7 @@ pub fn parse_alter_partition_reassignments_v0(
 pub fn list_partition_reassignments_v0(topics: Option<&[(&str, &[i32])]>) -> Vec<u8> {
     let mut body = Vec::new();
     put_i32(&mut body, 30_000); // timeout_ms
-    match topics {
-        None => put_uvarint(&mut body, 0),
-        Some(topics) => {
-            put_uvarint(&mut body, topics.len() as u64 + 1);
-            for (topic, indexes) in topics {
-                put_compact_string(&mut body, topic);
-                put_uvarint(&mut body, indexes.len() as u64 + 1);
-                for index in *indexes {
-                    put_i32(&mut body, *index);
-                }
-                put_uvarint(&mut body, 0); // no tagged fields
-            }
-        }
-    }
+    put_compact_topic_partitions(&mut body, topics);
     put_uvarint(&mut body, 0); // no tagged fields
     body
 }
@@ -592,36 +591,15 @@ pub struct OngoingReassignment {
 pub fn parse_list_partition_reassignments_v0(
     body: &[u8],
 ) -> Result<(i16, Vec<OngoingReassignment>)> {
-    let mut reader = Reader::new(body);
-    let _throttle_time_ms = reader.i32()?;
-    let error_code = reader.i16()?;
-    let _message = reader.compact_nullable_string()?;
-    let mut ongoing = Vec::new();
-    for _ in 0..reader.compact_array_len()? {
-        let topic = reader.compact_string()?;
-        for _ in 0..reader.compact_array_len()? {
-            let partition = reader.i32()?;
-            let replicas = reader.compact_i32_array()?;
-            let adding = reader.compact_i32_array()?;
-            let removing = reader.compact_i32_array()?;
-            reader.skip_tagged_fields()?;
-            ongoing.push(OngoingReassignment {
-                topic: topic.clone(),
-                partition,
-                replicas,
-                adding,
-                removing,
-            });
-        }
-        reader.skip_tagged_fields()?;
-    }
-    reader.skip_tagged_fields()?;
-    ensure!(
-        reader.rest().is_empty(),
-        "{} bytes after the response",
-        reader.rest().len()
-    );
-    Ok((error_code, ongoing))
+    parse_flexible_partition_results(false, false, body, |topic, reader| {
+        Ok(OngoingReassignment {
+            topic: topic.to_owned(),
+            partition: reader.i32()?,
+            replicas: reader.compact_i32_array()?,
+            adding: reader.compact_i32_array()?,
+            removing: reader.compact_i32_array()?,
+        })
+    })
 }
 
 /// Produce v3 body with one batch for one partition.
@@ -872,6 +850,24 @@ pub fn put_varint(buf: &mut Vec<u8>, v: i64) {
         z >>= 7;
     }
     buf.push(z as u8);
+}
+
+/// Appends a compact nullable array of (topic, partition indexes), each entry with empty
+/// tagged fields, as flexible requests name partitions; `None` is the null array.
+pub fn put_compact_topic_partitions(buf: &mut Vec<u8>, topics: Option<&[TopicPartitions<'_>]>) {
+    let Some(topics) = topics else {
+        put_uvarint(buf, 0);
+        return;
+    };
+    put_uvarint(buf, topics.len() as u64 + 1);
+    for (topic, indexes) in topics {
+        put_compact_string(buf, topic);
+        put_uvarint(buf, indexes.len() as u64 + 1);
+        for index in *indexes {
+            put_i32(buf, *index);
+        }
+        put_uvarint(buf, 0); // no tagged fields
+    }
 }
 
 /// A bounds-checked big-endian reader.

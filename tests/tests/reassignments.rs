@@ -20,8 +20,8 @@ use std::time::Duration;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use runnel_e2e::cluster::PartitionMetadata;
 use runnel_e2e::wire::{
-    alter_partition_reassignments_v0, list_partition_reassignments_v0,
-    parse_alter_partition_reassignments_v0, parse_list_partition_reassignments_v0,
+    alter_partition_reassignments, list_partition_reassignments_v0,
+    parse_alter_partition_reassignments, parse_list_partition_reassignments_v0,
     OngoingReassignment, RawConnection, ReassignmentRequest, ReassignmentResult,
     ALTER_PARTITION_REASSIGNMENTS, LIST_PARTITION_REASSIGNMENTS,
 };
@@ -33,6 +33,7 @@ use runnel_e2e::{
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+const INVALID_REPLICATION_FACTOR: i16 = 38;
 
 /// Records per partition and per batch of the background load.
 const LOAD_BATCH: usize = 100;
@@ -49,19 +50,40 @@ fn alter(
     via: i32,
     partitions: &[ReassignmentRequest<'_>],
 ) -> Result<(i16, Vec<ReassignmentResult>)> {
+    alter_at(cluster, via, 0, true, partitions)
+}
+
+/// AlterPartitionReassignments at `version` (v1: with `allow_replication_factor_change`).
+fn alter_at(
+    cluster: &TestCluster,
+    via: i32,
+    version: i16,
+    allow_replication_factor_change: bool,
+    partitions: &[ReassignmentRequest<'_>],
+) -> Result<(i16, Vec<ReassignmentResult>)> {
     let mut connection = RawConnection::connect(cluster.node(via)?, Duration::from_secs(10))?;
-    let body = alter_partition_reassignments_v0(partitions);
-    parse_alter_partition_reassignments_v0(&connection.flexible_round_trip(
-        ALTER_PARTITION_REASSIGNMENTS,
-        0,
-        &body,
-    )?)
+    let body = alter_partition_reassignments(version, allow_replication_factor_change, partitions);
+    parse_alter_partition_reassignments(
+        version,
+        allow_replication_factor_change,
+        &connection.flexible_round_trip(ALTER_PARTITION_REASSIGNMENTS, version, &body)?,
+    )
 }
 
 /// ListPartitionReassignments v0 of every reassignment in progress, through node `via`.
 fn list(cluster: &TestCluster, via: i32) -> Result<Vec<OngoingReassignment>> {
+    list_of(cluster, via, None)
+}
+
+/// ListPartitionReassignments v0 of the reassignments of `partitions` (topic, indexes) in
+/// progress (all if `None`), through node `via`.
+fn list_of(
+    cluster: &TestCluster,
+    via: i32,
+    partitions: Option<&[(&str, &[i32])]>,
+) -> Result<Vec<OngoingReassignment>> {
     let mut connection = RawConnection::connect(cluster.node(via)?, Duration::from_secs(10))?;
-    let body = list_partition_reassignments_v0(None);
+    let body = list_partition_reassignments_v0(partitions);
     let (error_code, ongoing) = parse_list_partition_reassignments_v0(
         &connection.flexible_round_trip(LIST_PARTITION_REASSIGNMENTS, 0, &body)?,
     )?;
@@ -385,6 +407,9 @@ async fn a_reassignment_that_cannot_finish_is_cancelled_back_to_the_original_rep
                 vec![(vec![a, new, b], vec![new], vec![b])],
                 "the reassignment in progress"
             );
+            // Named partitions: those not being moved, or unknown, are left out.
+            let named: &[(&str, &[i32])] = &[(topic, &[0, 9]), ("no-such-topic", &[0])];
+            ensure_eq!(list_of(&cluster, a, Some(named))?, listed, "named");
             ensure_accepted(&alter(&cluster, a, &[(topic, 0, None)])?, 1)?;
             ensure_eq!(list(&cluster, a)?, Vec::new(), "after the cancellation");
             Ok::<(), runnel_e2e::Error>(())
@@ -414,8 +439,8 @@ async fn a_reassignment_that_cannot_finish_is_cancelled_back_to_the_original_rep
     cluster.check(result)
 }
 
-/// Bad reassignments get Kafka's codes per partition and change nothing; the good partition
-/// of the same request is carried out.
+/// Bad reassignments get Kafka's codes per partition and change nothing (v0, and v1 refusing a
+/// replication factor change); the good partition of the same request is carried out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_reassignments_are_refused_with_kafkas_codes() -> TestResult {
     let mut cluster = TestCluster::start(3)?;
@@ -454,6 +479,13 @@ async fn bad_reassignments_are_refused_with_kafkas_codes() -> TestResult {
                 expect(topic, 1, 0),
             ],
             "per-partition codes"
+        );
+        // v1 without allow_replication_factor_change: a replica count change is refused.
+        let (code, results) = alter_at(&cluster, 3, 1, false, &[(topic, 0, Some(&[3]))])?;
+        ensure_eq!(
+            (code, results[0].error_code),
+            (0, INVALID_REPLICATION_FACTOR),
+            "v1, replication factor 2 to 1 not allowed"
         );
         // Partition 1 moved its preferred leader to 3 (same replicas: in sync at once).
         let expected = [vec![1, 2], vec![3, 2]];

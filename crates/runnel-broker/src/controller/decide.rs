@@ -542,7 +542,11 @@ fn add_partitions(
         return Err(admin(BrokerError::InvalidPartitions(request.count)));
     }
     let added = usize::try_from(request.count - current).unwrap_or(0);
-    let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+    // A partition being reassigned lists original and target replicas: count the target.
+    let replication_factor = topic
+        .partitions
+        .first()
+        .map_or(1, |p| p.target_replicas().len());
     let replicas = match &request.assignment {
         Some(assignment) => {
             if assignment.len() != added {

@@ -258,8 +258,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::controller::placement::tests::image_with;
-    use crate::metadata::MetadataBatch;
+    use crate::controller::placement::tests::{apply, image_with};
 
     fn state(replicas: &[BrokerId], isr: &[BrokerId], leader: BrokerId) -> PartitionState {
         PartitionState {
@@ -274,31 +273,16 @@ mod tests {
     }
 
     fn with_topic(mut image: MetadataImage, partitions: Vec<PartitionState>) -> MetadataImage {
-        let index = image.applied_index + 1;
-        image.apply(
-            index,
-            &MetadataBatch {
-                records: vec![MetadataRecord::CreateTopic {
-                    name: "t".into(),
-                    topic_id: uuid::Uuid::new_v4(),
-                    configs: BTreeMap::new(),
-                    partitions,
-                }],
-                ..MetadataBatch::default()
-            },
+        apply(
+            &mut image,
+            vec![MetadataRecord::CreateTopic {
+                name: "t".into(),
+                topic_id: uuid::Uuid::new_v4(),
+                configs: BTreeMap::new(),
+                partitions,
+            }],
         );
         image
-    }
-
-    fn apply(image: &mut MetadataImage, records: Vec<MetadataRecord>) {
-        let index = image.applied_index + 1;
-        image.apply(
-            index,
-            &MetadataBatch {
-                records,
-                ..MetadataBatch::default()
-            },
-        );
     }
 
     #[test]

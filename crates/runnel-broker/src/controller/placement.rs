@@ -156,6 +156,18 @@ pub(crate) mod tests {
     use super::*;
     use crate::metadata::{MetadataBatch, MetadataRecord};
 
+    /// Applies `records` to `image` as one batch at the next log index.
+    pub(crate) fn apply(image: &mut MetadataImage, records: Vec<MetadataRecord>) {
+        let index = image.applied_index + 1;
+        image.apply(
+            index,
+            &MetadataBatch {
+                records,
+                ..MetadataBatch::default()
+            },
+        );
+    }
+
     /// An image with these brokers registered (unfenced), with racks if given.
     pub(crate) fn image_with(brokers: &[(BrokerId, Option<&str>)]) -> MetadataImage {
         let mut image = MetadataImage::default();

@@ -205,8 +205,7 @@ mod tests {
 
     use super::*;
     use crate::controller::alter_partition::{decide_isr_change, IsrChange};
-    use crate::controller::placement::tests::image_with;
-    use crate::metadata::records::MetadataBatch;
+    use crate::controller::placement::tests::{apply, image_with};
 
     const TOPIC: Uuid = Uuid::from_u128(45);
 
@@ -235,17 +234,6 @@ mod tests {
             ],
         );
         image
-    }
-
-    fn apply(image: &mut MetadataImage, records: Vec<MetadataRecord>) {
-        let index = image.applied_index + 1;
-        image.apply(
-            index,
-            &MetadataBatch {
-                records,
-                ..MetadataBatch::default()
-            },
-        );
     }
 
     fn asked(topic: &str, partition: i32, replicas: Option<&[BrokerId]>) -> PartitionReassignment {
@@ -416,6 +404,30 @@ mod tests {
         };
         assert_eq!(clean_candidate(&kept, |b| b != 2), Some(1));
         assert_eq!(clean_candidate(&kept, |_| true), Some(2));
+    }
+
+    #[test]
+    fn new_partitions_take_the_target_replication_factor_during_a_move() {
+        let mut image = image();
+        reassign(&mut image, &[asked("t", 0, Some(&[2, 3]))], true);
+        assert_eq!(
+            state(&image).replicas.len(),
+            3,
+            "the union while in progress"
+        );
+        let request = crate::metadata::ControllerRequest::CreatePartitions {
+            topics: vec![crate::metadata::requests::NewPartitions {
+                name: "t".into(),
+                count: 2,
+                assignment: None,
+            }],
+            validate_only: false,
+        };
+        let decision = crate::controller::Controller::default().decide(&image, &request);
+        let [MetadataRecord::AddPartitions { partitions, .. }] = decision.records.as_slice() else {
+            panic!("one AddPartitions expected: {decision:?}");
+        };
+        assert_eq!(partitions[0].replicas.len(), 2);
     }
 
     #[test]

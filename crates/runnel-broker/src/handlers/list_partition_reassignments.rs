@@ -1,8 +1,8 @@
 //! ListPartitionReassignments (key 46), v0 (KIP-455): the reassignments in progress — every
 //! one, or those of the named partitions — with their replicas (the union of target and
 //! original), adding and removing replicas, read from this node's metadata image. A named
-//! partition that exists but is not being reassigned is left out, as Kafka does; an unknown
-//! one fails the request with UNKNOWN_TOPIC_OR_PARTITION.
+//! partition that is not being reassigned, or does not exist, is left out, as Kafka's
+//! controller does.
 
 use kafka_protocol::messages::list_partition_reassignments_response::{
     OngoingPartitionReassignment, OngoingTopicReassignment,
@@ -24,12 +24,7 @@ pub(crate) async fn handle(
     request: ListPartitionReassignmentsRequest,
 ) -> Result<ListPartitionReassignmentsResponse, BrokerError> {
     let image = broker.metadata.image();
-    Ok(match ongoing(&image, &request) {
-        Ok(topics) => ListPartitionReassignmentsResponse::default().with_topics(topics),
-        Err(error) => ListPartitionReassignmentsResponse::default()
-            .with_error_code(error.code())
-            .with_error_message(Some(StrBytes::from_string(error.to_string()))),
-    })
+    Ok(ListPartitionReassignmentsResponse::default().with_topics(ongoing(&image, &request)))
 }
 
 /// The reassignments in progress among the partitions asked for (all when the list is null),
@@ -37,7 +32,7 @@ pub(crate) async fn handle(
 fn ongoing(
     image: &MetadataImage,
     request: &ListPartitionReassignmentsRequest,
-) -> Result<Vec<OngoingTopicReassignment>, BrokerError> {
+) -> Vec<OngoingTopicReassignment> {
     let mut found: Vec<(String, OngoingPartitionReassignment)> = Vec::new();
     match &request.topics {
         None => {
@@ -52,24 +47,23 @@ fn ongoing(
         Some(topics) => {
             for asked in topics {
                 for index in &asked.partition_indexes {
-                    let state = image.partition(&asked.name, *index).ok_or_else(|| {
-                        BrokerError::UnknownTopicOrPartition(format!("{}-{index}", &*asked.name))
-                    })?;
-                    if state.is_reassigning() {
-                        found.push((asked.name.to_string(), describe(*index, state)));
+                    if let Some(state) = image.partition(&asked.name, *index) {
+                        if state.is_reassigning() {
+                            found.push((asked.name.to_string(), describe(*index, state)));
+                        }
                     }
                 }
             }
         }
     }
-    Ok(group_by_topic(found.into_iter())
+    group_by_topic(found.into_iter())
         .into_iter()
         .map(|(name, partitions)| {
             OngoingTopicReassignment::default()
                 .with_name(TopicName(StrBytes::from_string(name)))
                 .with_partitions(partitions)
         })
-        .collect())
+        .collect()
 }
 
 fn describe(index: i32, state: &PartitionState) -> OngoingPartitionReassignment {
@@ -140,16 +134,10 @@ mod tests {
             ],
         );
         let expected = vec![("a".to_string(), 1, vec![2, 3, 1], vec![3], vec![1])];
-        assert_eq!(shape(&ongoing(&image, &request(None)).unwrap()), expected);
-        let named: &[(&str, &[i32])] = &[("a", &[0, 1]), ("b", &[0])];
-        assert_eq!(
-            shape(&ongoing(&image, &request(Some(named))).unwrap()),
-            expected
-        );
-        let unknown: &[(&str, &[i32])] = &[("a", &[5])];
-        assert!(matches!(
-            ongoing(&image, &request(Some(unknown))),
-            Err(BrokerError::UnknownTopicOrPartition(_))
-        ));
+        assert_eq!(shape(&ongoing(&image, &request(None))), expected);
+        let named: &[(&str, &[i32])] = &[("a", &[0, 1, 5]), ("b", &[0]), ("nope", &[0])];
+        assert_eq!(shape(&ongoing(&image, &request(Some(named)))), expected);
+        let none: &[(&str, &[i32])] = &[("a", &[0])];
+        assert!(ongoing(&image, &request(Some(none))).is_empty());
     }
 }

@@ -177,3 +177,19 @@ pub struct MetadataBatch {
     /// The records, applied in order.
     pub records: Vec<MetadataRecord>,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_state_written_before_reassignments_loads_with_none_in_progress() {
+        let old = r#"{"replicas":[1,2],"isr":[2],"leader":2,"leader_epoch":4,"partition_epoch":9}"#;
+        let state: PartitionState = serde_json::from_str(old).unwrap();
+        assert_eq!((state.replicas.clone(), state.leader), (vec![1, 2], 2));
+        assert!(!state.is_reassigning());
+        assert_eq!(state.target_replicas(), [1, 2]);
+        assert_eq!(state.original_replicas(), [1, 2]);
+    }
+}
