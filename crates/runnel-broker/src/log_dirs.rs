@@ -446,12 +446,27 @@ mod tests {
     }
 
     fn batch(value: &[u8]) -> bytes::Bytes {
-        let record = runnel_protocol::batch_builder::NewRecord {
-            key: None,
-            value: Some(value.to_vec()),
-            headers: Vec::new(),
-        };
-        runnel_protocol::batch_builder::build_batch(&[record], 0).unwrap()
+        crate::broker::testing::record_batch(value)
+    }
+
+    /// Two log dirs, a registry over them holding `t` (one partition, in the first dir) with
+    /// `records` records appended and flushed.
+    fn partition_with_records(
+        records: usize,
+    ) -> (
+        tempfile::TempDir,
+        Vec<PathBuf>,
+        MetadataImage,
+        TopicRegistry,
+        Arc<Topic>,
+    ) {
+        let (root, dirs) = two_log_dirs();
+        let image = image_with(1);
+        let topics = registry(&dirs);
+        topics.sync(&image);
+        let topic = topics.get("t").unwrap();
+        append(&topic, records);
+        (root, dirs, image, topics, topic)
     }
 
     /// Appends `count` records to partition 0 of `t` and flushes.
@@ -517,12 +532,7 @@ mod tests {
     /// takes appends in its new place, and a restart finds it there.
     #[test]
     fn a_move_keeps_every_record_and_the_old_handle_takes_none() {
-        let (_root, dirs) = two_log_dirs();
-        let image = image_with(1);
-        let topics = registry(&dirs);
-        topics.sync(&image);
-        let topic = topics.get("t").unwrap();
-        append(&topic, 20);
+        let (_root, dirs, image, topics, topic) = partition_with_records(20);
         let partition = Arc::clone(&topic.partitions[&0]);
         let old_log = partition.log_blocking().unwrap();
         assert!(old_log.segment_count() > 2, "several segments to copy");
@@ -580,12 +590,7 @@ mod tests {
             Crash::OldCopyRenamedForDeletion,
             Crash::MarkerNotRemoved,
         ] {
-            let (_root, dirs) = two_log_dirs();
-            let image = image_with(1);
-            let topics = registry(&dirs);
-            topics.sync(&image);
-            let topic = topics.get("t").unwrap();
-            append(&topic, 20);
+            let (_root, dirs, image, topics, topic) = partition_with_records(20);
             let expected = contents(&topic);
             topics.close_all();
             let source = topic.partitions[&0].dir();
@@ -671,12 +676,7 @@ mod tests {
     /// where it was, serving, and no partial copy behind.
     #[test]
     fn a_failed_move_leaves_the_log_serving_where_it_was() {
-        let (_root, dirs) = two_log_dirs();
-        let image = image_with(1);
-        let topics = registry(&dirs);
-        topics.sync(&image);
-        let topic = topics.get("t").unwrap();
-        append(&topic, 5);
+        let (_root, dirs, _image, topics, topic) = partition_with_records(5);
         let partition = Arc::clone(&topic.partitions[&0]);
         let target = partition_dir::partition_dir(&dirs[1], "t", 0, partition.topic_id());
         std::fs::write(&target, b"in the way").unwrap();

@@ -857,12 +857,7 @@ mod tests {
     }
 
     fn batch(value: &[u8]) -> bytes::Bytes {
-        let record = runnel_protocol::batch_builder::NewRecord {
-            key: None,
-            value: Some(value.to_vec()),
-            headers: Vec::new(),
-        };
-        runnel_protocol::batch_builder::build_batch(&[record], 0).unwrap()
+        crate::broker::testing::record_batch(value)
     }
 
     /// Every file under `dir` with its contents.
