@@ -425,3 +425,40 @@ async fn move_errors_are_per_partition() -> TestResult {
     .await;
     broker.check(result)
 }
+
+/// Every log dir records the cluster and node in its `meta.properties`; a second log dir
+/// formatted for another cluster stops the start, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_dir_of_another_cluster_is_refused() -> TestResult {
+    let log_dirs = LogDirs::new()?;
+    let mut broker = log_dirs.start_broker()?;
+    let result = async {
+        let [a, b] = &log_dirs.dirs;
+        let first = std::fs::read_to_string(a.join("meta.properties"))?;
+        let second = std::fs::read_to_string(b.join("meta.properties"))?;
+        ensure_eq!(&first, &second, "meta.properties of the two log dirs");
+        broker.terminate()?;
+        let cluster_id = first
+            .lines()
+            .find_map(|line| line.strip_prefix("cluster.id="))
+            .ok_or("no cluster.id")?;
+        std::fs::write(
+            b.join("meta.properties"),
+            second.replace(cluster_id, "AnotherCluster"),
+        )?;
+        let status = broker.start_again_expecting_failure()?;
+        ensure!(!status.success(), "the broker started on a foreign log dir");
+        let log = broker.log();
+        let restart = log
+            .rsplit("=== runnel-e2e: start #2")
+            .next()
+            .unwrap_or_default();
+        ensure!(
+            restart.contains("formatted for cluster.id AnotherCluster"),
+            "the refusal names the other cluster: {restart}"
+        );
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
