@@ -290,6 +290,10 @@ async fn a_partition_moves_between_log_dirs_under_load_losing_nothing() -> TestR
             .map_err(|_| "the producer task did not stop")??;
         acked.extend(load_acked.lock().map_err(|_| "poisoned")?.iter().cloned());
         acked.extend(produce_to_0(&broker, &values("after", 200)).await?);
+        ensure!(
+            broker.log().contains("partition moved to another log dir"),
+            "the broker did not log the move"
+        );
 
         ensure_eq!(
             partitions_on_disk(a, TOPIC)?,

@@ -4,8 +4,10 @@
 //! where each partition lives; [`TopicRegistry::sync`] makes the local logs follow it: a
 //! partition assigned to this node gets a local [`Partition`], a deleted topic's partitions are
 //! retired and their directories removed, config changes reach the open logs. Partition logs
-//! live in directories keyed by topic id, `<data>/<name>-<partition>.<topic id>/`
-//! (`partition_dir.rs`), so a topic recreated under an old name never sees the old one's data.
+//! live in directories keyed by topic id, `<log dir>/<name>-<partition>.<topic id>/`
+//! (`partition_dir.rs`), so a topic recreated under an old name never sees the old one's data;
+//! a new partition goes to the log dir (`log.dirs`) holding the fewest, and AlterReplicaLogDirs
+//! may move it (`log_dirs.rs`).
 //!
 //! Partition logs are created when the image assigns them but, at start-up, open lazily: a
 //! broker with ten thousand partitions serves at once; a log is opened (recovered) by its first
