@@ -437,6 +437,8 @@ async fn a_log_dir_of_another_cluster_is_refused() -> TestResult {
     let log_dirs = LogDirs::new()?;
     let mut broker = log_dirs.start_broker()?;
     let result = async {
+        // Answered once the broker opened its log dirs (it accepts connections before).
+        create_topic(&broker, TOPIC, 1).await?;
         let [a, b] = &log_dirs.dirs;
         let first = std::fs::read_to_string(a.join("meta.properties"))?;
         let second = std::fs::read_to_string(b.join("meta.properties"))?;

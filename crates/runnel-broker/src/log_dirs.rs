@@ -203,6 +203,12 @@ pub fn move_partition(
         }
         return Err(error);
     }
+    if partition.is_offline() {
+        // Published but not opened, and not unpublished: both copies stay for the next start
+        // to choose from (the marked one, complete, wins; or the old one if the copy was
+        // unpublished after all).
+        return partition.log_blocking().map(drop);
+    }
     tracing::info!(from = %source.display(), to = %target.display(), "partition moved to another log dir");
     match partition_dir::rename_for_deletion(std::slice::from_ref(&source)) {
         Ok(renamed) => partition_dir::remove_deleted(&renamed),
@@ -250,20 +256,29 @@ fn copy_and_switch(
             copy_rest(source, future, &copied)?;
             runnel_storage::write_file_atomically(&future.join(MOVED_MARKER_FILE_NAME), b"")?;
             rename(future, target)?;
-            runnel_storage::sync_dir(&target_log_dir_of(target))?;
-            let opened = PartitionLog::open_on(partition.storage().clone(), target, *config)
+            // From here the copy may be published: a failure unpublishes it, or retires the
+            // old log (see below), never leaves both taking appends.
+            let opened = runnel_storage::sync_dir(&target_log_dir_of(target))
+                .and_then(|()| PartitionLog::open_on(partition.storage().clone(), target, *config))
                 .and_then(|moved| {
                     if let Some(epoch) = leader_epoch {
                         moved.set_leader_epoch(epoch)?;
                     }
                     Ok(moved)
                 });
-            // Unpublished again if the copy does not open: the old log keeps serving.
-            opened.inspect_err(|_| {
-                if rename(target, future).is_ok() {
-                    let _ = runnel_storage::sync_dir(&target_log_dir_of(target));
+            match opened {
+                Ok(moved) => Ok(Ok(moved)),
+                // Unpublished again if the copy does not open: the old log keeps serving.
+                Err(error) if unpublish(future, target).is_ok() => Err(error),
+                // Published for good (the next start takes it: it holds the marker), so the
+                // old log must take nothing more: it is retired, the partition offline here
+                // until a restart opens the copy.
+                Err(error) => {
+                    tracing::error!(dir = %target.display(), %error,
+                        "a moved log could not be opened nor unpublished; the partition is offline until a restart");
+                    Ok(Err(error))
                 }
-            })
+            }
         })?;
         Ok((target.to_path_buf(), moved))
     })
@@ -360,6 +375,13 @@ fn list_files(dir: &Path) -> Result<Vec<(String, u64)>, StorageError> {
         }
     }
     Ok(files)
+}
+
+/// Renames a published copy back to its `-future` name (and fsyncs its log dir), so that the
+/// next start removes it.
+fn unpublish(future: &Path, target: &Path) -> Result<(), StorageError> {
+    rename(target, future)?;
+    runnel_storage::sync_dir(&target_log_dir_of(target))
 }
 
 fn target_log_dir_of(partition_dir: &Path) -> PathBuf {

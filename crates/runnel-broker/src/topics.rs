@@ -66,6 +66,9 @@ pub struct Partition {
     storage: Storage,
 }
 
+/// Where a moved log now lives, and the log opened there (or why it could not be).
+pub(crate) type Relocated = (PathBuf, Result<PartitionLog, StorageError>);
+
 /// What became of a partition's log: set by the first open (or a delete before it), replaced
 /// only by a move's newly opened log.
 #[derive(Debug, Clone)]
@@ -216,17 +219,15 @@ impl Partition {
     }
 
     /// Runs `relocate` with opens, deletes and config changes held off, on the open log (it
-    /// is opened first if it was not), and on success makes `(dir, log)` it returns this
-    /// partition's directory and log. Used by a move between log directories. Blocking.
+    /// is opened first if it was not), and on success makes the directory it returns this
+    /// partition's, with the log it returns, or offline with the error it returns (a copy
+    /// published that could not be opened). Used by a move between log directories. Blocking.
     ///
     /// Errors: as [`Partition::log_blocking`] for a log that cannot be opened or was deleted;
     /// else what `relocate` returned.
     pub(crate) fn relocate(
         &self,
-        relocate: impl FnOnce(
-            &Arc<PartitionLog>,
-            &LogConfig,
-        ) -> Result<(PathBuf, PartitionLog), BrokerError>,
+        relocate: impl FnOnce(&Arc<PartitionLog>, &LogConfig) -> Result<Relocated, BrokerError>,
     ) -> Result<(), BrokerError> {
         // Opened outside the config lock (the open takes it).
         self.log_blocking()?;
@@ -237,7 +238,10 @@ impl Partition {
         };
         let (dir, moved) = relocate(&log, &config)?;
         *self.dir.write().unwrap_or_else(PoisonError::into_inner) = dir;
-        self.set_state(LogState::Open(Arc::new(moved)));
+        self.set_state(match moved {
+            Ok(moved) => LogState::Open(Arc::new(moved)),
+            Err(error) => LogState::Offline(Arc::new(error)),
+        });
         Ok(())
     }
 
