@@ -531,6 +531,8 @@ impl TopicRegistry {
             self.topics.remove(&topic.name);
             self.retire(&topic);
         }
+        // Counted once per sync and kept up to date as partitions are placed below.
+        let mut placed = self.partitions_per_log_dir();
         for topic_image in image.topics.values() {
             let indexes: Vec<i32> = assigned(topic_image, self.node_id).collect();
             let current = self.get(&topic_image.name);
@@ -561,7 +563,6 @@ impl TopicRegistry {
                 continue;
             }
             let log_config = config.log_config(&self.config);
-            let mut placed = self.partitions_per_log_dir();
             let mut partitions = BTreeMap::new();
             for index in indexes {
                 let existing = current.as_ref().and_then(|c| c.partition(index)).cloned();
