@@ -125,6 +125,39 @@ fn described_partitions(log_dir: &LogDirDescription, topic: &str) -> BTreeSet<i3
         .collect()
 }
 
+/// Checks that log dir `a` holds exactly `in_a` of [`TOPIC`]'s partitions and `b` exactly
+/// `in_b`, on disk (no move or delete left half done) and as DescribeLogDirs reports them.
+fn expect_placement(
+    broker: &TestBroker,
+    log_dirs: &LogDirs,
+    in_a: &[i32],
+    in_b: &[i32],
+) -> Result<()> {
+    let described = describe(broker, log_dirs)?;
+    for ((dir, expected), described) in log_dirs.dirs.iter().zip([in_a, in_b]).zip(&described) {
+        let expected: BTreeSet<i32> = expected.iter().copied().collect();
+        ensure_eq!(
+            partitions_on_disk(dir, TOPIC)?,
+            expected,
+            "partitions in {}",
+            dir.display()
+        );
+        ensure_eq!(
+            stray_dirs(dir)?,
+            Vec::<String>::new(),
+            "left in {}",
+            dir.display()
+        );
+        ensure_eq!(
+            described_partitions(described, TOPIC),
+            expected,
+            "partitions described in {}",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// AlterReplicaLogDirs v2: moves `partitions` of `topic` to `dir`; the error code of each.
 fn alter_replica_log_dirs(
     broker: &TestBroker,
@@ -216,28 +249,8 @@ async fn a_partition_moves_between_log_dirs_under_load_losing_nothing() -> TestR
     let mut broker = log_dirs.start_broker()?;
     let result = async {
         create_topic(&broker, TOPIC, 4).await?;
-        let [a, b] = &log_dirs.dirs;
-        ensure_eq!(
-            partitions_on_disk(a, TOPIC)?,
-            BTreeSet::from([0, 2]),
-            "in a"
-        );
-        ensure_eq!(
-            partitions_on_disk(b, TOPIC)?,
-            BTreeSet::from([1, 3]),
-            "in b"
-        );
-        let [in_a, in_b] = describe(&broker, &log_dirs)?;
-        ensure_eq!(
-            described_partitions(&in_a, TOPIC),
-            BTreeSet::from([0, 2]),
-            "described in a"
-        );
-        ensure_eq!(
-            described_partitions(&in_b, TOPIC),
-            BTreeSet::from([1, 3]),
-            "described in b"
-        );
+        let [_, b] = &log_dirs.dirs;
+        expect_placement(&broker, &log_dirs, &[0, 2], &[1, 3])?;
 
         let mut acked = produce_to_0(&broker, &values("before", 500)).await?;
 
@@ -290,44 +303,17 @@ async fn a_partition_moves_between_log_dirs_under_load_losing_nothing() -> TestR
             .map_err(|_| "the producer task did not stop")??;
         acked.extend(load_acked.lock().map_err(|_| "poisoned")?.iter().cloned());
         acked.extend(produce_to_0(&broker, &values("after", 200)).await?);
+        ensure!(
+            broker.log().contains("partition moved to another log dir"),
+            "the broker did not log the move"
+        );
 
-        ensure_eq!(
-            partitions_on_disk(a, TOPIC)?,
-            BTreeSet::from([2]),
-            "in a after the move"
-        );
-        ensure_eq!(
-            partitions_on_disk(b, TOPIC)?,
-            BTreeSet::from([0, 1, 3]),
-            "in b after the move"
-        );
+        expect_placement(&broker, &log_dirs, &[2], &[0, 1, 3])?;
         check_partition_0(&broker, &acked).await?;
-        let [in_a, in_b] = describe(&broker, &log_dirs)?;
-        ensure_eq!(
-            described_partitions(&in_a, TOPIC),
-            BTreeSet::from([2]),
-            "described in a"
-        );
-        ensure_eq!(
-            described_partitions(&in_b, TOPIC),
-            BTreeSet::from([0, 1, 3]),
-            "described in b"
-        );
 
         broker.restart()?;
         check_partition_0(&broker, &acked).await?;
-        ensure_eq!(
-            partitions_on_disk(a, TOPIC)?,
-            BTreeSet::from([2]),
-            "in a after the restart"
-        );
-        ensure_eq!(stray_dirs(a)?, Vec::<String>::new(), "left in a");
-        ensure_eq!(stray_dirs(b)?, Vec::<String>::new(), "left in b");
-        let [_, in_b] = describe(&broker, &log_dirs)?;
-        ensure!(
-            described_partitions(&in_b, TOPIC).contains(&0),
-            "partition 0 in b after the restart"
-        );
+        expect_placement(&broker, &log_dirs, &[2], &[0, 1, 3])?;
         Ok(())
     }
     .await;
@@ -404,21 +390,45 @@ async fn move_errors_are_per_partition() -> TestResult {
         );
         let results = alter_replica_log_dirs(&broker, &a.display().to_string(), TOPIC, &[0])?;
         expect_accepted(&results, &[0])?;
-        ensure_eq!(
-            partitions_on_disk(a, TOPIC)?,
-            BTreeSet::from([0]),
-            "still in a"
-        );
-        let [in_a, in_b] = describe(&broker, &log_dirs)?;
-        ensure_eq!(
-            described_partitions(&in_a, TOPIC),
-            BTreeSet::from([0]),
-            "described in a"
-        );
-        ensure_eq!(
-            described_partitions(&in_b, TOPIC),
-            BTreeSet::from([1]),
-            "described in b"
+        expect_placement(&broker, &log_dirs, &[0], &[1])?;
+        Ok(())
+    }
+    .await;
+    broker.check(result)
+}
+
+/// Every log dir records the cluster and node in its `meta.properties`; a second log dir
+/// formatted for another cluster stops the start, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_dir_of_another_cluster_is_refused() -> TestResult {
+    let log_dirs = LogDirs::new()?;
+    let mut broker = log_dirs.start_broker()?;
+    let result = async {
+        // Answered once the broker opened its log dirs (it accepts connections before).
+        create_topic(&broker, TOPIC, 1).await?;
+        let [a, b] = &log_dirs.dirs;
+        let first = std::fs::read_to_string(a.join("meta.properties"))?;
+        let second = std::fs::read_to_string(b.join("meta.properties"))?;
+        ensure_eq!(&first, &second, "meta.properties of the two log dirs");
+        broker.terminate()?;
+        let cluster_id = first
+            .lines()
+            .find_map(|line| line.strip_prefix("cluster.id="))
+            .ok_or("no cluster.id")?;
+        std::fs::write(
+            b.join("meta.properties"),
+            second.replace(cluster_id, "AnotherCluster"),
+        )?;
+        let status = broker.start_again_expecting_failure()?;
+        ensure!(!status.success(), "the broker started on a foreign log dir");
+        let log = broker.log();
+        let restart = log
+            .rsplit("=== runnel-e2e: start #2")
+            .next()
+            .unwrap_or_default();
+        ensure!(
+            restart.contains("formatted for cluster.id AnotherCluster"),
+            "the refusal names the other cluster: {restart}"
         );
         Ok(())
     }

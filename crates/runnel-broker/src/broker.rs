@@ -669,6 +669,16 @@ pub(crate) mod testing {
     }
 
     /// A partition with these replicas, led by `leader` at epoch 3.
+    /// One v2 batch holding one record with `value` (offsets to be assigned by the log).
+    pub(crate) fn record_batch(value: &[u8]) -> bytes::Bytes {
+        let record = runnel_protocol::batch_builder::NewRecord {
+            key: None,
+            value: Some(value.to_vec()),
+            headers: Vec::new(),
+        };
+        runnel_protocol::batch_builder::build_batch(&[record], 0).unwrap()
+    }
+
     pub(crate) fn partition(replicas: &[BrokerId], leader: BrokerId) -> PartitionState {
         PartitionState {
             replicas: replicas.to_vec(),

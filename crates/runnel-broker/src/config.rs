@@ -655,6 +655,27 @@ mod tests {
         }
     }
 
+    /// `log.dirs` lists the log dirs (the first is `data_dir`); empty means `data.dir` alone;
+    /// an empty entry or a dir named twice is refused.
+    #[test]
+    fn log_dirs_override_the_data_dir() {
+        let one = load(&[("data.dir", "/d")]).unwrap();
+        assert_eq!(one.log_dirs, [PathBuf::from("/d")]);
+        assert_eq!(one.data_dir, PathBuf::from("/d"));
+        let two = load(&[("data.dir", "/d"), ("log.dirs", " /a , b ")]).unwrap();
+        assert_eq!(two.log_dirs, [PathBuf::from("/a"), PathBuf::from("b")]);
+        assert_eq!(two.data_dir, PathBuf::from("/a"));
+        for refused in ["/a,,/b", "/a,/a", "/a,/a/"] {
+            assert!(
+                matches!(
+                    load(&[("log.dirs", refused)]),
+                    Err(ConfigError::InvalidValue { .. })
+                ),
+                "{refused}"
+            );
+        }
+    }
+
     #[test]
     fn explicit_settings_are_recorded_with_their_values() {
         let config = load(&[("log.retention.ms", "1000")]).unwrap();

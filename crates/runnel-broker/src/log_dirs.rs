@@ -203,6 +203,12 @@ pub fn move_partition(
         }
         return Err(error);
     }
+    if partition.is_offline() {
+        // Published but not opened, and not unpublished: both copies stay for the next start
+        // to choose from (the marked one, complete, wins; or the old one if the copy was
+        // unpublished after all).
+        return partition.log_blocking().map(drop);
+    }
     tracing::info!(from = %source.display(), to = %target.display(), "partition moved to another log dir");
     match partition_dir::rename_for_deletion(std::slice::from_ref(&source)) {
         Ok(renamed) => partition_dir::remove_deleted(&renamed),
@@ -250,20 +256,29 @@ fn copy_and_switch(
             copy_rest(source, future, &copied)?;
             runnel_storage::write_file_atomically(&future.join(MOVED_MARKER_FILE_NAME), b"")?;
             rename(future, target)?;
-            runnel_storage::sync_dir(&target_log_dir_of(target))?;
-            let opened = PartitionLog::open_on(partition.storage().clone(), target, *config)
+            // From here the copy may be published: a failure unpublishes it, or retires the
+            // old log (see below), never leaves both taking appends.
+            let opened = runnel_storage::sync_dir(&target_log_dir_of(target))
+                .and_then(|()| PartitionLog::open_on(partition.storage().clone(), target, *config))
                 .and_then(|moved| {
                     if let Some(epoch) = leader_epoch {
                         moved.set_leader_epoch(epoch)?;
                     }
                     Ok(moved)
                 });
-            // Unpublished again if the copy does not open: the old log keeps serving.
-            opened.inspect_err(|_| {
-                if rename(target, future).is_ok() {
-                    let _ = runnel_storage::sync_dir(&target_log_dir_of(target));
+            match opened {
+                Ok(moved) => Ok(Ok(moved)),
+                // Unpublished again if the copy does not open: the old log keeps serving.
+                Err(error) if unpublish(future, target).is_ok() => Err(error),
+                // Published for good (the next start takes it: it holds the marker), so the
+                // old log must take nothing more: it is retired, the partition offline here
+                // until a restart opens the copy.
+                Err(error) => {
+                    tracing::error!(dir = %target.display(), %error,
+                        "a moved log could not be opened nor unpublished; the partition is offline until a restart");
+                    Ok(Err(error))
                 }
-            })
+            }
         })?;
         Ok((target.to_path_buf(), moved))
     })
@@ -362,6 +377,13 @@ fn list_files(dir: &Path) -> Result<Vec<(String, u64)>, StorageError> {
     Ok(files)
 }
 
+/// Renames a published copy back to its `-future` name (and fsyncs its log dir), so that the
+/// next start removes it.
+fn unpublish(future: &Path, target: &Path) -> Result<(), StorageError> {
+    rename(target, future)?;
+    runnel_storage::sync_dir(&target_log_dir_of(target))
+}
+
 fn target_log_dir_of(partition_dir: &Path) -> PathBuf {
     partition_dir
         .parent()
@@ -446,12 +468,27 @@ mod tests {
     }
 
     fn batch(value: &[u8]) -> bytes::Bytes {
-        let record = runnel_protocol::batch_builder::NewRecord {
-            key: None,
-            value: Some(value.to_vec()),
-            headers: Vec::new(),
-        };
-        runnel_protocol::batch_builder::build_batch(&[record], 0).unwrap()
+        crate::broker::testing::record_batch(value)
+    }
+
+    /// Two log dirs, a registry over them holding `t` (one partition, in the first dir) with
+    /// `records` records appended and flushed.
+    fn partition_with_records(
+        records: usize,
+    ) -> (
+        tempfile::TempDir,
+        Vec<PathBuf>,
+        MetadataImage,
+        TopicRegistry,
+        Arc<Topic>,
+    ) {
+        let (root, dirs) = two_log_dirs();
+        let image = image_with(1);
+        let topics = registry(&dirs);
+        topics.sync(&image);
+        let topic = topics.get("t").unwrap();
+        append(&topic, records);
+        (root, dirs, image, topics, topic)
     }
 
     /// Appends `count` records to partition 0 of `t` and flushes.
@@ -517,12 +554,7 @@ mod tests {
     /// takes appends in its new place, and a restart finds it there.
     #[test]
     fn a_move_keeps_every_record_and_the_old_handle_takes_none() {
-        let (_root, dirs) = two_log_dirs();
-        let image = image_with(1);
-        let topics = registry(&dirs);
-        topics.sync(&image);
-        let topic = topics.get("t").unwrap();
-        append(&topic, 20);
+        let (_root, dirs, image, topics, topic) = partition_with_records(20);
         let partition = Arc::clone(&topic.partitions[&0]);
         let old_log = partition.log_blocking().unwrap();
         assert!(old_log.segment_count() > 2, "several segments to copy");
@@ -580,12 +612,7 @@ mod tests {
             Crash::OldCopyRenamedForDeletion,
             Crash::MarkerNotRemoved,
         ] {
-            let (_root, dirs) = two_log_dirs();
-            let image = image_with(1);
-            let topics = registry(&dirs);
-            topics.sync(&image);
-            let topic = topics.get("t").unwrap();
-            append(&topic, 20);
+            let (_root, dirs, image, topics, topic) = partition_with_records(20);
             let expected = contents(&topic);
             topics.close_all();
             let source = topic.partitions[&0].dir();
@@ -671,12 +698,7 @@ mod tests {
     /// where it was, serving, and no partial copy behind.
     #[test]
     fn a_failed_move_leaves_the_log_serving_where_it_was() {
-        let (_root, dirs) = two_log_dirs();
-        let image = image_with(1);
-        let topics = registry(&dirs);
-        topics.sync(&image);
-        let topic = topics.get("t").unwrap();
-        append(&topic, 5);
+        let (_root, dirs, _image, topics, topic) = partition_with_records(5);
         let partition = Arc::clone(&topic.partitions[&0]);
         let target = partition_dir::partition_dir(&dirs[1], "t", 0, partition.topic_id());
         std::fs::write(&target, b"in the way").unwrap();

@@ -4,8 +4,10 @@
 //! where each partition lives; [`TopicRegistry::sync`] makes the local logs follow it: a
 //! partition assigned to this node gets a local [`Partition`], a deleted topic's partitions are
 //! retired and their directories removed, config changes reach the open logs. Partition logs
-//! live in directories keyed by topic id, `<data>/<name>-<partition>.<topic id>/`
-//! (`partition_dir.rs`), so a topic recreated under an old name never sees the old one's data.
+//! live in directories keyed by topic id, `<log dir>/<name>-<partition>.<topic id>/`
+//! (`partition_dir.rs`), so a topic recreated under an old name never sees the old one's data;
+//! a new partition goes to the log dir (`log.dirs`) holding the fewest, and AlterReplicaLogDirs
+//! may move it (`log_dirs.rs`).
 //!
 //! Partition logs are created when the image assigns them but, at start-up, open lazily: a
 //! broker with ten thousand partitions serves at once; a log is opened (recovered) by its first
@@ -63,6 +65,9 @@ pub struct Partition {
     /// Where the log keeps its files (the broker's `storage`).
     storage: Storage,
 }
+
+/// Where a moved log now lives, and the log opened there (or why it could not be).
+pub(crate) type Relocated = (PathBuf, Result<PartitionLog, StorageError>);
 
 /// What became of a partition's log: set by the first open (or a delete before it), replaced
 /// only by a move's newly opened log.
@@ -214,17 +219,15 @@ impl Partition {
     }
 
     /// Runs `relocate` with opens, deletes and config changes held off, on the open log (it
-    /// is opened first if it was not), and on success makes `(dir, log)` it returns this
-    /// partition's directory and log. Used by a move between log directories. Blocking.
+    /// is opened first if it was not), and on success makes the directory it returns this
+    /// partition's, with the log it returns, or offline with the error it returns (a copy
+    /// published that could not be opened). Used by a move between log directories. Blocking.
     ///
     /// Errors: as [`Partition::log_blocking`] for a log that cannot be opened or was deleted;
     /// else what `relocate` returned.
     pub(crate) fn relocate(
         &self,
-        relocate: impl FnOnce(
-            &Arc<PartitionLog>,
-            &LogConfig,
-        ) -> Result<(PathBuf, PartitionLog), BrokerError>,
+        relocate: impl FnOnce(&Arc<PartitionLog>, &LogConfig) -> Result<Relocated, BrokerError>,
     ) -> Result<(), BrokerError> {
         // Opened outside the config lock (the open takes it).
         self.log_blocking()?;
@@ -235,7 +238,10 @@ impl Partition {
         };
         let (dir, moved) = relocate(&log, &config)?;
         *self.dir.write().unwrap_or_else(PoisonError::into_inner) = dir;
-        self.set_state(LogState::Open(Arc::new(moved)));
+        self.set_state(match moved {
+            Ok(moved) => LogState::Open(Arc::new(moved)),
+            Err(error) => LogState::Offline(Arc::new(error)),
+        });
         Ok(())
     }
 
@@ -525,6 +531,8 @@ impl TopicRegistry {
             self.topics.remove(&topic.name);
             self.retire(&topic);
         }
+        // Counted once per sync and kept up to date as partitions are placed below.
+        let mut placed = self.partitions_per_log_dir();
         for topic_image in image.topics.values() {
             let indexes: Vec<i32> = assigned(topic_image, self.node_id).collect();
             let current = self.get(&topic_image.name);
@@ -555,7 +563,6 @@ impl TopicRegistry {
                 continue;
             }
             let log_config = config.log_config(&self.config);
-            let mut placed = self.partitions_per_log_dir();
             let mut partitions = BTreeMap::new();
             for index in indexes {
                 let existing = current.as_ref().and_then(|c| c.partition(index)).cloned();
@@ -877,12 +884,7 @@ mod tests {
     }
 
     fn batch(value: &[u8]) -> bytes::Bytes {
-        let record = runnel_protocol::batch_builder::NewRecord {
-            key: None,
-            value: Some(value.to_vec()),
-            headers: Vec::new(),
-        };
-        runnel_protocol::batch_builder::build_batch(&[record], 0).unwrap()
+        crate::broker::testing::record_batch(value)
     }
 
     /// Every file under `dir` with its contents.

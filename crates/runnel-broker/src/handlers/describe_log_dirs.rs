@@ -290,13 +290,7 @@ mod tests {
         let partition = Arc::clone(&local[0].partitions[&0]);
         let log = partition.log_blocking().unwrap();
         for _ in 0..3 {
-            let record = runnel_protocol::batch_builder::NewRecord {
-                key: None,
-                value: Some(b"v".to_vec()),
-                headers: Vec::new(),
-            };
-            log.append(&runnel_protocol::batch_builder::build_batch(&[record], 0).unwrap())
-                .unwrap();
+            log.append(&testing::record_batch(b"v")).unwrap();
         }
         topics.moves.record(
             &partition,
