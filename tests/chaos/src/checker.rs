@@ -1,6 +1,7 @@
 //! The checker: rules a correct cluster never breaks, checked over a recorded history
-//! (docs/reliability.md, "The checker"). Pure functions over `&[Event]`; the only I/O is
-//! [`read_history`]. It knows nothing of how the history was made (namespaces, faults, clients).
+//! (docs/reliability.md, "The checker"). Pure functions over `&[Event]`, no I/O (reading a
+//! history file is `report::read_history`). It knows nothing of how the history was made
+//! (namespaces, faults, clients).
 //!
 //! Why it cannot be fooled: every value is sent once and is unique across the run, so a value
 //! names one send; the drain reads every offset of every partition from its log start to its
@@ -9,8 +10,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::io::{self, BufRead};
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -146,28 +145,6 @@ pub fn check(events: &[Event]) -> CheckResult {
     check_commits_forward(events, &mut result);
     check_reads_match_drain(events, &drained, &mut result);
     result
-}
-
-/// Reads a `history.jsonl` (one [`Event`] per line; blank lines are skipped). A line that is not
-/// an event is an error naming the file and line: a damaged history is never checked in part.
-pub fn read_history(path: &Path) -> io::Result<Vec<Event>> {
-    let file = std::fs::File::open(path)
-        .map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", path.display())))?;
-    let mut events = Vec::new();
-    for (index, line) in io::BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let event = serde_json::from_str(&line).map_err(|error| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: line {}: {error}", path.display(), index + 1),
-            )
-        })?;
-        events.push(event);
-    }
-    Ok(events)
 }
 
 /// A partition/offset.
@@ -1039,27 +1016,5 @@ pub(crate) mod tests {
             result.anomalies[&AnomalyClass::Lost].len(),
             EXAMPLES_PER_CLASS_MAX
         );
-    }
-
-    #[test]
-    fn a_history_file_round_trips_and_a_damaged_line_is_an_error() -> io::Result<()> {
-        let dir = std::env::temp_dir().join(format!("runnel-chaos-checker-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join("history.jsonl");
-        let mut text = String::new();
-        for event in good_history() {
-            text.push_str(&serde_json::to_string(&event)?);
-            text.push_str("\n\n");
-        }
-        std::fs::write(&path, &text)?;
-        assert_eq!(read_history(&path)?, good_history());
-
-        text.push_str("{\"type\":\"send_ok\",\"value\":\n");
-        std::fs::write(&path, &text)?;
-        let error = read_history(&path).err();
-        std::fs::remove_dir_all(&dir)?;
-        let message = error.map(|e| e.to_string()).unwrap_or_default();
-        assert!(message.contains("line 51"), "{message}");
-        Ok(())
     }
 }
