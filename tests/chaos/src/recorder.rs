@@ -60,7 +60,7 @@ impl Recorder {
         let mut inner = self.lock();
         let time_ms = self.now_ms();
         let event = make(time_ms);
-        if let Event::SendOk { .. } = event {
+        if let Event::SendOk { .. } | Event::SendOkOffsetUnknown { .. } = event {
             if let Some(heal_ms) = inner.unrecovered_heal_ms.take() {
                 let recovered = Event::Recovered {
                     time_ms,

@@ -143,6 +143,12 @@ pub async fn run_producer(
                 in_flight.spawn(async move {
                     let outcome = delivery.await;
                     recorder.record(|time_ms| match outcome {
+                        Ok(Ok(delivery)) if delivery.offset < 0 => Event::SendOkOffsetUnknown {
+                            time_ms,
+                            producer: id,
+                            value,
+                            partition: delivery.partition,
+                        },
                         Ok(Ok(delivery)) => Event::SendOk {
                             time_ms,
                             producer: id,
