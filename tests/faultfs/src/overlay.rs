@@ -243,3 +243,80 @@ mod tests {
         assert_eq!(seen, b"01x\0\0END");
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod model_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write { offset: u64, data: Vec<u8> },
+        SetSize(u64),
+        Sync,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u64..300, proptest::collection::vec(any::<u8>(), 0..80))
+                .prop_map(|(offset, data)| Op::Write { offset, data }),
+            2 => (0u64..300).prop_map(Op::SetSize),
+            1 => Just(Op::Sync),
+        ]
+    }
+
+    fn apply_to_model(model: &mut Vec<u8>, op: &Op) {
+        match op {
+            Op::Write { offset, data } => {
+                let offset = *offset as usize;
+                if model.len() < offset + data.len() {
+                    model.resize(offset + data.len(), 0);
+                }
+                model[offset..offset + data.len()].copy_from_slice(data);
+            }
+            Op::SetSize(size) => model.resize(*size as usize, 0),
+            Op::Sync => {}
+        }
+    }
+
+    proptest! {
+        /// Reads always equal a Vec the same operations were applied to; after power loss
+        /// (dropping the overlay) the backing file equals the Vec as of the last sync.
+        #[test]
+        fn overlay_matches_a_vec_model_and_power_loss_keeps_the_last_sync(
+            initial in proptest::collection::vec(any::<u8>(), 0..200),
+            ops in proptest::collection::vec(op(), 0..40),
+        ) {
+            let backing = tempfile::tempfile().unwrap();
+            backing.write_all_at(&initial, 0).unwrap();
+            let mut overlay = UnsyncedFile::new(initial.len() as u64);
+            let mut model = initial.clone();
+            let mut synced = initial;
+            for op in &ops {
+                apply_to_model(&mut model, op);
+                match op {
+                    Op::Write { offset, data } => {
+                        overlay.write(*offset, data);
+                    }
+                    Op::SetSize(size) => {
+                        overlay.set_size(*size);
+                    }
+                    Op::Sync => {
+                        overlay.apply(&backing, true).unwrap();
+                        overlay = UnsyncedFile::new(backing.metadata().unwrap().len());
+                        synced = model.clone();
+                    }
+                }
+                prop_assert_eq!(overlay.read(&backing, 0, 1 << 20).unwrap(), model.clone());
+                prop_assert_eq!(
+                    overlay.unsynced_bytes(),
+                    overlay.writes.iter().map(|w| w.data.len() as u64).sum::<u64>()
+                );
+            }
+            // Power loss: the overlay is forgotten.
+            let after = UnsyncedFile::new(backing.metadata().unwrap().len());
+            prop_assert_eq!(after.read(&backing, 0, 1 << 20).unwrap(), synced);
+        }
+    }
+}
