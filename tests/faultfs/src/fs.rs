@@ -110,7 +110,8 @@ struct State {
 #[derive(Debug)]
 struct OpenFile {
     ino: u64,
-    backing: File,
+    /// Shared so that a request can hold it while it changes the state (no dup per write).
+    backing: Arc<File>,
 }
 
 impl State {
@@ -148,6 +149,7 @@ impl State {
     fn add_handle(&mut self, ino: u64, backing: File) -> FileHandle {
         let fh = self.next_handle;
         self.next_handle += 1;
+        let backing = Arc::new(backing);
         self.handles.insert(fh, OpenFile { ino, backing });
         FileHandle(fh)
     }
@@ -415,8 +417,8 @@ impl Filesystem for FaultFs {
             let path = state.backing_path(&state.relative_path(ino).unwrap_or_default());
             // The caller's handle when it gave one (ftruncate of an unlinked file), else the path.
             let backing = match fh.and_then(|fh| state.handles.get(&fh.0)) {
-                Some(open) => open.backing.try_clone()?,
-                None => OpenOptions::new().read(true).open(&path)?,
+                Some(open) => Arc::clone(&open.backing),
+                None => Arc::new(OpenOptions::new().read(true).open(&path)?),
             };
             if let Some(size) = size {
                 state.set_size(ino.0, &backing, size)?;
@@ -584,7 +586,7 @@ impl Filesystem for FaultFs {
         let mut state = self.shared.lock();
         let result = (|| {
             state.check_writable()?;
-            let backing = state.open_file(fh)?.backing.try_clone()?;
+            let backing = Arc::clone(&state.open_file(fh)?.backing);
             let added = state.overlay(ino.0, &backing)?.write(offset, data);
             state.unsynced_bytes += added;
             if state.unsynced_bytes > state.unsynced_bytes_max {
@@ -643,7 +645,7 @@ impl Filesystem for FaultFs {
         let mut state = self.shared.lock();
         let result = (|| {
             state.check_writable()?;
-            let backing = state.open_file(fh)?.backing.try_clone()?;
+            let backing = Arc::clone(&state.open_file(fh)?.backing);
             state.sync_file(ino.0, &backing, datasync)
         })();
         reply_empty(reply, result);
@@ -810,7 +812,7 @@ impl Filesystem for FaultFs {
             if mode != 0 {
                 return Err(Errno::EOPNOTSUPP);
             }
-            let backing = state.open_file(fh)?.backing.try_clone()?;
+            let backing = Arc::clone(&state.open_file(fh)?.backing);
             let end = offset.saturating_add(length);
             let size = match state.unsynced.get(&ino.0) {
                 Some(overlay) => overlay.size_bytes(),

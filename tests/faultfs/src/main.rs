@@ -2,7 +2,7 @@
 //! fault-injecting passthrough of B at M, answers commands on the unix socket S (created once
 //! the mount is up, so its existence means "mounted"), and unmounts on SIGTERM or SIGINT.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -110,6 +110,25 @@ fn run(options: Options) -> std::io::Result<()> {
         Ok(())
     });
     let _ = std::fs::remove_file(&options.control);
-    let unmounted = session.umount_and_join();
-    served.and(unmounted)
+    served.and(unmount(session, &options.mount))
+}
+
+/// Unmounts and waits for the FUSE session to end. A plain unmount fails while a file on the
+/// mount is open (EBUSY), and exiting then would leave a dead mount ("transport endpoint is not
+/// connected"); so the mount is detached instead (gone from the namespace at once) and the
+/// session serves the open files until the last one is closed, then ends.
+fn unmount(session: fuser::BackgroundSession, mount: &Path) -> std::io::Result<()> {
+    match rustix::mount::unmount(mount, rustix::mount::UnmountFlags::empty()) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::BUSY) => {
+            eprintln!(
+                "runnel-faultfs: {} is still in use: detached, serving its open files until \
+                 they are closed",
+                mount.display()
+            );
+            rustix::mount::unmount(mount, rustix::mount::UnmountFlags::DETACH)?;
+        }
+        Err(errno) => return Err(errno.into()),
+    }
+    session.join()
 }
