@@ -231,6 +231,35 @@ impl State {
         Ok(())
     }
 
+    /// Does a directory operation on `name` in `parent` (`operation` gets its backing path),
+    /// then fsyncs `parent`: the journalled metadata model. Returns the entry's relative path.
+    fn change_entry<T>(
+        &mut self,
+        parent: INodeNo,
+        name: &OsStr,
+        operation: impl FnOnce(&Path) -> io::Result<T>,
+    ) -> Result<(PathBuf, T), Errno> {
+        let path = self.child_path(parent, name)?;
+        let made = operation(&self.backing_path(&path))?;
+        self.sync_directory(&self.relative_path(parent)?)?;
+        Ok((path, made))
+    }
+
+    /// Unlink or rmdir (`remove`): the entry and its inode numbers go; a file's unsynced state
+    /// goes once no handle has it open.
+    fn remove_entry(
+        &mut self,
+        parent: INodeNo,
+        name: &OsStr,
+        remove: fn(&Path) -> io::Result<()>,
+    ) -> Result<(), Errno> {
+        let (path, ()) = self.change_entry(parent, name, remove)?;
+        for ino in self.inodes.remove(&path) {
+            self.forget_if_unreachable(ino);
+        }
+        Ok(())
+    }
+
     fn set_size(&mut self, ino: u64, backing: &File, size: u64) -> Result<(), Errno> {
         self.check_writable()?;
         let overlay = self.overlay(ino, backing)?;
@@ -455,40 +484,27 @@ impl Filesystem for FaultFs {
         reply: ReplyEntry,
     ) {
         let mut state = self.shared.lock();
-        let result = (|| {
-            let path = state.child_path(parent, name)?;
-            std::fs::DirBuilder::new()
-                .mode(mode & !umask)
-                .create(state.backing_path(&path))?;
-            state.sync_directory(&state.relative_path(parent)?)?;
-            state.attr(&path)
-        })();
+        let result = state
+            .change_entry(parent, name, |path| {
+                std::fs::DirBuilder::new().mode(mode & !umask).create(path)
+            })
+            .and_then(|(path, ())| state.attr(&path));
         reply_entry(reply, result);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut state = self.shared.lock();
-        let result = (|| {
-            let path = state.child_path(parent, name)?;
-            std::fs::remove_file(state.backing_path(&path))?;
-            state.sync_directory(&state.relative_path(parent)?)?;
-            for ino in state.inodes.remove(&path) {
-                state.forget_if_unreachable(ino);
-            }
-            Ok(())
-        })();
+        let result = self
+            .shared
+            .lock()
+            .remove_entry(parent, name, |path| std::fs::remove_file(path));
         reply_empty(reply, result);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut state = self.shared.lock();
-        let result = (|| {
-            let path = state.child_path(parent, name)?;
-            std::fs::remove_dir(state.backing_path(&path))?;
-            state.sync_directory(&state.relative_path(parent)?)?;
-            state.inodes.remove(&path);
-            Ok(())
-        })();
+        let result = self
+            .shared
+            .lock()
+            .remove_entry(parent, name, |path| std::fs::remove_dir(path));
         reply_empty(reply, result);
     }
 
@@ -771,7 +787,6 @@ impl Filesystem for FaultFs {
         let mut state = self.shared.lock();
         let result = (|| {
             state.check_writable()?;
-            let path = state.child_path(parent, name)?;
             let mut options = OpenOptions::new();
             options.read(true).write(true).mode(mode & !umask);
             if flags & libc::O_EXCL != 0 {
@@ -779,8 +794,7 @@ impl Filesystem for FaultFs {
             } else {
                 options.create(true);
             }
-            let backing = options.open(state.backing_path(&path))?;
-            state.sync_directory(&state.relative_path(parent)?)?;
+            let (path, backing) = state.change_entry(parent, name, |path| options.open(path))?;
             let attr = state.attr(&path)?;
             // O_TRUNC on an existing file is a size change like any other: unsynced.
             if flags & libc::O_TRUNC != 0 && attr.size > 0 {

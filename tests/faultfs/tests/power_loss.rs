@@ -8,7 +8,7 @@ mod common;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 
-use common::{can_mount, FaultFs, Result};
+use common::{FaultFs, Result};
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>> {
     let mut data = Vec::new();
@@ -27,10 +27,11 @@ fn append(path: &std::path::Path, data: &[u8], sync: bool) -> Result<()> {
 
 #[test]
 fn drop_unsynced_loses_exactly_the_unfsynced_bytes() -> Result<()> {
-    if !can_mount("drop_unsynced_loses_exactly_the_unfsynced_bytes") {
+    let Some(mut fs) =
+        FaultFs::mount_unless_skipped("drop_unsynced_loses_exactly_the_unfsynced_bytes", &[])?
+    else {
         return Ok(());
-    }
-    let mut fs = FaultFs::mount(&[])?;
+    };
     let a = fs.mount_point().join("a.log");
     let b = fs.mount_point().join("b.log");
     append(&a, b"synced-1;", true)?;
@@ -70,10 +71,13 @@ fn drop_unsynced_loses_exactly_the_unfsynced_bytes() -> Result<()> {
 
 #[test]
 fn truncates_are_unsynced_until_fsync_and_renames_are_durable_at_once() -> Result<()> {
-    if !can_mount("truncates_are_unsynced_until_fsync_and_renames_are_durable_at_once") {
+    let Some(mut fs) = FaultFs::mount_unless_skipped(
+        "truncates_are_unsynced_until_fsync_and_renames_are_durable_at_once",
+        &[],
+    )?
+    else {
         return Ok(());
-    }
-    let mut fs = FaultFs::mount(&[])?;
+    };
     let dir = fs.mount_point();
     let hundred: Vec<u8> = (0..100u8).collect();
 
@@ -126,10 +130,11 @@ fn truncates_are_unsynced_until_fsync_and_renames_are_durable_at_once() -> Resul
 
 #[test]
 fn passthrough_serves_directories_unlink_and_statfs() -> Result<()> {
-    if !can_mount("passthrough_serves_directories_unlink_and_statfs") {
+    let Some(mut fs) =
+        FaultFs::mount_unless_skipped("passthrough_serves_directories_unlink_and_statfs", &[])?
+    else {
         return Ok(());
-    }
-    let mut fs = FaultFs::mount(&[])?;
+    };
     let topic = fs.mount_point().join("topic-0");
     std::fs::create_dir(&topic)?;
     for name in ["00000000000000000000.log", "00000000000000000000.index"] {
@@ -168,10 +173,11 @@ fn passthrough_serves_directories_unlink_and_statfs() -> Result<()> {
 
 #[test]
 fn fail_writes_turns_writes_and_fsyncs_into_eio() -> Result<()> {
-    if !can_mount("fail_writes_turns_writes_and_fsyncs_into_eio") {
+    let Some(mut fs) =
+        FaultFs::mount_unless_skipped("fail_writes_turns_writes_and_fsyncs_into_eio", &[])?
+    else {
         return Ok(());
-    }
-    let mut fs = FaultFs::mount(&[])?;
+    };
     let path = fs.mount_point().join("f");
     let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
     file.write_all(b"before")?;
@@ -193,10 +199,13 @@ fn fail_writes_turns_writes_and_fsyncs_into_eio() -> Result<()> {
 
 #[test]
 fn over_the_cap_unsynced_bytes_are_written_back_and_survive() -> Result<()> {
-    if !can_mount("over_the_cap_unsynced_bytes_are_written_back_and_survive") {
+    let Some(mut fs) = FaultFs::mount_unless_skipped(
+        "over_the_cap_unsynced_bytes_are_written_back_and_survive",
+        &["--unsynced-bytes-max", "1000"],
+    )?
+    else {
         return Ok(());
-    }
-    let mut fs = FaultFs::mount(&["--unsynced-bytes-max", "1000"])?;
+    };
     let path = fs.mount_point().join("big");
     let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
     file.write_all(&[7u8; 600])?;

@@ -15,7 +15,7 @@ const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether this machine can mount FUSE file systems (root with /dev/fuse). CI can; elsewhere
 /// the tests print why they did not run.
-pub fn can_mount(test: &str) -> bool {
+fn can_mount(test: &str) -> bool {
     match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -36,6 +36,15 @@ pub struct FaultFs {
 }
 
 impl FaultFs {
+    /// [`mount`](Self::mount), or `None` (after printing why) where FUSE cannot be mounted.
+    pub fn mount_unless_skipped(test: &str, extra_args: &[&str]) -> Result<Option<FaultFs>> {
+        if can_mount(test) {
+            FaultFs::mount(extra_args).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     pub fn mount(extra_args: &[&str]) -> Result<FaultFs> {
         let dir = tempfile::Builder::new()
             .prefix("runnel-faultfs-")
