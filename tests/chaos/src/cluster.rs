@@ -26,6 +26,8 @@ pub const BROKER_SESSION_TIMEOUT_MS: u64 = 3_000;
 const DATA_TMPFS_BYTES: u64 = 256 << 20;
 /// How long to wait for a runnel-faultfs mount to appear.
 const FAULTFS_MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long runnel-faultfs may take to unmount on SIGTERM.
+const FAULTFS_UNMOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The file holding the harness's pid in the output directory: a later run removes the
 /// mounts of a directory whose harness is gone.
 const PID_FILE: &str = "harness.pid";
@@ -227,8 +229,8 @@ impl ChaosCluster {
     }
 
     /// Tells node `id`'s runnel-faultfs to drop every write not yet fsynced (the node must be
-    /// stopped: a power loss).
-    pub fn drop_unsynced(&mut self, id: i32) -> Result<()> {
+    /// stopped: a power loss). Returns its answer (`ok <files> <bytes>` dropped).
+    pub fn drop_unsynced(&mut self, id: i32) -> Result<String> {
         let node = self.node_mut(id)?;
         let faultfs = node
             .faultfs
@@ -343,8 +345,8 @@ impl FaultFs {
         Ok(faultfs)
     }
 
-    /// `drop-unsynced\n` on the control socket; the answer must be `ok`.
-    fn drop_unsynced(&self) -> Result<()> {
+    /// `drop-unsynced\n` on the control socket; the answer must be `ok <files> <bytes>`.
+    fn drop_unsynced(&self) -> Result<String> {
         let mut stream = UnixStream::connect(&self.control)
             .map_err(|e| format!("{}: {e}", self.control.display()))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -352,21 +354,30 @@ impl FaultFs {
         let mut answer = String::new();
         BufReader::new(stream).read_line(&mut answer)?;
         ensure!(
-            answer.trim() == "ok",
+            answer.split_whitespace().next() == Some("ok"),
             "runnel-faultfs at {} answered {answer:?} to drop-unsynced",
             self.control.display()
         );
-        Ok(())
+        Ok(answer.trim().to_owned())
     }
 
+    /// SIGTERM (runnel-faultfs unmounts on it), bounded; then SIGKILL and a lazy unmount for
+    /// whatever is left.
     fn unmount(mut self) {
-        run_quietly(&[
-            "umount".into(),
-            "-l".into(),
-            self.mount.display().to_string(),
-        ]);
+        let _ = signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + FAULTFS_UNMOUNT_TIMEOUT;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if is_mounted(&self.mount) {
+            run_quietly(&[
+                "umount".into(),
+                "-l".into(),
+                self.mount.display().to_string(),
+            ]);
+        }
     }
 }
 

@@ -18,6 +18,9 @@ use crate::workload::{PARTITIONS, TOPIC};
 const NETEM_DELAY_MS: u64 = 150;
 const NETEM_JITTER_MS: u64 = 100;
 const NETEM_LOSS_PERCENT: u64 = 10;
+/// Without netem: a token bucket of this rate (kbit/s) queueing up to this long (ms).
+const SLOW_LINK_KBIT: u64 = 2_000;
+const SLOW_LINK_LATENCY_MS: u64 = 300;
 
 /// What a started fault needs to be healed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +119,8 @@ pub async fn inject(cluster: &mut ChaosCluster, step: &FaultStep) -> Result<Acti
             }
             if step.kind == FaultKind::PowerLoss {
                 for id in node_ids() {
-                    cluster.drop_unsynced(id)?;
+                    let dropped = cluster.drop_unsynced(id)?;
+                    eprintln!("runnel-chaos: power loss: node {id}'s runnel-faultfs: {dropped}");
                 }
             }
             ("all".to_owned(), Heal::Restart(node_ids().collect()))
@@ -153,8 +157,20 @@ pub async fn inject(cluster: &mut ChaosCluster, step: &FaultStep) -> Result<Acti
             (format!("{other_a}->{node}"), Heal::OpenNetwork)
         }
         FaultKind::Netem => {
-            run(&plan.netem_command(node, NETEM_DELAY_MS, NETEM_JITTER_MS, NETEM_LOSS_PERCENT))?;
-            (node.to_string(), Heal::RemoveNetem(node))
+            let netem =
+                plan.netem_command(node, NETEM_DELAY_MS, NETEM_JITTER_MS, NETEM_LOSS_PERCENT);
+            let target = match run(&netem) {
+                Ok(()) => node.to_string(),
+                Err(e) if e.to_string().contains("qdisc kind is unknown") => {
+                    // A kernel built without sch_netem (such as this CI's): the same loss with
+                    // nftables, and delay as queueing in a slow token bucket.
+                    apply_firewall(&plan, node, &plan.random_loss_script(NETEM_LOSS_PERCENT))?;
+                    run(&plan.slow_link_command(node, SLOW_LINK_KBIT, SLOW_LINK_LATENCY_MS))?;
+                    format!("{node} (no netem in this kernel: nftables loss + tbf)")
+                }
+                Err(e) => return Err(e),
+            };
+            (target, Heal::RemoveNetem(node))
         }
         FaultKind::DiskFull => {
             cluster.fill_disk(node)?;
@@ -183,7 +199,10 @@ pub fn heal(cluster: &mut ChaosCluster, fault: &ActiveFault) -> Result<()> {
         }
         Heal::Resume(id) => cluster.signal(*id, "CONT")?,
         Heal::OpenNetwork => heal_network(cluster.plan()),
-        Heal::RemoveNetem(id) => run_quietly(&cluster.plan().netem_heal_command(*id)),
+        Heal::RemoveNetem(id) => {
+            run_quietly(&cluster.plan().netem_heal_command(*id));
+            run_quietly(&cluster.plan().firewall_heal_command(*id));
+        }
         Heal::FreeDisk(id) => cluster.free_disk(*id)?,
     }
     Ok(())

@@ -214,6 +214,46 @@ impl NetworkPlan {
         script
     }
 
+    /// An nftables script for a node's namespace that drops `loss_percent` % of the packets
+    /// on its link, both ways, at random: the loss half of netem, for kernels without netem.
+    pub fn random_loss_script(&self, loss_percent: u64) -> String {
+        let mut script = format!(
+            "table inet {FIREWALL_TABLE}\ndelete table inet {FIREWALL_TABLE}\n\
+             table inet {FIREWALL_TABLE} {{\n"
+        );
+        for (chain, interface) in [("input", "iifname"), ("output", "oifname")] {
+            script.push_str(&format!(
+                "  chain {chain} {{\n    type filter hook {chain} priority 0; policy accept;\n    \
+                 {interface} \"eth0\" numgen random mod 100 < {loss_percent} drop\n  }}\n"
+            ));
+        }
+        script.push_str("}\n");
+        script
+    }
+
+    /// A token bucket on node `node`'s link (`rate_kbit`, queueing up to `latency_ms`): packets
+    /// wait in its queue under load, the delay half of netem for kernels without netem.
+    pub fn slow_link_command(&self, node: i32, rate_kbit: u64, latency_ms: u64) -> Vec<String> {
+        netns_exec(
+            &self.node_namespace(node),
+            &[
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                "eth0",
+                "root",
+                "tbf",
+                "rate",
+                &format!("{rate_kbit}kbit"),
+                "burst",
+                "32kbit",
+                "latency",
+                &format!("{latency_ms}ms"),
+            ],
+        )
+    }
+
     /// Heals every partition in node `node`'s namespace (its only nftables rules are ours).
     pub fn firewall_heal_command(&self, node: i32) -> Vec<String> {
         netns_exec(&self.node_namespace(node), &["nft", "flush", "ruleset"])
@@ -365,6 +405,13 @@ mod tests {
         assert_eq!(
             plan.netem_command(1, 100, 50, 10).join(" "),
             "ip netns exec rc77n1 tc qdisc add dev eth0 root netem delay 100ms 50ms loss 10%"
+        );
+        let loss = plan.random_loss_script(10);
+        assert!(loss.contains("iifname \"eth0\" numgen random mod 100 < 10 drop"));
+        assert!(loss.contains("oifname \"eth0\" numgen random mod 100 < 10 drop"));
+        assert_eq!(
+            plan.slow_link_command(2, 1000, 400).join(" "),
+            "ip netns exec rc77n2 tc qdisc add dev eth0 root tbf rate 1000kbit burst 32kbit latency 400ms"
         );
         assert_eq!(
             plan.firewall_heal_command(3).join(" "),
