@@ -26,6 +26,8 @@ pub const BROKER_SESSION_TIMEOUT_MS: u64 = 3_000;
 const DATA_TMPFS_BYTES: u64 = 256 << 20;
 /// How long to wait for a runnel-faultfs mount to appear.
 const FAULTFS_MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a node may take to exit on SIGTERM (its `shutdown.timeout.ms` is 5 s).
+const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long runnel-faultfs may take to unmount on SIGTERM.
 const FAULTFS_UNMOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The file holding the harness's pid in the output directory: a later run removes the
@@ -202,6 +204,23 @@ impl ChaosCluster {
         Ok(())
     }
 
+    /// Stops node `id` as an operator would (SIGTERM, then SIGKILL if it has not exited
+    /// within [`NODE_STOP_TIMEOUT`]) and starts it again: what brings a log directory that
+    /// went offline (a failed write, disk full) back, through recovery.
+    pub fn restart(&mut self, id: i32) -> Result<()> {
+        let node = self.node_mut(id)?;
+        if let Some(mut child) = node.child.take() {
+            let _ = signal(child.id(), "TERM");
+            let deadline = Instant::now() + NODE_STOP_TIMEOUT;
+            while child.try_wait()?.is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            child.wait()?;
+        }
+        self.spawn(id)
+    }
+
     /// Sends `name` (`STOP`, `CONT`) to node `id`'s process, if it runs.
     pub fn signal(&mut self, id: i32, name: &str) -> Result<()> {
         let node = self.node_mut(id)?;
@@ -268,16 +287,22 @@ impl ChaosCluster {
         metadata_at(self.plan.client_addr(id), topics)
     }
 
-    /// Kills every node and faultfs, removes the mounts and the network. Idempotent.
+    /// Kills every node, stops every faultfs (all at once: each may take a while to unmount),
+    /// removes the mounts and the network. Idempotent.
     fn tear_down(&mut self) {
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
                 let _ = child.kill();
                 let _ = child.wait();
             }
-            if let Some(faultfs) = node.faultfs.take() {
-                faultfs.unmount();
-            }
+        }
+        let faultfs: Vec<FaultFs> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|node| node.faultfs.take())
+            .collect();
+        FaultFs::unmount_all(faultfs);
+        for node in &mut self.nodes {
             if node.tmpfs_mounted {
                 run_quietly(&[
                     "umount".into(),
@@ -363,20 +388,33 @@ impl FaultFs {
 
     /// SIGTERM (runnel-faultfs unmounts on it), bounded; then SIGKILL and a lazy unmount for
     /// whatever is left.
-    fn unmount(mut self) {
-        let _ = signal(self.child.id(), "TERM");
+    fn unmount(self) {
+        FaultFs::unmount_all(vec![self]);
+    }
+
+    /// [`unmount`](Self::unmount) for several at once, within one [`FAULTFS_UNMOUNT_TIMEOUT`].
+    fn unmount_all(mut all: Vec<FaultFs>) {
+        for faultfs in &all {
+            let _ = signal(faultfs.child.id(), "TERM");
+        }
         let deadline = Instant::now() + FAULTFS_UNMOUNT_TIMEOUT;
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        while all
+            .iter_mut()
+            .any(|faultfs| matches!(faultfs.child.try_wait(), Ok(None)))
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if is_mounted(&self.mount) {
-            run_quietly(&[
-                "umount".into(),
-                "-l".into(),
-                self.mount.display().to_string(),
-            ]);
+        for faultfs in &mut all {
+            let _ = faultfs.child.kill();
+            let _ = faultfs.child.wait();
+            if is_mounted(&faultfs.mount) {
+                run_quietly(&[
+                    "umount".into(),
+                    "-l".into(),
+                    faultfs.mount.display().to_string(),
+                ]);
+            }
         }
     }
 }
@@ -453,10 +491,36 @@ pub fn clean_leftovers() -> Vec<String> {
         if owner.is_some_and(|pid| pid == me || process_exists(pid)) {
             continue;
         }
+        for pid in faultfs_serving(mount_point) {
+            let _ = signal(pid, "KILL");
+            removed.push(format!("runnel-faultfs process {pid}"));
+        }
         run_quietly(&["umount".into(), "-l".into(), mount_point.to_owned()]);
         removed.push(format!("mount {mount_point}"));
     }
     removed
+}
+
+/// The runnel-faultfs processes serving `mount_point` (`--mount <mount_point>` in their
+/// command line): a killed harness leaves them running.
+fn faultfs_serving(mount_point: &str) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            let is_faultfs = args.first().is_some_and(|a| a.ends_with(b"runnel-faultfs"));
+            is_faultfs
+                && args
+                    .windows(2)
+                    .any(|w| w == [b"--mount".as_slice(), mount_point.as_bytes()])
+        })
+        .collect()
 }
 
 /// The output directory of a mount point the harness makes (`<out>/nodes/<id>/disk` or

@@ -33,7 +33,8 @@ pub enum Heal {
     OpenNetwork,
     /// Remove the netem of this node.
     RemoveNetem(i32),
-    /// Delete the filler on this node's disk.
+    /// Delete the filler on this node's disk and restart the node: a log directory a failed
+    /// write took offline stays offline until the broker restarts (as in Kafka).
     FreeDisk(i32),
 }
 
@@ -203,7 +204,10 @@ pub fn heal(cluster: &mut ChaosCluster, fault: &ActiveFault) -> Result<()> {
             run_quietly(&cluster.plan().netem_heal_command(*id));
             run_quietly(&cluster.plan().firewall_heal_command(*id));
         }
-        Heal::FreeDisk(id) => cluster.free_disk(*id)?,
+        Heal::FreeDisk(id) => {
+            cluster.free_disk(*id)?;
+            cluster.restart(*id)?;
+        }
     }
     Ok(())
 }
