@@ -234,15 +234,9 @@ impl NetworkPlan {
     /// A token bucket on node `node`'s link (`rate_kbit`, queueing up to `latency_ms`): packets
     /// wait in its queue under load, the delay half of netem for kernels without netem.
     pub fn slow_link_command(&self, node: i32, rate_kbit: u64, latency_ms: u64) -> Vec<String> {
-        netns_exec(
+        root_qdisc_command(
             &self.node_namespace(node),
             &[
-                "tc",
-                "qdisc",
-                "add",
-                "dev",
-                "eth0",
-                "root",
                 "tbf",
                 "rate",
                 &format!("{rate_kbit}kbit"),
@@ -290,15 +284,9 @@ pub fn node_ids() -> impl Iterator<Item = i32> {
 }
 
 fn netem_args(namespace: &str, delay_ms: u64, jitter_ms: u64, loss_percent: u64) -> Vec<String> {
-    netns_exec(
+    root_qdisc_command(
         namespace,
         &[
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            "eth0",
-            "root",
             "netem",
             "delay",
             &format!("{delay_ms}ms"),
@@ -307,6 +295,13 @@ fn netem_args(namespace: &str, delay_ms: u64, jitter_ms: u64, loss_percent: u64)
             &format!("{loss_percent}%"),
         ],
     )
+}
+
+/// `tc qdisc add dev eth0 root <qdisc…>` in `namespace`.
+fn root_qdisc_command(namespace: &str, qdisc: &[&str]) -> Vec<String> {
+    let mut command = vec!["tc", "qdisc", "add", "dev", "eth0", "root"];
+    command.extend_from_slice(qdisc);
+    netns_exec(namespace, &command)
 }
 
 /// `ip netns exec <namespace> <command…>`.

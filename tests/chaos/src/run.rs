@@ -85,6 +85,8 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
             .map_err(|e| format!("emptying {}: {e}", out_dir.display()))?;
     }
     std::fs::create_dir_all(out_dir)?;
+    // Absolute: mount points are compared with /proc/self/mounts, and nodes get their paths.
+    let out_dir = &std::fs::canonicalize(out_dir)?;
     let settings = RunSettings {
         seed: options.seed,
         duration_s: options.duration.as_secs(),
