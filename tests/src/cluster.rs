@@ -435,6 +435,11 @@ pub struct PartitionMetadata {
 /// Sends a Metadata v7 request to `broker` (all topics if `topics` is `None`; no
 /// auto-creation) and parses the response.
 pub fn metadata(broker: &TestBroker, topics: Option<&[&str]>) -> Result<ClusterMetadata> {
+    metadata_at(broker.addr(), topics)
+}
+
+/// [`metadata`] from the broker at `addr`.
+pub fn metadata_at(addr: SocketAddr, topics: Option<&[&str]>) -> Result<ClusterMetadata> {
     let mut body = Vec::new();
     match topics {
         None => put_i32(&mut body, -1),
@@ -446,7 +451,7 @@ pub fn metadata(broker: &TestBroker, topics: Option<&[&str]>) -> Result<ClusterM
         }
     }
     body.push(0); // allow_auto_topic_creation: false
-    let mut connection = RawConnection::connect(broker, RAW_TIMEOUT)?;
+    let mut connection = RawConnection::connect_addr(addr, RAW_TIMEOUT)?;
     let response = connection.round_trip(METADATA, METADATA_VERSION, &body)?;
     parse_metadata_v7(&response)
 }

@@ -6,7 +6,7 @@
 //! and a v2 record batch.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::{ensure, Result, TestBroker};
@@ -53,7 +53,14 @@ pub enum CloseOutcome {
 impl RawConnection {
     /// Connects to `broker` with read/write timeouts of `timeout`.
     pub fn connect(broker: &TestBroker, timeout: Duration) -> Result<RawConnection> {
-        let stream = TcpStream::connect(broker.addr())?;
+        RawConnection::connect_addr(broker.addr(), timeout)
+    }
+
+    /// Connects to a broker at `addr` (one the harness did not start, such as a chaos node in
+    /// its own network namespace), with connect, read and write timeouts of `timeout`: a node
+    /// behind a partition drops the SYN, and the caller must not hang on it.
+    pub fn connect_addr(addr: SocketAddr, timeout: Duration) -> Result<RawConnection> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;

@@ -39,6 +39,16 @@ pub enum Event {
         partition: i32,
         offset: i64,
     },
+    /// The broker acknowledged `value` (acks=all) in `partition`, but the client did not say at
+    /// which offset: librdkafka reports an idempotent retry of a batch the broker had already
+    /// written (its first attempt's answer lost) as delivered at offset -1001 (unknown). Like a
+    /// `SendOk`, the value must be in the log exactly once, in `partition`.
+    SendOkOffsetUnknown {
+        time_ms: Millis,
+        producer: u32,
+        value: String,
+        partition: i32,
+    },
     /// `value` was certainly not written.
     SendFail {
         time_ms: Millis,

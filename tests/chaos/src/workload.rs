@@ -1,0 +1,377 @@
+//! The seeded workload: idempotent acks=all producers sending unique values (`p<producer>-<n>`)
+//! at a bounded rate, group consumers reading and committing, and the drain that reads every
+//! partition from its start to its high watermark after the run. Every operation is recorded.
+//!
+//! A send is recorded as invoke, then ok (with the delivery report's partition and offset),
+//! fail only when the client refused it before it could leave (the local queue), and info for
+//! every other error: a delivery error after the request may have left says nothing certain.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use runnel_e2e::Result;
+
+use crate::history::Event;
+use crate::recorder::Recorder;
+
+/// The workload's topic.
+pub const TOPIC: &str = "chaos";
+/// Its partitions.
+pub const PARTITIONS: i32 = 3;
+/// The consumer group.
+const GROUP: &str = "chaos-group";
+/// Sends a producer may have in flight; more waits (bounds memory and the history's open sends).
+const MAX_IN_FLIGHT: usize = 32;
+/// librdkafka's `message.timeout.ms`: a send not acknowledged within it completes as info.
+const MESSAGE_TIMEOUT_MS: u64 = 20_000;
+/// How often a group consumer commits what it has read.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the drain may take before it gives up on a partition.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the workload runs.
+#[derive(Debug, Clone)]
+pub struct WorkloadOptions {
+    /// `bootstrap.servers`.
+    pub bootstrap: String,
+    /// Producers (ids `0..producers`).
+    pub producers: u32,
+    /// Group consumers (ids `0..consumers`).
+    pub consumers: u32,
+    /// Time between two sends of one producer.
+    pub send_interval: Duration,
+}
+
+fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("socket.timeout.ms", "10000")
+        .set("socket.connection.setup.timeout.ms", "5000")
+        .set("reconnect.backoff.max.ms", "1000")
+        .set("topic.metadata.refresh.interval.ms", "2000");
+    config
+}
+
+/// Creates the workload topic (RF 3, min.insync.replicas=2), retrying while the cluster forms.
+pub async fn create_topic(bootstrap: &str, deadline: Instant) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))
+        .set("min.insync.replicas", "2");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    loop {
+        let error = match admin.create_topics([&topic], &options).await {
+            Ok(results) => match results.into_iter().next() {
+                Some(Ok(_)) => return Ok(()),
+                Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => return Ok(()),
+                Some(Err((_, code))) => code.to_string(),
+                None => "no result".to_owned(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(format!("creating topic {TOPIC}: {error}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn new_producer(bootstrap: &str) -> Result<FutureProducer> {
+    Ok(client_config(bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
+        .set("request.timeout.ms", "5000")
+        .set("retry.backoff.ms", "100")
+        .set("linger.ms", "5")
+        .create()?)
+}
+
+/// Runs producer `id` until `stop` turns true, then waits (bounded) for its open sends.
+/// Returns the number of sends invoked.
+pub async fn run_producer(
+    id: u32,
+    options: WorkloadOptions,
+    recorder: Arc<Recorder>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<u64> {
+    let mut producer = new_producer(&options.bootstrap)?;
+    let mut in_flight: JoinSet<()> = JoinSet::new();
+    let mut ticker = tokio::time::interval(options.send_interval);
+    let mut sent = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+        while in_flight.len() >= MAX_IN_FLIGHT {
+            in_flight.join_next().await;
+        }
+        if producer.client().fatal_error().is_some() {
+            // An idempotent producer's fatal error (e.g. a sequence it cannot recover) ends
+            // it: let its sends complete, then start a new one (a new producer id).
+            while in_flight.join_next().await.is_some() {}
+            producer = new_producer(&options.bootstrap)?;
+        }
+        sent += 1;
+        let value = format!("p{id}-{sent}");
+        recorder.record(|time_ms| Event::SendInvoke {
+            time_ms,
+            producer: id,
+            value: value.clone(),
+        });
+        let record = FutureRecord::to(TOPIC).key(&value).payload(&value);
+        match producer.send_result(record) {
+            Ok(delivery) => {
+                let recorder = Arc::clone(&recorder);
+                in_flight.spawn(async move {
+                    let outcome = delivery.await;
+                    recorder.record(|time_ms| match outcome {
+                        Ok(Ok(delivery)) if delivery.offset < 0 => Event::SendOkOffsetUnknown {
+                            time_ms,
+                            producer: id,
+                            value,
+                            partition: delivery.partition,
+                        },
+                        Ok(Ok(delivery)) => Event::SendOk {
+                            time_ms,
+                            producer: id,
+                            value,
+                            partition: delivery.partition,
+                            offset: delivery.offset,
+                        },
+                        Ok(Err((error, _))) => Event::SendInfo {
+                            time_ms,
+                            producer: id,
+                            value,
+                            error: error.to_string(),
+                        },
+                        Err(_) => Event::SendInfo {
+                            time_ms,
+                            producer: id,
+                            value,
+                            error: "delivery report lost (producer dropped)".to_owned(),
+                        },
+                    });
+                });
+            }
+            // Refused by the client before anything left: certainly not written.
+            Err((error, _)) => recorder.record(|time_ms| Event::SendFail {
+                time_ms,
+                producer: id,
+                value,
+                error: error.to_string(),
+            }),
+        }
+    }
+    // Every open send completes within message.timeout.ms (as ok or info); the margin covers
+    // a delivery report queued behind it. Past that, what is open stays an invoke without a
+    // completion, which the checker counts as indeterminate.
+    let drain = async { while in_flight.join_next().await.is_some() {} };
+    let bound = Duration::from_millis(MESSAGE_TIMEOUT_MS + 10_000);
+    if tokio::time::timeout(bound, drain).await.is_err() {
+        eprintln!("runnel-chaos: producer {id}: sends still open after {bound:?}");
+        in_flight.abort_all();
+    }
+    Ok(sent)
+}
+
+/// Records each new assignment of a group consumer (eager rebalances: every assignment is new).
+struct GroupContext {
+    consumer: u32,
+    recorder: Arc<Recorder>,
+    assignment: Arc<AtomicU64>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let assignment = self.assignment.fetch_add(1, Ordering::SeqCst) + 1;
+            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            self.recorder.record(|time_ms| Event::Assigned {
+                time_ms,
+                consumer: self.consumer,
+                assignment,
+                partitions,
+            });
+        }
+    }
+}
+
+/// Runs group consumer `id` (blocking: a thread of its own) until `stop` is set: records every
+/// read, commits what it read every [`COMMIT_INTERVAL`] synchronously and records each commit
+/// that succeeded.
+pub fn run_consumer(
+    id: u32,
+    bootstrap: &str,
+    recorder: Arc<Recorder>,
+    stop: Arc<AtomicBool>,
+) -> Result<u64> {
+    let assignment = Arc::new(AtomicU64::new(0));
+    let context = GroupContext {
+        consumer: id,
+        recorder: Arc::clone(&recorder),
+        assignment: Arc::clone(&assignment),
+    };
+    let consumer: BaseConsumer<GroupContext> = client_config(bootstrap)
+        .set("group.id", GROUP)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .create_with_context(context)?;
+    consumer.subscribe(&[TOPIC])?;
+    let mut reads = 0u64;
+    // Next offset per partition read within the current assignment, not yet committed.
+    let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut positions_assignment = 0u64;
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        let polled = consumer.poll(Duration::from_millis(100));
+        let current = assignment.load(Ordering::SeqCst);
+        if current != positions_assignment {
+            // Positions of an earlier assignment are not ours to commit any more.
+            positions.clear();
+            positions_assignment = current;
+        }
+        if let Some(Ok(message)) = polled {
+            let value = String::from_utf8_lossy(message.payload().unwrap_or_default());
+            recorder.record(|time_ms| Event::Read {
+                time_ms,
+                consumer: id,
+                assignment: current,
+                partition: message.partition(),
+                offset: message.offset(),
+                value: value.into_owned(),
+            });
+            positions.insert(message.partition(), message.offset() + 1);
+            reads += 1;
+        }
+        if last_commit.elapsed() >= COMMIT_INTERVAL && !positions.is_empty() {
+            last_commit = Instant::now();
+            commit(&consumer, id, &recorder, &mut positions)?;
+        }
+    }
+    Ok(reads)
+}
+
+fn commit(
+    consumer: &BaseConsumer<GroupContext>,
+    id: u32,
+    recorder: &Recorder,
+    positions: &mut BTreeMap<i32, i64>,
+) -> Result<()> {
+    let mut list = TopicPartitionList::new();
+    for (&partition, &offset) in positions.iter() {
+        list.add_partition_offset(TOPIC, partition, Offset::Offset(offset))?;
+    }
+    // A failed commit (a rebalance, a coordinator away) is not recorded: the group's offset
+    // is then unknown, and the positions are committed again at the next interval.
+    if consumer.commit(&list, CommitMode::Sync).is_ok() {
+        for (partition, offset) in std::mem::take(positions) {
+            recorder.record(|time_ms| Event::CommitOk {
+                time_ms,
+                consumer: id,
+                partition,
+                offset,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads every partition of the topic from its log start offset to its high watermark with a
+/// fresh group-less consumer and records each record (`Drained`) and each partition's range
+/// (`DrainEnd`). Blocking. Errors if a partition could not be read to its end in time (its
+/// `DrainEnd` is still recorded: what is missing shows in the check).
+pub fn drain(bootstrap: &str, reader: &str, recorder: &Recorder) -> Result<u64> {
+    let consumer: BaseConsumer = client_config(bootstrap)
+        .set("group.id", "chaos-drain")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut ranges = BTreeMap::new();
+    for partition in 0..PARTITIONS {
+        let range = loop {
+            match consumer.fetch_watermarks(TOPIC, partition, Duration::from_secs(5)) {
+                Ok(range) => break range,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(format!("watermarks of {TOPIC}-{partition}: {e}").into())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        };
+        ranges.insert(partition, range);
+    }
+    let mut list = TopicPartitionList::new();
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    for (&partition, &(low, _)) in &ranges {
+        list.add_partition_offset(TOPIC, partition, Offset::Offset(low))?;
+        next.insert(partition, low);
+    }
+    consumer.assign(&list)?;
+    let mut drained = 0u64;
+    let unfinished = |next: &BTreeMap<i32, i64>| -> Vec<i32> {
+        ranges
+            .iter()
+            .filter(|(p, (_, high))| next.get(p).is_some_and(|n| n < high))
+            .map(|(p, _)| *p)
+            .collect()
+    };
+    while !unfinished(&next).is_empty() && Instant::now() < deadline {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let partition = message.partition();
+        let high = ranges.get(&partition).map_or(0, |(_, high)| *high);
+        if message.offset() >= high {
+            continue;
+        }
+        let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+        recorder.record(|time_ms| Event::Drained {
+            time_ms,
+            reader: reader.to_owned(),
+            partition,
+            offset: message.offset(),
+            value,
+        });
+        next.insert(partition, message.offset() + 1);
+        drained += 1;
+    }
+    for (&partition, &(low, high)) in &ranges {
+        recorder.record(|time_ms| Event::DrainEnd {
+            time_ms,
+            reader: reader.to_owned(),
+            partition,
+            start_offset: low,
+            end_offset: high,
+        });
+    }
+    let left = unfinished(&next);
+    if !left.is_empty() {
+        return Err(format!(
+            "drain: partitions {left:?} not read to their high watermark within {DRAIN_TIMEOUT:?}"
+        )
+        .into());
+    }
+    Ok(drained)
+}

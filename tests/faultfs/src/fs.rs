@@ -1,0 +1,881 @@
+//! The FUSE file system: a passthrough of a backing directory whose file writes stay in memory
+//! ([`UnsyncedFile`]) until the file is fsynced, and whose directory operations reach the
+//! backing directory at once, followed by an fsync of the directories they change.
+//!
+//! All state sits behind one mutex ([`Shared`]), which the control socket also takes; the
+//! session runs one FUSE thread, so requests are served in the order the kernel sends them.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::overlay::UnsyncedFile;
+
+/// Attributes and names are never cached by the kernel: sizes change under it when unsynced
+/// data is dropped.
+const NO_CACHE: Duration = Duration::ZERO;
+
+/// What power loss dropped, or what is unsynced now.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UnsyncedTotals {
+    /// Files with unsynced data or size changes.
+    pub files: u64,
+    /// Bytes of unsynced data.
+    pub bytes: u64,
+}
+
+/// State shared by the FUSE thread and the control socket.
+#[derive(Debug)]
+pub struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    /// A file system over `backing_root` holding at most `unsynced_bytes_max` unsynced bytes.
+    pub fn new(backing_root: PathBuf, unsynced_bytes_max: u64) -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(State {
+                backing_root,
+                inodes: InodeTable::new(),
+                handles: HashMap::new(),
+                directories: HashMap::new(),
+                next_handle: 1,
+                unsynced: HashMap::new(),
+                unsynced_bytes: 0,
+                unsynced_bytes_max,
+                written_back_files: 0,
+                fail_writes: false,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic in a FUSE handler leaves state that is still consistent per operation.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Power loss: forgets every file's unsynced data and size changes.
+    pub fn drop_unsynced(&self) -> UnsyncedTotals {
+        let mut state = self.lock();
+        let dropped = state.totals();
+        state.unsynced.clear();
+        state.unsynced_bytes = 0;
+        dropped
+    }
+
+    /// What is unsynced now.
+    pub fn unsynced(&self) -> UnsyncedTotals {
+        self.lock().totals()
+    }
+
+    /// Files written back because the unsynced bytes reached the cap (as a kernel writes dirty
+    /// pages back under memory pressure: they survive power loss).
+    pub fn written_back_files(&self) -> u64 {
+        self.lock().written_back_files
+    }
+
+    /// While on, writes, size changes, creates and fsyncs fail with EIO (a failing disk).
+    pub fn set_fail_writes(&self, on: bool) {
+        self.lock().fail_writes = on;
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    backing_root: PathBuf,
+    inodes: InodeTable,
+    handles: HashMap<u64, OpenFile>,
+    directories: HashMap<u64, Vec<(PathBuf, FileType)>>,
+    next_handle: u64,
+    unsynced: HashMap<u64, UnsyncedFile>,
+    unsynced_bytes: u64,
+    unsynced_bytes_max: u64,
+    written_back_files: u64,
+    fail_writes: bool,
+}
+
+#[derive(Debug)]
+struct OpenFile {
+    ino: u64,
+    /// Shared so that a request can hold it while it changes the state (no dup per write).
+    backing: Arc<File>,
+}
+
+impl State {
+    fn totals(&self) -> UnsyncedTotals {
+        UnsyncedTotals {
+            files: self.unsynced.len() as u64,
+            bytes: self.unsynced_bytes,
+        }
+    }
+
+    fn backing_path(&self, relative: &Path) -> PathBuf {
+        self.backing_root.join(relative)
+    }
+
+    fn relative_path(&self, ino: INodeNo) -> Result<PathBuf, Errno> {
+        self.inodes.path(ino.0).cloned().ok_or(Errno::ENOENT)
+    }
+
+    fn child_path(&self, parent: INodeNo, name: &OsStr) -> Result<PathBuf, Errno> {
+        Ok(self.relative_path(parent)?.join(name))
+    }
+
+    fn check_writable(&self) -> Result<(), Errno> {
+        if self.fail_writes {
+            Err(Errno::EIO)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn open_file(&self, fh: FileHandle) -> Result<&OpenFile, Errno> {
+        self.handles.get(&fh.0).ok_or(Errno::EBADF)
+    }
+
+    fn add_handle(&mut self, ino: u64, backing: File) -> FileHandle {
+        let fh = self.next_handle;
+        self.next_handle += 1;
+        let backing = Arc::new(backing);
+        self.handles.insert(fh, OpenFile { ino, backing });
+        FileHandle(fh)
+    }
+
+    /// Attributes of `relative` as readers see them (unsynced size included).
+    fn attr(&mut self, relative: &Path) -> Result<FileAttr, Errno> {
+        let metadata = std::fs::symlink_metadata(self.backing_path(relative))?;
+        let ino = self.inodes.ino_for(relative);
+        Ok(self.attr_from(ino, &metadata))
+    }
+
+    fn attr_from(&self, ino: u64, metadata: &std::fs::Metadata) -> FileAttr {
+        let size = self
+            .unsynced
+            .get(&ino)
+            .map_or(metadata.len(), UnsyncedFile::size_bytes);
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: time(metadata.atime(), metadata.atime_nsec()),
+            mtime: time(metadata.mtime(), metadata.mtime_nsec()),
+            ctime: time(metadata.ctime(), metadata.ctime_nsec()),
+            crtime: UNIX_EPOCH,
+            kind: file_type(metadata.file_type()),
+            perm: (metadata.permissions().mode() & 0o7777) as u16,
+            nlink: u32::try_from(metadata.nlink()).unwrap_or(u32::MAX),
+            uid: metadata.uid(),
+            gid: metadata.gid(),
+            rdev: u32::try_from(metadata.rdev()).unwrap_or(0),
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    /// The overlay of `ino`, started over `backing` if the file had none.
+    fn overlay(&mut self, ino: u64, backing: &File) -> Result<&mut UnsyncedFile, Errno> {
+        match self.unsynced.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let size = backing.metadata()?.len();
+                Ok(entry.insert(UnsyncedFile::new(size)))
+            }
+        }
+    }
+
+    /// Applies `ino`'s overlay to `backing` and syncs it; the file then has no unsynced state.
+    fn sync_file(&mut self, ino: u64, backing: &File, data_only: bool) -> Result<(), Errno> {
+        if let Some(overlay) = self.unsynced.get(&ino) {
+            overlay.apply(backing, data_only)?;
+            let bytes = overlay.unsynced_bytes();
+            self.unsynced.remove(&ino);
+            self.unsynced_bytes = self.unsynced_bytes.saturating_sub(bytes);
+        } else if data_only {
+            backing.sync_data()?;
+        } else {
+            backing.sync_all()?;
+        }
+        Ok(())
+    }
+
+    fn forget_unsynced(&mut self, ino: u64) {
+        if let Some(overlay) = self.unsynced.remove(&ino) {
+            self.unsynced_bytes = self.unsynced_bytes.saturating_sub(overlay.unsynced_bytes());
+        }
+    }
+
+    /// An unlinked file's unsynced state goes once nothing has it open (nothing can reach it).
+    fn forget_if_unreachable(&mut self, ino: u64) {
+        let open = self.handles.values().any(|open| open.ino == ino);
+        if !open && self.inodes.path(ino).is_none() {
+            self.forget_unsynced(ino);
+        }
+    }
+
+    /// Makes a directory operation durable: the journalled metadata model (see the crate docs).
+    fn sync_directory(&self, relative: &Path) -> Result<(), Errno> {
+        File::open(self.backing_path(relative))?.sync_all()?;
+        Ok(())
+    }
+
+    /// Does a directory operation on `name` in `parent` (`operation` gets its backing path),
+    /// then fsyncs `parent`: the journalled metadata model. Returns the entry's relative path.
+    fn change_entry<T>(
+        &mut self,
+        parent: INodeNo,
+        name: &OsStr,
+        operation: impl FnOnce(&Path) -> io::Result<T>,
+    ) -> Result<(PathBuf, T), Errno> {
+        let path = self.child_path(parent, name)?;
+        let made = operation(&self.backing_path(&path))?;
+        self.sync_directory(&self.relative_path(parent)?)?;
+        Ok((path, made))
+    }
+
+    /// Unlink or rmdir (`remove`): the entry and its inode numbers go; a file's unsynced state
+    /// goes once no handle has it open.
+    fn remove_entry(
+        &mut self,
+        parent: INodeNo,
+        name: &OsStr,
+        remove: fn(&Path) -> io::Result<()>,
+    ) -> Result<(), Errno> {
+        let (path, ()) = self.change_entry(parent, name, remove)?;
+        for ino in self.inodes.remove(&path) {
+            self.forget_if_unreachable(ino);
+        }
+        Ok(())
+    }
+
+    fn set_size(&mut self, ino: u64, backing: &File, size: u64) -> Result<(), Errno> {
+        self.check_writable()?;
+        let overlay = self.overlay(ino, backing)?;
+        let cut_bytes = overlay.set_size(size);
+        self.unsynced_bytes = self.unsynced_bytes.saturating_sub(cut_bytes);
+        Ok(())
+    }
+}
+
+fn time(seconds: i64, nanoseconds: i64) -> SystemTime {
+    let nanoseconds = u32::try_from(nanoseconds).unwrap_or(0);
+    match u64::try_from(seconds) {
+        Ok(seconds) => UNIX_EPOCH + Duration::new(seconds, nanoseconds),
+        Err(_) => UNIX_EPOCH,
+    }
+}
+
+fn file_type(file_type: std::fs::FileType) -> FileType {
+    FileType::from_std(file_type).unwrap_or(FileType::RegularFile)
+}
+
+fn system_time(time: TimeOrNow) -> SystemTime {
+    match time {
+        TimeOrNow::SpecificTime(time) => time,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+/// Inode numbers for paths relative to the backing root; the root is inode 1. Numbers are
+/// never reused while mounted; an unlinked file's number stays valid for its open handles.
+#[derive(Debug)]
+struct InodeTable {
+    paths: HashMap<u64, PathBuf>,
+    inos: HashMap<PathBuf, u64>,
+    next_ino: u64,
+}
+
+impl InodeTable {
+    fn new() -> InodeTable {
+        let root = PathBuf::new();
+        InodeTable {
+            paths: HashMap::from([(INodeNo::ROOT.0, root.clone())]),
+            inos: HashMap::from([(root, INodeNo::ROOT.0)]),
+            next_ino: INodeNo::ROOT.0 + 1,
+        }
+    }
+
+    fn path(&self, ino: u64) -> Option<&PathBuf> {
+        self.paths.get(&ino)
+    }
+
+    fn ino_for(&mut self, relative: &Path) -> u64 {
+        if let Some(ino) = self.inos.get(relative) {
+            return *ino;
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.inos.insert(relative.to_path_buf(), ino);
+        self.paths.insert(ino, relative.to_path_buf());
+        ino
+    }
+
+    /// Forgets `relative` and everything under it; returns the inodes it had.
+    fn remove(&mut self, relative: &Path) -> Vec<u64> {
+        let gone: Vec<PathBuf> = self
+            .inos
+            .keys()
+            .filter(|path| path.starts_with(relative))
+            .cloned()
+            .collect();
+        gone.iter()
+            .filter_map(|path| self.inos.remove(path))
+            .inspect(|ino| {
+                self.paths.remove(ino);
+            })
+            .collect()
+    }
+
+    /// Moves `from` and everything under it to `to`; returns the inodes `to` replaced.
+    fn rename(&mut self, from: &Path, to: &Path) -> Vec<u64> {
+        let replaced = self.remove(to);
+        let moved: Vec<PathBuf> = self
+            .inos
+            .keys()
+            .filter(|path| path.starts_with(from))
+            .cloned()
+            .collect();
+        for old in moved {
+            if let (Some(ino), Ok(rest)) = (self.inos.remove(&old), old.strip_prefix(from)) {
+                // `join("")` would add a trailing slash, which names a directory.
+                let new = if rest.as_os_str().is_empty() {
+                    to.to_path_buf()
+                } else {
+                    to.join(rest)
+                };
+                self.paths.insert(ino, new.clone());
+                self.inos.insert(new, ino);
+            }
+        }
+        replaced
+    }
+}
+
+/// The FUSE side: a handle on [`Shared`].
+#[derive(Debug)]
+pub struct FaultFs {
+    shared: Arc<Shared>,
+}
+
+impl FaultFs {
+    /// The file system serving `shared`.
+    pub fn new(shared: Arc<Shared>) -> FaultFs {
+        FaultFs { shared }
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: Result<(), Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(errno) => reply.error(errno),
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, result: Result<FileAttr, Errno>) {
+    match result {
+        Ok(attr) => reply.entry(&NO_CACHE, &attr, Generation(0)),
+        Err(errno) => reply.error(errno),
+    }
+}
+
+fn reply_attr(reply: ReplyAttr, result: Result<FileAttr, Errno>) {
+    match result {
+        Ok(attr) => reply.attr(&NO_CACHE, &attr),
+        Err(errno) => reply.error(errno),
+    }
+}
+
+/// Every open file bypasses the kernel's page cache, so reads always come here and see exactly
+/// the unsynced state (after power loss too). Runnel does not mmap its files.
+const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO;
+
+impl Filesystem for FaultFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let mut state = self.shared.lock();
+        let result = state
+            .child_path(parent, name)
+            .and_then(|path| state.attr(&path));
+        reply_entry(reply, result);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let mut state = self.shared.lock();
+        let result = (|| {
+            if let Some(open) = fh.and_then(|fh| state.handles.get(&fh.0)) {
+                let metadata = open.backing.metadata()?;
+                return Ok(state.attr_from(open.ino, &metadata));
+            }
+            let path = state.relative_path(ino)?;
+            state.attr(&path)
+        })();
+        reply_attr(reply, result);
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let mut state = self.shared.lock();
+        let result = (|| {
+            let path = state.backing_path(&state.relative_path(ino).unwrap_or_default());
+            // The caller's handle when it gave one (ftruncate of an unlinked file), else the path.
+            let backing = match fh.and_then(|fh| state.handles.get(&fh.0)) {
+                Some(open) => Arc::clone(&open.backing),
+                None => Arc::new(OpenOptions::new().read(true).open(&path)?),
+            };
+            if let Some(size) = size {
+                state.set_size(ino.0, &backing, size)?;
+            }
+            if let Some(mode) = mode {
+                backing.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            }
+            if uid.is_some() || gid.is_some() {
+                std::os::unix::fs::fchown(&backing, uid, gid)?;
+            }
+            if atime.is_some() || mtime.is_some() {
+                let mut times = std::fs::FileTimes::new();
+                if let Some(atime) = atime {
+                    times = times.set_accessed(system_time(atime));
+                }
+                if let Some(mtime) = mtime {
+                    times = times.set_modified(system_time(mtime));
+                }
+                backing.set_times(times)?;
+            }
+            let metadata = backing.metadata()?;
+            Ok(state.attr_from(ino.0, &metadata))
+        })();
+        reply_attr(reply, result);
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let mut state = self.shared.lock();
+        let result = state
+            .change_entry(parent, name, |path| {
+                std::fs::DirBuilder::new().mode(mode & !umask).create(path)
+            })
+            .and_then(|(path, ())| state.attr(&path));
+        reply_entry(reply, result);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self
+            .shared
+            .lock()
+            .remove_entry(parent, name, |path| std::fs::remove_file(path));
+        reply_empty(reply, result);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self
+            .shared
+            .lock()
+            .remove_entry(parent, name, |path| std::fs::remove_dir(path));
+        reply_empty(reply, result);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let mut state = self.shared.lock();
+        let result = (|| {
+            if !flags.is_empty() {
+                return Err(Errno::EINVAL);
+            }
+            let from = state.child_path(parent, name)?;
+            let to = state.child_path(newparent, newname)?;
+            std::fs::rename(state.backing_path(&from), state.backing_path(&to))?;
+            state.sync_directory(&state.relative_path(parent)?)?;
+            if newparent != parent {
+                state.sync_directory(&state.relative_path(newparent)?)?;
+            }
+            for ino in state.inodes.rename(&from, &to) {
+                state.forget_if_unreachable(ino);
+            }
+            Ok(())
+        })();
+        reply_empty(reply, result);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let mut state = self.shared.lock();
+        let result = (|| {
+            let path = state.backing_path(&state.relative_path(ino)?);
+            // Always read-write: an fsync must be able to apply the overlay whatever the
+            // caller's mode (the kernel enforces the caller's mode on its own descriptor).
+            let backing = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .or_else(|_| OpenOptions::new().read(true).open(&path))?;
+            Ok(state.add_handle(ino.0, backing))
+        })();
+        match result {
+            Ok(fh) => reply.opened(fh, OPEN_FLAGS),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let state = self.shared.lock();
+        let result = (|| {
+            let open = state.open_file(fh)?;
+            let data = match state.unsynced.get(&ino.0) {
+                Some(overlay) => overlay.read(&open.backing, offset, u64::from(size))?,
+                None => UnsyncedFile::new(open.backing.metadata()?.len()).read(
+                    &open.backing,
+                    offset,
+                    u64::from(size),
+                )?,
+            };
+            Ok::<_, Errno>(data)
+        })();
+        match result {
+            Ok(data) => reply.data(&data),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let mut state = self.shared.lock();
+        let result = (|| {
+            state.check_writable()?;
+            let backing = Arc::clone(&state.open_file(fh)?.backing);
+            let added = state.overlay(ino.0, &backing)?.write(offset, data);
+            state.unsynced_bytes += added;
+            if state.unsynced_bytes > state.unsynced_bytes_max {
+                // Memory pressure: written back like a kernel's dirty pages (survives power loss).
+                state.sync_file(ino.0, &backing, true)?;
+                state.written_back_files += 1;
+                eprintln!(
+                    "runnel-faultfs: unsynced bytes over the cap of {}: wrote inode {} back",
+                    state.unsynced_bytes_max, ino.0
+                );
+            }
+            u32::try_from(data.len()).map_err(|_| Errno::EINVAL)
+        })();
+        match result {
+            Ok(written) => reply.written(written),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // close() does not sync: unsynced data stays unsynced, as in a page cache.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mut state = self.shared.lock();
+        state.handles.remove(&fh.0);
+        state.forget_if_unreachable(ino.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mut state = self.shared.lock();
+        let result = (|| {
+            state.check_writable()?;
+            let backing = Arc::clone(&state.open_file(fh)?.backing);
+            state.sync_file(ino.0, &backing, datasync)
+        })();
+        reply_empty(reply, result);
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let mut state = self.shared.lock();
+        let result = (|| {
+            let relative = state.relative_path(ino)?;
+            let mut entries = Vec::new();
+            for entry in std::fs::read_dir(state.backing_path(&relative))? {
+                let entry = entry?;
+                entries.push((
+                    relative.join(entry.file_name()),
+                    file_type(entry.file_type()?),
+                ));
+            }
+            let fh = state.next_handle;
+            state.next_handle += 1;
+            state.directories.insert(fh, entries);
+            Ok::<_, Errno>(FileHandle(fh))
+        })();
+        match result {
+            Ok(fh) => reply.opened(fh, FopenFlags::empty()),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let mut state = self.shared.lock();
+        let Some(entries) = state.directories.get(&fh.0).cloned() else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let parent = state
+            .relative_path(ino)
+            .ok()
+            .and_then(|path| path.parent().map(|parent| state.inodes.ino_for(parent)))
+            .unwrap_or(INodeNo::ROOT.0);
+        let dots = [
+            (ino.0, FileType::Directory, OsStr::new(".").to_os_string()),
+            (parent, FileType::Directory, OsStr::new("..").to_os_string()),
+        ];
+        let named = entries.iter().filter_map(|(path, kind)| {
+            let name = path.file_name()?.to_os_string();
+            Some((state.inodes.ino_for(path), *kind, name))
+        });
+        let all: Vec<_> = dots.into_iter().chain(named).collect();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (index, (child, kind, name)) in all.into_iter().enumerate().skip(start) {
+            if reply.add(INodeNo(child), index as u64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.shared.lock().directories.remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let state = self.shared.lock();
+        let result = state
+            .relative_path(ino)
+            .and_then(|path| state.sync_directory(&path));
+        reply_empty(reply, result);
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let root = self.shared.lock().backing_root.clone();
+        match rustix::fs::statvfs(&root) {
+            Ok(stat) => reply.statfs(
+                stat.f_blocks,
+                stat.f_bfree,
+                stat.f_bavail,
+                stat.f_files,
+                stat.f_ffree,
+                u32::try_from(stat.f_bsize).unwrap_or(4096),
+                u32::try_from(stat.f_namemax).unwrap_or(255),
+                u32::try_from(stat.f_frsize).unwrap_or(4096),
+            ),
+            Err(errno) => reply.error(Errno::from_i32(errno.raw_os_error())),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let mut state = self.shared.lock();
+        let result = (|| {
+            state.check_writable()?;
+            let mut options = OpenOptions::new();
+            options.read(true).write(true).mode(mode & !umask);
+            if flags & libc::O_EXCL != 0 {
+                options.create_new(true);
+            } else {
+                options.create(true);
+            }
+            let (path, backing) = state.change_entry(parent, name, |path| options.open(path))?;
+            let attr = state.attr(&path)?;
+            // O_TRUNC on an existing file is a size change like any other: unsynced.
+            if flags & libc::O_TRUNC != 0 && attr.size > 0 {
+                state.set_size(attr.ino.0, &backing, 0)?;
+            }
+            let attr = state.attr(&path)?;
+            let fh = state.add_handle(attr.ino.0, backing);
+            Ok::<_, Errno>((attr, fh))
+        })();
+        match result {
+            Ok((attr, fh)) => reply.created(&NO_CACHE, &attr, Generation(0), fh, OPEN_FLAGS),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let mut state = self.shared.lock();
+        let result = (|| {
+            // Only plain allocation, which can only grow the file; no holes punched.
+            if mode != 0 {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            let backing = Arc::clone(&state.open_file(fh)?.backing);
+            let end = offset.saturating_add(length);
+            let size = match state.unsynced.get(&ino.0) {
+                Some(overlay) => overlay.size_bytes(),
+                None => backing.metadata()?.len(),
+            };
+            if end > size {
+                state.set_size(ino.0, &backing, end)?;
+            }
+            Ok(())
+        })();
+        reply_empty(reply, result);
+    }
+}
+
+/// Fails unless `path` is a directory (the backing root must exist before mounting).
+pub fn check_backing_root(path: &Path) -> io::Result<()> {
+    if std::fs::metadata(path)?.is_dir() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{} is not a directory",
+            path.display()
+        )))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rename_moves_a_path_its_children_and_replaces_the_target() {
+        let mut inodes = InodeTable::new();
+        let temp = inodes.ino_for(Path::new("checkpoint.tmp"));
+        let old = inodes.ino_for(Path::new("checkpoint"));
+        let dir = inodes.ino_for(Path::new("d"));
+        let child = inodes.ino_for(Path::new("d/segment.log"));
+        assert_eq!(
+            inodes.rename(Path::new("checkpoint.tmp"), Path::new("checkpoint")),
+            [old]
+        );
+        assert_eq!(inodes.path(temp).unwrap(), Path::new("checkpoint"));
+        assert_eq!(inodes.ino_for(Path::new("checkpoint")), temp);
+        assert!(inodes.path(old).is_none());
+        inodes.rename(Path::new("d"), Path::new("e"));
+        assert_eq!(inodes.path(dir).unwrap(), Path::new("e"));
+        assert_eq!(inodes.path(child).unwrap(), Path::new("e/segment.log"));
+        assert_eq!(inodes.remove(Path::new("e")).len(), 2);
+        assert_eq!(inodes.path(INodeNo::ROOT.0).unwrap(), Path::new(""));
+    }
+}

@@ -1,0 +1,222 @@
+//! The self-test issue 24 asks for: through a real mount, `drop-unsynced` drops exactly the
+//! bytes and size changes no fsync covered, keeps every fsynced byte, and directory operations
+//! follow the journalled-metadata model (durable at once; see the crate docs).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+
+use common::{FaultFs, Result};
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    File::open(path)?.read_to_end(&mut data)?;
+    Ok(data)
+}
+
+fn append(path: &std::path::Path, data: &[u8], sync: bool) -> Result<()> {
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    file.write_all(data)?;
+    if sync {
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn drop_unsynced_loses_exactly_the_unfsynced_bytes() -> Result<()> {
+    let Some(mut fs) =
+        FaultFs::mount_unless_skipped("drop_unsynced_loses_exactly_the_unfsynced_bytes", &[])?
+    else {
+        return Ok(());
+    };
+    let a = fs.mount_point().join("a.log");
+    let b = fs.mount_point().join("b.log");
+    append(&a, b"synced-1;", true)?;
+    append(&a, b"unsynced-2;", false)?;
+    append(&b, b"never synced", false)?;
+    // Readers see the unsynced data (the page cache); the backing files do not hold it yet.
+    assert_eq!(read(&a)?, b"synced-1;unsynced-2;");
+    assert_eq!(read(&b)?, b"never synced");
+    assert_eq!(std::fs::metadata(&a)?.len(), 20);
+    assert_eq!(read(&fs.backing().join("a.log"))?, b"synced-1;");
+    assert_eq!(fs.command("stats")?, "ok 2 23 0");
+
+    assert_eq!(fs.drop_unsynced()?, (2, 23));
+    assert_eq!(
+        read(&a)?,
+        b"synced-1;",
+        "fsynced bytes kept, the rest dropped"
+    );
+    assert_eq!(std::fs::metadata(&a)?.len(), 9);
+    // b's creation was durable at once (journalled metadata), its data never was.
+    assert_eq!(read(&b)?, b"");
+    assert_eq!(fs.command("stats")?, "ok 0 0 0");
+    assert_eq!(fs.drop_unsynced()?, (0, 0), "nothing left to drop");
+
+    // A write over synced bytes, then fsynced, survives; one after it does not.
+    let mut file = OpenOptions::new().read(true).write(true).open(&a)?;
+    std::os::unix::fs::FileExt::write_all_at(&file, b"S", 0)?;
+    file.sync_all()?;
+    file.write_all(b"x")?; // at offset 0 of the descriptor: over the S
+    drop(file);
+    assert_eq!(read(&a)?, b"xynced-1;");
+    fs.drop_unsynced()?;
+    assert_eq!(read(&a)?, b"Synced-1;");
+    fs.unmount()?;
+    Ok(())
+}
+
+#[test]
+fn truncates_are_unsynced_until_fsync_and_renames_are_durable_at_once() -> Result<()> {
+    let Some(mut fs) = FaultFs::mount_unless_skipped(
+        "truncates_are_unsynced_until_fsync_and_renames_are_durable_at_once",
+        &[],
+    )?
+    else {
+        return Ok(());
+    };
+    let dir = fs.mount_point();
+    let hundred: Vec<u8> = (0..100u8).collect();
+
+    // Unsynced truncate: dropped, the synced length comes back.
+    let c = dir.join("c");
+    std::fs::write(&c, &hundred)?;
+    File::open(&c)?.sync_all()?;
+    OpenOptions::new().write(true).open(&c)?.set_len(10)?;
+    assert_eq!(read(&c)?, &hundred[..10]);
+    fs.drop_unsynced()?;
+    assert_eq!(read(&c)?, hundred);
+
+    // Fsynced truncate, then an unsynced regrowth: the file is the truncated one, and bytes cut
+    // off never come back (they read as zeros while unsynced, and are gone after the drop).
+    let file = OpenOptions::new().write(true).open(&c)?;
+    file.set_len(10)?;
+    file.sync_all()?;
+    file.set_len(20)?;
+    drop(file);
+    let mut expected = hundred[..10].to_vec();
+    expected.resize(20, 0);
+    assert_eq!(read(&c)?, expected);
+    fs.drop_unsynced()?;
+    assert_eq!(read(&c)?, &hundred[..10]);
+
+    // The checkpoint pattern: write a temp file, fsync it, rename it over the old one.
+    let checkpoint = dir.join("checkpoint");
+    std::fs::write(&checkpoint, b"old")?;
+    File::open(&checkpoint)?.sync_all()?;
+    let temp = dir.join("checkpoint.tmp");
+    std::fs::write(&temp, b"new")?;
+    File::open(&temp)?.sync_all()?;
+    std::fs::rename(&temp, &checkpoint)?;
+    fs.drop_unsynced()?;
+    assert_eq!(read(&checkpoint)?, b"new");
+    assert!(!temp.exists());
+
+    // A rename of an unsynced file is durable, its data is not.
+    let unsynced = dir.join("unsynced");
+    std::fs::write(&unsynced, b"data")?;
+    let renamed = dir.join("renamed");
+    std::fs::rename(&unsynced, &renamed)?;
+    assert_eq!(read(&renamed)?, b"data");
+    assert_eq!(fs.drop_unsynced()?, (1, 4));
+    assert_eq!(read(&renamed)?, b"");
+    assert!(!unsynced.exists());
+    fs.unmount()?;
+    Ok(())
+}
+
+#[test]
+fn passthrough_serves_directories_unlink_and_statfs() -> Result<()> {
+    let Some(mut fs) =
+        FaultFs::mount_unless_skipped("passthrough_serves_directories_unlink_and_statfs", &[])?
+    else {
+        return Ok(());
+    };
+    let topic = fs.mount_point().join("topic-0");
+    std::fs::create_dir(&topic)?;
+    for name in ["00000000000000000000.log", "00000000000000000000.index"] {
+        std::fs::write(topic.join(name), name)?;
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&topic)?
+        .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    assert_eq!(
+        names,
+        ["00000000000000000000.index", "00000000000000000000.log"]
+    );
+    File::open(&topic)?.sync_all()?; // fsyncdir
+    std::fs::remove_file(topic.join("00000000000000000000.index"))?;
+    assert!(!fs
+        .backing()
+        .join("topic-0/00000000000000000000.index")
+        .exists());
+    std::fs::remove_file(topic.join("00000000000000000000.log"))?;
+    std::fs::remove_dir(&topic)?;
+    assert!(!fs.backing().join("topic-0").exists());
+    assert_eq!(
+        fs.drop_unsynced()?,
+        (0, 0),
+        "an unlinked file's unsynced data is gone too"
+    );
+    let output = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T %S"])
+        .arg(fs.mount_point())
+        .output()?;
+    assert!(output.status.success(), "statfs on the mount failed");
+    fs.unmount()?;
+    Ok(())
+}
+
+#[test]
+fn fail_writes_turns_writes_and_fsyncs_into_eio() -> Result<()> {
+    let Some(mut fs) =
+        FaultFs::mount_unless_skipped("fail_writes_turns_writes_and_fsyncs_into_eio", &[])?
+    else {
+        return Ok(());
+    };
+    let path = fs.mount_point().join("f");
+    let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+    file.write_all(b"before")?;
+    assert_eq!(fs.command("fail-writes on")?, "ok");
+    let write = file.write_all(b"during");
+    assert_eq!(write.map_err(|e| e.raw_os_error()), Err(Some(libc::EIO)));
+    let sync = file.sync_data();
+    assert_eq!(sync.map_err(|e| e.raw_os_error()), Err(Some(libc::EIO)));
+    assert_eq!(fs.command("fail-writes off")?, "ok");
+    file.write_all(b";after")?;
+    file.sync_data()?;
+    drop(file);
+    fs.drop_unsynced()?;
+    assert_eq!(read(&path)?, b"before;after");
+    assert!(fs.command("bogus")?.starts_with("error"));
+    fs.unmount()?;
+    Ok(())
+}
+
+#[test]
+fn over_the_cap_unsynced_bytes_are_written_back_and_survive() -> Result<()> {
+    let Some(mut fs) = FaultFs::mount_unless_skipped(
+        "over_the_cap_unsynced_bytes_are_written_back_and_survive",
+        &["--unsynced-bytes-max", "1000"],
+    )?
+    else {
+        return Ok(());
+    };
+    let path = fs.mount_point().join("big");
+    let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+    file.write_all(&[7u8; 600])?;
+    file.write_all(&[8u8; 600])?; // over the cap: written back
+    file.write_all(&[9u8; 10])?; // unsynced again
+    drop(file);
+    assert_eq!(fs.command("stats")?, "ok 1 10 1");
+    assert_eq!(fs.drop_unsynced()?, (1, 10));
+    let data = read(&path)?;
+    assert_eq!(data.len(), 1200);
+    assert!(data[..600].iter().all(|b| *b == 7) && data[600..].iter().all(|b| *b == 8));
+    fs.unmount()?;
+    Ok(())
+}
