@@ -409,6 +409,8 @@ pub fn results_table(rows: &[ResultsRow]) -> String {
     text
 }
 
+/// The history file a run writes into its output directory (one [`Event`] per line).
+pub const HISTORY_JSONL: &str = "history.jsonl";
 /// The report files a run writes into its output directory.
 pub const REPORT_JSON: &str = "report.json";
 /// See [`REPORT_JSON`].
@@ -730,9 +732,23 @@ mod tests {
                 report.to_markdown()
             );
         }
+        // Anomaly classes are map keys in report.json: they round-trip by name.
+        let broken_events: Vec<Event> = events
+            .iter()
+            .filter(|event| !matches!(event, Event::Drained { offset: 0, .. }))
+            .cloned()
+            .collect();
+        let broken = RunReport::new(settings(&["pause"]), &broken_events, check(&broken_events));
+        let broken_dir = root.path().join("run-3");
+        std::fs::create_dir_all(&broken_dir)?;
+        write_report(&broken_dir, &broken)?;
+        let json = std::fs::read_to_string(broken_dir.join(REPORT_JSON))?;
+        assert!(json.contains("\"lost\": 1"), "{json}");
+        assert_eq!(read_report(&broken_dir.join(REPORT_JSON))?, broken);
+
         let table = summarize(&[root.path().to_owned()])?;
         assert!(
-            table.contains("| all | 2 | 6 | 6 | 0 | 900 ms |"),
+            table.contains("| all | 3 | 9 | 9 | 2 | 900 ms |"),
             "{table}"
         );
 
@@ -744,7 +760,7 @@ mod tests {
     #[test]
     fn a_history_file_round_trips_and_a_damaged_line_is_an_error() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let path = dir.path().join("history.jsonl");
+        let path = dir.path().join(HISTORY_JSONL);
         let mut text = String::new();
         for event in good_history() {
             text.push_str(&serde_json::to_string(&event)?);
