@@ -409,8 +409,6 @@ pub fn results_table(rows: &[ResultsRow]) -> String {
     text
 }
 
-/// The history file a run writes into its output directory (one [`Event`] per line).
-pub const HISTORY_JSONL: &str = "history.jsonl";
 /// The report files a run writes into its output directory.
 pub const REPORT_JSON: &str = "report.json";
 /// See [`REPORT_JSON`].
@@ -760,7 +758,7 @@ mod tests {
     #[test]
     fn a_history_file_round_trips_and_a_damaged_line_is_an_error() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let path = dir.path().join(HISTORY_JSONL);
+        let path = dir.path().join("history.jsonl");
         let mut text = String::new();
         for event in good_history() {
             text.push_str(&serde_json::to_string(&event)?);
