@@ -298,10 +298,31 @@ fn check_sent_values(events: &[Event], drained: &DrainedLog<'_>, result: &mut Ch
             _ => {}
         }
     }
-    let mut reported = HashSet::new();
-    let mut check_present = |value: &str, place: String, result: &mut CheckResult| {
-        if !reported.insert(value.to_owned()) {
-            return;
+    // Each value is judged once, where it was first seen: in the drain, else in a read.
+    let drain_places = drained
+        .positions_by_value
+        .iter()
+        .map(|(value, positions)| (*value, Place::Drain(positions)));
+    let read_places = events.iter().filter_map(|event| match event {
+        Event::Read {
+            consumer,
+            partition,
+            offset,
+            value,
+            ..
+        } => Some((
+            value.as_str(),
+            Place::Read {
+                consumer: *consumer,
+                position: (*partition, *offset),
+            },
+        )),
+        _ => None,
+    });
+    let mut judged = HashSet::new();
+    for (value, place) in drain_places.chain(read_places) {
+        if !judged.insert(value) {
+            continue;
         }
         if !invoked.contains(value) {
             result.record(
@@ -314,10 +335,8 @@ fn check_sent_values(events: &[Event], drained: &DrainedLog<'_>, result: &mut Ch
                 format!("{value:?} {place}, but its send failed"),
             );
         }
-    };
+    }
     for (value, positions) in &drained.positions_by_value {
-        let place = format!("is in the drain at {}", format_positions(positions));
-        check_present(value, place, result);
         if positions.len() > 1 && !acknowledged.contains(value) {
             result.record(
                 AnomalyClass::Duplicated,
@@ -328,17 +347,24 @@ fn check_sent_values(events: &[Event], drained: &DrainedLog<'_>, result: &mut Ch
             );
         }
     }
-    for event in events {
-        if let Event::Read {
-            consumer,
-            partition,
-            offset,
-            value,
-            ..
-        } = event
-        {
-            let place = format!("read by consumer {consumer} at {partition}/{offset}");
-            check_present(value, place, result);
+}
+
+/// Where a value was seen.
+enum Place<'p> {
+    Drain(&'p BTreeSet<Position>),
+    Read { consumer: u32, position: Position },
+}
+
+impl fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Drain(positions) => {
+                write!(f, "is in the drain at {}", format_positions(positions))
+            }
+            Place::Read {
+                consumer,
+                position: (partition, offset),
+            } => write!(f, "was read by consumer {consumer} at {partition}/{offset}"),
         }
     }
 }
@@ -464,21 +490,23 @@ fn check_reads_in_order(events: &[Event], result: &mut CheckResult) {
         else {
             continue;
         };
-        if let Some(previous) = last_read.insert((*consumer, *assignment, *partition), *offset) {
-            let context =
-                format!("consumer {consumer} assignment {assignment} partition {partition}");
-            if *offset <= previous {
-                result.record(
-                    AnomalyClass::ReadBackwards,
-                    format!("{context}: read {offset} after {previous}"),
-                );
-            } else if *offset > previous + 1 {
-                result.record(
-                    AnomalyClass::ReadSkip,
-                    format!("{context}: read {offset} after {previous}"),
-                );
-            }
-        }
+        let Some(previous) = last_read.insert((*consumer, *assignment, *partition), *offset) else {
+            continue;
+        };
+        let class = if *offset <= previous {
+            AnomalyClass::ReadBackwards
+        } else if *offset > previous + 1 {
+            AnomalyClass::ReadSkip
+        } else {
+            continue;
+        };
+        result.record(
+            class,
+            format!(
+                "consumer {consumer} assignment {assignment} partition {partition}: read \
+                 {offset} after {previous}"
+            ),
+        );
     }
 }
 
@@ -526,28 +554,31 @@ fn check_reads_match_drain(events: &[Event], drained: &DrainedLog<'_>, result: &
         else {
             continue;
         };
-        let read = format!("consumer {consumer} read {value:?} at {partition}/{offset}");
-        match drained.values_at.get(&(*partition, *offset)) {
-            Some(values) if values.contains(value.as_str()) => {}
-            Some(values) => result.record(
+        let (class, drain_there) = match drained.values_at.get(&(*partition, *offset)) {
+            Some(values) if values.contains(value.as_str()) => continue,
+            Some(values) => (
                 AnomalyClass::DisagreeingRead,
-                format!("{read}; the drain holds {values:?} there"),
+                format!("the drain holds {values:?} there"),
             ),
             None => match drained.end_offsets.get(partition) {
-                Some(end_offset) if offset < end_offset => result.record(
+                Some(end_offset) if offset < end_offset => (
                     AnomalyClass::DisagreeingRead,
-                    format!("{read}; the drain has no record there (end {end_offset})"),
+                    format!("the drain has no record there (end {end_offset})"),
                 ),
-                Some(end_offset) => result.record(
+                Some(end_offset) => (
                     AnomalyClass::ReadPastEnd,
-                    format!("{read}; the drain ends at {end_offset}"),
+                    format!("the drain ends at {end_offset}"),
                 ),
-                None => result.record(
+                None => (
                     AnomalyClass::ReadPastEnd,
-                    format!("{read}; the partition has no finished drain"),
+                    "the partition has no finished drain".to_owned(),
                 ),
             },
-        }
+        };
+        result.record(
+            class,
+            format!("consumer {consumer} read {value:?} at {partition}/{offset}; {drain_there}"),
+        );
     }
 }
 
