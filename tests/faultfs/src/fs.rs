@@ -351,6 +351,14 @@ impl State {
         Ok(())
     }
 
+    /// What every fsync and fsyncdir does first: fail on a failing disk, else commit every
+    /// directory operation before it (a journal commit).
+    fn commit_for_fsync(&mut self) -> Result<(), Errno> {
+        self.check_writable()?;
+        self.journal.commit()?;
+        Ok(())
+    }
+
     fn set_size(&mut self, ino: u64, backing: &File, size: u64) -> Result<(), Errno> {
         self.check_writable()?;
         let overlay = self.overlay(ino, backing)?;
@@ -747,10 +755,8 @@ impl Filesystem for FaultFs {
     ) {
         let mut state = self.shared.lock();
         let result = (|| {
-            state.check_writable()?;
             let backing = Arc::clone(&state.open_file(fh)?.backing);
-            // Any fsync commits every directory operation before it (a journal commit).
-            state.journal.commit()?;
+            state.commit_for_fsync()?;
             state.sync_file(ino.0, &backing, datasync)
         })();
         reply_empty(reply, result);
@@ -840,9 +846,8 @@ impl Filesystem for FaultFs {
     ) {
         let mut state = self.shared.lock();
         let result = (|| {
-            state.check_writable()?;
             let path = state.backing_path(&state.relative_path(ino)?);
-            state.journal.commit()?;
+            state.commit_for_fsync()?;
             File::open(path)?.sync_all()?;
             Ok(())
         })();

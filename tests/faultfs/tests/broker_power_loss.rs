@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::FaultFs;
+use common::{FaultFs, Result};
 use rdkafka::Offset;
 use runnel_e2e::{
     commit_offset, committed_offset, committer, create_topic, create_topic_with, ensure, ensure_eq,
@@ -24,26 +24,40 @@ fn numbered(prefix: &str, count: usize) -> Vec<Record> {
         .collect()
 }
 
+/// A mount, and a broker with its data dir on it and `broker_args`; `None` where FUSE cannot be
+/// mounted. The mount is first in the pair: dropped last, after the broker stopped.
+fn broker_on_faultfs(test: &str, broker_args: &[&str]) -> Result<Option<(FaultFs, TestBroker)>> {
+    let Some(fs) = FaultFs::mount_unless_skipped(test, &[])? else {
+        return Ok(None);
+    };
+    let data_dir = fs.mount_point().join("data").display().to_string();
+    let mut args = vec!["--data-dir", data_dir.as_str()];
+    args.extend_from_slice(broker_args);
+    let broker = TestBroker::start(&args)?;
+    Ok(Some((fs, broker)))
+}
+
+/// The test's outcome, with the broker's log and the file system's on failure.
+fn finish(fs: FaultFs, broker: TestBroker, result: Result<()>) -> TestResult {
+    let result = broker.check(result);
+    drop(broker);
+    if result.is_err() {
+        eprintln!("--- runnel-faultfs log ---\n{}", fs.log());
+    }
+    result
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_all_records_survive_power_loss_and_the_broker_restarts_cleanly() -> TestResult {
-    // Declared first, dropped last: the broker stops before the mount goes.
-    let Some(fs) = FaultFs::mount_unless_skipped(
+    let Some((fs, mut broker)) = broker_on_faultfs(
         "acks_all_records_survive_power_loss_and_the_broker_restarts_cleanly",
-        &[],
+        // acks=0/1 records are fsynced only by an acks=all round or this background flush:
+        // an hour keeps it from covering the last acks=1 round.
+        &["--set", "log.flush.interval.ms=3600000"],
     )?
     else {
         return Ok(());
     };
-    let data_dir = fs.mount_point().join("data");
-    let data_dir = data_dir.display().to_string();
-    let mut broker = TestBroker::start(&[
-        "--data-dir",
-        &data_dir,
-        // acks=0/1 records are fsynced only by an acks=all round or this background flush:
-        // an hour keeps the last acks=1 round unsynced for the whole test.
-        "--set",
-        "log.flush.interval.ms=3600000",
-    ])?;
     let result = async {
         create_topic(&broker, TOPIC, 1).await?;
         let all = producer(&broker, &[("acks", "all"), ("linger.ms", "0")])?;
@@ -119,12 +133,7 @@ async fn acks_all_records_survive_power_loss_and_the_broker_restarts_cleanly() -
         Ok(())
     }
     .await;
-    let result = broker.check(result);
-    drop(broker);
-    if result.is_err() {
-        eprintln!("--- runnel-faultfs log ---\n{}", fs.log());
-    }
-    result
+    finish(fs, broker, result)
 }
 
 /// Many files and renames: segments rolled every 4 KiB on three partitions, and a consumer
@@ -132,15 +141,13 @@ async fn acks_all_records_survive_power_loss_and_the_broker_restarts_cleanly() -
 /// acknowledged record is at its offset and the committed offset is the one committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolled_segments_and_committed_offsets_survive_power_loss() -> TestResult {
-    let Some(fs) = FaultFs::mount_unless_skipped(
+    let Some((fs, mut broker)) = broker_on_faultfs(
         "rolled_segments_and_committed_offsets_survive_power_loss",
         &[],
     )?
     else {
         return Ok(());
     };
-    let data_dir = fs.mount_point().join("data").display().to_string();
-    let mut broker = TestBroker::start(&["--data-dir", &data_dir])?;
     let result = async {
         let topic = "rolled";
         create_topic_with(&broker, topic, 3, &[("segment.bytes", "4096")]).await?;
@@ -216,10 +223,5 @@ async fn rolled_segments_and_committed_offsets_survive_power_loss() -> TestResul
         Ok(())
     }
     .await;
-    let result = broker.check(result);
-    drop(broker);
-    if result.is_err() {
-        eprintln!("--- runnel-faultfs log ---\n{}", fs.log());
-    }
-    result
+    finish(fs, broker, result)
 }
