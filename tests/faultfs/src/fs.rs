@@ -548,11 +548,10 @@ impl Filesystem for FaultFs {
     ) {
         let mut state = self.shared.lock();
         let result = (|| {
-            let path = state.backing_path(&state.relative_path(ino).unwrap_or_default());
             // The caller's handle when it gave one (ftruncate of an unlinked file), else the path.
             let backing = match fh.and_then(|fh| state.handles.get(&fh.0)) {
                 Some(open) => Arc::clone(&open.backing),
-                None => Arc::new(OpenOptions::new().read(true).open(&path)?),
+                None => Arc::new(File::open(state.backing_path(&state.relative_path(ino)?))?),
             };
             if let Some(size) = size {
                 state.set_size(ino.0, &backing, size)?;
