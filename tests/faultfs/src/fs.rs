@@ -351,6 +351,20 @@ impl State {
         Ok(())
     }
 
+    /// Fails with ENOSPC unless the unsynced bytes and `len` more fit in the backing file
+    /// system's free space: as delayed allocation reserves space at write time, a full disk
+    /// fails the write, not a later fsync (or the write-back at unmount).
+    fn reserve_space(&self, len: u64) -> Result<(), Errno> {
+        let stat = rustix::fs::statvfs(&self.backing_root)
+            .map_err(|errno| Errno::from_i32(errno.raw_os_error()))?;
+        let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if self.unsynced_bytes.saturating_add(len) > available {
+            Err(Errno::ENOSPC)
+        } else {
+            Ok(())
+        }
+    }
+
     /// What every fsync and fsyncdir does first: fail on a failing disk, else commit every
     /// directory operation before it (a journal commit).
     fn commit_for_fsync(&mut self) -> Result<(), Errno> {
@@ -696,6 +710,7 @@ impl Filesystem for FaultFs {
         let mut state = self.shared.lock();
         let result = (|| {
             state.check_writable()?;
+            state.reserve_space(data.len() as u64)?;
             let backing = Arc::clone(&state.open_file(fh)?.backing);
             let added = state.overlay(ino.0, &backing)?.write(offset, data);
             state.unsynced_bytes += added;

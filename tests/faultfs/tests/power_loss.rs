@@ -9,7 +9,7 @@ mod common;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 
-use common::{FaultFs, Result};
+use common::{can_mount, FaultFs, Result};
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>> {
     let mut data = Vec::new();
@@ -278,5 +278,44 @@ fn clean_unmount_writes_unsynced_data_back() -> Result<()> {
         .map(|entry| entry.map(|e| e.file_name()))
         .collect::<Result<_, _>>()?;
     assert_eq!(names.len(), 2, "d and the (empty) trash: {names:?}");
+    Ok(())
+}
+
+/// Unmounts the tmpfs on drop, whatever happened.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_backing_disk_fails_the_write_not_a_later_fsync() -> Result<()> {
+    if !can_mount("a_full_backing_disk_fails_the_write_not_a_later_fsync") {
+        return Ok(());
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("runnel-faultfs-tmpfs-")
+        .tempdir()?;
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "runnel-faultfs-test"])
+        .arg(dir.path())
+        .status()?;
+    assert!(status.success(), "mount -t tmpfs failed");
+    let _tmpfs = Tmpfs(dir.path().to_path_buf());
+    let mut fs = FaultFs::mount_over(Some(dir.path()), &[])?;
+    let path = fs.mount_point().join("f");
+    let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+    file.write_all(&[1u8; 128 * 1024])?; // fits (unsynced: reserved, not written)
+    let full = file.write_all(&[2u8; 192 * 1024]);
+    assert_eq!(full.map_err(|e| e.raw_os_error()), Err(Some(libc::ENOSPC)));
+    file.sync_data()?; // the reserved bytes can always be written
+    drop(file);
+    assert_eq!(read(&path)?.len(), 128 * 1024);
+    fs.unmount()?;
     Ok(())
 }
