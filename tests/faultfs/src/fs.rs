@@ -869,18 +869,22 @@ impl Filesystem for FaultFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let root = self.shared.lock().backing_root.clone();
-        match rustix::fs::statvfs(&root) {
-            Ok(stat) => reply.statfs(
-                stat.f_blocks,
-                stat.f_bfree,
-                stat.f_bavail,
-                stat.f_files,
-                stat.f_ffree,
-                u32::try_from(stat.f_bsize).unwrap_or(4096),
-                u32::try_from(stat.f_namemax).unwrap_or(255),
-                u32::try_from(stat.f_frsize).unwrap_or(4096),
-            ),
+        let state = self.shared.lock();
+        match rustix::fs::statvfs(&state.backing_root) {
+            Ok(stat) => {
+                // The unsynced bytes are reserved (see reserve_space): not free any more.
+                let reserved_blocks = state.unsynced_bytes.div_ceil(stat.f_frsize.max(1));
+                reply.statfs(
+                    stat.f_blocks,
+                    stat.f_bfree.saturating_sub(reserved_blocks),
+                    stat.f_bavail.saturating_sub(reserved_blocks),
+                    stat.f_files,
+                    stat.f_ffree,
+                    u32::try_from(stat.f_bsize).unwrap_or(4096),
+                    u32::try_from(stat.f_namemax).unwrap_or(255),
+                    u32::try_from(stat.f_frsize).unwrap_or(4096),
+                );
+            }
             Err(errno) => reply.error(Errno::from_i32(errno.raw_os_error())),
         }
     }

@@ -310,7 +310,25 @@ fn a_full_backing_disk_fails_the_write_not_a_later_fsync() -> Result<()> {
     let mut fs = FaultFs::mount_over(Some(dir.path()), &[])?;
     let path = fs.mount_point().join("f");
     let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+    let available = || -> Result<u64> {
+        let output = std::process::Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(fs.mount_point())
+            .output()?;
+        let text = String::from_utf8(output.stdout)?;
+        let numbers: Vec<u64> = text
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        Ok(numbers[0] * numbers[1])
+    };
+    let before = available()?;
     file.write_all(&[1u8; 128 * 1024])?; // fits (unsynced: reserved, not written)
+    assert_eq!(
+        before - available()?,
+        128 * 1024,
+        "statfs counts reserved bytes as used"
+    );
     let full = file.write_all(&[2u8; 192 * 1024]);
     assert_eq!(full.map_err(|e| e.raw_os_error()), Err(Some(libc::ENOSPC)));
     file.sync_data()?; // the reserved bytes can always be written
