@@ -59,10 +59,8 @@ fn parse_options() -> Result<Options, clap::Error> {
 fn main() -> ExitCode {
     let options = match parse_options() {
         Ok(options) => options,
-        Err(error) => {
-            let _ = error.print();
-            return ExitCode::from(2);
-        }
+        // --help and --version exit 0 on stdout; usage errors exit 2 on stderr.
+        Err(error) => error.exit(),
     };
     match run(options) {
         Ok(()) => ExitCode::SUCCESS,
