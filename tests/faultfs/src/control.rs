@@ -2,8 +2,8 @@
 //!
 //! | command | answer |
 //! | --- | --- |
-//! | `drop-unsynced` | `ok <files> <bytes>`: power loss, what was dropped |
-//! | `stats` | `ok <files> <bytes> <written-back files>`: what is unsynced now |
+//! | `drop-unsynced` | `ok <files> <bytes>`: power loss; the files and bytes of data dropped (uncommitted directory operations are undone too, and counted on stderr) |
+//! | `stats` | `ok <files> <bytes> <written-back files> <directory operations>`: what is unsynced now, how many files the cap wrote back so far, and how many directory operations power loss would undo |
 //! | `fail-writes on` / `fail-writes off` | `ok`: writes, creates, size changes and fsyncs fail with EIO while on |
 //! | anything else | `error unknown command: <line>` |
 
@@ -21,10 +21,11 @@ pub fn answer(shared: &Shared, line: &str) -> String {
         "stats" => {
             let unsynced = shared.unsynced();
             format!(
-                "ok {} {} {}",
+                "ok {} {} {} {}",
                 unsynced.files,
                 unsynced.bytes,
-                shared.written_back_files()
+                shared.written_back_files(),
+                shared.uncommitted_directory_operations()
             )
         }
         "fail-writes on" => {

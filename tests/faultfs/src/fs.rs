@@ -1,6 +1,7 @@
 //! The FUSE file system: a passthrough of a backing directory whose file writes stay in memory
 //! ([`UnsyncedFile`]) until the file is fsynced, and whose directory operations reach the
-//! backing directory at once, followed by an fsync of the directories they change.
+//! backing directory at once, logged in a [`DirectoryJournal`] that the next fsync commits and
+//! power loss undoes.
 //!
 //! All state sits behind one mutex ([`Shared`]), which the control socket also takes; the
 //! session runs one FUSE thread, so requests are served in the order the kernel sends them.
@@ -20,6 +21,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::journal::{DirectoryJournal, TRASH_NAME};
 use crate::overlay::UnsyncedFile;
 
 /// Attributes and names are never cached by the kernel: sizes change under it when unsynced
@@ -43,9 +45,11 @@ pub struct Shared {
 
 impl Shared {
     /// A file system over `backing_root` holding at most `unsynced_bytes_max` unsynced bytes.
-    pub fn new(backing_root: PathBuf, unsynced_bytes_max: u64) -> Arc<Shared> {
-        Arc::new(Shared {
+    /// Errors if the journal's trash directory cannot be made in `backing_root`.
+    pub fn new(backing_root: PathBuf, unsynced_bytes_max: u64) -> io::Result<Arc<Shared>> {
+        Ok(Arc::new(Shared {
             state: Mutex::new(State {
+                journal: DirectoryJournal::open(&backing_root)?,
                 backing_root,
                 inodes: InodeTable::new(),
                 handles: HashMap::new(),
@@ -57,7 +61,7 @@ impl Shared {
                 written_back_files: 0,
                 fail_writes: false,
             }),
-        })
+        }))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -67,18 +71,60 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Power loss: forgets every file's unsynced data and size changes.
+    /// Power loss: forgets every file's unsynced data and size changes, and undoes the
+    /// directory operations no fsync committed. Paths may have changed under the kernel's
+    /// inode numbers, so they are all forgotten (the kernel looks names up again: no caching).
     pub fn drop_unsynced(&self) -> UnsyncedTotals {
         let mut state = self.lock();
         let dropped = state.totals();
         state.unsynced.clear();
         state.unsynced_bytes = 0;
+        let undone = state.journal.undo_all();
+        if undone > 0 {
+            eprintln!("runnel-faultfs: power loss undid {undone} uncommitted directory operations");
+            state.inodes.forget_all();
+        }
         dropped
     }
 
     /// What is unsynced now.
     pub fn unsynced(&self) -> UnsyncedTotals {
         self.lock().totals()
+    }
+
+    /// Directory operations power loss would undo now.
+    pub fn uncommitted_directory_operations(&self) -> usize {
+        self.lock().journal.pending()
+    }
+
+    /// Clean unmount, as a kernel syncs a file system it unmounts: commits the directory
+    /// operations and writes every file's unsynced state back. Returns how many files could not
+    /// be written back (unlinked ones, which nothing can reach any more, are not counted).
+    pub fn write_back_all(&self) -> io::Result<usize> {
+        let mut state = self.lock();
+        state.journal.commit()?;
+        let mut failed = 0;
+        let inos: Vec<u64> = state.unsynced.keys().copied().collect();
+        for ino in inos {
+            let Some(path) = state.inodes.path(ino).map(|path| state.backing_path(path)) else {
+                continue;
+            };
+            let written = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(Errno::from)
+                .and_then(|backing| state.sync_file(ino, &backing, true));
+            if let Err(errno) = written {
+                eprintln!(
+                    "runnel-faultfs: could not write {} back: errno {}",
+                    path.display(),
+                    errno.code()
+                );
+                failed += 1;
+            }
+        }
+        Ok(failed)
     }
 
     /// Files written back because the unsynced bytes reached the cap (as a kernel writes dirty
@@ -96,6 +142,7 @@ impl Shared {
 #[derive(Debug)]
 struct State {
     backing_root: PathBuf,
+    journal: DirectoryJournal,
     inodes: InodeTable,
     handles: HashMap<u64, OpenFile>,
     directories: HashMap<u64, Vec<(PathBuf, FileType)>>,
@@ -130,7 +177,11 @@ impl State {
         self.inodes.path(ino.0).cloned().ok_or(Errno::ENOENT)
     }
 
+    /// The path of `name` in `parent`; the journal's trash is not there for the mount.
     fn child_path(&self, parent: INodeNo, name: &OsStr) -> Result<PathBuf, Errno> {
+        if parent == INodeNo::ROOT && name == TRASH_NAME {
+            return Err(Errno::ENOENT);
+        }
         Ok(self.relative_path(parent)?.join(name))
     }
 
@@ -225,38 +276,100 @@ impl State {
         }
     }
 
-    /// Makes a directory operation durable: the journalled metadata model (see the crate docs).
-    fn sync_directory(&self, relative: &Path) -> Result<(), Errno> {
-        File::open(self.backing_path(relative))?.sync_all()?;
-        Ok(())
-    }
-
-    /// Does a directory operation on `name` in `parent` (`operation` gets its backing path),
-    /// then fsyncs `parent`: the journalled metadata model. Returns the entry's relative path.
+    /// Does a directory operation on `name` in `parent`: `operation` gets the journal and the
+    /// entry's backing path, does the change and logs its undo. Returns the relative path.
     fn change_entry<T>(
         &mut self,
         parent: INodeNo,
         name: &OsStr,
-        operation: impl FnOnce(&Path) -> io::Result<T>,
+        operation: impl FnOnce(&mut DirectoryJournal, &Path) -> io::Result<T>,
     ) -> Result<(PathBuf, T), Errno> {
         let path = self.child_path(parent, name)?;
-        let made = operation(&self.backing_path(&path))?;
-        self.sync_directory(&self.relative_path(parent)?)?;
+        let made = operation(&mut self.journal, &self.backing_root.join(&path))?;
         Ok((path, made))
     }
 
-    /// Unlink or rmdir (`remove`): the entry and its inode numbers go; a file's unsynced state
-    /// goes once no handle has it open.
+    /// Unlink or rmdir: the entry moves to the journal's trash (power loss brings it back); its
+    /// inode numbers go; a file's unsynced state goes once no handle has it open.
     fn remove_entry(
         &mut self,
         parent: INodeNo,
         name: &OsStr,
-        remove: fn(&Path) -> io::Result<()>,
+        directory: bool,
     ) -> Result<(), Errno> {
-        let (path, ()) = self.change_entry(parent, name, remove)?;
+        let (path, ()) = self.change_entry(parent, name, |journal, path| {
+            let metadata = std::fs::symlink_metadata(path)?;
+            match (directory, metadata.is_dir()) {
+                (true, false) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+                (false, true) => return Err(io::Error::from_raw_os_error(libc::EISDIR)),
+                (true, true) if std::fs::read_dir(path)?.next().is_some() => {
+                    return Err(io::Error::from_raw_os_error(libc::ENOTEMPTY))
+                }
+                _ => {}
+            }
+            journal.move_aside(path)
+        })?;
         for ino in self.inodes.remove(&path) {
             self.forget_if_unreachable(ino);
         }
+        Ok(())
+    }
+
+    /// Rename `from` to `to` (both relative); a replaced target moves to the trash first.
+    fn rename_entry(&mut self, from: &Path, to: &Path) -> Result<(), Errno> {
+        if from == to {
+            return Ok(());
+        }
+        let (from_backing, to_backing) = (self.backing_path(from), self.backing_path(to));
+        let from_is_dir = std::fs::symlink_metadata(&from_backing)?.is_dir();
+        let replaced = match std::fs::symlink_metadata(&to_backing) {
+            Ok(target) => {
+                match (from_is_dir, target.is_dir()) {
+                    (false, true) => return Err(Errno::EISDIR),
+                    (true, false) => return Err(Errno::ENOTDIR),
+                    (true, true) if std::fs::read_dir(&to_backing)?.next().is_some() => {
+                        return Err(Errno::ENOTEMPTY)
+                    }
+                    _ => {}
+                }
+                self.journal.move_aside(&to_backing)?;
+                true
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => false,
+            Err(error) => return Err(error.into()),
+        };
+        if let Err(error) = std::fs::rename(&from_backing, &to_backing) {
+            if replaced {
+                self.journal.restore_last()?;
+            }
+            return Err(error.into());
+        }
+        self.journal.renamed(&from_backing, &to_backing);
+        for ino in self.inodes.rename(from, to) {
+            self.forget_if_unreachable(ino);
+        }
+        Ok(())
+    }
+
+    /// Fails with ENOSPC unless the unsynced bytes and `len` more fit in the backing file
+    /// system's free space: as delayed allocation reserves space at write time, a full disk
+    /// fails the write, not a later fsync (or the write-back at unmount).
+    fn reserve_space(&self, len: u64) -> Result<(), Errno> {
+        let stat = rustix::fs::statvfs(&self.backing_root)
+            .map_err(|errno| Errno::from_i32(errno.raw_os_error()))?;
+        let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if self.unsynced_bytes.saturating_add(len) > available {
+            Err(Errno::ENOSPC)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// What every fsync and fsyncdir does first: fail on a failing disk, else commit every
+    /// directory operation before it (a journal commit).
+    fn commit_for_fsync(&mut self) -> Result<(), Errno> {
+        self.check_writable()?;
+        self.journal.commit()?;
         Ok(())
     }
 
@@ -309,6 +422,12 @@ impl InodeTable {
 
     fn path(&self, ino: u64) -> Option<&PathBuf> {
         self.paths.get(&ino)
+    }
+
+    /// Forgets every path but the root's (numbers keep counting up: none is reused).
+    fn forget_all(&mut self) {
+        self.paths.retain(|ino, _| *ino == INodeNo::ROOT.0);
+        self.inos.retain(|_, ino| *ino == INodeNo::ROOT.0);
     }
 
     fn ino_for(&mut self, relative: &Path) -> u64 {
@@ -443,11 +562,10 @@ impl Filesystem for FaultFs {
     ) {
         let mut state = self.shared.lock();
         let result = (|| {
-            let path = state.backing_path(&state.relative_path(ino).unwrap_or_default());
             // The caller's handle when it gave one (ftruncate of an unlinked file), else the path.
             let backing = match fh.and_then(|fh| state.handles.get(&fh.0)) {
                 Some(open) => Arc::clone(&open.backing),
-                None => Arc::new(OpenOptions::new().read(true).open(&path)?),
+                None => Arc::new(File::open(state.backing_path(&state.relative_path(ino)?))?),
             };
             if let Some(size) = size {
                 state.set_size(ino.0, &backing, size)?;
@@ -485,26 +603,24 @@ impl Filesystem for FaultFs {
     ) {
         let mut state = self.shared.lock();
         let result = state
-            .change_entry(parent, name, |path| {
-                std::fs::DirBuilder::new().mode(mode & !umask).create(path)
+            .change_entry(parent, name, |journal, path| {
+                std::fs::DirBuilder::new()
+                    .mode(mode & !umask)
+                    .create(path)?;
+                journal.created(path);
+                Ok(())
             })
             .and_then(|(path, ())| state.attr(&path));
         reply_entry(reply, result);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result = self
-            .shared
-            .lock()
-            .remove_entry(parent, name, |path| std::fs::remove_file(path));
+        let result = self.shared.lock().remove_entry(parent, name, false);
         reply_empty(reply, result);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result = self
-            .shared
-            .lock()
-            .remove_entry(parent, name, |path| std::fs::remove_dir(path));
+        let result = self.shared.lock().remove_entry(parent, name, true);
         reply_empty(reply, result);
     }
 
@@ -525,15 +641,7 @@ impl Filesystem for FaultFs {
             }
             let from = state.child_path(parent, name)?;
             let to = state.child_path(newparent, newname)?;
-            std::fs::rename(state.backing_path(&from), state.backing_path(&to))?;
-            state.sync_directory(&state.relative_path(parent)?)?;
-            if newparent != parent {
-                state.sync_directory(&state.relative_path(newparent)?)?;
-            }
-            for ino in state.inodes.rename(&from, &to) {
-                state.forget_if_unreachable(ino);
-            }
-            Ok(())
+            state.rename_entry(&from, &to)
         })();
         reply_empty(reply, result);
     }
@@ -602,6 +710,7 @@ impl Filesystem for FaultFs {
         let mut state = self.shared.lock();
         let result = (|| {
             state.check_writable()?;
+            state.reserve_space(data.len() as u64)?;
             let backing = Arc::clone(&state.open_file(fh)?.backing);
             let added = state.overlay(ino.0, &backing)?.write(offset, data);
             state.unsynced_bytes += added;
@@ -660,8 +769,8 @@ impl Filesystem for FaultFs {
     ) {
         let mut state = self.shared.lock();
         let result = (|| {
-            state.check_writable()?;
             let backing = Arc::clone(&state.open_file(fh)?.backing);
+            state.commit_for_fsync()?;
             state.sync_file(ino.0, &backing, datasync)
         })();
         reply_empty(reply, result);
@@ -674,6 +783,9 @@ impl Filesystem for FaultFs {
             let mut entries = Vec::new();
             for entry in std::fs::read_dir(state.backing_path(&relative))? {
                 let entry = entry?;
+                if relative.as_os_str().is_empty() && entry.file_name() == TRASH_NAME {
+                    continue;
+                }
                 entries.push((
                     relative.join(entry.file_name()),
                     file_type(entry.file_type()?),
@@ -746,26 +858,33 @@ impl Filesystem for FaultFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let state = self.shared.lock();
-        let result = state
-            .relative_path(ino)
-            .and_then(|path| state.sync_directory(&path));
+        let mut state = self.shared.lock();
+        let result = (|| {
+            let path = state.backing_path(&state.relative_path(ino)?);
+            state.commit_for_fsync()?;
+            File::open(path)?.sync_all()?;
+            Ok(())
+        })();
         reply_empty(reply, result);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let root = self.shared.lock().backing_root.clone();
-        match rustix::fs::statvfs(&root) {
-            Ok(stat) => reply.statfs(
-                stat.f_blocks,
-                stat.f_bfree,
-                stat.f_bavail,
-                stat.f_files,
-                stat.f_ffree,
-                u32::try_from(stat.f_bsize).unwrap_or(4096),
-                u32::try_from(stat.f_namemax).unwrap_or(255),
-                u32::try_from(stat.f_frsize).unwrap_or(4096),
-            ),
+        let state = self.shared.lock();
+        match rustix::fs::statvfs(&state.backing_root) {
+            Ok(stat) => {
+                // The unsynced bytes are reserved (see reserve_space): not free any more.
+                let reserved_blocks = state.unsynced_bytes.div_ceil(stat.f_frsize.max(1));
+                reply.statfs(
+                    stat.f_blocks,
+                    stat.f_bfree.saturating_sub(reserved_blocks),
+                    stat.f_bavail.saturating_sub(reserved_blocks),
+                    stat.f_files,
+                    stat.f_ffree,
+                    u32::try_from(stat.f_bsize).unwrap_or(4096),
+                    u32::try_from(stat.f_namemax).unwrap_or(255),
+                    u32::try_from(stat.f_frsize).unwrap_or(4096),
+                );
+            }
             Err(errno) => reply.error(Errno::from_i32(errno.raw_os_error())),
         }
     }
@@ -794,7 +913,14 @@ impl Filesystem for FaultFs {
             } else {
                 options.create(true);
             }
-            let (path, backing) = state.change_entry(parent, name, |path| options.open(path))?;
+            let (path, backing) = state.change_entry(parent, name, |journal, path| {
+                let existed = std::fs::symlink_metadata(path).is_ok();
+                let backing = options.open(path)?;
+                if !existed {
+                    journal.created(path);
+                }
+                Ok(backing)
+            })?;
             let attr = state.attr(&path)?;
             // O_TRUNC on an existing file is a size change like any other: unsynced.
             if flags & libc::O_TRUNC != 0 && attr.size > 0 {

@@ -59,10 +59,8 @@ fn parse_options() -> Result<Options, clap::Error> {
 fn main() -> ExitCode {
     let options = match parse_options() {
         Ok(options) => options,
-        Err(error) => {
-            let _ = error.print();
-            return ExitCode::from(2);
-        }
+        // --help and --version exit 0 on stdout; usage errors exit 2 on stderr.
+        Err(error) => error.exit(),
     };
     match run(options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,7 +74,7 @@ fn main() -> ExitCode {
 fn run(options: Options) -> std::io::Result<()> {
     check_backing_root(&options.backing)?;
     let backing = std::fs::canonicalize(&options.backing)?;
-    let shared = Shared::new(backing, options.unsynced_bytes_max);
+    let shared = Shared::new(backing, options.unsynced_bytes_max)?;
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName("runnel-faultfs".to_string()),
@@ -110,7 +108,15 @@ fn run(options: Options) -> std::io::Result<()> {
         Ok(())
     });
     let _ = std::fs::remove_file(&options.control);
-    served.and(unmount(session, &options.mount))
+    let unmounted = unmount(session, &options.mount);
+    // After the unmount nothing writes any more; what is unsynced now is written back.
+    let failed = shared.write_back_all()?;
+    if failed > 0 {
+        return Err(std::io::Error::other(format!(
+            "{failed} files could not be written back at unmount"
+        )));
+    }
+    served.and(unmounted)
 }
 
 /// Unmounts and waits for the FUSE session to end. A plain unmount fails while a file on the

@@ -15,7 +15,7 @@ const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether this machine can mount FUSE file systems (root with /dev/fuse). CI can; elsewhere
 /// the tests print why they did not run.
-fn can_mount(test: &str) -> bool {
+pub fn can_mount(test: &str) -> bool {
     match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -32,6 +32,7 @@ fn can_mount(test: &str) -> bool {
 pub struct FaultFs {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    backing: PathBuf,
     unmounted: bool,
 }
 
@@ -45,16 +46,28 @@ impl FaultFs {
         }
     }
 
+    /// Mounts a passthrough of a fresh backing directory.
     pub fn mount(extra_args: &[&str]) -> Result<FaultFs> {
+        FaultFs::mount_over(None, extra_args)
+    }
+
+    /// Mounts a passthrough of `backing` (a fresh directory if `None`).
+    pub fn mount_over(backing: Option<&Path>, extra_args: &[&str]) -> Result<FaultFs> {
         let dir = tempfile::Builder::new()
             .prefix("runnel-faultfs-")
             .tempdir()?;
-        for sub in ["backing", "mount"] {
-            std::fs::create_dir(dir.path().join(sub))?;
-        }
+        std::fs::create_dir(dir.path().join("mount"))?;
+        let backing = match backing {
+            Some(backing) => backing.to_path_buf(),
+            None => {
+                std::fs::create_dir(dir.path().join("backing"))?;
+                dir.path().join("backing")
+            }
+        };
         let mut fs = FaultFs {
             child: None,
             dir,
+            backing,
             unmounted: false,
         };
         let log = std::fs::File::create(fs.log_path())?;
@@ -94,7 +107,7 @@ impl FaultFs {
     }
 
     pub fn backing(&self) -> PathBuf {
-        self.dir.path().join("backing")
+        self.backing.clone()
     }
 
     pub fn mount_point(&self) -> PathBuf {
