@@ -44,7 +44,9 @@ pub enum AnomalyClass {
     ReadBackwards,
     /// A consumer jumped over offsets within one assignment.
     ReadSkip,
-    /// The group's committed offset for a partition went down.
+    /// A consumer's commits for a partition went down within one assignment, or a new owner of
+    /// a partition committed or started reading below the group's offset committed before its
+    /// assignment began (a committed offset lost or rolled back).
     CommitBackwards,
     /// A consumer read a value other than the drained one at that partition/offset.
     DisagreeingRead,
@@ -240,35 +242,46 @@ fn format_positions(positions: &BTreeSet<Position>) -> String {
 }
 
 /// Rule 1: every acknowledged value is in the drained log exactly once, at the partition/offset
-/// its acknowledgement named (lost, duplicated, moved).
+/// its acknowledgement named (lost, duplicated, moved). A value acknowledged at an unknown offset
+/// (`SendOkOffsetUnknown`) must be there exactly once too, in its partition.
 fn check_acknowledged_values(events: &[Event], drained: &DrainedLog<'_>, result: &mut CheckResult) {
     for event in events {
-        let Event::SendOk {
-            value,
-            partition,
-            offset,
-            ..
-        } = event
-        else {
-            continue;
+        let (value, partition, offset) = match event {
+            Event::SendOk {
+                value,
+                partition,
+                offset,
+                ..
+            } => (value, *partition, Some(*offset)),
+            Event::SendOkOffsetUnknown {
+                value, partition, ..
+            } => (value, *partition, None),
+            _ => continue,
         };
-        let acknowledged_at = (*partition, *offset);
+        let acknowledged_at = match offset {
+            Some(offset) => format!("{partition}/{offset}"),
+            None => format!("{partition}/(offset unknown)"),
+        };
+        let in_place = |positions: &BTreeSet<Position>| match offset {
+            Some(offset) => positions.contains(&(partition, offset)),
+            None => positions.iter().any(|(at, _)| *at == partition),
+        };
         match drained.positions_of(value) {
             None => result.record(
                 AnomalyClass::Lost,
-                format!("{value:?} acknowledged at {partition}/{offset} is not in the drain"),
+                format!("{value:?} acknowledged at {acknowledged_at} is not in the drain"),
             ),
             Some(positions) if positions.len() > 1 => result.record(
                 AnomalyClass::Duplicated,
                 format!(
-                    "{value:?} acknowledged at {partition}/{offset} is in the drain at {}",
+                    "{value:?} acknowledged at {acknowledged_at} is in the drain at {}",
                     format_positions(positions)
                 ),
             ),
-            Some(positions) if !positions.contains(&acknowledged_at) => result.record(
+            Some(positions) if !in_place(positions) => result.record(
                 AnomalyClass::Moved,
                 format!(
-                    "{value:?} acknowledged at {partition}/{offset} is in the drain at {}",
+                    "{value:?} acknowledged at {acknowledged_at} is in the drain at {}",
                     format_positions(positions)
                 ),
             ),
@@ -289,7 +302,7 @@ fn check_sent_values(events: &[Event], drained: &DrainedLog<'_>, result: &mut Ch
             Event::SendInvoke { value, .. } => {
                 invoked.insert(value.as_str());
             }
-            Event::SendOk { value, .. } => {
+            Event::SendOk { value, .. } | Event::SendOkOffsetUnknown { value, .. } => {
                 acknowledged.insert(value.as_str());
             }
             Event::SendFail { value, .. } => {
@@ -456,6 +469,7 @@ fn check_every_partition_drained(
     for event in events {
         match event {
             Event::SendOk { partition, .. }
+            | Event::SendOkOffsetUnknown { partition, .. }
             | Event::Read { partition, .. }
             | Event::CommitOk { partition, .. } => {
                 used.insert(*partition);
@@ -510,31 +524,118 @@ fn check_reads_in_order(events: &[Event], result: &mut CheckResult) {
     }
 }
 
-/// Rule 5: in the order the commits succeeded, a partition's committed offset never goes down.
+/// A group consumer's current assignment, as rule 5 follows it.
+#[derive(Default)]
+struct Ownership {
+    /// The consumer's latest `Assigned` (0 before the first).
+    assignment: u64,
+    /// Per assigned partition, the group's committed offset (and who committed it) when the
+    /// assignment began: the latest commit that had completed by then.
+    committed_before: HashMap<i32, (i64, u32)>,
+    /// Per partition, this consumer's latest commit within the assignment.
+    own_commits: HashMap<i32, i64>,
+    /// Partitions whose first read of the assignment has been seen.
+    read: HashSet<i32>,
+}
+
+impl Ownership {
+    /// The anomaly's description if `offset` (a commit, or the first read of `partition`) is
+    /// below the group's offset committed before this assignment began.
+    fn below_committed_before(&self, partition: i32, offset: i64) -> Option<String> {
+        let (committed, by) = self.committed_before.get(&partition)?;
+        (offset < *committed).then(|| {
+            format!(
+                "consumer {by} had committed {committed} before assignment {} began",
+                self.assignment
+            )
+        })
+    }
+}
+
+/// Rule 5: committed offsets are never lost or rolled back. (a) Within one assignment, a
+/// consumer's successful commits for a partition never go down. (b) A consumer's commits, and
+/// its first read of each partition, in an assignment are never below the group's committed
+/// offset when that assignment began: the latest commit (in history order) that had completed
+/// before its `Assigned`. A new owner starts at or after what was committed before it took over.
+///
+/// Not a rule: commits of different consumers in completion order. Kafka's classic group
+/// protocol validates a commit's generation under the group lock but appends it without, and
+/// OffsetFetch sees only completed commits, so an old owner's commit may complete after the new
+/// owner fetched the previous offset, and the new owner's later commit is then lower.
 fn check_commits_forward(events: &[Event], result: &mut CheckResult) {
-    let mut committed: HashMap<i32, (i64, u32)> = HashMap::new();
+    let mut group_committed: HashMap<i32, (i64, u32)> = HashMap::new();
+    let mut owners: HashMap<u32, Ownership> = HashMap::new();
     for event in events {
-        let Event::CommitOk {
-            consumer,
-            partition,
-            offset,
-            ..
-        } = event
-        else {
-            continue;
-        };
-        if let Some((previous, previous_consumer)) =
-            committed.insert(*partition, (*offset, *consumer))
-        {
-            if *offset < previous {
-                result.record(
-                    AnomalyClass::CommitBackwards,
-                    format!(
-                        "partition {partition}: consumer {consumer} committed {offset} after \
-                         consumer {previous_consumer} committed {previous}"
-                    ),
+        match event {
+            Event::Assigned {
+                consumer,
+                assignment,
+                partitions,
+                ..
+            } => {
+                let committed_before = partitions
+                    .iter()
+                    .filter_map(|partition| {
+                        let committed = group_committed.get(partition)?;
+                        Some((*partition, *committed))
+                    })
+                    .collect();
+                owners.insert(
+                    *consumer,
+                    Ownership {
+                        assignment: *assignment,
+                        committed_before,
+                        ..Ownership::default()
+                    },
                 );
             }
+            Event::Read {
+                consumer,
+                assignment,
+                partition,
+                offset,
+                ..
+            } => {
+                let Some(owner) = owners.get_mut(consumer) else {
+                    continue;
+                };
+                if owner.assignment != *assignment || !owner.read.insert(*partition) {
+                    continue;
+                }
+                if let Some(why) = owner.below_committed_before(*partition, *offset) {
+                    result.record(
+                        AnomalyClass::CommitBackwards,
+                        format!(
+                            "partition {partition}: consumer {consumer} started reading \
+                             assignment {assignment} at {offset}, but {why}"
+                        ),
+                    );
+                }
+            }
+            Event::CommitOk {
+                consumer,
+                partition,
+                offset,
+                ..
+            } => {
+                let owner = owners.entry(*consumer).or_default();
+                let previous = owner.own_commits.insert(*partition, *offset);
+                let why = match previous {
+                    Some(previous) if *offset < previous => Some(format!(
+                        "it had committed {previous} in the same assignment {}",
+                        owner.assignment
+                    )),
+                    _ => owner.below_committed_before(*partition, *offset),
+                };
+                if let Some(why) = why {
+                    result.record(
+                        AnomalyClass::CommitBackwards,
+                        format!("partition {partition}: consumer {consumer} committed {offset}, but {why}"),
+                    );
+                }
+                group_committed.insert(*partition, (*offset, *consumer));
+            }
+            _ => {}
         }
     }
 }
@@ -603,6 +704,24 @@ pub(crate) mod tests {
             value: value.into(),
             partition,
             offset,
+        }
+    }
+
+    pub(crate) fn ok_offset_unknown(value: &str, partition: i32) -> Event {
+        Event::SendOkOffsetUnknown {
+            time_ms: 0,
+            producer: 0,
+            value: value.into(),
+            partition,
+        }
+    }
+
+    pub(crate) fn assigned(consumer: u32, assignment: u64, partitions: &[i32]) -> Event {
+        Event::Assigned {
+            time_ms: 0,
+            consumer,
+            assignment,
+            partitions: partitions.to_vec(),
         }
     }
 
@@ -685,12 +804,7 @@ pub(crate) mod tests {
             ok("p1-0", 1, 0),
             info("p1-1"),
             fail("p1-2"),
-            Event::Assigned {
-                time_ms: 0,
-                consumer: 7,
-                assignment: 1,
-                partitions: vec![0, 1],
-            },
+            assigned(7, 1, &[0, 1]),
             read(7, 1, 0, 0, "p0-0"),
             read(7, 1, 0, 1, "p0-1"),
             read(7, 1, 1, 0, "p1-0"),
@@ -1003,9 +1117,58 @@ pub(crate) mod tests {
         assert_eq!(result.anomaly_total(), 2);
     }
 
+    /// "a" acknowledged in partition 0 at an unknown offset, then drained at each of
+    /// `drained_at` (partition, offset), the offsets of each partition from 0 up, no gaps.
+    fn offset_unknown_history(drained_at: &[(i32, i64)]) -> Vec<Event> {
+        let mut events = vec![invoke("a"), ok_offset_unknown("a", 0)];
+        events.extend(drained_at.iter().map(|(p, o)| drained("r", *p, *o, "a")));
+        for partition in [0, 1] {
+            let end = drained_at.iter().filter(|(p, _)| *p == partition).count() as i64;
+            events.push(drain_end("r", partition, 0, end));
+        }
+        events
+    }
+
     #[test]
-    fn a_lower_commit_after_a_higher_one_is_backwards() {
-        let events = altered(|_| false, vec![commit(8, 0, 1)]);
+    fn an_acknowledged_value_at_an_unknown_offset_once_in_its_partition_is_clean() {
+        let result = check(&offset_unknown_history(&[(0, 0)]));
+        assert!(result.is_clean(), "{:#?}", result.anomalies);
+    }
+
+    #[test]
+    fn an_acknowledged_value_at_an_unknown_offset_missing_is_lost() {
+        only(&check(&offset_unknown_history(&[])), AnomalyClass::Lost, 1);
+    }
+
+    #[test]
+    fn an_acknowledged_value_at_an_unknown_offset_twice_is_duplicated_once() {
+        let events = offset_unknown_history(&[(0, 0), (0, 1)]);
+        only(&check(&events), AnomalyClass::Duplicated, 1);
+    }
+
+    #[test]
+    fn an_acknowledged_value_at_an_unknown_offset_in_another_partition_is_moved() {
+        let events = offset_unknown_history(&[(1, 0)]);
+        only(&check(&events), AnomalyClass::Moved, 1);
+    }
+
+    /// Values `v<offset>` at offsets `0..end` of partition 0, drained.
+    fn partition_zero_log(end: i64) -> Vec<Event> {
+        let mut events: Vec<Event> = (0..end).map(|o| invoke(&format!("v{o}"))).collect();
+        events.extend((0..end).map(|o| drained("r", 0, o, &format!("v{o}"))));
+        events.push(drain_end("r", 0, 0, end));
+        events
+    }
+
+    fn reads(consumer: u32, assignment: u64, offsets: std::ops::Range<i64>) -> Vec<Event> {
+        offsets
+            .map(|o| read(consumer, assignment, 0, o, &format!("v{o}")))
+            .collect()
+    }
+
+    #[test]
+    fn a_consumers_lower_commit_in_one_assignment_is_backwards() {
+        let events = altered(|_| false, vec![commit(7, 0, 1)]);
         only(&check(&events), AnomalyClass::CommitBackwards, 1);
     }
 
@@ -1013,6 +1176,44 @@ pub(crate) mod tests {
     fn equal_commits_and_commits_on_other_partitions_are_allowed() {
         let events = altered(|_| false, vec![commit(8, 0, 2), commit(8, 1, 2)]);
         assert!(check(&events).is_clean());
+    }
+
+    /// The seed-42 interleaving, which Kafka's classic group protocol allows: consumer 0's
+    /// commit of 8 (generation checked before the rebalance) completes after consumer 1 took
+    /// the partition over from the committed 4; consumer 1 then commits 6, lower than 8. Later
+    /// consumer 0 gets the partition back and starts at the group's offset then, 6.
+    #[test]
+    fn an_old_owners_late_commit_then_a_lower_one_of_the_new_owner_is_allowed() {
+        let mut events = partition_zero_log(10);
+        events.push(assigned(0, 1, &[0]));
+        events.extend(reads(0, 1, 0..4));
+        events.push(commit(0, 0, 4));
+        events.extend(reads(0, 1, 4..8));
+        events.push(assigned(1, 1, &[0]));
+        events.push(commit(0, 0, 8));
+        events.extend(reads(1, 1, 4..6));
+        events.push(commit(1, 0, 6));
+        events.push(assigned(0, 2, &[0]));
+        events.extend(reads(0, 2, 6..10));
+        events.push(commit(0, 0, 10));
+        let result = check(&events);
+        assert!(result.is_clean(), "{:#?}", result.anomalies);
+    }
+
+    #[test]
+    fn a_new_owner_starting_below_a_commit_completed_before_its_assignment_is_caught() {
+        let mut events = partition_zero_log(10);
+        events.push(assigned(0, 1, &[0]));
+        events.extend(reads(0, 1, 0..8));
+        events.push(commit(0, 0, 8));
+        // The coordinator lost or rolled back the commit of 8: the new owner starts at 4.
+        events.push(assigned(1, 1, &[0]));
+        events.extend(reads(1, 1, 4..6));
+        events.push(commit(1, 0, 6));
+        let result = check(&events);
+        only(&result, AnomalyClass::CommitBackwards, 2);
+        assert!(result.anomalies[&AnomalyClass::CommitBackwards][0].contains("started reading"));
+        assert!(result.anomalies[&AnomalyClass::CommitBackwards][1].contains("committed 6"));
     }
 
     #[test]

@@ -41,8 +41,13 @@ pub struct RunSettings {
 pub struct SendCounts {
     /// Values handed to a producer (`SendInvoke`).
     pub invoked: u64,
-    /// Values acknowledged at a partition/offset (`SendOk`).
+    /// Values acknowledged (`SendOk`, and `SendOkOffsetUnknown`: acknowledged in a partition at
+    /// an offset the client did not report).
     pub acknowledged: u64,
+    /// The part of `acknowledged` whose offset the client did not report
+    /// (`SendOkOffsetUnknown`).
+    #[serde(default)]
+    pub acknowledged_offset_unknown: u64,
     /// Values certainly not written (`SendFail`).
     pub failed: u64,
     /// Values whose outcome is unknown: `SendInfo`, or invoked with no completion at all.
@@ -179,6 +184,10 @@ impl RunReport {
         let rows = [
             ("sends invoked", sends.invoked),
             ("acknowledged", sends.acknowledged),
+            (
+                "of which acknowledged, offset unknown",
+                sends.acknowledged_offset_unknown,
+            ),
             ("failed (certainly not written)", sends.failed),
             ("indeterminate", sends.indeterminate),
             ("of which never completed", sends.never_completed),
@@ -259,12 +268,17 @@ fn count_events(events: &[Event], which: impl Fn(&Event) -> bool) -> u64 {
 fn count_sends(events: &[Event]) -> SendCounts {
     let mut invoked = HashSet::new();
     let mut acknowledged = HashSet::new();
+    let mut offset_unknown = HashSet::new();
     let mut failed = HashSet::new();
     let mut unknown = HashSet::new();
     for event in events {
         match event {
             Event::SendInvoke { value, .. } => invoked.insert(value.as_str()),
             Event::SendOk { value, .. } => acknowledged.insert(value.as_str()),
+            Event::SendOkOffsetUnknown { value, .. } => {
+                offset_unknown.insert(value.as_str());
+                acknowledged.insert(value.as_str())
+            }
             Event::SendFail { value, .. } => failed.insert(value.as_str()),
             Event::SendInfo { value, .. } => unknown.insert(value.as_str()),
             _ => false,
@@ -279,6 +293,7 @@ fn count_sends(events: &[Event]) -> SendCounts {
     SendCounts {
         invoked: invoked.len() as u64,
         acknowledged: acknowledged.len() as u64,
+        acknowledged_offset_unknown: offset_unknown.len() as u64,
         failed: failed.len() as u64,
         indeterminate: unknown.len() as u64 + never_completed,
         never_completed,
@@ -314,7 +329,7 @@ fn fault_reports(events: &[Event]) -> BTreeMap<String, FaultKindReport> {
                 }
                 latest = Some(kind.as_str());
             }
-            Event::SendOk { value, .. } => {
+            Event::SendOk { value, .. } | Event::SendOkOffsetUnknown { value, .. } => {
                 // A value acknowledged twice (a broken history) counts once.
                 if let Some(kind) = latest {
                     if acknowledged_latest.insert(value.as_str()) {
@@ -509,7 +524,9 @@ fn find_reports(path: &Path, depth_left: usize, found: &mut Vec<PathBuf>) -> io:
 mod tests {
     use super::*;
     use crate::checker::check;
-    use crate::checker::tests::{drain_end, drained, fail, good_history, info, invoke, ok};
+    use crate::checker::tests::{
+        drain_end, drained, fail, good_history, info, invoke, ok, ok_offset_unknown,
+    };
 
     fn fault(kind: &str, phase: FaultPhase) -> Event {
         Event::Fault {
@@ -574,6 +591,7 @@ mod tests {
             SendCounts {
                 invoked: 5,
                 acknowledged: 3,
+                acknowledged_offset_unknown: 0,
                 failed: 1,
                 indeterminate: 1,
                 never_completed: 0,
@@ -585,6 +603,21 @@ mod tests {
         );
         assert_eq!(report.drained_records, 4);
         assert!(report.faults.is_empty());
+    }
+
+    #[test]
+    fn an_acknowledgement_at_an_unknown_offset_counts_as_acknowledged_and_apart() {
+        let mut events = faulty_history();
+        // During the second kill-one cycle, before its heal.
+        let heal = events.len() - 5;
+        events.splice(heal..heal, [invoke("g"), ok_offset_unknown("g", 0)]);
+        let report = RunReport::new(settings(&["kill-one", "pause"]), &events, check(&events));
+        assert_eq!(report.sends.acknowledged, 4);
+        assert_eq!(report.sends.acknowledged_offset_unknown, 1);
+        assert_eq!(report.faults["kill-one"].acknowledged, 3);
+        assert!(report
+            .to_markdown()
+            .contains("| of which acknowledged, offset unknown | 1 |"));
     }
 
     #[test]
