@@ -192,7 +192,10 @@ pub async fn run_producer(
     Ok(sent)
 }
 
-/// Records each new assignment of a group consumer (eager rebalances: every assignment is new).
+/// Records each new assignment of a group consumer (eager rebalances: every assignment is new)
+/// before the client takes it up: `assign` starts the fetch of the committed offsets, so every
+/// commit recorded before `Assigned` completed before that fetch (the checker's rule 5 relies on
+/// it).
 struct GroupContext {
     consumer: u32,
     recorder: Arc<Recorder>,
@@ -202,7 +205,7 @@ struct GroupContext {
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
             let assignment = self.assignment.fetch_add(1, Ordering::SeqCst) + 1;
             let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
