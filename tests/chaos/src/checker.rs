@@ -1166,6 +1166,20 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// Partition 0's log of 10, assigned to consumer 0, which reads it up to each of `commits`
+    /// and commits there.
+    fn owned_by_consumer_zero(commits: &[i64]) -> Vec<Event> {
+        let mut events = partition_zero_log(10);
+        events.push(assigned(0, 1, &[0]));
+        let mut next = 0;
+        for &offset in commits {
+            events.extend(reads(0, 1, next..offset));
+            events.push(commit(0, 0, offset));
+            next = offset;
+        }
+        events
+    }
+
     #[test]
     fn a_consumers_lower_commit_in_one_assignment_is_backwards() {
         let events = altered(|_| false, vec![commit(7, 0, 1)]);
@@ -1184,10 +1198,7 @@ pub(crate) mod tests {
     /// consumer 0 gets the partition back and starts at the group's offset then, 6.
     #[test]
     fn an_old_owners_late_commit_then_a_lower_one_of_the_new_owner_is_allowed() {
-        let mut events = partition_zero_log(10);
-        events.push(assigned(0, 1, &[0]));
-        events.extend(reads(0, 1, 0..4));
-        events.push(commit(0, 0, 4));
+        let mut events = owned_by_consumer_zero(&[4]);
         events.extend(reads(0, 1, 4..8));
         events.push(assigned(1, 1, &[0]));
         events.push(commit(0, 0, 8));
@@ -1202,10 +1213,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_new_owner_starting_below_a_commit_completed_before_its_assignment_is_caught() {
-        let mut events = partition_zero_log(10);
-        events.push(assigned(0, 1, &[0]));
-        events.extend(reads(0, 1, 0..8));
-        events.push(commit(0, 0, 8));
+        let mut events = owned_by_consumer_zero(&[8]);
         // The coordinator lost or rolled back the commit of 8: the new owner starts at 4.
         events.push(assigned(1, 1, &[0]));
         events.extend(reads(1, 1, 4..6));
