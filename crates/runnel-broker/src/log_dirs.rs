@@ -88,13 +88,19 @@ pub fn resolve_interrupted_moves(log_dirs: &[PathBuf]) -> Result<(), StorageErro
             if !path.is_dir() {
                 continue;
             }
-            if name.ends_with(FUTURE_SUFFIX) {
-                tracing::warn!(dir = %path.display(),
-                    "removing an unfinished copy of a partition moving between log dirs");
-                remove_dir(&path)?;
+            if let Some(live) = name.strip_suffix(FUTURE_SUFFIX) {
+                if partition_dir::is_keyed_partition_dir_name(live) {
+                    tracing::warn!(dir = %path.display(),
+                        "removing an unfinished copy of a partition moving between log dirs");
+                    remove_dir(&path)?;
+                }
                 continue;
             }
-            copies.entry(name).or_default().push(path);
+            // Only live partition directories: a mount root's `lost+found`, `-delete`
+            // leftovers or the metadata log may well be in several log dirs.
+            if partition_dir::is_keyed_partition_dir_name(&name) {
+                copies.entry(name).or_default().push(path);
+            }
         }
     }
     for (name, dirs) in copies {
@@ -692,6 +698,29 @@ mod tests {
                 .unwrap();
         }
         assert!(resolve_interrupted_moves(&dirs).is_err());
+    }
+
+    /// Only live partition directories are matched across log dirs: a mount root's
+    /// `lost+found`, `-delete` leftovers or other directories in several log dirs are no
+    /// interrupted move, and a `-future` is removed only when it names a partition.
+    #[test]
+    fn only_partition_directories_count_as_copies() {
+        let (_root, dirs) = two_log_dirs();
+        let id = Uuid::new_v4();
+        let deleted = with_suffix(
+            &partition_dir::partition_dir(Path::new(""), "t", 0, id),
+            "-delete",
+        );
+        for log_dir in &dirs {
+            create_dir(&log_dir.join("lost+found")).unwrap();
+            create_dir(&log_dir.join(&deleted)).unwrap();
+            create_dir(&log_dir.join("not-a-partition-future")).unwrap();
+        }
+        resolve_interrupted_moves(&dirs).unwrap();
+        for log_dir in &dirs {
+            assert!(log_dir.join("lost+found").is_dir());
+            assert!(log_dir.join("not-a-partition-future").is_dir());
+        }
     }
 
     /// A copy that cannot be published (the target name is taken by a file) leaves the log

@@ -257,6 +257,13 @@ enum DirName {
     Legacy { topic: String, index: i32 },
 }
 
+/// Whether `name` is a live partition directory of the current layout
+/// (`<topic prefix>-<partition>.<topic id>`): not a `-delete` leftover, an old-layout or any
+/// other directory.
+pub fn is_keyed_partition_dir_name(name: &str) -> bool {
+    matches!(parse_dir_name(name), Some(DirName::Keyed { .. }))
+}
+
 fn parse_dir_name(name: &str) -> Option<DirName> {
     if let Some((head, hex)) = name.rsplit_once('.') {
         if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
