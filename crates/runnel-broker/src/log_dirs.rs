@@ -217,11 +217,15 @@ pub fn move_partition(
     }
     tracing::info!(from = %source.display(), to = %target.display(), "partition moved to another log dir");
     match partition_dir::rename_for_deletion(std::slice::from_ref(&source)) {
-        Ok(renamed) => partition_dir::remove_deleted(&renamed),
+        Ok(renamed) => {
+            partition_dir::remove_deleted(&renamed);
+            // Only now: while the old copy keeps its name, the marker is what tells the next
+            // start which of the two copies is the moved one.
+            remove_marker(&target);
+        }
         Err(error) => tracing::warn!(dir = %source.display(), %error,
             "could not remove a moved partition's old copy; the next start removes it"),
     }
-    remove_marker(&target);
     Ok(())
 }
 
@@ -721,6 +725,34 @@ mod tests {
             assert!(log_dir.join("lost+found").is_dir());
             assert!(log_dir.join("not-a-partition-future").is_dir());
         }
+    }
+
+    /// When the old copy cannot be renamed away after a move (here its `-delete` name is taken
+    /// by a leftover), the new copy keeps its marker, so the next start keeps the moved copy
+    /// rather than refusing to choose between two unmarked ones.
+    #[test]
+    fn the_marker_stays_while_the_old_copy_does() {
+        let (_root, dirs, image, topics, topic) = partition_with_records(20);
+        let partition = Arc::clone(&topic.partitions[&0]);
+        let old_dir = partition.dir();
+        let leftover = with_suffix(&old_dir, "-delete");
+        create_dir(&leftover).unwrap();
+        std::fs::write(leftover.join("in-the-way"), b"").unwrap();
+        let before = contents(&topic);
+
+        move_partition(&topics.moves, &partition, &dirs[1]).unwrap();
+        assert!(old_dir.is_dir(), "the old copy could not be renamed away");
+        assert!(partition.dir().join(MOVED_MARKER_FILE_NAME).exists());
+
+        topics.close_all();
+        drop((topic, partition, topics));
+        resolve_interrupted_moves(&dirs).unwrap();
+        assert!(!old_dir.exists());
+        let topics = registry(&dirs);
+        topics.sync(&image);
+        let topic = topics.get("t").unwrap();
+        assert_eq!(topic.partitions[&0].log_dir(), dirs[1]);
+        assert_eq!(contents(&topic), before);
     }
 
     /// A copy that cannot be published (the target name is taken by a file) leaves the log
