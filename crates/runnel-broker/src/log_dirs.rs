@@ -124,6 +124,12 @@ pub fn resolve_interrupted_moves(log_dirs: &[PathBuf]) -> Result<(), StorageErro
             for loser in dirs.iter().filter(|dir| dir != winner) {
                 tracing::warn!(dir = %loser.display(), moved_to = %winner.display(),
                     "removing the old copy of a partition whose move to another log dir was interrupted");
+                // A `-delete` leftover of the same name (removed later by start-up cleanup
+                // anyway) would block the rename.
+                let leftover = with_suffix(loser, partition_dir::DELETE_SUFFIX);
+                if leftover.exists() {
+                    remove_dir(&leftover)?;
+                }
                 let renamed = partition_dir::rename_for_deletion(std::slice::from_ref(loser))?;
                 partition_dir::remove_deleted(&renamed);
             }
@@ -713,7 +719,7 @@ mod tests {
         let id = Uuid::new_v4();
         let deleted = with_suffix(
             &partition_dir::partition_dir(Path::new(""), "t", 0, id),
-            "-delete",
+            partition_dir::DELETE_SUFFIX,
         );
         for log_dir in &dirs {
             create_dir(&log_dir.join("lost+found")).unwrap();
@@ -735,7 +741,7 @@ mod tests {
         let (_root, dirs, image, topics, topic) = partition_with_records(20);
         let partition = Arc::clone(&topic.partitions[&0]);
         let old_dir = partition.dir();
-        let leftover = with_suffix(&old_dir, "-delete");
+        let leftover = with_suffix(&old_dir, partition_dir::DELETE_SUFFIX);
         create_dir(&leftover).unwrap();
         std::fs::write(leftover.join("in-the-way"), b"").unwrap();
         let before = contents(&topic);

@@ -24,7 +24,7 @@ use uuid::Uuid;
 /// The file in every partition directory naming its topic and topic id.
 pub const METADATA_FILE_NAME: &str = "partition.metadata";
 /// Suffix of a deleted partition's directory, renamed so before it is removed (Kafka's).
-const DELETE_SUFFIX: &str = "-delete";
+pub const DELETE_SUFFIX: &str = "-delete";
 /// Longest file name Linux filesystems take (ext4, XFS): a directory name, with
 /// [`DELETE_SUFFIX`] appended, must fit.
 const DIR_NAME_BYTES_MAX: usize = 255;
