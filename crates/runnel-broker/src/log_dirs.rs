@@ -48,6 +48,8 @@ pub const FUTURE_SUFFIX: &str = "-future";
 pub const MOVED_MARKER_FILE_NAME: &str = "moved-here";
 /// Segment data files (`<base offset>.log`).
 const SEGMENT_SUFFIX: &str = ".log";
+/// A file being written atomically (storage's temporary name, renamed into place when done).
+const TEMP_SUFFIX: &str = ".tmp";
 
 /// The log dir (of `log_dirs`) already holding partition `index` of topic `topic`/`id`, if any
 /// does; the first listed when several do (only before [`resolve_interrupted_moves`]).
@@ -354,7 +356,8 @@ fn copy_rest(
 ) -> Result<(), StorageError> {
     let now = list_files(source)?;
     for (name, _) in &now {
-        if name == MOVED_MARKER_FILE_NAME {
+        // A `.tmp` is an atomic write in progress or left by a crash, never part of the log.
+        if name == MOVED_MARKER_FILE_NAME || name.ends_with(TEMP_SUFFIX) {
             continue;
         }
         let metadata = std::fs::metadata(source.join(name)).map_err(|e| StorageError::Io {

@@ -75,8 +75,8 @@ pub struct Replica {
     role: StdMutex<Role>,
     /// Bumped when the HW moves or the role changes: waiting produces watch it.
     changed: watch::Sender<u64>,
-    /// The HW last written to the checkpoint file.
-    checkpointed: StdMutex<Option<i64>>,
+    /// The HW last written to the checkpoint file, and the log directory it went to.
+    checkpointed: StdMutex<Option<(std::path::PathBuf, i64)>>,
 }
 
 impl Replica {
@@ -931,11 +931,15 @@ fn checkpoint(replica: &Replica, log: &PartitionLog, high_watermark: i64) {
         .checkpointed
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    if *last == Some(high_watermark) {
+    // Per directory: a log moved to another log dir needs its own checkpoint written.
+    if last
+        .as_ref()
+        .is_some_and(|(dir, written)| *written == high_watermark && dir == log.dir())
+    {
         return;
     }
     match log.write_high_watermark(high_watermark) {
-        Ok(()) => *last = Some(high_watermark),
+        Ok(()) => *last = Some((log.dir().to_path_buf(), high_watermark)),
         Err(error) => {
             tracing::warn!(topic = %replica.topic, partition = replica.index, %error, "high-watermark checkpoint failed");
         }
