@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex as StdMutex, PoisonError};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 
 use runnel_storage::{PartitionLog, StorageError};
 use uuid::Uuid;
@@ -257,6 +257,10 @@ fn copy_and_switch(
             copied_bytes: 0,
         }),
     );
+    // Before the first copy: a truncation since (a follower's) may cut a copied segment and
+    // refill it in place to the same length, which no file identity is sure to show.
+    let copied_before_truncations = partition.log_blocking()?;
+    let truncations = copied_before_truncations.truncation_count();
     let mut copied = HashMap::new();
     for (name, _) in &sealed.files {
         copied.insert(name.clone(), copy_file(source, future, name)?);
@@ -271,6 +275,12 @@ fn copy_and_switch(
     );
     partition.relocate(|log, config| {
         let moved = log.close_for_move(target, |leader_epoch| {
+            // Read with truncations held off (the close holds them until the switch).
+            let truncated_since = !Arc::ptr_eq(log, &copied_before_truncations)
+                || log.truncation_count() != truncations;
+            if truncated_since {
+                copied.clear();
+            }
             copy_rest(source, future, &copied)?;
             runnel_storage::write_file_atomically(&future.join(MOVED_MARKER_FILE_NAME), b"")?;
             rename(future, target)?;
@@ -326,9 +336,22 @@ fn sealed_segments(dir: &Path) -> Result<SealedSegments, StorageError> {
     })
 }
 
-/// Identity of a copied file's source: a file replaced (a new inode) or grown or cut (length)
-/// since it was copied is copied again.
-type FileIdentity = (u64, u64);
+/// Identity of a copied file's source: a file replaced (a new inode), grown or cut (length),
+/// or written in place (modification and change times, in nanoseconds) since it was copied is
+/// copied again. Times have the kernel's clock-tick granularity, so a cut and refill within
+/// one tick can keep them: [`copy_and_switch`] also recopies everything after a truncation.
+type FileIdentity = (u64, u64, i64, i64, i64, i64);
+
+fn identity(metadata: &std::fs::Metadata) -> FileIdentity {
+    (
+        metadata.ino(),
+        metadata.len(),
+        metadata.mtime(),
+        metadata.mtime_nsec(),
+        metadata.ctime(),
+        metadata.ctime_nsec(),
+    )
+}
 
 /// Copies `name` from `from` to `to` and fsyncs the copy; returns the source's identity as it
 /// was copied.
@@ -344,7 +367,7 @@ fn copy_file(from: &Path, to: &Path, name: &str) -> Result<FileIdentity, Storage
     std::fs::File::open(&target)
         .and_then(|file| file.sync_all())
         .map_err(io(&target))?;
-    Ok((before.ino(), before.len()))
+    Ok(identity(&before))
 }
 
 /// With appends held and the log closed: copies every file not copied yet or changed since,
@@ -364,7 +387,7 @@ fn copy_rest(
             path: source.join(name),
             source: e,
         })?;
-        if copied.get(name) != Some(&(metadata.ino(), metadata.len())) {
+        if copied.get(name) != Some(&identity(&metadata)) {
             copy_file(source, future, name)?;
         }
     }
@@ -734,6 +757,39 @@ mod tests {
             assert!(log_dir.join("lost+found").is_dir());
             assert!(log_dir.join("not-a-partition-future").is_dir());
         }
+    }
+
+    /// A sealed segment cut and rewritten in place to its old length (a follower's truncation
+    /// and refill: same inode, same length) after it was copied is copied again.
+    #[test]
+    fn a_file_rewritten_in_place_to_the_same_length_is_copied_again() {
+        let (_root, dirs) = two_log_dirs();
+        let (source, future) = (dirs[0].join("p"), dirs[1].join("p-future"));
+        create_dir(&source).unwrap();
+        create_dir(&future).unwrap();
+        std::fs::write(source.join("0.log"), b"before the cut").unwrap();
+        let mut copied = HashMap::new();
+        copied.insert(
+            "0.log".to_string(),
+            copy_file(&source, &future, "0.log").unwrap(),
+        );
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(source.join("0.log"))
+            .unwrap();
+        file.set_len(4).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"after  cut", 4).unwrap();
+        // The kernel's timestamps have clock-tick granularity: made distinct for the test.
+        file.set_modified(std::time::UNIX_EPOCH).unwrap();
+        drop(file);
+        std::fs::write(source.join("high-watermark.tmp"), b"torn").unwrap();
+
+        copy_rest(&source, &future, &copied).unwrap();
+        assert_eq!(
+            std::fs::read(future.join("0.log")).unwrap(),
+            b"befoafter  cut"
+        );
+        assert!(!future.join("high-watermark.tmp").exists());
     }
 
     /// When the old copy cannot be renamed away after a move (here its `-delete` name is taken
