@@ -28,6 +28,9 @@ pub enum BrokerError {
     /// The topic or partition does not exist here.
     #[error("unknown topic or partition {0}")]
     UnknownTopicOrPartition(String),
+    /// The partition exists in the cluster but has no replica on this node.
+    #[error("no replica of {0} on this node")]
+    ReplicaNotAvailable(String),
     /// AlterReplicaLogDirs names a directory that is not one of `log.dirs`.
     #[error("{0} is not one of this broker's log dirs")]
     LogDirNotFound(String),
@@ -246,6 +249,7 @@ impl BrokerError {
             BrokerError::Storage(e) => storage_error_code(e),
             BrokerError::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
             BrokerError::LogDirNotFound(_) => ResponseError::LogDirNotFound,
+            BrokerError::ReplicaNotAvailable(_) => ResponseError::ReplicaNotAvailable,
             BrokerError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
             BrokerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
             BrokerError::InvalidTopic { .. } | BrokerError::InternalTopic(_) => {
@@ -405,6 +409,10 @@ mod tests {
         assert_eq!(
             offline(failed).error_code(),
             ResponseError::KafkaStorageError
+        );
+        assert_eq!(
+            BrokerError::ReplicaNotAvailable("t-0".into()).error_code(),
+            ResponseError::ReplicaNotAvailable
         );
     }
 }
