@@ -15,9 +15,11 @@
 //!    since is copied, all fsynced with the directory, a marker file [`MOVED_MARKER_FILE_NAME`]
 //!    written (fsynced), `B/P-future` renamed `B/P` (`B` fsynced), the copy opened, and the
 //!    old handle retired (a request still holding it gets NOT_LEADER_OR_FOLLOWER and retries);
-//! 3. `A/P` is renamed `A/P-delete` (`A` fsynced) and removed, then the marker.
+//! 3. `A/P` is renamed `A/P-delete` (`A` fsynced) and removed, then the marker (kept if the
+//!    rename failed: it still tells the next start which copy is the moved one).
 //!
-//! **After a crash** ([`resolve_interrupted_moves`], before any log opens): a `-future`
+//! **After a crash** ([`resolve_interrupted_moves`], before any log opens; only partition
+//! directories count, not `lost+found` or `-delete` leftovers): a partition's `-future`
 //! directory is an unfinished copy (the rename publishes it) and is removed; a partition
 //! directory present in two log dirs is a move whose old copy was not removed yet: the copy
 //! holding the marker is the moved one, complete (appends were held from its last copy to its
