@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rdkafka::admin::{NewTopic, TopicReplication};
 use runnel_e2e::wire::{
     alter_replica_log_dirs_v2, api_key, describe_log_dirs_v4, parse_alter_replica_log_dirs_v2,
     parse_describe_log_dirs_v4, LogDirDescription, RawConnection,
 };
 use runnel_e2e::{
-    by_position, create_topic, ensure, ensure_eq, produce_all, produce_one, producer, read_all,
-    wait_until, Acked, Record, Result, TestBroker, TestResult, WAIT_TIMEOUT,
+    admin, admin_options, by_position, create_topic, ensure, ensure_eq, produce_all, produce_one,
+    producer, read_all, wait_until, Acked, Record, Result, TestBroker, TestCluster, TestResult,
+    WAIT_TIMEOUT,
 };
 
 const TOPIC: &str = "jbod";
@@ -23,6 +25,8 @@ const TOPIC: &str = "jbod";
 const LOG_DIR_NOT_FOUND: i16 = 57;
 /// Kafka's UNKNOWN_TOPIC_OR_PARTITION.
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+/// Kafka's REPLICA_NOT_AVAILABLE.
+const REPLICA_NOT_AVAILABLE: i16 = 9;
 
 /// Two log dirs in a temp dir of their own (the broker's `--data-dir` is then unused).
 struct LogDirs {
@@ -395,6 +399,46 @@ async fn move_errors_are_per_partition() -> TestResult {
     }
     .await;
     broker.check(result)
+}
+
+/// A partition the cluster has but with no replica on the node asked: REPLICA_NOT_AVAILABLE,
+/// as Kafka answers (kafka-reassign-partitions.sh retries on it), not UNKNOWN_TOPIC_OR_PARTITION.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_with_no_replica_here_is_not_available() -> TestResult {
+    let mut cluster = TestCluster::start(2)?;
+    let result = async {
+        cluster.wait_for_brokers(2).await?;
+        let admin = admin(cluster.node(1)?)?;
+        let assignment: &[&[i32]] = &[&[2]];
+        let new_topic = NewTopic::new(TOPIC, 1, TopicReplication::Variable(assignment));
+        for created in admin.create_topics([&new_topic], &admin_options()).await? {
+            created.map_err(|(name, code)| format!("CreateTopics {name}: {code:?}"))?;
+        }
+        let node_1 = cluster.node(1)?;
+        let dir = node_1.data_dir().display().to_string();
+        // Node 1 answers UNKNOWN_TOPIC_OR_PARTITION until the topic reaches its metadata.
+        let results = cluster
+            .poll("node 1 knows the topic", |cluster| {
+                let results = alter_replica_log_dirs(cluster.node(1)?, &dir, TOPIC, &[0, 1])?;
+                ensure!(
+                    results.first().map(|(_, _, code)| *code) == Some(REPLICA_NOT_AVAILABLE),
+                    "{results:?}"
+                );
+                Ok(results)
+            })
+            .await?;
+        ensure_eq!(
+            results,
+            vec![
+                (TOPIC.to_string(), 0, REPLICA_NOT_AVAILABLE),
+                (TOPIC.to_string(), 1, UNKNOWN_TOPIC_OR_PARTITION)
+            ],
+            "a partition hosted elsewhere, and one the topic does not have"
+        );
+        Ok(())
+    }
+    .await;
+    cluster.check(result)
 }
 
 /// Every log dir records the cluster and node in its `meta.properties`; a second log dir

@@ -28,6 +28,9 @@ pub enum BrokerError {
     /// The topic or partition does not exist here.
     #[error("unknown topic or partition {0}")]
     UnknownTopicOrPartition(String),
+    /// The partition exists in the cluster but has no replica on this node.
+    #[error("no replica of {0} on this node")]
+    ReplicaNotAvailable(String),
     /// AlterReplicaLogDirs names a directory that is not one of `log.dirs`.
     #[error("{0} is not one of this broker's log dirs")]
     LogDirNotFound(String),
@@ -246,6 +249,7 @@ impl BrokerError {
             BrokerError::Storage(e) => storage_error_code(e),
             BrokerError::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
             BrokerError::LogDirNotFound(_) => ResponseError::LogDirNotFound,
+            BrokerError::ReplicaNotAvailable(_) => ResponseError::ReplicaNotAvailable,
             BrokerError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
             BrokerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
             BrokerError::InvalidTopic { .. } | BrokerError::InternalTopic(_) => {
@@ -268,6 +272,10 @@ impl BrokerError {
                 ResponseError::TransactionalIdAuthorizationFailed
             }
             BrokerError::NotAReplica(_) => ResponseError::NotLeaderOrFollower,
+            // A request that found the log just before a move retired it: retry on the copy.
+            BrokerError::PartitionOffline { reason, .. } if is_log_moved(reason) => {
+                ResponseError::NotLeaderOrFollower
+            }
             BrokerError::FlushFailed(_) | BrokerError::PartitionOffline { .. } => {
                 ResponseError::KafkaStorageError
             }
@@ -326,14 +334,19 @@ fn storage_error_code(error: &StorageError) -> ResponseError {
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         StorageError::CorruptBatch { .. } => ResponseError::CorruptMessage,
         // The log moved to another log directory after the request found it: retry there.
-        StorageError::LogFailed { cause, .. }
-            if matches!(**cause, StorageError::LogMoved { .. }) =>
-        {
-            ResponseError::NotLeaderOrFollower
-        }
+        error if is_log_moved(error) => ResponseError::NotLeaderOrFollower,
         // A failed fsync or write took the log offline until a restart reopens it.
         StorageError::LogFailed { .. } => ResponseError::KafkaStorageError,
         _ => ResponseError::KafkaStorageError,
+    }
+}
+
+/// Whether `error` says the log handle was retired by a move to another log dir (not failed).
+fn is_log_moved(error: &StorageError) -> bool {
+    match error {
+        StorageError::LogMoved { .. } => true,
+        StorageError::LogFailed { cause, .. } => matches!(**cause, StorageError::LogMoved { .. }),
+        _ => false,
     }
 }
 
@@ -355,5 +368,51 @@ fn group_error_code(error: crate::group::GroupError) -> ResponseError {
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
         GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A request that found a log a move retired is told to retry (NOT_LEADER_OR_FOLLOWER),
+    /// whether the retired handle answered or the partition's health check did; a failed log
+    /// stays a storage error.
+    #[test]
+    fn a_moved_log_is_not_leader_or_follower_and_a_failed_one_a_storage_error() {
+        let retired = || StorageError::LogFailed {
+            dir: PathBuf::from("/a/p"),
+            cause: Arc::new(StorageError::LogMoved {
+                dir: PathBuf::from("/a/p"),
+                to: PathBuf::from("/b/p"),
+            }),
+        };
+        let failed = StorageError::LogFailed {
+            dir: PathBuf::from("/a/p"),
+            cause: Arc::new(StorageError::EmptyAppend),
+        };
+        let offline = |reason: StorageError| BrokerError::PartitionOffline {
+            dir: PathBuf::from("/a/p"),
+            reason: Arc::new(reason),
+        };
+        assert_eq!(
+            offline(retired()).error_code(),
+            ResponseError::NotLeaderOrFollower
+        );
+        assert_eq!(
+            BrokerError::Storage(retired()).error_code(),
+            ResponseError::NotLeaderOrFollower
+        );
+        assert_eq!(
+            offline(failed).error_code(),
+            ResponseError::KafkaStorageError
+        );
+        assert_eq!(
+            BrokerError::ReplicaNotAvailable("t-0".into()).error_code(),
+            ResponseError::ReplicaNotAvailable
+        );
     }
 }

@@ -15,9 +15,11 @@
 //!    since is copied, all fsynced with the directory, a marker file [`MOVED_MARKER_FILE_NAME`]
 //!    written (fsynced), `B/P-future` renamed `B/P` (`B` fsynced), the copy opened, and the
 //!    old handle retired (a request still holding it gets NOT_LEADER_OR_FOLLOWER and retries);
-//! 3. `A/P` is renamed `A/P-delete` (`A` fsynced) and removed, then the marker.
+//! 3. `A/P` is renamed `A/P-delete` (`A` fsynced) and removed, then the marker (kept if the
+//!    rename failed: it still tells the next start which copy is the moved one).
 //!
-//! **After a crash** ([`resolve_interrupted_moves`], before any log opens): a `-future`
+//! **After a crash** ([`resolve_interrupted_moves`], before any log opens; only partition
+//! directories count, not `lost+found` or `-delete` leftovers): a partition's `-future`
 //! directory is an unfinished copy (the rename publishes it) and is removed; a partition
 //! directory present in two log dirs is a move whose old copy was not removed yet: the copy
 //! holding the marker is the moved one, complete (appends were held from its last copy to its
@@ -32,7 +34,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex as StdMutex, PoisonError};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 
 use runnel_storage::{PartitionLog, StorageError};
 use uuid::Uuid;
@@ -48,6 +50,8 @@ pub const FUTURE_SUFFIX: &str = "-future";
 pub const MOVED_MARKER_FILE_NAME: &str = "moved-here";
 /// Segment data files (`<base offset>.log`).
 const SEGMENT_SUFFIX: &str = ".log";
+/// A file being written atomically (storage's temporary name, renamed into place when done).
+const TEMP_SUFFIX: &str = ".tmp";
 
 /// The log dir (of `log_dirs`) already holding partition `index` of topic `topic`/`id`, if any
 /// does; the first listed when several do (only before [`resolve_interrupted_moves`]).
@@ -88,13 +92,19 @@ pub fn resolve_interrupted_moves(log_dirs: &[PathBuf]) -> Result<(), StorageErro
             if !path.is_dir() {
                 continue;
             }
-            if name.ends_with(FUTURE_SUFFIX) {
-                tracing::warn!(dir = %path.display(),
-                    "removing an unfinished copy of a partition moving between log dirs");
-                remove_dir(&path)?;
+            if let Some(live) = name.strip_suffix(FUTURE_SUFFIX) {
+                if partition_dir::is_keyed_partition_dir_name(live) {
+                    tracing::warn!(dir = %path.display(),
+                        "removing an unfinished copy of a partition moving between log dirs");
+                    remove_dir(&path)?;
+                }
                 continue;
             }
-            copies.entry(name).or_default().push(path);
+            // Only live partition directories: a mount root's `lost+found`, `-delete`
+            // leftovers or the metadata log may well be in several log dirs.
+            if partition_dir::is_keyed_partition_dir_name(&name) {
+                copies.entry(name).or_default().push(path);
+            }
         }
     }
     for (name, dirs) in copies {
@@ -118,6 +128,12 @@ pub fn resolve_interrupted_moves(log_dirs: &[PathBuf]) -> Result<(), StorageErro
             for loser in dirs.iter().filter(|dir| dir != winner) {
                 tracing::warn!(dir = %loser.display(), moved_to = %winner.display(),
                     "removing the old copy of a partition whose move to another log dir was interrupted");
+                // A `-delete` leftover of the same name (removed later by start-up cleanup
+                // anyway) would block the rename.
+                let leftover = with_suffix(loser, partition_dir::DELETE_SUFFIX);
+                if leftover.exists() {
+                    remove_dir(&leftover)?;
+                }
                 let renamed = partition_dir::rename_for_deletion(std::slice::from_ref(loser))?;
                 partition_dir::remove_deleted(&renamed);
             }
@@ -211,11 +227,15 @@ pub fn move_partition(
     }
     tracing::info!(from = %source.display(), to = %target.display(), "partition moved to another log dir");
     match partition_dir::rename_for_deletion(std::slice::from_ref(&source)) {
-        Ok(renamed) => partition_dir::remove_deleted(&renamed),
+        Ok(renamed) => {
+            partition_dir::remove_deleted(&renamed);
+            // Only now: while the old copy keeps its name, the marker is what tells the next
+            // start which of the two copies is the moved one.
+            remove_marker(&target);
+        }
         Err(error) => tracing::warn!(dir = %source.display(), %error,
             "could not remove a moved partition's old copy; the next start removes it"),
     }
-    remove_marker(&target);
     Ok(())
 }
 
@@ -239,6 +259,10 @@ fn copy_and_switch(
             copied_bytes: 0,
         }),
     );
+    // Before the first copy: a truncation since (a follower's) may cut a copied segment and
+    // refill it in place to the same length, which no file identity is sure to show.
+    let copied_before_truncations = partition.log_blocking()?;
+    let truncations = copied_before_truncations.truncation_count();
     let mut copied = HashMap::new();
     for (name, _) in &sealed.files {
         copied.insert(name.clone(), copy_file(source, future, name)?);
@@ -253,6 +277,12 @@ fn copy_and_switch(
     );
     partition.relocate(|log, config| {
         let moved = log.close_for_move(target, |leader_epoch| {
+            // Read with truncations held off (the close holds them until the switch).
+            let truncated_since = !Arc::ptr_eq(log, &copied_before_truncations)
+                || log.truncation_count() != truncations;
+            if truncated_since {
+                copied.clear();
+            }
             copy_rest(source, future, &copied)?;
             runnel_storage::write_file_atomically(&future.join(MOVED_MARKER_FILE_NAME), b"")?;
             rename(future, target)?;
@@ -308,9 +338,22 @@ fn sealed_segments(dir: &Path) -> Result<SealedSegments, StorageError> {
     })
 }
 
-/// Identity of a copied file's source: a file replaced (a new inode) or grown or cut (length)
-/// since it was copied is copied again.
-type FileIdentity = (u64, u64);
+/// Identity of a copied file's source: a file replaced (a new inode), grown or cut (length),
+/// or written in place (modification and change times, in nanoseconds) since it was copied is
+/// copied again. Times have the kernel's clock-tick granularity, so a cut and refill within
+/// one tick can keep them: [`copy_and_switch`] also recopies everything after a truncation.
+type FileIdentity = (u64, u64, i64, i64, i64, i64);
+
+fn identity(metadata: &std::fs::Metadata) -> FileIdentity {
+    (
+        metadata.ino(),
+        metadata.len(),
+        metadata.mtime(),
+        metadata.mtime_nsec(),
+        metadata.ctime(),
+        metadata.ctime_nsec(),
+    )
+}
 
 /// Copies `name` from `from` to `to` and fsyncs the copy; returns the source's identity as it
 /// was copied.
@@ -326,7 +369,7 @@ fn copy_file(from: &Path, to: &Path, name: &str) -> Result<FileIdentity, Storage
     std::fs::File::open(&target)
         .and_then(|file| file.sync_all())
         .map_err(io(&target))?;
-    Ok((before.ino(), before.len()))
+    Ok(identity(&before))
 }
 
 /// With appends held and the log closed: copies every file not copied yet or changed since,
@@ -338,14 +381,15 @@ fn copy_rest(
 ) -> Result<(), StorageError> {
     let now = list_files(source)?;
     for (name, _) in &now {
-        if name == MOVED_MARKER_FILE_NAME {
+        // A `.tmp` is an atomic write in progress or left by a crash, never part of the log.
+        if name == MOVED_MARKER_FILE_NAME || name.ends_with(TEMP_SUFFIX) {
             continue;
         }
         let metadata = std::fs::metadata(source.join(name)).map_err(|e| StorageError::Io {
             path: source.join(name),
             source: e,
         })?;
-        if copied.get(name) != Some(&(metadata.ino(), metadata.len())) {
+        if copied.get(name) != Some(&identity(&metadata)) {
             copy_file(source, future, name)?;
         }
     }
@@ -692,6 +736,90 @@ mod tests {
                 .unwrap();
         }
         assert!(resolve_interrupted_moves(&dirs).is_err());
+    }
+
+    /// Only live partition directories are matched across log dirs: a mount root's
+    /// `lost+found`, `-delete` leftovers or other directories in several log dirs are no
+    /// interrupted move, and a `-future` is removed only when it names a partition.
+    #[test]
+    fn only_partition_directories_count_as_copies() {
+        let (_root, dirs) = two_log_dirs();
+        let id = Uuid::new_v4();
+        let deleted = with_suffix(
+            &partition_dir::partition_dir(Path::new(""), "t", 0, id),
+            partition_dir::DELETE_SUFFIX,
+        );
+        for log_dir in &dirs {
+            create_dir(&log_dir.join("lost+found")).unwrap();
+            create_dir(&log_dir.join(&deleted)).unwrap();
+            create_dir(&log_dir.join("not-a-partition-future")).unwrap();
+        }
+        resolve_interrupted_moves(&dirs).unwrap();
+        for log_dir in &dirs {
+            assert!(log_dir.join("lost+found").is_dir());
+            assert!(log_dir.join("not-a-partition-future").is_dir());
+        }
+    }
+
+    /// A sealed segment cut and rewritten in place to its old length (a follower's truncation
+    /// and refill: same inode, same length) after it was copied is copied again.
+    #[test]
+    fn a_file_rewritten_in_place_to_the_same_length_is_copied_again() {
+        let (_root, dirs) = two_log_dirs();
+        let (source, future) = (dirs[0].join("p"), dirs[1].join("p-future"));
+        create_dir(&source).unwrap();
+        create_dir(&future).unwrap();
+        std::fs::write(source.join("0.log"), b"before the cut").unwrap();
+        let mut copied = HashMap::new();
+        copied.insert(
+            "0.log".to_string(),
+            copy_file(&source, &future, "0.log").unwrap(),
+        );
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(source.join("0.log"))
+            .unwrap();
+        file.set_len(4).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"after  cut", 4).unwrap();
+        // The kernel's timestamps have clock-tick granularity: made distinct for the test.
+        file.set_modified(std::time::UNIX_EPOCH).unwrap();
+        drop(file);
+        std::fs::write(source.join("high-watermark.tmp"), b"torn").unwrap();
+
+        copy_rest(&source, &future, &copied).unwrap();
+        assert_eq!(
+            std::fs::read(future.join("0.log")).unwrap(),
+            b"befoafter  cut"
+        );
+        assert!(!future.join("high-watermark.tmp").exists());
+    }
+
+    /// When the old copy cannot be renamed away after a move (here its `-delete` name is taken
+    /// by a leftover), the new copy keeps its marker, so the next start keeps the moved copy
+    /// rather than refusing to choose between two unmarked ones.
+    #[test]
+    fn the_marker_stays_while_the_old_copy_does() {
+        let (_root, dirs, image, topics, topic) = partition_with_records(20);
+        let partition = Arc::clone(&topic.partitions[&0]);
+        let old_dir = partition.dir();
+        let leftover = with_suffix(&old_dir, partition_dir::DELETE_SUFFIX);
+        create_dir(&leftover).unwrap();
+        std::fs::write(leftover.join("in-the-way"), b"").unwrap();
+        let before = contents(&topic);
+
+        move_partition(&topics.moves, &partition, &dirs[1]).unwrap();
+        assert!(old_dir.is_dir(), "the old copy could not be renamed away");
+        assert!(partition.dir().join(MOVED_MARKER_FILE_NAME).exists());
+
+        topics.close_all();
+        drop((topic, partition, topics));
+        resolve_interrupted_moves(&dirs).unwrap();
+        assert!(!old_dir.exists());
+        let topics = registry(&dirs);
+        topics.sync(&image);
+        let topic = topics.get("t").unwrap();
+        assert_eq!(topic.partitions[&0].log_dir(), dirs[1]);
+        assert_eq!(contents(&topic), before);
     }
 
     /// A copy that cannot be published (the target name is taken by a file) leaves the log

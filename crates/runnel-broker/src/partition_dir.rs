@@ -24,7 +24,7 @@ use uuid::Uuid;
 /// The file in every partition directory naming its topic and topic id.
 pub const METADATA_FILE_NAME: &str = "partition.metadata";
 /// Suffix of a deleted partition's directory, renamed so before it is removed (Kafka's).
-const DELETE_SUFFIX: &str = "-delete";
+pub const DELETE_SUFFIX: &str = "-delete";
 /// Longest file name Linux filesystems take (ext4, XFS): a directory name, with
 /// [`DELETE_SUFFIX`] appended, must fit.
 const DIR_NAME_BYTES_MAX: usize = 255;
@@ -255,6 +255,13 @@ enum DirName {
     Keyed { index: i32, id: Uuid },
     /// `<topic>-<partition>`, the layout before topic ids.
     Legacy { topic: String, index: i32 },
+}
+
+/// Whether `name` is a live partition directory of the current layout
+/// (`<topic prefix>-<partition>.<topic id>`): not a `-delete` leftover, an old-layout or any
+/// other directory.
+pub fn is_keyed_partition_dir_name(name: &str) -> bool {
+    matches!(parse_dir_name(name), Some(DirName::Keyed { .. }))
 }
 
 fn parse_dir_name(name: &str) -> Option<DirName> {

@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError, RwLock};
 
 use dashmap::DashMap;
@@ -64,6 +65,9 @@ pub struct Partition {
     log: RwLock<Option<LogState>>,
     /// Where the log keeps its files (the broker's `storage`).
     storage: Storage,
+    /// Set (under the config lock) when the partition is deleted here: no move may publish a
+    /// copy of a log whose directory is being removed.
+    retired: AtomicBool,
 }
 
 /// Where a moved log now lives, and the log opened there (or why it could not be).
@@ -101,6 +105,7 @@ impl Partition {
             log_config: StdMutex::new(log_config),
             log: RwLock::new(None),
             storage,
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -232,6 +237,13 @@ impl Partition {
         // Opened outside the config lock (the open takes it).
         self.log_blocking()?;
         let config = self.lock_config();
+        if self.retired.load(Ordering::Acquire) {
+            // Its directory is being removed: a copy published now would be an orphan.
+            return Err(BrokerError::UnknownTopicOrPartition(format!(
+                "{}-{}",
+                self.topic, self.index
+            )));
+        }
         let log = match self.state() {
             Some(LogState::Open(log)) => log,
             _ => return self.log_blocking().map(drop),
@@ -254,11 +266,15 @@ impl Partition {
     /// opened is marked deleted so that no later use (a request that resolved the partition
     /// before the delete, log maintenance) opens it and so recreates the directory. Waits for
     /// an open in progress. Blocking.
-    fn retire(&self) {
+    /// Returns the directory to remove, read under the same lock a move takes to publish a new
+    /// one: after this no move relocates the log (see [`Partition::relocate`]).
+    fn retire(&self) -> PathBuf {
         let _config = self.lock_config();
+        self.retired.store(true, Ordering::Release);
         if self.state().is_none() {
             self.set_state(LogState::Deleted);
         }
+        self.dir()
     }
 
     /// Whether the partition is offline: its log failed to open, or a failed fsync or write
@@ -632,10 +648,7 @@ impl TopicRegistry {
 
     /// [`TopicRegistry::retire`] for some partitions of `topic`.
     fn retire_partitions(&self, topic: &str, partitions: &[Arc<Partition>]) {
-        for partition in partitions {
-            partition.retire();
-        }
-        let dirs: Vec<PathBuf> = partitions.iter().map(|p| p.dir()).collect();
+        let dirs: Vec<PathBuf> = partitions.iter().map(|p| p.retire()).collect();
         let renamed = partition_dir::rename_for_deletion(&dirs).unwrap_or_else(
             |error| {
                 tracing::warn!(%topic, %error,
@@ -1034,6 +1047,32 @@ mod tests {
             !moved.dir().exists(),
             "the moved partition's directory is gone"
         );
+    }
+
+    /// A partition retired (its topic deleted here) is never relocated: a move finishing after
+    /// the delete read the directory to remove would publish a copy nobody removes.
+    #[test]
+    fn a_retired_partition_is_not_relocated() {
+        let data = tempfile::tempdir().unwrap();
+        let topics = registry(data.path());
+        let image = crate::broker::testing::image(
+            &[0],
+            &[("t", vec![crate::broker::testing::partition(&[0], 0)])],
+        );
+        topics.sync(&image);
+        let partition = Arc::clone(&topics.get("t").unwrap().partitions[&0]);
+        partition.log_blocking().unwrap();
+        assert_eq!(partition.retire(), partition.dir());
+        let mut relocated = false;
+        let refused = partition.relocate(|_, _| {
+            relocated = true;
+            Err(BrokerError::InvalidRequest("relocate ran".into()))
+        });
+        assert!(
+            matches!(refused, Err(BrokerError::UnknownTopicOrPartition(_))),
+            "{refused:?}"
+        );
+        assert!(!relocated);
     }
 
     #[test]

@@ -953,4 +953,6 @@ fn close_for_move_retires_the_handle_only_once_the_copy_succeeds() {
     assert!(log.read(0, 1 << 20, log.log_end_offset()).is_err());
     log.flush(log.log_end_offset() - 1).unwrap();
     assert_eq!(log.log_end_offset(), 5);
+    // The high-watermark checkpoint belongs in the copy's directory, not the retired one.
+    assert!(log.write_high_watermark(5).is_err());
 }

@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::topics::{Partition, TopicRegistry};
+use crate::topics::Partition;
 
 pub(crate) async fn handle(
     broker: &Broker,
@@ -38,7 +38,7 @@ pub(crate) async fn handle(
                     .clone()
                     .ok_or_else(|| BrokerError::LogDirNotFound(dir.path.to_string()))
                     .and_then(|target| {
-                        let partition = local_partition(&broker.topics, &topic.name, index)?;
+                        let partition = local_partition(broker, &topic.name, index)?;
                         if partition.is_offline() {
                             // Says why (opens nothing: the log is known offline).
                             partition.log_blocking()?;
@@ -94,13 +94,25 @@ fn configured_log_dir(log_dirs: &[PathBuf], path: &Path) -> Option<PathBuf> {
         .cloned()
 }
 
+/// The partition hosted here. Errors: `ReplicaNotAvailable` for a partition the cluster has
+/// but with no replica on this node (as Kafka answers; reassignment tools retry on it),
+/// `UnknownTopicOrPartition` for one the cluster does not have.
 fn local_partition(
-    topics: &TopicRegistry,
+    broker: &Broker,
     name: &TopicName,
     index: i32,
 ) -> Result<Arc<Partition>, BrokerError> {
-    topics
+    if let Some(partition) = broker
+        .topics
         .get(name.as_str())
         .and_then(|topic| topic.partition(index).cloned())
-        .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{}-{index}", name.as_str())))
+    {
+        return Ok(partition);
+    }
+    let named = format!("{}-{index}", name.as_str());
+    let image = broker.metadata.image();
+    match image.topic(name.as_str()).and_then(|t| t.partition(index)) {
+        Some(_) => Err(BrokerError::ReplicaNotAvailable(named)),
+        None => Err(BrokerError::UnknownTopicOrPartition(named)),
+    }
 }

@@ -57,6 +57,9 @@ struct Leadership {
     min_insync: usize,
     /// Built on first use with the log open ([`leader_state`]).
     state: Option<LeaderState>,
+    /// Whether the log already stamps this leadership's epoch ([`stamp_leader_epoch`], done
+    /// outside the role lock), so that [`leader_state`] need not take the log's writer lock.
+    epoch_stamped: bool,
     /// The HW this node knew when it became leader (a follower's, from its leader).
     inherited_high_watermark: i64,
 }
@@ -75,8 +78,8 @@ pub struct Replica {
     role: StdMutex<Role>,
     /// Bumped when the HW moves or the role changes: waiting produces watch it.
     changed: watch::Sender<u64>,
-    /// The HW last written to the checkpoint file.
-    checkpointed: StdMutex<Option<i64>>,
+    /// The HW last written to the checkpoint file, and the log directory it went to.
+    checkpointed: StdMutex<Option<(std::path::PathBuf, i64)>>,
 }
 
 impl Replica {
@@ -98,9 +101,37 @@ impl Replica {
     }
 }
 
+/// Stamps a new leadership's epoch into the log (`PartitionLog::set_leader_epoch`) without
+/// holding the role lock: it takes the log's writer lock, which a move to another log dir
+/// holds while it copies (up to a segment), and every other use of the role (metadata apply,
+/// replica fetches, HW reads, acks=all checks) would wait behind it. Binding appends to the
+/// epoch is unchanged: a leader append is still checked against the stamp under the writer
+/// lock (`append_as_leader`), and [`leader_state`] stamps under the role lock if this did
+/// not (it failed, or the leadership changed meanwhile). Blocking.
+fn stamp_leader_epoch(replica: &Replica, log: &PartitionLog) {
+    let unstamped = match &*replica.lock() {
+        Role::Leader(leadership) if leadership.state.is_none() && !leadership.epoch_stamped => {
+            Some(leadership.leader_epoch)
+        }
+        _ => None,
+    };
+    let Some(epoch) = unstamped else {
+        return;
+    };
+    // A failure is left for `leader_state` to meet again and report.
+    if log.set_leader_epoch(epoch).is_ok() {
+        if let Role::Leader(leadership) = &mut *replica.lock() {
+            if leadership.leader_epoch == epoch {
+                leadership.epoch_stamped = true;
+            }
+        }
+    }
+}
+
 /// The leader state of `leadership`, built now if this is its first use: the log's epoch
-/// cache gets the epoch at the current LEO (fsynced), the HW is the larger of the checkpoint
-/// and what this node knew as a follower, never above what it holds durably.
+/// cache gets the epoch at the current LEO (fsynced; see [`stamp_leader_epoch`]), the HW is
+/// the larger of the checkpoint and what this node knew as a follower, never above what it
+/// holds durably.
 fn leader_state<'a>(
     node: BrokerId,
     leadership: &'a mut Leadership,
@@ -108,7 +139,9 @@ fn leader_state<'a>(
     now_ms: i64,
 ) -> Result<&'a mut LeaderState, BrokerError> {
     if leadership.state.is_none() {
-        log.set_leader_epoch(leadership.leader_epoch)?;
+        if !leadership.epoch_stamped {
+            log.set_leader_epoch(leadership.leader_epoch)?;
+        }
         let durable = log.flushed_offset().min(log.log_end_offset());
         let high_watermark = log
             .read_high_watermark()
@@ -447,6 +480,7 @@ impl ReplicaManager {
                         partition: Box::new(state.clone()),
                         min_insync,
                         state: None,
+                        epoch_stamped: false,
                         inherited_high_watermark: high_watermark,
                     })
                 } else {
@@ -478,6 +512,7 @@ impl ReplicaManager {
     /// Advances a leader's HW from its durable offset (waking waiters when it moved) and
     /// returns the replica's HW.
     fn advance(&self, replica: &Replica, log: &PartitionLog) -> Result<i64, BrokerError> {
+        stamp_leader_epoch(replica, log);
         let (high_watermark, moved) = {
             let mut role = replica.lock();
             match &mut *role {
@@ -560,6 +595,7 @@ impl ReplicaManager {
                 leader_epoch: -1,
             });
         };
+        stamp_leader_epoch(&replica, log);
         let mut role = replica.lock();
         match &mut *role {
             Role::Leader(leadership) => {
@@ -658,6 +694,7 @@ impl ReplicaManager {
             .replica(partition.topic_id(), partition.index)
             .ok_or(BrokerError::NotAReplica(follower))?;
         let now_ms = self.now_ms();
+        stamp_leader_epoch(&replica, log);
         let (read, moved, proposal) = {
             let mut role = replica.lock();
             let Role::Leader(leadership) = &mut *role else {
@@ -931,11 +968,15 @@ fn checkpoint(replica: &Replica, log: &PartitionLog, high_watermark: i64) {
         .checkpointed
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    if *last == Some(high_watermark) {
+    // Per directory: a log moved to another log dir needs its own checkpoint written.
+    if last
+        .as_ref()
+        .is_some_and(|(dir, written)| *written == high_watermark && dir == log.dir())
+    {
         return;
     }
     match log.write_high_watermark(high_watermark) {
-        Ok(()) => *last = Some(high_watermark),
+        Ok(()) => *last = Some((log.dir().to_path_buf(), high_watermark)),
         Err(error) => {
             tracing::warn!(topic = %replica.topic, partition = replica.index, %error, "high-watermark checkpoint failed");
         }
@@ -951,9 +992,12 @@ mod tests {
     use runnel_protocol::batch_builder::{build_batch, NewRecord};
     use tokio::time::{Duration, Instant};
 
-    use runnel_storage::PartitionLog;
+    use runnel_storage::{PartitionLog, StorageError};
+    use std::path::Path;
 
-    use super::{check_leader_epoch, FollowerSide, ReplicaManager, ReplicaRead};
+    use super::{
+        check_leader_epoch, stamp_leader_epoch, FollowerSide, ReplicaManager, ReplicaRead, Role,
+    };
     use crate::broker::{testing, Broker};
     use crate::error::BrokerError;
     use crate::metadata::{BrokerId, MetadataBatch, MetadataImage, MetadataRecord, PartitionState};
@@ -1038,6 +1082,44 @@ mod tests {
             check_leader_epoch(6, 5),
             Err(BrokerError::UnknownLeaderEpoch { .. })
         ));
+    }
+
+    /// A new leadership's epoch is stamped into the log outside the role lock, so building
+    /// its leader state (under the role lock) no longer takes the log's writer lock, which a
+    /// move to another log dir holds while it copies: here the HW is read while a move's copy
+    /// holds the writer lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stamped_leadership_builds_its_state_while_a_move_holds_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _control) = two_replicas(dir.path()).await;
+        let partition = Arc::clone(broker.topics.get("t").unwrap().partition(0).unwrap());
+        let log = partition.log().await.unwrap();
+        let replica = broker.replicas.replica(partition.topic_id(), 0).unwrap();
+        assert!(matches!(&*replica.lock(), Role::Leader(l) if l.state.is_none()));
+        stamp_leader_epoch(&replica, &log);
+        assert!(matches!(&*replica.lock(), Role::Leader(l) if l.epoch_stamped));
+
+        let replicas = Arc::clone(&broker.replicas);
+        let copying = Arc::clone(&log);
+        let answered = tokio::task::spawn_blocking(move || {
+            let mut answered = false;
+            let _ = copying.close_for_move(Path::new("/elsewhere"), |_| {
+                let (sent, received) = std::sync::mpsc::channel();
+                let log = Arc::clone(&copying);
+                std::thread::spawn(move || {
+                    let _ = sent.send(replicas.high_watermark(&partition, &log));
+                });
+                answered = received.recv_timeout(HANG_DEADLINE).is_ok();
+                // Not moved after all: the log stays as it was.
+                Err::<(), _>(StorageError::EmptyAppend)
+            });
+            answered
+        })
+        .await
+        .unwrap();
+        assert!(answered, "the HW read waited for the move's copy");
+        assert!(matches!(&*replica.lock(), Role::Leader(l) if l.state.is_some()));
+        assert_eq!(log.latest_epoch(), Some(3));
     }
 
     /// An acks=all wait ends only when the in-sync follower has fetched past the batch: the

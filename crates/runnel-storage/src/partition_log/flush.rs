@@ -197,6 +197,11 @@ impl PartitionLog {
     /// cache flushed since.
     pub(crate) fn finish_write_out(&self, write_out: &WriteOut) -> Result<(), StorageError> {
         let _flushing = lock(&self.flush_lock);
+        if self.is_moved() && self.flushed_offset() >= write_out.target {
+            // Retired by a move whose close flushed past the target: the data is durable (and
+            // in the copy), so the write-out's waiters are answered rather than failed.
+            return Ok(());
+        }
         self.check_healthy()?;
         if self.truncations.load(Ordering::Acquire) != write_out.truncations {
             // The log was cut since: `target` may count offsets written after the cut, which
@@ -300,5 +305,40 @@ impl PartitionLog {
             ],
         )?;
         prune_snapshots(&self.storage, &self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use std::path::Path;
+
+    use super::*;
+    use crate::batch_header::testing::{build_batch, ProducerFields};
+    use crate::partition_log::LogConfig;
+
+    /// A group flush's write-out that finishes after a move retired the log is answered when
+    /// the move's close already flushed its target (the data is durable, and in the copy), and
+    /// refused only beyond it.
+    #[test]
+    fn a_write_out_finishing_after_a_move_is_answered_up_to_what_the_close_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        log.append(&build_batch(3, 10, ProducerFields::NONE))
+            .unwrap();
+        let planned = |target| WriteOut {
+            segment: Arc::clone(&log.read_segments()[0]),
+            target,
+            device: 0,
+            truncations: log.truncation_count(),
+        };
+        let covered = planned(log.log_end_offset());
+        let beyond = planned(log.log_end_offset() + 1);
+        log.close_for_move(Path::new("/elsewhere"), |_| Ok(()))
+            .unwrap();
+        assert!(log.is_moved());
+        log.finish_write_out(&covered).unwrap();
+        assert!(log.finish_write_out(&beyond).is_err());
     }
 }

@@ -338,6 +338,12 @@ impl PartitionLog {
         self.flushed_offset.load(Ordering::Acquire)
     }
 
+    /// How many truncations and resets this log has had: a copy of its files made before the
+    /// count changed may hold bytes since cut and rewritten in place (same file, same length).
+    pub fn truncation_count(&self) -> u64 {
+        self.truncations.load(Ordering::Acquire)
+    }
+
     /// Flushes everything, then writes a producer-state snapshot and a recovery checkpoint at
     /// the log end offset so the next `open` verifies nothing. Idempotent; the log stays
     /// usable (a later append simply makes the next open scan that tail).

@@ -93,8 +93,10 @@ impl PartitionLog {
     /// wholly below it (records above it may still be truncated; see `clean`); a log whose
     /// high watermark was never checkpointed is compacted up to its active segment.
     ///
-    /// Errors: `Io`.
+    /// Errors: `Io`; `LogFailed` on a failed handle or one a move retired (its directory is
+    /// about to go: the checkpoint belongs in the copy's).
     pub fn write_high_watermark(&self, high_watermark: i64) -> Result<(), StorageError> {
+        self.check_healthy()?;
         write_high_watermark(&self.storage, &self.dir, high_watermark)?;
         self.clean_bound_offset
             .store(high_watermark, Ordering::Release);
