@@ -861,6 +861,8 @@ async fn a_paused_follower_leaves_the_isr_and_rejoins_after_sigcont() -> TestRes
 async fn a_crashed_leaders_unreplicated_tail_is_truncated_to_match_the_new_leader() -> TestResult {
     const REPLICATED: usize = 20;
     const AFTER: usize = 30;
+    /// What the unreplicated tail's values start with (and no other record's does).
+    const TAIL_MARK: &[u8] = b"unreplicated";
     const TAIL: &[&[u8]] = &[b"unreplicated-0", b"unreplicated-1", b"unreplicated-2"];
     let mut cluster = start_cluster_with(&["--set", "replica.lag.time.max.ms=60000"]).await?;
     let result = async {
@@ -903,7 +905,7 @@ async fn a_crashed_leaders_unreplicated_tail_is_truncated_to_match_the_new_leade
         drop(connection);
         cluster.kill9(old)?;
         ensure!(
-            contains_bytes(&partition_log_bytes(&cluster, old, topic)?, TAIL[0]),
+            contains_bytes(&partition_log_bytes(&cluster, old, topic)?, TAIL_MARK),
             "the killed leader {old} holds its unreplicated tail on disk"
         );
         for &follower in &followers {
@@ -954,7 +956,7 @@ async fn a_crashed_leaders_unreplicated_tail_is_truncated_to_match_the_new_leade
         let new_log = partition_log_bytes(&cluster, new.leader, topic)?;
         let old_log = partition_log_bytes(&cluster, old, topic)?;
         ensure!(
-            !contains_bytes(&old_log, TAIL[0]),
+            !contains_bytes(&old_log, TAIL_MARK),
             "node {old} still holds its unreplicated tail"
         );
         ensure!(
