@@ -196,6 +196,21 @@ fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|window| window == needle)
 }
 
+/// A consumer of node `node` reads `topic-0` with offsets dense from 0 up to its high
+/// watermark (see [`read_all`]) and exactly `acked`: as many records, each acknowledged one at
+/// its offset with its value (the values are unique, so none is there twice).
+async fn check_holds_exactly(
+    cluster: &TestCluster,
+    node: i32,
+    topic: &str,
+    acked: &[AckedRecord],
+) -> Result<()> {
+    let read = read_all(cluster.node(node)?, topic, 1).await?;
+    let read = read.get(&0).cloned().unwrap_or_default();
+    ensure_eq!(read.len(), acked.len(), "records node {node} serves");
+    check_acknowledged(topic, acked, &read)
+}
+
 /// An acknowledged record: its offset and value.
 type AckedRecord = (i64, Vec<u8>);
 
@@ -332,10 +347,7 @@ async fn acks_all_records_survive_the_leaders_kill9() -> TestResult {
             i64::try_from(acked.len())?,
         )
         .await?;
-        let read = read_all(cluster.node(moved.leader)?, topic, 1).await?;
-        let read = read.get(&0).cloned().unwrap_or_default();
-        ensure_eq!(read.len(), acked.len(), "records read from the new leader");
-        check_acknowledged(topic, &acked, &read)
+        check_holds_exactly(&cluster, moved.leader, topic, &acked).await
     }
     .await;
     cluster.check(result)
@@ -680,10 +692,7 @@ async fn a_rolling_restart_under_acks_all_load_loses_nothing() -> TestResult {
             "delivery errors (not retried): {errors:?}"
         );
         ensure_eq!(acked.len(), COUNT, "records acknowledged");
-        let read = read_all(cluster.node(1)?, topic, 1).await?;
-        let read = read.get(&0).cloned().unwrap_or_default();
-        ensure_eq!(read.len(), COUNT, "records read back");
-        check_acknowledged(topic, &acked, &read)
+        check_holds_exactly(&cluster, 1, topic, &acked).await
     }
     .await;
     cluster.check(result)
@@ -756,15 +765,10 @@ async fn acknowledged_records_survive_ten_leader_kills_in_a_row() -> TestResult 
             .await?
             .leader;
         wait_for_high_watermark(&mut cluster, leader, topic, i64::try_from(acked.len())?).await?;
-        // read_all checks the offsets dense from 0 and as many as the high watermark.
-        let read = read_all(cluster.node(leader)?, topic, 1).await?;
-        let read = read.get(&0).cloned().unwrap_or_default();
-        ensure_eq!(
-            read.len(),
-            acked.len(),
-            "{summary}: records on the final leader {leader} (every one sent was acknowledged)"
-        );
-        check_acknowledged(topic, &acked, &read).map_err(|e| format!("{summary}: {e}").into())
+        // Every record sent was acknowledged, so the log holds exactly them.
+        check_holds_exactly(&cluster, leader, topic, &acked)
+            .await
+            .map_err(|e| format!("{summary}: final leader {leader}: {e}").into())
     }
     .await;
     cluster.check(result)
@@ -824,10 +828,7 @@ async fn a_paused_follower_leaves_the_isr_and_rejoins_after_sigcont() -> TestRes
         // node `paused` is in the ISR, it holds them all.
         wait_for_high_watermark(&mut cluster, led.leader, topic, i64::try_from(acked.len())?)
             .await?;
-        let read = read_all(cluster.node(led.leader)?, topic, 1).await?;
-        let read = read.get(&0).cloned().unwrap_or_default();
-        ensure_eq!(read.len(), acked.len(), "records on the leader");
-        check_acknowledged(topic, &acked, &read)?;
+        check_holds_exactly(&cluster, led.leader, topic, &acked).await?;
         wait_for_isr(&mut cluster, led.leader, topic, 0, 3).await?;
         for id in [paused, led.leader] {
             ensure!(
