@@ -175,6 +175,31 @@ impl TestCluster {
         self.node_mut(id)?.kill9()
     }
 
+    /// Sends SIGSTOP to node `id`: it stops running without closing a socket (a hung
+    /// process). Undo with [`resume`](Self::resume); SIGKILL and drop work on it as on a
+    /// running one.
+    pub fn pause(&self, id: i32) -> Result<()> {
+        self.send_signal(id, "-STOP")
+    }
+
+    /// Sends SIGCONT to node `id`, which [`pause`](Self::pause) stopped.
+    pub fn resume(&self, id: i32) -> Result<()> {
+        self.send_signal(id, "-CONT")
+    }
+
+    /// `kill <signal>` to node `id`'s process.
+    fn send_signal(&self, id: i32, signal: &str) -> Result<()> {
+        let pid = self
+            .node(id)?
+            .pid()
+            .ok_or_else(|| format!("node {id} is not running"))?;
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()?;
+        ensure!(status.success(), "kill {signal} for node {id}: {status}");
+        Ok(())
+    }
+
     /// Sends SIGTERM to node `id` and waits for it to exit; returns its exit status.
     pub fn terminate(&mut self, id: i32) -> Result<ExitStatus> {
         self.node_mut(id)?.terminate()

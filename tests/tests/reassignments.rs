@@ -12,7 +12,6 @@
 #![allow(clippy::indexing_slicing)]
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,19 +96,6 @@ fn ensure_accepted(answer: &(i16, Vec<ReassignmentResult>), asked: usize) -> Res
         answer.0 == 0 && answer.1.len() == asked && answer.1.iter().all(|r| r.error_code == 0),
         "AlterPartitionReassignments answered {answer:?}"
     );
-    Ok(())
-}
-
-/// Sends SIGSTOP (`pause`) or SIGCONT to node `id`.
-fn signal(cluster: &TestCluster, id: i32, pause: bool) -> Result<()> {
-    let pid = cluster
-        .node(id)?
-        .pid()
-        .ok_or_else(|| format!("node {id} is not running"))?;
-    let status = Command::new("kill")
-        .args([if pause { "-STOP" } else { "-CONT" }, &pid.to_string()])
-        .status()?;
-    ensure!(status.success(), "kill for node {id}: {status}");
     Ok(())
 }
 
@@ -292,7 +278,7 @@ async fn partitions_move_to_other_brokers_under_load_losing_nothing() -> TestRes
         let load = Load::start(&cluster, b, topic, 2)?;
         load.wait_for_more(LOAD_PHASE).await?;
 
-        signal(&cluster, new, true)?;
+        cluster.pause(new)?;
         let paused = async {
             let started = alter(
                 &cluster,
@@ -305,7 +291,7 @@ async fn partitions_move_to_other_brokers_under_load_losing_nothing() -> TestRes
             Ok::<_, runnel_e2e::Error>((started, listed))
         }
         .await;
-        signal(&cluster, new, false)?;
+        cluster.resume(new)?;
         let (started, listed) = paused?;
         ensure_accepted(&started, 2)?;
         ensure_eq!(
@@ -395,7 +381,7 @@ async fn a_reassignment_that_cannot_finish_is_cancelled_back_to_the_original_rep
         let topic = "stuck";
         let (new, a, b) = roles(&mut cluster).await?;
         create(&mut cluster, a, topic, &[&[a, b]]).await?;
-        signal(&cluster, new, true)?;
+        cluster.pause(new)?;
         let outcome = async {
             ensure_accepted(&alter(&cluster, b, &[(topic, 0, Some(&[a, new]))])?, 1)?;
             let listed = list(&cluster, b)?;
@@ -415,7 +401,7 @@ async fn a_reassignment_that_cannot_finish_is_cancelled_back_to_the_original_rep
             Ok::<(), runnel_e2e::Error>(())
         }
         .await;
-        signal(&cluster, new, false)?;
+        cluster.resume(new)?;
         outcome?;
         for node in [a, b, new] {
             wait_for_partitions(&mut cluster, node, topic, "back on its replicas", |_, p| {

@@ -52,7 +52,13 @@ fn records(prefix: &str, count: usize) -> Vec<Record> {
 }
 
 async fn start_cluster() -> Result<TestCluster> {
-    let mut cluster = TestCluster::start_with(3, NODE_SETTINGS)?;
+    start_cluster_with(&[]).await
+}
+
+/// [`start_cluster`] with `extra` settings after [`NODE_SETTINGS`] (a later `--set` wins).
+async fn start_cluster_with(extra: &[&str]) -> Result<TestCluster> {
+    let settings: Vec<&str> = NODE_SETTINGS.iter().chain(extra).copied().collect();
+    let mut cluster = TestCluster::start_with(3, &settings)?;
     cluster.wait_for_brokers(3).await?;
     Ok(cluster)
 }
@@ -164,12 +170,53 @@ fn check_acknowledged(topic: &str, acked: &[(i64, Vec<u8>)], read: &[Consumed]) 
     Ok(())
 }
 
+/// The bytes of node `node`'s `.log` segments of `topic-0`, in offset order (segment files
+/// are named by their zero-padded base offset), concatenated: compared between nodes once
+/// both are stopped.
+fn partition_log_bytes(cluster: &TestCluster, node: i32, topic: &str) -> Result<Vec<u8>> {
+    let dir = cluster.node(node)?.partition_dir(topic, 0);
+    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("node {node}: {}: {e}", dir.display()))?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    segments.sort();
+    let mut bytes = Vec::new();
+    for segment in segments {
+        bytes.extend(std::fs::read(segment)?);
+    }
+    Ok(bytes)
+}
+
+/// Whether `haystack` contains `needle`.
+fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// A consumer of node `node` reads `topic-0` with offsets dense from 0 up to its high
+/// watermark (see [`read_all`]) and exactly `acked`: as many records, each acknowledged one at
+/// its offset with its value (the values are unique, so none is there twice).
+async fn check_holds_exactly(
+    cluster: &TestCluster,
+    node: i32,
+    topic: &str,
+    acked: &[AckedRecord],
+) -> Result<()> {
+    let read = read_all(cluster.node(node)?, topic, 1).await?;
+    let read = read.get(&0).cloned().unwrap_or_default();
+    ensure_eq!(read.len(), acked.len(), "records node {node} serves");
+    check_acknowledged(topic, acked, &read)
+}
+
 /// An acknowledged record: its offset and value.
 type AckedRecord = (i64, Vec<u8>);
 
-/// Produces through `producer` in the background, one record at a time in flight per
-/// `window`, recording each acknowledged (offset, value) and each delivery error, until
-/// `count` records were sent or `stop` is set.
+/// Produces through `producer` in the background, up to `WINDOW` records in flight at a
+/// time, recording each acknowledged (offset, value) and each delivery error, until `count`
+/// records were sent or `stop` is set.
 struct BackgroundLoad {
     acked: Arc<Mutex<Vec<AckedRecord>>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -179,6 +226,18 @@ struct BackgroundLoad {
 
 impl BackgroundLoad {
     fn start(producer: FutureProducer, topic: &str, prefix: &str, count: usize) -> BackgroundLoad {
+        BackgroundLoad::start_paced(producer, topic, prefix, count, Duration::ZERO)
+    }
+
+    /// [`start`](Self::start), sending one record every `pace` (a steady rate while the
+    /// cluster answers; a window waiting for its acknowledgements holds the next back).
+    fn start_paced(
+        producer: FutureProducer,
+        topic: &str,
+        prefix: &str,
+        count: usize,
+        pace: Duration,
+    ) -> BackgroundLoad {
         const WINDOW: usize = 50;
         let acked = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(Mutex::new(Vec::new()));
@@ -197,6 +256,9 @@ impl BackgroundLoad {
                         match producer.send_result(record) {
                             Ok(delivery) => pending.push((value.clone(), delivery)),
                             Err((e, _)) => lock(&errors).push(format!("enqueue: {e}")),
+                        }
+                        if !pace.is_zero() {
+                            tokio::time::sleep(pace).await;
                         }
                     }
                     next = (next + WINDOW).min(count);
@@ -285,10 +347,7 @@ async fn acks_all_records_survive_the_leaders_kill9() -> TestResult {
             i64::try_from(acked.len())?,
         )
         .await?;
-        let read = read_all(cluster.node(moved.leader)?, topic, 1).await?;
-        let read = read.get(&0).cloned().unwrap_or_default();
-        ensure_eq!(read.len(), acked.len(), "records read from the new leader");
-        check_acknowledged(topic, &acked, &read)
+        check_holds_exactly(&cluster, moved.leader, topic, &acked).await
     }
     .await;
     cluster.check(result)
@@ -633,10 +692,282 @@ async fn a_rolling_restart_under_acks_all_load_loses_nothing() -> TestResult {
             "delivery errors (not retried): {errors:?}"
         );
         ensure_eq!(acked.len(), COUNT, "records acknowledged");
-        let read = read_all(cluster.node(1)?, topic, 1).await?;
+        check_holds_exactly(&cluster, 1, topic, &acked).await
+    }
+    .await;
+    cluster.check(result)
+}
+
+/// Ten kill -9s in a row of the partition's leader while an idempotent acks=all producer sends
+/// at a steady pace (each time: kill the leader, wait for a new one, restart the killed node,
+/// wait until it is back in the ISR): no delivery fails, and the final leader holds every
+/// acknowledged record exactly once at its acknowledged offset, offsets dense from 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_ten_leader_kills_in_a_row() -> TestResult {
+    const KILLS: usize = 10;
+    /// Upper bound of the load; it is stopped once the kills are done.
+    const COUNT: usize = 40_000;
+    /// Records acknowledged between two kills (and after the last one).
+    const BETWEEN_KILLS: usize = 100;
+    // A killed leader is fenced (and replaced) after 3 s rather than 9 s.
+    let mut cluster = start_cluster_with(&[
+        "--set",
+        "broker.session.timeout.ms=3000",
+        "--set",
+        "broker.heartbeat.interval.ms=500",
+    ])
+    .await?;
+    let result = async {
+        let topic = "ten-kills";
+        create_replicated(&mut cluster, 1, topic, 1).await?;
+        let bootstrap = cluster.bootstrap();
+        let producer = producer(
+            cluster.node(1)?,
+            &[
+                ("bootstrap.servers", bootstrap.as_str()),
+                ("acks", "all"),
+                ("enable.idempotence", "true"),
+                ("message.timeout.ms", "120000"),
+            ],
+        )?;
+        let load =
+            BackgroundLoad::start_paced(producer, topic, "kill", COUNT, Duration::from_millis(3));
+        let mut leader = wait_for_isr(&mut cluster, 1, topic, 0, 3).await?.leader;
+        for kill in 1..=KILLS {
+            let floor = (load.acked_count() + BETWEEN_KILLS).min(COUNT);
+            load.wait_acked(floor)
+                .await
+                .map_err(|e| format!("before kill {kill}: {e}"))?;
+            cluster.kill9(leader)?;
+            let survivor = other_than(&cluster, &[leader])?;
+            let moved = wait_for_new_leader(&mut cluster, survivor, topic, 0, leader)
+                .await
+                .map_err(|e| format!("kill {kill} of node {leader}: {e}"))?;
+            cluster.start_again(leader)?;
+            wait_for_isr(&mut cluster, moved.leader, topic, 0, 3)
+                .await
+                .map_err(|e| format!("kill {kill}: node {leader} rejoining: {e}"))?;
+            eprintln!(
+                "kill {kill}: node {leader} killed, node {} leads (epoch {}), {} acknowledged",
+                moved.leader,
+                moved.leader_epoch,
+                load.acked_count()
+            );
+            leader = moved.leader;
+        }
+        let floor = (load.acked_count() + BETWEEN_KILLS).min(COUNT);
+        load.wait_acked(floor).await?;
+        let (acked, errors) = load.finish().await?;
+        let summary = format!("{KILLS} leader kills, {} acknowledged", acked.len());
+        eprintln!("{summary}");
+        ensure!(errors.is_empty(), "{summary}: delivery errors: {errors:?}");
+        let leader = wait_for_isr(&mut cluster, leader, topic, 0, 3)
+            .await?
+            .leader;
+        wait_for_high_watermark(&mut cluster, leader, topic, i64::try_from(acked.len())?).await?;
+        // Every record sent was acknowledged, so the log holds exactly them.
+        check_holds_exactly(&cluster, leader, topic, &acked)
+            .await
+            .map_err(|e| format!("{summary}: final leader {leader}: {e}").into())
+    }
+    .await;
+    cluster.check(result)
+}
+
+/// A follower stopped with SIGSTOP leaves the ISR after `replica.lag.time.max.ms` (3 s) while
+/// acks=all produce keeps succeeding (ISR 2 = `min.insync.replicas`); after SIGCONT it rejoins
+/// the ISR and ends with the leader's log byte for byte. The broker session (30 s here)
+/// outlasts the pause, so the paused broker is never fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_follower_leaves_the_isr_and_rejoins_after_sigcont() -> TestResult {
+    /// Upper bound of the load; it is stopped once the follower is back.
+    const COUNT: usize = 20_000;
+    /// Records acknowledged at each step.
+    const STEP: usize = 200;
+    let mut cluster = start_cluster_with(&["--set", "broker.session.timeout.ms=30000"]).await?;
+    let result = async {
+        let topic = "paused-follower";
+        create_replicated(&mut cluster, 1, topic, 1).await?;
+        let led = wait_for_isr(&mut cluster, 1, topic, 0, 3).await?;
+        // Not the active controller: pausing it leaves the quorum and its leader running.
+        let controller = cluster.controller_id().await?;
+        let paused = led
+            .replicas
+            .iter()
+            .copied()
+            .find(|id| *id != led.leader && *id != controller)
+            .ok_or_else(|| format!("no follower other than the controller: {led:?}"))?;
+        let producer = producer(
+            cluster.node(led.leader)?,
+            &[("acks", "all"), ("message.timeout.ms", "60000")],
+        )?;
+        let load =
+            BackgroundLoad::start_paced(producer, topic, "pause", COUNT, Duration::from_millis(3));
+        load.wait_acked(STEP).await?;
+        cluster.pause(paused)?;
+        let shrunk = wait_for_isr(&mut cluster, led.leader, topic, 0, 2).await?;
+        ensure!(
+            shrunk.leader == led.leader && !shrunk.isr.contains(&paused),
+            "node {paused} paused: {shrunk:?}"
+        );
+        let floor = (load.acked_count() + STEP).min(COUNT);
+        load.wait_acked(floor)
+            .await
+            .map_err(|e| format!("acks=all with node {paused} out of the ISR: {e}"))?;
+        cluster.resume(paused)?;
+        let rejoined = wait_for_isr(&mut cluster, led.leader, topic, 0, 3).await?;
+        ensure!(
+            rejoined.leader == led.leader && rejoined.isr.contains(&paused),
+            "node {paused} resumed: {rejoined:?}"
+        );
+        let floor = (load.acked_count() + STEP).min(COUNT);
+        load.wait_acked(floor).await?;
+        let (acked, errors) = load.finish().await?;
+        ensure!(errors.is_empty(), "delivery errors: {errors:?}");
+        // The high watermark is the ISR's least log end: once it covers every record and
+        // node `paused` is in the ISR, it holds them all.
+        wait_for_high_watermark(&mut cluster, led.leader, topic, i64::try_from(acked.len())?)
+            .await?;
+        check_holds_exactly(&cluster, led.leader, topic, &acked).await?;
+        wait_for_isr(&mut cluster, led.leader, topic, 0, 3).await?;
+        for id in [paused, led.leader] {
+            ensure!(
+                cluster.terminate(id)?.success(),
+                "node {id}: SIGTERM exit status"
+            );
+        }
+        let leader_log = partition_log_bytes(&cluster, led.leader, topic)?;
+        ensure!(
+            !leader_log.is_empty(),
+            "node {} has no log bytes",
+            led.leader
+        );
+        ensure!(
+            partition_log_bytes(&cluster, paused, topic)? == leader_log,
+            "node {paused}'s log differs from the leader's ({} acknowledged)",
+            acked.len()
+        );
+        Ok(())
+    }
+    .await;
+    cluster.check(result)
+}
+
+/// A leader holding records no follower has (acks=1 while both followers are paused, for less
+/// than `replica.lag.time.max.ms`, so they stay in the ISR) is killed -9; a follower is
+/// elected; the acks=1 records are never served; more acks=all records go to the new leader;
+/// restarted, the old leader follows, truncates its unreplicated tail and ends with the new
+/// leader's log byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_leaders_unreplicated_tail_is_truncated_to_match_the_new_leader() -> TestResult {
+    const REPLICATED: usize = 20;
+    const AFTER: usize = 30;
+    /// What the unreplicated tail's values start with (and no other record's does).
+    const TAIL_MARK: &[u8] = b"unreplicated";
+    const TAIL: &[&[u8]] = &[b"unreplicated-0", b"unreplicated-1", b"unreplicated-2"];
+    let mut cluster = start_cluster_with(&["--set", "replica.lag.time.max.ms=60000"]).await?;
+    let result = async {
+        let topic = "truncated-tail";
+        create_replicated(&mut cluster, 1, topic, 1).await?;
+        let led = wait_for_isr(&mut cluster, 1, topic, 0, 3).await?;
+        let old = led.leader;
+        let followers: Vec<i32> = led
+            .replicas
+            .iter()
+            .copied()
+            .filter(|id| *id != old)
+            .collect();
+        let to_old = producer(cluster.node(old)?, &[("acks", "all")])?;
+        produce_all(&to_old, topic, Some(0), &records("replicated", REPLICATED)).await?;
+        drop(to_old);
+        for &follower in &followers {
+            cluster.pause(follower)?;
+        }
+        // A follower fetch already waiting at the leader would still carry the tail into the
+        // paused follower's socket; outwait its long poll (replica.fetch.wait.max.ms, 500 ms).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let tail = record_batch(
+            TAIL,
+            ProducerIdentity {
+                producer_id: -1,
+                producer_epoch: -1,
+                base_sequence: -1,
+            },
+            0,
+        );
+        let mut connection = RawConnection::connect(cluster.node(old)?, Duration::from_secs(10))?;
+        let answer =
+            parse_produce_v3(&connection.round_trip(0, 3, &produce_v3(1, topic, 0, &tail)?)?)?;
+        ensure_eq!(
+            answer.first().map(|p| (p.error_code, p.base_offset)),
+            Some((0, i64::try_from(REPLICATED)?)),
+            "acks=1 to the leader {old} with both followers paused"
+        );
+        drop(connection);
+        cluster.kill9(old)?;
+        ensure!(
+            contains_bytes(&partition_log_bytes(&cluster, old, topic)?, TAIL_MARK),
+            "the killed leader {old} holds its unreplicated tail on disk"
+        );
+        for &follower in &followers {
+            cluster.resume(follower)?;
+        }
+        let survivor = other_than(&cluster, &[old])?;
+        let new = wait_for_new_leader(&mut cluster, survivor, topic, 0, old).await?;
+        let producer = producer(cluster.node(new.leader)?, &[("acks", "all")])?;
+        let acks = produce_all(&producer, topic, Some(0), &records("after", AFTER)).await?;
+        ensure_eq!(
+            acks.first().map(|ack| ack.offset),
+            Some(i64::try_from(REPLICATED)?),
+            "the new leader {}'s first offset (the tail is not on it)",
+            new.leader
+        );
+        cluster.start_again(old)?;
+        let rejoined = wait_for_isr(&mut cluster, new.leader, topic, 0, 3).await?;
+        ensure!(
+            rejoined.leader == new.leader && rejoined.isr.contains(&old),
+            "node {old} restarted: {rejoined:?}"
+        );
+        let total = i64::try_from(REPLICATED + AFTER)?;
+        wait_for_high_watermark(&mut cluster, new.leader, topic, total).await?;
+        let read = read_all(cluster.node(new.leader)?, topic, 1).await?;
         let read = read.get(&0).cloned().unwrap_or_default();
-        ensure_eq!(read.len(), COUNT, "records read back");
-        check_acknowledged(topic, &acked, &read)
+        let values: Vec<Vec<u8>> = read.iter().filter_map(|r| r.value.clone()).collect();
+        let expected: Vec<Vec<u8>> = records("replicated", REPLICATED)
+            .into_iter()
+            .chain(records("after", AFTER))
+            .map(|(_, value)| value)
+            .collect();
+        ensure!(
+            values == expected,
+            "a consumer of {topic}-0 reads {:?}",
+            values
+                .iter()
+                .map(|v| String::from_utf8_lossy(v))
+                .collect::<Vec<_>>()
+        );
+        // The old leader leaves the ISR in a controlled shutdown first, so the new leader
+        // keeps leading (and writing nothing) until it stops too.
+        for id in [old, new.leader] {
+            ensure!(
+                cluster.terminate(id)?.success(),
+                "node {id}: SIGTERM exit status"
+            );
+        }
+        let new_log = partition_log_bytes(&cluster, new.leader, topic)?;
+        let old_log = partition_log_bytes(&cluster, old, topic)?;
+        ensure!(
+            !contains_bytes(&old_log, TAIL_MARK),
+            "node {old} still holds its unreplicated tail"
+        );
+        ensure!(
+            old_log == new_log,
+            "node {old}'s log ({} bytes) differs from the new leader {}'s ({} bytes)",
+            old_log.len(),
+            new.leader,
+            new_log.len()
+        );
+        Ok(())
     }
     .await;
     cluster.check(result)
