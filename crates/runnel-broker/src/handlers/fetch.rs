@@ -387,6 +387,16 @@ mod tests {
     use crate::broker::Broker;
     use crate::handlers::RequestContext;
 
+    /// A request of `api_version` from a local client on the PLAINTEXT listener.
+    fn plaintext_context(api_version: i16) -> RequestContext {
+        RequestContext {
+            api_version,
+            client_id: None,
+            client_host: Arc::from("/127.0.0.1"),
+            listener: Arc::from("PLAINTEXT"),
+        }
+    }
+
     /// (high watermark, last stable offset, record bytes) of a fetch of `t-0` from offset 0.
     async fn fetch_from_zero(broker: &Broker) -> (i64, i64, usize) {
         let request = FetchRequest::default()
@@ -397,12 +407,7 @@ mod tests {
                     .with_partition(0)
                     .with_fetch_offset(0)
                     .with_partition_max_bytes(1 << 20)])]);
-        let context = RequestContext {
-            api_version: 12,
-            client_id: None,
-            client_host: Arc::from("/127.0.0.1"),
-            listener: Arc::from("PLAINTEXT"),
-        };
+        let context = plaintext_context(12);
         let response = handle(broker, &context, request).await.unwrap();
         let partition = &response.responses[0].partitions[0];
         assert_eq!(partition.error_code, 0);
@@ -482,12 +487,7 @@ mod tests {
                     .with_current_leader_epoch(leader_epoch)
                     .with_fetch_offset(0)
                     .with_partition_max_bytes(1 << 20)])]);
-        let context = RequestContext {
-            api_version: 16,
-            client_id: None,
-            client_host: Arc::from("/127.0.0.1"),
-            listener: Arc::from("PLAINTEXT"),
-        };
+        let context = plaintext_context(16);
         let fetch = handle(&broker, &context, request);
         tokio::pin!(fetch);
         tokio::select! {
