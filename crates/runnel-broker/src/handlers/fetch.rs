@@ -373,14 +373,29 @@ fn read_all(
 mod tests {
     use std::sync::Arc;
 
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
     use runnel_protocol::batch_builder::{build_batch, NewRecord};
+    use runnel_storage::CrcCheck;
+    use tokio::time::Instant;
 
     use super::{handle, woken_read_bytes_max, WOKEN_READ_BYTES_MAX};
     use crate::broker::testing;
     use crate::broker::Broker;
     use crate::handlers::RequestContext;
+
+    /// A request of `api_version` from a local client on the PLAINTEXT listener.
+    fn plaintext_context(api_version: i16) -> RequestContext {
+        RequestContext {
+            api_version,
+            client_id: None,
+            client_host: Arc::from("/127.0.0.1"),
+            listener: Arc::from("PLAINTEXT"),
+        }
+    }
 
     /// (high watermark, last stable offset, record bytes) of a fetch of `t-0` from offset 0.
     async fn fetch_from_zero(broker: &Broker) -> (i64, i64, usize) {
@@ -392,12 +407,7 @@ mod tests {
                     .with_partition(0)
                     .with_fetch_offset(0)
                     .with_partition_max_bytes(1 << 20)])]);
-        let context = RequestContext {
-            api_version: 12,
-            client_id: None,
-            client_host: Arc::from("/127.0.0.1"),
-            listener: Arc::from("PLAINTEXT"),
-        };
+        let context = plaintext_context(12);
         let response = handle(broker, &context, request).await.unwrap();
         let partition = &response.responses[0].partitions[0];
         assert_eq!(partition.error_code, 0);
@@ -446,6 +456,55 @@ mod tests {
             (2, 2, batch.len()),
             "appended again"
         );
+    }
+
+    /// A follower's fetch at the log end long-polls, and the leader's append answers it at
+    /// once (`notify_appended`), not its `max_wait_ms`: on a paused clock the fetch is still
+    /// waiting when the append lands and returns the records with no time passed since.
+    /// Under acks=all every round of replication waits on this wake-up (docs/replication.md).
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_waiting_replica_fetch_is_answered_by_the_append_not_its_max_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = testing::image(&[0, 1], &[("t", vec![testing::partition(&[0, 1], 0)])]);
+        let (metadata, _control) = testing::fake(image, 0);
+        let broker = testing::open(dir.path(), metadata).await;
+        let topic = broker.topics.get("t").unwrap();
+        let partition = topic.partition(0).unwrap();
+        let log = partition.log().await.unwrap();
+        let leader_epoch = broker
+            .replicas
+            .prepare_leader_append(partition, &log)
+            .unwrap();
+        let request = FetchRequest::default()
+            .with_replica_state(ReplicaState::default().with_replica_id(BrokerId(1)))
+            .with_max_wait_ms(30_000)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic_id(partition.topic_id())
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(leader_epoch)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let context = plaintext_context(16);
+        let fetch = handle(&broker, &context, request);
+        tokio::pin!(fetch);
+        tokio::select! {
+            answered = &mut fetch => panic!("answered with nothing to read: {answered:?}"),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+
+        let batch = testing::record_batch(b"v");
+        log.append_as_leader(&batch, None, CrcCheck::Verify, leader_epoch)
+            .unwrap();
+        broker.notify_appended();
+        let appended_at = Instant::now();
+        let response = fetch.await.unwrap();
+        assert_eq!(Instant::now(), appended_at, "answered without waiting on");
+        let data = &response.responses[0].partitions[0];
+        assert_eq!(data.error_code, 0);
+        assert_eq!(data.records.as_ref().map(Bytes::len), Some(batch.len()));
     }
 
     #[test]
