@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use runnel_e2e::cluster::{metadata_at, ClusterMetadata};
 use runnel_e2e::{ensure, Result};
 
-use crate::command::{output, process_exists, run, run_quietly, run_with_stdin, signal};
+use crate::command::{output, process_exists, run, run_quietly, run_with_stdin, signal, Signal};
 use crate::netns::{namespace_owner, node_ids, NetworkPlan};
 
 /// The `cluster.id` of every chaos cluster.
@@ -210,7 +210,7 @@ impl ChaosCluster {
     pub fn restart(&mut self, id: i32) -> Result<()> {
         let node = self.node_mut(id)?;
         if let Some(mut child) = node.child.take() {
-            let _ = signal(child.id(), "TERM");
+            let _ = signal(child.id(), Signal::TERM);
             let deadline = Instant::now() + NODE_STOP_TIMEOUT;
             while child.try_wait()?.is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
@@ -222,7 +222,7 @@ impl ChaosCluster {
     }
 
     /// Sends `name` (`STOP`, `CONT`) to node `id`'s process, if it runs.
-    pub fn signal(&mut self, id: i32, name: &str) -> Result<()> {
+    pub fn signal(&mut self, id: i32, name: Signal) -> Result<()> {
         let node = self.node_mut(id)?;
         if let Some(child) = node.child.as_mut() {
             if child.try_wait()?.is_none() {
@@ -395,7 +395,7 @@ impl FaultFs {
     /// [`unmount`](Self::unmount) for several at once, within one [`FAULTFS_UNMOUNT_TIMEOUT`].
     fn unmount_all(mut all: Vec<FaultFs>) {
         for faultfs in &all {
-            let _ = signal(faultfs.child.id(), "TERM");
+            let _ = signal(faultfs.child.id(), Signal::TERM);
         }
         let deadline = Instant::now() + FAULTFS_UNMOUNT_TIMEOUT;
         while all
@@ -471,7 +471,7 @@ pub fn clean_leftovers() -> Vec<String> {
             Some(owner) if owner != me && !process_exists(owner) => {
                 let pids = output(&["ip", "netns", "pids", name]).unwrap_or_default();
                 for pid in pids.lines().filter_map(|p| p.trim().parse::<u32>().ok()) {
-                    let _ = signal(pid, "KILL");
+                    let _ = signal(pid, Signal::KILL);
                 }
                 run_quietly(&["ip".into(), "netns".into(), "del".into(), name.to_owned()]);
                 removed.push(format!("namespace {name}"));
@@ -492,7 +492,7 @@ pub fn clean_leftovers() -> Vec<String> {
             continue;
         }
         for pid in faultfs_serving(mount_point) {
-            let _ = signal(pid, "KILL");
+            let _ = signal(pid, Signal::KILL);
             removed.push(format!("runnel-faultfs process {pid}"));
         }
         run_quietly(&["umount".into(), "-l".into(), mount_point.to_owned()]);

@@ -1,10 +1,12 @@
-//! Running the system tools the harness drives (`ip`, `nft`, `tc`, `mount`, `kill`): an argv
-//! in, its exit status checked, its stderr in the error.
+//! Running the system tools the harness drives (`ip`, `nft`, `tc`, `mount`): an argv in, its
+//! exit status checked, its stderr in the error. Signals go through the kill(2) system call, not
+//! the `kill` binary, so the harness needs no procps.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use runnel_e2e::Result;
+pub use rustix::process::Signal;
 
 /// Runs `argv`; an error names the command and carries its stderr.
 pub fn run(argv: &[String]) -> Result<()> {
@@ -57,12 +59,32 @@ pub fn output(argv: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Sends `signal` (`KILL`, `STOP`, `CONT`) to process `pid`.
-pub fn signal(pid: u32, signal: &str) -> Result<()> {
-    run(&["kill".to_owned(), format!("-{signal}"), pid.to_string()])
+/// Sends `signal` to process `pid`.
+pub fn signal(pid: u32, signal: Signal) -> Result<()> {
+    let raw = i32::try_from(pid).map_err(|_| format!("pid {pid} out of range"))?;
+    let target = rustix::process::Pid::from_raw(raw).ok_or_else(|| format!("bad pid {pid}"))?;
+    rustix::process::kill_process(target, signal)
+        .map_err(|e| format!("signal {signal:?} to pid {pid}: {e}"))?;
+    Ok(())
 }
 
 /// Whether process `pid` exists.
 pub fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    #[test]
+    fn a_signal_reaches_the_process_without_a_kill_binary() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        signal(child.id(), Signal::KILL).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(9));
+    }
 }

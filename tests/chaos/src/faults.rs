@@ -8,7 +8,7 @@ use runnel_e2e::cluster::{metadata_at, ClusterMetadata};
 use runnel_e2e::Result;
 
 use crate::cluster::{apply_firewall, ChaosCluster};
-use crate::command::{run, run_quietly};
+use crate::command::{run, run_quietly, Signal};
 use crate::netns::{node_ids, NetworkPlan, NODE_COUNT};
 use crate::schedule::{FaultKind, FaultStep};
 use crate::workload::{PARTITIONS, TOPIC};
@@ -127,7 +127,7 @@ pub async fn inject(cluster: &mut ChaosCluster, step: &FaultStep) -> Result<Acti
             ("all".to_owned(), Heal::Restart(node_ids().collect()))
         }
         FaultKind::Pause => {
-            cluster.signal(node, "STOP")?;
+            cluster.signal(node, Signal::STOP)?;
             (node.to_string(), Heal::Resume(node))
         }
         FaultKind::PartitionOne => {
@@ -198,7 +198,7 @@ pub fn heal(cluster: &mut ChaosCluster, fault: &ActiveFault) -> Result<()> {
                 cluster.spawn(id)?;
             }
         }
-        Heal::Resume(id) => cluster.signal(*id, "CONT")?,
+        Heal::Resume(id) => cluster.signal(*id, Signal::CONT)?,
         Heal::OpenNetwork => heal_network(cluster.plan()),
         Heal::RemoveNetem(id) => {
             run_quietly(&cluster.plan().netem_heal_command(*id));

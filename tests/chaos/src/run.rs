@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::checker::check;
 use crate::cluster::{clean_leftovers, ChaosCluster, StorageOptions};
-use crate::command::output;
+use crate::command::{output, Signal};
 use crate::faults::{heal, heal_network, inject};
 use crate::history::{Event, FaultPhase};
 use crate::netns::{node_ids, NetworkPlan, NODE_COUNT};
@@ -152,7 +152,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
     // and bring every node back.
     heal_network(&plan);
     for id in node_ids() {
-        cluster.signal(id, "CONT")?;
+        cluster.signal(id, Signal::CONT)?;
         cluster.spawn(id)?;
     }
     let _ = stop_producers.send(true);
