@@ -28,6 +28,9 @@ const DATA_TMPFS_BYTES: u64 = 256 << 20;
 const FAULTFS_MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a node may take to exit on SIGTERM (its `shutdown.timeout.ms` is 5 s).
 const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a SIGKILLed node may take to be reaped. A node blocked in a FUSE request does not
+/// die until the request ends; after this the harness aborts the FUSE connection.
+const NODE_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long runnel-faultfs may take to unmount on SIGTERM.
 const FAULTFS_UNMOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The file holding the harness's pid in the output directory: a later run removes the
@@ -73,6 +76,8 @@ pub struct ChaosCluster {
     plan: NetworkPlan,
     runnel_bin: PathBuf,
     nodes: Vec<Node>,
+    /// Harness problems met while stopping nodes (a node that would not die), for the report.
+    problems: Vec<String>,
 }
 
 impl ChaosCluster {
@@ -111,6 +116,7 @@ impl ChaosCluster {
             plan,
             runnel_bin,
             nodes,
+            problems: Vec::new(),
         };
         for command in cluster.plan.setup_commands() {
             run(&command)?;
@@ -196,11 +202,8 @@ impl ChaosCluster {
     /// SIGKILLs node `id` and reaps it (a crash); nothing if it is not running.
     pub fn kill(&mut self, id: i32) -> Result<()> {
         let node = self.node_mut(id)?;
-        if let Some(mut child) = node.child.take() {
-            // A stopped process dies of SIGKILL too; no SIGCONT needed.
-            let _ = child.kill();
-            child.wait()?;
-        }
+        let problem = node.stop(None);
+        self.problems.extend(problem);
         Ok(())
     }
 
@@ -209,15 +212,8 @@ impl ChaosCluster {
     /// went offline (a failed write, disk full) back, through recovery.
     pub fn restart(&mut self, id: i32) -> Result<()> {
         let node = self.node_mut(id)?;
-        if let Some(mut child) = node.child.take() {
-            let _ = signal(child.id(), Signal::TERM);
-            let deadline = Instant::now() + NODE_STOP_TIMEOUT;
-            while child.try_wait()?.is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            child.wait()?;
-        }
+        let problem = node.stop(Some(NODE_STOP_TIMEOUT));
+        self.problems.extend(problem);
         self.spawn(id)
     }
 
@@ -287,14 +283,23 @@ impl ChaosCluster {
         metadata_at(self.plan.client_addr(id), topics)
     }
 
+    /// Harness problems met so far (see [`Node::stop`]); each fails the run.
+    pub fn take_problems(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.problems)
+    }
+
+    /// Tears the cluster down (as dropping it does) and returns the harness problems met.
+    pub fn shut_down(mut self) -> Vec<String> {
+        self.tear_down();
+        self.take_problems()
+    }
+
     /// Kills every node, stops every faultfs (all at once: each may take a while to unmount),
     /// removes the mounts and the network. Idempotent.
     fn tear_down(&mut self) {
         for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            let problem = node.stop(None);
+            self.problems.extend(problem);
         }
         let faultfs: Vec<FaultFs> = self
             .nodes
@@ -321,7 +326,93 @@ impl ChaosCluster {
 impl Drop for ChaosCluster {
     fn drop(&mut self) {
         self.tear_down();
+        for problem in self.take_problems() {
+            eprintln!("runnel-chaos: harness problem: {problem}");
+        }
     }
+}
+
+impl Node {
+    /// Stops the node's process, if it runs: SIGTERM and up to `grace` to exit (an operator's
+    /// stop), else at once SIGKILL (a crash; a stopped process dies of it too), then reaps it
+    /// within [`NODE_REAP_TIMEOUT`]. A node blocked in a FUSE request cannot die until the
+    /// request ends, so then the FUSE connection is aborted (or, failing that, its
+    /// runnel-faultfs SIGKILLed) and the node reaped again. Returns that harness problem.
+    fn stop(&mut self, grace: Option<Duration>) -> Option<String> {
+        let mut child = self.child.take()?;
+        if let Some(grace) = grace {
+            let _ = signal(child.id(), Signal::TERM);
+            if reap_within(&mut child, grace) {
+                return None;
+            }
+        }
+        let _ = child.kill();
+        if reap_within(&mut child, NODE_REAP_TIMEOUT) {
+            return None;
+        }
+        let mut problem = format!(
+            "harness: node {} was not reaped within {NODE_REAP_TIMEOUT:?} of SIGKILL",
+            self.id
+        );
+        if let Some(faultfs) = self.faultfs.as_mut() {
+            match abort_fuse_connection(&faultfs.mount) {
+                Ok(()) => problem.push_str("; aborted its FUSE connection"),
+                Err(e) => {
+                    let _ = faultfs.child.kill();
+                    problem.push_str(&format!(
+                        "; aborting its FUSE connection failed ({e}), SIGKILLed its runnel-faultfs"
+                    ));
+                }
+            }
+        }
+        if !reap_within(&mut child, NODE_REAP_TIMEOUT) {
+            problem.push_str(&format!(
+                "; pid {} still not reaped, left running",
+                child.id()
+            ));
+        }
+        Some(problem)
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit; whether it was reaped.
+fn reap_within(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) | Err(_) => return false,
+        }
+    }
+}
+
+/// Aborts the FUSE connection of the file system mounted at `mount` (every request pending on
+/// it fails, so processes blocked in one can die). The connection is named by the mount's
+/// device minor, read from /proc/self/mountinfo: a stat of the mount could block too.
+fn abort_fuse_connection(mount: &Path) -> Result<()> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    let minor = fuse_device_minor(&mountinfo, mount)
+        .ok_or_else(|| format!("{} is not in /proc/self/mountinfo", mount.display()))?;
+    let abort = format!("/sys/fs/fuse/connections/{minor}/abort");
+    fs::write(&abort, "1").map_err(|e| format!("{abort}: {e}"))?;
+    Ok(())
+}
+
+/// The device minor of the mount at `mount` in `mountinfo` (fields: id, parent, major:minor,
+/// root, mount point, ...); the last such mount if several are stacked.
+fn fuse_device_minor(mountinfo: &str, mount: &Path) -> Option<u32> {
+    let target = mount.display().to_string();
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let device = fields.nth(2)?;
+            let point = fields.nth(1)?;
+            (point == target).then_some(device)
+        })
+        .next_back()
+        .and_then(|device| device.split_once(':')?.1.parse().ok())
 }
 
 impl FaultFs {
@@ -570,6 +661,21 @@ mod tests {
             plan.quorum_voters()
         )));
         assert!(args.contains("--set min.insync.replicas=2"));
+    }
+
+    #[test]
+    fn the_fuse_connection_is_named_by_the_mounts_device_minor() {
+        let mountinfo = "22 1 0:21 / /proc rw - proc proc rw\n\
+            97 29 0:52 / /out/nodes/1/data rw,nosuid - fuse.runnel-faultfs faultfs rw\n\
+            98 29 0:53 / /out/nodes/2/data rw,nosuid - fuse.runnel-faultfs faultfs rw\n";
+        assert_eq!(
+            fuse_device_minor(mountinfo, Path::new("/out/nodes/2/data")),
+            Some(53)
+        );
+        assert_eq!(
+            fuse_device_minor(mountinfo, Path::new("/out/nodes/3/data")),
+            None
+        );
     }
 
     #[test]

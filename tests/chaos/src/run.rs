@@ -147,6 +147,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
 
     let mut problems = Vec::new();
     play_faults(&mut cluster, &options, &recorder, &mut problems).await?;
+    problems.extend(cluster.take_problems());
 
     // Heal everything (the schedule heals each fault; this is for a fault whose heal failed)
     // and bring every node back.
@@ -203,7 +204,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
         problems.push(format!("node {id} exited on its own with {status}"));
     }
     recorder.finish()?;
-    drop(cluster);
+    problems.extend(cluster.shut_down());
     let report = check_history(out_dir, settings)?;
     Ok(RunOutcome { report, problems })
 }
