@@ -8,13 +8,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use runnel_e2e::cluster::{metadata_at, ClusterMetadata};
 use runnel_e2e::{ensure, Result};
 
-use crate::command::{output, process_exists, run, run_quietly, run_with_stdin, signal, Signal};
+use crate::command::{
+    child_command, output, process_exists, run, run_quietly, run_with_stdin, signal, Signal,
+};
 use crate::netns::{namespace_owner, node_ids, NetworkPlan};
 
 /// The `cluster.id` of every chaos cluster.
@@ -172,7 +174,7 @@ impl ChaosCluster {
             .append(true)
             .open(node.dir.join("runnel.log"))?;
         writeln!(log, "=== runnel-chaos: start #{} ===", node.starts)?;
-        let mut command = Command::new("ip");
+        let mut command = child_command("ip");
         command
             .args(["netns", "exec", &namespace])
             .arg(&bin)
@@ -191,7 +193,7 @@ impl ChaosCluster {
                 command.env_remove(name);
             }
         }
-        // `ip netns exec` enters the namespace and execs runnel: the child's pid is runnel's.
+        // setpriv and `ip netns exec` exec (no fork): the child's pid is runnel's.
         let child = command
             .spawn()
             .map_err(|e| format!("starting node {id} ({}): {e}", bin.display()))?;
@@ -426,7 +428,7 @@ impl FaultFs {
         fs::create_dir_all(&mount)?;
         let _ = fs::remove_file(&control);
         let log = File::create(node_dir.join("faultfs.log"))?;
-        let child = Command::new(bin)
+        let child = child_command(bin)
             .arg("--backing")
             .arg(&backing)
             .arg("--mount")
