@@ -578,10 +578,9 @@ pub fn clean_leftovers() -> Vec<String> {
         let Some(out_dir) = leftover_out_dir(path) else {
             continue;
         };
-        let owner = fs::read_to_string(out_dir.join(PID_FILE))
-            .ok()
-            .and_then(|pid| pid.trim().parse::<u32>().ok());
-        if owner.is_some_and(|pid| pid == me || process_exists(pid)) {
+        // Only a directory whose harness is known and gone: a mount without harness.pid may
+        // belong to a harness that is just starting, or to something else entirely.
+        if !harness_pid(&out_dir).is_some_and(|pid| pid != me && !process_exists(pid)) {
             continue;
         }
         for pid in faultfs_serving(mount_point) {
@@ -618,6 +617,26 @@ fn faultfs_serving(mount_point: &str) -> Vec<u32> {
 
 /// The output directory of a mount point the harness makes (`<out>/nodes/<id>/disk` or
 /// `<out>/nodes/<id>/data`).
+/// The pid in `out_dir`'s harness.pid, if there is one.
+fn harness_pid(out_dir: &Path) -> Option<u32> {
+    fs::read_to_string(out_dir.join(PID_FILE))
+        .ok()
+        .and_then(|pid| pid.trim().parse().ok())
+}
+
+/// Errors if `out_dir` belongs to a harness that is still running (two runs in one directory
+/// would empty each other's output and unmount each other's nodes).
+pub fn ensure_out_dir_unused(out_dir: &Path) -> Result<()> {
+    match harness_pid(out_dir) {
+        Some(pid) if process_exists(pid) => Err(format!(
+            "{} is in use by a running harness (pid {pid} in its {PID_FILE})",
+            out_dir.display()
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 fn leftover_out_dir(mount_point: &Path) -> Option<PathBuf> {
     let leaf = mount_point.file_name()?.to_str()?;
     let node = mount_point.parent()?;
@@ -647,6 +666,7 @@ pub fn apply_firewall(plan: &NetworkPlan, id: i32, script: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -678,6 +698,23 @@ mod tests {
             fuse_device_minor(mountinfo, Path::new("/out/nodes/3/data")),
             None
         );
+    }
+
+    #[test]
+    fn an_out_dir_of_a_running_harness_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure_out_dir_unused(dir.path()).unwrap();
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        fs::write(dir.path().join(PID_FILE), live.id().to_string()).unwrap();
+        let refused = ensure_out_dir_unused(dir.path());
+        live.kill().unwrap();
+        live.wait().unwrap();
+        assert!(refused.is_err());
+        // Reaped: the pid names no process any more.
+        ensure_out_dir_unused(dir.path()).unwrap();
     }
 
     #[test]

@@ -13,7 +13,7 @@ use runnel_e2e::Result;
 use tokio::sync::watch;
 
 use crate::checker::check;
-use crate::cluster::{clean_leftovers, ChaosCluster, StorageOptions};
+use crate::cluster::{clean_leftovers, ensure_out_dir_unused, ChaosCluster, StorageOptions};
 use crate::command::{output, Signal};
 use crate::faults::{heal, heal_network, inject};
 use crate::history::{Event, FaultPhase};
@@ -80,6 +80,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
         eprintln!("runnel-chaos: removed leftover {removed}");
     }
     let out_dir = &options.out_dir;
+    ensure_out_dir_unused(out_dir)?;
     if out_dir.exists() {
         std::fs::remove_dir_all(out_dir)
             .map_err(|e| format!("emptying {}: {e}", out_dir.display()))?;
