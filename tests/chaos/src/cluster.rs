@@ -70,6 +70,8 @@ struct Node {
     faultfs: Option<FaultFs>,
     child: Option<Child>,
     starts: u32,
+    /// runnel-faultfs's written-back files at the last power loss.
+    written_back_files: u64,
 }
 
 /// Three runnel nodes in network namespaces. Dropping it kills the nodes and removes the
@@ -111,6 +113,7 @@ impl ChaosCluster {
                 faultfs: None,
                 child: None,
                 starts: 0,
+                written_back_files: 0,
             });
         }
         // From here on, Drop removes whatever was made, whichever step fails.
@@ -246,14 +249,28 @@ impl ChaosCluster {
     }
 
     /// Tells node `id`'s runnel-faultfs to drop every write not yet fsynced (the node must be
-    /// stopped: a power loss). Returns its answer (`ok <files> <bytes>` dropped).
+    /// stopped: a power loss). Returns its answer (`ok <files> <bytes>` dropped). Files the
+    /// faultfs wrote back since the last power loss (its memory cap was hit) kept unsynced
+    /// data through this one: the power loss was partial, a harness problem of the run.
     pub fn drop_unsynced(&mut self, id: i32) -> Result<String> {
         let node = self.node_mut(id)?;
         let faultfs = node
             .faultfs
             .as_ref()
             .ok_or("power loss needs runnel-faultfs under the data dirs")?;
-        faultfs.drop_unsynced()
+        let written_back = faultfs.written_back_files()?;
+        let answer = faultfs.drop_unsynced()?;
+        let new_write_backs = written_back.saturating_sub(node.written_back_files);
+        node.written_back_files = written_back;
+        if new_write_backs > 0 {
+            self.problems.push(format!(
+                "harness: power loss on node {id} was partial: runnel-faultfs had written back \
+                 {new_write_backs} file(s) (its memory cap), so their unsynced data survived"
+            ));
+        }
+        Ok(format!(
+            "{answer}; written back since the last power loss: {new_write_backs}"
+        ))
     }
 
     /// Fills node `id`'s data tmpfs with a filler file until the device is full.
@@ -465,15 +482,28 @@ impl FaultFs {
 
     /// `drop-unsynced\n` on the control socket; the answer must be `ok <files> <bytes>`.
     fn drop_unsynced(&self) -> Result<String> {
+        self.command("drop-unsynced")
+    }
+
+    /// How many files runnel-faultfs has written back so far (the 4th field of `stats`):
+    /// unsynced data it made durable because its memory cap was hit.
+    fn written_back_files(&self) -> Result<u64> {
+        let answer = self.command("stats")?;
+        parse_written_back(&answer)
+            .ok_or_else(|| format!("runnel-faultfs answered {answer:?} to stats").into())
+    }
+
+    /// Sends `line` on the control socket; the answer must start with `ok`.
+    fn command(&self, line: &str) -> Result<String> {
         let mut stream = UnixStream::connect(&self.control)
             .map_err(|e| format!("{}: {e}", self.control.display()))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        stream.write_all(b"drop-unsynced\n")?;
+        stream.write_all(format!("{line}\n").as_bytes())?;
         let mut answer = String::new();
         BufReader::new(stream).read_line(&mut answer)?;
         ensure!(
             answer.split_whitespace().next() == Some("ok"),
-            "runnel-faultfs at {} answered {answer:?} to drop-unsynced",
+            "runnel-faultfs at {} answered {answer:?} to {line}",
             self.control.display()
         );
         Ok(answer.trim().to_owned())
@@ -637,6 +667,14 @@ pub fn ensure_out_dir_unused(out_dir: &Path) -> Result<()> {
     }
 }
 
+/// The written-back files of a runnel-faultfs `stats` answer
+/// (`ok <files> <bytes> <written-back files> <directory operations>`).
+fn parse_written_back(stats: &str) -> Option<u64> {
+    let mut fields = stats.split_whitespace();
+    (fields.next()? == "ok").then_some(())?;
+    fields.nth(2)?.parse().ok()
+}
+
 fn leftover_out_dir(mount_point: &Path) -> Option<PathBuf> {
     let leaf = mount_point.file_name()?.to_str()?;
     let node = mount_point.parent()?;
@@ -715,6 +753,13 @@ mod tests {
         assert!(refused.is_err());
         // Reaped: the pid names no process any more.
         ensure_out_dir_unused(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn written_back_files_are_the_third_number_of_stats() {
+        assert_eq!(parse_written_back("ok 3 4096 2 1"), Some(2));
+        assert_eq!(parse_written_back("ok 3 4096"), None);
+        assert_eq!(parse_written_back("error unknown command"), None);
     }
 
     #[test]
