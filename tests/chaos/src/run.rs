@@ -20,7 +20,7 @@ use crate::history::{Event, FaultPhase};
 use crate::netns::{node_ids, NetworkPlan, NODE_COUNT};
 use crate::recorder::Recorder;
 use crate::report::{read_history, write_report, RunReport, RunSettings};
-use crate::schedule::{fault_schedule, FaultKind};
+use crate::schedule::{fault_schedule, FaultKind, MIN_QUIET_MS};
 use crate::workload::{self, WorkloadOptions, PARTITIONS, TOPIC};
 
 /// The history's file name in the output directory.
@@ -221,10 +221,26 @@ async fn play_faults(
     let duration_ms = u64::try_from(options.duration.as_millis())?;
     let schedule = fault_schedule(options.seed, duration_ms, &options.faults);
     let start = tokio::time::Instant::now();
+    let mut healed_at = start;
     for step in &schedule {
-        tokio::time::sleep_until(start + Duration::from_millis(step.start_ms)).await;
+        // An injection or heal that ran long must not eat the next quiet time: the cluster
+        // gets at least the minimum after each heal (later faults shift; the run's end holds).
+        let planned = start + Duration::from_millis(step.start_ms);
+        let earliest = healed_at + Duration::from_millis(MIN_QUIET_MS);
+        if planned.max(earliest) + Duration::from_millis(step.hold_ms) > start + options.duration {
+            break;
+        }
+        tokio::time::sleep_until(planned.max(earliest)).await;
         note_exited_nodes(cluster, problems)?;
-        let fault = inject(cluster, step).await?;
+        let fault = inject(cluster, step, |target| {
+            recorder.record(|time_ms| Event::Fault {
+                time_ms,
+                kind: step.kind.name().to_owned(),
+                target: target.to_owned(),
+                phase: FaultPhase::Start,
+            });
+        })
+        .await?;
         eprintln!(
             "runnel-chaos: {}ms {} {} for {}ms",
             recorder.now_ms(),
@@ -232,12 +248,6 @@ async fn play_faults(
             fault.target,
             step.hold_ms
         );
-        recorder.record(|time_ms| Event::Fault {
-            time_ms,
-            kind: fault.kind.name().to_owned(),
-            target: fault.target.clone(),
-            phase: FaultPhase::Start,
-        });
         tokio::time::sleep(Duration::from_millis(step.hold_ms)).await;
         heal(cluster, &fault)?;
         recorder.record(|time_ms| Event::Fault {
@@ -246,6 +256,7 @@ async fn play_faults(
             target: fault.target.clone(),
             phase: FaultPhase::Heal,
         });
+        healed_at = tokio::time::Instant::now();
     }
     tokio::time::sleep_until(start + options.duration).await;
     note_exited_nodes(cluster, problems)
