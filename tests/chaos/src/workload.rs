@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
@@ -206,7 +206,39 @@ struct GroupContext {
     assignment: Arc<AtomicU64>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka logs a reset of a fetch position caused by an error (offset out of range) as
+    /// a warning of facility `OFFSET`: record it, so the checker does not take the reads after
+    /// it for reading backwards. Other client log lines are dropped (as without a logger).
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if let Some(partition) = offset_reset_partition(fac, log_message) {
+            let assignment = self.assignment.load(Ordering::SeqCst);
+            self.recorder.record(|time_ms| Event::OffsetReset {
+                time_ms,
+                consumer: self.consumer,
+                assignment,
+                partition,
+                detail: log_message.to_owned(),
+            });
+            eprintln!(
+                "runnel-chaos: consumer {} client {level:?} {fac}: {log_message}",
+                self.consumer
+            );
+        }
+    }
+}
+
+/// The partition of a librdkafka `OFFSET` log line `<topic> [<partition>]: offset reset ...`
+/// about the workload topic.
+fn offset_reset_partition(fac: &str, message: &str) -> Option<i32> {
+    if fac != "OFFSET" {
+        return None;
+    }
+    let rest = message.strip_prefix(TOPIC)?.strip_prefix(" [")?;
+    let (partition, rest) = rest.split_once(']')?;
+    rest.starts_with(": offset reset")
+        .then(|| partition.parse().ok())?
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -442,6 +474,23 @@ fn settled_watermarks(consumer: &BaseConsumer, deadline: Instant) -> Result<Wate
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offset_reset_warning_names_its_partition() {
+        let line = "chaos [2]: offset reset (at offset 120 (leader epoch 3), broker 1) to \
+                    offset BEGINNING (leader epoch -1): fetch failed due to requested offset not \
+                    available on the broker: Broker: Offset out of range";
+        assert_eq!(offset_reset_partition("OFFSET", line), Some(2));
+        assert_eq!(offset_reset_partition("FETCH", line), None);
+        assert_eq!(
+            offset_reset_partition("OFFSET", "other [2]: offset reset"),
+            None
+        );
+        assert_eq!(
+            offset_reset_partition("OFFSET", "chaos [2]: committed"),
+            None
+        );
+    }
 
     #[test]
     fn a_grown_high_watermark_reopens_its_partition_for_the_drain() {
