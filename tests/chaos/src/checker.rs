@@ -488,12 +488,23 @@ fn check_every_partition_drained(
     }
 }
 
-/// Rule 4: within one assignment, a consumer reads each partition's offsets one after another
-/// (+1 each time): not back (read-backwards, including the same offset again) and not over any
+/// Rule 4: within one assignment (and between offset resets the client reported), a consumer
+/// reads each partition's offsets one after another (+1 each time): not back (read-backwards, including the same offset again) and not over any
 /// offset (read-skip). Offsets are dense, so jumping over offsets the drain lacks is still a skip.
 fn check_reads_in_order(events: &[Event], result: &mut CheckResult) {
     let mut last_read: HashMap<(u32, u64, i32), i64> = HashMap::new();
     for event in events {
+        if let Event::OffsetReset {
+            consumer,
+            assignment,
+            partition,
+            ..
+        } = event
+        {
+            // The client moved its position: the next read starts a new sequence.
+            last_read.remove(&(*consumer, *assignment, *partition));
+            continue;
+        }
         let Event::Read {
             consumer,
             assignment,
@@ -1080,6 +1091,28 @@ pub(crate) mod tests {
             ],
         );
         assert!(check(&events).is_clean());
+    }
+
+    #[test]
+    fn reading_earlier_after_a_reported_offset_reset_is_a_new_sequence() {
+        let mut events = reads(0, 1, 0..5);
+        events.push(Event::OffsetReset {
+            time_ms: 0,
+            consumer: 0,
+            assignment: 1,
+            partition: 0,
+            detail: "chaos [0]: offset reset".into(),
+        });
+        events.extend(reads(0, 1, 0..3));
+        let mut result = CheckResult::default();
+        check_reads_in_order(&events, &mut result);
+        assert!(result.is_clean(), "{result:?}");
+        // Without the reset the same reads go backwards.
+        let mut events = reads(0, 1, 0..5);
+        events.extend(reads(0, 1, 0..3));
+        let mut result = CheckResult::default();
+        check_reads_in_order(&events, &mut result);
+        assert!(!result.is_clean());
     }
 
     #[test]

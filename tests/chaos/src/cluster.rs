@@ -8,13 +8,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use runnel_e2e::cluster::{metadata_at, ClusterMetadata};
 use runnel_e2e::{ensure, Result};
 
-use crate::command::{output, process_exists, run, run_quietly, run_with_stdin, signal};
+use crate::command::{
+    child_command, output, process_exists, run, run_quietly, run_with_stdin, signal, Signal,
+};
 use crate::netns::{namespace_owner, node_ids, NetworkPlan};
 
 /// The `cluster.id` of every chaos cluster.
@@ -28,6 +30,9 @@ const DATA_TMPFS_BYTES: u64 = 256 << 20;
 const FAULTFS_MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a node may take to exit on SIGTERM (its `shutdown.timeout.ms` is 5 s).
 const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a SIGKILLed node may take to be reaped. A node blocked in a FUSE request does not
+/// die until the request ends; after this the harness aborts the FUSE connection.
+const NODE_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long runnel-faultfs may take to unmount on SIGTERM.
 const FAULTFS_UNMOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The file holding the harness's pid in the output directory: a later run removes the
@@ -65,6 +70,8 @@ struct Node {
     faultfs: Option<FaultFs>,
     child: Option<Child>,
     starts: u32,
+    /// runnel-faultfs's written-back files at the last power loss.
+    written_back_files: u64,
 }
 
 /// Three runnel nodes in network namespaces. Dropping it kills the nodes and removes the
@@ -73,6 +80,8 @@ pub struct ChaosCluster {
     plan: NetworkPlan,
     runnel_bin: PathBuf,
     nodes: Vec<Node>,
+    /// Harness problems met while stopping nodes (a node that would not die), for the report.
+    problems: Vec<String>,
 }
 
 impl ChaosCluster {
@@ -104,6 +113,7 @@ impl ChaosCluster {
                 faultfs: None,
                 child: None,
                 starts: 0,
+                written_back_files: 0,
             });
         }
         // From here on, Drop removes whatever was made, whichever step fails.
@@ -111,6 +121,7 @@ impl ChaosCluster {
             plan,
             runnel_bin,
             nodes,
+            problems: Vec::new(),
         };
         for command in cluster.plan.setup_commands() {
             run(&command)?;
@@ -166,7 +177,7 @@ impl ChaosCluster {
             .append(true)
             .open(node.dir.join("runnel.log"))?;
         writeln!(log, "=== runnel-chaos: start #{} ===", node.starts)?;
-        let mut command = Command::new("ip");
+        let mut command = child_command("ip");
         command
             .args(["netns", "exec", &namespace])
             .arg(&bin)
@@ -185,7 +196,7 @@ impl ChaosCluster {
                 command.env_remove(name);
             }
         }
-        // `ip netns exec` enters the namespace and execs runnel: the child's pid is runnel's.
+        // setpriv and `ip netns exec` exec (no fork): the child's pid is runnel's.
         let child = command
             .spawn()
             .map_err(|e| format!("starting node {id} ({}): {e}", bin.display()))?;
@@ -196,11 +207,8 @@ impl ChaosCluster {
     /// SIGKILLs node `id` and reaps it (a crash); nothing if it is not running.
     pub fn kill(&mut self, id: i32) -> Result<()> {
         let node = self.node_mut(id)?;
-        if let Some(mut child) = node.child.take() {
-            // A stopped process dies of SIGKILL too; no SIGCONT needed.
-            let _ = child.kill();
-            child.wait()?;
-        }
+        let problem = node.stop(None);
+        self.problems.extend(problem);
         Ok(())
     }
 
@@ -209,20 +217,13 @@ impl ChaosCluster {
     /// went offline (a failed write, disk full) back, through recovery.
     pub fn restart(&mut self, id: i32) -> Result<()> {
         let node = self.node_mut(id)?;
-        if let Some(mut child) = node.child.take() {
-            let _ = signal(child.id(), "TERM");
-            let deadline = Instant::now() + NODE_STOP_TIMEOUT;
-            while child.try_wait()?.is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            child.wait()?;
-        }
+        let problem = node.stop(Some(NODE_STOP_TIMEOUT));
+        self.problems.extend(problem);
         self.spawn(id)
     }
 
     /// Sends `name` (`STOP`, `CONT`) to node `id`'s process, if it runs.
-    pub fn signal(&mut self, id: i32, name: &str) -> Result<()> {
+    pub fn signal(&mut self, id: i32, name: Signal) -> Result<()> {
         let node = self.node_mut(id)?;
         if let Some(child) = node.child.as_mut() {
             if child.try_wait()?.is_none() {
@@ -248,14 +249,28 @@ impl ChaosCluster {
     }
 
     /// Tells node `id`'s runnel-faultfs to drop every write not yet fsynced (the node must be
-    /// stopped: a power loss). Returns its answer (`ok <files> <bytes>` dropped).
+    /// stopped: a power loss). Returns its answer (`ok <files> <bytes>` dropped). Files the
+    /// faultfs wrote back since the last power loss (its memory cap was hit) kept unsynced
+    /// data through this one: the power loss was partial, a harness problem of the run.
     pub fn drop_unsynced(&mut self, id: i32) -> Result<String> {
         let node = self.node_mut(id)?;
         let faultfs = node
             .faultfs
             .as_ref()
             .ok_or("power loss needs runnel-faultfs under the data dirs")?;
-        faultfs.drop_unsynced()
+        let written_back = faultfs.written_back_files()?;
+        let answer = faultfs.drop_unsynced()?;
+        let new_write_backs = written_back.saturating_sub(node.written_back_files);
+        node.written_back_files = written_back;
+        if new_write_backs > 0 {
+            self.problems.push(format!(
+                "harness: power loss on node {id} was partial: runnel-faultfs had written back \
+                 {new_write_backs} file(s) (its memory cap), so their unsynced data survived"
+            ));
+        }
+        Ok(format!(
+            "{answer}; written back since the last power loss: {new_write_backs}"
+        ))
     }
 
     /// Fills node `id`'s data tmpfs with a filler file until the device is full.
@@ -287,14 +302,23 @@ impl ChaosCluster {
         metadata_at(self.plan.client_addr(id), topics)
     }
 
+    /// Harness problems met so far (see [`Node::stop`]); each fails the run.
+    pub fn take_problems(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.problems)
+    }
+
+    /// Tears the cluster down (as dropping it does) and returns the harness problems met.
+    pub fn shut_down(mut self) -> Vec<String> {
+        self.tear_down();
+        self.take_problems()
+    }
+
     /// Kills every node, stops every faultfs (all at once: each may take a while to unmount),
     /// removes the mounts and the network. Idempotent.
     fn tear_down(&mut self) {
         for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            let problem = node.stop(None);
+            self.problems.extend(problem);
         }
         let faultfs: Vec<FaultFs> = self
             .nodes
@@ -321,7 +345,93 @@ impl ChaosCluster {
 impl Drop for ChaosCluster {
     fn drop(&mut self) {
         self.tear_down();
+        for problem in self.take_problems() {
+            eprintln!("runnel-chaos: harness problem: {problem}");
+        }
     }
+}
+
+impl Node {
+    /// Stops the node's process, if it runs: SIGTERM and up to `grace` to exit (an operator's
+    /// stop), else at once SIGKILL (a crash; a stopped process dies of it too), then reaps it
+    /// within [`NODE_REAP_TIMEOUT`]. A node blocked in a FUSE request cannot die until the
+    /// request ends, so then the FUSE connection is aborted (or, failing that, its
+    /// runnel-faultfs SIGKILLed) and the node reaped again. Returns that harness problem.
+    fn stop(&mut self, grace: Option<Duration>) -> Option<String> {
+        let mut child = self.child.take()?;
+        if let Some(grace) = grace {
+            let _ = signal(child.id(), Signal::TERM);
+            if reap_within(&mut child, grace) {
+                return None;
+            }
+        }
+        let _ = child.kill();
+        if reap_within(&mut child, NODE_REAP_TIMEOUT) {
+            return None;
+        }
+        let mut problem = format!(
+            "harness: node {} was not reaped within {NODE_REAP_TIMEOUT:?} of SIGKILL",
+            self.id
+        );
+        if let Some(faultfs) = self.faultfs.as_mut() {
+            match abort_fuse_connection(&faultfs.mount) {
+                Ok(()) => problem.push_str("; aborted its FUSE connection"),
+                Err(e) => {
+                    let _ = faultfs.child.kill();
+                    problem.push_str(&format!(
+                        "; aborting its FUSE connection failed ({e}), SIGKILLed its runnel-faultfs"
+                    ));
+                }
+            }
+        }
+        if !reap_within(&mut child, NODE_REAP_TIMEOUT) {
+            problem.push_str(&format!(
+                "; pid {} still not reaped, left running",
+                child.id()
+            ));
+        }
+        Some(problem)
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit; whether it was reaped.
+fn reap_within(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) | Err(_) => return false,
+        }
+    }
+}
+
+/// Aborts the FUSE connection of the file system mounted at `mount` (every request pending on
+/// it fails, so processes blocked in one can die). The connection is named by the mount's
+/// device minor, read from /proc/self/mountinfo: a stat of the mount could block too.
+fn abort_fuse_connection(mount: &Path) -> Result<()> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    let minor = fuse_device_minor(&mountinfo, mount)
+        .ok_or_else(|| format!("{} is not in /proc/self/mountinfo", mount.display()))?;
+    let abort = format!("/sys/fs/fuse/connections/{minor}/abort");
+    fs::write(&abort, "1").map_err(|e| format!("{abort}: {e}"))?;
+    Ok(())
+}
+
+/// The device minor of the mount at `mount` in `mountinfo` (fields: id, parent, major:minor,
+/// root, mount point, ...); the last such mount if several are stacked.
+fn fuse_device_minor(mountinfo: &str, mount: &Path) -> Option<u32> {
+    let target = mount.display().to_string();
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let device = fields.nth(2)?;
+            let point = fields.nth(1)?;
+            (point == target).then_some(device)
+        })
+        .next_back()
+        .and_then(|device| device.split_once(':')?.1.parse().ok())
 }
 
 impl FaultFs {
@@ -335,7 +445,7 @@ impl FaultFs {
         fs::create_dir_all(&mount)?;
         let _ = fs::remove_file(&control);
         let log = File::create(node_dir.join("faultfs.log"))?;
-        let child = Command::new(bin)
+        let child = child_command(bin)
             .arg("--backing")
             .arg(&backing)
             .arg("--mount")
@@ -372,15 +482,28 @@ impl FaultFs {
 
     /// `drop-unsynced\n` on the control socket; the answer must be `ok <files> <bytes>`.
     fn drop_unsynced(&self) -> Result<String> {
+        self.command("drop-unsynced")
+    }
+
+    /// How many files runnel-faultfs has written back so far (the 4th field of `stats`):
+    /// unsynced data it made durable because its memory cap was hit.
+    fn written_back_files(&self) -> Result<u64> {
+        let answer = self.command("stats")?;
+        parse_written_back(&answer)
+            .ok_or_else(|| format!("runnel-faultfs answered {answer:?} to stats").into())
+    }
+
+    /// Sends `line` on the control socket; the answer must start with `ok`.
+    fn command(&self, line: &str) -> Result<String> {
         let mut stream = UnixStream::connect(&self.control)
             .map_err(|e| format!("{}: {e}", self.control.display()))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        stream.write_all(b"drop-unsynced\n")?;
+        stream.write_all(format!("{line}\n").as_bytes())?;
         let mut answer = String::new();
         BufReader::new(stream).read_line(&mut answer)?;
         ensure!(
             answer.split_whitespace().next() == Some("ok"),
-            "runnel-faultfs at {} answered {answer:?} to drop-unsynced",
+            "runnel-faultfs at {} answered {answer:?} to {line}",
             self.control.display()
         );
         Ok(answer.trim().to_owned())
@@ -395,7 +518,7 @@ impl FaultFs {
     /// [`unmount`](Self::unmount) for several at once, within one [`FAULTFS_UNMOUNT_TIMEOUT`].
     fn unmount_all(mut all: Vec<FaultFs>) {
         for faultfs in &all {
-            let _ = signal(faultfs.child.id(), "TERM");
+            let _ = signal(faultfs.child.id(), Signal::TERM);
         }
         let deadline = Instant::now() + FAULTFS_UNMOUNT_TIMEOUT;
         while all
@@ -471,7 +594,7 @@ pub fn clean_leftovers() -> Vec<String> {
             Some(owner) if owner != me && !process_exists(owner) => {
                 let pids = output(&["ip", "netns", "pids", name]).unwrap_or_default();
                 for pid in pids.lines().filter_map(|p| p.trim().parse::<u32>().ok()) {
-                    let _ = signal(pid, "KILL");
+                    let _ = signal(pid, Signal::KILL);
                 }
                 run_quietly(&["ip".into(), "netns".into(), "del".into(), name.to_owned()]);
                 removed.push(format!("namespace {name}"));
@@ -485,14 +608,13 @@ pub fn clean_leftovers() -> Vec<String> {
         let Some(out_dir) = leftover_out_dir(path) else {
             continue;
         };
-        let owner = fs::read_to_string(out_dir.join(PID_FILE))
-            .ok()
-            .and_then(|pid| pid.trim().parse::<u32>().ok());
-        if owner.is_some_and(|pid| pid == me || process_exists(pid)) {
+        // Only a directory whose harness is known and gone: a mount without harness.pid may
+        // belong to a harness that is just starting, or to something else entirely.
+        if !harness_pid(&out_dir).is_some_and(|pid| pid != me && !process_exists(pid)) {
             continue;
         }
         for pid in faultfs_serving(mount_point) {
-            let _ = signal(pid, "KILL");
+            let _ = signal(pid, Signal::KILL);
             removed.push(format!("runnel-faultfs process {pid}"));
         }
         run_quietly(&["umount".into(), "-l".into(), mount_point.to_owned()]);
@@ -525,6 +647,34 @@ fn faultfs_serving(mount_point: &str) -> Vec<u32> {
 
 /// The output directory of a mount point the harness makes (`<out>/nodes/<id>/disk` or
 /// `<out>/nodes/<id>/data`).
+/// The pid in `out_dir`'s harness.pid, if there is one.
+fn harness_pid(out_dir: &Path) -> Option<u32> {
+    fs::read_to_string(out_dir.join(PID_FILE))
+        .ok()
+        .and_then(|pid| pid.trim().parse().ok())
+}
+
+/// Errors if `out_dir` belongs to a harness that is still running (two runs in one directory
+/// would empty each other's output and unmount each other's nodes).
+pub fn ensure_out_dir_unused(out_dir: &Path) -> Result<()> {
+    match harness_pid(out_dir) {
+        Some(pid) if process_exists(pid) => Err(format!(
+            "{} is in use by a running harness (pid {pid} in its {PID_FILE})",
+            out_dir.display()
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// The written-back files of a runnel-faultfs `stats` answer
+/// (`ok <files> <bytes> <written-back files> <directory operations>`).
+fn parse_written_back(stats: &str) -> Option<u64> {
+    let mut fields = stats.split_whitespace();
+    (fields.next()? == "ok").then_some(())?;
+    fields.nth(2)?.parse().ok()
+}
+
 fn leftover_out_dir(mount_point: &Path) -> Option<PathBuf> {
     let leaf = mount_point.file_name()?.to_str()?;
     let node = mount_point.parent()?;
@@ -554,6 +704,7 @@ pub fn apply_firewall(plan: &NetworkPlan, id: i32, script: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -570,6 +721,45 @@ mod tests {
             plan.quorum_voters()
         )));
         assert!(args.contains("--set min.insync.replicas=2"));
+    }
+
+    #[test]
+    fn the_fuse_connection_is_named_by_the_mounts_device_minor() {
+        let mountinfo = "22 1 0:21 / /proc rw - proc proc rw\n\
+            97 29 0:52 / /out/nodes/1/data rw,nosuid - fuse.runnel-faultfs faultfs rw\n\
+            98 29 0:53 / /out/nodes/2/data rw,nosuid - fuse.runnel-faultfs faultfs rw\n";
+        assert_eq!(
+            fuse_device_minor(mountinfo, Path::new("/out/nodes/2/data")),
+            Some(53)
+        );
+        assert_eq!(
+            fuse_device_minor(mountinfo, Path::new("/out/nodes/3/data")),
+            None
+        );
+    }
+
+    #[test]
+    fn an_out_dir_of_a_running_harness_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure_out_dir_unused(dir.path()).unwrap();
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        fs::write(dir.path().join(PID_FILE), live.id().to_string()).unwrap();
+        let refused = ensure_out_dir_unused(dir.path());
+        live.kill().unwrap();
+        live.wait().unwrap();
+        assert!(refused.is_err());
+        // Reaped: the pid names no process any more.
+        ensure_out_dir_unused(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn written_back_files_are_the_third_number_of_stats() {
+        assert_eq!(parse_written_back("ok 3 4096 2 1"), Some(2));
+        assert_eq!(parse_written_back("ok 3 4096"), None);
+        assert_eq!(parse_written_back("error unknown command"), None);
     }
 
     #[test]

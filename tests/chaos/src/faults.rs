@@ -8,7 +8,7 @@ use runnel_e2e::cluster::{metadata_at, ClusterMetadata};
 use runnel_e2e::Result;
 
 use crate::cluster::{apply_firewall, ChaosCluster};
-use crate::command::{run, run_quietly};
+use crate::command::{run, run_quietly, Signal};
 use crate::netns::{node_ids, NetworkPlan, NODE_COUNT};
 use crate::schedule::{FaultKind, FaultStep};
 use crate::workload::{PARTITIONS, TOPIC};
@@ -74,12 +74,18 @@ async fn cluster_metadata(plan: &NetworkPlan) -> Option<ClusterMetadata> {
     None
 }
 
-/// Starts `step`'s fault on `cluster`.
-pub async fn inject(cluster: &mut ChaosCluster, step: &FaultStep) -> Result<ActiveFault> {
+/// Starts `step`'s fault on `cluster`. `begin` is called with the target once it is chosen
+/// and before anything is done to it, so the history's fault start precedes its effects.
+pub async fn inject(
+    cluster: &mut ChaosCluster,
+    step: &FaultStep,
+    mut begin: impl FnMut(&str),
+) -> Result<ActiveFault> {
     let (node, other_a, other_b) = pick_node(step.pick);
     let plan = cluster.plan().clone();
     let (target, heal) = match step.kind {
         FaultKind::KillOne => {
+            begin(&node.to_string());
             cluster.kill(node)?;
             (node.to_string(), Heal::Restart(vec![node]))
         }
@@ -99,6 +105,7 @@ pub async fn inject(cluster: &mut ChaosCluster, step: &FaultStep) -> Result<Acti
                     format!("{node} (leader of {TOPIC}-{partition} unknown)"),
                 ),
             };
+            begin(&target);
             cluster.kill(victim)?;
             (target, Heal::Restart(vec![victim]))
         }
@@ -111,10 +118,12 @@ pub async fn inject(cluster: &mut ChaosCluster, step: &FaultStep) -> Result<Acti
                 Some(id) => (id, format!("{id} (controller)")),
                 None => (node, format!("{node} (controller unknown)")),
             };
+            begin(&target);
             cluster.kill(victim)?;
             (target, Heal::Restart(vec![victim]))
         }
         FaultKind::KillAll | FaultKind::PowerLoss => {
+            begin("all");
             for id in node_ids() {
                 cluster.kill(id)?;
             }
@@ -127,39 +136,44 @@ pub async fn inject(cluster: &mut ChaosCluster, step: &FaultStep) -> Result<Acti
             ("all".to_owned(), Heal::Restart(node_ids().collect()))
         }
         FaultKind::Pause => {
-            cluster.signal(node, "STOP")?;
+            begin(&node.to_string());
+            cluster.signal(node, Signal::STOP)?;
             (node.to_string(), Heal::Resume(node))
         }
         FaultKind::PartitionOne => {
             let everyone = [plan.node_ip(other_a), plan.node_ip(other_b), plan.host_ip()];
+            let target = format!("{node}|{other_a},{other_b},clients");
+            begin(&target);
             apply_firewall(&plan, node, &plan.firewall_script(&everyone, &everyone))?;
-            (
-                format!("{node}|{other_a},{other_b},clients"),
-                Heal::OpenNetwork,
-            )
+            (target, Heal::OpenNetwork)
         }
         FaultKind::PartitionSplit => {
             let peers = [plan.node_ip(other_a), plan.node_ip(other_b)];
+            let target = format!("{node}|{other_a},{other_b}");
+            begin(&target);
             apply_firewall(&plan, node, &plan.firewall_script(&peers, &peers))?;
-            (format!("{node}|{other_a},{other_b}"), Heal::OpenNetwork)
+            (target, Heal::OpenNetwork)
         }
         FaultKind::PartitionBridge => {
             // `node` is the bridge; the two others cannot reach each other.
+            let target = format!("{other_a}|{other_b} bridge {node}");
+            begin(&target);
             cut(&plan, other_a, plan.node_ip(other_b))?;
-            (
-                format!("{other_a}|{other_b} bridge {node}"),
-                Heal::OpenNetwork,
-            )
+            (target, Heal::OpenNetwork)
         }
         FaultKind::OneWayLoss => {
             // `node` drops everything `other_a` sends it; its own packets still arrive.
             let from = [plan.node_ip(other_a)];
+            let target = format!("{other_a}->{node}");
+            begin(&target);
             apply_firewall(&plan, node, &plan.firewall_script(&from, &[]))?;
-            (format!("{other_a}->{node}"), Heal::OpenNetwork)
+            (target, Heal::OpenNetwork)
         }
         FaultKind::Netem => {
             let netem =
                 plan.netem_command(node, NETEM_DELAY_MS, NETEM_JITTER_MS, NETEM_LOSS_PERCENT);
+            // The fallback shows in the target the harness prints, not in the history's start.
+            begin(&node.to_string());
             let target = match run(&netem) {
                 Ok(()) => node.to_string(),
                 Err(e) if e.to_string().contains("qdisc kind is unknown") => {
@@ -174,6 +188,7 @@ pub async fn inject(cluster: &mut ChaosCluster, step: &FaultStep) -> Result<Acti
             (target, Heal::RemoveNetem(node))
         }
         FaultKind::DiskFull => {
+            begin(&node.to_string());
             cluster.fill_disk(node)?;
             (node.to_string(), Heal::FreeDisk(node))
         }
@@ -198,7 +213,7 @@ pub fn heal(cluster: &mut ChaosCluster, fault: &ActiveFault) -> Result<()> {
                 cluster.spawn(id)?;
             }
         }
-        Heal::Resume(id) => cluster.signal(*id, "CONT")?,
+        Heal::Resume(id) => cluster.signal(*id, Signal::CONT)?,
         Heal::OpenNetwork => heal_network(cluster.plan()),
         Heal::RemoveNetem(id) => {
             run_quietly(&cluster.plan().netem_heal_command(*id));

@@ -80,6 +80,19 @@ pub enum Event {
         offset: i64,
         value: String,
     },
+    /// The client of a group consumer reset its fetch position of `partition` (librdkafka's
+    /// warning: the broker said the offset is out of range, so it went to
+    /// `auto.offset.reset`=earliest). Reads of the partition after it start a new sequence (the
+    /// checker's rule 4); the reset itself is not an anomaly: data lost below it is caught by
+    /// the drain (rules 1, 6) and a restart below the committed offset by rule 5b.
+    OffsetReset {
+        time_ms: Millis,
+        consumer: u32,
+        assignment: u64,
+        partition: i32,
+        /// The client's log line.
+        detail: String,
+    },
     /// A consumer's offset commit succeeded: the group's next offset for `partition` is `offset`.
     CommitOk {
         time_ms: Millis,

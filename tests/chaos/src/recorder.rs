@@ -1,16 +1,20 @@
-//! [`Recorder`]: writes the run's [`Event`]s to `history.jsonl` as they happen (so a harness
-//! killed mid-run still leaves its history), timestamps them, and derives the `Recovered`
+//! [`Recorder`]: writes the run's [`Event`]s to `history.jsonl` as they happen, flushed at
+//! least every [`FLUSH_INTERVAL`] while events come (so a harness killed mid-run still leaves
+//! its history up to about a second before), timestamps them, and derives the `Recovered`
 //! events: the first acknowledged send after each heal.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use runnel_e2e::Result;
 
 use crate::history::{Event, FaultPhase, Millis};
+
+/// How stale the file may get: a write after this long since the last flush flushes.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The history being written. Shared by every producer, consumer and the fault loop; the
 /// time of each event is taken under its lock, so the file is in time order.
@@ -27,6 +31,8 @@ struct Inner {
     error: Option<String>,
     /// Events written.
     events: u64,
+    /// When the buffer was last flushed.
+    flushed_at: Instant,
 }
 
 impl Recorder {
@@ -39,6 +45,7 @@ impl Recorder {
                 unrecovered_heal_ms: None,
                 error: None,
                 events: 0,
+                flushed_at: Instant::now(),
             }),
         })
     }
@@ -105,6 +112,12 @@ impl Inner {
                 self.error.get_or_insert(e);
             }
         }
+        if self.flushed_at.elapsed() >= FLUSH_INTERVAL {
+            if let Err(e) = self.out.flush() {
+                self.error.get_or_insert_with(|| e.to_string());
+            }
+            self.flushed_at = Instant::now();
+        }
     }
 }
 
@@ -151,5 +164,17 @@ mod tests {
         assert_eq!(recovered.len(), 1);
         assert!(matches!(events[3], Event::Recovered { .. }));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn events_reach_the_file_without_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let recorder = Recorder::create(&path).unwrap();
+        recorder.record(|t| send_ok(t, "p0-1"));
+        std::thread::sleep(FLUSH_INTERVAL);
+        recorder.record(|t| send_ok(t, "p0-2"));
+        // Not finished (a killed harness): both lines are in the file already.
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
     }
 }

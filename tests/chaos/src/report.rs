@@ -104,6 +104,10 @@ pub struct RunReport {
     pub commits: u64,
     /// Partition assignments handed to group consumers (`Assigned` events).
     pub assignments: u64,
+    /// Fetch positions the consumers' client reset (`OffsetReset` events): each restarts rule
+    /// 4's sequence, so a non-zero count is worth a look.
+    #[serde(default)]
+    pub offset_resets: u64,
     /// Distinct partition/offsets the drain read (the whole log the checker saw).
     pub drained_records: u64,
     /// Per fault kind injected (by the name the history uses).
@@ -121,6 +125,7 @@ impl RunReport {
             reads: count_events(events, |e| matches!(e, Event::Read { .. })),
             commits: count_events(events, |e| matches!(e, Event::CommitOk { .. })),
             assignments: count_events(events, |e| matches!(e, Event::Assigned { .. })),
+            offset_resets: count_events(events, |e| matches!(e, Event::OffsetReset { .. })),
             drained_records: count_drained_positions(events),
             faults: fault_reports(events),
             check,
@@ -193,6 +198,7 @@ impl RunReport {
             ("of which never completed", sends.never_completed),
             ("records read by group consumers", self.reads),
             ("offset commits", self.commits),
+            ("consumer offset resets", self.offset_resets),
             ("assignments", self.assignments),
             ("records drained", self.drained_records),
         ];

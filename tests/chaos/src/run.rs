@@ -13,14 +13,14 @@ use runnel_e2e::Result;
 use tokio::sync::watch;
 
 use crate::checker::check;
-use crate::cluster::{clean_leftovers, ChaosCluster, StorageOptions};
-use crate::command::output;
+use crate::cluster::{clean_leftovers, ensure_out_dir_unused, ChaosCluster, StorageOptions};
+use crate::command::{output, Signal};
 use crate::faults::{heal, heal_network, inject};
 use crate::history::{Event, FaultPhase};
 use crate::netns::{node_ids, NetworkPlan, NODE_COUNT};
 use crate::recorder::Recorder;
 use crate::report::{read_history, write_report, RunReport, RunSettings};
-use crate::schedule::{fault_schedule, FaultKind};
+use crate::schedule::{fault_schedule, FaultKind, MIN_QUIET_MS};
 use crate::workload::{self, WorkloadOptions, PARTITIONS, TOPIC};
 
 /// The history's file name in the output directory.
@@ -80,6 +80,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
         eprintln!("runnel-chaos: removed leftover {removed}");
     }
     let out_dir = &options.out_dir;
+    ensure_out_dir_unused(out_dir)?;
     if out_dir.exists() {
         std::fs::remove_dir_all(out_dir)
             .map_err(|e| format!("emptying {}: {e}", out_dir.display()))?;
@@ -147,12 +148,13 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
 
     let mut problems = Vec::new();
     play_faults(&mut cluster, &options, &recorder, &mut problems).await?;
+    problems.extend(cluster.take_problems());
 
     // Heal everything (the schedule heals each fault; this is for a fault whose heal failed)
     // and bring every node back.
     heal_network(&plan);
     for id in node_ids() {
-        cluster.signal(id, "CONT")?;
+        cluster.signal(id, Signal::CONT)?;
         cluster.spawn(id)?;
     }
     let _ = stop_producers.send(true);
@@ -203,7 +205,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
         problems.push(format!("node {id} exited on its own with {status}"));
     }
     recorder.finish()?;
-    drop(cluster);
+    problems.extend(cluster.shut_down());
     let report = check_history(out_dir, settings)?;
     Ok(RunOutcome { report, problems })
 }
@@ -219,10 +221,26 @@ async fn play_faults(
     let duration_ms = u64::try_from(options.duration.as_millis())?;
     let schedule = fault_schedule(options.seed, duration_ms, &options.faults);
     let start = tokio::time::Instant::now();
+    let mut healed_at = start;
     for step in &schedule {
-        tokio::time::sleep_until(start + Duration::from_millis(step.start_ms)).await;
+        // An injection or heal that ran long must not eat the next quiet time: the cluster
+        // gets at least the minimum after each heal (later faults shift; the run's end holds).
+        let planned = start + Duration::from_millis(step.start_ms);
+        let earliest = healed_at + Duration::from_millis(MIN_QUIET_MS);
+        if planned.max(earliest) + Duration::from_millis(step.hold_ms) > start + options.duration {
+            break;
+        }
+        tokio::time::sleep_until(planned.max(earliest)).await;
         note_exited_nodes(cluster, problems)?;
-        let fault = inject(cluster, step).await?;
+        let fault = inject(cluster, step, |target| {
+            recorder.record(|time_ms| Event::Fault {
+                time_ms,
+                kind: step.kind.name().to_owned(),
+                target: target.to_owned(),
+                phase: FaultPhase::Start,
+            });
+        })
+        .await?;
         eprintln!(
             "runnel-chaos: {}ms {} {} for {}ms",
             recorder.now_ms(),
@@ -230,12 +248,6 @@ async fn play_faults(
             fault.target,
             step.hold_ms
         );
-        recorder.record(|time_ms| Event::Fault {
-            time_ms,
-            kind: fault.kind.name().to_owned(),
-            target: fault.target.clone(),
-            phase: FaultPhase::Start,
-        });
         tokio::time::sleep(Duration::from_millis(step.hold_ms)).await;
         heal(cluster, &fault)?;
         recorder.record(|time_ms| Event::Fault {
@@ -244,6 +256,7 @@ async fn play_faults(
             target: fault.target.clone(),
             phase: FaultPhase::Heal,
         });
+        healed_at = tokio::time::Instant::now();
     }
     tokio::time::sleep_until(start + options.duration).await;
     note_exited_nodes(cluster, problems)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
@@ -41,6 +41,10 @@ const MESSAGE_TIMEOUT_MS: u64 = 20_000;
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the drain may take before it gives up on a partition.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the watermarks must stay unchanged before the drain reads to them.
+const WATERMARKS_STABLE_FOR: Duration = Duration::from_secs(2);
+/// How long the drain waits at most for the watermarks to stay unchanged.
+const WATERMARKS_SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the workload runs.
 #[derive(Debug, Clone)]
@@ -202,7 +206,39 @@ struct GroupContext {
     assignment: Arc<AtomicU64>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka logs a reset of a fetch position caused by an error (offset out of range) as
+    /// a warning of facility `OFFSET`: record it, so the checker does not take the reads after
+    /// it for reading backwards. Other client log lines are dropped (as without a logger).
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if let Some(partition) = offset_reset_partition(fac, log_message) {
+            let assignment = self.assignment.load(Ordering::SeqCst);
+            self.recorder.record(|time_ms| Event::OffsetReset {
+                time_ms,
+                consumer: self.consumer,
+                assignment,
+                partition,
+                detail: log_message.to_owned(),
+            });
+            eprintln!(
+                "runnel-chaos: consumer {} client {level:?} {fac}: {log_message}",
+                self.consumer
+            );
+        }
+    }
+}
+
+/// The partition of a librdkafka `OFFSET` log line `<topic> [<partition>]: offset reset ...`
+/// about the workload topic.
+fn offset_reset_partition(fac: &str, message: &str) -> Option<i32> {
+    if fac != "OFFSET" {
+        return None;
+    }
+    let rest = message.strip_prefix(TOPIC)?.strip_prefix(" [")?;
+    let (partition, rest) = rest.split_once(']')?;
+    rest.starts_with(": offset reset")
+        .then(|| partition.parse().ok())?
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -301,10 +337,18 @@ fn commit(
     Ok(())
 }
 
+/// Each partition's (log start offset, high watermark).
+type Watermarks = BTreeMap<i32, (i64, i64)>;
+
 /// Reads every partition of the topic from its log start offset to its high watermark with a
 /// fresh group-less consumer and records each record (`Drained`) and each partition's range
 /// (`DrainEnd`). Blocking. Errors if a partition could not be read to its end in time (its
 /// `DrainEnd` is still recorded: what is missing shows in the check).
+///
+/// Producers have stopped, but after a restart a leader's high watermark can lag its log until
+/// the followers fetch again: the drain starts once the watermarks have not moved for
+/// [`WATERMARKS_STABLE_FOR`] (or after [`WATERMARKS_SETTLE_TIMEOUT`]), and after reading to
+/// them reads on while a fresh look finds a watermark grew. Reading more can only show more.
 pub fn drain(bootstrap: &str, reader: &str, recorder: &Recorder) -> Result<u64> {
     let consumer: BaseConsumer = client_config(bootstrap)
         .set("group.id", "chaos-drain")
@@ -312,6 +356,88 @@ pub fn drain(bootstrap: &str, reader: &str, recorder: &Recorder) -> Result<u64> 
         .set("enable.partition.eof", "false")
         .create()?;
     let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut ranges = settled_watermarks(&consumer, deadline)?;
+    let mut list = TopicPartitionList::new();
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    for (&partition, &(low, _)) in &ranges {
+        list.add_partition_offset(TOPIC, partition, Offset::Offset(low))?;
+        next.insert(partition, low);
+    }
+    consumer.assign(&list)?;
+    let mut drained = 0u64;
+    loop {
+        while !unfinished(&ranges, &next).is_empty() && Instant::now() < deadline {
+            let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let partition = message.partition();
+            let high = ranges.get(&partition).map_or(0, |(_, high)| *high);
+            if message.offset() >= high {
+                continue;
+            }
+            let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+            recorder.record(|time_ms| Event::Drained {
+                time_ms,
+                reader: reader.to_owned(),
+                partition,
+                offset: message.offset(),
+                value,
+            });
+            next.insert(partition, message.offset() + 1);
+            drained += 1;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        let again = watermarks(&consumer, deadline)?;
+        if !raise_high_watermarks(&mut ranges, &again) {
+            break;
+        }
+    }
+    for (&partition, &(low, high)) in &ranges {
+        recorder.record(|time_ms| Event::DrainEnd {
+            time_ms,
+            reader: reader.to_owned(),
+            partition,
+            start_offset: low,
+            end_offset: high,
+        });
+    }
+    let left = unfinished(&ranges, &next);
+    if !left.is_empty() {
+        return Err(format!(
+            "drain: partitions {left:?} not read to their high watermark within {DRAIN_TIMEOUT:?}"
+        )
+        .into());
+    }
+    Ok(drained)
+}
+
+/// The partitions whose next offset to read is below their high watermark.
+fn unfinished(ranges: &Watermarks, next: &BTreeMap<i32, i64>) -> Vec<i32> {
+    ranges
+        .iter()
+        .filter(|(p, (_, high))| next.get(p).is_some_and(|n| n < high))
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+/// Raises each high watermark in `ranges` that `again` shows higher; whether any grew.
+fn raise_high_watermarks(ranges: &mut Watermarks, again: &Watermarks) -> bool {
+    let mut grew = false;
+    for (partition, (_, high)) in ranges.iter_mut() {
+        if let Some(&(_, newer)) = again.get(partition) {
+            if newer > *high {
+                *high = newer;
+                grew = true;
+            }
+        }
+    }
+    grew
+}
+
+/// Every partition's watermarks (ListOffsets), retried until `deadline`.
+fn watermarks(consumer: &BaseConsumer, deadline: Instant) -> Result<Watermarks> {
     let mut ranges = BTreeMap::new();
     for partition in 0..PARTITIONS {
         let range = loop {
@@ -325,56 +451,59 @@ pub fn drain(bootstrap: &str, reader: &str, recorder: &Recorder) -> Result<u64> 
         };
         ranges.insert(partition, range);
     }
-    let mut list = TopicPartitionList::new();
-    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-    for (&partition, &(low, _)) in &ranges {
-        list.add_partition_offset(TOPIC, partition, Offset::Offset(low))?;
-        next.insert(partition, low);
-    }
-    consumer.assign(&list)?;
-    let mut drained = 0u64;
-    let unfinished = |next: &BTreeMap<i32, i64>| -> Vec<i32> {
-        ranges
-            .iter()
-            .filter(|(p, (_, high))| next.get(p).is_some_and(|n| n < high))
-            .map(|(p, _)| *p)
-            .collect()
-    };
-    while !unfinished(&next).is_empty() && Instant::now() < deadline {
-        let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let partition = message.partition();
-        let high = ranges.get(&partition).map_or(0, |(_, high)| *high);
-        if message.offset() >= high {
-            continue;
+    Ok(ranges)
+}
+
+/// The watermarks once they have not changed for [`WATERMARKS_STABLE_FOR`], or the last seen
+/// after [`WATERMARKS_SETTLE_TIMEOUT`] (the drain's re-check covers a later growth).
+fn settled_watermarks(consumer: &BaseConsumer, deadline: Instant) -> Result<Watermarks> {
+    let settle_deadline = deadline.min(Instant::now() + WATERMARKS_SETTLE_TIMEOUT);
+    let mut last = watermarks(consumer, deadline)?;
+    let mut unchanged_since = Instant::now();
+    while unchanged_since.elapsed() < WATERMARKS_STABLE_FOR && Instant::now() < settle_deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = watermarks(consumer, deadline)?;
+        if now != last {
+            last = now;
+            unchanged_since = Instant::now();
         }
-        let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
-        recorder.record(|time_ms| Event::Drained {
-            time_ms,
-            reader: reader.to_owned(),
-            partition,
-            offset: message.offset(),
-            value,
-        });
-        next.insert(partition, message.offset() + 1);
-        drained += 1;
     }
-    for (&partition, &(low, high)) in &ranges {
-        recorder.record(|time_ms| Event::DrainEnd {
-            time_ms,
-            reader: reader.to_owned(),
-            partition,
-            start_offset: low,
-            end_offset: high,
-        });
+    Ok(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offset_reset_warning_names_its_partition() {
+        let line = "chaos [2]: offset reset (at offset 120 (leader epoch 3), broker 1) to \
+                    offset BEGINNING (leader epoch -1): fetch failed due to requested offset not \
+                    available on the broker: Broker: Offset out of range";
+        assert_eq!(offset_reset_partition("OFFSET", line), Some(2));
+        assert_eq!(offset_reset_partition("FETCH", line), None);
+        assert_eq!(
+            offset_reset_partition("OFFSET", "other [2]: offset reset"),
+            None
+        );
+        assert_eq!(
+            offset_reset_partition("OFFSET", "chaos [2]: committed"),
+            None
+        );
     }
-    let left = unfinished(&next);
-    if !left.is_empty() {
-        return Err(format!(
-            "drain: partitions {left:?} not read to their high watermark within {DRAIN_TIMEOUT:?}"
-        )
-        .into());
+
+    #[test]
+    fn a_grown_high_watermark_reopens_its_partition_for_the_drain() {
+        let mut ranges: Watermarks = [(0, (0, 10)), (1, (0, 5))].into();
+        let next: BTreeMap<i32, i64> = [(0, 10), (1, 5)].into();
+        assert!(unfinished(&ranges, &next).is_empty());
+        // A restarted leader's watermark caught up with its log after the first read.
+        let again: Watermarks = [(0, (0, 12)), (1, (0, 5))].into();
+        assert!(raise_high_watermarks(&mut ranges, &again));
+        assert_eq!(unfinished(&ranges, &next), vec![0]);
+        // Never lowered: what was read stays expected.
+        let lower: Watermarks = [(0, (0, 3)), (1, (0, 5))].into();
+        assert!(!raise_high_watermarks(&mut ranges, &lower));
+        assert_eq!(ranges.get(&0), Some(&(0, 12)));
     }
-    Ok(drained)
 }
