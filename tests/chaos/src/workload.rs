@@ -36,7 +36,11 @@ const GROUP: &str = "chaos-group";
 /// Sends a producer may have in flight; more waits (bounds memory and the history's open sends).
 const MAX_IN_FLIGHT: usize = 32;
 /// librdkafka's `message.timeout.ms`: a send not acknowledged within it completes as info.
-const MESSAGE_TIMEOUT_MS: u64 = 20_000;
+/// Well above the longest fault plus recovery: when a message times out, librdkafka's
+/// idempotent producer bumps its epoch and re-sends records it may already have written under
+/// new sequences, which no broker can deduplicate (seed 1001 of docs/reliability.md, where
+/// records waited ~19.6 s against the 20 s this was).
+const MESSAGE_TIMEOUT_MS: u64 = 120_000;
 /// How often a group consumer commits what it has read.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the drain may take before it gives up on a partition.
