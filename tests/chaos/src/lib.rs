@@ -6,9 +6,11 @@
 //! consumers, drain), [`recorder`] (the history file), [`run`] (one run, end to end).
 
 pub mod checker;
+pub mod client_log;
 pub mod cluster;
 pub mod command;
 pub mod faults;
+pub mod forensics;
 pub mod history;
 pub mod netns;
 pub mod recorder;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::checker::{AnomalyClass, CheckResult};
+use crate::forensics::DuplicateVerdicts;
 use crate::history::{Event, FaultPhase, Millis};
 
 /// Faults issue 24 names that the harness does not inject, each with the reason (printed in every
@@ -114,6 +115,14 @@ pub struct RunReport {
     pub faults: BTreeMap<String, FaultKindReport>,
     /// The checker's findings.
     pub check: CheckResult,
+    /// Where the duplicated values' copies came from (the nodes' logs; `duplicates.md`).
+    #[serde(default)]
+    pub duplicates: DuplicateVerdicts,
+    /// Problems of the run that are not history anomalies (the cluster not serving again, a
+    /// node exiting on its own, the group not catching up, an incomplete drain): each fails
+    /// the run too.
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 impl RunReport {
@@ -129,6 +138,8 @@ impl RunReport {
             drained_records: count_drained_positions(events),
             faults: fault_reports(events),
             check,
+            duplicates: DuplicateVerdicts::default(),
+            problems: Vec::new(),
         }
     }
 
@@ -250,6 +261,23 @@ impl RunReport {
             for example in examples {
                 writeln!(out, "- {example}")?;
             }
+        }
+        if !self.problems.is_empty() {
+            writeln!(out, "\n## Run problems ({})\n", self.problems.len())?;
+            for problem in &self.problems {
+                writeln!(out, "- {problem}")?;
+            }
+        }
+        let duplicates = &self.duplicates;
+        if self.check.count(AnomalyClass::Duplicated) > 0 {
+            writeln!(
+                out,
+                "\nThe duplicated values' copies in the nodes' logs (each copy's producer id, \
+                 epoch and sequence in `duplicates.md`): {} under one identity (the broker \
+                 stored one send twice), {} under a new producer id or epoch (the client sent \
+                 the value again), {} not found.",
+                duplicates.same_identity, duplicates.new_identity, duplicates.not_found
+            )?;
         }
         Ok(())
     }

@@ -13,13 +13,15 @@ use runnel_e2e::Result;
 use tokio::sync::watch;
 
 use crate::checker::check;
+use crate::client_log::client_log_dir;
 use crate::cluster::{clean_leftovers, ensure_out_dir_unused, ChaosCluster, StorageOptions};
 use crate::command::{output, Signal};
 use crate::faults::{heal, heal_network, inject};
+use crate::forensics::{explain_duplicates, DuplicateVerdicts};
 use crate::history::{Event, FaultPhase};
 use crate::netns::{node_ids, NetworkPlan, NODE_COUNT};
 use crate::recorder::Recorder;
-use crate::report::{read_history, write_report, RunReport, RunSettings};
+use crate::report::{read_history, read_report, write_report, RunReport, RunSettings, REPORT_JSON};
 use crate::schedule::{fault_schedule, FaultKind, MIN_QUIET_MS};
 use crate::workload::{self, WorkloadOptions, PARTITIONS, TOPIC};
 
@@ -124,6 +126,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
         producers: PRODUCERS,
         consumers: CONSUMERS,
         send_interval: SEND_INTERVAL,
+        client_log_dir: Some(client_log_dir(out_dir)),
     };
     let (stop_producers, stop_rx) = watch::channel(false);
     let mut producers = Vec::new();
@@ -138,11 +141,11 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
     let stop_consumers = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let mut consumers = Vec::new();
     for id in 0..workload_options.consumers {
-        let bootstrap = bootstrap.clone();
+        let options = workload_options.clone();
         let recorder = Arc::clone(&recorder);
         let stop = Arc::clone(&stop_consumers.0);
         consumers.push(tokio::task::spawn_blocking(move || {
-            workload::run_consumer(id, &bootstrap, recorder, stop)
+            workload::run_consumer(id, &options, recorder, stop)
         }));
     }
 
@@ -175,6 +178,18 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
             wait_serving(&plan, Some(TOPIC), MIN_INSYNC_REPLICAS).await
         }
     };
+    if serving.is_ok() {
+        let catch_up_bootstrap = bootstrap.clone();
+        let caught_up = tokio::task::spawn_blocking(move || {
+            workload::wait_group_caught_up(&catch_up_bootstrap)
+        })
+        .await;
+        match caught_up {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(e.to_string()),
+            Err(e) => problems.push(format!("group catch-up task: {e}")),
+        }
+    }
     stop_consumers.0.store(true, Ordering::SeqCst);
     for consumer in consumers {
         match tokio::time::timeout(CONSUMER_STOP_TIMEOUT, consumer).await {
@@ -205,8 +220,13 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
         problems.push(format!("node {id} exited on its own with {status}"));
     }
     recorder.finish()?;
+    // Before the nodes stop: a disk-full run's tmpfs goes with them.
+    let events = read_history(&out_dir.join(HISTORY_FILE))?;
+    let duplicates = explain_duplicates(out_dir, TOPIC, &events);
     problems.extend(cluster.shut_down());
-    let report = check_history(out_dir, settings)?;
+    let mut report = check_history(out_dir, settings, duplicates)?;
+    report.problems = problems.clone();
+    write_report(out_dir, &report)?;
     Ok(RunOutcome { report, problems })
 }
 
@@ -357,11 +377,17 @@ fn settled_problem(
         })
 }
 
-/// Checks the history in `out_dir` and writes the report there.
-fn check_history(out_dir: &Path, settings: RunSettings) -> Result<RunReport> {
+/// Checks the history in `out_dir` and writes the report there, with what the nodes' logs
+/// showed of the duplicated values.
+fn check_history(
+    out_dir: &Path,
+    settings: RunSettings,
+    duplicates: DuplicateVerdicts,
+) -> Result<RunReport> {
     let events = read_history(&out_dir.join(HISTORY_FILE))?;
     let result = check(&events);
-    let report = RunReport::new(settings, &events, result);
+    let mut report = RunReport::new(settings, &events, result);
+    report.duplicates = duplicates;
     write_report(out_dir, &report)?;
     Ok(report)
 }
@@ -373,5 +399,17 @@ pub fn check_dir(out_dir: &Path) -> Result<RunReport> {
         &std::fs::read_to_string(&settings_path)
             .map_err(|e| format!("{}: {e}", settings_path.display()))?,
     )?;
-    check_history(out_dir, settings)
+    // The nodes' logs as the run left them (a tmpfs node's are gone: nothing found).
+    let events = read_history(&out_dir.join(HISTORY_FILE))?;
+    let duplicates = explain_duplicates(out_dir, TOPIC, &events);
+    // The run's problems are not in the history: keep what the earlier report recorded.
+    let earlier_problems = read_report(&out_dir.join(REPORT_JSON))
+        .map(|earlier| earlier.problems)
+        .unwrap_or_default();
+    let mut report = check_history(out_dir, settings, duplicates)?;
+    if !earlier_problems.is_empty() {
+        report.problems = earlier_problems;
+        write_report(out_dir, &report)?;
+    }
+    Ok(report)
 }

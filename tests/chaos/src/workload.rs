@@ -7,6 +7,7 @@
 //! every other error: a delivery error after the request may have left says nothing certain.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use tokio::task::JoinSet;
 
 use runnel_e2e::Result;
 
+use crate::client_log::{enable_debug, ClientLog, ProducerLog};
 use crate::history::Event;
 use crate::recorder::Recorder;
 
@@ -61,6 +63,8 @@ pub struct WorkloadOptions {
     pub consumers: u32,
     /// Time between two sends of one producer.
     pub send_interval: Duration,
+    /// Where each client writes its librdkafka log (`None`: no client logs).
+    pub client_log_dir: Option<PathBuf>,
 }
 
 fn client_config(bootstrap: &str) -> ClientConfig {
@@ -97,15 +101,30 @@ pub async fn create_topic(bootstrap: &str, deadline: Instant) -> Result<()> {
     }
 }
 
-fn new_producer(bootstrap: &str) -> Result<FutureProducer> {
-    Ok(client_config(bootstrap)
+/// A new idempotent producer; `incarnation` counts the producers this workload producer has
+/// started (a fatal error starts another), so each gets its own log file.
+fn new_producer(
+    id: u32,
+    incarnation: u32,
+    options: &WorkloadOptions,
+    recorder: &Arc<Recorder>,
+) -> Result<FutureProducer<ProducerLog>> {
+    let log = ClientLog::open(
+        options.client_log_dir.as_deref(),
+        &format!("producer-{id}.{incarnation}"),
+        Arc::clone(recorder),
+    );
+    let mut config = client_config(&options.bootstrap);
+    config
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
         .set("request.timeout.ms", "5000")
         .set("retry.backoff.ms", "100")
-        .set("linger.ms", "5")
-        .create()?)
+        .set("linger.ms", "5");
+    // The idempotence state machine: producer id, epoch bumps and their reasons.
+    enable_debug(&mut config, "eos");
+    Ok(config.create_with_context(ProducerLog(log))?)
 }
 
 /// Runs producer `id` until `stop` turns true, then waits (bounded) for its open sends.
@@ -116,7 +135,8 @@ pub async fn run_producer(
     recorder: Arc<Recorder>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<u64> {
-    let mut producer = new_producer(&options.bootstrap)?;
+    let mut incarnation = 0;
+    let mut producer = new_producer(id, incarnation, &options, &recorder)?;
     let mut in_flight: JoinSet<()> = JoinSet::new();
     let mut ticker = tokio::time::interval(options.send_interval);
     let mut sent = 0u64;
@@ -135,7 +155,8 @@ pub async fn run_producer(
             // An idempotent producer's fatal error (e.g. a sequence it cannot recover) ends
             // it: let its sends complete, then start a new one (a new producer id).
             while in_flight.join_next().await.is_some() {}
-            producer = new_producer(&options.bootstrap)?;
+            incarnation += 1;
+            producer = new_producer(id, incarnation, &options, &recorder)?;
         }
         sent += 1;
         let value = format!("p{id}-{sent}");
@@ -208,13 +229,15 @@ struct GroupContext {
     consumer: u32,
     recorder: Arc<Recorder>,
     assignment: Arc<AtomicU64>,
+    log: ClientLog,
 }
 
 impl ClientContext for GroupContext {
     /// librdkafka logs a reset of a fetch position caused by an error (offset out of range) as
     /// a warning of facility `OFFSET`: record it, so the checker does not take the reads after
-    /// it for reading backwards. Other client log lines are dropped (as without a logger).
+    /// it for reading backwards. Every line goes to the consumer's log file.
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.log.write(level, fac, log_message);
         if let Some(partition) = offset_reset_partition(fac, log_message) {
             let assignment = self.assignment.load(Ordering::SeqCst);
             self.recorder.record(|time_ms| Event::OffsetReset {
@@ -264,7 +287,7 @@ impl ConsumerContext for GroupContext {
 /// that succeeded.
 pub fn run_consumer(
     id: u32,
-    bootstrap: &str,
+    options: &WorkloadOptions,
     recorder: Arc<Recorder>,
     stop: Arc<AtomicBool>,
 ) -> Result<u64> {
@@ -273,14 +296,23 @@ pub fn run_consumer(
         consumer: id,
         recorder: Arc::clone(&recorder),
         assignment: Arc::clone(&assignment),
+        log: ClientLog::open(
+            options.client_log_dir.as_deref(),
+            &format!("consumer-{id}"),
+            Arc::clone(&recorder),
+        ),
     };
-    let consumer: BaseConsumer<GroupContext> = client_config(bootstrap)
+    let mut config = client_config(&options.bootstrap);
+    config
         .set("group.id", GROUP)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        .create_with_context(context)?;
+        .set("heartbeat.interval.ms", "1000");
+    // The group protocol (joins, syncs, heartbeats, commits) and offset resets; also lets the
+    // OFFSET warnings reach `GroupContext::log` (without a log level they never do).
+    enable_debug(&mut config, "cgrp");
+    let consumer: BaseConsumer<GroupContext> = config.create_with_context(context)?;
     consumer.subscribe(&[TOPIC])?;
     let mut reads = 0u64;
     // Next offset per partition read within the current assignment, not yet committed.
@@ -339,6 +371,62 @@ fn commit(
         }
     }
     Ok(())
+}
+
+/// How long the group consumers get, after the producers stopped and the cluster settled, to
+/// commit every partition up to its high watermark.
+pub const GROUP_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Waits until the group has committed every partition up to its high watermark: liveness of
+/// the group consumers after the last heal (a group that stopped reading would pass every
+/// safety rule). Blocking. Errors after [`GROUP_CATCH_UP_TIMEOUT`] with what is behind.
+pub fn wait_group_caught_up(bootstrap: &str) -> Result<()> {
+    // The same group id, never subscribing: OffsetFetch only, it does not join the group.
+    let observer: BaseConsumer = client_config(bootstrap).set("group.id", GROUP).create()?;
+    let deadline = Instant::now() + GROUP_CATCH_UP_TIMEOUT;
+    let mut list = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        list.add_partition(TOPIC, partition);
+    }
+    loop {
+        let behind = group_lag(&observer, &list, deadline);
+        match behind {
+            Ok(behind) if behind.is_empty() => return Ok(()),
+            _ if Instant::now() >= deadline => {
+                return Err(format!(
+                    "group {GROUP} did not commit up to the high watermarks within \
+                     {GROUP_CATCH_UP_TIMEOUT:?}: {behind:?}"
+                )
+                .into())
+            }
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// The partitions whose committed offset is below the high watermark, as
+/// `(partition, committed, high watermark)`.
+fn group_lag(
+    observer: &BaseConsumer,
+    list: &TopicPartitionList,
+    deadline: Instant,
+) -> Result<Vec<(i32, i64, i64)>> {
+    let committed = observer.committed_offsets(list.clone(), Duration::from_secs(5))?;
+    let ends = watermarks(observer, deadline)?;
+    let mut behind = Vec::new();
+    for (partition, (_, high)) in ends {
+        let offset = committed
+            .find_partition(TOPIC, partition)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            })
+            .unwrap_or(-1);
+        if offset < high {
+            behind.push((partition, offset, high));
+        }
+    }
+    Ok(behind)
 }
 
 /// Each partition's (log start offset, high watermark).

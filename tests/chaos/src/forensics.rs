@@ -1,0 +1,370 @@
+//! Where a duplicated value's copies came from: reads the nodes' segment files (after the drain,
+//! before the nodes stop) and names, for each copy, the producer id, producer epoch and
+//! sequence its batch carries. Copies with the same (producer id, epoch, sequence) are one send
+//! the broker accepted twice (a broker bug); copies under different producer ids or epochs are
+//! the client sending the value again under a new identity, which no broker can recognise as a
+//! retry (librdkafka does this after an epoch bump). The verdict goes into the report; the
+//! duplicate stays an anomaly either way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use runnel_storage::{BatchHeader, LOG_OVERHEAD_BYTES};
+use serde::{Deserialize, Serialize};
+
+use crate::history::Event;
+use crate::netns::node_ids;
+
+/// One stored copy of a value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StoredCopy {
+    /// The node whose log holds it.
+    pub node: i32,
+    /// Its partition and offset.
+    pub partition: i32,
+    pub offset: i64,
+    /// The identity its batch carries: producer id, producer epoch, the record's sequence.
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub sequence: i32,
+    /// The leader epoch the batch was written in.
+    pub leader_epoch: i32,
+}
+
+/// What the copies of the duplicated values show.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicateVerdicts {
+    /// Values whose copies (on one node) share producer id, epoch and sequence.
+    pub same_identity: u64,
+    /// Values whose copies carry different producer ids or epochs.
+    pub new_identity: u64,
+    /// Values whose copies could not be found in any node's log.
+    pub not_found: u64,
+}
+
+/// The file the copies are listed in, in the run's output directory.
+pub const DUPLICATES_FILE: &str = "duplicates.md";
+
+/// Finds the copies of the values `events` show duplicated in the logs of the run in
+/// `out_dir` (its nodes' data directories must still be readable: call before a tmpfs is
+/// unmounted), lists them in [`DUPLICATES_FILE`] and returns the verdicts.
+pub fn explain_duplicates(out_dir: &Path, topic: &str, events: &[Event]) -> DuplicateVerdicts {
+    let values = duplicated_values(events);
+    if values.is_empty() {
+        return DuplicateVerdicts::default();
+    }
+    let copies = find_copies(|node| node_data_dir(out_dir, node), topic, &values);
+    let (verdicts, text) = judge(&values, &copies);
+    let _ = std::fs::write(out_dir.join(DUPLICATES_FILE), text);
+    verdicts
+}
+
+/// Where node `node` of the run in `out_dir` keeps its partitions: the faultfs mount or the
+/// plain data directory while the run is up, faultfs's backing directory after it.
+fn node_data_dir(out_dir: &Path, node: i32) -> PathBuf {
+    let node_dir = out_dir.join("nodes").join(node.to_string());
+    let candidates = [
+        node_dir.join("data"),
+        node_dir.join("disk").join("data"),
+        node_dir.join("disk").join("backing"),
+    ];
+    candidates
+        .iter()
+        .find(|dir| std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()))
+        .cloned()
+        .unwrap_or_else(|| node_dir.join("data"))
+}
+
+/// The values the drain read at more than one position.
+pub fn duplicated_values(events: &[Event]) -> BTreeSet<String> {
+    let mut positions: BTreeMap<&str, BTreeSet<(i32, i64)>> = BTreeMap::new();
+    for event in events {
+        if let Event::Drained {
+            partition,
+            offset,
+            value,
+            ..
+        } = event
+        {
+            positions
+                .entry(value)
+                .or_default()
+                .insert((*partition, *offset));
+        }
+    }
+    positions
+        .into_iter()
+        .filter(|(_, at)| at.len() > 1)
+        .map(|(value, _)| value.to_owned())
+        .collect()
+}
+
+/// Every stored copy of each of `values` in the logs under `node_data_dir(node)`, for the
+/// partition directories of `topic`.
+pub fn find_copies(
+    node_data_dir: impl Fn(i32) -> PathBuf,
+    topic: &str,
+    values: &BTreeSet<String>,
+) -> BTreeMap<String, Vec<StoredCopy>> {
+    let mut copies: BTreeMap<String, Vec<StoredCopy>> = BTreeMap::new();
+    if values.is_empty() {
+        return copies;
+    }
+    for node in node_ids() {
+        for (partition, dir) in partition_dirs(&node_data_dir(node), topic) {
+            for segment in segment_files(&dir) {
+                let Ok(bytes) = std::fs::read(&segment) else {
+                    continue;
+                };
+                scan_segment(&bytes, |header, offset, sequence, value| {
+                    if values.contains(value) {
+                        copies
+                            .entry(value.to_owned())
+                            .or_default()
+                            .push(StoredCopy {
+                                node,
+                                partition,
+                                offset,
+                                producer_id: header.producer_id,
+                                producer_epoch: header.producer_epoch,
+                                sequence,
+                                leader_epoch: header.partition_leader_epoch,
+                            });
+                    }
+                });
+            }
+        }
+    }
+    copies
+}
+
+/// Judges each value's copies (see the module doc) and writes them as markdown.
+pub fn judge(
+    values: &BTreeSet<String>,
+    copies: &BTreeMap<String, Vec<StoredCopy>>,
+) -> (DuplicateVerdicts, String) {
+    let mut verdicts = DuplicateVerdicts::default();
+    let mut text = String::new();
+    for value in values {
+        let found = copies.get(value).map(Vec::as_slice).unwrap_or_default();
+        // One node's log is enough to judge (every node holds the same copies once the
+        // cluster settled); take the node with the most copies.
+        let on_node = node_ids()
+            .map(|node| found.iter().filter(|c| c.node == node).collect::<Vec<_>>())
+            .max_by_key(Vec::len)
+            .unwrap_or_default();
+        let identities: BTreeSet<(i64, i16, i32)> = on_node
+            .iter()
+            .map(|c| (c.producer_id, c.producer_epoch, c.sequence))
+            .collect();
+        let producers: BTreeSet<(i64, i16)> = identities
+            .iter()
+            .map(|(id, epoch, _)| (*id, *epoch))
+            .collect();
+        let verdict = if on_node.len() < 2 {
+            verdicts.not_found += 1;
+            "fewer than two copies in any node's log"
+        } else if producers.len() > 1 {
+            verdicts.new_identity += 1;
+            "sent again by the client under a new producer id or epoch"
+        } else {
+            verdicts.same_identity += 1;
+            "the same producer id, epoch and sequence stored twice: a broker bug"
+        };
+        let _ = writeln!(text, "- `{value}`: {verdict}");
+        for copy in found {
+            let _ = writeln!(
+                text,
+                "  - node {} partition {} offset {}: producer {} epoch {} sequence {}, \
+                 leader epoch {}",
+                copy.node,
+                copy.partition,
+                copy.offset,
+                copy.producer_id,
+                copy.producer_epoch,
+                copy.sequence,
+                copy.leader_epoch
+            );
+        }
+    }
+    (verdicts, text)
+}
+
+/// The partition directories of `topic` under `data_dir` (`<topic>-<p>.<id>`), deleted ones
+/// (`-delete`) left out.
+fn partition_dirs(data_dir: &Path, topic: &str) -> Vec<(i32, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return Vec::new();
+    };
+    let mut dirs = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with("-delete") {
+            continue;
+        }
+        let Some(rest) = name.strip_prefix(topic).and_then(|r| r.strip_prefix('-')) else {
+            continue;
+        };
+        let index = rest.split('.').next().and_then(|p| p.parse::<i32>().ok());
+        if let Some(index) = index {
+            dirs.push((index, entry.path()));
+        }
+    }
+    dirs.sort();
+    dirs
+}
+
+/// The `.log` files of a partition directory, in name (base offset) order.
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|ext| ext == "log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Calls `each(header, offset, sequence, value)` for every record of every whole batch in a
+/// segment's bytes; stops at the first torn or zero batch (a preallocated or torn tail).
+fn scan_segment(bytes: &[u8], mut each: impl FnMut(&BatchHeader, i64, i32, &str)) {
+    let mut position = 0usize;
+    while let Some(rest) = bytes.get(position..).filter(|r| !r.is_empty()) {
+        let Ok(header) = BatchHeader::parse(rest) else {
+            return;
+        };
+        let Ok(size) = usize::try_from(header.size_bytes()) else {
+            return;
+        };
+        let Some(batch) = rest.get(..size).filter(|_| size > LOG_OVERHEAD_BYTES) else {
+            return;
+        };
+        position += size;
+        let Ok(records) = runnel_protocol::batch::read_records(batch, 16 << 20) else {
+            continue;
+        };
+        for record in records {
+            let Some(value) = record.value.as_deref() else {
+                continue;
+            };
+            let delta = i32::try_from(record.offset - header.base_offset).unwrap_or(0);
+            let sequence = if header.base_sequence < 0 {
+                -1
+            } else {
+                runnel_storage::increment_sequence(header.base_sequence, delta)
+            };
+            each(
+                &header,
+                record.offset,
+                sequence,
+                &String::from_utf8_lossy(value),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use runnel_protocol::batch_builder::{build_batch, NewRecord};
+    use runnel_storage::{rewrite_crc, set_base_offset};
+
+    fn copy(node: i32, offset: i64, epoch: i16, sequence: i32) -> StoredCopy {
+        StoredCopy {
+            node,
+            partition: 0,
+            offset,
+            producer_id: 7,
+            producer_epoch: epoch,
+            sequence,
+            leader_epoch: 1,
+        }
+    }
+
+    #[test]
+    fn copies_under_one_identity_are_a_broker_bug_and_under_two_epochs_a_client_resend() {
+        let values: BTreeSet<String> = ["a", "b", "c"].map(str::to_owned).into();
+        let copies: BTreeMap<String, Vec<StoredCopy>> = [
+            ("a".to_owned(), vec![copy(1, 4, 0, 9), copy(1, 8, 0, 9)]),
+            ("b".to_owned(), vec![copy(2, 4, 0, 9), copy(2, 8, 1, 0)]),
+            ("c".to_owned(), vec![copy(3, 4, 0, 9)]),
+        ]
+        .into();
+        let (verdicts, text) = judge(&values, &copies);
+        assert_eq!(
+            verdicts,
+            DuplicateVerdicts {
+                same_identity: 1,
+                new_identity: 1,
+                not_found: 1
+            }
+        );
+        assert!(text.contains("`a`: the same producer id"), "{text}");
+        assert!(text.contains("`b`: sent again by the client"), "{text}");
+    }
+
+    #[test]
+    fn only_values_drained_at_two_positions_are_duplicated() {
+        let drained = |partition, offset, value: &str| Event::Drained {
+            time_ms: 0,
+            reader: "drain".to_owned(),
+            partition,
+            offset,
+            value: value.to_owned(),
+        };
+        let events = vec![
+            drained(0, 0, "a"),
+            drained(0, 1, "b"),
+            drained(1, 0, "a"),
+            drained(0, 1, "b"),
+        ];
+        assert_eq!(duplicated_values(&events), ["a".to_owned()].into());
+    }
+
+    #[test]
+    fn a_segment_scan_reads_each_records_identity_and_stops_at_a_zero_tail() {
+        let mut segment = Vec::new();
+        for (base_offset, values) in [(0i64, ["x", "y"]), (2, ["z", "w"])] {
+            let records: Vec<NewRecord> = values
+                .iter()
+                .map(|v| NewRecord {
+                    key: None,
+                    value: Some(v.as_bytes().to_vec()),
+                    headers: Vec::new(),
+                })
+                .collect();
+            let mut batch = build_batch(&records, 0).expect("batch").to_vec();
+            set_base_offset(&mut batch, base_offset).expect("base offset");
+            // producerId (43..51), producerEpoch (51..53), baseSequence (53..57).
+            batch[43..51].copy_from_slice(&7i64.to_be_bytes());
+            batch[51..53].copy_from_slice(&3i16.to_be_bytes());
+            let base_sequence = i32::try_from(base_offset).expect("small");
+            batch[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+            rewrite_crc(&mut batch).expect("crc");
+            segment.extend_from_slice(&batch);
+        }
+        segment.extend_from_slice(&[0u8; 100]);
+        let mut seen = Vec::new();
+        scan_segment(&segment, |header, offset, sequence, value| {
+            seen.push((
+                offset,
+                header.producer_id,
+                header.producer_epoch,
+                sequence,
+                value.to_owned(),
+            ));
+        });
+        let expected: Vec<(i64, i64, i16, i32, String)> = ["x", "y", "z", "w"]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as i64, 7, 3, i as i32, (*v).to_owned()))
+            .collect();
+        assert_eq!(seen, expected);
+    }
+}
