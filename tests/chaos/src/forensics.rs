@@ -1,4 +1,7 @@
-//! Where a duplicated value's copies came from: reads the nodes' segment files (after the drain,
+//! What the nodes' own logs hold, read from their segment files after the drain: each replica's
+//! records, recorded as a drain of its own ([`replica_drains`]) so the checker holds every
+//! replica to the rules of the drain (dense, the same value at each offset); and where a
+//! duplicated value's copies came from: reads the nodes' segment files (after the drain,
 //! before the nodes stop) and names, for each copy, the producer id, producer epoch and
 //! sequence its batch carries. Copies with the same (producer id, epoch, sequence) are one send
 //! the broker accepted twice (a broker bug); copies under different producer ids or epochs are
@@ -76,7 +79,58 @@ fn node_data_dir(out_dir: &Path, node: i32) -> PathBuf {
         .unwrap_or_else(|| node_dir.join("data"))
 }
 
-/// The values the drain read at more than one position.
+/// The reader name of node `node`'s log in the history.
+pub fn replica_reader(node: i32) -> String {
+    format!("replica-{node}")
+}
+
+/// Each node's log of `topic` within the drain's `ranges` (partition → (start, end)), as
+/// `Drained` events of reader [`replica_reader`] and one `DrainEnd` per partition and node:
+/// after the cluster settled with every replica in sync, each replica holds every offset below
+/// the high watermark with the value the leader served. Call while the nodes' data directories
+/// are readable.
+pub fn replica_drains(
+    out_dir: &Path,
+    topic: &str,
+    ranges: &BTreeMap<i32, (i64, i64)>,
+    time_ms: u64,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    for node in node_ids() {
+        let reader = replica_reader(node);
+        let dirs = partition_dirs(&node_data_dir(out_dir, node), topic);
+        for (&partition, &(start, end)) in ranges {
+            for (_, dir) in dirs.iter().filter(|(p, _)| *p == partition) {
+                for segment in segment_files(dir) {
+                    let Ok(bytes) = std::fs::read(&segment) else {
+                        continue;
+                    };
+                    scan_segment(&bytes, |_, offset, _, value| {
+                        if (start..end).contains(&offset) {
+                            events.push(Event::Drained {
+                                time_ms,
+                                reader: reader.clone(),
+                                partition,
+                                offset,
+                                value: value.to_owned(),
+                            });
+                        }
+                    });
+                }
+            }
+            events.push(Event::DrainEnd {
+                time_ms,
+                reader: reader.clone(),
+                partition,
+                start_offset: start,
+                end_offset: end,
+            });
+        }
+    }
+    events
+}
+
+/// The values a drain (any reader) read at more than one position.
 pub fn duplicated_values(events: &[Event]) -> BTreeSet<String> {
     let mut positions: BTreeMap<&str, BTreeSet<(i32, i64)>> = BTreeMap::new();
     for event in events {
@@ -275,6 +329,8 @@ mod tests {
     use runnel_protocol::batch_builder::{build_batch, NewRecord};
     use runnel_storage::{rewrite_crc, set_base_offset};
 
+    use crate::checker::AnomalyClass;
+
     fn copy(node: i32, offset: i64, epoch: i16, sequence: i32) -> StoredCopy {
         StoredCopy {
             node,
@@ -327,10 +383,14 @@ mod tests {
         assert_eq!(duplicated_values(&events), ["a".to_owned()].into());
     }
 
-    #[test]
-    fn a_segment_scan_reads_each_records_identity_and_stops_at_a_zero_tail() {
+    /// Batches of a test segment: `(base offset, values)`.
+    type Batches<'a> = &'a [(i64, &'a [&'a str])];
+
+    /// A segment's bytes: one batch per `(base offset, values)`, producer 7 epoch 3, each
+    /// batch's base sequence its base offset.
+    fn segment_of(batches: Batches<'_>) -> Vec<u8> {
         let mut segment = Vec::new();
-        for (base_offset, values) in [(0i64, ["x", "y"]), (2, ["z", "w"])] {
+        for &(base_offset, values) in batches {
             let records: Vec<NewRecord> = values
                 .iter()
                 .map(|v| NewRecord {
@@ -349,6 +409,72 @@ mod tests {
             rewrite_crc(&mut batch).expect("crc");
             segment.extend_from_slice(&batch);
         }
+        segment
+    }
+
+    /// Checks a history of "x" and "y" acknowledged at 0/0 and 0/1 and drained so, with the
+    /// three nodes' logs as given.
+    fn check_with_replicas(node_2: &[&str]) -> crate::checker::CheckResult {
+        use crate::checker::tests::{drain_end, drained, invoke, ok};
+        let out = tempfile::tempdir().expect("tempdir");
+        let logs: [(i32, Batches<'_>); 3] = [
+            (1, &[(0, &["x", "y"])]),
+            (2, &[(0, node_2)]),
+            // Node 3 also holds an unreplicated tail past the end: not compared.
+            (3, &[(0, &["x", "y"]), (2, &["tail"])]),
+        ];
+        for (node, batches) in logs {
+            let dir = out
+                .path()
+                .join(format!("nodes/{node}/data/chaos-0.0123456789abcdef0123456789abcdef"));
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::fs::write(dir.join("00000000000000000000.log"), segment_of(batches))
+                .expect("write");
+        }
+        let mut events = vec![
+            invoke("x"),
+            ok("x", 0, 0),
+            invoke("y"),
+            ok("y", 0, 1),
+            drained("drain", 0, 0, "x"),
+            drained("drain", 0, 1, "y"),
+            drain_end("drain", 0, 0, 2),
+        ];
+        let ranges: BTreeMap<i32, (i64, i64)> = [(0, (0, 2))].into();
+        let replicas = replica_drains(out.path(), "chaos", &ranges, 0);
+        // One `Drained` per record below the end and one `DrainEnd`, per node.
+        let expected = 2 + node_2.len().min(2) + 2 + 3;
+        assert_eq!(replicas.len(), expected, "{replicas:?}");
+        events.extend(replicas);
+        crate::checker::check(&events)
+    }
+
+    #[test]
+    fn replicas_agreeing_with_the_drain_pass() {
+        let result = check_with_replicas(&["x", "y"]);
+        assert_eq!(result.anomaly_total(), 0, "{result:?}");
+    }
+
+    #[test]
+    fn a_replica_holding_another_value_below_the_drains_end_is_a_divergent_drain() {
+        // Node 2 disagrees with the drain and with each other replica at 0/1; "q" was also
+        // never sent.
+        let result = check_with_replicas(&["x", "q"]);
+        assert_eq!(result.count(AnomalyClass::DivergentDrain), 3, "{result:?}");
+        assert_eq!(result.count(AnomalyClass::Phantom), 1, "{result:?}");
+        assert_eq!(result.anomaly_total(), 4, "{result:?}");
+    }
+
+    #[test]
+    fn a_replica_missing_an_offset_below_the_drains_end_is_a_gap() {
+        let result = check_with_replicas(&["x"]);
+        assert_eq!(result.count(AnomalyClass::Gap), 1, "{result:?}");
+        assert_eq!(result.anomaly_total(), 1, "{result:?}");
+    }
+
+    #[test]
+    fn a_segment_scan_reads_each_records_identity_and_stops_at_a_zero_tail() {
+        let mut segment = segment_of(&[(0, &["x", "y"]), (2, &["z", "w"])]);
         segment.extend_from_slice(&[0u8; 100]);
         let mut seen = Vec::new();
         scan_segment(&segment, |header, offset, sequence, value| {

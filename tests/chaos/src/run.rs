@@ -17,7 +17,7 @@ use crate::client_log::client_log_dir;
 use crate::cluster::{clean_leftovers, ensure_out_dir_unused, ChaosCluster, StorageOptions};
 use crate::command::{output, Signal};
 use crate::faults::{heal, heal_network, inject};
-use crate::forensics::{explain_duplicates, DuplicateVerdicts};
+use crate::forensics::{explain_duplicates, replica_drains, DuplicateVerdicts};
 use crate::history::{Event, FaultPhase};
 use crate::netns::{node_ids, NetworkPlan, NODE_COUNT};
 use crate::recorder::Recorder;
@@ -171,10 +171,12 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
     // Settled (full ISR, every node agreeing) is what the drain should see; if the cluster
     // does not get there, that is a problem of its own, and the drain still runs once the
     // nodes agree on leaders with min.insync.replicas in sync, so the history is checked.
+    let mut all_in_sync = true;
     let serving = match wait_serving(&plan, Some(TOPIC), NODE_COUNT as usize).await {
         Ok(()) => Ok(()),
         Err(e) => {
             problems.push(format!("after the last heal: {e}"));
+            all_in_sync = false;
             wait_serving(&plan, Some(TOPIC), MIN_INSYNC_REPLICAS).await
         }
     };
@@ -210,7 +212,17 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
             })
             .await;
             match drained {
-                Ok(Ok(_)) => {}
+                // Every replica in sync: each node's own log must hold what the drain read.
+                Ok(Ok(ranges)) if all_in_sync => {
+                    for event in replica_drains(out_dir, TOPIC, &ranges, recorder.now_ms()) {
+                        recorder.record(|_| event);
+                    }
+                }
+                Ok(Ok(_)) => problems.push(
+                    "replicas not compared with the drain: the cluster never had every replica \
+                     in sync"
+                        .to_owned(),
+                ),
                 Ok(Err(e)) => problems.push(e.to_string()),
                 Err(e) => problems.push(format!("drain task: {e}")),
             }

@@ -229,6 +229,9 @@ struct GroupContext {
     consumer: u32,
     recorder: Arc<Recorder>,
     assignment: Arc<AtomicU64>,
+    /// Whether the consumer holds an assignment: false from a revoke (or a lost assignment)
+    /// to the next assign.
+    holding: Arc<AtomicBool>,
     log: ClientLog,
 }
 
@@ -269,15 +272,21 @@ fn offset_reset_partition(fac: &str, message: &str) -> Option<i32> {
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            let assignment = self.assignment.fetch_add(1, Ordering::SeqCst) + 1;
-            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
-            self.recorder.record(|time_ms| Event::Assigned {
-                time_ms,
-                consumer: self.consumer,
-                assignment,
-                partitions,
-            });
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let assignment = self.assignment.fetch_add(1, Ordering::SeqCst) + 1;
+                let partitions: Vec<i32> =
+                    list.elements().iter().map(|e| e.partition()).collect();
+                self.recorder.record(|time_ms| Event::Assigned {
+                    time_ms,
+                    consumer: self.consumer,
+                    assignment,
+                    partitions,
+                });
+                self.holding.store(true, Ordering::SeqCst);
+            }
+            Rebalance::Revoke(_) => self.holding.store(false, Ordering::SeqCst),
+            Rebalance::Error(_) => {}
         }
     }
 }
@@ -292,10 +301,12 @@ pub fn run_consumer(
     stop: Arc<AtomicBool>,
 ) -> Result<u64> {
     let assignment = Arc::new(AtomicU64::new(0));
+    let holding = Arc::new(AtomicBool::new(false));
     let context = GroupContext {
         consumer: id,
         recorder: Arc::clone(&recorder),
         assignment: Arc::clone(&assignment),
+        holding: Arc::clone(&holding),
         log: ClientLog::open(
             options.client_log_dir.as_deref(),
             &format!("consumer-{id}"),
@@ -322,8 +333,12 @@ pub fn run_consumer(
     while !stop.load(Ordering::SeqCst) {
         let polled = consumer.poll(Duration::from_millis(100));
         let current = assignment.load(Ordering::SeqCst);
-        if current != positions_assignment {
-            // Positions of an earlier assignment are not ours to commit any more.
+        if current != positions_assignment || !holding.load(Ordering::SeqCst) {
+            // Positions of an earlier (or a revoked) assignment are not ours to commit any
+            // more. Committing them anyway fails with UNKNOWN_MEMBER_ID while the client
+            // rejoins, and librdkafka then drops the member id its join is using and starts
+            // the join over: with a commit every interval, the group never forms again
+            // (seeds 1002 and 1004, after every node was killed).
             positions.clear();
             positions_assignment = current;
         }
@@ -359,7 +374,8 @@ fn commit(
         list.add_partition_offset(TOPIC, partition, Offset::Offset(offset))?;
     }
     // A failed commit (a rebalance, a coordinator away) is not recorded: the group's offset
-    // is then unknown, and the positions are committed again at the next interval.
+    // is then unknown, and the positions are committed again at the next interval while the
+    // assignment lasts (a revoke or lost assignment clears them: see `run_consumer`).
     if consumer.commit(&list, CommitMode::Sync).is_ok() {
         for (partition, offset) in std::mem::take(positions) {
             recorder.record(|time_ms| Event::CommitOk {
@@ -430,18 +446,19 @@ fn group_lag(
 }
 
 /// Each partition's (log start offset, high watermark).
-type Watermarks = BTreeMap<i32, (i64, i64)>;
+pub type Watermarks = BTreeMap<i32, (i64, i64)>;
 
 /// Reads every partition of the topic from its log start offset to its high watermark with a
 /// fresh group-less consumer and records each record (`Drained`) and each partition's range
-/// (`DrainEnd`). Blocking. Errors if a partition could not be read to its end in time (its
-/// `DrainEnd` is still recorded: what is missing shows in the check).
+/// (`DrainEnd`). Blocking. Returns each partition's range read. Errors if a partition could not
+/// be read to its end in time (its `DrainEnd` is still recorded: what is missing shows in the
+/// check).
 ///
 /// Producers have stopped, but after a restart a leader's high watermark can lag its log until
 /// the followers fetch again: the drain starts once the watermarks have not moved for
 /// [`WATERMARKS_STABLE_FOR`] (or after [`WATERMARKS_SETTLE_TIMEOUT`]), and after reading to
 /// them reads on while a fresh look finds a watermark grew. Reading more can only show more.
-pub fn drain(bootstrap: &str, reader: &str, recorder: &Recorder) -> Result<u64> {
+pub fn drain(bootstrap: &str, reader: &str, recorder: &Recorder) -> Result<Watermarks> {
     let consumer: BaseConsumer = client_config(bootstrap)
         .set("group.id", "chaos-drain")
         .set("enable.auto.commit", "false")
@@ -498,11 +515,12 @@ pub fn drain(bootstrap: &str, reader: &str, recorder: &Recorder) -> Result<u64> 
     let left = unfinished(&ranges, &next);
     if !left.is_empty() {
         return Err(format!(
-            "drain: partitions {left:?} not read to their high watermark within {DRAIN_TIMEOUT:?}"
+            "drain: partitions {left:?} not read to their high watermark within {DRAIN_TIMEOUT:?} \
+             ({drained} records read)"
         )
         .into());
     }
-    Ok(drained)
+    Ok(ranges)
 }
 
 /// The partitions whose next offset to read is below their high watermark.
