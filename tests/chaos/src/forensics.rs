@@ -79,9 +79,12 @@ fn node_data_dir(out_dir: &Path, node: i32) -> PathBuf {
         .unwrap_or_else(|| node_dir.join("data"))
 }
 
-/// The reader name of node `node`'s log in the history.
+/// The reader name of node `node`'s log in the history: this prefix and the node id.
+pub const REPLICA_READER_PREFIX: &str = "replica-";
+
+/// See [`REPLICA_READER_PREFIX`].
 pub fn replica_reader(node: i32) -> String {
-    format!("replica-{node}")
+    format!("{REPLICA_READER_PREFIX}{node}")
 }
 
 /// Each node's log of `topic` within the drain's `ranges` (partition → (start, end)), as
@@ -424,9 +427,9 @@ mod tests {
             (3, &[(0, &["x", "y"]), (2, &["tail"])]),
         ];
         for (node, batches) in logs {
-            let dir = out
-                .path()
-                .join(format!("nodes/{node}/data/chaos-0.0123456789abcdef0123456789abcdef"));
+            let dir = out.path().join(format!(
+                "nodes/{node}/data/chaos-0.0123456789abcdef0123456789abcdef"
+            ));
             std::fs::create_dir_all(&dir).expect("mkdir");
             std::fs::write(dir.join("00000000000000000000.log"), segment_of(batches))
                 .expect("write");

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::checker::{AnomalyClass, CheckResult};
-use crate::forensics::DuplicateVerdicts;
+use crate::forensics::{DuplicateVerdicts, REPLICA_READER_PREFIX};
 use crate::history::{Event, FaultPhase, Millis};
 
 /// Faults issue 24 names that the harness does not inject, each with the reason (printed in every
@@ -111,6 +111,9 @@ pub struct RunReport {
     pub offset_resets: u64,
     /// Distinct partition/offsets the drain read (the whole log the checker saw).
     pub drained_records: u64,
+    /// Partition replicas whose own log (a node's segment files) was compared with the drain.
+    #[serde(default)]
+    pub replica_logs_compared: u64,
     /// Per fault kind injected (by the name the history uses).
     pub faults: BTreeMap<String, FaultKindReport>,
     /// The checker's findings.
@@ -136,6 +139,10 @@ impl RunReport {
             assignments: count_events(events, |e| matches!(e, Event::Assigned { .. })),
             offset_resets: count_events(events, |e| matches!(e, Event::OffsetReset { .. })),
             drained_records: count_drained_positions(events),
+            replica_logs_compared: count_events(
+                events,
+                |e| matches!(e, Event::DrainEnd { reader, .. } if reader.starts_with(REPLICA_READER_PREFIX)),
+            ),
             faults: fault_reports(events),
             check,
             duplicates: DuplicateVerdicts::default(),
@@ -212,6 +219,10 @@ impl RunReport {
             ("consumer offset resets", self.offset_resets),
             ("assignments", self.assignments),
             ("records drained", self.drained_records),
+            (
+                "partition replicas compared with the drain",
+                self.replica_logs_compared,
+            ),
         ];
         for (what, count) in rows {
             writeln!(out, "| {what} | {count} |")?;

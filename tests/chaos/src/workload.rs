@@ -275,8 +275,7 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Assign(list) => {
                 let assignment = self.assignment.fetch_add(1, Ordering::SeqCst) + 1;
-                let partitions: Vec<i32> =
-                    list.elements().iter().map(|e| e.partition()).collect();
+                let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
                 self.recorder.record(|time_ms| Event::Assigned {
                     time_ms,
                     consumer: self.consumer,
