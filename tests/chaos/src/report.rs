@@ -412,6 +412,9 @@ pub struct ResultsRow {
     /// Anomalies of the runs that injected it: a run's anomalies are not tied to one fault, so a
     /// run with several kinds counts its anomalies under each (the totals row counts them once).
     pub anomalies: u64,
+    /// Run problems (see [`RunReport::problems`]) of the runs that injected it, counted like
+    /// anomalies.
+    pub problems: u64,
     /// The longest recovery after one of its heals, in milliseconds.
     pub recovery_ms_worst: Option<Millis>,
 }
@@ -425,6 +428,7 @@ pub fn aggregate(reports: &[RunReport]) -> Vec<ResultsRow> {
     };
     for report in reports {
         let anomalies = report.check.anomaly_total();
+        let problems = report.problems.len() as u64;
         for (kind, fault) in &report.faults {
             let row = rows.entry(kind).or_insert_with(|| ResultsRow {
                 fault: kind.clone(),
@@ -434,6 +438,7 @@ pub fn aggregate(reports: &[RunReport]) -> Vec<ResultsRow> {
             row.cycles += fault.cycles;
             row.acknowledged += fault.acknowledged;
             row.anomalies += anomalies;
+            row.problems += problems;
             row.recovery_ms_worst = row.recovery_ms_worst.max(fault.recovery_ms_worst());
             total.recovery_ms_worst = total.recovery_ms_worst.max(fault.recovery_ms_worst());
         }
@@ -441,6 +446,7 @@ pub fn aggregate(reports: &[RunReport]) -> Vec<ResultsRow> {
         total.cycles += report.cycles();
         total.acknowledged += report.sends.acknowledged;
         total.anomalies += anomalies;
+        total.problems += problems;
     }
     let mut table: Vec<ResultsRow> = rows.into_values().collect();
     table.push(total);
@@ -450,19 +456,20 @@ pub fn aggregate(reports: &[RunReport]) -> Vec<ResultsRow> {
 /// The results table in docs/reliability.md's markdown, header included.
 pub fn results_table(rows: &[ResultsRow]) -> String {
     let mut text = String::from(
-        "| fault | runs | cycles | acknowledged records | anomalies | worst recovery |\n\
-         |---|---:|---:|---:|---:|---:|\n",
+        "| fault | runs | cycles | acknowledged records | anomalies | run problems | worst recovery |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
     );
     for row in rows {
         // Writing to a String cannot fail.
         let _ = writeln!(
             text,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             row.fault,
             row.runs,
             row.cycles,
             row.acknowledged,
             row.anomalies,
+            row.problems,
             OptionalMillis(row.recovery_ms_worst)
         );
     }
@@ -759,6 +766,7 @@ mod tests {
         );
         broken.faults.remove("pause");
         broken.settings.seed = 43;
+        broken.problems = vec!["the group did not catch up".to_owned()];
 
         let rows = aggregate(&[clean, broken]);
         let fault_names: Vec<&str> = rows.iter().map(|row| row.fault.as_str()).collect();
@@ -771,10 +779,19 @@ mod tests {
                 cycles: 4,
                 acknowledged: 4,
                 anomalies: 2,
+                problems: 1,
                 recovery_ms_worst: Some(300),
             }
         );
-        assert_eq!((rows[1].runs, rows[1].cycles, rows[1].anomalies), (1, 1, 0));
+        assert_eq!(
+            (
+                rows[1].runs,
+                rows[1].cycles,
+                rows[1].anomalies,
+                rows[1].problems
+            ),
+            (1, 1, 0, 0)
+        );
         assert_eq!(
             rows[2],
             ResultsRow {
@@ -783,12 +800,13 @@ mod tests {
                 cycles: 5,
                 acknowledged: 6,
                 anomalies: 2,
+                problems: 1,
                 recovery_ms_worst: Some(900),
             }
         );
         let table = results_table(&rows);
         assert!(
-            table.contains("| all | 2 | 5 | 6 | 2 | 900 ms |"),
+            table.contains("| all | 2 | 5 | 6 | 2 | 1 | 900 ms |"),
             "{table}"
         );
     }
@@ -824,7 +842,7 @@ mod tests {
 
         let table = summarize(&[root.path().to_owned()])?;
         assert!(
-            table.contains("| all | 3 | 9 | 9 | 2 | 900 ms |"),
+            table.contains("| all | 3 | 9 | 9 | 2 | 0 | 900 ms |"),
             "{table}"
         );
 
