@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! runnel-chaos run [--seed N] [--duration SECS] [--faults a,b,...] [--out DIR]
-//!                  [--runnel PATH] [--faultfs PATH]
+//!                  [--runnel PATH] [--faultfs PATH] [--message-timeout-ms MS]
 //! runnel-chaos check DIR          check a run's history again, rewrite its report
 //! runnel-chaos summarize PATH...  sum report.json files into the results table
 //! ```
@@ -18,11 +18,12 @@ use std::time::Duration;
 use runnel_chaos::report::summarize;
 use runnel_chaos::run::{check_dir, run, RunOptions, RunOutcome};
 use runnel_chaos::schedule::FaultKind;
+use runnel_chaos::workload::MESSAGE_TIMEOUT_MS_DEFAULT;
 use runnel_e2e::Result;
 use tokio::signal::unix::{signal, SignalKind};
 
 const USAGE: &str = "usage:
-  runnel-chaos run [--seed N] [--duration SECS] [--faults a,b,...] [--out DIR] [--runnel PATH] [--faultfs PATH]
+  runnel-chaos run [--seed N] [--duration SECS] [--faults a,b,...] [--out DIR] [--runnel PATH] [--faultfs PATH] [--message-timeout-ms MS]
   runnel-chaos check DIR
   runnel-chaos summarize PATH...";
 
@@ -80,6 +81,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions> {
     let mut out_dir = None;
     let mut runnel_bin = exe_dir.join("runnel");
     let mut faultfs_bin = exe_dir.join("runnel-faultfs");
+    let mut message_timeout_ms = MESSAGE_TIMEOUT_MS_DEFAULT;
     let mut words = args.iter();
     while let Some(flag) = words.next() {
         let value = words
@@ -96,6 +98,11 @@ fn parse_run(args: &[String]) -> Result<RunOptions> {
             "--out" => out_dir = Some(PathBuf::from(value)),
             "--runnel" => runnel_bin = PathBuf::from(value),
             "--faultfs" => faultfs_bin = PathBuf::from(value),
+            "--message-timeout-ms" => {
+                message_timeout_ms = value
+                    .parse()
+                    .map_err(|e| format!("--message-timeout-ms {value}: {e}"))?
+            }
             other => return Err(format!("unknown flag {other}\n{USAGE}").into()),
         }
     }
@@ -127,6 +134,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions> {
         out_dir: out_dir.unwrap_or_else(|| PathBuf::from(format!("target/chaos/seed-{seed}"))),
         runnel_bin,
         faultfs_bin,
+        message_timeout_ms,
     })
 }
 

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::checker::{AnomalyClass, CheckResult};
 use crate::forensics::{DuplicateVerdicts, REPLICA_READER_PREFIX};
 use crate::history::{Event, FaultPhase, Millis};
+use crate::workload::MESSAGE_TIMEOUT_MS_DEFAULT;
 
 /// Faults issue 24 names that the harness does not inject, each with the reason (printed in every
 /// report and in docs/reliability.md).
@@ -35,6 +36,10 @@ pub struct RunSettings {
     pub duration_s: u64,
     /// The fault kinds selected (`--faults`), as named there.
     pub faults: Vec<String>,
+    /// The producers' `message.timeout.ms` (`--message-timeout-ms`); `None` in reports of runs
+    /// from before the flag (they used 20 s, then the default).
+    #[serde(default)]
+    pub message_timeout_ms: Option<u64>,
 }
 
 /// Sends by outcome. Each counts distinct values (a value names one send).
@@ -172,12 +177,19 @@ impl RunReport {
 
     /// The command that replays this run's workload and fault schedule.
     pub fn reproduce_command(&self) -> String {
-        format!(
+        let mut command = format!(
             "scripts/chaos.sh --seed {} --duration {} --faults {}",
             self.settings.seed,
             self.settings.duration_s,
             self.settings.faults.join(",")
-        )
+        );
+        match self.settings.message_timeout_ms {
+            Some(ms) if ms != MESSAGE_TIMEOUT_MS_DEFAULT => {
+                command.push_str(&format!(" --message-timeout-ms {ms}"));
+            }
+            _ => {}
+        }
+        command
     }
 
     /// `report.md`: the summary, then operations, faults and anomalies with examples.
@@ -601,6 +613,7 @@ mod tests {
             seed: 42,
             duration_s: 60,
             faults: faults.iter().map(|kind| (*kind).to_owned()).collect(),
+            message_timeout_ms: Some(MESSAGE_TIMEOUT_MS_DEFAULT),
         }
     }
 
@@ -726,6 +739,14 @@ mod tests {
         assert_eq!(
             report.reproduce_command(),
             "scripts/chaos.sh --seed 42 --duration 60 --faults kill-one,pause"
+        );
+        // A message timeout other than the default is part of the replay.
+        let mut shorter = report.clone();
+        shorter.settings.message_timeout_ms = Some(20_000);
+        assert_eq!(
+            shorter.reproduce_command(),
+            "scripts/chaos.sh --seed 42 --duration 60 --faults kill-one,pause \
+             --message-timeout-ms 20000"
         );
     }
 

@@ -56,6 +56,8 @@ pub struct RunOptions {
     pub runnel_bin: PathBuf,
     /// The `runnel-faultfs` binary (power loss needs it).
     pub faultfs_bin: PathBuf,
+    /// The producers' `message.timeout.ms`.
+    pub message_timeout_ms: u64,
 }
 
 /// How a run ended.
@@ -94,6 +96,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
         seed: options.seed,
         duration_s: options.duration.as_secs(),
         faults: options.faults.iter().map(|k| k.name().to_owned()).collect(),
+        message_timeout_ms: Some(options.message_timeout_ms),
     };
     std::fs::write(
         out_dir.join(SETTINGS_FILE),
@@ -127,6 +130,7 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
         consumers: CONSUMERS,
         send_interval: SEND_INTERVAL,
         client_log_dir: Some(client_log_dir(out_dir)),
+        message_timeout_ms: options.message_timeout_ms,
     };
     let (stop_producers, stop_rx) = watch::channel(false);
     let mut producers = Vec::new();

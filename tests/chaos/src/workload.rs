@@ -37,12 +37,12 @@ pub const PARTITIONS: i32 = 3;
 const GROUP: &str = "chaos-group";
 /// Sends a producer may have in flight; more waits (bounds memory and the history's open sends).
 const MAX_IN_FLIGHT: usize = 32;
-/// librdkafka's `message.timeout.ms`: a send not acknowledged within it completes as info.
-/// Well above the longest fault plus recovery: when a message times out, librdkafka's
-/// idempotent producer bumps its epoch and re-sends records it may already have written under
-/// new sequences, which no broker can deduplicate (seed 1001 of docs/reliability.md, where
-/// records waited ~19.6 s against the 20 s this was).
-const MESSAGE_TIMEOUT_MS: u64 = 120_000;
+/// librdkafka's `message.timeout.ms` unless `--message-timeout-ms` says otherwise: a send not
+/// acknowledged within it completes as info. Well above the longest fault plus recovery: when
+/// a message times out, librdkafka's idempotent producer bumps its epoch and re-sends records
+/// it may already have written under new sequences, which no broker can deduplicate (seed 1001
+/// of docs/reliability.md, where records waited ~19.6 s against the 20 s this was).
+pub const MESSAGE_TIMEOUT_MS_DEFAULT: u64 = 120_000;
 /// How often a group consumer commits what it has read.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the drain may take before it gives up on a partition.
@@ -65,6 +65,8 @@ pub struct WorkloadOptions {
     pub send_interval: Duration,
     /// Where each client writes its librdkafka log (`None`: no client logs).
     pub client_log_dir: Option<PathBuf>,
+    /// The producers' `message.timeout.ms`.
+    pub message_timeout_ms: u64,
 }
 
 fn client_config(bootstrap: &str) -> ClientConfig {
@@ -118,7 +120,7 @@ fn new_producer(
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
+        .set("message.timeout.ms", options.message_timeout_ms.to_string())
         .set("request.timeout.ms", "5000")
         .set("retry.backoff.ms", "100")
         .set("linger.ms", "5");
@@ -213,7 +215,7 @@ pub async fn run_producer(
     // a delivery report queued behind it. Past that, what is open stays an invoke without a
     // completion, which the checker counts as indeterminate.
     let drain = async { while in_flight.join_next().await.is_some() {} };
-    let bound = Duration::from_millis(MESSAGE_TIMEOUT_MS + 10_000);
+    let bound = Duration::from_millis(options.message_timeout_ms.saturating_add(10_000));
     if tokio::time::timeout(bound, drain).await.is_err() {
         eprintln!("runnel-chaos: producer {id}: sends still open after {bound:?}");
         in_flight.abort_all();
