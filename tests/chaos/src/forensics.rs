@@ -4,9 +4,9 @@
 //! duplicated value's copies came from: reads the nodes' segment files (after the drain,
 //! before the nodes stop) and names, for each copy, the producer id, producer epoch and
 //! sequence its batch carries. Copies with the same (producer id, epoch, sequence) are one send
-//! the broker accepted twice (a broker bug); copies under different producer ids or epochs are
-//! the client sending the value again under a new identity, which no broker can recognise as a
-//! retry (librdkafka does this after an epoch bump). The verdict goes into the report; the
+//! the broker accepted twice (a broker bug); copies under different producer ids, epochs or
+//! sequences are the client sending the value again under a new identity, which no broker can
+//! recognise as a retry (librdkafka does this after an epoch bump). The verdict goes into the report; the
 //! duplicate stays an anomaly either way.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,7 +40,7 @@ pub struct StoredCopy {
 pub struct DuplicateVerdicts {
     /// Values whose copies (on one node) share producer id, epoch and sequence.
     pub same_identity: u64,
-    /// Values whose copies carry different producer ids or epochs.
+    /// Values whose copies carry different producer ids, epochs or sequences.
     pub new_identity: u64,
     /// Values whose copies could not be found in any node's log.
     pub not_found: u64,
@@ -57,7 +57,7 @@ pub fn explain_duplicates(out_dir: &Path, topic: &str, events: &[Event]) -> Dupl
     if values.is_empty() {
         return DuplicateVerdicts::default();
     }
-    let copies = find_copies(|node| node_data_dir(out_dir, node), topic, &values);
+    let copies = find_copies(out_dir, topic, &values);
     let (verdicts, text) = judge(&values, &copies);
     let _ = std::fs::write(out_dir.join(DUPLICATES_FILE), text);
     verdicts
@@ -101,26 +101,21 @@ pub fn replica_drains(
     let mut events = Vec::new();
     for node in node_ids() {
         let reader = replica_reader(node);
-        let dirs = partition_dirs(&node_data_dir(out_dir, node), topic);
-        for (&partition, &(start, end)) in ranges {
-            for (_, dir) in dirs.iter().filter(|(p, _)| *p == partition) {
-                for segment in segment_files(dir) {
-                    let Ok(bytes) = std::fs::read(&segment) else {
-                        continue;
-                    };
-                    scan_segment(&bytes, |_, offset, _, value| {
-                        if (start..end).contains(&offset) {
-                            events.push(Event::Drained {
-                                time_ms,
-                                reader: reader.clone(),
-                                partition,
-                                offset,
-                                value: value.to_owned(),
-                            });
-                        }
-                    });
-                }
+        scan_node_log(out_dir, node, topic, |partition, _, offset, _, value| {
+            let below_end = ranges
+                .get(&partition)
+                .is_some_and(|&(start, end)| (start..end).contains(&offset));
+            if below_end {
+                events.push(Event::Drained {
+                    time_ms,
+                    reader: reader.clone(),
+                    partition,
+                    offset,
+                    value: value.to_owned(),
+                });
             }
+        });
+        for (&partition, &(start, end)) in ranges {
             events.push(Event::DrainEnd {
                 time_ms,
                 reader: reader.clone(),
@@ -157,10 +152,9 @@ pub fn duplicated_values(events: &[Event]) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every stored copy of each of `values` in the logs under `node_data_dir(node)`, for the
-/// partition directories of `topic`.
+/// Every stored copy of each of `values` in the nodes' logs of `topic` in the run in `out_dir`.
 pub fn find_copies(
-    node_data_dir: impl Fn(i32) -> PathBuf,
+    out_dir: &Path,
     topic: &str,
     values: &BTreeSet<String>,
 ) -> BTreeMap<String, Vec<StoredCopy>> {
@@ -169,31 +163,49 @@ pub fn find_copies(
         return copies;
     }
     for node in node_ids() {
-        for (partition, dir) in partition_dirs(&node_data_dir(node), topic) {
-            for segment in segment_files(&dir) {
-                let Ok(bytes) = std::fs::read(&segment) else {
-                    continue;
-                };
-                scan_segment(&bytes, |header, offset, sequence, value| {
-                    if values.contains(value) {
-                        copies
-                            .entry(value.to_owned())
-                            .or_default()
-                            .push(StoredCopy {
-                                node,
-                                partition,
-                                offset,
-                                producer_id: header.producer_id,
-                                producer_epoch: header.producer_epoch,
-                                sequence,
-                                leader_epoch: header.partition_leader_epoch,
-                            });
-                    }
-                });
-            }
-        }
+        scan_node_log(
+            out_dir,
+            node,
+            topic,
+            |partition, header, offset, sequence, value| {
+                if values.contains(value) {
+                    copies
+                        .entry(value.to_owned())
+                        .or_default()
+                        .push(StoredCopy {
+                            node,
+                            partition,
+                            offset,
+                            producer_id: header.producer_id,
+                            producer_epoch: header.producer_epoch,
+                            sequence,
+                            leader_epoch: header.partition_leader_epoch,
+                        });
+                }
+            },
+        );
     }
     copies
+}
+
+/// Calls `each(partition, header, offset, sequence, value)` for every record of `topic` in
+/// node `node`'s log (every partition directory, every segment in offset order).
+fn scan_node_log(
+    out_dir: &Path,
+    node: i32,
+    topic: &str,
+    mut each: impl FnMut(i32, &BatchHeader, i64, i32, &str),
+) {
+    for (partition, dir) in partition_dirs(&node_data_dir(out_dir, node), topic) {
+        for segment in segment_files(&dir) {
+            let Ok(bytes) = std::fs::read(&segment) else {
+                continue;
+            };
+            scan_segment(&bytes, |header, offset, sequence, value| {
+                each(partition, header, offset, sequence, value);
+            });
+        }
+    }
 }
 
 /// Judges each value's copies (see the module doc) and writes them as markdown.
@@ -215,16 +227,12 @@ pub fn judge(
             .iter()
             .map(|c| (c.producer_id, c.producer_epoch, c.sequence))
             .collect();
-        let producers: BTreeSet<(i64, i16)> = identities
-            .iter()
-            .map(|(id, epoch, _)| (*id, *epoch))
-            .collect();
         let verdict = if on_node.len() < 2 {
             verdicts.not_found += 1;
             "fewer than two copies in any node's log"
-        } else if producers.len() > 1 {
+        } else if identities.len() > 1 {
             verdicts.new_identity += 1;
-            "sent again by the client under a new producer id or epoch"
+            "sent again by the client under a new producer id, epoch or sequence"
         } else {
             verdicts.same_identity += 1;
             "the same producer id, epoch and sequence stored twice: a broker bug"
@@ -450,6 +458,35 @@ mod tests {
         assert_eq!(replicas.len(), expected, "{replicas:?}");
         events.extend(replicas);
         crate::checker::check(&events)
+    }
+
+    #[test]
+    fn copies_are_found_in_every_nodes_log_with_their_batch_identity() {
+        let out = tempfile::tempdir().expect("tempdir");
+        for node in [1, 2] {
+            let dir = out.path().join(format!(
+                "nodes/{node}/data/chaos-1.0123456789abcdef0123456789abcdef"
+            ));
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            // "x" at offsets 0 and 2 (sequences 0 and 2): sent twice, under two sequences.
+            let batches: Batches<'_> = &[(0, &["x", "y"]), (2, &["x"])];
+            std::fs::write(dir.join("00000000000000000000.log"), segment_of(batches))
+                .expect("write");
+        }
+        let values: BTreeSet<String> = ["x".to_owned()].into();
+        let copies = find_copies(out.path(), "chaos", &values);
+        let found = copies.get("x").expect("x found");
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(found
+            .iter()
+            .all(|c| c.partition == 1 && c.producer_id == 7 && c.producer_epoch == 3));
+        let offsets: BTreeSet<(i32, i64, i32)> = found
+            .iter()
+            .map(|c| (c.node, c.offset, c.sequence))
+            .collect();
+        assert_eq!(offsets, [(1, 0, 0), (1, 2, 2), (2, 0, 0), (2, 2, 2)].into());
+        let (verdicts, _) = judge(&values, &copies);
+        assert_eq!(verdicts.new_identity, 1);
     }
 
     #[test]

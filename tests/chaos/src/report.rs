@@ -297,7 +297,7 @@ impl RunReport {
                 out,
                 "\nThe duplicated values' copies in the nodes' logs (each copy's producer id, \
                  epoch and sequence in `duplicates.md`): {} under one identity (the broker \
-                 stored one send twice), {} under a new producer id or epoch (the client sent \
+                 stored one send twice), {} under a new producer id, epoch or sequence (the client sent \
                  the value again), {} not found.",
                 duplicates.same_identity, duplicates.new_identity, duplicates.not_found
             )?;
