@@ -1,6 +1,8 @@
 //! Disk full while producing: the data dir is a small tmpfs. Once it fills, produce gets
 //! KAFKA_STORAGE_ERROR and nothing partial becomes visible; everything acknowledged before
-//! reads back; when space returns (a topic deleted) writes resume; the broker never exits. A
+//! reads back; an idempotent producer's pipeline behind a refused write is refused as not
+//! persisted (not out of order) and lands once when resent; when space returns (a topic
+//! deleted) writes resume; the broker never exits. A
 //! SyncGroup whose group metadata cannot be written fails instead of answering success.
 
 use std::path::{Path, PathBuf};
@@ -10,8 +12,8 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::AdminOptions;
 use runnel_e2e::hostile::{check_survived, error_code, RssBaseline};
 use runnel_e2e::wire::{
-    api_key, parse_produce_v3, produce_v3, put_i32, put_string, record_batch, ProducerIdentity,
-    RawConnection, Reader,
+    api_key, init_producer_id_v0, parse_init_producer_id_v0, parse_produce_v3, produce_v3, put_i32,
+    put_string, record_batch, ProducerIdentity, RawConnection, Reader,
 };
 use runnel_e2e::{
     admin, commit_offset, committer, create_topic, ensure, ensure_eq, read_all, watermarks, Result,
@@ -52,6 +54,16 @@ impl Drop for Tmpfs {
 }
 
 fn batch(round: usize) -> Vec<u8> {
+    let identity = ProducerIdentity {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
+    batch_of(round, identity)
+}
+
+/// Batch `round`'s records ([`RECORDS_PER_BATCH`] values of [`VALUE_BYTES`]) as `identity`.
+fn batch_of(round: usize, identity: ProducerIdentity) -> Vec<u8> {
     let values: Vec<Vec<u8>> = (0..RECORDS_PER_BATCH)
         .map(|i| {
             let mut value = format!("{round}-{i}-").into_bytes();
@@ -63,15 +75,7 @@ fn batch(round: usize) -> Vec<u8> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    record_batch(
-        &refs,
-        ProducerIdentity {
-            producer_id: -1,
-            producer_epoch: -1,
-            base_sequence: -1,
-        },
-        now_ms,
-    )
+    record_batch(&refs, identity, now_ms)
 }
 
 /// Produces `batch` with acks=all; returns (error code, base offset).
@@ -109,7 +113,29 @@ async fn disk_full_refuses_writes_loses_nothing_and_recovers() -> TestResult {
         let baseline = RssBaseline::take(&broker)?;
         create_topic(&broker, "ballast", 1).await?;
         create_topic(&broker, "fill", 1).await?;
+        create_topic(&broker, "idempotent", 1).await?;
         let mut connection = RawConnection::connect(&broker, Duration::from_secs(60))?;
+
+        // An idempotent producer writes its first batch while there is room.
+        let body = connection.round_trip(api_key::INIT_PRODUCER_ID, 0, &init_producer_id_v0())?;
+        let (code, producer_id, producer_epoch) = parse_init_producer_id_v0(&body)?;
+        ensure_eq!(code, 0, "InitProducerId");
+        let idempotent = |round: usize| {
+            let base_sequence = i32::try_from(round * RECORDS_PER_BATCH).unwrap_or(i32::MAX);
+            batch_of(
+                round,
+                ProducerIdentity {
+                    producer_id,
+                    producer_epoch,
+                    base_sequence,
+                },
+            )
+        };
+        ensure_eq!(
+            produce(&mut connection, "idempotent", &idempotent(0))?,
+            (0, 0),
+            "the idempotent producer's first batch"
+        );
 
         // Ballast to free later: about 2 MiB.
         for round in 0..30 {
@@ -168,6 +194,19 @@ async fn disk_full_refuses_writes_loses_nothing_and_recovers() -> TestResult {
             "bytes in fill-0's segments after the retry"
         );
 
+        // The idempotent producer's next batch is refused by the full disk; the one it had
+        // pipelined behind it has a sequence gap only because that write failed here: it is
+        // answered as a storage error too (retriable, not persisted), not OUT_OF_ORDER_SEQUENCE,
+        // which librdkafka takes for lost data and answers with an epoch bump.
+        for round in [1, 2] {
+            let (code, _) = produce(&mut connection, "idempotent", &idempotent(round))?;
+            ensure_eq!(
+                code,
+                error_code::KAFKA_STORAGE_ERROR,
+                "idempotent batch {round} on a full disk"
+            );
+        }
+
         // Everything acknowledged reads back, byte for byte.
         let stored = read_all(&broker, "fill", 1).await?;
         let records: Vec<_> = stored.values().flatten().collect();
@@ -208,6 +247,20 @@ async fn disk_full_refuses_writes_loses_nothing_and_recovers() -> TestResult {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The producer resends its pipeline in order: each batch lands once, at its offsets.
+        for round in [1, 2] {
+            let expected = (round * RECORDS_PER_BATCH) as i64;
+            ensure_eq!(
+                produce(&mut connection, "idempotent", &idempotent(round))?,
+                (0, expected),
+                "idempotent batch {round} resent after space returned"
+            );
+        }
+        ensure_eq!(
+            watermarks(&broker, "idempotent", 0)?,
+            (0, 3 * RECORDS_PER_BATCH as i64),
+            "idempotent-0 holds the three batches once"
+        );
         drop(connection);
         check_survived(&mut broker, baseline, "a full disk").await
     }

@@ -331,6 +331,9 @@ fn storage_error_code(error: &StorageError) -> ResponseError {
         // The leadership the produce was checked against ended before it could append.
         StorageError::NotLeaderAtEpoch { .. } => ResponseError::NotLeaderOrFollower,
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        // The gap is the rest of a pipeline whose head failed to write here: not persisted,
+        // retriable, so the client resends it in order (no epoch bump).
+        StorageError::SequenceAfterFailedWrite { .. } => ResponseError::KafkaStorageError,
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         StorageError::CorruptBatch { .. } => ResponseError::CorruptMessage,
         // The log moved to another log directory after the request found it: retry there.

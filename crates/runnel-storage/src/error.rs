@@ -199,6 +199,23 @@ pub enum StorageError {
         /// The batch's base sequence.
         found: i32,
     },
+    /// An idempotent producer's batch does not follow its previous one, and that producer's
+    /// last append here failed cleanly (nothing written, e.g. ENOSPC): the gap is the batches
+    /// the failed write left out, still in the client's pipeline. Answered as a storage error
+    /// (retriable, not persisted), as if the log were offline, so that the client resends its
+    /// pipeline in order instead of taking the gap for lost data.
+    #[error(
+        "producer {producer_id}: sequence {found} follows a write that failed here \
+         (expected {expected})"
+    )]
+    SequenceAfterFailedWrite {
+        /// The producer id.
+        producer_id: i64,
+        /// The base sequence that would have been accepted.
+        expected: i32,
+        /// The batch's base sequence.
+        found: i32,
+    },
     /// The batch's producer epoch is older than the producer's current epoch (a zombie).
     #[error("producer {producer_id}: epoch {found} is older than current epoch {current}")]
     InvalidProducerEpoch {

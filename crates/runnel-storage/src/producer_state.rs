@@ -18,7 +18,7 @@
 //!
 //! This module sees batch headers only; it never reads records or touches segments.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -201,6 +201,10 @@ pub(crate) struct PendingProducerUpdates {
 #[derive(Debug)]
 pub(crate) struct ProducerStateManager {
     producers: Arc<HashMap<i64, ProducerEntry>>,
+    /// Producers whose last append here failed cleanly (nothing written): a sequence gap of
+    /// theirs is the rest of their pipeline, not lost data (see
+    /// [`StorageError::SequenceAfterFailedWrite`]). Cleared per producer by its next write.
+    unwritten: HashSet<i64>,
     /// `producer.id.expiration.ms`.
     expiration_ms: i64,
     clock: Clock,
@@ -217,6 +221,7 @@ impl ProducerStateManager {
     pub(crate) fn with_clock(clock: Clock) -> ProducerStateManager {
         ProducerStateManager {
             producers: Arc::default(),
+            unwritten: HashSet::new(),
             expiration_ms: PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             clock,
         }
@@ -251,7 +256,20 @@ impl ProducerStateManager {
             .entries
             .get(&producer_id)
             .or_else(|| self.live(producer_id, now_ms));
-        let check = check_batch(current, header)?;
+        let check = match check_batch(current, header) {
+            Err(StorageError::OutOfOrderSequence {
+                producer_id,
+                expected,
+                found,
+            }) if self.unwritten.contains(&producer_id) => {
+                return Err(StorageError::SequenceAfterFailedWrite {
+                    producer_id,
+                    expected,
+                    found,
+                })
+            }
+            checked => checked?,
+        };
         if check == SequenceCheck::Append {
             let mut entry = current
                 .copied()
@@ -287,8 +305,18 @@ impl ProducerStateManager {
     /// Applies staged updates after a successful write.
     pub(crate) fn commit(&mut self, pending: PendingProducerUpdates) {
         if !pending.entries.is_empty() {
+            for producer_id in pending.entries.keys() {
+                self.unwritten.remove(producer_id);
+            }
             Arc::make_mut(&mut self.producers).extend(pending.entries);
         }
+    }
+
+    /// Notes that the write of the staged updates `pending` failed cleanly (nothing of it is in
+    /// the log): until each of its producers writes again, a sequence gap of theirs is answered
+    /// with [`StorageError::SequenceAfterFailedWrite`].
+    pub(crate) fn note_unwritten(&mut self, pending: &PendingProducerUpdates) {
+        self.unwritten.extend(pending.entries.keys().copied());
     }
 
     /// Replays a batch already in the log (recovery): no validation, as Kafka does, since the

@@ -223,3 +223,72 @@ fn a_roll_reports_nothing_flushed_before_the_sealed_segment_entry_is_durable() -
     disk.crash_to_durable();
     reopen_and_check_flushed(&disk, &dir, flushed)
 }
+
+/// An idempotent batch of producer 1, epoch 0: `records` records from `base_sequence`.
+fn producer_batch(base_sequence: i32, records: i32) -> Vec<u8> {
+    use crate::batch_header::testing::{build_batch, ProducerFields};
+    build_batch(
+        records,
+        60,
+        ProducerFields {
+            producer_id: 1,
+            producer_epoch: 0,
+            base_sequence,
+        },
+    )
+}
+
+/// A producer pipelines batches 2, 3 behind batch 1; batch 1's write fails cleanly (ENOSPC).
+/// Batch 2 then has a gap, but only because this log failed to write batch 1: it is answered
+/// as a storage error (retriable, not persisted), not as an out-of-order sequence, which
+/// librdkafka takes for lost data and answers with an epoch bump (chaos seed 1003, disk-full).
+/// Once the producer resends in order, everything is written and gaps are gaps again.
+#[test]
+fn a_sequence_gap_behind_a_cleanly_failed_write_is_a_storage_error() -> TestResult {
+    let (disk, dir) = sim();
+    // The producer's second batch is the log's second `.log` write, and it fails (ENOSPC).
+    let storage =
+        Storage::simulated(disk).with_faults(FaultInjection::new(FaultKind::WriteError, 1, ".log"));
+    let log = PartitionLog::open_on(
+        storage,
+        &dir,
+        LogConfig {
+            segment_bytes: 1 << 20,
+            ..config()
+        },
+    )?;
+    assert_eq!(appended(log.append(&producer_batch(0, 1))?), (0, 0));
+    assert!(
+        log.append(&producer_batch(1, 1)).is_err(),
+        "the injected write error"
+    );
+    assert!(!log.is_failed(), "cut off cleanly: the log still works");
+    assert!(
+        matches!(
+            log.append(&producer_batch(2, 1)),
+            Err(StorageError::SequenceAfterFailedWrite {
+                producer_id: 1,
+                expected: 1,
+                found: 2
+            })
+        ),
+        "the rest of the pipeline is not persisted, and not out of order"
+    );
+    assert!(matches!(
+        log.append(&producer_batch(3, 1)),
+        Err(StorageError::SequenceAfterFailedWrite { .. })
+    ));
+    // The client resends in order.
+    assert_eq!(appended(log.append(&producer_batch(1, 1))?), (1, 1));
+    assert_eq!(appended(log.append(&producer_batch(2, 1))?), (2, 2));
+    // Written again: a real gap is out of order, as always.
+    assert!(matches!(
+        log.append(&producer_batch(4, 1)),
+        Err(StorageError::OutOfOrderSequence {
+            expected: 3,
+            found: 4,
+            ..
+        })
+    ));
+    Ok(())
+}

@@ -250,6 +250,7 @@ impl PartitionLog {
             // this append fails, the next may succeed. One that could not be undone leaves
             // the segment in an unknown state.
             return Err(if failed.undone {
+                writer.producers.note_unwritten(&prepared.producers);
                 failed.error
             } else {
                 self.fail(failed.error)
