@@ -58,7 +58,9 @@ fn main() -> ExitCode {
 fn check_command(dir: &str) -> Result<ExitCode> {
     let report = check_dir(&PathBuf::from(dir))?;
     println!("{}", report.summary_line());
-    Ok(exit_code(report.check.is_clean()))
+    Ok(exit_code(
+        report.check.is_clean() && report.problems.is_empty(),
+    ))
 }
 
 fn exit_code(success: bool) -> ExitCode {

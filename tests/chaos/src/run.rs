@@ -17,7 +17,7 @@ use crate::client_log::client_log_dir;
 use crate::cluster::{clean_leftovers, ensure_out_dir_unused, ChaosCluster, StorageOptions};
 use crate::command::{output, Signal};
 use crate::faults::{heal, heal_network, inject};
-use crate::forensics::{explain_duplicates, replica_drains, DuplicateVerdicts};
+use crate::forensics::{explain_duplicates, replica_drains};
 use crate::history::{Event, FaultPhase};
 use crate::netns::{node_ids, NetworkPlan, NODE_COUNT};
 use crate::recorder::Recorder;
@@ -240,7 +240,8 @@ pub async fn run(options: RunOptions) -> Result<RunOutcome> {
     let events = read_history(&out_dir.join(HISTORY_FILE))?;
     let duplicates = explain_duplicates(out_dir, TOPIC, &events);
     problems.extend(cluster.shut_down());
-    let mut report = check_history(out_dir, settings, duplicates)?;
+    let mut report = RunReport::new(settings, &events, check(&events));
+    report.duplicates = duplicates;
     report.problems = problems.clone();
     write_report(out_dir, &report)?;
     Ok(RunOutcome { report, problems })
@@ -393,21 +394,6 @@ fn settled_problem(
         })
 }
 
-/// Checks the history in `out_dir` and writes the report there, with what the nodes' logs
-/// showed of the duplicated values.
-fn check_history(
-    out_dir: &Path,
-    settings: RunSettings,
-    duplicates: DuplicateVerdicts,
-) -> Result<RunReport> {
-    let events = read_history(&out_dir.join(HISTORY_FILE))?;
-    let result = check(&events);
-    let mut report = RunReport::new(settings, &events, result);
-    report.duplicates = duplicates;
-    write_report(out_dir, &report)?;
-    Ok(report)
-}
-
 /// `runnel-chaos check DIR`: checks a run's history again and rewrites its report.
 pub fn check_dir(out_dir: &Path) -> Result<RunReport> {
     let settings_path = out_dir.join(SETTINGS_FILE);
@@ -417,15 +403,12 @@ pub fn check_dir(out_dir: &Path) -> Result<RunReport> {
     )?;
     // The nodes' logs as the run left them (a tmpfs node's are gone: nothing found).
     let events = read_history(&out_dir.join(HISTORY_FILE))?;
-    let duplicates = explain_duplicates(out_dir, TOPIC, &events);
+    let mut report = RunReport::new(settings, &events, check(&events));
+    report.duplicates = explain_duplicates(out_dir, TOPIC, &events);
     // The run's problems are not in the history: keep what the earlier report recorded.
-    let earlier_problems = read_report(&out_dir.join(REPORT_JSON))
+    report.problems = read_report(&out_dir.join(REPORT_JSON))
         .map(|earlier| earlier.problems)
         .unwrap_or_default();
-    let mut report = check_history(out_dir, settings, duplicates)?;
-    if !earlier_problems.is_empty() {
-        report.problems = earlier_problems;
-        write_report(out_dir, &report)?;
-    }
+    write_report(out_dir, &report)?;
     Ok(report)
 }
