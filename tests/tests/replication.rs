@@ -16,8 +16,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Offset;
 use runnel_e2e::cluster::PartitionMetadata;
 use runnel_e2e::wire::{
-    parse_produce_v3, produce_v3, put_i32, put_string, record_batch, ProducerIdentity,
-    RawConnection, Reader,
+    api_key, init_producer_id_v0, parse_init_producer_id_v0, parse_produce_v3, produce_v3, put_i32,
+    put_string, record_batch, ProducerIdentity, RawConnection, Reader,
 };
 use runnel_e2e::{
     admin, admin_options, commit_offset, committed_offset, committer, consume_n, consumer_assigned,
@@ -441,7 +441,9 @@ async fn an_idempotent_producer_rides_through_a_leader_crash() -> TestResult {
 }
 
 /// With two of the three replicas shut down, the ISR is the leader alone: acks=all is refused
-/// with NOT_ENOUGH_REPLICAS (before anything is appended), acks=1 is still taken.
+/// with NOT_ENOUGH_REPLICAS (before anything is appended), acks=1 is still taken; an
+/// idempotent producer's batch pipelined behind a refused one gets the same answer even once
+/// the ISR is back, and both land once when resent in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_all_without_enough_in_sync_replicas_is_refused() -> TestResult {
     let mut cluster = start_cluster().await?;
@@ -458,6 +460,11 @@ async fn acks_all_without_enough_in_sync_replicas_is_refused() -> TestResult {
             .into_iter()
             .filter(|id| *id != leader)
             .collect();
+        // A producer id for later, while the controller quorum is whole (InitProducerId).
+        let body = RawConnection::connect(cluster.node(leader)?, Duration::from_secs(10))?
+            .round_trip(api_key::INIT_PRODUCER_ID, 0, &init_producer_id_v0())?;
+        let (code, producer_id, producer_epoch) = parse_init_producer_id_v0(&body)?;
+        ensure_eq!(code, 0, "InitProducerId");
         // Controlled shutdowns: each leaves every ISR before it stops.
         let mut in_sync = 3;
         for follower in followers {
@@ -493,6 +500,66 @@ async fn acks_all_without_enough_in_sync_replicas_is_refused() -> TestResult {
             Some((0, 0)),
             "acks=1 is appended (nothing was appended by the refused acks=all)"
         );
+
+        // An idempotent producer: batch 0 written (acks=1), batch 1 refused (acks=all), and
+        // the ISR grows back before batch 2, pipelined behind 1, arrives. Its sequence gap is
+        // only the refused batch: it gets the refusal's answer (retriable, not persisted), not
+        // OUT_OF_ORDER_SEQUENCE_NUMBER, on which librdkafka would bump its epoch.
+        let idempotent = |base_sequence: i32| {
+            record_batch(
+                &[format!("idempotent-{base_sequence}").as_bytes()],
+                ProducerIdentity {
+                    producer_id,
+                    producer_epoch,
+                    base_sequence,
+                },
+                0,
+            )
+        };
+        let mut produce = |acks: i16, batch: &[u8]| -> Result<(i16, i64)> {
+            let answer = parse_produce_v3(&connection.round_trip(
+                0,
+                3,
+                &produce_v3(acks, topic, 0, batch)?,
+            )?)?;
+            let first = answer.first().ok_or("no partition in the answer")?;
+            Ok((first.error_code, first.base_offset))
+        };
+        ensure_eq!(
+            produce(1, &idempotent(0))?,
+            (0, 1),
+            "idempotent batch 0, acks=1"
+        );
+        ensure_eq!(
+            produce(-1, &idempotent(1))?.0,
+            NOT_ENOUGH_REPLICAS,
+            "idempotent batch 1, acks=all with an ISR of one"
+        );
+        for follower in cluster.node_ids() {
+            if follower != leader {
+                cluster.start_again(follower)?;
+            }
+        }
+        wait_for_isr(&mut cluster, leader, topic, 0, 3).await?;
+        let mut connection =
+            RawConnection::connect(cluster.node(leader)?, Duration::from_secs(10))?;
+        let mut produce = |acks: i16, batch: &[u8]| -> Result<(i16, i64)> {
+            let answer = parse_produce_v3(&connection.round_trip(
+                0,
+                3,
+                &produce_v3(acks, topic, 0, batch)?,
+            )?)?;
+            let first = answer.first().ok_or("no partition in the answer")?;
+            Ok((first.error_code, first.base_offset))
+        };
+        ensure_eq!(
+            produce(-1, &idempotent(2))?.0,
+            NOT_ENOUGH_REPLICAS,
+            "idempotent batch 2, behind the refused batch 1, once the ISR is back"
+        );
+        // Resent in order, both land once.
+        ensure_eq!(produce(-1, &idempotent(1))?, (0, 2), "batch 1 resent");
+        ensure_eq!(produce(-1, &idempotent(2))?, (0, 3), "batch 2 resent");
         Ok(())
     }
     .await;

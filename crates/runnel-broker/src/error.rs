@@ -5,7 +5,7 @@
 
 use kafka_protocol::error::ResponseError;
 use runnel_protocol::ProtocolError;
-use runnel_storage::StorageError;
+use runnel_storage::{StorageError, UnwrittenCause};
 
 /// Everything a request can fail with, per partition, topic or request.
 #[derive(Debug, thiserror::Error)]
@@ -331,9 +331,12 @@ fn storage_error_code(error: &StorageError) -> ResponseError {
         // The leadership the produce was checked against ended before it could append.
         StorageError::NotLeaderAtEpoch { .. } => ResponseError::NotLeaderOrFollower,
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
-        // The gap is the rest of a pipeline whose head failed to write here: not persisted,
-        // retriable, so the client resends it in order (no epoch bump).
-        StorageError::SequenceAfterFailedWrite { .. } => ResponseError::KafkaStorageError,
+        // The gap is the rest of a pipeline whose head was not written here: answered as that
+        // head was (not persisted, retriable), so the client resends it in order (no epoch bump).
+        StorageError::SequenceAfterUnwrittenBatch { cause, .. } => match cause {
+            UnwrittenCause::WriteFailed => ResponseError::KafkaStorageError,
+            UnwrittenCause::Refused => ResponseError::NotEnoughReplicas,
+        },
         StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         StorageError::CorruptBatch { .. } => ResponseError::CorruptMessage,
         // The log moved to another log directory after the request found it: retry there.

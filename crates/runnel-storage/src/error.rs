@@ -200,21 +200,24 @@ pub enum StorageError {
         found: i32,
     },
     /// An idempotent producer's batch does not follow its previous one, and that producer's
-    /// last append here failed cleanly (nothing written, e.g. ENOSPC): the gap is the batches
-    /// the failed write left out, still in the client's pipeline. Answered as a storage error
-    /// (retriable, not persisted), as if the log were offline, so that the client resends its
-    /// pipeline in order instead of taking the gap for lost data.
+    /// last batch here was not written (`cause`): the gap is the batches behind it, still in
+    /// the client's pipeline. Answered with the same retriable, not-persisted error as the
+    /// unwritten batch, as if the partition still refused it, so that the client resends its
+    /// pipeline in order instead of taking the gap for lost data (librdkafka answers
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER there with an epoch bump).
     #[error(
-        "producer {producer_id}: sequence {found} follows a write that failed here \
-         (expected {expected})"
+        "producer {producer_id}: sequence {found} follows a batch that was not written here \
+         ({cause:?}; expected {expected})"
     )]
-    SequenceAfterFailedWrite {
+    SequenceAfterUnwrittenBatch {
         /// The producer id.
         producer_id: i64,
         /// The base sequence that would have been accepted.
         expected: i32,
         /// The batch's base sequence.
         found: i32,
+        /// Why the earlier batch was not written.
+        cause: UnwrittenCause,
     },
     /// The batch's producer epoch is older than the producer's current epoch (a zombie).
     #[error("producer {producer_id}: epoch {found} is older than current epoch {current}")]
@@ -248,4 +251,14 @@ impl<T> IoResultExt<T> for std::io::Result<T> {
             source,
         })
     }
+}
+
+/// Why an idempotent producer's batch was not written (see
+/// [`StorageError::SequenceAfterUnwrittenBatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnwrittenCause {
+    /// The write failed and was undone (e.g. ENOSPC).
+    WriteFailed,
+    /// The caller refused it before writing (e.g. too few in-sync replicas for acks=all).
+    Refused,
 }

@@ -43,7 +43,7 @@ pub use batch_header::{HEADER_SIZE_BYTES, LOG_OVERHEAD_BYTES, NO_PRODUCER_ID};
 /// Small durable files (the broker's topic and id files use the same atomic write).
 pub use checkpoint::{sync_dir, write_atomically as write_file_atomically};
 pub use cleaner::{CleanStats, CompactionPolicy, DEDUPE_BUFFER_BYTES_DEFAULT};
-pub use error::{BatchDefect, StorageError};
+pub use error::{BatchDefect, StorageError, UnwrittenCause};
 pub use group_flush::flush_logs;
 pub use io::{FaultInjection, FaultKind, InvalidFaultInjection, SimDisk, Storage};
 pub use leader_epoch::{EpochEntry, LeaderEpochCache};

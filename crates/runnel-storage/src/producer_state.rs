@@ -18,13 +18,13 @@
 //!
 //! This module sees batch headers only; it never reads records or touches segments.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch_header::{increment_sequence, BatchHeader};
 use crate::checkpoint::{seal, unseal};
-use crate::error::{IoResultExt, StorageError};
+use crate::error::{IoResultExt, StorageError, UnwrittenCause};
 use crate::io::Storage;
 use crate::segment::offset_file_name;
 
@@ -201,10 +201,10 @@ pub(crate) struct PendingProducerUpdates {
 #[derive(Debug)]
 pub(crate) struct ProducerStateManager {
     producers: Arc<HashMap<i64, ProducerEntry>>,
-    /// Producers whose last append here failed cleanly (nothing written): a sequence gap of
-    /// theirs is the rest of their pipeline, not lost data (see
-    /// [`StorageError::SequenceAfterFailedWrite`]). Cleared per producer by its next write.
-    unwritten: HashSet<i64>,
+    /// Producers whose last batch here was not written, and why: a sequence gap of theirs is
+    /// the rest of their pipeline, not lost data (see
+    /// [`StorageError::SequenceAfterUnwrittenBatch`]). Cleared per producer by its next write.
+    unwritten: HashMap<i64, UnwrittenCause>,
     /// `producer.id.expiration.ms`.
     expiration_ms: i64,
     clock: Clock,
@@ -221,7 +221,7 @@ impl ProducerStateManager {
     pub(crate) fn with_clock(clock: Clock) -> ProducerStateManager {
         ProducerStateManager {
             producers: Arc::default(),
-            unwritten: HashSet::new(),
+            unwritten: HashMap::new(),
             expiration_ms: PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             clock,
         }
@@ -261,13 +261,23 @@ impl ProducerStateManager {
                 producer_id,
                 expected,
                 found,
-            }) if self.unwritten.contains(&producer_id) => {
-                return Err(StorageError::SequenceAfterFailedWrite {
-                    producer_id,
-                    expected,
-                    found,
-                })
-            }
+            }) => match self.unwritten.get(&producer_id) {
+                Some(&cause) => {
+                    return Err(StorageError::SequenceAfterUnwrittenBatch {
+                        producer_id,
+                        expected,
+                        found,
+                        cause,
+                    })
+                }
+                None => {
+                    return Err(StorageError::OutOfOrderSequence {
+                        producer_id,
+                        expected,
+                        found,
+                    })
+                }
+            },
             checked => checked?,
         };
         if check == SequenceCheck::Append {
@@ -314,9 +324,18 @@ impl ProducerStateManager {
 
     /// Notes that the write of the staged updates `pending` failed cleanly (nothing of it is in
     /// the log): until each of its producers writes again, a sequence gap of theirs is answered
-    /// with [`StorageError::SequenceAfterFailedWrite`].
+    /// with [`StorageError::SequenceAfterUnwrittenBatch`].
     pub(crate) fn note_unwritten(&mut self, pending: &PendingProducerUpdates) {
-        self.unwritten.extend(pending.entries.keys().copied());
+        for &producer_id in pending.entries.keys() {
+            self.unwritten
+                .insert(producer_id, UnwrittenCause::WriteFailed);
+        }
+    }
+
+    /// Notes that a batch of `producer_id` was refused before it could be written (see
+    /// [`ProducerStateManager::note_unwritten`]).
+    pub(crate) fn note_refused(&mut self, producer_id: i64) {
+        self.unwritten.insert(producer_id, UnwrittenCause::Refused);
     }
 
     /// Replays a batch already in the log (recovery): no validation, as Kafka does, since the

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::io::{FaultInjection, FaultKind, SimDisk, Storage};
 use crate::partition_log::{LogConfig, PartitionLog, TimestampOffset};
 use crate::test_support::{appended, new_batch, TestReader, TestResult};
-use crate::StorageError;
+use crate::{StorageError, UnwrittenCause};
 
 /// Segments of about one test batch each.
 fn config() -> LogConfig {
@@ -266,17 +266,18 @@ fn a_sequence_gap_behind_a_cleanly_failed_write_is_a_storage_error() -> TestResu
     assert!(
         matches!(
             log.append(&producer_batch(2, 1)),
-            Err(StorageError::SequenceAfterFailedWrite {
+            Err(StorageError::SequenceAfterUnwrittenBatch {
                 producer_id: 1,
                 expected: 1,
-                found: 2
+                found: 2,
+                cause: UnwrittenCause::WriteFailed
             })
         ),
         "the rest of the pipeline is not persisted, and not out of order"
     );
     assert!(matches!(
         log.append(&producer_batch(3, 1)),
-        Err(StorageError::SequenceAfterFailedWrite { .. })
+        Err(StorageError::SequenceAfterUnwrittenBatch { .. })
     ));
     // The client resends in order.
     assert_eq!(appended(log.append(&producer_batch(1, 1))?), (1, 1));
@@ -289,6 +290,49 @@ fn a_sequence_gap_behind_a_cleanly_failed_write_is_a_storage_error() -> TestResu
             found: 4,
             ..
         })
+    ));
+    Ok(())
+}
+
+/// A batch the broker refused before writing it (too few in-sync replicas for acks=all) leaves
+/// the same gap in the producer's pipeline, answered the same way with the refusal as cause.
+#[test]
+fn a_sequence_gap_behind_a_refused_batch_is_answered_as_refused() -> TestResult {
+    let (disk, dir) = sim();
+    let log = PartitionLog::open_on(Storage::simulated(disk), &dir, config())?;
+    assert_eq!(appended(log.append(&producer_batch(0, 1))?), (0, 0));
+    // Batch 1 was refused by the caller; batch 2 arrives with the gap.
+    log.note_refused_producer(1);
+    assert!(matches!(
+        log.append(&producer_batch(2, 1)),
+        Err(StorageError::SequenceAfterUnwrittenBatch {
+            cause: UnwrittenCause::Refused,
+            expected: 1,
+            found: 2,
+            ..
+        })
+    ));
+    assert_eq!(appended(log.append(&producer_batch(1, 1))?), (1, 1));
+    assert_eq!(appended(log.append(&producer_batch(2, 1))?), (2, 2));
+    // Another producer's gaps are not excused by it.
+    let other = {
+        use crate::batch_header::testing::{build_batch, ProducerFields};
+        |base_sequence| {
+            build_batch(
+                1,
+                60,
+                ProducerFields {
+                    producer_id: 2,
+                    producer_epoch: 0,
+                    base_sequence,
+                },
+            )
+        }
+    };
+    appended(log.append(&other(0))?);
+    assert!(matches!(
+        log.append(&other(5)),
+        Err(StorageError::OutOfOrderSequence { .. })
     ));
     Ok(())
 }

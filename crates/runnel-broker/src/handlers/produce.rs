@@ -30,7 +30,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use runnel_protocol::batch::{records_without_key, validate_batches, BatchLimits, BatchValidation};
 use runnel_protocol::ProtocolError;
-use runnel_storage::{AppendOutcome, CrcCheck, PartitionLog};
+use runnel_storage::{AppendOutcome, BatchHeader, CrcCheck, PartitionLog};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Duration, Instant};
 
@@ -74,7 +74,12 @@ pub(crate) async fn handle(
                     Ok((topic, partition)) => match partition.log().await {
                         Err(offline) => Err(offline),
                         Ok(log) => match acks_all_epoch(&broker.replicas, acks, &partition) {
-                            Err(refused) => Err(refused),
+                            Err(refused) => {
+                                if matches!(refused, BrokerError::NotEnoughReplicas { .. }) {
+                                    note_refused_producer(&log, data.records.as_deref());
+                                }
+                                Err(refused)
+                            }
                             Ok(leader_epoch) => {
                                 let limits =
                                     batch_limits(topic.config.max_message_bytes(&broker.config));
@@ -412,6 +417,16 @@ fn acks_all_epoch(
         replicas.check_acks_all(partition).map(Some)
     } else {
         Ok(None)
+    }
+}
+
+/// Tells the log that the idempotent producer of `records` (if any) had a batch refused before
+/// it was written, so that the batches it pipelined behind it get the same answer rather than
+/// OUT_OF_ORDER_SEQUENCE_NUMBER should the refusal's cause clear before they arrive.
+fn note_refused_producer(log: &PartitionLog, records: Option<&[u8]>) {
+    let header = records.and_then(|records| BatchHeader::parse(records).ok());
+    if let Some(header) = header.filter(|h| h.has_producer_id()) {
+        log.note_refused_producer(header.producer_id);
     }
 }
 

@@ -158,6 +158,14 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Notes that a batch of idempotent producer `producer_id` was refused before it could be
+    /// appended (the broker found too few in-sync replicas for acks=all): a sequence gap of
+    /// that producer is then the rest of its pipeline, answered with
+    /// `SequenceAfterUnwrittenBatch` (cause `Refused`) until it writes again.
+    pub fn note_refused_producer(&self, producer_id: i64) {
+        lock(&self.writer).producers.note_refused(producer_id);
+    }
+
     /// Starts each `(epoch, start_offset)` newer than the cache's latest epoch, persisting the
     /// cache first if that changes it. Called with the writer lock held, before the records
     /// are written: a crash between leaves an epoch starting at the log end, which the next
