@@ -327,15 +327,23 @@ impl ProducerStateManager {
     /// with [`StorageError::SequenceAfterUnwrittenBatch`].
     pub(crate) fn note_unwritten(&mut self, pending: &PendingProducerUpdates) {
         for &producer_id in pending.entries.keys() {
-            self.unwritten
-                .insert(producer_id, UnwrittenCause::WriteFailed);
+            self.note(producer_id, UnwrittenCause::WriteFailed);
         }
     }
 
     /// Notes that a batch of `producer_id` was refused before it could be written (see
     /// [`ProducerStateManager::note_unwritten`]).
     pub(crate) fn note_refused(&mut self, producer_id: i64) {
-        self.unwritten.insert(producer_id, UnwrittenCause::Refused);
+        self.note(producer_id, UnwrittenCause::Refused);
+    }
+
+    /// Only a producer with state here can have a gap to excuse (an unknown producer's batches
+    /// are taken at any sequence), so only such a one is noted: the notes stay bounded by the
+    /// producer table, and go with its entries when they expire.
+    fn note(&mut self, producer_id: i64, cause: UnwrittenCause) {
+        if self.producers.contains_key(&producer_id) {
+            self.unwritten.insert(producer_id, cause);
+        }
     }
 
     /// Replays a batch already in the log (recovery): no validation, as Kafka does, since the
@@ -361,6 +369,8 @@ impl ProducerStateManager {
             .count();
         if expired > 0 {
             Arc::make_mut(&mut self.producers).retain(|_, e| !e.is_expired(now_ms, expiration_ms));
+            let producers = &self.producers;
+            self.unwritten.retain(|id, _| producers.contains_key(id));
         }
         expired
     }
@@ -723,6 +733,31 @@ mod tests {
         let (loaded, _) =
             ProducerStateManager::load_with_clock(&Storage::real(), dir.path(), 3, test_clock)?;
         assert_eq!(loaded.producers.keys().copied().collect::<Vec<_>>(), [2]);
+        Ok(())
+    }
+
+    #[test]
+    fn unwritten_notes_are_kept_only_for_known_producers_and_expire_with_them(
+    ) -> Result<(), StorageError> {
+        let mut state = ProducerStateManager::with_clock(test_clock);
+        state.set_expiration_ms(1_000);
+        set_now(20_000);
+        append(&mut state, &header_of(1, 0, 0))?;
+        // Producer 9 has no state here: nothing to excuse, nothing kept.
+        state.note_refused(9);
+        state.note_refused(1);
+        assert_eq!(state.unwritten.len(), 1);
+        assert!(matches!(
+            append(&mut state, &header_of(1, 2, 1)),
+            Err(StorageError::SequenceAfterUnwrittenBatch {
+                cause: UnwrittenCause::Refused,
+                ..
+            })
+        ));
+        // Producer 1 goes quiet and expires: its note goes with it.
+        set_now(21_000);
+        assert_eq!(state.remove_expired(), 1);
+        assert!(state.unwritten.is_empty());
         Ok(())
     }
 
